@@ -1,0 +1,481 @@
+"""jit: trace a function once per signature, optimize the jaxpr, compile it, replay it.
+
+A jitted function flattens its arguments, looks up (tree structure, avals with weak types,
+static argument values, platform) in its cache, and on a miss traces the body into a
+jaxpr, runs the passes (flamefx/transforms/passes.py) and compiles an executable for the
+device (flamefx/kernels/executor.py). At the top level a call goes straight to the
+executable; under another transform (grad, vmap, an outer jit) it binds the ``jit_call``
+primitive, whose rules re-trace the body under that transform and compile the result too,
+so ``grad(jit(f))`` runs both passes compiled.
+
+>>> import flamefx, flamefx.numpy as fnp
+>>> f = jit(lambda x: x * 2.0 + 1.0)
+>>> f(fnp.ones(3)).tolist()
+[3.0, 3.0, 3.0]
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from typing import Any, Callable
+
+from flamefx import config, core, dtypes, tree_util
+from flamefx import devices as _devices
+from flamefx.core import Array, EvalTrace, Primitive, ShapedArray, Tracer
+from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
+from flamefx.jaxpr import Jaxpr, eval_jaxpr, hoist_consts, trace_to_jaxpr
+from flamefx.transforms import passes
+
+log = logging.getLogger("flamefx.jit")
+
+
+# --- the compiled program behind one cache entry ----------------------------------------------
+
+
+class Program:
+    """An optimized, const-hoisted jaxpr and what was built from it: one executable per
+    device, and the programs derived from it by AD and vmap (keyed by what they depend on).
+    It is the ``program`` param of ``jit_call`` (compared by identity)."""
+
+    def __init__(self, jaxpr: Jaxpr, name: str):
+        self.jaxpr = jaxpr
+        self.name = name
+        self.executables: dict[Any, Any] = {}
+        self.derived: dict[tuple, Program] = {}
+
+    def __repr__(self):
+        return f"Program({self.name}, {len(self.jaxpr.eqns)} eqns)"
+
+    def executable(self, device: _devices.Device):
+        exe = self.executables.get(device)
+        if exe is None:
+            exe = self.executables[device] = _compile(self.jaxpr, device)
+        return exe
+
+
+def _compile(jaxpr: Jaxpr, device: _devices.Device):
+    from flamefx.kernels import executor
+    if device.platform == "gpu":
+        from flamefx.kernels import fusion
+        return fusion.GpuExecutable(jaxpr, device)
+    return executor.CpuExecutable(jaxpr)
+
+
+def make_program(flat_fn: Callable, in_avals, name: str) -> tuple[Program, list]:
+    """Traces ``flat_fn`` at ``in_avals``, optimizes it; returns (program, consts)."""
+    closed = passes.optimize(trace_to_jaxpr(flat_fn, in_avals))
+    jaxpr, consts = hoist_consts(closed)
+    return Program(jaxpr, name), consts
+
+
+# --- the jit_call primitive ---------------------------------------------------------------------
+
+
+def _jit_call_abstract_eval(*avals, jaxpr, program, donated):
+    expected = jaxpr.in_avals
+    if len(avals) != len(expected) or any(
+            (a.shape, a.dtype) != (e.shape, e.dtype) for a, e in zip(avals, expected)):
+        raise FlamefxTypeError(f"{program.name} was compiled for "
+                               f"({', '.join(e.str_short() for e in expected)})")
+    return jaxpr.out_avals
+
+
+def _jit_call_impl(*bufs, jaxpr, program, donated):
+    return program.executable(_devices.devices("cpu")[0])(bufs)
+
+
+def _jit_call_cuda_impl(*bufs, jaxpr, program, donated):
+    device = _devices.Device("gpu", _devices.cupy().cuda.Device().id)
+    return program.executable(device)(bufs)
+
+
+def _eval_program(program: Program):
+    return lambda *args: eval_jaxpr(program.jaxpr, [], *args)
+
+
+def _bind_program(program: Program, consts, args) -> list:
+    return core.bind_list(jit_call_p, *consts, *args, jaxpr=program.jaxpr, program=program,
+                          donated=(False,) * (len(consts) + len(args)))
+
+
+def _aval_of(x) -> ShapedArray:
+    return core.get_aval(x)
+
+
+def _jit_call_vjp(cts, primals, outs, *, jaxpr, program, donated):
+    # The backward program re-computes the forward from the primals, so it is one compiled
+    # call that needs nothing saved from the forward call.
+    from flamefx.transforms import ad
+    diff = tuple(i for i, p in enumerate(primals) if dtypes.is_float(_aval_of(p).dtype))
+    ct_idx = tuple(j for j, ct in enumerate(cts) if ct is not None)
+    key = ("vjp", diff, ct_idx)
+    derived = program.derived.get(key)
+    if derived is None:
+        n = len(primals)
+
+        def backward(*flat):
+            primals_in, cts_in = list(flat[:n]), flat[n:]
+
+            def forward(*diff_primals):
+                full = list(primals_in)
+                for i, p in zip(diff, diff_primals):
+                    full[i] = p
+                return eval_jaxpr(program.jaxpr, [], *full)
+
+            out_values, pullback = ad.vjp(forward, *[primals_in[i] for i in diff])
+            full_cts = [ad.zeros_like(o) for o in out_values]
+            for j, ct in zip(ct_idx, cts_in):
+                full_cts[j] = ct
+            return list(pullback(full_cts))
+
+        in_avals = [_aval_of(p) for p in primals] + [_aval_of(cts[j]) for j in ct_idx]
+        derived = _cached_derived(program, key, backward, in_avals, f"vjp({program.name})")
+    grads = _bind_program(derived[0], derived[1], list(primals) + [cts[j] for j in ct_idx])
+    result = [None] * len(primals)
+    for i, g in zip(diff, grads):
+        result[i] = g
+    return result
+
+
+def _jit_call_jvp(primals, tangents, *, jaxpr, program, donated):
+    from flamefx.transforms import ad
+    diff = tuple(i for i, (p, t) in enumerate(zip(primals, tangents))
+                 if t is not None and dtypes.is_float(_aval_of(p).dtype))
+    key = ("jvp", diff)
+    derived = program.derived.get(key)
+    n, n_out = len(primals), len(jaxpr.outvars)
+    if derived is None:
+        def forward_with_tangents(*flat):
+            primals_in, tangents_in = list(flat[:n]), flat[n:]
+
+            def forward(*diff_primals):
+                full = list(primals_in)
+                for i, p in zip(diff, diff_primals):
+                    full[i] = p
+                return eval_jaxpr(program.jaxpr, [], *full)
+
+            outs, tangents_out = ad.jvp(forward, [primals_in[i] for i in diff],
+                                        list(tangents_in))
+            return list(outs) + list(tangents_out)
+
+        in_avals = [_aval_of(p) for p in primals] + [_aval_of(tangents[i]) for i in diff]
+        derived = _cached_derived(program, key, forward_with_tangents, in_avals,
+                                  f"jvp({program.name})")
+    results = _bind_program(derived[0], derived[1], list(primals) + [tangents[i] for i in diff])
+    outs, tangents_out = results[:n_out], results[n_out:]
+    tangents_out = [t if dtypes.is_float(o.aval.dtype) else None
+                    for o, t in zip(jaxpr.outvars, tangents_out)]
+    return outs, tangents_out
+
+
+def _jit_call_batch(axis_size, args, bdims, *, jaxpr, program, donated):
+    from flamefx.transforms.batching import vmap
+    key = ("vmap", tuple(bdims), axis_size)
+    derived = program.derived.get(key)
+    if derived is None:
+        batched = vmap(_eval_program(program), in_axes=tuple(bdims), axis_size=axis_size)
+        derived = _cached_derived(program, key, lambda *a: list(batched(*a)),
+                                  [_aval_of(a) for a in args], f"vmap({program.name})")
+    outs = _bind_program(derived[0], derived[1], args)
+    return outs, [0] * len(outs)
+
+
+def _cached_derived(program: Program, key, flat_fn, in_avals, name) -> tuple[Program, list]:
+    derived, consts = make_program(flat_fn, in_avals, name)
+    if not any(isinstance(c, Tracer) for c in consts):
+        program.derived[key] = (derived, consts)
+    return derived, consts
+
+
+jit_call_p = Primitive(
+    "jit_call", abstract_eval=_jit_call_abstract_eval, impl=_jit_call_impl,
+    cuda_impl=_jit_call_cuda_impl, vjp=_jit_call_vjp, jvp=_jit_call_jvp,
+    batch=_jit_call_batch, multiple_results=True)
+
+
+# --- the jit API -----------------------------------------------------------------------------
+
+
+class _CacheEntry:
+    __slots__ = ("program", "consts", "out_tree", "signature", "donated", "executable")
+
+    def __init__(self, program, consts, out_tree, signature, donated):
+        self.program, self.consts, self.out_tree = program, consts, out_tree
+        self.signature, self.donated = signature, donated
+        self.executable = None
+
+
+def _leaf_key(x):
+    if type(x) is Array:
+        buf = x.buffer
+        return buf.shape, buf.dtype, x._weak
+    aval = core.get_aval(x)
+    return aval.shape, aval.dtype, aval.weak_type
+
+
+def _as_tuple(x) -> tuple:
+    if x is None:
+        return ()
+    return (x,) if isinstance(x, (int, str)) else tuple(x)
+
+
+class Jitted:
+    """The callable ``jit`` returns; ``lower(*args)`` shows what a call compiles to."""
+
+    def __init__(self, fun: Callable, static_argnums, static_argnames, donate_argnums):
+        self.fun = fun
+        self.__name__ = getattr(fun, "__name__", "fun")
+        self.__doc__ = getattr(fun, "__doc__", None)
+        self.__wrapped__ = fun
+        try:
+            self._params = [p.name for p in inspect.signature(fun).parameters.values()
+                            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        except (TypeError, ValueError):
+            self._params = []
+        static_argnums = set(_as_tuple(static_argnums))
+        static_argnames = set(_as_tuple(static_argnames))
+        # As in JAX, a static argument may be named either way.
+        static_argnums |= {i for i, n in enumerate(self._params) if n in static_argnames}
+        static_argnames |= {self._params[i] for i in static_argnums if i < len(self._params)}
+        self.static_argnums = frozenset(static_argnums)
+        self.static_argnames = frozenset(static_argnames)
+        self.donate_argnums = frozenset(_as_tuple(donate_argnums))
+        self._cache: dict[tuple, _CacheEntry] = {}
+
+    def _arg_name(self, i: int) -> str:
+        return self._params[i] if i < len(self._params) else f"args[{i}]"
+
+    # -- signature and cache lookup --
+
+    def _split(self, args, kwargs):
+        statics = []
+        dyn_args = []
+        for i, a in enumerate(args):
+            if i in self.static_argnums:
+                statics.append((self._arg_name(i), a))
+            else:
+                dyn_args.append(a)
+        dyn_kwargs = {}
+        for k, v in kwargs.items():
+            if k in self.static_argnames:
+                statics.append((k, v))
+            else:
+                dyn_kwargs[k] = v
+        for name, value in statics:
+            try:
+                hash(value)
+            except TypeError:
+                raise FlamefxValueError(
+                    f"static argument {name!r} of {self.__name__} has an unhashable value "
+                    f"of type {type(value).__name__}; static arguments are cache keys. Pass a "
+                    f"tuple instead of a list, or make it a traced (non-static) argument."
+                    f"\n  at {user_frame()}") from None
+        return dyn_args, dyn_kwargs, tuple(statics)
+
+    def _lookup(self, args, kwargs):
+        dyn_args, dyn_kwargs, statics = self._split(args, kwargs)
+        leaves, in_tree = tree_util.tree_flatten((dyn_args, dyn_kwargs))
+        leaf_keys = tuple(_leaf_key(x) for x in leaves)
+        device = next((x._device for x in leaves if type(x) is Array), None) \
+            or _devices.default_device()
+        key = (in_tree, statics, leaf_keys, device)
+        entry = self._cache.get(key)
+        if entry is None:
+            entry = self._trace(args, kwargs, leaves, in_tree, statics, key)
+        return entry, leaves, device
+
+    def _trace(self, args, kwargs, leaves, in_tree, statics, key) -> _CacheEntry:
+        signature = self._signature(args, kwargs)
+        if config.read("log_compiles"):
+            log.warning(self._miss_message(signature))
+        static_pos = {i: a for i, a in enumerate(args) if i in self.static_argnums}
+        static_kw = {k: v for k, v in kwargs.items() if k in self.static_argnames}
+        out_tree_box = []
+
+        def flat_fn(*flat):
+            dyn_args, dyn_kwargs = tree_util.tree_unflatten(in_tree, flat)
+            it = iter(dyn_args)
+            full = [static_pos[i] if i in static_pos else next(it) for i in range(len(args))]
+            out = self.fun(*full, **dyn_kwargs, **static_kw)
+            out_leaves, out_tree = tree_util.tree_flatten(out)
+            out_tree_box.append(out_tree)
+            return out_leaves
+
+        in_avals = [core.get_aval(x) for x in leaves]
+        program, consts = make_program(flat_fn, in_avals, f"jit({self.__name__})")
+        donated = self._donated_leaves(args, kwargs, len(consts))
+        entry = _CacheEntry(program, consts, out_tree_box[0], signature, donated)
+        if not any(isinstance(c, Tracer) for c in consts):
+            self._cache[key] = entry
+        return entry
+
+    def _donated_leaves(self, args, kwargs, n_consts) -> tuple:
+        flags = [False] * n_consts
+        for i, a in enumerate(args):
+            if i not in self.static_argnums:
+                flags += [i in self.donate_argnums] * len(tree_util.tree_leaves(a))
+        flags += [False] * len(tree_util.tree_leaves(
+            {k: v for k, v in kwargs.items() if k not in self.static_argnames}))
+        return tuple(flags)
+
+    def _signature(self, args, kwargs) -> dict[str, str]:
+        """What each argument looks like to the cache, for log_compiles' explanations."""
+        def describe(name, value, static):
+            if static:
+                return f"static {value!r}"
+            leaves, tree = tree_util.tree_flatten(value)
+            avals = ", ".join(core.get_aval(x).str_short()
+                              + (" weak" if core.get_aval(x).weak_type else "") for x in leaves)
+            return avals if tree == tree_util.LEAF else f"{tree} with ({avals})"
+        sig = {self._arg_name(i): describe(self._arg_name(i), a, i in self.static_argnums)
+               for i, a in enumerate(args)}
+        sig.update({k: describe(k, v, k in self.static_argnames) for k, v in kwargs.items()})
+        return sig
+
+    def _miss_message(self, signature) -> str:
+        head = f"Compiling {self.__name__} for ({', '.join(f'{k}: {v}' for k, v in signature.items())})"
+        if not self._cache:
+            return head + ": first call."
+        def distance(entry):
+            names = set(entry.signature) | set(signature)
+            return sum(entry.signature.get(n) != signature.get(n) for n in names)
+        nearest = min(self._cache.values(), key=distance)
+        changes = [f"argument {n!r} changed from {nearest.signature.get(n, '<absent>')} to "
+                   f"{signature.get(n, '<absent>')}"
+                   for n in sorted(set(nearest.signature) | set(signature))
+                   if nearest.signature.get(n) != signature.get(n)]
+        return head + ": cache miss; " + ("; ".join(changes) or "the platform changed") + "."
+
+    # -- calling --
+
+    def __call__(self, *args, **kwargs):
+        if config.read("disable_jit"):
+            return self.fun(*args, **kwargs)
+        entry, leaves, device = self._lookup(args, kwargs)
+        if type(core.current_trace()) is EvalTrace and not any(
+                isinstance(x, Tracer) for x in leaves):
+            outs = self._run(entry, leaves, device)
+        else:
+            outs = core.bind_list(jit_call_p, *entry.consts, *leaves,
+                                  jaxpr=entry.program.jaxpr, program=entry.program,
+                                  donated=entry.donated)
+        return tree_util.tree_unflatten(entry.out_tree, outs)
+
+    def _run(self, entry: _CacheEntry, leaves, device) -> list:
+        """The fast path at the top level: straight to the executable, no bind."""
+        exe = entry.executable
+        if exe is None or exe.device_key != device:
+            exe = entry.executable = _BoundExecutable(entry, device)
+        return exe(leaves)
+
+    def lower(self, *args, platform: str | None = None, **kwargs) -> "Lowered":
+        """Traces and optimizes for these arguments; ``as_text()`` shows the result.
+
+        ``platform='gpu'`` plans the GPU kernels (and gives their CUDA source) even on a
+        machine without a GPU.
+
+        >>> import flamefx.numpy as fnp
+        >>> print(jit(lambda x: x * 2.0).lower(fnp.ones(3)).as_text())   # doctest: +SKIP
+        """
+        entry, _, device = self._lookup(args, kwargs)
+        if platform is not None and platform != device.platform:
+            device = _devices.Device(platform, 0)
+        return Lowered(entry.program, device)
+
+
+class _BoundExecutable:
+    """A cache entry's executable for one device, with its constants already on it."""
+
+    __slots__ = ("device_key", "run", "const_bufs", "donated", "any_donated", "weak", "device")
+
+    def __init__(self, entry: _CacheEntry, device):
+        self.device_key = self.device = device
+        self.run = entry.program.executable(device)
+        self.const_bufs = [_devices.move_buffer(c.buffer, device) for c in entry.consts]
+        n = len(entry.consts)
+        self.donated = [i - n for i, d in enumerate(entry.donated) if d]
+        self.any_donated = bool(self.donated)
+        self.weak = [v.aval.weak_type for v in entry.program.jaxpr.outvars]
+
+    def __call__(self, leaves) -> list:
+        bufs = list(self.const_bufs)
+        device = self.device
+        for x in leaves:
+            if type(x) is not Array:
+                x = core.to_array(x, device=device)
+            elif x._device != device:
+                x = core.to_array(x, device=device)
+            bufs.append(x.buffer)
+        if self.any_donated:
+            outs = self.run(bufs, donated=[len(self.const_bufs) + i for i in self.donated])
+            for i in self.donated:
+                if type(leaves[i]) is Array:
+                    leaves[i].delete()
+        else:
+            outs = self.run(bufs)
+        return [Array(b, device, w) for b, w in zip(outs, self.weak)]
+
+
+class Lowered:
+    """What a jitted call compiles to: the optimized jaxpr and, on the GPU, the kernels."""
+
+    def __init__(self, program: Program, device):
+        self.program = program
+        self.device = device
+        if device.platform == "gpu":
+            from flamefx.kernels import fusion
+            self.plan = fusion.plan(program.jaxpr)
+        else:
+            self.plan = None
+
+    @property
+    def jaxpr(self) -> Jaxpr:
+        return self.program.jaxpr
+
+    @property
+    def kernel_count(self) -> int:
+        """Kernel launches per call: fused kernels plus unfused primitive calls (GPU), or
+        equations run (CPU)."""
+        if self.plan is None:
+            return len(self.program.jaxpr.eqns)
+        return self.plan.kernel_count
+
+    @property
+    def kernel_sources(self) -> list[str]:
+        return [] if self.plan is None else self.plan.sources()
+
+    def as_text(self) -> str:
+        text = f"# {self.program.name} on {self.device}\n{self.program.jaxpr}"
+        if self.plan is not None:
+            text += f"\n# {self.kernel_count} kernel launches\n{self.plan.describe()}"
+            for i, src in enumerate(self.kernel_sources):
+                text += f"\n// --- fused kernel {i} ---\n{src}"
+        return text
+
+
+def jit(fun: Callable | None = None, *, static_argnums=(), static_argnames=(),
+        donate_argnums=()):
+    """Compiles ``fun``: traced once per argument signature, optimized, fused, replayed.
+
+    ``static_argnums``/``static_argnames`` are passed as Python values (hashable; a new
+    value retraces); ``donate_argnums`` hands those arguments' buffers to the call (they
+    are deleted afterwards, the outputs may reuse their memory).
+
+    >>> import flamefx.numpy as fnp
+    >>> @jit
+    ... def f(x, y):
+    ...     return fnp.sum(x * y)
+    >>> float(f(fnp.ones(3), fnp.ones(3)))
+    3.0
+    """
+    if fun is None:
+        return functools.partial(jit, static_argnums=static_argnums,
+                                 static_argnames=static_argnames, donate_argnums=donate_argnums)
+    if not callable(fun):
+        raise FlamefxTypeError(f"jit expects a function, got {type(fun).__name__}")
+    return Jitted(fun, static_argnums, static_argnames, donate_argnums)
+
+
+__all__ = ["jit", "jit_call_p", "Jitted", "Lowered", "Program", "make_program"]

@@ -1,0 +1,218 @@
+"""Optimization passes over jaxprs, run by ``jit`` before it compiles.
+
+Each pass is a small function from a (closed) jaxpr to a new one; none mutates its input.
+``optimize`` chains them: inline nested jit calls, drop no-op reshapes/transposes/converts,
+fold constants, merge common subexpressions, eliminate dead code.
+
+>>> import flamefx, flamefx.numpy as fnp
+>>> closed = flamefx.make_jaxpr(lambda x: (x * 2.0) + (x * 2.0))(fnp.ones(3))
+>>> len(optimize(closed).eqns)           # the second `x * 2.0` is merged into the first
+2
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flamefx import core
+from flamefx.jaxpr import ClosedJaxpr, Jaxpr, JaxprEqn, Literal, Var
+
+# Folding evaluates on the CPU; larger results would bloat the constants (and the GPU
+# transfers of them) for no gain, so they are left to run inside the program.
+FOLD_MAX_ELEMENTS = 1024
+
+_NOOP_IF_SAME_AVAL = frozenset({"reshape", "convert_element_type", "broadcast_in_dim",
+                                "squeeze", "expand_dims", "copy"})
+
+
+def _substitute(eqns, outvars, replace: dict[int, object]):
+    """Rewrites the inputs of ``eqns`` and ``outvars`` through ``replace`` (var id -> atom)."""
+    def sub(v):
+        return replace.get(v.id, v) if isinstance(v, Var) else v
+    new_eqns = [e if not any(isinstance(v, Var) and v.id in replace for v in e.invars)
+                else e.replace(invars=[sub(v) for v in e.invars]) for e in eqns]
+    return new_eqns, [sub(v) for v in outvars]
+
+
+def inline_jit_calls(jaxpr: Jaxpr) -> Jaxpr:
+    """Splices the equations of nested ``jit_call``s into ``jaxpr`` (``jit(jit(f))``)."""
+    if not any(e.prim.name == "jit_call" for e in jaxpr.eqns):
+        return jaxpr
+    eqns: list[JaxprEqn] = []
+    replace: dict[int, object] = {}
+
+    def sub(v):
+        return replace.get(v.id, v) if isinstance(v, Var) else v
+
+    for eqn in jaxpr.eqns:
+        invars = [sub(v) for v in eqn.invars]
+        if eqn.prim.name != "jit_call":
+            eqns.append(eqn.replace(invars=invars))
+            continue
+        inner = inline_jit_calls(eqn.params["jaxpr"])
+        inner_env: dict[int, object] = {v.id: a for v, a in zip(inner.invars, invars)}
+        for inner_eqn in inner.eqns:
+            new_outs = [Var(v.aval) for v in inner_eqn.outvars]
+            inner_ins = [inner_env.get(v.id, v) if isinstance(v, Var) else v
+                         for v in inner_eqn.invars]
+            inner_env.update({v.id: n for v, n in zip(inner_eqn.outvars, new_outs)})
+            eqns.append(inner_eqn.replace(invars=inner_ins, outvars=new_outs))
+        for outer_v, inner_v in zip(eqn.outvars, inner.outvars):
+            replace[outer_v.id] = inner_env.get(inner_v.id, inner_v) \
+                if isinstance(inner_v, Var) else inner_v
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, [sub(v) for v in jaxpr.outvars], eqns)
+
+
+def _is_noop(eqn: JaxprEqn) -> bool:
+    if len(eqn.invars) != 1 or len(eqn.outvars) != 1:
+        return False
+    if eqn.invars[0].aval != eqn.outvars[0].aval:
+        return False
+    name = eqn.prim.name
+    if name == "transpose":
+        return tuple(eqn.params["permutation"]) == tuple(range(eqn.outvars[0].aval.ndim))
+    return name in _NOOP_IF_SAME_AVAL
+
+
+def remove_noops(jaxpr: Jaxpr) -> Jaxpr:
+    """Drops reshapes/transposes/converts/broadcasts/squeezes/copies that change nothing."""
+    replace: dict[int, object] = {}
+    kept = []
+    for eqn in jaxpr.eqns:
+        invars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in eqn.invars]
+        eqn = eqn.replace(invars=invars) if invars != eqn.invars else eqn
+        if _is_noop(eqn):
+            replace[eqn.outvars[0].id] = eqn.invars[0]
+        else:
+            kept.append(eqn)
+    outvars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in jaxpr.outvars]
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, outvars, kept)
+
+
+def _params_key(params: dict):
+    """A hashable key for params; values that cannot be hashed are compared by identity."""
+    items = []
+    for k in sorted(params):
+        v = params[k]
+        try:
+            hash(v)
+            items.append((k, type(v), v))
+        except TypeError:
+            items.append((k, "id", id(v)))
+    return tuple(items)
+
+
+def _atom_key(v):
+    if isinstance(v, Literal):
+        return ("lit", v.aval, v.val.item())
+    return v.id
+
+
+def eliminate_common_subexpressions(jaxpr: Jaxpr) -> Jaxpr:
+    """Merges equations with the same primitive, params and inputs into the first one."""
+    seen: dict[tuple, list[Var]] = {}
+    replace: dict[int, object] = {}
+    kept = []
+    for eqn in jaxpr.eqns:
+        invars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in eqn.invars]
+        eqn = eqn.replace(invars=invars) if invars != eqn.invars else eqn
+        key = (eqn.prim, _params_key(eqn.params), tuple(_atom_key(v) for v in invars))
+        try:
+            earlier = seen.get(key)
+        except TypeError:  # e.g. a literal whose value cannot be hashed
+            kept.append(eqn)
+            continue
+        if earlier is not None and all(a.aval == b.aval for a, b in zip(earlier, eqn.outvars)):
+            replace.update({v.id: e for v, e in zip(eqn.outvars, earlier)})
+            continue
+        seen[key] = eqn.outvars
+        kept.append(eqn)
+    outvars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in jaxpr.outvars]
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, outvars, kept)
+
+
+def eliminate_dead_code(jaxpr: Jaxpr) -> Jaxpr:
+    """Drops equations whose outputs nothing uses, and constvars nothing reads.
+
+    The invars stay as they are (the signature of the program does not change).
+    """
+    live = {v.id for v in jaxpr.outvars if isinstance(v, Var)}
+    kept = []
+    for eqn in reversed(jaxpr.eqns):
+        if any(v.id in live for v in eqn.outvars):
+            kept.append(eqn)
+            live.update(v.id for v in eqn.invars if isinstance(v, Var))
+    kept.reverse()
+    constvars = [v for v in jaxpr.constvars if v.id in live]
+    return Jaxpr(constvars, jaxpr.invars, jaxpr.outvars, kept)
+
+
+def prune_consts(closed: ClosedJaxpr, jaxpr: Jaxpr) -> ClosedJaxpr:
+    """Pairs ``jaxpr`` with the values of ``closed`` for the constvars it kept."""
+    value_of = {v.id: c for v, c in zip(closed.jaxpr.constvars, closed.consts)}
+    return ClosedJaxpr(jaxpr, [value_of[v.id] for v in jaxpr.constvars])
+
+
+def _small_concrete(x) -> bool:
+    return isinstance(x, core.Array) and x.size <= FOLD_MAX_ELEMENTS
+
+
+def fold_constants(closed: ClosedJaxpr) -> ClosedJaxpr:
+    """Evaluates on the CPU the equations whose inputs are all literals or small constants.
+
+    Scalar results become literals, other small results new constants (on the device of the
+    program's other constants, or the default device).
+    """
+    jaxpr = closed.jaxpr
+    known: dict[int, core.Array] = {v.id: c for v, c in zip(jaxpr.constvars, closed.consts)
+                                    if _small_concrete(c)}
+    if not any(_foldable(e, known) for e in jaxpr.eqns):
+        return closed
+    device = next((c.device for c in closed.consts if isinstance(c, core.Array)), None)
+    constvars, consts = list(jaxpr.constvars), list(closed.consts)
+    replace: dict[int, object] = {}
+    kept = []
+    for eqn in jaxpr.eqns:
+        invars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in eqn.invars]
+        eqn = eqn.replace(invars=invars) if invars != eqn.invars else eqn
+        if not _foldable(eqn, known):
+            kept.append(eqn)
+            continue
+        args = [np.asarray(v.val if isinstance(v, Literal) else known[v.id]) for v in invars]
+        outs = eqn.prim.impl_for("cpu")(*args, **eqn.params)
+        for v, buf in zip(eqn.outvars, outs):
+            buf = np.asarray(buf).astype(v.aval.dtype, copy=False)
+            if buf.shape == ():
+                replace[v.id] = Literal(core.Array(buf, core._devices.devices("cpu")[0],
+                                                   v.aval.weak_type))
+            else:
+                value = core.to_array(buf, device=device, weak=v.aval.weak_type)
+                new_var = Var(v.aval)
+                constvars.append(new_var)
+                consts.append(value)
+                known[new_var.id] = value
+                replace[v.id] = new_var
+    outvars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in jaxpr.outvars]
+    return ClosedJaxpr(Jaxpr(constvars, jaxpr.invars, outvars, kept), consts)
+
+
+def _foldable(eqn: JaxprEqn, known) -> bool:
+    if eqn.prim.name == "jit_call" or eqn.prim.impls.get("cpu") is None:
+        return False
+    if any(v.aval.size > FOLD_MAX_ELEMENTS for v in eqn.outvars):
+        return False
+    return all(isinstance(v, Literal) or v.id in known for v in eqn.invars)
+
+
+def optimize(closed: ClosedJaxpr) -> ClosedJaxpr:
+    """Runs every pass: inline, no-ops, constant folding, CSE, dead code; prunes constants.
+
+    >>> import flamefx, flamefx.numpy as fnp
+    >>> closed = flamefx.make_jaxpr(lambda x: x.reshape(3) * (2.0 + 1.0))(fnp.ones(3))
+    >>> [e.prim.name for e in optimize(closed).eqns]
+    ['mul']
+    """
+    jaxpr = remove_noops(inline_jit_calls(closed.jaxpr))
+    folded = fold_constants(ClosedJaxpr(jaxpr, closed.consts))
+    jaxpr = eliminate_dead_code(eliminate_common_subexpressions(folded.jaxpr))
+    return prune_consts(folded, jaxpr)
