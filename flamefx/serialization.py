@@ -1,4 +1,4 @@
-"""Checkpoints: pytrees of arrays saved in the safetensors format, written atomically.
+"""Checkpoint files: pytrees of arrays saved in the safetensors format, written atomically.
 
 A file is ``8-byte little-endian header length | JSON header | raw tensor bytes``. The
 header maps each tensor's name (its path in the tree, e.g. ``['params']['w'][0]``) to its
@@ -9,6 +9,9 @@ writers load as a flat ``{name: Array}`` dict.
 
 A save goes to a temporary file in the same directory, is flushed and fsynced, then
 renamed over the target: a crash mid-write leaves the previous checkpoint intact.
+
+(The module is not called ``checkpoint``: ``flamefx.checkpoint`` is the rematerialization
+transform, and a submodule of that name would replace it on the package when imported.)
 
 >>> import flamefx, flamefx.numpy as fnp
 >>> flamefx.save("/tmp/ckpt.safetensors", {"w": fnp.ones((2, 3)), "step": 7})  # doctest: +SKIP

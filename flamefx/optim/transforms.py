@@ -1,0 +1,289 @@
+"""Building blocks that optimizers are chained from: scaling, momentum, moments, clipping.
+
+Each returns a :class:`GradientTransformation`. Scalar factors shared by every leaf (bias
+corrections, learning rates) are computed once per step, outside the per-leaf maps, so
+that under jit the per-leaf work is one elementwise chain that fuses into one kernel.
+
+>>> from flamefx import optim
+>>> opt = optim.chain(optim.clip_by_global_norm(1.0), optim.scale_by_adam(),
+...                   optim.scale_by_learning_rate(1e-3))
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple
+
+import flamefx.numpy as fnp
+from flamefx import tree_util
+from flamefx.optim.base import (EmptyState, GradientTransformation, ScalarOrSchedule,
+                                compute_dtype, global_norm, zeros_count)
+
+
+def _zeros_like_tree(tree):
+    return tree_util.tree_map(fnp.zeros_like, tree)
+
+
+def _scalar(value, like):
+    """``value`` (a Python float or a scalar array) in the float dtype ``like`` computes in."""
+    if isinstance(value, (int, float)):
+        return value  # weak: keeps the leaf's dtype
+    return fnp.asarray(value).astype(compute_dtype(like))
+
+
+# --- scaling -------------------------------------------------------------------------------
+
+
+def scale(step_size: float) -> GradientTransformation:
+    """Multiplies every update by ``step_size``.
+
+    >>> scale(-0.1).update({"w": fnp.ones(2)}, EmptyState())[0]["w"].tolist()  # doctest: +SKIP
+    [-0.1, -0.1]
+    """
+    def update(updates, state, params=None):
+        return tree_util.tree_map(lambda u: u * _scalar(step_size, u), updates), state
+
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+class ScaleByScheduleState(NamedTuple):
+    count: Any  # int32 step count: how many updates this transformation has made
+
+
+def scale_by_schedule(step_size_fn: Callable) -> GradientTransformation:
+    """Multiplies updates by ``step_size_fn(count)``; the count lives in the state.
+
+    >>> opt = scale_by_schedule(lambda count: -0.1 * 0.99 ** count)
+    """
+    def init(params):
+        return ScaleByScheduleState(zeros_count())
+
+    def update(updates, state, params=None):
+        step_size = step_size_fn(state.count)
+        updates = tree_util.tree_map(lambda u: u * _scalar(step_size, u), updates)
+        return updates, ScaleByScheduleState(state.count + 1)
+
+    return GradientTransformation(init, update)
+
+
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *,
+                           flip_sign: bool = True) -> GradientTransformation:
+    """Scales by ``-learning_rate`` (a float, or a schedule of the step count).
+
+    >>> opt = scale_by_learning_rate(1e-3)
+    """
+    sign = -1.0 if flip_sign else 1.0
+    if callable(learning_rate):
+        return scale_by_schedule(lambda count: sign * learning_rate(count))
+    return scale(sign * learning_rate)
+
+
+# --- momentum and moments ------------------------------------------------------------------
+
+
+class TraceState(NamedTuple):
+    trace: Any  # the momentum buffer, a tree like the params
+
+
+def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
+    """Momentum: ``t = g + decay * t``; emits ``t`` (or ``g + decay * t`` for Nesterov).
+
+    >>> opt = trace(0.9, nesterov=True)
+    """
+    def init(params):
+        return TraceState(_zeros_like_tree(params))
+
+    def update(updates, state, params=None):
+        new_trace = tree_util.tree_map(lambda g, t: g + decay * t, updates, state.trace)
+        if nesterov:
+            updates = tree_util.tree_map(lambda g, t: g + decay * t, updates, new_trace)
+        else:
+            updates = new_trace
+        return updates, TraceState(new_trace)
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByAdamState(NamedTuple):
+    count: Any
+    mu: Any  # first moment
+    nu: Any  # second moment
+
+
+def _bias_correction(decay: float, count, like):
+    return 1 - decay ** count.astype(compute_dtype(like))
+
+
+def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
+                  eps_root: float = 0.0) -> GradientTransformation:
+    """Adam's scaling: bias-corrected ``mu / (sqrt(nu + eps_root) + eps)``.
+
+    >>> opt = scale_by_adam(b1=0.9, b2=0.98)
+    """
+    def init(params):
+        return ScaleByAdamState(zeros_count(), _zeros_like_tree(params),
+                                _zeros_like_tree(params))
+
+    def update(updates, state, params=None):
+        mu = tree_util.tree_map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
+        nu = tree_util.tree_map(lambda g, v: b2 * v + (1 - b2) * fnp.square(g),
+                                updates, state.nu)
+        count = state.count + 1
+        corrections = {}  # per compute dtype, so a tree computes each scalar once
+
+        def scaled(m, v):
+            dtype = compute_dtype(m)
+            if dtype not in corrections:
+                corrections[dtype] = (_bias_correction(b1, count, m),
+                                      _bias_correction(b2, count, m))
+            c1, c2 = corrections[dtype]
+            return (m / c1) / (fnp.sqrt(v / c2 + eps_root) + eps)
+
+        return tree_util.tree_map(scaled, mu, nu), ScaleByAdamState(count, mu, nu)
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByLionState(NamedTuple):
+    count: Any
+    mu: Any
+
+
+def scale_by_lion(b1: float = 0.9, b2: float = 0.99) -> GradientTransformation:
+    """Lion's scaling: ``sign(b1 * mu + (1 - b1) * g)``, then ``mu = b2 * mu + (1 - b2) * g``.
+
+    >>> opt = scale_by_lion(b1=0.95)
+    """
+    def init(params):
+        return ScaleByLionState(zeros_count(), _zeros_like_tree(params))
+
+    def update(updates, state, params=None):
+        signs = tree_util.tree_map(lambda g, m: fnp.sign(b1 * m + (1 - b1) * g),
+                                   updates, state.mu)
+        mu = tree_util.tree_map(lambda g, m: b2 * m + (1 - b2) * g, updates, state.mu)
+        return signs, ScaleByLionState(state.count + 1, mu)
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByRmsState(NamedTuple):
+    nu: Any
+
+
+def scale_by_rms(decay: float = 0.9, eps: float = 1e-8,
+                 initial_scale: float = 0.0) -> GradientTransformation:
+    """RMSProp's scaling: ``g / sqrt(nu + eps)`` with ``nu`` an EMA of ``g**2``.
+
+    >>> opt = scale_by_rms(decay=0.99)
+    """
+    def init(params):
+        return ScaleByRmsState(tree_util.tree_map(
+            lambda p: fnp.full_like(p, initial_scale), params))
+
+    def update(updates, state, params=None):
+        nu = tree_util.tree_map(lambda g, v: decay * v + (1 - decay) * fnp.square(g),
+                                updates, state.nu)
+        updates = tree_util.tree_map(lambda g, v: g / fnp.sqrt(v + eps), updates, nu)
+        return updates, ScaleByRmsState(nu)
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByRStdDevState(NamedTuple):
+    mu: Any
+    nu: Any
+
+
+def scale_by_stddev(decay: float = 0.9, eps: float = 1e-8,
+                    initial_scale: float = 0.0) -> GradientTransformation:
+    """Centered RMSProp's scaling: ``g / sqrt(nu - mu**2 + eps)``.
+
+    >>> opt = scale_by_stddev(decay=0.9)
+    """
+    def init(params):
+        return ScaleByRStdDevState(_zeros_like_tree(params), tree_util.tree_map(
+            lambda p: fnp.full_like(p, initial_scale), params))
+
+    def update(updates, state, params=None):
+        mu = tree_util.tree_map(lambda g, m: decay * m + (1 - decay) * g, updates, state.mu)
+        nu = tree_util.tree_map(lambda g, v: decay * v + (1 - decay) * fnp.square(g),
+                                updates, state.nu)
+        updates = tree_util.tree_map(
+            lambda g, m, v: g / fnp.sqrt(v - fnp.square(m) + eps), updates, mu, nu)
+        return updates, ScaleByRStdDevState(mu, nu)
+
+    return GradientTransformation(init, update)
+
+
+class ScaleByRssState(NamedTuple):
+    sum_of_squares: Any
+
+
+def scale_by_rss(initial_accumulator_value: float = 0.1,
+                 eps: float = 1e-7) -> GradientTransformation:
+    """Adagrad's scaling: ``g / sqrt(sum of g**2 + eps)`` (0 where the sum is 0).
+
+    >>> opt = scale_by_rss(initial_accumulator_value=0.1)
+    """
+    def init(params):
+        return ScaleByRssState(tree_util.tree_map(
+            lambda p: fnp.full_like(p, initial_accumulator_value), params))
+
+    def update(updates, state, params=None):
+        sums = tree_util.tree_map(lambda g, s: s + fnp.square(g), updates,
+                                  state.sum_of_squares)
+
+        def scaled(g, s):
+            return fnp.where(s > 0, g / fnp.sqrt(s + eps), fnp.zeros_like(g))
+
+        return tree_util.tree_map(scaled, updates, sums), ScaleByRssState(sums)
+
+    return GradientTransformation(init, update)
+
+
+# --- weight decay and clipping -------------------------------------------------------------
+
+
+def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransformation:
+    """Adds ``weight_decay * params`` to the updates (decoupled weight decay, as in AdamW).
+
+    ``mask``: a tree of bools (a prefix of the params), or a function params -> that tree;
+    only leaves marked True are decayed (e.g. not biases and norm scales).
+
+    >>> opt = add_decayed_weights(1e-4, mask={"w": True, "b": False})
+    """
+    def update(updates, state, params=None):
+        if params is None:
+            raise ValueError("add_decayed_weights needs the params: call "
+                             "update(grads, state, params)")
+        return tree_util.tree_map(lambda u, p: u + weight_decay * p, updates, params), state
+
+    decay = GradientTransformation(lambda params: EmptyState(), update)
+    if mask is None:
+        return decay
+    from flamefx.optim.wrappers import masked
+    return masked(decay, mask)
+
+
+def clip(max_delta: float) -> GradientTransformation:
+    """Clips every update element into ``[-max_delta, max_delta]``.
+
+    >>> opt = clip(1.0)
+    """
+    def update(updates, state, params=None):
+        return tree_util.tree_map(lambda u: fnp.clip(u, -max_delta, max_delta), updates), state
+
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
+def clip_by_global_norm(max_norm: float) -> GradientTransformation:
+    """Rescales all updates together so that their global L2 norm is at most ``max_norm``.
+
+    >>> opt = clip_by_global_norm(1.0)
+    """
+    def update(updates, state, params=None):
+        norm = global_norm(updates)
+        # One scalar factor for the whole tree: 1 below the limit, max_norm / norm above.
+        factor = fnp.where(norm < max_norm, fnp.ones_like(norm), max_norm / norm)
+        return tree_util.tree_map(lambda u: u * _scalar(factor, u), updates), state
+
+    return GradientTransformation(lambda params: EmptyState(), update)
