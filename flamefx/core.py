@@ -574,9 +574,14 @@ def new_trace(trace_type: type, *args, **kwargs):
 
 def bind(prim: Primitive, *args, **params):
     """Applies ``prim`` to ``args`` on the current trace. Python scalars become weak arrays."""
-    args = tuple(a if isinstance(a, (Array, Tracer)) else to_array(a) for a in args)
-    outs = _ctx.trace.process_primitive(prim, args, params)
+    outs = bind_list(prim, *args, **params)
     return outs if prim.multiple_results else outs[0]
+
+
+def bind_list(prim: Primitive, *args, **params) -> list:
+    """Like ``bind`` but always returns the list of outputs (what traces work with)."""
+    args = tuple(a if isinstance(a, (Array, Tracer)) else to_array(a) for a in args)
+    return _ctx.trace.process_primitive(prim, args, params)
 
 
 # --- tracers -------------------------------------------------------------------------------

@@ -1,0 +1,1 @@
+"""The transforms, one module each: ad (vjp, grad, jvp, ...), batching (vmap), jit."""
