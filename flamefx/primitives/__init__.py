@@ -1,7 +1,1 @@
-"""Every primitive of flamefx, one module per family; importing this registers them all."""
-
-from flamefx.primitives import elementwise  # noqa: F401
-from flamefx.primitives import reductions  # noqa: F401
-from flamefx.primitives import structural  # noqa: F401
-from flamefx.primitives import indexing  # noqa: F401
-from flamefx.primitives import linalg  # noqa: F401
+"""Every primitive of flamefx, one module per family (registered when flamefx is imported)."""
