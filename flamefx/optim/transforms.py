@@ -17,6 +17,7 @@ import flamefx.numpy as fnp
 from flamefx import tree_util
 from flamefx.optim.base import (EmptyState, GradientTransformation, ScalarOrSchedule,
                                 compute_dtype, global_norm, zeros_count)
+from flamefx.optim.wrappers import masked
 
 
 def _zeros_like_tree(tree):
@@ -258,10 +259,7 @@ def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransfo
         return tree_util.tree_map(lambda u, p: u + weight_decay * p, updates, params), state
 
     decay = GradientTransformation(lambda params: EmptyState(), update)
-    if mask is None:
-        return decay
-    from flamefx.optim.wrappers import masked
-    return masked(decay, mask)
+    return decay if mask is None else masked(decay, mask)
 
 
 def clip(max_delta: float) -> GradientTransformation:
