@@ -1,0 +1,187 @@
+"""Activation functions, softmax and friends, written on flamefx.numpy.
+
+Each is numerically stable over the whole float range: no branch evaluates an ``exp``
+that can overflow, so values and gradients stay finite at +-1000 (a ``where`` would
+otherwise multiply a zero cotangent by an infinite derivative and give NaN).
+
+>>> import flamefx.numpy as fnp
+>>> relu(fnp.array([-1.0, 2.0])).tolist()
+[0.0, 2.0]
+"""
+
+from __future__ import annotations
+
+import math
+
+import flamefx.numpy as fnp
+from flamefx import dtypes, lax
+
+tanh = lax.tanh
+
+
+def relu(x):
+    """``max(x, 0)``, with gradient 0 at 0 (as JAX).
+
+    >>> relu(fnp.array([-2.0, 0.5])).tolist()
+    [0.0, 0.5]
+    """
+    return fnp.where(x > 0, x, fnp.zeros_like(x))
+
+
+def relu6(x):
+    """``min(max(x, 0), 6)``.
+
+    >>> relu6(fnp.array([-1.0, 3.0, 9.0])).tolist()
+    [0.0, 3.0, 6.0]
+    """
+    return fnp.where(x < 6, relu(x), fnp.full_like(x, 6))
+
+
+def sigmoid(x):
+    """The logistic function ``1 / (1 + exp(-x))``.
+
+    >>> sigmoid(fnp.array([0.0])).tolist()
+    [0.5]
+    """
+    return lax.logistic(x)
+
+
+def silu(x):
+    """``x * sigmoid(x)`` (also called swish).
+
+    >>> silu(fnp.array([0.0])).tolist()
+    [0.0]
+    """
+    return x * sigmoid(x)
+
+
+swish = silu
+
+
+def gelu(x, approximate: bool = True):
+    """Gaussian error linear unit; ``approximate=True`` is the tanh form (as JAX's default).
+
+    >>> round(float(gelu(fnp.array(1.0), approximate=False)), 4)
+    0.8413
+    """
+    if approximate:
+        inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x * x * x))
+        return 0.5 * x * (1.0 + lax.tanh(inner))
+    return 0.5 * x * (1.0 + lax.erf(x * (1.0 / math.sqrt(2.0))))
+
+
+def _minus_abs(x):
+    # -|x| whose derivative at 0 is +1 (the left branch), so softplus'(0) = 1/2 exactly.
+    return fnp.where(x > 0, -x, x)
+
+
+def softplus(x):
+    """``log(1 + exp(x))``, computed as ``relu(x) + log1p(exp(-|x|))``.
+
+    >>> round(float(softplus(fnp.array(0.0))), 4)
+    0.6931
+    """
+    return relu(x) + lax.log1p(lax.exp(_minus_abs(x)))
+
+
+def log_sigmoid(x):
+    """``log(sigmoid(x)) = -softplus(-x)``.
+
+    >>> float(log_sigmoid(fnp.array(1000.0)))
+    -0.0
+    """
+    return -softplus(-x)
+
+
+def leaky_relu(x, negative_slope: float = 0.01):
+    """``x`` where positive, else ``negative_slope * x``.
+
+    >>> leaky_relu(fnp.array([-1.0, 1.0]), 0.1).tolist()
+    [-0.10000000149011612, 1.0]
+    """
+    return fnp.where(x >= 0, x, negative_slope * x)
+
+
+def _negative_part(x):
+    # min(x, 0) via where, so exp of it never overflows, even in the unselected branch.
+    return fnp.where(x > 0, fnp.zeros_like(x), x)
+
+
+def elu(x, alpha: float = 1.0):
+    """``x`` where positive, else ``alpha * (exp(x) - 1)``.
+
+    >>> round(float(elu(fnp.array(-1.0))), 4)
+    -0.6321
+    """
+    return fnp.where(x > 0, x, alpha * lax.expm1(_negative_part(x)))
+
+
+def celu(x, alpha: float = 1.0):
+    """``x`` where positive, else ``alpha * (exp(x / alpha) - 1)``.
+
+    >>> round(float(celu(fnp.array(-1.0), alpha=2.0)), 4)
+    -0.7869
+    """
+    return fnp.where(x > 0, x, alpha * lax.expm1(_negative_part(x) / alpha))
+
+
+def selu(x):
+    """Scaled ELU with the self-normalizing constants of Klambauer et al. (2017).
+
+    >>> round(float(selu(fnp.array(1.0))), 4)
+    1.0507
+    """
+    alpha, scale = 1.6732632423543772, 1.0507009873554805
+    return scale * elu(x, alpha)
+
+
+def _max_no_grad(x, axis):
+    """The max over ``axis`` (kept), as a constant: softmax-like functions are invariant
+    to the shift, so its gradient is exactly zero and need not be traced."""
+    m = lax.stop_gradient(fnp.max(x, axis=axis, keepdims=True))
+    # An all -inf row would give inf - inf = nan; shift such rows by 0 instead.
+    return fnp.where(fnp.isfinite(m), m, fnp.zeros_like(m))
+
+
+def softmax(x, axis=-1):
+    """``exp(x) / sum(exp(x), axis)``, shifted by the max for stability.
+
+    >>> softmax(fnp.array([0.0, 0.0])).tolist()
+    [0.5, 0.5]
+    """
+    unnormalized = fnp.exp(x - _max_no_grad(x, axis))
+    return unnormalized / fnp.sum(unnormalized, axis=axis, keepdims=True)
+
+
+def log_softmax(x, axis=-1):
+    """``x - logsumexp(x, axis)``.
+
+    >>> round(float(log_softmax(fnp.array([0.0, 0.0]))[0]), 4)
+    -0.6931
+    """
+    shifted = x - _max_no_grad(x, axis)
+    return shifted - fnp.log(fnp.sum(fnp.exp(shifted), axis=axis, keepdims=True))
+
+
+def logsumexp(x, axis=None, keepdims: bool = False):
+    """``log(sum(exp(x), axis))`` without overflow.
+
+    >>> round(float(logsumexp(fnp.array([1000.0, 1000.0]))), 3)
+    1000.693
+    """
+    shift = _max_no_grad(x, axis)
+    out = fnp.log(fnp.sum(fnp.exp(x - shift), axis=axis, keepdims=True)) + shift
+    if keepdims:
+        return out
+    return fnp.squeeze(out, axis=axis) if axis is not None else fnp.reshape(out, ())
+
+
+def one_hot(labels, num_classes: int, dtype=None):
+    """``labels[..., None] == arange(num_classes)`` as ``dtype`` (float32 by default).
+
+    >>> one_hot(fnp.array([0, 2]), 3).tolist()
+    [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    labels = fnp.asarray(labels)
+    classes = fnp.arange(num_classes, dtype=labels.dtype)
+    return (labels[..., None] == classes).astype(dtype or dtypes.float32)
