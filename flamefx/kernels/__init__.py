@@ -1,0 +1,1 @@
+"""Backends: CUDA kernel sources and launchers, and the descriptors jit fuses from."""
