@@ -340,9 +340,11 @@ def _flatten_cotangent(ct, out_tree, out_avals) -> list:
                                f"output's {out_tree}\n  at {user_frame()}")
     flat = [core.ensure_array(c) for c in flat]
     for i, (c, aval) in enumerate(zip(flat, out_avals)):
-        if c.shape != aval.shape:
-            raise FlamefxTypeError(f"cotangent {i} has shape {c.shape} but the output has "
-                                   f"shape {aval.shape}\n  at {user_frame()}")
+        if c.shape != aval.shape or (c.dtype != aval.dtype and not c.weak_type):
+            raise FlamefxTypeError(f"cotangent {i} is {c.aval.str_short()} but the output is "
+                                   f"{aval.str_short()}\n  at {user_frame()}")
+        if c.dtype != aval.dtype:
+            flat[i] = c.astype(aval.dtype)
     return flat
 
 
