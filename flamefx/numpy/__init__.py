@@ -1,0 +1,44 @@
+"""flamefx.numpy: NumPy's API on flamefx arrays, differentiable and traceable.
+
+Every function is written out on flamefx.lax, promoting dtypes (JAX's lattice, weak Python
+scalars) and broadcasting shapes explicitly before binding the strict primitives.
+
+>>> import flamefx.numpy as fnp
+>>> x = fnp.arange(6.0).reshape(2, 3)
+>>> fnp.sum(x * 2, axis=1).tolist()
+[6.0, 24.0]
+"""
+
+from flamefx.dtypes import (bfloat16, bool_, float16, float32, float64, int8, int16,  # noqa: F401
+                            int32, int64, uint8, uint16, uint32, uint64, finfo, iinfo)
+from flamefx.core import Array as ndarray  # noqa: F401
+
+from flamefx.numpy.promotion import (broadcast_arrays, broadcast_shapes,  # noqa: F401
+                                     broadcast_to, promote_types, result_type)
+from flamefx.numpy.creation import (arange, array, asarray, empty, empty_like, eye,  # noqa: F401
+                                    full, full_like, identity, linspace, meshgrid, ones,
+                                    ones_like, tri, tril, triu, zeros, zeros_like)
+from flamefx.numpy.math import (abs, absolute, add, arccos, arcsin, arctan, arctan2,  # noqa: F401
+                                around, bitwise_and, bitwise_not, bitwise_or, bitwise_xor, cbrt,
+                                ceil, clip, cos, cosh, divide, equal, exp, exp2, expm1, fix,
+                                float_power, floor, floor_divide, fmod, greater, greater_equal,
+                                hypot, invert, isfinite, isinf, isnan, less, less_equal, log,
+                                log1p, log2, log10, logaddexp, logical_and, logical_not,
+                                logical_or, logical_xor, maximum, minimum, mod, multiply,
+                                nan_to_num, negative, not_equal, positive, power, reciprocal,
+                                remainder, rint, round, sign, sin, sinh, sqrt, square, subtract,
+                                tan, tanh, true_divide, trunc, where)
+from flamefx.numpy.reductions import (all, amax, amin, any, argmax, argmin,  # noqa: F401
+                                      cumprod, cumsum, logsumexp, max, mean, min, prod, std,
+                                      sum, var)
+from flamefx.numpy.shape import (array_split, astype, atleast_1d, atleast_2d,  # noqa: F401
+                                 atleast_3d, column_stack, concat, concatenate, expand_dims,
+                                 flip, fliplr, flipud, hstack, moveaxis, ndim, pad,
+                                 permute_dims, ravel, repeat, reshape, roll, shape, size, split,
+                                 squeeze, stack, swapaxes, tile, transpose, vstack)
+
+pi = 3.141592653589793
+e = 2.718281828459045
+inf = float("inf")
+nan = float("nan")
+newaxis = None

@@ -1,0 +1,821 @@
+"""Elementwise math: arithmetic, comparisons, logic, transcendental functions, where, clip.
+
+Each function promotes dtypes and broadcasts shapes explicitly (``promotion``), then binds
+the strict lax-level primitives.
+
+>>> import flamefx.numpy as fnp
+>>> fnp.add(fnp.ones(2, fnp.int32), 1.5).dtype
+dtype('float32')
+"""
+
+from __future__ import annotations
+
+import math as _pymath
+
+import numpy as np
+
+from flamefx import dtypes, lax
+from flamefx.core import Array
+from flamefx.errors import FlamefxTypeError, user_frame
+from flamefx.numpy.promotion import (as_operand, broadcast_arrays, constant_like, convert,
+                                     is_python_scalar, promote_args, promote_args_inexact,
+                                     promote_dtypes_inexact)
+
+
+def _is_bool(x) -> bool:
+    return x.dtype == dtypes.bool_
+
+
+def _is_unsigned(x) -> bool:
+    return dtypes.is_int(x.dtype) and np.dtype(x.dtype).kind == "u"
+
+
+def _require_integer_or_bool(name: str, x):
+    if dtypes.is_float(x.dtype):
+        raise FlamefxTypeError(f"{name} needs integer or bool arrays, got {x.dtype}\n  at "
+                               f"{user_frame()}")
+
+
+def _inexact(x):
+    return promote_dtypes_inexact(x)[0]
+
+
+# --- arithmetic ----------------------------------------------------------------------------
+
+
+def add(x, y):
+    """``x + y`` with broadcasting (bool: logical or).
+
+    >>> add(1, 2).item()
+    3
+    """
+    x, y = promote_args(x, y)
+    return lax.bitwise_or(x, y) if _is_bool(x) else lax.add(x, y)
+
+
+def subtract(x, y):
+    """``x - y`` with broadcasting.
+
+    >>> subtract(5.0, 2.0).item()
+    3.0
+    """
+    x, y = promote_args(x, y)
+    if _is_bool(x):
+        raise FlamefxTypeError(f"subtract of bool arrays is not defined; use "
+                               f"fnp.logical_xor\n  at {user_frame()}")
+    return lax.sub(x, y)
+
+
+def multiply(x, y):
+    """``x * y`` with broadcasting (bool: logical and).
+
+    >>> multiply(2, 3).item()
+    6
+    """
+    x, y = promote_args(x, y)
+    return lax.bitwise_and(x, y) if _is_bool(x) else lax.mul(x, y)
+
+
+def true_divide(x, y):
+    """``x / y``; integers divide as floats.
+
+    >>> true_divide(1, 2).item()
+    0.5
+    """
+    x, y = promote_args_inexact(x, y)
+    return lax.div(x, y)
+
+
+divide = true_divide
+
+
+def _floor_divmod(x, y):
+    """NumPy's float divmod (npy_divmod): the quotient floored, the remainder with y's sign."""
+    mod = lax.rem(x, y)
+    quotient = lax.div(lax.sub(x, mod), y)
+    fix = lax.bitwise_and(lax.ne(mod, constant_like(mod, 0)),
+                          lax.ne(lax.lt(y, constant_like(y, 0)),
+                                 lax.lt(mod, constant_like(mod, 0))))
+    mod = lax.select_n(fix, mod, lax.add(mod, y))
+    quotient = lax.select_n(fix, quotient, lax.sub(quotient, constant_like(quotient, 1)))
+    return quotient, mod
+
+
+def floor_divide(x, y):
+    """``x // y``: the quotient rounded towards minus infinity (NumPy's rule).
+
+    >>> floor_divide(-7, 2).item()
+    -4
+    """
+    x, y = promote_args(x, y)
+    if _is_bool(x):
+        x, y = convert(x, dtypes.int8), convert(y, dtypes.int8)
+    if _is_unsigned(x):
+        return lax.div(x, y)
+    if dtypes.is_int(x.dtype):
+        quotient = lax.div(x, y)  # truncates towards zero
+        signs_differ = lax.ne(lax.lt(x, constant_like(x, 0)), lax.lt(y, constant_like(y, 0)))
+        inexact = lax.ne(lax.rem(x, y), constant_like(x, 0))
+        return lax.select_n(lax.bitwise_and(signs_differ, inexact), quotient,
+                            lax.sub(quotient, constant_like(quotient, 1)))
+    quotient, _ = _floor_divmod(x, y)
+    # The quotient is an integer up to rounding error; land on it exactly.
+    return lax.floor(lax.add(quotient, constant_like(quotient, 0.5)))
+
+
+def remainder(x, y):
+    """``x % y`` with the sign of ``y`` (NumPy's rule).
+
+    >>> remainder(-7, 3).item()
+    2
+    """
+    x, y = promote_args(x, y)
+    if _is_unsigned(x):
+        return lax.rem(x, y)
+    if dtypes.is_int(x.dtype):
+        mod = lax.rem(x, y)
+        fix = lax.bitwise_and(lax.ne(mod, constant_like(mod, 0)),
+                              lax.ne(lax.lt(y, constant_like(y, 0)),
+                                     lax.lt(mod, constant_like(mod, 0))))
+        return lax.select_n(fix, mod, lax.add(mod, y))
+    return _floor_divmod(x, y)[1]
+
+
+mod = remainder
+
+
+def fmod(x, y):
+    """C's fmod: the remainder with the sign of ``x``.
+
+    >>> fmod(-7, 3).item()
+    -1
+    """
+    x, y = promote_args(x, y)
+    return lax.rem(x, y)
+
+
+def _concrete_int_exponent(y):
+    if isinstance(y, (int, np.integer)) and not isinstance(y, bool):
+        return int(y)
+    return None
+
+
+def _integer_power(x, y):
+    """``x ** y`` for integer arrays by repeated squaring (y >= 0), as NumPy computes it."""
+    if isinstance(y, Array):
+        n_bits = max(int(np.max(np.asarray(y), initial=0)).bit_length(), 1)
+    else:
+        n_bits = np.dtype(y.dtype).itemsize * 8
+    result, base = constant_like(x, 1), x
+    two, zero = constant_like(y, 2), constant_like(y, 0)
+    for i in range(n_bits):
+        odd = lax.ne(lax.rem(y, two), zero)
+        result = lax.select_n(odd, result, lax.mul(result, base))
+        if i + 1 < n_bits:
+            base = lax.mul(base, base)
+            y = lax.div(y, two)
+    return result
+
+
+def power(x, y):
+    """``x ** y``; a Python int exponent becomes an exact integer power.
+
+    >>> power(2.0, 3).item()
+    8.0
+    """
+    exponent = _concrete_int_exponent(y)
+    if exponent is not None and not is_python_scalar(x):
+        x = as_operand(x)
+        if dtypes.is_float(x.dtype):
+            return lax.integer_pow(x, exponent)
+        if exponent < 0:
+            raise FlamefxTypeError("integers to negative integer powers are not allowed "
+                                   f"(use a float base)\n  at {user_frame()}")
+    x, y = promote_args(x, y)
+    if dtypes.is_float(x.dtype):
+        return lax.pow(x, y)
+    if _is_bool(x):
+        x, y = convert(x, dtypes.int8), convert(y, dtypes.int8)
+    return _integer_power(x, y)
+
+
+float_power = power
+
+
+def negative(x):
+    """``-x``.
+
+    >>> negative(2).item()
+    -2
+    """
+    x = as_operand(x)
+    if _is_bool(x):
+        raise FlamefxTypeError(f"negative of a bool array is not defined; use "
+                               f"fnp.logical_not\n  at {user_frame()}")
+    return lax.neg(x)
+
+
+def positive(x):
+    """``+x`` (``x`` itself).
+
+    >>> positive(-2).item()
+    -2
+    """
+    return as_operand(x)
+
+
+def absolute(x):
+    """``|x|``.
+
+    >>> absolute(-2.5).item()
+    2.5
+    """
+    x = as_operand(x)
+    return x if _is_bool(x) or _is_unsigned(x) else lax.abs(x)
+
+
+abs = absolute  # noqa: A001  (NumPy's name)
+
+
+def sign(x):
+    """-1, 0 or 1 by the sign of ``x`` (NaN stays NaN).
+
+    >>> sign(-3.0).item()
+    -1.0
+    """
+    x = as_operand(x)
+    if dtypes.is_float(x.dtype):
+        return lax.sign(x)
+    if _is_bool(x) or _is_unsigned(x):
+        return convert(lax.gt(x, constant_like(x, 0)), x.dtype, x.weak_type)
+    positive_part = convert(lax.gt(x, constant_like(x, 0)), x.dtype, x.weak_type)
+    negative_part = convert(lax.lt(x, constant_like(x, 0)), x.dtype, x.weak_type)
+    return lax.sub(positive_part, negative_part)
+
+
+def square(x):
+    """``x * x``.
+
+    >>> square(3).item()
+    9
+    """
+    x = as_operand(x)
+    return lax.square(x) if dtypes.is_float(x.dtype) else lax.mul(x, x)
+
+
+def reciprocal(x):
+    """``1 / x`` (integers divide as floats).
+
+    >>> reciprocal(4.0).item()
+    0.25
+    """
+    x = _inexact(x)
+    return lax.div(constant_like(x, 1), x)
+
+
+def maximum(x, y):
+    """The elementwise maximum (NaN propagates).
+
+    >>> maximum(1, 3).item()
+    3
+    """
+    x, y = promote_args(x, y)
+    return lax.bitwise_or(x, y) if _is_bool(x) else lax.max(x, y)
+
+
+def minimum(x, y):
+    """The elementwise minimum (NaN propagates).
+
+    >>> minimum(1, 3).item()
+    1
+    """
+    x, y = promote_args(x, y)
+    return lax.bitwise_and(x, y) if _is_bool(x) else lax.min(x, y)
+
+
+def clip(x, min=None, max=None):  # noqa: A002  (NumPy's argument names)
+    """``x`` limited to [min, max] (either bound may be None).
+
+    >>> clip(5, 0, 3).item()
+    3
+    """
+    x = as_operand(x)
+    if min is not None:
+        x = maximum(x, min)
+    if max is not None:
+        x = minimum(x, max)
+    return x
+
+
+# --- transcendental functions ----------------------------------------------------------------
+
+
+def exp(x):
+    """``e ** x``.
+
+    >>> exp(0.0).item()
+    1.0
+    """
+    return lax.exp(_inexact(x))
+
+
+def exp2(x):
+    """``2 ** x``.
+
+    >>> exp2(3.0).item()
+    8.0
+    """
+    x = _inexact(x)
+    return lax.exp(lax.mul(x, constant_like(x, _pymath.log(2.0))))
+
+
+def log(x):
+    """The natural logarithm.
+
+    >>> log(1.0).item()
+    0.0
+    """
+    return lax.log(_inexact(x))
+
+
+def log2(x):
+    """The base-2 logarithm.
+
+    >>> log2(8.0).item()
+    3.0
+    """
+    x = _inexact(x)
+    return lax.div(lax.log(x), constant_like(x, _pymath.log(2.0)))
+
+
+def log10(x):
+    """The base-10 logarithm.
+
+    >>> round(log10(100.0).item(), 5)
+    2.0
+    """
+    x = _inexact(x)
+    return lax.div(lax.log(x), constant_like(x, _pymath.log(10.0)))
+
+
+def log1p(x):
+    """``log(1 + x)``, accurate for small ``x``.
+
+    >>> log1p(0.0).item()
+    0.0
+    """
+    return lax.log1p(_inexact(x))
+
+
+def expm1(x):
+    """``exp(x) - 1``, accurate for small ``x``.
+
+    >>> expm1(0.0).item()
+    0.0
+    """
+    return lax.expm1(_inexact(x))
+
+
+def logaddexp(x, y):
+    """``log(exp(x) + exp(y))`` without overflow.
+
+    >>> round(logaddexp(0.0, 0.0).item(), 5)
+    0.69315
+    """
+    x, y = promote_args_inexact(x, y)
+    largest = lax.max(x, y)
+    delta = lax.sub(x, y)
+    stable = lax.add(largest, lax.log1p(lax.exp(lax.neg(lax.abs(delta)))))
+    # Equal infinities give delta = NaN; their sum is the right answer then.
+    return lax.select_n(lax.ne(delta, delta), stable, lax.add(x, y))
+
+
+def sqrt(x):
+    """The square root.
+
+    >>> sqrt(4.0).item()
+    2.0
+    """
+    return lax.sqrt(_inexact(x))
+
+
+def cbrt(x):
+    """The real cube root (negative inputs give negative roots).
+
+    >>> round(cbrt(-8.0).item(), 5)
+    -2.0
+    """
+    x = _inexact(x)
+    root = lax.pow(lax.abs(x), constant_like(x, 1.0 / 3.0))
+    return lax.mul(lax.sign(x), root)
+
+
+def sin(x):
+    """The sine.
+
+    >>> sin(0.0).item()
+    0.0
+    """
+    return lax.sin(_inexact(x))
+
+
+def cos(x):
+    """The cosine.
+
+    >>> cos(0.0).item()
+    1.0
+    """
+    return lax.cos(_inexact(x))
+
+
+def tan(x):
+    """The tangent.
+
+    >>> tan(0.0).item()
+    0.0
+    """
+    return lax.tan(_inexact(x))
+
+
+def arctan2(y, x):
+    """The angle of the point (x, y), in (-pi, pi].
+
+    >>> round(arctan2(1.0, 1.0).item(), 5)
+    0.7854
+    """
+    y, x = promote_args_inexact(y, x)
+    return lax.atan2(y, x)
+
+
+def arctan(x):
+    """The inverse tangent.
+
+    >>> round(arctan(1.0).item(), 5)
+    0.7854
+    """
+    x = _inexact(x)
+    return lax.atan2(x, constant_like(x, 1))
+
+
+def arcsin(x):
+    """The inverse sine, for x in [-1, 1].
+
+    >>> round(arcsin(1.0).item(), 5)
+    1.5708
+    """
+    x = _inexact(x)
+    cosine = lax.sqrt(lax.sub(constant_like(x, 1), lax.mul(x, x)))
+    return lax.atan2(x, cosine)
+
+
+def arccos(x):
+    """The inverse cosine, for x in [-1, 1].
+
+    >>> round(arccos(1.0).item(), 5)
+    0.0
+    """
+    x = _inexact(x)
+    sine = lax.sqrt(lax.sub(constant_like(x, 1), lax.mul(x, x)))
+    return lax.atan2(sine, x)
+
+
+def tanh(x):
+    """The hyperbolic tangent.
+
+    >>> tanh(0.0).item()
+    0.0
+    """
+    return lax.tanh(_inexact(x))
+
+
+def sinh(x):
+    """The hyperbolic sine (through expm1, accurate near 0).
+
+    >>> sinh(0.0).item()
+    0.0
+    """
+    x = _inexact(x)
+    return lax.mul(lax.sub(lax.expm1(x), lax.expm1(lax.neg(x))), constant_like(x, 0.5))
+
+
+def cosh(x):
+    """The hyperbolic cosine.
+
+    >>> cosh(0.0).item()
+    1.0
+    """
+    x = _inexact(x)
+    return lax.mul(lax.add(lax.exp(x), lax.exp(lax.neg(x))), constant_like(x, 0.5))
+
+
+def hypot(x, y):
+    """``sqrt(x**2 + y**2)`` without overflow for large inputs.
+
+    >>> hypot(3.0, 4.0).item()
+    5.0
+    """
+    x, y = promote_args_inexact(x, y)
+    x, y = lax.abs(x), lax.abs(y)
+    largest, smallest = lax.max(x, y), lax.min(x, y)
+    is_zero = lax.eq(largest, constant_like(largest, 0))
+    # Divide by 1 where both are 0, so that the gradient of the unused branch is not NaN.
+    safe_largest = lax.select_n(is_zero, largest, constant_like(largest, 1))
+    ratio = lax.div(smallest, safe_largest)
+    scaled = lax.mul(largest, lax.sqrt(lax.add(constant_like(ratio, 1), lax.mul(ratio, ratio))))
+    return lax.select_n(is_zero, scaled, constant_like(scaled, 0))
+
+
+# --- rounding ------------------------------------------------------------------------------
+
+
+def floor(x):
+    """The largest integer <= x.
+
+    >>> floor(-1.5).item()
+    -2.0
+    """
+    x = as_operand(x)
+    return lax.floor(x) if dtypes.is_float(x.dtype) else x
+
+
+def ceil(x):
+    """The smallest integer >= x.
+
+    >>> ceil(-1.5).item()
+    -1.0
+    """
+    x = as_operand(x)
+    return lax.ceil(x) if dtypes.is_float(x.dtype) else x
+
+
+def trunc(x):
+    """``x`` rounded towards zero.
+
+    >>> trunc(-1.5).item()
+    -1.0
+    """
+    x = as_operand(x)
+    if not dtypes.is_float(x.dtype):
+        return x
+    return lax.select_n(lax.lt(x, constant_like(x, 0)), lax.floor(x), lax.ceil(x))
+
+
+fix = trunc
+
+
+def _round_half_to_even(x):
+    below = lax.floor(x)
+    fraction = lax.sub(x, below)  # exact for floats
+    above = lax.add(below, constant_like(below, 1))
+    below_is_odd = lax.ne(lax.rem(below, constant_like(below, 2)), constant_like(below, 0))
+    half = constant_like(fraction, 0.5)
+    tie = lax.select_n(below_is_odd, below, above)
+    return lax.select_n(lax.gt(fraction, half),
+                        lax.select_n(lax.lt(fraction, half), tie, below), above)
+
+
+def round(x, decimals: int = 0):  # noqa: A001  (NumPy's name)
+    """``x`` rounded to ``decimals`` places, halves to even (as NumPy).
+
+    >>> round(2.5).item()
+    2.0
+    >>> round(1.26, 1).item()
+    1.3
+    """
+    x = as_operand(x)
+    if not dtypes.is_float(x.dtype):
+        return x
+    if decimals == 0:
+        return _round_half_to_even(x)
+    scale = constant_like(x, 10.0 ** decimals)
+    return lax.div(_round_half_to_even(lax.mul(x, scale)), scale)
+
+
+around = round
+
+
+def rint(x):
+    """``x`` rounded to the nearest integer, halves to even.
+
+    >>> rint(3.5).item()
+    4.0
+    """
+    return round(x)
+
+
+# --- comparisons and logic -------------------------------------------------------------------
+
+
+def equal(x, y):
+    """``x == y``.
+
+    >>> equal(1, 1.0).item()
+    True
+    """
+    return lax.eq(*promote_args(x, y))
+
+
+def not_equal(x, y):
+    """``x != y``.
+
+    >>> not_equal(1, 2).item()
+    True
+    """
+    return lax.ne(*promote_args(x, y))
+
+
+def less(x, y):
+    """``x < y``.
+
+    >>> less(1, 2).item()
+    True
+    """
+    return lax.lt(*promote_args(x, y))
+
+
+def less_equal(x, y):
+    """``x <= y``.
+
+    >>> less_equal(2, 2).item()
+    True
+    """
+    return lax.le(*promote_args(x, y))
+
+
+def greater(x, y):
+    """``x > y``.
+
+    >>> greater(1, 2).item()
+    False
+    """
+    return lax.gt(*promote_args(x, y))
+
+
+def greater_equal(x, y):
+    """``x >= y``.
+
+    >>> greater_equal(2, 2).item()
+    True
+    """
+    return lax.ge(*promote_args(x, y))
+
+
+def _truth(x):
+    x = as_operand(x)
+    return x if _is_bool(x) else lax.ne(x, constant_like(x, 0))
+
+
+def logical_and(x, y):
+    """Elementwise ``x and y`` of truth values.
+
+    >>> logical_and(True, 0).item()
+    False
+    """
+    return lax.bitwise_and(*broadcast_arrays(_truth(x), _truth(y)))
+
+
+def logical_or(x, y):
+    """Elementwise ``x or y`` of truth values.
+
+    >>> logical_or(False, 2).item()
+    True
+    """
+    return lax.bitwise_or(*broadcast_arrays(_truth(x), _truth(y)))
+
+
+def logical_xor(x, y):
+    """Elementwise ``x xor y`` of truth values.
+
+    >>> logical_xor(True, True).item()
+    False
+    """
+    return lax.bitwise_xor(*broadcast_arrays(_truth(x), _truth(y)))
+
+
+def logical_not(x):
+    """Elementwise ``not x``.
+
+    >>> logical_not(0).item()
+    True
+    """
+    return lax.bitwise_not(_truth(x))
+
+
+def bitwise_and(x, y):
+    """``x & y`` of integer or bool arrays.
+
+    >>> bitwise_and(6, 3).item()
+    2
+    """
+    x, y = promote_args(x, y)
+    _require_integer_or_bool("bitwise_and", x)
+    return lax.bitwise_and(x, y)
+
+
+def bitwise_or(x, y):
+    """``x | y`` of integer or bool arrays.
+
+    >>> bitwise_or(6, 3).item()
+    7
+    """
+    x, y = promote_args(x, y)
+    _require_integer_or_bool("bitwise_or", x)
+    return lax.bitwise_or(x, y)
+
+
+def bitwise_xor(x, y):
+    """``x ^ y`` of integer or bool arrays.
+
+    >>> bitwise_xor(6, 3).item()
+    5
+    """
+    x, y = promote_args(x, y)
+    _require_integer_or_bool("bitwise_xor", x)
+    return lax.bitwise_xor(x, y)
+
+
+def invert(x):
+    """``~x`` of integer or bool arrays.
+
+    >>> invert(True).item()
+    False
+    """
+    x = as_operand(x)
+    _require_integer_or_bool("invert", x)
+    return lax.bitwise_not(x)
+
+
+bitwise_not = invert
+
+
+def isfinite(x):
+    """True where ``x`` is neither infinite nor NaN.
+
+    >>> isfinite(1.0).item()
+    True
+    """
+    x = as_operand(x)
+    if not dtypes.is_float(x.dtype):
+        return lax.eq(x, x)
+    return lax.is_finite(x)
+
+
+def isnan(x):
+    """True where ``x`` is NaN.
+
+    >>> isnan(float("nan")).item()
+    True
+    """
+    x = as_operand(x)
+    return lax.ne(x, x)
+
+
+def isinf(x):
+    """True where ``x`` is +inf or -inf.
+
+    >>> isinf(float("-inf")).item()
+    True
+    """
+    x = as_operand(x)
+    if not dtypes.is_float(x.dtype):
+        return lax.ne(x, x)
+    return lax.eq(lax.abs(x), constant_like(x, np.inf))
+
+
+def where(condition, x=None, y=None):
+    """``x`` where ``condition`` holds, else ``y`` (with broadcasting and promotion).
+
+    With one argument: the indices of the nonzero elements (concrete arrays only).
+
+    >>> import flamefx.numpy as fnp
+    >>> fnp.where(fnp.array([True, False]), 1, 0).tolist()
+    [1, 0]
+    """
+    if x is None and y is None:
+        from flamefx.numpy.indexing import nonzero
+        return nonzero(condition)
+    if x is None or y is None:
+        raise FlamefxTypeError("where takes either one argument or three")
+    condition = _truth(condition)
+    x, y = promote_args(x, y)
+    condition, x, y = broadcast_arrays(condition, x, y)
+    return lax.select_n(condition, y, x)
+
+
+def nan_to_num(x, copy: bool = True, nan: float = 0.0, posinf=None, neginf=None):
+    """``x`` with NaN replaced by ``nan`` and infinities by the largest finite values.
+
+    >>> nan_to_num(float("inf")).item() > 1e38
+    True
+    """
+    del copy
+    x = as_operand(x)
+    if not dtypes.is_float(x.dtype):
+        return x
+    info = dtypes.finfo(x.dtype)
+    posinf = float(info.max) if posinf is None else posinf
+    neginf = float(info.min) if neginf is None else neginf
+    x = lax.select_n(lax.ne(x, x), x, constant_like(x, nan))
+    x = lax.select_n(lax.eq(x, constant_like(x, np.inf)), x, constant_like(x, posinf))
+    return lax.select_n(lax.eq(x, constant_like(x, -np.inf)), x, constant_like(x, neginf))
+
