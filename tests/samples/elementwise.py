@@ -1,0 +1,224 @@
+"""Samples for the elementwise primitives, each with an independent float64 reference.
+
+Inputs stay away from kinks and singularities (|x| > 0.3 for abs, non-integers for floor,
+no ties for max/min) so that order-2 gradient checks by finite differences are exact.
+float32 samples check the common ops in single precision (values only).
+"""
+
+import math
+
+import numpy as np
+
+from tests.samples import Sample
+
+SHAPE = (2, 3)
+
+
+def _uniform(low, high, dtype=np.float64, n=1, shape=SHAPE):
+    return lambda rng: [rng.uniform(low, high, shape).astype(dtype) for _ in range(n)]
+
+
+def _away_from_zero(low, high):
+    def make(rng):
+        magnitude = rng.uniform(low, high, SHAPE)
+        return [np.where(rng.random(SHAPE) < 0.5, -magnitude, magnitude)]
+    return make
+
+
+def _fractional(rng):
+    """Values whose fractional part is in (0.15, 0.35) or (0.65, 0.85): no rounding ties."""
+    whole = rng.integers(-3, 3, SHAPE).astype(np.float64)
+    frac = rng.uniform(0.15, 0.35, SHAPE) + 0.5 * (rng.random(SHAPE) < 0.5)
+    return [whole + frac]
+
+
+def _ints(low, high, dtype=np.int32, n=1):
+    return lambda rng: [rng.integers(low, high, SHAPE).astype(dtype) for _ in range(n)]
+
+
+def _erf_reference(x):
+    return np.vectorize(math.erf)(x)
+
+
+def _erf_inv_reference(y):
+    """Bisection on math.erf: slow, simple and independent of the implementation."""
+    def solve(target):
+        lo, hi = -6.0, 6.0
+        for _ in range(80):
+            mid = 0.5 * (lo + hi)
+            lo, hi = (mid, hi) if math.erf(mid) < target else (lo, mid)
+        return 0.5 * (lo + hi)
+    return np.vectorize(solve)(y)
+
+
+def _unary(fn, make, grad=True):
+    return Sample(make=make, reference=fn, grad_argnums=(0,) if grad else ())
+
+
+def _binary(fn, make, grad=(0, 1)):
+    return Sample(make=make, reference=fn, grad_argnums=grad)
+
+
+def _f32(fn, make):
+    return Sample(make=make, reference=fn, name="float32")
+
+
+def _no_ties(rng):
+    x = rng.uniform(-2, 2, SHAPE)
+    gap = rng.uniform(0.2, 1.0, SHAPE) * np.where(rng.random(SHAPE) < 0.5, -1, 1)
+    return [x, x + gap]
+
+
+def _max_min_ties(rng):
+    x = rng.uniform(-2, 2, SHAPE)
+    return [x, x.copy()]
+
+
+def _rem_args(rng):
+    y = rng.uniform(0.7, 1.5, SHAPE) * np.where(rng.random(SHAPE) < 0.5, -1, 1)
+    quotient = rng.integers(-3, 4, SHAPE) + rng.uniform(0.2, 0.8, SHAPE)
+    return [quotient * np.abs(y) * np.sign(rng.uniform(-1, 1, SHAPE)), y]
+
+
+def _select_args(rng):
+    return [rng.random(SHAPE) < 0.5, rng.normal(size=SHAPE), rng.normal(size=SHAPE)]
+
+
+def _select3_args(rng):
+    return [rng.integers(0, 3, SHAPE).astype(np.int32)] + [rng.normal(size=SHAPE)
+                                                            for _ in range(3)]
+
+
+def _with_nonfinite(rng):
+    x = rng.normal(size=SHAPE)
+    x[0, 0], x[1, 1], x[0, 2] = np.inf, np.nan, -np.inf
+    return [x]
+
+
+def _round_half_away(x):
+    return np.array([math.copysign(math.floor(abs(v) + 0.5), v) for v in x.ravel()]).reshape(
+        x.shape)
+
+
+def _shift_args(rng):
+    return [rng.integers(0, 2**32, SHAPE, dtype=np.uint64).astype(np.uint32),
+            rng.integers(0, 40, SHAPE).astype(np.uint32)]
+
+
+def _python_shift(op):
+    def reference(x, s):
+        out = [op(int(a), int(b)) & 0xFFFFFFFF if b < 32 else 0
+               for a, b in zip(x.ravel(), s.ravel())]
+        return np.array(out, np.uint32).reshape(x.shape)
+    return reference
+
+
+def _select_reference(which, *cases):
+    out = np.empty_like(cases[0])
+    for idx in np.ndindex(which.shape):
+        out[idx] = cases[int(which[idx])][idx]
+    return out
+
+
+def _trunc_div(x, y):
+    return np.array([int(a / b) for a, b in zip(x.ravel(), y.ravel())], x.dtype).reshape(x.shape)
+
+
+def _c_rem(x, y):
+    return np.array([math.fmod(a, b) for a, b in zip(x.ravel(), y.ravel())]).reshape(x.shape)
+
+
+def _nonzero_ints(rng):
+    x = rng.integers(-20, 20, SHAPE).astype(np.int32)
+    y = rng.integers(1, 6, SHAPE).astype(np.int32) * np.where(rng.random(SHAPE) < 0.5, -1, 1)
+    return [x, y.astype(np.int32)]
+
+
+SAMPLES = {
+    "neg": [_unary(lambda x: -x, _uniform(-2, 2)),
+            _unary(lambda x: -x, _ints(-5, 5), grad=False)],
+    "exp": [_unary(np.exp, _uniform(-2, 2)), _f32(np.exp, _uniform(-2, 2, np.float32))],
+    "log": [_unary(np.log, _uniform(0.5, 3)), _f32(np.log, _uniform(0.5, 3, np.float32))],
+    "log1p": [_unary(lambda x: np.log(1 + x), _uniform(-0.5, 2))],
+    "expm1": [_unary(lambda x: np.exp(x) - 1, _uniform(-2, 2))],
+    "sin": [_unary(np.sin, _uniform(-3, 3)), _f32(np.sin, _uniform(-3, 3, np.float32))],
+    "cos": [_unary(np.cos, _uniform(-3, 3))],
+    "tan": [_unary(lambda x: np.sin(x) / np.cos(x), _uniform(-1.2, 1.2))],
+    "tanh": [_unary(np.tanh, _uniform(-3, 3)), _f32(np.tanh, _uniform(-3, 3, np.float32))],
+    "logistic": [_unary(lambda x: 1 / (1 + np.exp(-x)), _uniform(-4, 4)),
+                 _f32(lambda x: 1 / (1 + np.exp(-x)), _uniform(-4, 4, np.float32))],
+    "sqrt": [_unary(lambda x: x ** 0.5, _uniform(0.5, 3))],
+    "rsqrt": [_unary(lambda x: x ** -0.5, _uniform(0.5, 3))],
+    "abs": [_unary(lambda x: np.where(x < 0, -x, x), _away_from_zero(0.3, 2)),
+            _unary(lambda x: np.where(x < 0, -x, x), _ints(-5, 5), grad=False)],
+    "sign": [_unary(lambda x: (x > 0) * 1.0 - (x < 0) * 1.0, _away_from_zero(0.3, 2),
+                    grad=False)],
+    "floor": [_unary(lambda x: np.array([math.floor(v) for v in x.ravel()]).reshape(x.shape),
+                     _fractional, grad=False)],
+    "ceil": [_unary(lambda x: np.array([math.ceil(v) for v in x.ravel()]).reshape(x.shape),
+                    _fractional, grad=False)],
+    "round": [_unary(_round_half_away, _fractional, grad=False),
+              _unary(_round_half_away, lambda rng: [np.array([[-2.5, -0.5, 0.5],
+                                                              [1.5, 2.5, 0.49]])], grad=False)],
+    "erf": [_unary(_erf_reference, _uniform(-2, 2))],
+    "erf_inv": [_unary(_erf_inv_reference, _uniform(-0.9, 0.9))],
+    "square": [_unary(lambda x: x * x, _uniform(-2, 2))],
+    "integer_pow": [Sample(make=_uniform(-2, 2), params={"y": 3}, reference=lambda x: x * x * x,
+                           grad_argnums=(0,)),
+                    Sample(make=_uniform(0.5, 2), params={"y": -2},
+                           reference=lambda x: 1 / (x * x), grad_argnums=(0,)),
+                    Sample(make=_ints(-4, 4), params={"y": 2}, reference=lambda x: x * x)],
+    "is_finite": [_unary(lambda x: ~(np.isnan(x) | np.isinf(x)), _with_nonfinite, grad=False)],
+    "bitwise_not": [_unary(lambda x: -x - 1, _ints(-9, 9), grad=False),
+                    _unary(lambda x: x == 0, lambda rng: [rng.random(SHAPE) < 0.5], grad=False)],
+    "add": [_binary(lambda x, y: x + y, _uniform(-2, 2, n=2)),
+            _f32(lambda x, y: x + y, _uniform(-2, 2, np.float32, n=2))],
+    "sub": [_binary(lambda x, y: x - y, _uniform(-2, 2, n=2)),
+            _binary(lambda x, y: x - y, _ints(-9, 9, n=2), grad=())],
+    "mul": [_binary(lambda x, y: x * y, _uniform(-2, 2, n=2)),
+            _f32(lambda x, y: x * y, _uniform(-2, 2, np.float32, n=2))],
+    "div": [_binary(lambda x, y: x / y, lambda rng: [rng.uniform(-2, 2, SHAPE),
+                                                     rng.uniform(0.5, 2, SHAPE)]),
+            _binary(_trunc_div, _nonzero_ints, grad=())],
+    "pow": [_binary(lambda x, y: np.exp(y * np.log(x)),
+                    lambda rng: [rng.uniform(0.5, 2, SHAPE), rng.uniform(-2, 2, SHAPE)])],
+    "max": [_binary(lambda x, y: np.where(x > y, x, y), _no_ties),
+            _f32(lambda x, y: np.where(x > y, x, y), _uniform(-2, 2, np.float32, n=2))],
+    "min": [_binary(lambda x, y: np.where(x < y, x, y), _no_ties)],
+    "rem": [_binary(_c_rem, _rem_args),
+            _binary(lambda x, y: x - _trunc_div(x, y) * y, _nonzero_ints, grad=())],
+    "atan2": [_binary(lambda x, y: np.angle(y + 1j * x), _uniform(0.3, 2, n=2))],
+    "bitwise_and": [_binary(lambda x, y: x & y, _ints(-99, 99, n=2), grad=())],
+    "bitwise_or": [_binary(lambda x, y: x | y, _ints(-99, 99, n=2), grad=()),
+                   _binary(lambda x, y: x | y, lambda rng: [rng.random(SHAPE) < 0.5,
+                                                            rng.random(SHAPE) < 0.5], grad=())],
+    "bitwise_xor": [_binary(lambda x, y: x ^ y, _ints(-99, 99, n=2), grad=())],
+    "shift_left": [_binary(_python_shift(lambda a, b: a << b), _shift_args, grad=())],
+    "shift_right_logical": [_binary(_python_shift(lambda a, b: a >> b), _shift_args, grad=())],
+    "eq": [_binary(lambda x, y: x == y, _ints(0, 3, n=2), grad=())],
+    "ne": [_binary(lambda x, y: x != y, _ints(0, 3, n=2), grad=())],
+    "lt": [_binary(lambda x, y: x < y, _uniform(-1, 1, n=2), grad=())],
+    "le": [_binary(lambda x, y: x <= y, _ints(0, 3, n=2), grad=())],
+    "gt": [_binary(lambda x, y: x > y, _uniform(-1, 1, n=2), grad=())],
+    "ge": [_binary(lambda x, y: x >= y, _ints(0, 3, n=2), grad=())],
+    "select_n": [Sample(make=_select_args, reference=_select_reference, grad_argnums=(1, 2)),
+                 Sample(make=_select3_args, reference=_select_reference, grad_argnums=(1, 2, 3))],
+    "convert_element_type": [
+        # float64 -> float64 checks the rules by finite differences; a float32 output would
+        # drown them in rounding noise, so the narrowing sample checks values only.
+        Sample(make=_uniform(-2, 2), params={"new_dtype": np.dtype(np.float64),
+                                             "weak_type": False},
+               reference=lambda x: x.copy(), grad_argnums=(0,)),
+        Sample(make=_uniform(-2, 2), params={"new_dtype": np.dtype(np.float32),
+                                             "weak_type": False},
+               reference=lambda x: x.astype(np.float32)),
+        Sample(make=_uniform(-5, 5), params={"new_dtype": np.dtype(np.int32),
+                                             "weak_type": False},
+               reference=lambda x: np.trunc(x).astype(np.int32)),
+    ],
+}
+
+# max/min with exact ties: the gradient splits evenly (checked in tests/test_elementwise.py;
+# finite differences are not valid at a tie, so these samples carry no grad_argnums).
+SAMPLES["max"].append(_binary(lambda x, y: x, _max_min_ties, grad=()))
+SAMPLES["min"].append(_binary(lambda x, y: x, _max_min_ties, grad=()))
