@@ -1,0 +1,281 @@
+"""W1 (MLP Adam step) and W6 (per-example gradients), plus W1's first-call time and memory.
+
+    python benchmarks/bench_training.py
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+
+W1_SIZES = [1024, 1024, 1024, 1024, 10]
+W1_BATCH = 512
+W6_SIZES = [784, 256, 10]
+W6_BATCH = 1024
+
+
+def _mlp_params(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(rng.normal(0, 1 / np.sqrt(a), (a, b)).astype(np.float32),
+             np.zeros(b, np.float32)) for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+def _data(batch, dim, classes, seed=1):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(batch, dim)).astype(np.float32),
+            rng.integers(0, classes, batch).astype(np.int32))
+
+
+def w1_flops():
+    per_layer = sum(a * b for a, b in zip(W1_SIZES[:-1], W1_SIZES[1:]))
+    return 6 * W1_BATCH * per_layer  # forward 2, backward 4 per multiply-add
+
+
+# --- flamefx -----------------------------------------------------------------------------------
+
+
+def flamefx_w1(dtype="float32"):
+    import flamefx
+    import flamefx.numpy as fnp
+    from flamefx import nn, optim
+
+    params = [(fnp.asarray(w), fnp.asarray(b)) for w, b in _mlp_params(W1_SIZES)]
+    x, y = (fnp.asarray(a) for a in _data(W1_BATCH, W1_SIZES[0], W1_SIZES[-1]))
+    compute = fnp.bfloat16 if dtype == "bfloat16" else None
+
+    def loss(params, x, y):
+        h = x if compute is None else x.astype(compute)
+        for i, (w, b) in enumerate(params):
+            if compute is not None:
+                w, b = w.astype(compute), b.astype(compute)
+            h = h @ w + b
+            if i < len(params) - 1:
+                h = nn.relu(h)
+        return fnp.mean(nn.softmax_cross_entropy_with_integer_labels(h.astype(fnp.float32), y))
+
+    opt = optim.adam(1e-3)
+    state = opt.init(params)
+
+    @flamefx.jit
+    def step(params, state, x, y):
+        value, grads = flamefx.value_and_grad(loss)(params, x, y)
+        updates, state = opt.update(grads, state, params)
+        return optim.apply_updates(params, updates), state, value
+
+    carry = [params, state]
+
+    def run():
+        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
+        return value
+    return run
+
+
+def flamefx_w6():
+    import flamefx
+    import flamefx.numpy as fnp
+    from flamefx import nn
+
+    params = [(fnp.asarray(w), fnp.asarray(b)) for w, b in _mlp_params(W6_SIZES)]
+    x, y = (fnp.asarray(a) for a in _data(W6_BATCH, W6_SIZES[0], W6_SIZES[-1]))
+
+    def loss(params, x, y):
+        h = nn.relu(x @ params[0][0] + params[0][1])
+        logits = h @ params[1][0] + params[1][1]
+        return nn.softmax_cross_entropy_with_integer_labels(logits, y)
+
+    per_example = flamefx.jit(flamefx.vmap(flamefx.grad(loss), in_axes=(None, 0, 0)))
+    return lambda: per_example(params, x, y)
+
+
+# --- JAX -------------------------------------------------------------------------------------
+
+
+def jax_w1():
+    import jax
+    import jax.numpy as jnp
+    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in _mlp_params(W1_SIZES)]
+    x, y = (jnp.asarray(a) for a in _data(W1_BATCH, W1_SIZES[0], W1_SIZES[-1]))
+
+    def loss(params, x, y):
+        h = x
+        for i, (w, b) in enumerate(params):
+            h = h @ w + b
+            if i < len(params) - 1:
+                h = jax.nn.relu(h)
+        logp = jax.nn.log_softmax(h)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    def adam_init(p):
+        zeros = jax.tree_util.tree_map(jnp.zeros_like, p)
+        return (zeros, zeros, jnp.zeros((), jnp.int32))
+
+    @jax.jit
+    def step(params, state, x, y):
+        value, grads = jax.value_and_grad(loss)(params, x, y)
+        m, v, t = state
+        t = t + 1
+        m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
+        v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
+        c1, c2 = 1 - 0.9 ** t, 1 - 0.999 ** t
+        params = jax.tree_util.tree_map(
+            lambda p, m, v: p - 1e-3 * (m / c1) / (jnp.sqrt(v / c2) + 1e-8), params, m, v)
+        return params, (m, v, t), value
+
+    carry = [params, adam_init(params)]
+
+    def run():
+        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
+        return value
+    return run
+
+
+def jax_w6():
+    import jax
+    import jax.numpy as jnp
+    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in _mlp_params(W6_SIZES)]
+    x, y = (jnp.asarray(a) for a in _data(W6_BATCH, W6_SIZES[0], W6_SIZES[-1]))
+
+    def loss(params, x, y):
+        h = jax.nn.relu(x @ params[0][0] + params[0][1])
+        logp = jax.nn.log_softmax(h @ params[1][0] + params[1][1])
+        return -logp[y]
+
+    f = jax.jit(jax.vmap(jax.grad(loss), in_axes=(None, 0, 0)))
+    return lambda: f(params, x, y)
+
+
+# --- PyTorch (eager) --------------------------------------------------------------------------
+
+
+def torch_w1():
+    import torch
+    dev = "cuda"
+    params = [torch.tensor(a, device=dev, requires_grad=True)
+              for w, b in _mlp_params(W1_SIZES) for a in (w, b)]
+    x, y = _data(W1_BATCH, W1_SIZES[0], W1_SIZES[-1])
+    x, y = torch.tensor(x, device=dev), torch.tensor(y, device=dev, dtype=torch.long)
+    opt = torch.optim.Adam(params, lr=1e-3)
+
+    def run():
+        h = x
+        for i in range(0, len(params), 2):
+            h = h @ params[i] + params[i + 1]
+            if i < len(params) - 2:
+                h = torch.relu(h)
+        loss = torch.nn.functional.cross_entropy(h, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+    return run
+
+
+def torch_w6():
+    import torch
+    from torch.func import grad, vmap
+    dev = "cuda"
+    params = [torch.tensor(a, device=dev) for w, b in _mlp_params(W6_SIZES) for a in (w, b)]
+    x, y = _data(W6_BATCH, W6_SIZES[0], W6_SIZES[-1])
+    x, y = torch.tensor(x, device=dev), torch.tensor(y, device=dev, dtype=torch.long)
+
+    def loss(params, x, y):
+        h = torch.relu(x @ params[0] + params[1])
+        logits = h @ params[2] + params[3]
+        return -torch.log_softmax(logits, -1)[y]
+
+    f = vmap(grad(loss), in_dims=(None, 0, 0))
+    return lambda: f(params, x, y)
+
+
+# --- first call and memory ----------------------------------------------------------------------
+
+
+_FIRST_CALL = """
+import time, sys
+sys.path.insert(0, {bench_dir!r})
+start = time.perf_counter()
+import bench_training, harness
+run = bench_training.flamefx_w1()
+harness.flamefx_sync(run())
+print(time.perf_counter() - start)
+"""
+
+
+def first_call_seconds(cache_dir: str) -> float:
+    code = _FIRST_CALL.format(bench_dir=os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, CUPY_CACHE_DIR=cache_dir, FLAMEFX_CACHE_DIR=cache_dir)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def peak_memory_mb(system: str, make) -> float | None:
+    """Peak GPU memory of a warm step, by each framework's own allocator statistics."""
+    if system == "flamefx":
+        import cupy
+        pool = cupy.get_default_memory_pool()
+        run = make()
+        harness.flamefx_sync(run())
+        return pool.total_bytes() / 2 ** 20
+    if system == "torch":
+        import torch
+        torch.cuda.reset_peak_memory_stats()
+        run = make()
+        run()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() / 2 ** 20
+    if system == "jax":
+        import jax
+        run = make()
+        jax.block_until_ready(run())
+        stats = jax.devices()[0].memory_stats() or {}
+        return stats.get("peak_bytes_in_use", 0) / 2 ** 20
+    return None
+
+
+def main(table: harness.Table | None = None) -> harness.Table:
+    harness.configure_precision()
+    table = table or harness.Table()
+    has_jax = harness.try_import("jax") is not None
+    has_torch = harness.try_import("torch") is not None
+    for name, fx, jx, tc, floor in [
+        ("W1 MLP Adam step", flamefx_w1, jax_w1, torch_w1,
+         harness.floor_ms(w1_flops(), 0)),
+        ("W6 per-example grads", flamefx_w6, jax_w6, torch_w6,
+         harness.floor_ms(6 * W6_BATCH * (784 * 256 + 2560),
+                          W6_BATCH * (784 * 256 + 2560) * 4)),
+    ]:
+        print(name, flush=True)
+        f_ms = harness.safe(lambda: harness.time_calls(fx(), harness.flamefx_sync))
+        j_ms = harness.safe(lambda: harness.time_calls(jx(), harness.jax_sync)) if has_jax else None
+        t_ms = (harness.safe(lambda: harness.time_calls(tc(), harness.torch_sync))
+                if has_torch else None)
+        table.add(name, f_ms, j_ms, t_ms, floor)
+    return table
+
+
+def extras() -> str:
+    """First-call times (empty vs warm kernel cache) and peak memory for W1."""
+    import tempfile
+    lines = []
+    with tempfile.TemporaryDirectory() as cache:
+        cold = harness.safe(lambda: first_call_seconds(cache))
+        warm = harness.safe(lambda: first_call_seconds(cache))
+    lines.append(f"W1 first call (trace + compile), fresh process: empty cache {cold} s, "
+                 f"warm cache {warm} s")
+    for system, make in [("flamefx", flamefx_w1), ("jax", jax_w1), ("torch", torch_w1)]:
+        mb = harness.safe(lambda: peak_memory_mb(system, make))
+        lines.append(f"W1 peak GPU memory, {system}: {mb if mb is None else round(mb, 1)} MiB")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(main().render())
+    print(extras())
