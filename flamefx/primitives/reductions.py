@@ -160,21 +160,24 @@ def _extremum_jvp(prim):
 def _prod_partial(x, axes):
     """d prod / d x_i = product of the other elements, exact with zeros in the input.
 
-    With z zeros among the reduced elements and P the product of the nonzero ones:
-    z == 0 -> P / x_i;  z == 1 -> P at the zero, 0 elsewhere;  z >= 2 -> 0 everywhere.
+    With z zeros among the reduced elements, Q the product of the nonzero ones and S the
+    sum of the zero-valued ones (S == 0, but d S / d x_zero == 1):
+    z == 0 -> Q / x_i;  z == 1 -> Q at the zero, S * Q / x_i elsewhere;  z >= 2 -> 0.
+    Carrying S keeps second derivatives exact for z <= 1 (d^2 prod / d x_i d x_zero is
+    Q / x_i, not 0).
     """
     x_aval = core.get_aval(x)
-    is_zero = ew.eq(x, ew.full_like(x, 0))
-    ones = ew.full_like(x, 1)
+    zeros, ones = ew.full_like(x, 0), ew.full_like(x, 1)
+    is_zero = ew.eq(x, zeros)
     x_nonzero = ew.select_n(is_zero, x, ones)
     nonzero_prod = _broadcast_back(reduce_prod(x_nonzero, axes), x_aval, axes)
+    zero_sum = _broadcast_back(reduce_sum(ew.select_n(is_zero, zeros, x), axes), x_aval, axes)
     zero_count = _broadcast_back(
         reduce_sum(ew.convert_element_type(is_zero, x_aval.dtype), axes), x_aval, axes)
-    zeros = ew.full_like(x, 0)
-    no_zero = ew.eq(zero_count, zeros)
-    one_zero = ew.eq(zero_count, ones)
-    at_the_zero = ew.select_n(ew.bitwise_and(one_zero, is_zero), zeros, nonzero_prod)
-    return ew.select_n(no_zero, at_the_zero, ew.div(nonzero_prod, x_nonzero))
+    others = ew.div(nonzero_prod, x_nonzero)
+    one_zero = ew.select_n(is_zero, ew.mul(zero_sum, others), nonzero_prod)
+    some_zeros = ew.select_n(ew.eq(zero_count, ones), zeros, one_zero)
+    return ew.select_n(ew.eq(zero_count, zeros), some_zeros, others)
 
 
 def _prod_vjp(cts, primals, outs, *, axes):
