@@ -21,45 +21,47 @@ from flamefx.jaxpr import Jaxpr, Literal
 
 
 class SlotPlan:
-    """Numbers every variable of a jaxpr with a slot, and literals with pre-filled slots.
+    """Numbers every value of a program with a slot; literals get pre-filled slots.
 
-    ``template`` is the initial slot list (literal buffers in place); ``last_use[s]`` is the
-    index of the last step that reads slot ``s`` (len(eqns) for program outputs), so slots
-    can be released early.
+    ``steps_io`` lists (input atoms, output vars) per step. ``template`` is the initial slot
+    list (literal buffers in place); ``release[k]`` are the slots step ``k`` is the last to
+    read, so they are dropped (and their memory reused) right after it. ``input_last_use``
+    gives the same for arguments, which only donation lets a program release.
     """
 
-    def __init__(self, jaxpr: Jaxpr, literal_buffer):
+    def __init__(self, invars, steps_io, outvars, literal_buffer):
         self.index: dict[int, int] = {}
         self.template: list = []
-        for v in list(jaxpr.constvars) + list(jaxpr.invars):
-            self.slot(v, literal_buffer)
-        self.in_slots = [self.index[v.id] for v in list(jaxpr.constvars) + list(jaxpr.invars)]
-        self.eqn_ins = [[self.slot(v, literal_buffer) for v in e.invars] for e in jaxpr.eqns]
-        self.eqn_outs = [[self.slot(v, literal_buffer) for v in e.outvars] for e in jaxpr.eqns]
-        self.out_slots = [self.slot(v, literal_buffer) for v in jaxpr.outvars]
-        n_steps = len(jaxpr.eqns)
-        self.last_use = [-1] * len(self.template)
-        for i, ins in enumerate(self.eqn_ins):
+        self._literal_buffer = literal_buffer
+        self.in_slots = [self.slot(v) for v in invars]
+        self.step_ins = [[self.slot(v) for v in ins] for ins, _ in steps_io]
+        self.step_outs = [[self.slot(v) for v in outs] for _, outs in steps_io]
+        self.out_slots = [self.slot(v) for v in outvars]
+        n_steps = len(steps_io)
+        last_use = [-1] * len(self.template)
+        for k, ins in enumerate(self.step_ins):
             for s in ins:
-                self.last_use[s] = i
+                last_use[s] = k
         for s in self.out_slots:
-            self.last_use[s] = n_steps
-        for s in self.in_slots:  # arguments belong to the caller: never ours to release
-            self.last_use[s] = n_steps
+            last_use[s] = n_steps
+        self.input_last_use = [last_use[s] for s in self.in_slots]
+        protected = set(self.in_slots) | {s for s, b in enumerate(self.template) if b is not None}
+        self.release = [[] for _ in range(n_steps)]
+        for s, last in enumerate(last_use):
+            if s not in protected and 0 <= last < n_steps:
+                self.release[last].append(s)
+        for k, outs in enumerate(self.step_outs):  # written, never read: drop at once
+            self.release[k] += [s for s in outs if last_use[s] == -1]
 
-    def slot(self, v, literal_buffer) -> int:
+    def slot(self, v) -> int:
         if isinstance(v, Literal):
-            self.template.append(literal_buffer(v))
+            self.template.append(self._literal_buffer(v))
             return len(self.template) - 1
         s = self.index.get(v.id)
         if s is None:
             s = self.index[v.id] = len(self.template)
             self.template.append(None)
         return s
-
-    def released_after(self, step: int) -> list[int]:
-        """Slots written or read by ``step`` that no later step needs."""
-        return [s for s, last in enumerate(self.last_use) if last == step]
 
 
 def _cpu_literal(v: Literal) -> np.ndarray:
@@ -75,16 +77,12 @@ class CpuExecutable:
         if jaxpr.constvars:
             raise ValueError("CpuExecutable takes a jaxpr with its constants hoisted to invars")
         self.jaxpr = jaxpr
-        plan = SlotPlan(jaxpr, _cpu_literal)
+        plan = SlotPlan(jaxpr.invars, [(e.invars, e.outvars) for e in jaxpr.eqns],
+                        jaxpr.outvars, _cpu_literal)
         self.plan = plan
-        self.steps = []
-        for i, eqn in enumerate(jaxpr.eqns):
-            out_dtypes = tuple(v.aval.dtype for v in eqn.outvars)
-            release = tuple(s for s in plan.released_after(i) if s not in plan.eqn_outs[i])
-            # An output nobody reads is still written, then dropped right away.
-            release += tuple(s for s in plan.eqn_outs[i] if plan.last_use[s] == -1)
-            self.steps.append((eqn.prim.impl_for("cpu"), tuple(plan.eqn_ins[i]),
-                               tuple(plan.eqn_outs[i]), eqn.params, out_dtypes, release))
+        self.steps = [(eqn.prim.impl_for("cpu"), tuple(plan.step_ins[k]), tuple(plan.step_outs[k]),
+                       eqn.params, tuple(v.aval.dtype for v in eqn.outvars), tuple(plan.release[k]))
+                      for k, eqn in enumerate(jaxpr.eqns)]
 
     @property
     def kernel_count(self) -> int:

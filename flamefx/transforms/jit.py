@@ -22,7 +22,7 @@ import logging
 from typing import Any, Callable
 
 from flamefx import config, core, dtypes, tree_util
-from flamefx import devices as _devices
+from flamefx.devices import Device, cupy, default_device, devices, move_buffer
 from flamefx.core import Array, EvalTrace, Primitive, ShapedArray, Tracer
 from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
 from flamefx.jaxpr import Jaxpr, eval_jaxpr, hoist_consts, trace_to_jaxpr
@@ -48,18 +48,17 @@ class Program:
     def __repr__(self):
         return f"Program({self.name}, {len(self.jaxpr.eqns)} eqns)"
 
-    def executable(self, device: _devices.Device):
+    def executable(self, device: Device):
         exe = self.executables.get(device)
         if exe is None:
             exe = self.executables[device] = _compile(self.jaxpr, device)
         return exe
 
 
-def _compile(jaxpr: Jaxpr, device: _devices.Device):
+def _compile(jaxpr: Jaxpr, device: Device):
     from flamefx.kernels import executor
     if device.platform == "gpu":
-        from flamefx.kernels import fusion
-        return fusion.GpuExecutable(jaxpr, device)
+        return executor.GpuExecutable(jaxpr, device)
     return executor.CpuExecutable(jaxpr)
 
 
@@ -83,11 +82,11 @@ def _jit_call_abstract_eval(*avals, jaxpr, program, donated):
 
 
 def _jit_call_impl(*bufs, jaxpr, program, donated):
-    return program.executable(_devices.devices("cpu")[0])(bufs)
+    return program.executable(devices("cpu")[0])(bufs)
 
 
 def _jit_call_cuda_impl(*bufs, jaxpr, program, donated):
-    device = _devices.Device("gpu", _devices.cupy().cuda.Device().id)
+    device = Device("gpu", cupy().cuda.Device().id)
     return program.executable(device)(bufs)
 
 
@@ -279,7 +278,7 @@ class Jitted:
         leaves, in_tree = tree_util.tree_flatten((dyn_args, dyn_kwargs))
         leaf_keys = tuple(_leaf_key(x) for x in leaves)
         device = next((x._device for x in leaves if type(x) is Array), None) \
-            or _devices.default_device()
+            or default_device()
         key = (in_tree, statics, leaf_keys, device)
         entry = self._cache.get(key)
         if entry is None:
@@ -381,7 +380,7 @@ class Jitted:
         """
         entry, _, device = self._lookup(args, kwargs)
         if platform is not None and platform != device.platform:
-            device = _devices.Device(platform, 0)
+            device = Device(platform, 0)
         return Lowered(entry.program, device)
 
 
@@ -393,7 +392,7 @@ class _BoundExecutable:
     def __init__(self, entry: _CacheEntry, device):
         self.device_key = self.device = device
         self.run = entry.program.executable(device)
-        self.const_bufs = [_devices.move_buffer(c.buffer, device) for c in entry.consts]
+        self.const_bufs = [move_buffer(c.buffer, device) for c in entry.consts]
         n = len(entry.consts)
         self.donated = [i - n for i, d in enumerate(entry.donated) if d]
         self.any_donated = bool(self.donated)

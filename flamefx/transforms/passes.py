@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from flamefx import core
+from flamefx.devices import devices as cpu_devices
 from flamefx.jaxpr import ClosedJaxpr, Jaxpr, JaxprEqn, Literal, Var
 
 # Folding evaluates on the CPU; larger results would bloat the constants (and the GPU
@@ -183,7 +184,7 @@ def fold_constants(closed: ClosedJaxpr) -> ClosedJaxpr:
         for v, buf in zip(eqn.outvars, outs):
             buf = np.asarray(buf).astype(v.aval.dtype, copy=False)
             if buf.shape == ():
-                replace[v.id] = Literal(core.Array(buf, core._devices.devices("cpu")[0],
+                replace[v.id] = Literal(core.Array(buf, cpu_devices("cpu")[0],
                                                    v.aval.weak_type))
             else:
                 value = core.to_array(buf, device=device, weak=v.aval.weak_type)

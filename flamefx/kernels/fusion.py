@@ -1,0 +1,429 @@
+"""GPU fusion for jit: group elementwise chains into generated CUDA kernels.
+
+``plan(jaxpr)`` schedules the equations (a ready-list that keeps fusible work together)
+into steps: a ``FusedKernel`` is a maximal run of elementwise equations of one shape, the
+broadcast_in_dims that feed them (read through index arithmetic, never materialized) and
+at most one closing reduction; everything else is an ``OpaqueStep`` that runs the
+primitive's cuda_impl. Planning and code generation need no GPU (``lower(platform='gpu')``
+shows the sources anywhere); flamefx/kernels/executor.py compiles and launches them.
+
+Kernel contract (see cuda_elementwise.Elementwise / cuda_reduce.Reduction): every value
+lives in a local of its compute C type; half types are stored as raw 16-bit words.
+
+>>> import flamefx, flamefx.numpy as fnp
+>>> closed = flamefx.make_jaxpr(lambda x: fnp.sum(fnp.exp(x * 2.0)))(fnp.ones(8))
+>>> plan(closed.jaxpr).kernel_count     # doctest: +SKIP
+2
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+
+import numpy as np
+
+from flamefx import dtypes
+from flamefx.jaxpr import Jaxpr, JaxprEqn, Literal, Var
+from flamefx.kernels.cuda_elementwise import PREAMBLE, Elementwise, compute_ctype
+from flamefx.kernels.cuda_reduce import Reduction
+
+BLOCK = 256
+# Reductions split a long reduced extent over this many blocks per output at most; the
+# partial results are combined by a second, tiny kernel.
+MAX_SPLIT = 1024
+# Views in CuPy: these opaque steps launch no kernel.
+_VIEW_PRIMS = frozenset({"reshape", "squeeze", "expand_dims"})
+# Dtypes whose accumulator __shfl_down_sync can move.
+_REDUCIBLE = frozenset({dtypes.float16, dtypes.bfloat16, dtypes.float32, dtypes.float64,
+                        dtypes.int32, dtypes.int64, dtypes.uint32, dtypes.uint64})
+_PARTIAL_DTYPE = {"float": np.dtype(np.float32), "double": np.dtype(np.float64),
+                  "int": np.dtype(np.int32), "long long": np.dtype(np.int64),
+                  "unsigned int": np.dtype(np.uint32), "unsigned long long": np.dtype(np.uint64)}
+
+FUSION_PREAMBLE = PREAMBLE + r"""
+__device__ __forceinline__ float flamefx_f16_to_float(unsigned short h) {
+  float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
+}
+__device__ __forceinline__ unsigned short flamefx_float_to_f16(float f) {
+  unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+}
+"""
+
+
+def storage_ctype(dtype) -> str:
+    """C type of one stored element in a fused kernel (both half types as raw bits)."""
+    if np.dtype(dtype) in (dtypes.float16, dtypes.bfloat16):
+        return "unsigned short"
+    return compute_ctype(dtype)
+
+
+def load(dtype, raw: str) -> str:
+    name = np.dtype(dtype).name
+    if name == "bfloat16":
+        return f"flamefx_bf16_to_float({raw})"
+    if name == "float16":
+        return f"flamefx_f16_to_float({raw})"
+    return raw
+
+
+def store(dtype, value: str) -> str:
+    name = np.dtype(dtype).name
+    if name == "bfloat16":
+        return f"flamefx_float_to_bf16((float)({value}))"
+    if name == "float16":
+        return f"flamefx_float_to_f16((float)({value}))"
+    return f"(({compute_ctype(dtype)})({value}))"
+
+
+def c_literal(value, dtype) -> str:
+    """A C expression for a scalar constant, exact in its compute type."""
+    dtype = np.dtype(dtype)
+    ctype = compute_ctype(dtype)
+    if dtype == dtypes.bool_:
+        return "true" if bool(value) else "false"
+    if dtypes.is_float(dtype):
+        v = float(value)
+        if math.isnan(v):
+            return f"(({ctype})__int_as_float(0x7fc00000))"
+        if math.isinf(v):
+            return f"(({ctype})({'-' if v < 0 else ''}__int_as_float(0x7f800000)))"
+        return f"(({ctype}){v!r})"
+    return f"(({ctype}){int(value)}ll)"
+
+
+def _kind(eqn: JaxprEqn) -> str:
+    fusion = eqn.prim.fusion
+    if isinstance(fusion, Elementwise) and len(eqn.outvars) == 1:
+        return "elementwise"
+    if isinstance(fusion, Reduction) and fusion.kind in ("sum", "prod", "max", "min") \
+            and len(eqn.invars) == 1 and eqn.invars[0].aval.dtype in _REDUCIBLE:
+        return "reduction"
+    if eqn.prim.name == "broadcast_in_dim" and len(eqn.invars) == 1:
+        return "broadcast"
+    return "opaque"
+
+
+class OpaqueStep:
+    """One equation run through its primitive's cuda_impl."""
+
+    def __init__(self, eqn: JaxprEqn):
+        self.eqn = eqn
+        self.launches = 0 if eqn.prim.name in _VIEW_PRIMS else 1
+
+    def describe(self) -> str:
+        return f"{self.eqn.prim.name} (cuda_impl)"
+
+
+class FusedKernel:
+    """Elementwise equations of one shape (+ fed broadcasts, + one closing reduction)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+        self.eqns: list[JaxprEqn] = []
+        self.reduction: JaxprEqn | None = None
+        self.defined: set[int] = set()
+        self.inputs: list[Var] = []       # external values, in kernel-argument order
+        self.outputs: list[Var] = []      # values written to memory, in argument order
+        self.name = ""
+        self.source = ""
+        self.launches = 1
+
+    @property
+    def closed(self) -> bool:
+        return self.reduction is not None
+
+    def accepts(self, eqn: JaxprEqn, kind: str) -> bool:
+        if self.closed:
+            return False
+        if kind == "elementwise":
+            return eqn.outvars[0].aval.shape == self.shape
+        if kind == "broadcast":  # read through indexing: only of a value from outside
+            src = eqn.invars[0]
+            return eqn.outvars[0].aval.shape == self.shape and not (
+                isinstance(src, Var) and src.id in self.defined)
+        if kind == "reduction":
+            if not self.eqns or eqn.invars[0].aval.shape != self.shape:
+                return False
+            axes = eqn.params["axes"]
+            inner = int(np.prod([self.shape[d] for d in axes], dtype=np.int64))
+            # One block per output row: short rows of many outputs run better unfused.
+            return inner >= 64 or np.prod(self.shape, dtype=np.int64) <= 4096 * max(inner, 1)
+        return False
+
+    def add(self, eqn: JaxprEqn, kind: str) -> None:
+        if kind == "reduction":
+            self.reduction = eqn
+        self.eqns.append(eqn)
+        self.defined.update(v.id for v in eqn.outvars)
+
+    def describe(self) -> str:
+        names = " ".join(e.prim.name for e in self.eqns)
+        return f"{self.name}: fused [{names}] over {self.shape}" + (
+            f" ({self.launches} launches)" if self.launches > 1 else "")
+
+
+class Plan:
+    """The steps of one jaxpr on the GPU, in execution order."""
+
+    def __init__(self, jaxpr: Jaxpr, steps: list):
+        self.jaxpr = jaxpr
+        self.steps = steps
+
+    @property
+    def kernel_count(self) -> int:
+        return sum(s.launches for s in self.steps)
+
+    def kernels(self) -> list[FusedKernel]:
+        return [s for s in self.steps if isinstance(s, FusedKernel)]
+
+    def sources(self) -> list[str]:
+        return [k.source for k in self.kernels()]
+
+    def describe(self) -> str:
+        return "\n".join(f"#  {s.describe()}" for s in self.steps)
+
+
+def _schedule(jaxpr: Jaxpr) -> list:
+    """Orders equations with a ready list that prefers whatever joins the open kernel."""
+    producer: dict[int, int] = {}
+    for i, eqn in enumerate(jaxpr.eqns):
+        for v in eqn.outvars:
+            producer[v.id] = i
+    waiting = [0] * len(jaxpr.eqns)
+    consumers: list[list[int]] = [[] for _ in jaxpr.eqns]
+    for i, eqn in enumerate(jaxpr.eqns):
+        deps = {producer[v.id] for v in eqn.invars if isinstance(v, Var) and v.id in producer}
+        waiting[i] = len(deps)
+        for d in deps:
+            consumers[d].append(i)
+    kinds = [_kind(e) for e in jaxpr.eqns]
+    ready = sorted(i for i, w in enumerate(waiting) if w == 0)
+    steps: list = []
+    group: FusedKernel | None = None
+    while ready:
+        pick = None
+        if group is not None:
+            pick = next((i for i in ready if group.accepts(jaxpr.eqns[i], kinds[i])), None)
+        if pick is not None:
+            group.add(jaxpr.eqns[pick], kinds[pick])
+        else:
+            pick = ready[0]
+            eqn, kind = jaxpr.eqns[pick], kinds[pick]
+            if kind in ("opaque", "reduction"):  # a reduction fuses only as a closing one
+                group = None
+                steps.append(OpaqueStep(eqn))
+            else:
+                group = FusedKernel(eqn.outvars[0].aval.shape)
+                group.add(eqn, kind)
+                steps.append(group)
+        ready.remove(pick)
+        for c in consumers[pick]:
+            waiting[c] -= 1
+            if waiting[c] == 0:
+                ready.append(c)
+        ready.sort()
+    return steps
+
+
+def plan(jaxpr: Jaxpr) -> Plan:
+    """Schedules ``jaxpr`` into fused kernels and opaque steps and generates the sources."""
+    steps = _schedule(jaxpr)
+    used_later: dict[int, int] = {}  # var id -> number of uses outside its own step
+    owner: dict[int, int] = {}
+    for k, step in enumerate(steps):
+        for eqn in (step.eqns if isinstance(step, FusedKernel) else [step.eqn]):
+            for v in eqn.outvars:
+                owner[v.id] = k
+    for k, step in enumerate(steps):
+        for eqn in (step.eqns if isinstance(step, FusedKernel) else [step.eqn]):
+            for v in eqn.invars:
+                if isinstance(v, Var) and owner.get(v.id, -1) != k:
+                    used_later[v.id] = used_later.get(v.id, 0) + 1
+    for v in jaxpr.outvars:
+        if isinstance(v, Var):
+            used_later[v.id] = used_later.get(v.id, 0) + 1
+    for step in steps:
+        if isinstance(step, FusedKernel):
+            _generate(step, used_later)
+    return Plan(jaxpr, steps)
+
+
+# --- code generation -----------------------------------------------------------------------
+
+
+def _strides(shape) -> list[int]:
+    strides, acc = [], 1
+    for d in reversed(shape):
+        strides.append(acc)
+        acc *= d
+    return strides[::-1]
+
+
+def _index_type(n: int) -> str:
+    return "long long" if n >= 2**31 - 1 else "int"
+
+
+def _generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
+    shape = kernel.shape
+    ndim = len(shape)
+    red = kernel.reduction
+    names: dict[int, str] = {}
+    inputs: list[Var] = []
+    body: list[str] = []
+    need_coords = False
+
+    def ref(v) -> str:
+        nonlocal need_coords
+        if isinstance(v, Literal):
+            return c_literal(v.val.item(), v.aval.dtype)
+        if v.id in names:
+            return names[v.id]
+        # An external value of the kernel's shape (or 0-d): read it.
+        j = len(inputs)
+        inputs.append(v)
+        name = names[v.id] = f"in{j}v"
+        index = "0" if v.aval.shape == () else "i"
+        body.append(f"const {compute_ctype(v.aval.dtype)} {name} = "
+                    f"{load(v.aval.dtype, f'in{j}[{index}]')};")
+        return name
+
+    for n, eqn in enumerate(kernel.eqns):
+        out = eqn.outvars[0]
+        if eqn is red:
+            continue
+        if eqn.prim.name == "broadcast_in_dim" and _kind(eqn) == "broadcast":
+            src = eqn.invars[0]
+            if isinstance(src, Literal):
+                names[out.id] = c_literal(src.val.item(), src.aval.dtype)
+                continue
+            j = len(inputs)
+            inputs.append(src)
+            dims = eqn.params["broadcast_dimensions"]
+            src_strides = _strides(src.aval.shape)
+            terms = [f"c{d} * {s}" for d, s, size in zip(dims, src_strides, src.aval.shape)
+                     if size != 1]
+            need_coords = need_coords or bool(terms)
+            index = " + ".join(terms) or "0"
+            names[out.id] = f"v{n}"
+            body.append(f"const {compute_ctype(out.aval.dtype)} v{n} = "
+                        f"{load(src.aval.dtype, f'in{j}[{index}]')};")
+            continue
+        args = [ref(v) for v in eqn.invars]
+        expr = eqn.prim.fusion.render(tuple(v.aval.dtype for v in eqn.invars), **eqn.params)
+        for k in range(len(args) - 1, -1, -1):  # x10 before x1
+            expr = _replace_operand(expr, k, args[k])
+        names[out.id] = f"v{n}"
+        body.append(f"const {compute_ctype(out.aval.dtype)} v{n} = {expr};")
+
+    outputs = [v for e in kernel.eqns if e is not red for v in e.outvars
+               if used_later.get(v.id)]
+    if red is not None:
+        src = red.invars[0]
+        red_in = ref(src)
+    kernel.inputs, kernel.outputs = inputs, outputs
+    params = [f"const {storage_ctype(v.aval.dtype)}* __restrict__ in{j}"
+              for j, v in enumerate(inputs)]
+    params += [f"{storage_ctype(v.aval.dtype)}* __restrict__ out{j}"
+               for j, v in enumerate(outputs)]
+    stores = [f"out{j}[i] = {store(v.aval.dtype, names[v.id])};" for j, v in enumerate(outputs)]
+    n_total = int(np.prod(shape, dtype=np.int64))
+    itype = _index_type(n_total)
+    digest_src = "\n".join(body + stores) + repr((shape, red and red.params))
+    kernel.name = "flamefx_fused_" + hashlib.sha1(digest_src.encode()).hexdigest()[:12]
+    if red is None:
+        coords = _coords_from_flat("i", shape, itype) if need_coords else []
+        loop = (f"for ({itype} i = ({itype})blockIdx.x * blockDim.x + threadIdx.x; "
+                f"i < {n_total}; i += ({itype})gridDim.x * blockDim.x) {{")
+        lines = [f'extern "C" __global__ void {kernel.name}({", ".join(params)}) {{', "  " + loop]
+        lines += ["    " + s for s in coords + body + stores] + ["  }", "}"]
+        kernel.source = FUSION_PREAMBLE + "\n".join(lines) + "\n"
+        kernel.total, kernel.split, kernel.outer = n_total, 1, n_total
+        return
+    _generate_reduction(kernel, params, body, stores, red, red_in, itype)
+
+
+def _replace_operand(expr: str, k: int, value: str) -> str:
+    """Substitutes operand ``x<k>`` (as a whole identifier) by ``(value)``."""
+    return re.sub(rf"\bx{k}\b", f"({value})", expr)
+
+
+def _coords_from_flat(flat: str, shape, itype) -> list[str]:
+    lines, strides = [], _strides(shape)
+    for d, (size, stride) in enumerate(zip(shape, strides)):
+        lines.append(f"const {itype} c{d} = ({flat} / {stride}) % {size};")
+    return lines
+
+
+def _generate_reduction(kernel, params, body, stores, red, red_in, itype) -> None:
+    """Map-reduce over the kernel's shape; grid (split, outer): blocks of one output row."""
+    shape = kernel.shape
+    axes = tuple(sorted(red.params["axes"]))
+    kept = [d for d in range(len(shape)) if d not in axes]
+    outer = int(np.prod([shape[d] for d in kept], dtype=np.int64))
+    inner = int(np.prod([shape[d] for d in axes], dtype=np.int64))
+    split = max(1, min(MAX_SPLIT, inner // (BLOCK * 8), max(1, 2048 // max(outer, 1))))
+    descriptor: Reduction = red.prim.fusion
+    in_dtype = red.invars[0].aval.dtype
+    out_dtype = red.outvars[0].aval.dtype
+    acc = compute_ctype(in_dtype)
+    full_strides = _strides(shape)
+    coord_lines = []
+    for name, dims in (("m", kept), ("r", axes)):
+        sub_strides = _strides([shape[d] for d in dims])
+        for d, st in zip(dims, sub_strides):
+            coord_lines.append(f"const {itype} c{d} = ({name} / {st}) % {shape[d]};")
+    flat = " + ".join(f"c{d} * {full_strides[d]}" for d in range(len(shape))) or "0"
+    coord_lines.append(f"const {itype} i = {flat};")
+    combine = descriptor.combine
+    identity = descriptor.identity(in_dtype)
+    partial_ctype = acc
+    final_store = store(out_dtype, "acc")
+    target = ("part[m * gridDim.x + blockIdx.x] = acc;" if split > 1
+              else f"red_out[m] = {final_store};")
+    out_param = (f"{partial_ctype}* __restrict__ part" if split > 1
+                 else f"{storage_ctype(out_dtype)}* __restrict__ red_out")
+    lines = [f'extern "C" __global__ void {kernel.name}({", ".join(params + [out_param])}) {{',
+             f"  __shared__ {acc} smem[{BLOCK // 32}];",
+             f"  for ({itype} m = blockIdx.y; m < {outer}; m += gridDim.y) {{",
+             f"    {acc} acc = {identity};",
+             f"    for ({itype} r = ({itype})blockIdx.x * blockDim.x + threadIdx.x; r < {inner}; "
+             f"r += ({itype})gridDim.x * blockDim.x) {{"]
+    lines += ["      " + s for s in coord_lines + body + stores]
+    lines += [f"      {{ const {acc} a = acc; const {acc} b = {red_in}; acc = {combine}; }}",
+              "    }"]
+    lines += ["    " + s for s in _block_reduce(acc, combine, identity)]
+    lines += [f"    if (threadIdx.x == 0) {{ {target} }}", "    __syncthreads();", "  }", "}"]
+    source = FUSION_PREAMBLE + "\n".join(lines) + "\n"
+    if split > 1:
+        finish = kernel.name + "_finish"
+        source += "\n".join([
+            f'extern "C" __global__ void {finish}(const {acc}* __restrict__ part, '
+            f"{storage_ctype(out_dtype)}* __restrict__ red_out) {{",
+            f"  __shared__ {acc} smem[{BLOCK // 32}];",
+            f"  for ({itype} m = blockIdx.x; m < {outer}; m += gridDim.x) {{",
+            f"    {acc} acc = {identity};",
+            f"    for (int r = threadIdx.x; r < {split}; r += blockDim.x) "
+            f"{{ const {acc} a = acc; const {acc} b = part[m * {split} + r]; acc = {combine}; }}"]
+            + ["    " + s for s in _block_reduce(acc, combine, identity)]
+            + [f"    if (threadIdx.x == 0) {{ red_out[m] = {final_store}; }}",
+               "    __syncthreads();", "  }", "}"]) + "\n"
+        kernel.launches = 2
+    kernel.source = source
+    kernel.total, kernel.split, kernel.outer = outer * inner, split, outer
+    kernel.outputs = kernel.outputs + [red.outvars[0]]
+    kernel.partial_dtype = _PARTIAL_DTYPE[acc]
+
+
+def _block_reduce(acc: str, combine: str, identity: str) -> list[str]:
+    """Warp shuffles, then one warp over the per-warp partials; thread 0 ends with acc."""
+    shuffle = (f"for (int o = 16; o > 0; o >>= 1) {{ const {acc} a = acc; "
+               f"const {acc} b = __shfl_down_sync(0xffffffffu, acc, o); acc = {combine}; }}")
+    return [shuffle,
+            "if ((threadIdx.x & 31) == 0) smem[threadIdx.x >> 5] = acc;",
+            "__syncthreads();",
+            "if (threadIdx.x < 32) {",
+            f"  acc = threadIdx.x < {BLOCK // 32} ? smem[threadIdx.x] : {identity};",
+            f"  {shuffle}",
+            "}"]
