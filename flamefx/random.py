@@ -18,8 +18,9 @@ import math
 import numpy as np
 
 import flamefx.numpy as fnp
-from flamefx import core, dtypes, lax
+from flamefx import core, dtypes
 from flamefx.errors import FlamefxTypeError, FlamefxValueError
+from flamefx.primitives import elementwise, structural
 from flamefx.primitives.random_ops import threefry2x32
 
 _UINT32_MASK = 0xFFFFFFFF
@@ -42,11 +43,11 @@ def key(seed) -> core.Array:
     if not dtypes.is_int(seed.dtype) or seed.shape != ():
         raise FlamefxTypeError(f"key: the seed must be a scalar integer, got {seed.aval}")
     if seed.dtype.itemsize == 8:
-        high = lax.convert_element_type(fnp.right_shift(seed, 32), dtypes.uint32)
+        high = elementwise.convert_element_type(fnp.floor_divide(seed, 2**32), dtypes.uint32)
     else:
-        high = lax.convert_element_type(fnp.zeros((), seed.dtype), dtypes.uint32)
-    low = lax.convert_element_type(seed, dtypes.uint32)
-    return lax.concatenate([lax.reshape(high, (1,)), lax.reshape(low, (1,))], 0)
+        high = elementwise.convert_element_type(fnp.zeros((), seed.dtype), dtypes.uint32)
+    low = elementwise.convert_element_type(seed, dtypes.uint32)
+    return structural.concatenate([structural.reshape(high, (1,)), structural.reshape(low, (1,))], 0)
 
 
 PRNGKey = key
@@ -62,28 +63,28 @@ def _check_key(k, where: str):
 
 
 def _key_words(k):
-    return (lax.reshape(lax.slice(k, (0,), (1,)), ()),
-            lax.reshape(lax.slice(k, (1,), (2,)), ()))
+    return (structural.reshape(structural.slice(k, (0,), (1,)), ()),
+            structural.reshape(structural.slice(k, (1,), (2,)), ()))
 
 
 def _hash_counters(k, x0, x1):
     """Threefry of counter pairs ``(x0, x1)`` under key ``k``: all outputs, concatenated."""
     k0, k1 = _key_words(k)
     y0, y1 = threefry2x32(k0, k1, x0, x1)
-    return lax.concatenate([y0, y1], 0)
+    return structural.concatenate([y0, y1], 0)
 
 
 def _counter_bits(k, count: int):
     """``count`` random uint32 words: the hash of counters 0..count-1, in JAX's layout."""
     half = (count + 1) // 2
-    x0 = lax.iota(dtypes.uint32, (half,), 0)
-    x1 = lax.add(x0, _full_u32(half, (half,)))
-    return lax.slice(_hash_counters(k, x0, x1), (0,), (count,))
+    x0 = structural.iota(dtypes.uint32, (half,), 0)
+    x1 = elementwise.add(x0, _full_u32(half, (half,)))
+    return structural.slice(_hash_counters(k, x0, x1), (0,), (count,))
 
 
 def _full_u32(value: int, shape):
     scalar = core.to_array(np.uint32(value))
-    return lax.broadcast_in_dim(scalar, tuple(shape), ())
+    return structural.broadcast_in_dim(scalar, tuple(shape), ())
 
 
 def split(key, num: int = 2):
@@ -93,7 +94,7 @@ def split(key, num: int = 2):
     [[4146024105, 967050713], [2718843009, 1272950319]]
     """
     k = _check_key(key, "split")
-    return lax.reshape(_counter_bits(k, 2 * int(num)), (int(num), 2))
+    return structural.reshape(_counter_bits(k, 2 * int(num)), (int(num), 2))
 
 
 def fold_in(key, data):
@@ -106,8 +107,8 @@ def fold_in(key, data):
     data = core.ensure_array(data)
     if not dtypes.is_int(data.dtype) or data.shape != ():
         raise FlamefxTypeError(f"fold_in: data must be a scalar integer, got {data.aval}")
-    x0 = lax.iota(dtypes.uint32, (1,), 0)
-    x1 = lax.reshape(lax.convert_element_type(data, dtypes.uint32), (1,))
+    x0 = structural.iota(dtypes.uint32, (1,), 0)
+    x1 = structural.reshape(elementwise.convert_element_type(data, dtypes.uint32), (1,))
     return _hash_counters(k, x0, x1)
 
 
@@ -128,11 +129,11 @@ def bits(key, shape=(), dtype=dtypes.uint32):
         raise FlamefxTypeError(f"bits: only uint32 is supported, got {np.dtype(dtype)}")
     shape = _shape(shape)
     k = _check_key(key, "bits")
-    return lax.reshape(_counter_bits(k, math.prod(shape)), shape)
+    return structural.reshape(_counter_bits(k, math.prod(shape)), shape)
 
 
 def _shift_right(words, amount: int):
-    return lax.shift_right_logical(words, _full_u32(amount, words.shape))
+    return elementwise.shift_right_logical(words, _full_u32(amount, words.shape))
 
 
 def _unit_float(k, shape, dtype, open_interval: bool):
@@ -144,16 +145,16 @@ def _unit_float(k, shape, dtype, open_interval: bool):
     n = math.prod(shape)
     if np.dtype(dtype) == dtypes.float64:
         words = _counter_bits(k, 2 * n)
-        high = _shift_right(lax.slice(words, (0,), (n,)), 5)  # 27 bits
-        low = _shift_right(lax.slice(words, (n,), (2 * n,)), 6)  # 26 bits
-        mantissa = (lax.convert_element_type(high, dtypes.float64) * float(2**26)
-                    + lax.convert_element_type(low, dtypes.float64))
+        high = _shift_right(structural.slice(words, (0,), (n,)), 5)  # 27 bits
+        low = _shift_right(structural.slice(words, (n,), (2 * n,)), 6)  # 26 bits
+        mantissa = (elementwise.convert_element_type(high, dtypes.float64) * float(2**26)
+                    + elementwise.convert_element_type(low, dtypes.float64))
         step = 2.0**-53
     else:
-        mantissa = lax.convert_element_type(_shift_right(_counter_bits(k, n), 8), dtypes.float32)
+        mantissa = elementwise.convert_element_type(_shift_right(_counter_bits(k, n), 8), dtypes.float32)
         step = 2.0**-24
     unit = (mantissa + 0.5) * step if open_interval else mantissa * step
-    return lax.reshape(unit, shape)
+    return structural.reshape(unit, shape)
 
 
 def _float_dtype(dtype, where: str) -> np.dtype:
@@ -189,14 +190,14 @@ def normal(key, shape=(), dtype=dtypes.float32):
     dtype = _float_dtype(dtype, "normal")
     k = _check_key(key, "normal")
     unit = _unit_float(k, shape, dtype, open_interval=True)
-    return (lax.erf_inv(unit * 2.0 - 1.0) * math.sqrt(2.0)).astype(dtype)
+    return (elementwise.erf_inv(unit * 2.0 - 1.0) * math.sqrt(2.0)).astype(dtype)
 
 
 def truncated_normal(key, lower, upper, shape=None, dtype=dtypes.float32):
-    """Normal floats conditioned on ``lower < x < upper`` (by the inverse CDF).
+    """Normal floats conditioned on ``lower <= x <= upper`` (by the inverse CDF).
 
     >>> x = truncated_normal(key(0), -2.0, 2.0, (100,))
-    >>> bool((abs(x) < 2).all())
+    >>> bool((abs(x) <= 2).all())
     True
     """
     dtype = _float_dtype(dtype, "truncated_normal")
@@ -208,12 +209,12 @@ def truncated_normal(key, lower, upper, shape=None, dtype=dtypes.float32):
         shape = fnp.broadcast_shapes(lower.shape, upper.shape)
     shape = _shape(shape)
     sqrt2 = math.sqrt(2.0)
-    a, b = fnp.broadcast_to(lax.erf(lower / sqrt2), shape), fnp.broadcast_to(
-        lax.erf(upper / sqrt2), shape)
+    a, b = fnp.broadcast_to(elementwise.erf(lower / sqrt2), shape), fnp.broadcast_to(
+        elementwise.erf(upper / sqrt2), shape)
     unit = _unit_float(k, shape, compute, open_interval=True)
-    out = lax.erf_inv(a + unit * (b - a)) * sqrt2
-    # erf_inv rounds at the ends; keep the result strictly inside the interval.
-    out = fnp.clip(out, fnp.nextafter(lower, upper), fnp.nextafter(upper, lower))
+    out = elementwise.erf_inv(a + unit * (b - a)) * sqrt2
+    # erf_inv rounds near the ends; keep the result inside the interval.
+    out = fnp.clip(out, lower, upper)
     return out.astype(dtype)
 
 
@@ -294,7 +295,7 @@ def choice(key, a, shape=(), replace: bool = True, p=None):
         if count > n:
             raise FlamefxValueError(f"choice: cannot take {count} samples from {n} without "
                                     f"replacement")
-        index = lax.slice(_random_order(k, n), (0,), (count,))
+        index = structural.slice(_random_order(k, n), (0,), (count,))
     elif p is None:
         index = randint(k, (count,), 0, n)
     else:

@@ -14,9 +14,11 @@ from __future__ import annotations
 import math
 
 import flamefx.numpy as fnp
-from flamefx import dtypes, lax
+from flamefx import dtypes
+from flamefx.primitives import elementwise
+from flamefx.transforms.ad import stop_gradient
 
-tanh = lax.tanh
+tanh = elementwise.tanh
 
 
 def relu(x):
@@ -43,7 +45,7 @@ def sigmoid(x):
     >>> sigmoid(fnp.array([0.0])).tolist()
     [0.5]
     """
-    return lax.logistic(x)
+    return elementwise.logistic(x)
 
 
 def silu(x):
@@ -66,8 +68,8 @@ def gelu(x, approximate: bool = True):
     """
     if approximate:
         inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * (x * x * x))
-        return 0.5 * x * (1.0 + lax.tanh(inner))
-    return 0.5 * x * (1.0 + lax.erf(x * (1.0 / math.sqrt(2.0))))
+        return 0.5 * x * (1.0 + elementwise.tanh(inner))
+    return 0.5 * x * (1.0 + elementwise.erf(x * (1.0 / math.sqrt(2.0))))
 
 
 def _minus_abs(x):
@@ -81,7 +83,7 @@ def softplus(x):
     >>> round(float(softplus(fnp.array(0.0))), 4)
     0.6931
     """
-    return relu(x) + lax.log1p(lax.exp(_minus_abs(x)))
+    return relu(x) + elementwise.log1p(elementwise.exp(_minus_abs(x)))
 
 
 def log_sigmoid(x):
@@ -113,7 +115,7 @@ def elu(x, alpha: float = 1.0):
     >>> round(float(elu(fnp.array(-1.0))), 4)
     -0.6321
     """
-    return fnp.where(x > 0, x, alpha * lax.expm1(_negative_part(x)))
+    return fnp.where(x > 0, x, alpha * elementwise.expm1(_negative_part(x)))
 
 
 def celu(x, alpha: float = 1.0):
@@ -122,7 +124,7 @@ def celu(x, alpha: float = 1.0):
     >>> round(float(celu(fnp.array(-1.0), alpha=2.0)), 4)
     -0.7869
     """
-    return fnp.where(x > 0, x, alpha * lax.expm1(_negative_part(x) / alpha))
+    return fnp.where(x > 0, x, alpha * elementwise.expm1(_negative_part(x) / alpha))
 
 
 def selu(x):
@@ -138,7 +140,7 @@ def selu(x):
 def _max_no_grad(x, axis):
     """The max over ``axis`` (kept), as a constant: softmax-like functions are invariant
     to the shift, so its gradient is exactly zero and need not be traced."""
-    m = lax.stop_gradient(fnp.max(x, axis=axis, keepdims=True))
+    m = stop_gradient(fnp.max(x, axis=axis, keepdims=True))
     # An all -inf row would give inf - inf = nan; shift such rows by 0 instead.
     return fnp.where(fnp.isfinite(m), m, fnp.zeros_like(m))
 

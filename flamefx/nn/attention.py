@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import flamefx.numpy as fnp
 from flamefx.errors import FlamefxValueError
-from flamefx.primitives.nn_ops import dot_product_attention
+from flamefx.primitives.attention import dot_product_attention
 
-__all__ = ["dot_product_attention", "split_heads", "merge_heads", "causal_mask"]
+__all__ = ["causal_mask", "dot_product_attention", "merge_heads", "split_heads"]
 
 
 def split_heads(x, num_heads: int):

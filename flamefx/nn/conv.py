@@ -10,8 +10,8 @@
 from __future__ import annotations
 
 import flamefx.numpy as fnp
-from flamefx import lax
 from flamefx.errors import FlamefxTypeError, FlamefxValueError
+from flamefx.primitives import structural
 from flamefx.primitives.nn_ops import conv_general_dilated
 
 
@@ -125,7 +125,7 @@ def conv_transpose(x, w, stride=1, padding="SAME", dilation=1, groups: int = 1,
     grouped = fnp.reshape(w, (groups, in_channels // groups, out_per_group) + kernel)
     grouped = fnp.swapaxes(grouped, 1, 2)
     forward_w = fnp.reshape(grouped, (groups * out_per_group, in_channels // groups) + kernel)
-    forward_w = lax.rev(forward_w, tuple(range(2, 2 + n)))
+    forward_w = structural.rev(forward_w, tuple(range(2, 2 + n)))
     return conv_general_dilated(x, forward_w, window_strides=(1,) * n, padding=pads,
                                 lhs_dilation=strides, rhs_dilation=dilation,
                                 feature_group_count=groups)

@@ -18,8 +18,9 @@ fields that are part of the tree structure, not leaves.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import field
-from typing import Any, Callable
+from typing import Any
 
 import flamefx.numpy as fnp
 from flamefx import dtypes, tree_util
@@ -60,7 +61,8 @@ class Linear:
 
     @classmethod
     def init(cls, key, in_features: int, out_features: int, use_bias: bool = True,
-             dtype=dtypes.float32, weight_init: Callable = initializers.lecun_normal()):
+             dtype=dtypes.float32, weight_init: Callable | None = None):
+        weight_init = weight_init or initializers.lecun_normal()
         weight = weight_init(key, (in_features, out_features), dtype)
         return cls(weight, fnp.zeros((out_features,), dtype) if use_bias else None)
 
@@ -207,7 +209,8 @@ class Embedding:
 
     @classmethod
     def init(cls, key, num_embeddings: int, features: int, dtype=dtypes.float32,
-             embedding_init: Callable = initializers.normal(1.0)):
+             embedding_init: Callable | None = None):
+        embedding_init = embedding_init or initializers.normal(1.0)
         return cls(embedding_init(key, (num_embeddings, features), dtype))
 
     def __call__(self, ids):

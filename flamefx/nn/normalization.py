@@ -28,7 +28,7 @@ def _positive_axes(axis, ndim: int) -> tuple:
 
 
 def layer_norm(x, scale=None, bias=None, *, axis=-1, epsilon: float = 1e-5):
-    """``(x - mean) / sqrt(var + epsilon) * scale + bias`` over ``axis`` (an int or tuple).
+    """``(x - mean) / sqrt(var + epsilon) * scale + bias`` over trailing ``axis`` (int or tuple).
 
     ``scale`` and ``bias`` have the shape of the normalized dims (None: 1 and 0).
 
@@ -58,14 +58,15 @@ def group_norm(x, scale=None, bias=None, *, num_groups: int, epsilon: float = 1e
     return nn_ops.group_norm(x, scale, bias, num_groups=num_groups, epsilon=epsilon)
 
 
-def rms_norm(x, scale=None, *, epsilon: float = 1e-6):
-    """``x / sqrt(mean(x**2, -1) + epsilon) * scale`` over the last axis.
+def rms_norm(x, scale=None, *, axis=-1, epsilon: float = 1e-6):
+    """``x / sqrt(mean(x**2, axis) + epsilon) * scale`` over trailing ``axis`` (int or tuple).
 
-    >>> rms_norm(fnp.ones((2, 4))).tolist()[0]
-    [0.9999995231628418, 0.9999995231628418, 0.9999995231628418, 0.9999995231628418]
+    >>> rms_norm(fnp.ones((2, 4)), epsilon=0.0).tolist()[0]
+    [1.0, 1.0, 1.0, 1.0]
     """
-    scale = _ones_if_none(scale, (x.shape[-1],), x.dtype)
-    return nn_ops.rms_norm(x, scale, epsilon=epsilon)
+    axes = _positive_axes(axis, x.ndim)
+    scale = _ones_if_none(scale, tuple(x.shape[a] for a in axes), x.dtype)
+    return nn_ops.rms_norm(x, scale, axes=axes, epsilon=epsilon)
 
 
 def batch_norm(x, scale, bias, running_mean, running_var, *, training: bool,

@@ -17,9 +17,10 @@ import itertools
 import numpy as np
 
 import flamefx.numpy as fnp
-from flamefx import core, dtypes, lax
+from flamefx import core, dtypes
 from flamefx.errors import FlamefxValueError
 from flamefx.nn.conv import _per_dim, conv_padding
+from flamefx.primitives import structural
 
 
 def _windows(x, window, strides, padding, pad_value):
@@ -29,7 +30,7 @@ def _windows(x, window, strides, padding, pad_value):
     strides = _per_dim(window if strides is None else strides, n, "strides")
     pads = conv_padding(padding, x.shape[2:], window, strides)
     config = ((0, 0, 0), (0, 0, 0)) + tuple((lo, hi, 0) for lo, hi in pads)
-    padded = lax.pad(x, core.to_array(np.asarray(pad_value, x.dtype)), config)
+    padded = structural.pad(x, core.to_array(np.asarray(pad_value, x.dtype)), config)
     out_sizes = [(size - k) // s + 1 for size, k, s in zip(padded.shape[2:], window, strides)]
     if min(out_sizes) < 1:
         raise FlamefxValueError(f"pooling window {window} is larger than the padded input "
@@ -38,7 +39,7 @@ def _windows(x, window, strides, padding, pad_value):
         start = (0, 0) + offsets
         limit = padded.shape[:2] + tuple(o + (m - 1) * s + 1
                                          for o, m, s in zip(offsets, out_sizes, strides))
-        yield lax.slice(padded, start, limit, (1, 1) + strides)
+        yield structural.slice(padded, start, limit, (1, 1) + strides)
 
 
 def max_pool(x, window, strides=None, padding="VALID"):

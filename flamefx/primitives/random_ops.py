@@ -96,35 +96,24 @@ def _cuda_impl(k0, k1, x0, x1):
 
 
 def _batch(axis_size, args, bdims):
-    """Elementwise batching; a batched 0-d key word becomes a full per-example key array."""
-    from flamefx.primitives.structural import broadcast_in_dim, transpose
+    """Elementwise batching: every operand gets the batch axis in front, except unbatched
+    0-d key words, which the kernel broadcasts itself."""
+    from flamefx.primitives.structural import broadcast_in_dim
+    from flamefx.transforms.batching import to_front
 
-    x_bdim = bdims[2] if bdims[2] is not None else bdims[3]
-    x_shape = args[2].shape if bdims[2] is None else _unbatched_shape(args[2], bdims[2])
-    out_shape = (axis_size,) + x_shape
+    x, x_bdim = args[2], bdims[2]
+    x_shape = x.shape if x_bdim is None else x.shape[:x_bdim] + x.shape[x_bdim + 1:]
+    out_shape = (axis_size,) + tuple(x_shape)
     moved = []
     for i, (arg, bdim) in enumerate(zip(args, bdims)):
-        if bdim is None:
-            if (i < 2 and arg.shape == ()) or (x_bdim is None and i >= 2):
-                moved.append(arg)
-            else:
-                dims = tuple(range(1, 1 + arg.ndim))
-                moved.append(broadcast_in_dim(arg, out_shape, dims))
+        if i < 2 and bdim is None and arg.ndim == 0:
+            moved.append(arg)
             continue
-        if bdim != 0:
-            perm = (bdim,) + tuple(d for d in range(arg.ndim) if d != bdim)
-            arg = transpose(arg, perm)
-        if arg.shape != out_shape:  # a batched 0-d key word, or unbatched counters
-            arg = broadcast_in_dim(arg, out_shape, tuple(range(arg.ndim)))
+        arg = to_front(arg, bdim, axis_size)
+        if arg.shape != out_shape:  # a batched 0-d key word: one key per example
+            arg = broadcast_in_dim(arg, out_shape, (0,))
         moved.append(arg)
-    if x_bdim is None:  # only key words are batched: counters get the batch axis too
-        moved[2:] = [broadcast_in_dim(x, out_shape, tuple(range(1, 1 + x.ndim)))
-                     for x in moved[2:]]
     return threefry2x32(*moved), [0, 0]
-
-
-def _unbatched_shape(arg, bdim):
-    return tuple(d for i, d in enumerate(arg.shape) if i != bdim)
 
 
 threefry2x32_p = Primitive(

@@ -1,0 +1,387 @@
+"""flamefx.nn functions against NumPy float64 formulas, gradients, stability at +-1000,
+jit against eager and vmap against a loop."""
+
+import math
+
+import numpy as np
+import pytest
+
+import flamefx
+import flamefx.numpy as fnp
+from flamefx import nn
+from flamefx import random as frandom
+from flamefx.test_util import check_grads
+
+RNG = np.random.default_rng(0)
+
+
+def _f64(shape, low=-3.0, high=3.0):
+    return RNG.uniform(low, high, size=shape)
+
+
+def _close(actual, expected, tol=1e-9):
+    np.testing.assert_allclose(np.asarray(actual, np.float64), expected, rtol=tol, atol=tol)
+
+
+def _np_erf(x):
+    return np.vectorize(math.erf)(x)
+
+
+def _np_sigmoid(x):
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+# --- activations ----------------------------------------------------------------------------
+
+ACTIVATIONS = {
+    "relu": (nn.relu, lambda x: np.maximum(x, 0)),
+    "relu6": (nn.relu6, lambda x: np.clip(x, 0, 6)),
+    "sigmoid": (nn.sigmoid, _np_sigmoid),
+    "silu": (nn.silu, lambda x: x * _np_sigmoid(x)),
+    "gelu_tanh": (nn.gelu, lambda x: 0.5 * x * (1 + np.tanh(
+        math.sqrt(2 / math.pi) * (x + 0.044715 * x**3)))),
+    "gelu_erf": (lambda x: nn.gelu(x, approximate=False),
+                 lambda x: 0.5 * x * (1 + _np_erf(x / math.sqrt(2)))),
+    "softplus": (nn.softplus, lambda x: np.log1p(np.exp(x))),
+    "log_sigmoid": (nn.log_sigmoid, lambda x: np.log(_np_sigmoid(x))),
+    "leaky_relu": (lambda x: nn.leaky_relu(x, 0.2), lambda x: np.where(x >= 0, x, 0.2 * x)),
+    "elu": (nn.elu, lambda x: np.where(x > 0, x, np.expm1(np.minimum(x, 0)))),
+    "celu": (lambda x: nn.celu(x, 2.0), lambda x: np.where(x > 0, x, 2 * np.expm1(
+        np.minimum(x, 0) / 2))),
+    "selu": (nn.selu, lambda x: 1.0507009873554805 * np.where(
+        x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0)))),
+    "tanh": (nn.tanh, np.tanh),
+}
+SMOOTH = ("sigmoid", "silu", "gelu_tanh", "gelu_erf", "softplus", "log_sigmoid", "tanh")
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_matches_formula(name):
+    fn, ref = ACTIVATIONS[name]
+    x = np.concatenate([_f64((20,), -8, 8), [-7.0, 6.5, 7.0]])
+    _close(fn(fnp.asarray(x)), ref(x))
+    if name in SMOOTH:
+        check_grads(fn, (fnp.asarray(x[:6]),), order=2)
+    else:  # piecewise: check away from the kinks at 0 and 6
+        check_grads(fn, (fnp.asarray(np.array([-2.5, -0.7, 0.4, 3.3, 7.5])),), order=1)
+
+
+@pytest.mark.parametrize("name", sorted(ACTIVATIONS))
+def test_activation_stable_at_extremes(name):
+    fn, _ = ACTIVATIONS[name]
+    x = fnp.asarray(np.array([-1000.0, 1000.0], np.float32))
+    assert np.isfinite(np.asarray(fn(x))).all()
+    grads = flamefx.grad(lambda x: fn(x).sum())(x)
+    assert np.isfinite(np.asarray(grads)).all()
+
+
+def test_softplus_gradient_at_zero_is_one_half():
+    assert float(flamefx.grad(nn.softplus)(fnp.asarray(0.0))) == 0.5
+
+
+def test_softmax_family():
+    x = _f64((3, 5))
+    e = np.exp(x - x.max(-1, keepdims=True))
+    _close(nn.softmax(fnp.asarray(x)), e / e.sum(-1, keepdims=True))
+    _close(nn.softmax(fnp.asarray(x), axis=0), np.exp(x) / np.exp(x).sum(0))
+    lse = np.log(np.exp(x).sum(-1))
+    _close(nn.log_softmax(fnp.asarray(x)), x - lse[:, None])
+    _close(nn.logsumexp(fnp.asarray(x), axis=-1), lse)
+    _close(nn.logsumexp(fnp.asarray(x)), np.log(np.exp(x).sum()))
+    _close(nn.logsumexp(fnp.asarray(x), axis=1, keepdims=True), lse[:, None])
+    for fn in (nn.softmax, nn.log_softmax, lambda v: nn.logsumexp(v, axis=-1)):
+        check_grads(fn, (fnp.asarray(x),), order=2)
+
+
+def test_softmax_stable_at_extremes():
+    x = fnp.asarray(np.array([[1000.0, -1000.0, 0.0], [-np.inf, 0.0, -np.inf]], np.float32))
+    _close(nn.softmax(x), [[1, 0, 0], [0, 1, 0]])
+    assert float(nn.logsumexp(fnp.asarray([1000.0, 1000.0]))) == pytest.approx(
+        1000 + math.log(2))
+    grads = flamefx.grad(lambda v: nn.log_softmax(v)[0, 1])(x)
+    assert np.isfinite(np.asarray(grads)[0]).all()
+    all_masked = nn.logsumexp(fnp.asarray([-np.inf, -np.inf]))
+    assert float(all_masked) == -np.inf
+
+
+def test_one_hot():
+    _close(nn.one_hot(fnp.asarray([2, 0, 1]), 3), np.eye(3)[[2, 0, 1]])
+    assert nn.one_hot(fnp.asarray([[1]]), 4, dtype=np.int32).dtype == np.int32
+    assert nn.one_hot(fnp.asarray([[1]]), 4).shape == (1, 1, 4)
+
+
+# --- losses ---------------------------------------------------------------------------------
+
+
+def test_cross_entropies():
+    logits = _f64((4, 6))
+    labels = np.array([0, 5, 2, 2])
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -logp[np.arange(4), labels]
+    _close(nn.softmax_cross_entropy_with_integer_labels(fnp.asarray(logits),
+                                                        fnp.asarray(labels)), expected)
+    _close(nn.softmax_cross_entropy(fnp.asarray(logits), fnp.asarray(np.eye(6)[labels])),
+           expected)
+    probs = RNG.dirichlet(np.ones(6), size=4)
+    _close(nn.softmax_cross_entropy(fnp.asarray(logits), fnp.asarray(probs)),
+           -(probs * logp).sum(-1))
+    check_grads(lambda z: nn.softmax_cross_entropy_with_integer_labels(
+        z, fnp.asarray(labels)), (fnp.asarray(logits),), order=2)
+    check_grads(lambda z: nn.softmax_cross_entropy(z, fnp.asarray(probs)),
+                (fnp.asarray(logits),), order=2)
+
+
+def test_cross_entropy_stable_at_extremes():
+    logits = fnp.asarray(np.array([[1000.0, -1000.0], [-1000.0, 1000.0]], np.float32))
+    labels = fnp.asarray([1, 1])
+    loss = nn.softmax_cross_entropy_with_integer_labels(logits, labels)
+    _close(loss, [2000.0, 0.0], tol=1e-3)
+    grads = flamefx.grad(lambda z: nn.softmax_cross_entropy_with_integer_labels(
+        z, labels).sum())(logits)
+    _close(grads, [[1.0, -1.0], [0.0, 0.0]], tol=1e-6)
+
+
+def test_sigmoid_binary_cross_entropy():
+    logits, labels = _f64((7,)), RNG.uniform(0, 1, 7)
+    p = _np_sigmoid(logits)
+    expected = -(labels * np.log(p) + (1 - labels) * np.log(1 - p))
+    _close(nn.sigmoid_binary_cross_entropy(fnp.asarray(logits), fnp.asarray(labels)), expected)
+    check_grads(lambda z: nn.sigmoid_binary_cross_entropy(z, fnp.asarray(labels)),
+                (fnp.asarray(logits),), order=2)
+    extreme = fnp.asarray(np.array([1000.0, -1000.0, 1000.0, -1000.0], np.float32))
+    targets = fnp.asarray(np.array([1.0, 0.0, 0.0, 1.0], np.float32))
+    _close(nn.sigmoid_binary_cross_entropy(extreme, targets), [0, 0, 1000, 1000], tol=1e-4)
+    grads = flamefx.grad(lambda z: nn.sigmoid_binary_cross_entropy(z, targets).sum())(extreme)
+    _close(grads, [0, 0, 1, -1], tol=1e-6)
+
+
+def test_regression_losses():
+    p, t = _f64((5,)), _f64((5,))
+    _close(nn.l2_loss(fnp.asarray(p), fnp.asarray(t)), 0.5 * (p - t) ** 2)
+    _close(nn.mse(fnp.asarray(p), fnp.asarray(t)), np.mean((p - t) ** 2))
+    check_grads(lambda a: nn.mse(a, fnp.asarray(t)), (fnp.asarray(p),), order=2)
+
+
+# --- convolution ----------------------------------------------------------------------------
+
+
+def _np_conv(x, w, stride, pads, dilation, groups):
+    """Direct NCHW cross-correlation with explicit padding, one output position at a time."""
+    n = x.ndim - 2
+    x = np.pad(x, [(0, 0), (0, 0)] + list(pads))
+    k = w.shape[2:]
+    out_sizes = [(x.shape[2 + i] - (k[i] - 1) * dilation[i] - 1) // stride[i] + 1
+                 for i in range(n)]
+    o, cg = w.shape[0], w.shape[1]
+    out = np.zeros((x.shape[0], o) + tuple(out_sizes))
+    for pos in np.ndindex(*out_sizes):
+        window = tuple(slice(p * s, p * s + (kk - 1) * d + 1, d)
+                       for p, s, kk, d in zip(pos, stride, k, dilation))
+        for g in range(groups):
+            patch = x[(slice(None), slice(g * cg, (g + 1) * cg)) + window]
+            wg = w[g * (o // groups):(g + 1) * (o // groups)]
+            out[(slice(None), slice(g * (o // groups), (g + 1) * (o // groups))) + pos] = \
+                np.tensordot(patch, wg, axes=(list(range(1, n + 2)), list(range(1, n + 2))))
+    return out
+
+
+@pytest.mark.parametrize("case", [
+    dict(x=(2, 3, 7), w=(4, 3, 3), stride=1, padding="SAME", dilation=1, groups=1,
+         pads=((1, 1),)),
+    dict(x=(1, 4, 6, 5), w=(6, 2, 3, 2), stride=(2, 1), padding="SAME", dilation=1, groups=2,
+         pads=((0, 1), (0, 1))),
+    dict(x=(1, 2, 7, 7), w=(3, 2, 3, 3), stride=1, padding="VALID", dilation=2, groups=1,
+         pads=((0, 0), (0, 0))),
+    dict(x=(1, 2, 5, 5), w=(2, 2, 3, 3), stride=2, padding=((2, 0), 1), dilation=1,
+         groups=1, pads=((2, 0), (1, 1))),
+    dict(x=(1, 1, 4, 4, 4), w=(2, 1, 2, 2, 2), stride=2, padding="SAME", dilation=1,
+         groups=1, pads=((0, 0), (0, 0), (0, 0))),
+])
+def test_conv_matches_direct_loop(case):
+    x, w = _f64(case["x"]), _f64(case["w"])
+    n = len(case["x"]) - 2
+    stride = case["stride"] if isinstance(case["stride"], tuple) else (case["stride"],) * n
+    expected = _np_conv(x, w, stride, case["pads"], (case["dilation"],) * n, case["groups"])
+    out = nn.conv(fnp.asarray(x), fnp.asarray(w), case["stride"], case["padding"],
+                  case["dilation"], case["groups"])
+    _close(out, expected)
+
+
+def _np_conv_transpose(x, w, stride, padding, output_padding=0):
+    """Scatter definition: every input element adds ``x * w`` into a stride-spaced window."""
+    n_batch, c_in, length = x.shape
+    _, c_out, k = w.shape
+    full = np.zeros((n_batch, c_out, (length - 1) * stride + k + output_padding))
+    for i in range(length):
+        full[:, :, i * stride:i * stride + k] += np.einsum("nc,cok->nok", x[:, :, i], w)
+    return full[:, :, padding:full.shape[2] - padding] if padding else full
+
+
+def test_conv_transpose_matches_scatter_definition():
+    x, w = _f64((2, 3, 5)), _f64((3, 4, 3))
+    _close(nn.conv_transpose(fnp.asarray(x), fnp.asarray(w), stride=2, padding=1,
+                             output_padding=1), _np_conv_transpose(x, w, 2, 1, 1))
+    _close(nn.conv_transpose(fnp.asarray(x), fnp.asarray(w), stride=2, padding="VALID"),
+           _np_conv_transpose(x, w, 2, 0))
+    assert nn.conv_transpose(fnp.ones((1, 3, 5)), fnp.ones((3, 2, 4)), stride=2).shape == \
+        (1, 2, 10)
+
+
+def test_conv_transpose_is_the_transpose_of_conv():
+    """<conv(x, W), y> == <x, conv_transpose(y, W')> for the matching strides and padding."""
+    x, y = _f64((2, 4, 8, 8)), _f64((2, 6, 4, 4))
+    w = _f64((6, 2, 3, 3))  # conv: 4 -> 6 channels in 2 groups
+    lhs = np.sum(np.asarray(nn.conv(fnp.asarray(x), fnp.asarray(w), 2, 1, groups=2)) * y)
+    # As a transposed conv the same kernel reads (C_in=6, C_out/groups=2, k, k).
+    back = nn.conv_transpose(fnp.asarray(y), fnp.asarray(w), 2, 1, groups=2, output_padding=1)
+    rhs = np.sum(x * np.asarray(back))
+    assert lhs == pytest.approx(rhs, rel=1e-10)
+
+
+def test_conv_gradients_and_vmap():
+    x, w = fnp.asarray(_f64((2, 2, 5, 5))), fnp.asarray(_f64((3, 2, 3, 3)))
+    check_grads(lambda a, b: nn.conv(a, b, stride=2), (x, w), order=2)
+    check_grads(lambda a, b: nn.conv_transpose(a, b, stride=2), (w[:, :, :2], w), order=1)
+    batched = flamefx.vmap(lambda a: nn.conv(a[None], w)[0])(x)
+    _close(batched, nn.conv(x, w))
+
+
+# --- normalization ---------------------------------------------------------------------------
+
+
+def test_layer_group_rms_norm():
+    x = _f64((2, 4, 3, 3))
+    scale, bias = _f64((3,)), _f64((3,))
+    mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+    _close(nn.layer_norm(fnp.asarray(x), fnp.asarray(scale), fnp.asarray(bias)),
+           (x - mean) / np.sqrt(var + 1e-5) * scale + bias)
+    mean2, var2 = x.mean((-2, -1), keepdims=True), x.var((-2, -1), keepdims=True)
+    _close(nn.layer_norm(fnp.asarray(x), axis=(-2, -1)), (x - mean2) / np.sqrt(var2 + 1e-5))
+    groups = x.reshape(2, 2, -1)
+    gn = (groups - groups.mean(-1, keepdims=True)) / np.sqrt(groups.var(-1, keepdims=True) + 1e-5)
+    cs, cb = _f64((4,)), _f64((4,))
+    _close(nn.group_norm(fnp.asarray(x), fnp.asarray(cs), fnp.asarray(cb), num_groups=2),
+           gn.reshape(x.shape) * cs[None, :, None, None] + cb[None, :, None, None])
+    _close(nn.rms_norm(fnp.asarray(x), fnp.asarray(scale)),
+           x / np.sqrt((x**2).mean(-1, keepdims=True) + 1e-6) * scale)
+
+
+def test_batch_norm_training_and_inference():
+    x = _f64((8, 3, 2, 2))
+    scale, bias = _f64((3,)), _f64((3,))
+    rm, rv = np.zeros(3), np.ones(3)
+    y, new_m, new_v = nn.batch_norm(fnp.asarray(x), fnp.asarray(scale), fnp.asarray(bias),
+                                    fnp.asarray(rm), fnp.asarray(rv), training=True,
+                                    momentum=0.8)
+    mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3))
+    shape = (1, 3, 1, 1)
+    _close(y, (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + 1e-5)
+           * scale.reshape(shape) + bias.reshape(shape))
+    _close(new_m, 0.2 * mean)
+    _close(new_v, 0.8 + 0.2 * x.var((0, 2, 3), ddof=1))
+    y_eval, same_m, _ = nn.batch_norm(fnp.asarray(x), fnp.asarray(scale), fnp.asarray(bias),
+                                      new_m, new_v, training=False)
+    _close(y_eval, (x - np.asarray(new_m).reshape(shape))
+           / np.sqrt(np.asarray(new_v).reshape(shape) + 1e-5) * scale.reshape(shape)
+           + bias.reshape(shape))
+    _close(same_m, np.asarray(new_m))
+    check_grads(lambda a, s: nn.batch_norm(a, s, fnp.asarray(bias), fnp.asarray(rm),
+                                           fnp.asarray(rv), training=True)[0],
+                (fnp.asarray(x), fnp.asarray(scale)), order=2)
+
+
+# --- pooling and resampling ------------------------------------------------------------------
+
+
+def test_max_and_avg_pool():
+    x = _f64((2, 3, 5, 6))
+    windows = np.lib.stride_tricks.sliding_window_view(x, (2, 2), axis=(2, 3))[:, :, ::2, ::2]
+    _close(nn.max_pool(fnp.asarray(x), 2), windows.max((-2, -1)))
+    _close(nn.avg_pool(fnp.asarray(x), 2), windows.mean((-2, -1)))
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
+    same = np.lib.stride_tricks.sliding_window_view(padded, (3, 3), axis=(2, 3)).max((-2, -1))
+    _close(nn.max_pool(fnp.asarray(x), 3, strides=1, padding="SAME"), same)
+    ones = np.pad(np.ones((5, 6)), 1)
+    counts = np.lib.stride_tricks.sliding_window_view(ones, (3, 3)).sum((-2, -1))
+    sums = np.lib.stride_tricks.sliding_window_view(
+        np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3)).sum((-2, -1))
+    _close(nn.avg_pool(fnp.asarray(x), 3, 1, "SAME", count_include_pad=False), sums / counts)
+    check_grads(lambda a: nn.max_pool(a, 2), (fnp.asarray(x),), order=1)
+    check_grads(lambda a: nn.avg_pool(a, 3, 2, "SAME"), (fnp.asarray(x),), order=2)
+
+
+def test_upsampling():
+    x = _f64((1, 2, 3, 4))
+    _close(nn.upsample_nearest(fnp.asarray(x), 2), x.repeat(2, axis=2).repeat(2, axis=3))
+    # align_corners=False: [0, 4] upsampled x2 is [0, .75*0 + .25*4, .25*0 + .75*4, 4].
+    row = np.array([[[[0.0, 4.0]]]])
+    _close(nn.upsample_bilinear(fnp.asarray(row), scale=(1, 2)), [[[[0.0, 1.0, 3.0, 4.0]]]])
+    up = np.asarray(nn.upsample_bilinear(fnp.asarray(x), scale=2))
+    assert up.shape == (1, 2, 6, 8)
+    _close(up[..., 0, 0], x[..., 0, 0])
+    _close(up[..., 1, 1], 0.5625 * x[..., 0, 0] + 0.1875 * (x[..., 0, 1] + x[..., 1, 0])
+           + 0.0625 * x[..., 1, 1])
+    check_grads(lambda v: nn.upsample_bilinear(v, scale=2), (fnp.asarray(x),), order=2)
+
+
+# --- attention, embedding, dropout ------------------------------------------------------------
+
+
+def test_attention_reexport_with_causal_mask():
+    q, k, v = (_f64((1, 2, 4, 3)) for _ in range(3))
+    scores = q @ np.swapaxes(k, -1, -2) / math.sqrt(3)
+    scores = np.where(np.tril(np.ones((4, 4), bool)), scores, -np.inf)
+    p = np.exp(scores - scores.max(-1, keepdims=True))
+    expected = (p / p.sum(-1, keepdims=True)) @ v
+    args = tuple(fnp.asarray(t) for t in (q, k, v))
+    _close(nn.dot_product_attention(*args, is_causal=True), expected)
+    _close(nn.dot_product_attention(*args, mask=nn.causal_mask(4)), expected)
+    features = _f64((2, 5, 6))
+    heads = nn.split_heads(fnp.asarray(features), 3)
+    _close(heads, features.reshape(2, 5, 3, 2).transpose(0, 2, 1, 3))
+    _close(nn.merge_heads(heads), features)
+
+
+def test_embed_and_dropout():
+    table = _f64((10, 3))
+    ids = np.array([[1, 9], [0, 1]])
+    _close(nn.embed(fnp.asarray(table), fnp.asarray(ids)), table[ids])
+    x = fnp.ones((20000,))
+    y = np.asarray(nn.dropout(frandom.key(0), 0.25, x))
+    assert set(np.unique(y).tolist()) == {0.0, 4 / 3}
+    assert abs((y == 0).mean() - 0.25) < 0.01
+    assert nn.dropout(frandom.key(0), 0.25, x, deterministic=True) is x
+    grads = flamefx.grad(lambda v: nn.dropout(frandom.key(0), 0.5, v).sum())(fnp.ones(8))
+    assert set(np.asarray(grads).tolist()) <= {0.0, 2.0}
+
+
+# --- transforms ------------------------------------------------------------------------------
+
+
+def test_jit_matches_eager():
+    x = fnp.asarray(_f64((2, 3, 6, 6)))
+    w = fnp.asarray(_f64((4, 3, 3, 3)))
+
+    def block(x, w):
+        h = nn.max_pool(nn.silu(nn.conv(x, w)), 2)
+        return nn.log_softmax(h.reshape(2, -1)), nn.upsample_nearest(h, 2)
+
+    for eager, jitted in zip(block(x, w), flamefx.jit(block)(x, w)):
+        _close(jitted, np.asarray(eager), tol=1e-7)
+
+
+def test_vmap_matches_loop():
+    x = fnp.asarray(_f64((3, 2, 5)))
+
+    def per_example(v):
+        return nn.softmax(v) * nn.gelu(v) + nn.logsumexp(v, axis=0)
+
+    batched = flamefx.vmap(per_example)(x)
+    looped = np.stack([np.asarray(per_example(x[i])) for i in range(3)])
+    _close(batched, looped)
+    labels = fnp.asarray([1, 4, 0])
+    per_example_grads = flamefx.vmap(flamefx.grad(
+        lambda z, y: nn.softmax_cross_entropy_with_integer_labels(z, y)))(x[:, 0], labels)
+    loop_grads = [np.asarray(flamefx.grad(nn.softmax_cross_entropy_with_integer_labels)(
+        x[i, 0], labels[i])) for i in range(3)]
+    _close(per_example_grads, np.stack(loop_grads))
