@@ -27,13 +27,12 @@ import tempfile
 
 import numpy as np
 
-from flamefx import devices as _devices
-from flamefx import dtypes
-from flamefx import tree_util
+from flamefx import dtypes, tree_util
 from flamefx.core import Array, ShapedArray, Tracer, to_array
+from flamefx.devices import Device
 from flamefx.errors import FlamefxError
 
-__all__ = ["save", "load", "CheckpointError"]
+__all__ = ["CheckpointError", "load", "save"]
 
 
 class CheckpointError(FlamefxError):
@@ -211,7 +210,7 @@ def _fsync_directory(directory: str) -> None:
 # --- loading ---------------------------------------------------------------------------------
 
 
-def load(path, like=None, device: _devices.Device | None = None):
+def load(path, like=None, device: Device | None = None):
     """Reads a checkpoint written by :func:`save` (or any safetensors file).
 
     ``like``: a tree of the expected structure (arrays, ShapedArrays or scalars); every

@@ -226,7 +226,7 @@ SCHEDULES = {
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
 def test_schedule_values(name):
     schedule, reference = SCHEDULES[name]
-    counts = list(range(0, 25))
+    counts = list(range(25))
     eager = [float(schedule(fnp.asarray(np.int32(n)))) for n in counts]
     np.testing.assert_allclose(eager, [reference(n) for n in counts], rtol=1e-6, atol=1e-7)
     # Traced counts: one trace serves every step, no Python branching on the count.
@@ -383,13 +383,14 @@ def test_converges_on_a_convex_quadratic(make_opt, steps):
 
 def test_converges_on_rosenbrock():
     def loss(params):
-        x, y = params["xy"][0], params["xy"][1]
+        x, y = params["x"], params["y"]
         return (1 - x) ** 2 + 100 * (y - x * x) ** 2
 
     opt = optim.chain(optim.clip_by_global_norm(10.0), optim.adam(
         optim.exponential_decay(0.02, 500, 0.5)))
-    found = _train(opt, loss, {"xy": fnp.asarray(np.array([-1.0, 1.5], np.float32))}, 2500)
-    np.testing.assert_allclose(np.asarray(found["xy"]), [1.0, 1.0], atol=2e-2)
+    start = {"x": fnp.asarray(np.float32(-1.0)), "y": fnp.asarray(np.float32(1.5))}
+    found = _train(opt, loss, start, 2500)
+    np.testing.assert_allclose([float(found["x"]), float(found["y"])], [1.0, 1.0], atol=2e-2)
 
 
 def _mlp_problem():
@@ -463,21 +464,22 @@ def test_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path):
 
 
 def test_vmap_over_independent_optimizer_states():
-    """Per-replica training (e.g. a hyper-parameter sweep): vmap the update over a stack."""
+    """Per-replica training (e.g. a sweep over seeds): vmap init + update over a stack."""
     opt = optim.adam(LR)
-    stacked_params = {"w": fnp.asarray(np.stack([p["w"] for p in
-                                                 [_params_np(), _grads_np(1, 7)[0]]]))}
-    stacked_grads = {"w": fnp.asarray(np.stack([g["w"] for g in _grads_np(2, 9)]))}
+    params_np = np.stack([_params_np()["w"], _grads_np(1, 7)[0]["w"]])
+    grads_np = np.stack([g["w"] for g in _grads_np(2, 9)])
 
     def one_step(params, grads):
         state = opt.init(params)
-        updates, _ = opt.update(grads, state, params)
-        return optim.apply_updates(params, updates)
+        for _ in range(2):
+            updates, state = opt.update(grads, state, params)
+            params = optim.apply_updates(params, updates)
+        return params
 
-    batched = flamefx.vmap(one_step)(stacked_params, stacked_grads)
+    batched = flamefx.vmap(one_step)({"w": fnp.asarray(params_np)}, {"w": fnp.asarray(grads_np)})
     for i in range(2):
-        single = one_step({"w": stacked_params["w"][i]}, {"w": stacked_grads["w"][i]})
-        np.testing.assert_allclose(np.asarray(batched["w"][i]), np.asarray(single["w"]),
+        single = one_step({"w": fnp.asarray(params_np[i])}, {"w": fnp.asarray(grads_np[i])})
+        np.testing.assert_allclose(np.asarray(batched["w"])[i], np.asarray(single["w"]),
                                    rtol=1e-6)
 
 

@@ -16,7 +16,8 @@ whole training step can be jitted, vmapped or checkpointed.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Union
+from collections.abc import Callable
+from typing import Any, NamedTuple, Union
 
 import flamefx.numpy as fnp
 from flamefx import dtypes, tree_util
@@ -25,7 +26,7 @@ Params = Any  # a pytree of arrays
 Updates = Any  # a pytree of the same structure as Params
 OptState = Any  # a pytree (usually NamedTuples) holding what an optimizer remembers
 Schedule = Callable[[Any], Any]  # step count (an int32 array) -> scalar value
-ScalarOrSchedule = Union[float, Schedule]
+ScalarOrSchedule = Union[float, Schedule]  # noqa: UP007 (a runtime alias, not an annotation)
 
 
 class GradientTransformation(NamedTuple):

@@ -13,9 +13,16 @@ Learning rates are floats or schedules (functions of the step count).
 from __future__ import annotations
 
 from flamefx.optim.base import GradientTransformation, ScalarOrSchedule, chain, identity
-from flamefx.optim.transforms import (add_decayed_weights, scale_by_adam, scale_by_learning_rate,
-                                      scale_by_lion, scale_by_rms, scale_by_rss, scale_by_stddev,
-                                      trace)
+from flamefx.optim.transforms import (
+    add_decayed_weights,
+    scale_by_adam,
+    scale_by_learning_rate,
+    scale_by_lion,
+    scale_by_rms,
+    scale_by_rss,
+    scale_by_stddev,
+    trace,
+)
 
 
 def sgd(learning_rate: ScalarOrSchedule, momentum: float | None = None,

@@ -12,7 +12,7 @@ jitted training step traces once and is correct at every step.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import flamefx.numpy as fnp
 from flamefx import dtypes

@@ -11,12 +11,19 @@ that under jit the per-leaf work is one elementwise chain that fuses into one ke
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flamefx.numpy as fnp
 from flamefx import tree_util
-from flamefx.optim.base import (EmptyState, GradientTransformation, ScalarOrSchedule,
-                                compute_dtype, global_norm, zeros_count)
+from flamefx.optim.base import (
+    EmptyState,
+    GradientTransformation,
+    ScalarOrSchedule,
+    compute_dtype,
+    global_norm,
+    zeros_count,
+)
 from flamefx.optim.wrappers import masked
 
 

@@ -12,7 +12,8 @@ step stays one trace and never waits for the device to answer a question.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import flamefx.numpy as fnp
 from flamefx import tree_util
