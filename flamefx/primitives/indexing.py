@@ -107,7 +107,7 @@ def _gather_vjp(cts, primals, outs, *, axes):
 
 def _with_batch_column(indices, axis_size):
     """Prepends an index column that counts the batch, for an operand batched at axis 0."""
-    batch_column = structural.iota(indices.dtype, indices.shape[:-1] + (1,), 0)
+    batch_column = structural.iota_like(indices.dtype, indices.shape[:-1] + (1,), 0, indices)
     return structural.concatenate([batch_column, indices], indices.ndim - 1)
 
 

@@ -16,14 +16,13 @@ import builtins
 
 import numpy as np
 
-from flamefx import core, dtypes
+from flamefx import core, devices, dtypes
 from flamefx.core import Primitive, ShapedArray
 from flamefx.errors import FlamefxTypeError
 from flamefx.kernels import cuda_structural
 
 
 def _cp():
-    from flamefx import devices
     return devices.cupy()
 
 
@@ -42,15 +41,33 @@ def _weak(*avals) -> bool:
     return all(a.weak_type for a in avals)
 
 
-def zeros(shape, dtype):
+def device_of(x):
+    """The device of a concrete array (or of a tracer's known value); None when abstract.
+
+    Constants made inside rules go there, so that GPU work stays on the GPU even when
+    the default device is the CPU.
+    """
+    return x.device if core.is_array(x) else None
+
+
+def zeros(shape, dtype, device=None):
     """A traceable array of zeros: a broadcast 0-d constant (one kernel, no host copy)."""
-    return broadcast_in_dim(core.to_array(np.zeros((), dtypes.canonicalize(dtype))),
-                            tuple(shape), ())
+    zero = core.to_array(np.zeros((), dtypes.canonicalize(dtype)), device=device)
+    return broadcast_in_dim(zero, tuple(shape), ())
 
 
 def zeros_like(x):
     aval = core.get_aval(x)
-    return zeros(aval.shape, aval.dtype)
+    return zeros(aval.shape, aval.dtype, device_of(x))
+
+
+def iota_like(dtype, shape, dimension, like):
+    """``iota`` on the device of ``like``: a primitive has no operand to say where it runs."""
+    device = device_of(like)
+    if device is None or device == devices.default_device():
+        return iota(dtype, shape, dimension)
+    return core.to_array(_iota_impl(np, np.dtype(dtype), tuple(shape), dimension)[0],
+                         device=device)
 
 
 def _instantiate(tangent, primal):
@@ -336,7 +353,7 @@ def _slice_shape(starts, limits, strides):
 
 
 def _slice_impl(xp, x, starts, limits, strides):
-    index = tuple(slice(s, e, st) for s, e, st in zip(starts, limits, strides))
+    index = tuple(builtins.slice(s, e, st) for s, e, st in zip(starts, limits, strides))
     return [xp.ascontiguousarray(x[index])]
 
 
@@ -458,8 +475,9 @@ def _pad_batch(axis_size, args, bdims, *, padding_config):
     # A per-example padding value: pad with zero, then select the value outside the operand.
     elementwise, _ = _lax()
     padded = pad(x, zeros((), x.dtype), config)
-    inside = pad(broadcast_in_dim(core.to_array(np.True_), x.shape, ()),
-                 core.to_array(np.False_), config)
+    device = device_of(x)
+    inside = pad(broadcast_in_dim(core.to_array(np.True_, device=device), x.shape, ()),
+                 core.to_array(np.False_, device=device), config)
     value = broadcast_in_dim(value, padded.shape, (0,))
     return [elementwise.select_n(inside, value, padded)], [0]
 
@@ -691,14 +709,17 @@ def _window_indices(starts, start_bdims, operand_shape, window_shape, axis_size,
     to_front = _batching().to_front
     full = (axis_size,) + tuple(window_shape)
     columns = []
+    like = next(s for s, b in zip(starts, start_bdims) if b is not None)
+    device = device_of(like)
     if batched_operand:
-        columns.append(iota(np.int32, full, 0))
+        columns.append(iota_like(np.int32, full, 0, like))
     for d, (s, b) in enumerate(zip(starts, start_bdims)):
         s = elementwise.convert_element_type(to_front(s, b, axis_size), np.int32)
-        s = elementwise.max(elementwise.min(s, np.int32(operand_shape[d] - window_shape[d])),
-                            np.int32(0))
+        highest = core.to_array(np.int32(operand_shape[d] - window_shape[d]), device=device)
+        s = elementwise.max(elementwise.min(s, broadcast_in_dim(highest, (axis_size,), ())),
+                            zeros((axis_size,), np.int32, device))
         columns.append(elementwise.add(broadcast_in_dim(s, full, (0,)),
-                                       iota(np.int32, full, d + 1)))
+                                       iota_like(np.int32, full, d + 1, like)))
     return concatenate([expand_dims(c, (len(full),)) for c in columns], len(full))
 
 
