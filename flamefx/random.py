@@ -209,8 +209,8 @@ def truncated_normal(key, lower, upper, shape=None, dtype=dtypes.float32):
         shape = fnp.broadcast_shapes(lower.shape, upper.shape)
     shape = _shape(shape)
     sqrt2 = math.sqrt(2.0)
-    a, b = fnp.broadcast_to(elementwise.erf(lower / sqrt2), shape), fnp.broadcast_to(
-        elementwise.erf(upper / sqrt2), shape)
+    a = elementwise.erf(fnp.broadcast_to(lower / sqrt2, shape))
+    b = elementwise.erf(fnp.broadcast_to(upper / sqrt2, shape))
     unit = _unit_float(k, shape, compute, open_interval=True)
     out = elementwise.erf_inv(a + unit * (b - a)) * sqrt2
     # erf_inv rounds near the ends; keep the result inside the interval.
