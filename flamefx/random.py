@@ -20,7 +20,7 @@ import numpy as np
 import flamefx.numpy as fnp
 from flamefx import core, dtypes
 from flamefx.errors import FlamefxTypeError, FlamefxValueError
-from flamefx.primitives import elementwise, structural
+from flamefx.primitives import elementwise, indexing, structural
 from flamefx.primitives.random_ops import threefry2x32
 
 _UINT32_MASK = 0xFFFFFFFF
@@ -273,8 +273,29 @@ def permutation(key, x, axis: int = 0):
 
 
 def _random_order(k, n: int):
-    """The order that sorts ``n`` random 32-bit words; ties are broken by index (stable)."""
-    return fnp.argsort(bits(k, (n,)), stable=True).astype(dtypes.default_int())
+    """A uniformly random ordering of ``range(n)``, without a sort primitive.
+
+    Each round stably moves the positions that drew a 0 bit in front of those that drew
+    a 1: ``rounds`` such passes are an LSD radix sort by ``rounds`` random bits per
+    element, i.e. a uniform shuffle up to ties, whose chance (about n**2 / 2**rounds)
+    the round count keeps below 1e-4. Every pass is a cumsum and a scatter: O(n) work,
+    traceable, batchable.
+    """
+    rounds = 2 * max(n - 1, 1).bit_length() + 16
+    words = bits(k, (-(-rounds // 32), n))
+    order = fnp.arange(n, dtype=dtypes.int32)
+    for r in range(rounds):
+        word = structural.reshape(structural.slice(words, (r // 32, 0), (r // 32 + 1, n)), (n,))
+        one = elementwise.convert_element_type(
+            elementwise.bitwise_and(_shift_right(word, r % 32), _full_u32(1, (n,))),
+            dtypes.int32)
+        zero = 1 - one
+        zeros_before = fnp.cumsum(zero) - zero
+        ones_before = fnp.cumsum(one) - one
+        destination = fnp.where(one == 1, fnp.sum(zero) + ones_before, zeros_before)
+        order = indexing.scatter(fnp.zeros((n,), dtypes.int32), destination[:, None], order,
+                                 (0,), "set")
+    return order.astype(dtypes.default_int())
 
 
 def choice(key, a, shape=(), replace: bool = True, p=None):

@@ -167,3 +167,11 @@ def test_gpu_distributions_equal_cpu():
     draw = flamefx.jit(lambda k: (frandom.uniform(k, (1000,)), frandom.normal(k, (1000,))))
     for c, g in zip(draw(key_cpu), draw(key_gpu)):
         np.testing.assert_allclose(np.asarray(c), np.asarray(g), rtol=1e-6, atol=1e-6)
+
+
+def test_permutations_of_three_are_uniform():
+    keys = frandom.split(frandom.key(14), 3000)
+    perms = np.asarray(flamefx.vmap(lambda k: frandom.permutation(k, 3))(keys))
+    codes = perms[:, 0] * 3 + perms[:, 1]
+    counts = np.unique(codes, return_counts=True)[1]
+    assert len(counts) == 6 and np.abs(counts / 500 - 1).max() < 0.15
