@@ -10,7 +10,8 @@ for _name in ["elementwise", "reductions", "structural", "indexing", "linalg", "
 
 from flamefx import config  # noqa: E402
 from flamefx.core import Array  # noqa: E402
-from flamefx.devices import Device, default_device, devices  # noqa: E402
+from flamefx.devices import Device, default_device  # noqa: E402
+from flamefx import devices  # noqa: E402,F401  (callable: flamefx.devices("gpu"))
 from flamefx.jaxpr import make_jaxpr, eval_jaxpr  # noqa: E402
 from flamefx.transforms.ad import (grad, hessian, jacfwd, jacrev, jvp, linearize,  # noqa: E402
                                    stop_gradient, value_and_grad, vjp)

@@ -11,6 +11,8 @@ gives N CPU devices in one process (for pmap tests without GPUs).
 from __future__ import annotations
 
 import functools
+import sys
+import types
 import os
 
 import numpy as np
@@ -116,3 +118,14 @@ def move_buffer(buf, device: Device):
         if isinstance(buf, cp.ndarray) and buf.device.id == device.id:
             return buf
         return cp.asarray(buf)
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``flamefx.devices`` be this module *and* JAX's ``flamefx.devices()`` function:
+    ``from flamefx import devices`` (the module) and ``flamefx.devices("gpu")`` both work."""
+
+    def __call__(self, platform: str | None = None) -> list[Device]:
+        return devices(platform)
+
+
+sys.modules[__name__].__class__ = _CallableModule
