@@ -86,6 +86,7 @@ class MultiSteps:
 
     ``every_k_schedule``: an int, or a function of the real step count giving k.
 
+    >>> from flamefx.optim import sgd
     >>> opt = MultiSteps(sgd(0.1), every_k_schedule=4)
     >>> state = opt.init(params)                               # doctest: +SKIP
     >>> updates, state = opt.update(grads, state, params)      # doctest: +SKIP
@@ -141,6 +142,7 @@ def apply_if_finite(opt: GradientTransformation,
     After more than ``max_consecutive_errors`` bad steps in a row, applies them anyway (so a
     run that is truly diverging does not silently stall).
 
+    >>> from flamefx.optim import adam
     >>> opt = apply_if_finite(adam(1e-3), max_consecutive_errors=5)
     """
     def init(params):
