@@ -42,3 +42,8 @@ e = 2.718281828459045
 inf = float("inf")
 nan = float("nan")
 newaxis = None
+from flamefx.numpy.indexing import (_getitem, _IndexUpdateHelper, argwhere,  # noqa: F401
+                                    flatnonzero, nonzero, take, take_along_axis)
+from flamefx.numpy import linalg  # noqa: F401  (fnp.linalg.norm)
+from flamefx.numpy.linalg import dot, inner, matmul, outer, tensordot, vdot  # noqa: F401
+from flamefx.numpy.einsum import einsum  # noqa: F401

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flamefx import dtypes, lax
+from flamefx import core, dtypes, lax
 from flamefx.errors import FlamefxValueError, user_frame
 from flamefx.numpy.promotion import (as_operand, broadcast_to, canonical_axes, canonical_axis,
                                      constant_like, convert, to_inexact_dtype)
@@ -232,7 +232,24 @@ def cumprod(a, axis=None, dtype=None):
     >>> cumprod([1, 2, 3]).tolist()
     [1, 2, 6]
     """
-    return _cumulative(lax.cumprod, a, axis, dtype)
+    return _cumulative(_running_product, a, axis, dtype)
+
+
+def _running_product(x, axis: int):
+    """Inclusive running product by doubling strides (log2(n) multiplies; no cumprod
+    primitive needed, and its gradient follows from mul, slice and pad, zeros included)."""
+    n = x.shape[axis]
+    one = core.to_array(1, dtype=x.dtype, weak=x.weak_type)
+    stride = 1
+    while stride < n:
+        starts, limits = [0] * x.ndim, list(x.shape)
+        limits[axis] = n - stride
+        head = lax.slice(x, tuple(starts), tuple(limits))
+        config = [(0, 0, 0)] * x.ndim
+        config[axis] = (stride, 0, 0)
+        x = lax.mul(x, lax.pad(head, one, tuple(config)))
+        stride *= 2
+    return x
 
 
 def logsumexp(a, axis=None, b=None, keepdims: bool = False):

@@ -1,0 +1,155 @@
+"""einsum: Einstein summation, parsed here into diagonals, sums, dot_generals and a transpose.
+
+Operands are contracted left to right; each pairwise contraction is one dot_general whose
+batch dims are the labels both share and still need (in the output or a later operand).
+'...' broadcasts like NumPy; repeated labels in one operand take its diagonal.
+
+>>> import flamefx.numpy as fnp
+>>> fnp.einsum("ij,jk->ik", fnp.ones((2, 3)), fnp.ones((3, 4))).shape
+(2, 4)
+>>> fnp.einsum("ii", fnp.eye(3)).item()
+3.0
+"""
+
+from __future__ import annotations
+
+from flamefx import dtypes, lax
+from flamefx.errors import FlamefxValueError, user_frame
+from flamefx.numpy.promotion import constant_like, convert, promote_dtypes
+
+_ELLIPSIS_LABELS = "0123456789"  # stand-ins for '...' dims; never valid user labels
+
+
+def _error(message: str):
+    return FlamefxValueError(f"einsum: {message}\n  at {user_frame()}")
+
+
+def _parse(subscripts: str, ndims: list) -> tuple[list, list]:
+    """Per-operand label lists and the output label list, with '...' expanded."""
+    subscripts = subscripts.replace(" ", "")
+    if "->" in subscripts:
+        inputs_spec, output_spec = subscripts.split("->")
+    else:
+        inputs_spec, output_spec = subscripts, None
+    terms = inputs_spec.split(",")
+    if len(terms) != len(ndims):
+        raise _error(f"{len(terms)} input terms in {subscripts!r} but {len(ndims)} operands")
+    for ch in subscripts:
+        if not (ch.isalpha() or ch in ".,->"):
+            raise _error(f"invalid character {ch!r} in subscripts {subscripts!r}")
+    n_ellipsis = 0
+    for term, ndim in zip(terms, ndims):
+        if "..." in term:
+            n_ellipsis = max(n_ellipsis, ndim - (len(term) - 3))
+    if n_ellipsis > len(_ELLIPSIS_LABELS):
+        raise _error("'...' stands for too many dimensions")
+    ellipsis = list(_ELLIPSIS_LABELS[:n_ellipsis])
+    inputs = []
+    for term, ndim in zip(terms, ndims):
+        if "..." in term:
+            before, after = term.split("...")
+            n = ndim - len(before) - len(after)
+            labels = list(before) + ellipsis[n_ellipsis - n:] + list(after) if n >= 0 else None
+        else:
+            labels = list(term)
+        if labels is None or len(labels) != ndim:
+            raise _error(f"term {term!r} does not fit an operand of {ndim} dimension(s)")
+        inputs.append(labels)
+    if output_spec is None:
+        counts = {}
+        for labels in inputs:
+            for label in labels:
+                counts[label] = counts.get(label, 0) + 1
+        output = ellipsis + sorted(l for l, c in counts.items() if c == 1 and l.isalpha())
+    else:
+        before, _, after = output_spec.partition("...")
+        output = list(before) + (ellipsis if "..." in output_spec else []) + list(after)
+        if len(set(output)) != len(output):
+            raise _error(f"output {output_spec!r} repeats a label")
+        known = {label for labels in inputs for label in labels}
+        if any(label not in known for label in output):
+            raise _error(f"output {output_spec!r} has a label no input has")
+    return inputs, output
+
+
+def _drop_broadcast_dims(operands):
+    """Size-1 dims whose label is larger elsewhere are squeezed out (NumPy broadcasting)."""
+    sizes = {}  # the size of each label where it is not 1
+    for x, labels in operands:
+        for label, n in zip(labels, x.shape):
+            if n != 1 and sizes.setdefault(label, n) != n:
+                raise _error(f"label {label!r} has sizes {sizes[label]} and {n}")
+    out = []
+    for x, labels in operands:
+        keep = [i for i, (label, n) in enumerate(zip(labels, x.shape))
+                if not (n == 1 and sizes.get(label, 1) > 1)]
+        if len(keep) != len(labels):
+            x = lax.reshape(x, tuple(x.shape[i] for i in keep))
+            labels = [labels[i] for i in keep]
+        out.append((x, labels))
+    return out
+
+
+def _take_diagonals(x, labels):
+    """Repeated labels in one operand: keep the diagonal, one dim per label."""
+    while len(set(labels)) != len(labels):
+        label = next(l for l in labels if labels.count(l) > 1)
+        first = labels.index(label)
+        second = labels.index(label, first + 1)
+        n = x.shape[first]
+        eye = lax.eq(lax.iota(dtypes.int32, (n, n), 0), lax.iota(dtypes.int32, (n, n), 1))
+        mask = lax.broadcast_in_dim(eye, x.shape, (first, second))
+        x = lax.reduce_sum(lax.select_n(mask, constant_like(x, 0), x), (second,))
+        labels = labels[:second] + labels[second + 1:]
+    return x, labels
+
+
+def _sum_out(x, labels, needed):
+    axes = tuple(i for i, label in enumerate(labels) if label not in needed)
+    if not axes:
+        return x, labels
+    return lax.reduce_sum(x, axes), [label for label in labels if label in needed]
+
+
+def _contract(a, a_labels, b, b_labels, needed, precision):
+    shared = [label for label in a_labels if label in b_labels]
+    batch = [label for label in shared if label in needed]
+    contracted = [label for label in shared if label not in needed]
+    dimension_numbers = (
+        (tuple(a_labels.index(l) for l in contracted), tuple(b_labels.index(l) for l in contracted)),
+        (tuple(a_labels.index(l) for l in batch), tuple(b_labels.index(l) for l in batch)))
+    out = lax.dot_general(a, b, dimension_numbers, precision=precision)
+    out_labels = (batch + [l for l in a_labels if l not in shared]
+                  + [l for l in b_labels if l not in shared])
+    return out, out_labels
+
+
+def einsum(subscripts: str, *operands, optimize=None, precision=None):
+    """Einstein summation over ``operands`` as described by ``subscripts`` ('ij,jk->ik').
+
+    >>> einsum("i,i->", [1.0, 2.0], [3.0, 4.0]).item()
+    11.0
+    """
+    del optimize  # contraction order is left to right
+    if not isinstance(subscripts, str):
+        raise _error("the interleaved (operand, sublist) form is not supported; pass a string")
+    arrays = promote_dtypes(*operands) if len(operands) > 1 else promote_dtypes(operands[0])
+    if arrays and arrays[0].dtype == dtypes.bool_:
+        arrays = [convert(a, dtypes.default_int()) for a in arrays]
+    inputs, output = _parse(subscripts, [a.ndim for a in arrays])
+    pending = _drop_broadcast_dims(list(zip(arrays, inputs)))
+    pending = [_take_diagonals(x, labels) for x, labels in pending]
+
+    def still_needed(rest):
+        return set(output).union(*[set(labels) for _, labels in rest])
+
+    pending = [_sum_out(x, labels, still_needed(pending[:i] + pending[i + 1:]))
+               for i, (x, labels) in enumerate(pending)]
+    x, labels = pending[0]
+    for i, (y, y_labels) in enumerate(pending[1:], start=1):
+        x, labels = _contract(x, labels, y, y_labels, still_needed(pending[i + 1:]), precision)
+    x, labels = _sum_out(x, labels, set(output))
+    perm = tuple(labels.index(label) for label in output)
+    if perm != tuple(range(len(perm))):
+        x = lax.transpose(x, perm)
+    return x
