@@ -15,9 +15,15 @@ as a CUDA graph.
 
 from __future__ import annotations
 
+import functools
+import os
+
 import numpy as np
 
+from flamefx import dtypes
+from flamefx.devices import cupy
 from flamefx.jaxpr import Jaxpr, Literal
+from flamefx.kernels import fusion
 
 
 class SlotPlan:
@@ -104,3 +110,147 @@ class CpuExecutable:
             for s in release:
                 env[s] = None
         return [env[s] for s in self.plan.out_slots]
+
+
+# --- the GPU ------------------------------------------------------------------------------
+
+# Generated kernels go to CuPy's on-disk cache (keyed by their source), so a second process
+# loads them instead of compiling. Respect a user's own choice of directory.
+os.environ.setdefault("CUPY_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache",
+                                                     "flamefx", "kernels"))
+
+
+@functools.cache
+def _module(source: str):
+    return cupy().RawModule(code=source)
+
+
+def _empty(cp, shape, dtype):
+    if dtype == dtypes.bfloat16:
+        return cp.empty(shape, dtype=np.uint16).view(dtypes.bfloat16)
+    return cp.empty(shape, dtype=dtype)
+
+
+class _FusedLaunch:
+    """One fused kernel (and the finishing kernel of a split reduction), ready to launch."""
+
+    __slots__ = ("kernel", "finish", "grid", "finish_grid", "out_specs", "partial")
+
+    def __init__(self, fused: fusion.FusedKernel, device_sms: int):
+        module = _module(fused.source)
+        self.kernel = module.get_function(fused.name)
+        self.out_specs = [(v.aval.shape, v.aval.dtype) for v in fused.outputs]
+        block = fusion.BLOCK
+        if fused.reduction is None:
+            blocks = max(1, min(-(-fused.total // block), device_sms * 32))
+            self.grid, self.finish, self.partial = (blocks,), None, None
+        else:
+            self.grid = (fused.split, min(fused.outer, 65535))
+            if fused.split > 1:
+                self.finish = module.get_function(fused.name + "_finish")
+                self.finish_grid = (min(fused.outer, 65535),)
+                self.partial = ((fused.outer, fused.split), fused.partial_dtype)
+            else:
+                self.finish, self.partial = None, None
+
+    def __call__(self, cp, args: list, free: dict | None) -> list:
+        outs = []
+        for shape, dtype in self.out_specs:
+            reused = free.get((shape, dtype)) if free else None
+            outs.append(reused.pop() if reused else _empty(cp, shape, dtype))
+        block = (fusion.BLOCK,)
+        if self.finish is None:
+            self.kernel(self.grid, block, tuple(args + outs))
+        else:
+            part = cp.empty(*self.partial)
+            self.kernel(self.grid, block, tuple(args + outs[:-1] + [part]))
+            self.finish(self.finish_grid, block, (part, outs[-1]))
+        return outs
+
+
+class _OpaqueLaunch:
+    """One equation through its primitive's cuda_impl."""
+
+    __slots__ = ("impl", "params", "out_dtypes")
+
+    def __init__(self, eqn):
+        self.impl = eqn.prim.impl_for("gpu")
+        self.params = eqn.params
+        self.out_dtypes = [v.aval.dtype for v in eqn.outvars]
+
+    def __call__(self, cp, args: list, free) -> list:
+        outs = self.impl(*args, **self.params)
+        return [o if o.dtype == dt else o.astype(dt) for o, dt in zip(outs, self.out_dtypes)]
+
+
+class GpuExecutable:
+    """Runs a jaxpr on the GPU: fused kernels, cuda_impls for the rest, planned buffers.
+
+    Each intermediate is dropped right after its last use, so CuPy's pool hands its block
+    to the next allocation of that size within the call; donated arguments join that pool
+    once nothing reads them, so outputs (e.g. new parameters) land in the old buffers.
+    """
+
+    platform = "gpu"
+
+    def __init__(self, jaxpr: Jaxpr, device):
+        cp = cupy()
+        self.device = device
+        self.plan = fusion.plan(jaxpr)
+        steps_io = []
+        for step in self.plan.steps:
+            if isinstance(step, fusion.FusedKernel):
+                steps_io.append((step.inputs, step.outputs))
+            else:
+                steps_io.append((step.eqn.invars, step.eqn.outvars))
+        with cp.cuda.Device(device.id):
+            sms = cp.cuda.Device(device.id).attributes["MultiProcessorCount"]
+            self.slots = SlotPlan(jaxpr.invars, steps_io, jaxpr.outvars,
+                                  lambda v: cp.asarray(_cpu_literal(v)))
+            self.launches = [_FusedLaunch(s, sms) if isinstance(s, fusion.FusedKernel)
+                             else _OpaqueLaunch(s.eqn) for s in self.plan.steps]
+        # Fused kernels index raw memory: their inputs must be C-contiguous.
+        self.contiguous_ins = [isinstance(s, fusion.FusedKernel) for s in self.plan.steps]
+        self.steps = list(zip(self.launches, self.slots.step_ins, self.slots.step_outs,
+                              self.slots.release, self.contiguous_ins))
+        # A cuda_impl may return a view of its input (reshape): such an argument's memory
+        # stays in use after its last read, so donation must not recycle it.
+        read_by_opaque = {s for ins, fused in zip(self.slots.step_ins, self.contiguous_ins)
+                          if not fused for s in ins}
+        self.recyclable = [s not in read_by_opaque for s in self.slots.in_slots]
+
+    @property
+    def kernel_count(self) -> int:
+        return self.plan.kernel_count
+
+    def __call__(self, bufs, donated=()) -> list:
+        cp = cupy()
+        env = self.slots.template.copy()
+        for s, b in zip(self.slots.in_slots, bufs):
+            env[s] = b
+        free = None
+        donated_at: dict[int, list[int]] = {}
+        if donated:
+            free = {}
+            for i in donated:
+                if self.recyclable[i]:
+                    donated_at.setdefault(self.slots.input_last_use[i], []).append(i)
+            for i in donated_at.pop(-1, ()):  # donated but never read: free from the start
+                _give(free, bufs[i])
+        for k, (launch, ins, outs, release, contiguous) in enumerate(self.steps):
+            args = [env[s] for s in ins]
+            if contiguous:
+                args = [a if a.flags.c_contiguous else cp.ascontiguousarray(a) for a in args]
+            for s, r in zip(outs, launch(cp, args, free)):
+                env[s] = r
+            for s in release:
+                env[s] = None
+            if donated_at and k in donated_at:
+                for i in donated_at[k]:
+                    _give(free, bufs[i])
+        return [env[s] for s in self.slots.out_slots]
+
+
+def _give(free: dict, buf) -> None:
+    if buf.flags.c_contiguous:
+        free.setdefault((buf.shape, buf.dtype), []).append(buf)

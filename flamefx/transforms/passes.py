@@ -200,7 +200,9 @@ def fold_constants(closed: ClosedJaxpr) -> ClosedJaxpr:
 def _foldable(eqn: JaxprEqn, known) -> bool:
     if eqn.prim.name == "jit_call" or eqn.prim.impls.get("cpu") is None:
         return False
-    if any(v.aval.size > FOLD_MAX_ELEMENTS for v in eqn.outvars):
+    # Never grow data: a broadcast or iota is cheaper to run (or fuse) than to store.
+    largest_in = max([v.aval.size for v in eqn.invars], default=1)
+    if any(v.aval.size > min(FOLD_MAX_ELEMENTS, max(largest_in, 1)) for v in eqn.outvars):
         return False
     return all(isinstance(v, Literal) or v.id in known for v in eqn.invars)
 

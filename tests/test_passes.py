@@ -1,0 +1,115 @@
+"""jit's optimization passes: each shrinks the jaxpr and leaves the results unchanged."""
+
+import numpy as np
+
+import flamefx
+import flamefx.numpy as fnp
+from flamefx import lax
+from flamefx.jaxpr import ClosedJaxpr, eval_jaxpr
+from flamefx.transforms import passes
+
+
+def _run(closed: ClosedJaxpr, *args):
+    return [np.asarray(o) for o in eval_jaxpr(closed.jaxpr, closed.consts, *args)]
+
+
+def _check(fun, pass_fn, *args, fewer_by=1):
+    closed = flamefx.make_jaxpr(fun)(*args)
+    optimized = pass_fn(closed)
+    assert len(optimized.eqns) <= len(closed.eqns) - fewer_by, str(optimized)
+    for got, want in zip(_run(optimized, *args), _run(closed, *args)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    return optimized
+
+
+def _names(closed) -> list[str]:
+    """Primitive names, leaving out the broadcasts fnp adds for Python scalars."""
+    return [e.prim.name for e in closed.eqns if e.prim.name != "broadcast_in_dim"]
+
+
+def _jaxpr_pass(fn):
+    return lambda closed: passes.prune_consts(closed, fn(closed.jaxpr))
+
+
+def test_dead_code_is_removed():
+    def f(x):
+        unused = fnp.exp(x) * 3.0  # noqa: F841
+        return x + 1.0
+    out = _check(f, _jaxpr_pass(passes.eliminate_dead_code), fnp.arange(3.0), fewer_by=2)
+    assert _names(out) == ["add"]
+
+
+def test_dead_constants_are_pruned():
+    table = fnp.arange(5.0)
+
+    def f(x):
+        _ = x * table
+        return x + 1.0
+    closed = flamefx.make_jaxpr(f)(fnp.ones(5))
+    assert len(closed.consts) == 1
+    assert len(passes.optimize(closed).consts) == 0
+
+
+def test_common_subexpressions_are_merged():
+    def f(x):
+        return fnp.sin(x * 2.0) + fnp.sin(x * 2.0)
+    out = _check(f, _jaxpr_pass(passes.eliminate_common_subexpressions), fnp.arange(3.0),
+                 fewer_by=2)
+    assert sum(e.prim.name == "sin" for e in out.eqns) == 1
+
+
+def test_cse_keeps_different_params_apart():
+    def f(x):
+        return fnp.sum(x, axis=0), fnp.sum(x, axis=1)
+    closed = flamefx.make_jaxpr(f)(fnp.ones((2, 3)))
+    out = passes.eliminate_common_subexpressions(closed.jaxpr)
+    assert sum(e.prim.name == "reduce_sum" for e in out.eqns) == 2
+
+
+def test_constants_are_folded():
+    def f(x):
+        scale = fnp.exp(fnp.asarray(0.0)) * 2.0  # a constant expression
+        return x * scale
+    out = _check(f, passes.fold_constants, fnp.arange(3.0), fewer_by=1)
+    assert "exp" not in [e.prim.name for e in out.eqns]
+
+
+def test_folding_does_not_materialize_broadcasts():
+    closed = flamefx.make_jaxpr(lambda x: x + fnp.full((2000,), 3.0))(fnp.ones(2000))
+    out = passes.optimize(closed)
+    assert all(c.size < 2000 for c in out.consts)
+
+
+def test_noop_reshape_transpose_convert_are_removed():
+    def f(x):
+        y = lax.reshape(x, (2, 3))
+        y = lax.transpose(y, (0, 1))
+        y = lax.convert_element_type(y, np.float32)
+        return y * 2.0
+    out = _check(f, _jaxpr_pass(passes.remove_noops), fnp.ones((2, 3)), fewer_by=1)
+    assert _names(out) == ["mul"]
+
+
+def test_real_transpose_is_kept():
+    closed = flamefx.make_jaxpr(lambda x: lax.transpose(x, (1, 0)))(fnp.ones((3, 3)))
+    assert len(passes.remove_noops(closed.jaxpr).eqns) == 1
+
+
+def test_nested_jit_calls_are_inlined():
+    inner = flamefx.jit(lambda x: fnp.exp(x) + 1.0)
+    closed = flamefx.make_jaxpr(lambda x: inner(x) * 2.0)(fnp.arange(3.0))
+    assert any(e.prim.name == "jit_call" for e in closed.eqns)
+    inlined = ClosedJaxpr(passes.inline_jit_calls(closed.jaxpr), closed.consts)
+    assert sorted(_names(inlined)) == ["add", "exp", "mul"]
+    np.testing.assert_allclose(_run(inlined, fnp.arange(3.0))[0],
+                               _run(closed, fnp.arange(3.0))[0], rtol=1e-6)
+
+
+def test_optimize_runs_everything():
+    def f(x):
+        a = lax.reshape(x, (3,)) * (1.0 + 1.0)
+        b = lax.reshape(x, (3,)) * (1.0 + 1.0)
+        dead = fnp.cos(x)  # noqa: F841
+        return a + b
+    out = _check(f, passes.optimize, fnp.arange(3.0), fewer_by=2)
+    assert sorted(_names(out)) == ["add", "mul"]
