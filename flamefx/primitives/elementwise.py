@@ -195,7 +195,9 @@ def full_like(x, value):
     [0.5, 0.5]
     """
     aval = core.get_aval(x)
-    scalar = core.to_array(np.asarray(value, aval.dtype), weak=aval.weak_type)
+    # On x's device: a broadcast constant is not 0-d, so it would not follow x's device.
+    device = x.device if core.is_array(x) else None
+    scalar = core.to_array(np.asarray(value, aval.dtype), device=device, weak=aval.weak_type)
     if not aval.shape:
         return scalar
     from flamefx.primitives import structural
