@@ -1,8 +1,4 @@
-"""Attention: the fused ``dot_product_attention`` primitive and the head reshapes around it.
-
-``dot_product_attention(q, k, v, bias=None, mask=None, is_causal=False, scale=None)``
-takes (batch, heads, seq, head_dim) arrays; ``mask`` is boolean (True = attend), ``bias``
-is added to the logits, ``scale`` defaults to ``1 / sqrt(head_dim)``.
+"""Attention: the fused attention primitive and the head reshapes around it.
 
 >>> import flamefx.numpy as fnp
 >>> q = fnp.ones((1, 2, 4, 8))
@@ -14,9 +10,31 @@ from __future__ import annotations
 
 import flamefx.numpy as fnp
 from flamefx.errors import FlamefxValueError
-from flamefx.primitives.attention import dot_product_attention
+from flamefx.primitives import attention as attention_ops
 
 __all__ = ["causal_mask", "dot_product_attention", "merge_heads", "split_heads"]
+
+
+def dot_product_attention(q, k, v, bias=None, mask=None, is_causal: bool = False,
+                          scale=None):
+    """``softmax(q k^T * scale + bias, masked) v`` on (batch, heads, seq, head_dim) arrays.
+
+    ``mask`` is boolean (True = attend) and ``bias`` is added to the logits; both may
+    have fewer than 4 dims (e.g. (q_seq, k_seq)) and broadcast from the right. ``scale``
+    defaults to ``1 / sqrt(head_dim)``; ``is_causal`` lets query i see keys j <= i.
+
+    >>> q = fnp.ones((1, 1, 3, 2))
+    >>> dot_product_attention(q, q, q, mask=causal_mask(3)).shape
+    (1, 1, 3, 2)
+    """
+    return attention_ops.dot_product_attention(q, k, v, bias=_rank4(bias), mask=_rank4(mask),
+                                               is_causal=is_causal, scale=scale)
+
+
+def _rank4(x):
+    if x is None or x.ndim >= 4:
+        return x
+    return fnp.reshape(x, (1,) * (4 - x.ndim) + tuple(x.shape))
 
 
 def split_heads(x, num_heads: int):
