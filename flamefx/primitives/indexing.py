@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flamefx import core, dtypes
+from flamefx import dtypes
 from flamefx.core import Primitive
 from flamefx.errors import FlamefxTypeError
 from flamefx.kernels import cuda_structural
@@ -224,7 +224,7 @@ def _scatter_jvp(primals, tangents, *, axes, mode):
     operand, indices, updates = primals
     if mode not in ("add", "set"):
         from flamefx.transforms import ad
-        return ad.jvp_from_vjp(scatter_p, primals, tangents, dict(axes=axes, mode=mode))
+        return ad.jvp_from_vjp(scatter_p, primals, tangents, {"axes": axes, "mode": mode})
     out = scatter(operand, indices, updates, axes, mode)
     t_operand = structural.zeros_like(operand) if tangents[0] is None else tangents[0]
     t_updates = structural.zeros_like(updates) if tangents[2] is None else tangents[2]

@@ -391,7 +391,7 @@ slice_p = Primitive(
 )
 
 
-def slice(x, start_indices, limit_indices, strides=None):  # noqa: A001 (lax's name)
+def slice(x, start_indices, limit_indices, strides=None):
     """Static slice ``x[start:limit:stride, ...]`` per axis.
 
     >>> slice(np.arange(10.0), (1,), (8,), (3,)).tolist()
@@ -757,7 +757,9 @@ dynamic_slice_p = Primitive(
 
 
 def _as_starts(start_indices):
-    return [s if core.is_array(s) else core.to_array(np.int32(s)) for s in start_indices]
+    # Python ints become int32 (not the default int, which may be int64); anything else is
+    # checked by the shape rule.
+    return [core.to_array(np.int32(s)) if isinstance(s, int) else s for s in start_indices]
 
 
 def dynamic_slice(x, start_indices, slice_sizes):
@@ -787,7 +789,7 @@ def _dynamic_update_slice_impl(x, update, *starts):
 
 
 def _dynamic_update_slice_vjp(cts, primals, outs):
-    x, update, *starts = primals
+    _x, update, *starts = primals
     ct = cts[0]
     if ct is None:
         return [None] * len(primals)

@@ -52,7 +52,7 @@ def _gather_sample(operand_shape, index_batch, axes, low=-1, high=None):
         indices = rng.integers(low, high_, index_batch + (len(axes),)).astype(np.int32)
         return [rng.standard_normal(operand_shape), indices]
 
-    return Sample(make, dict(axes=axes), lambda x, i: _gather_reference(x, i, list(axes)), (0,))
+    return Sample(make, {"axes": axes}, lambda x, i: _gather_reference(x, i, list(axes)), (0,))
 
 
 def _scatter_sample(mode, unique):
@@ -66,7 +66,7 @@ def _scatter_sample(mode, unique):
             updates = 0.5 + rng.random(updates.shape)
         return [rng.standard_normal((5, 2)), indices, updates]
 
-    return Sample(make, dict(axes=(0,), mode=mode),
+    return Sample(make, {"axes": (0,), "mode": mode},
                   lambda x, i, u: _scatter_reference(x, i, u, [0], mode), (0, 2))
 
 
@@ -75,7 +75,7 @@ def _scatter_2d_sample():
         indices = np.array([[[0, 2], [1, 1]], [[0, 2], [2, 0]]], np.int32)
         return [rng.standard_normal((3, 4, 3)), indices, rng.standard_normal((2, 2, 4))]
 
-    return Sample(make, dict(axes=(0, 2), mode="add"),
+    return Sample(make, {"axes": (0, 2), "mode": "add"},
                   lambda x, i, u: _scatter_reference(x, i, u, [0, 2], "add"), (0, 2))
 
 

@@ -16,8 +16,8 @@ def _dot(lhs_shape, rhs_shape, dimension_numbers, subscripts, dtype=np.float64,
         out = np.einsum(subscripts, lhs.astype(np.float64), rhs.astype(np.float64))
         return out.astype(preferred or dtype)
 
-    params = dict(dimension_numbers=dimension_numbers, precision=None,
-                  preferred_element_type=None if preferred is None else np.dtype(preferred))
+    params = {"dimension_numbers": dimension_numbers, "precision": None,
+                  "preferred_element_type": None if preferred is None else np.dtype(preferred)}
     return Sample(make, params, reference, (0, 1) if grad else (),
                   name=subscripts)
 
@@ -27,8 +27,8 @@ def _int_dot():
         return [rng.integers(-3, 4, (2, 3)).astype(np.int32),
                 rng.integers(-3, 4, (3, 4)).astype(np.int32)]
 
-    return Sample(make, dict(dimension_numbers=(((1,), (0,)), ((), ())), precision=None,
-                             preferred_element_type=None),
+    return Sample(make, {"dimension_numbers": (((1,), (0,)), ((), ())), "precision": None,
+                             "preferred_element_type": None},
                   lambda a, b: np.einsum("ij,jk->ik", a, b), name="int32 matmul")
 
 

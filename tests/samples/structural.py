@@ -46,65 +46,65 @@ def _starts(rng, low=-2, high=7):
 
 SAMPLES = {
     "reshape": [
-        Sample(_normal(2, 3, 4), dict(new_sizes=(6, 4)), lambda x: x.reshape(6, 4), (0,)),
-        Sample(_normal(6), dict(new_sizes=(1, 2, 3)), lambda x: x.reshape(1, 2, 3), (0,)),
+        Sample(_normal(2, 3, 4), {"new_sizes": (6, 4)}, lambda x: x.reshape(6, 4), (0,)),
+        Sample(_normal(6), {"new_sizes": (1, 2, 3)}, lambda x: x.reshape(1, 2, 3), (0,)),
     ],
     "broadcast_in_dim": [
-        Sample(_normal(3, 1), dict(shape=(2, 3, 4), broadcast_dimensions=(1, 2)),
+        Sample(_normal(3, 1), {"shape": (2, 3, 4), "broadcast_dimensions": (1, 2)},
                lambda x: np.tile(x[None], (2, 1, 4)), (0,)),
         Sample(lambda rng: [np.array(rng.standard_normal())],
-               dict(shape=(2, 3), broadcast_dimensions=()),
+               {"shape": (2, 3), "broadcast_dimensions": ()},
                lambda x: np.full((2, 3), x), (0,)),
-        Sample(_normal(4), dict(shape=(4, 3), broadcast_dimensions=(0,)),
+        Sample(_normal(4), {"shape": (4, 3), "broadcast_dimensions": (0,)},
                lambda x: np.stack([x, x, x], axis=1), (0,)),
     ],
     "transpose": [
-        Sample(_normal(2, 3, 4), dict(permutation=(2, 0, 1)),
+        Sample(_normal(2, 3, 4), {"permutation": (2, 0, 1)},
                lambda x: np.einsum("abc->cab", x), (0,)),
     ],
     "squeeze": [
-        Sample(_normal(2, 1, 3, 1), dict(dimensions=(1, 3)), lambda x: x[:, 0, :, 0], (0,)),
+        Sample(_normal(2, 1, 3, 1), {"dimensions": (1, 3)}, lambda x: x[:, 0, :, 0], (0,)),
     ],
     "expand_dims": [
-        Sample(_normal(2, 3), dict(dimensions=(0, 2)), lambda x: x[None, :, None, :], (0,)),
+        Sample(_normal(2, 3), {"dimensions": (0, 2)}, lambda x: x[None, :, None, :], (0,)),
     ],
     "slice": [
-        Sample(_normal(5, 6), dict(start_indices=(1, 0), limit_indices=(5, 6), strides=(2, 3)),
+        Sample(_normal(5, 6), {"start_indices": (1, 0), "limit_indices": (5, 6), "strides": (2, 3)},
                lambda x: x[1:5:2, 0:6:3], (0,)),
-        Sample(_normal(4, 3), dict(start_indices=(1, 1), limit_indices=(3, 3), strides=(1, 1)),
+        Sample(_normal(4, 3), {"start_indices": (1, 1), "limit_indices": (3, 3), "strides": (1, 1)},
                lambda x: x[1:3, 1:3], (0,)),
     ],
     "pad": [
         Sample(lambda rng: [rng.standard_normal((3, 4)), np.array(rng.standard_normal())],
-               dict(padding_config=((1, 2, 1), (-1, 0, 2))),
+               {"padding_config": ((1, 2, 1), (-1, 0, 2))},
                lambda x, v: _padded_reference(x, v, ((1, 2, 1), (-1, 0, 2))), (0, 1)),
         Sample(lambda rng: [rng.standard_normal((5,)), np.array(0.5)],
-               dict(padding_config=((-2, -1, 0),)),
+               {"padding_config": ((-2, -1, 0),)},
                lambda x, v: x[2:4], (0,)),
     ],
     "concatenate": [
         Sample(lambda rng: [rng.standard_normal((2, 3)), rng.standard_normal((2, 1)),
-                            rng.standard_normal((2, 2))], dict(dimension=1),
+                            rng.standard_normal((2, 2))], {"dimension": 1},
                lambda *xs: np.concatenate(xs, axis=1), (0, 1, 2)),
     ],
     "iota": [
-        Sample(lambda rng: [], dict(dtype=np.dtype(np.int32), shape=(2, 3), dimension=1),
+        Sample(lambda rng: [], {"dtype": np.dtype(np.int32), "shape": (2, 3), "dimension": 1},
                lambda: np.tile(np.arange(3, dtype=np.int32), (2, 1))),
-        Sample(lambda rng: [], dict(dtype=np.dtype(np.float32), shape=(4,), dimension=0),
+        Sample(lambda rng: [], {"dtype": np.dtype(np.float32), "shape": (4,), "dimension": 0},
                lambda: np.arange(4.0)),
     ],
     "rev": [
-        Sample(_normal(3, 4, 2), dict(dimensions=(0, 2)), lambda x: x[::-1, :, ::-1], (0,)),
+        Sample(_normal(3, 4, 2), {"dimensions": (0, 2)}, lambda x: x[::-1, :, ::-1], (0,)),
     ],
     "copy": [
         Sample(_normal(3, 2), {}, lambda x: x, (0,)),
     ],
     "dynamic_slice": [
         Sample(lambda rng: [rng.standard_normal((5, 6))] + _starts(rng),
-               dict(slice_sizes=(2, 3)),
+               {"slice_sizes": (2, 3)},
                lambda x, *s: _dynamic_slice_reference(x, *s, sizes=(2, 3)), (0,)),
         Sample(lambda rng: [rng.standard_normal((4, 4)), np.int32(9), np.int32(-3)],
-               dict(slice_sizes=(1, 4)),
+               {"slice_sizes": (1, 4)},
                lambda x, *s: _dynamic_slice_reference(x, *s, sizes=(1, 4)), (0,)),
     ],
     "dynamic_update_slice": [
