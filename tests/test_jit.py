@@ -1,0 +1,392 @@
+"""jit: caching, statics, donation, errors, composition with AD and vmap, GPU fusion."""
+
+import logging
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import flamefx
+import flamefx.numpy as fnp
+from flamefx import lax
+from flamefx.errors import (ConcretizationError, DeletedArrayError, FlamefxValueError,
+                            UnexpectedTracerError)
+from flamefx.transforms import jit as jit_module
+
+RNG = np.random.default_rng(0)
+
+
+def _x(*shape):
+    return fnp.asarray(RNG.standard_normal(shape).astype(np.float32))
+
+
+def gelu_tanh(x):
+    return 0.5 * x * (1.0 + fnp.tanh(0.7978845608 * (x + 0.044715 * x ** 3)))
+
+
+def w4_loss(x):
+    return fnp.sum(gelu_tanh(1.5 * x + 0.25))
+
+
+def mlp_loss(params, x, y):
+    w1, b1, w2 = params
+    h = fnp.tanh(x @ w1 + b1)
+    logits = h @ w2
+    logits = logits - fnp.max(logits, axis=1, keepdims=True)
+    logp = logits - fnp.log(fnp.sum(fnp.exp(logits), axis=1, keepdims=True))
+    return -fnp.mean(fnp.sum(logp * y, axis=1))
+
+
+def _mlp_args():
+    params = (_x(4, 8), _x(8), _x(8, 3))
+    y = fnp.asarray(np.eye(3, dtype=np.float32)[RNG.integers(0, 3, 5)])
+    return params, _x(5, 4), y
+
+
+PROGRAMS = {
+    "elementwise": (lambda x: fnp.exp(fnp.sin(x) * 2.0 + 1.0) - x, lambda: (_x(7, 3),)),
+    "w4": (w4_loss, lambda: (_x(1000),)),
+    "softmax": (lambda x: fnp.exp(x) / fnp.sum(fnp.exp(x), axis=-1, keepdims=True),
+                lambda: (_x(4, 6),)),
+    "matmul_bias": (lambda a, b, c: fnp.maximum(a @ b + c, 0.0),
+                    lambda: (_x(3, 4), _x(4, 5), _x(5))),
+    "reductions": (lambda x: (fnp.max(x, axis=0), fnp.mean(x), fnp.min(x * x, axis=1)),
+                   lambda: (_x(5, 6),)),
+    "mlp": (mlp_loss, _mlp_args),
+    "indexing": (lambda x: x[1:, ::2].T + x[0, 0], lambda: (_x(4, 6),)),
+    "pytree_out": (lambda x: {"a": x * 2.0, "b": [x.sum(), (x - 1.0,)]}, lambda: (_x(3),)),
+}
+
+
+def _assert_trees_close(got, want, rtol=1e-5, atol=1e-6):
+    got_leaves, got_tree = flamefx.tree_util.tree_flatten(got)
+    want_leaves, want_tree = flamefx.tree_util.tree_flatten(want)
+    assert got_tree == want_tree
+    for g, w in zip(got_leaves, want_leaves):
+        assert np.asarray(g).dtype == np.asarray(w).dtype
+        np.testing.assert_allclose(np.asarray(g), np.asarray(w), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_jit_equals_eager(name):
+    fun, make_args = PROGRAMS[name]
+    args = make_args()
+    _assert_trees_close(flamefx.jit(fun)(*args), fun(*args))
+
+
+def test_body_runs_once_per_signature():
+    calls = []
+
+    def f(x, y):
+        calls.append(1)
+        return x * y + 1.0
+
+    jf = flamefx.jit(f)
+    for _ in range(3):
+        jf(_x(3), _x(3))
+    assert len(calls) == 1
+    jf(_x(4), _x(4))  # a new shape retraces
+    assert len(calls) == 2
+    jf(_x(3).astype(np.float16), _x(3).astype(np.float16))  # a new dtype too
+    assert len(calls) == 3
+    jf(_x(3), 2.0)  # a weak scalar is its own signature
+    jf(_x(3), 3.0)  # ... and its value is not part of it
+    assert len(calls) == 4
+
+
+def test_static_arguments_retrace_on_new_values():
+    calls = []
+
+    def f(x, n, *, mode):
+        calls.append((n, mode))
+        return x * n if mode == "mul" else x + n
+
+    jf = flamefx.jit(f, static_argnums=(1,), static_argnames=("mode",))
+    x = fnp.arange(3.0)
+    assert jf(x, 2, mode="mul").tolist() == [0.0, 2.0, 4.0]
+    assert jf(x, 2, mode="mul").tolist() == [0.0, 2.0, 4.0]
+    assert jf(x, 3, mode="mul").tolist() == [0.0, 3.0, 6.0]
+    assert jf(x, 3, mode="add").tolist() == [3.0, 4.0, 5.0]
+    assert calls == [(2, "mul"), (3, "mul"), (3, "add")]
+
+
+def test_static_argument_by_name_or_position():
+    jf = flamefx.jit(lambda x, n: x * n, static_argnames=("n",))
+    assert jf(fnp.ones(2), 4).tolist() == [4.0, 4.0]
+    assert jf(fnp.ones(2), n=5).tolist() == [5.0, 5.0]
+
+
+def test_unhashable_static_argument_error_names_it():
+    jf = flamefx.jit(lambda x, sizes: x * len(sizes), static_argnums=(1,))
+    with pytest.raises(FlamefxValueError, match="'sizes'.*unhashable.*list"):
+        jf(fnp.ones(2), [1, 2])
+
+
+def test_donated_argument_is_deleted_and_reading_it_raises():
+    jf = flamefx.jit(lambda p, g: p - 0.1 * g, donate_argnums=(0,))
+    p, g = fnp.ones(3), fnp.ones(3)
+    new_p = jf(p, g)
+    np.testing.assert_allclose(np.asarray(new_p), 0.9)
+    assert p.is_deleted() and not g.is_deleted()
+    with pytest.raises(DeletedArrayError, match="donated"):
+        np.asarray(p)
+    with pytest.raises(DeletedArrayError):
+        jf(p, g)
+
+
+def test_donated_pytree_leaves_are_all_deleted():
+    jf = flamefx.jit(lambda params: flamefx.tree_util.tree_map(lambda a: a * 2.0, params),
+                     donate_argnums=0)
+    params = {"w": fnp.ones(2), "b": fnp.zeros(1)}
+    out = jf(params)
+    assert out["w"].tolist() == [2.0, 2.0]
+    assert params["w"].is_deleted() and params["b"].is_deleted()
+
+
+def test_closed_over_arrays_become_constants():
+    table = fnp.arange(4.0)
+    jf = flamefx.jit(lambda x: x * table)
+    assert jf(fnp.ones(4)).tolist() == [0.0, 1.0, 2.0, 3.0]
+    assert "f32[4]" in jf.lower(fnp.ones(4)).as_text()
+
+
+def test_python_control_flow_on_traced_value_points_at_user_line():
+    def f(x):
+        if fnp.sum(x) > 0:  # the line the error must name
+            return x
+        return -x
+
+    with pytest.raises(ConcretizationError) as info:
+        flamefx.jit(f)(fnp.ones(3))
+    message = str(info.value)
+    assert f"test_jit.py:{f.__code__.co_firstlineno + 1}" in message
+    assert "lax.cond" in message and "static_argnums" in message
+
+
+def test_leaked_tracer_used_later_raises():
+    leaked = []
+
+    @flamefx.jit
+    def f(x):
+        leaked.append(x * 2.0)
+        return x
+
+    f(fnp.ones(2))
+    with pytest.raises(UnexpectedTracerError, match="escaped"):
+        leaked[0] + 1.0
+
+
+def test_log_compiles_names_the_changed_argument(caplog):
+    jf = flamefx.jit(lambda x, y: fnp.sum(x) + fnp.sum(y))
+    with flamefx.config.override("log_compiles", True), caplog.at_level(logging.WARNING,
+                                                                         "flamefx.jit"):
+        jf(fnp.ones(3), fnp.ones(3))
+        jf(fnp.ones(3), fnp.ones(3))
+        jf(fnp.ones(3), fnp.ones(4))
+    messages = [r.getMessage() for r in caplog.records if r.name == "flamefx.jit"]
+    assert len(messages) == 2, messages
+    assert "first call" in messages[0]
+    assert "'y' changed from f32[3] to f32[4]" in messages[1]
+
+
+def test_disable_jit_runs_eagerly():
+    calls = []
+
+    def f(x):
+        calls.append(1)
+        return x + 1.0
+
+    jf = flamefx.jit(f)
+    with flamefx.config.override("disable_jit", True):
+        jf(fnp.ones(1))
+        jf(fnp.ones(1))
+    assert len(calls) == 2
+
+
+# --- composition --------------------------------------------------------------------------
+
+
+def test_grad_of_jit_and_jit_of_grad():
+    params, x, y = _mlp_args()
+    want = flamefx.grad(mlp_loss)(params, x, y)
+    _assert_trees_close(flamefx.grad(flamefx.jit(mlp_loss))(params, x, y), want, rtol=1e-4)
+    _assert_trees_close(flamefx.jit(flamefx.grad(mlp_loss))(params, x, y), want, rtol=1e-4)
+    _assert_trees_close(flamefx.jit(flamefx.grad(flamefx.jit(mlp_loss)))(params, x, y), want,
+                        rtol=1e-4)
+
+
+def test_grad_of_jit_runs_a_compiled_backward():
+    calls = []
+
+    def f(x):
+        calls.append(1)
+        return fnp.sum(fnp.sin(x) * x)
+
+    g = flamefx.grad(flamefx.jit(f))
+    x = _x(5)
+    g(x)
+    g(x)
+    # The backward program is derived from the cached jaxpr, not from the Python body.
+    assert len(calls) == 1
+    np.testing.assert_allclose(np.asarray(g(x)), np.asarray(fnp.cos(x) * x + fnp.sin(x)),
+                               rtol=1e-5)
+
+
+def test_grad_of_grad_through_jit():
+    f = flamefx.jit(lambda x: fnp.sum(x ** 3))
+    x = fnp.asarray([1.0, 2.0])
+    hvp = flamefx.grad(lambda x: fnp.sum(flamefx.grad(f)(x)))(x)
+    np.testing.assert_allclose(np.asarray(hvp), 6.0 * np.asarray(x), rtol=1e-6)
+
+
+def test_jvp_of_jit():
+    f = lambda x: fnp.sin(x) * 2.0  # noqa: E731
+    x, t = _x(4), _x(4)
+    _assert_trees_close(flamefx.jvp(flamefx.jit(f), (x,), (t,)), flamefx.jvp(f, (x,), (t,)))
+
+
+def test_vmap_of_jit_and_jit_of_vmap():
+    f = lambda a, b: fnp.sum(fnp.tanh(a) * b) + a[0]  # noqa: E731
+    a, b = _x(6, 3), _x(3)
+    want = flamefx.vmap(f, in_axes=(0, None))(a, b)
+    _assert_trees_close(flamefx.vmap(flamefx.jit(f), in_axes=(0, None))(a, b), want)
+    _assert_trees_close(flamefx.jit(flamefx.vmap(f, in_axes=(0, None)))(a, b), want)
+
+
+def test_per_example_grads_jit_vmap_grad():
+    params, x, y = _mlp_args()
+
+    def loss(params, xi, yi):
+        return mlp_loss(params, xi[None], yi[None])
+
+    per_example = flamefx.vmap(flamefx.grad(loss), in_axes=(None, 0, 0))
+    _assert_trees_close(flamefx.jit(per_example)(params, x, y), per_example(params, x, y),
+                        rtol=1e-4)
+
+
+def test_jit_of_jit():
+    inner = flamefx.jit(lambda x: fnp.exp(x) * 2.0)
+    outer = flamefx.jit(lambda x: inner(x) + inner(x + 1.0))
+    x = _x(3)
+    _assert_trees_close(outer(x), fnp.exp(x) * 2.0 + fnp.exp(x + 1.0) * 2.0)
+    assert "jit_call" not in str(outer.lower(x).jaxpr)
+
+
+@pytest.mark.skipif(not hasattr(lax, "fori_loop"), reason="lax control flow not there yet")
+def test_jit_inside_lax_control_flow():
+    body = flamefx.jit(lambda i, x: x * 1.5 + 1.0)
+    out = lax.fori_loop(0, 3, body, fnp.ones(2))
+    np.testing.assert_allclose(np.asarray(out), [((1.0 * 1.5 + 1) * 1.5 + 1) * 1.5 + 1] * 2)
+
+
+# --- lowering and the GPU plan (planning and code generation need no GPU) ------------------
+
+
+def test_lower_shows_the_optimized_jaxpr():
+    lowered = flamefx.jit(lambda x: x * 2.0 + x * 2.0).lower(fnp.ones(3))
+    text = lowered.as_text()
+    assert text.count("mul") == 1 and "add" in text
+    assert lowered.kernel_count == len(lowered.jaxpr.eqns)
+
+
+def test_gpu_plan_fuses_w4_and_its_gradient():
+    x = fnp.ones(1 << 12)
+    forward = flamefx.jit(w4_loss).lower(x, platform="gpu")
+    backward = flamefx.jit(flamefx.grad(w4_loss)).lower(x, platform="gpu")
+    assert 1 <= forward.kernel_count <= 2, forward.as_text()
+    assert backward.kernel_count == 1, backward.as_text()
+    assert "__global__" in forward.as_text()
+
+
+def test_gpu_plan_keeps_matmuls_and_fuses_around_them():
+    params, x, y = _mlp_args()
+    lowered = flamefx.jit(flamefx.grad(mlp_loss)).lower(params, x, y, platform="gpu")
+    steps = lowered.plan.steps
+    assert any(getattr(s, "eqn", None) is not None and s.eqn.prim.name == "dot_general"
+               for s in steps)
+    assert len(lowered.plan.kernels()) < len(lowered.jaxpr.eqns) // 2
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc to compile-check")
+def test_generated_kernels_compile_with_nvcc(tmp_path):
+    def mixed(x, h):
+        y = (x.astype(np.float16) * 2.0).astype(np.float32) + fnp.sum(x, axis=1, keepdims=True)
+        z = h.astype(np.float32) * fnp.max(x)
+        return y, fnp.sum(z * z, axis=0), (x > 0).astype(np.int32) * 3
+    args = (_x(64, 300), _x(64, 300).astype(flamefx.dtypes.bfloat16))
+    sources = []
+    for fun, fargs in ((mixed, args), (w4_loss, (_x(1 << 20),)),
+                       (flamefx.grad(mlp_loss), _mlp_args())):
+        sources += flamefx.jit(fun).lower(*fargs, platform="gpu").kernel_sources
+    assert sources
+    for i, src in enumerate(sources):
+        path = tmp_path / f"k{i}.cu"
+        path.write_text(src)
+        result = subprocess.run(["nvcc", "-arch=sm_90", "--ptx", "-o", "/dev/null", str(path)],
+                                capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr + src
+
+
+# --- on the GPU ------------------------------------------------------------------------------
+
+
+def _on_gpu(tree):
+    gpu = flamefx.devices("gpu")[0]
+    return flamefx.tree_util.tree_map(lambda a: flamefx.device_put(a, gpu), tree)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(PROGRAMS))
+def test_gpu_jit_equals_cpu(name):
+    fun, make_args = PROGRAMS[name]
+    args = make_args()
+    _assert_trees_close(flamefx.jit(fun)(*_on_gpu(args)), fun(*args), rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.gpu
+def test_gpu_w4_fused_kernel_count_and_values():
+    x = _x(1 << 20)
+    gx = _on_gpu(x)
+    forward = flamefx.jit(w4_loss)
+    backward = flamefx.jit(flamefx.grad(w4_loss))
+    assert 1 <= forward.lower(gx).kernel_count <= 2
+    assert 1 <= backward.lower(gx).kernel_count <= 2
+    np.testing.assert_allclose(float(forward(gx)), float(w4_loss(x)), rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(backward(gx)), np.asarray(flamefx.grad(w4_loss)(x)),
+                               rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_gpu_half_precision_fusion():
+    f = lambda x: fnp.sum((x * 2.0 + 1.0).astype(np.float32), axis=1)  # noqa: E731
+    for dtype in (np.float16, flamefx.dtypes.bfloat16):
+        x = _x(8, 512).astype(dtype)
+        np.testing.assert_allclose(np.asarray(flamefx.jit(f)(_on_gpu(x))), np.asarray(f(x)),
+                                   rtol=2e-2)
+
+
+@pytest.mark.gpu
+def test_gpu_grad_of_jit_and_donation():
+    cpu_args = _mlp_args()
+    params, x, y = _on_gpu(cpu_args)
+    want = flamefx.grad(mlp_loss)(*cpu_args)
+    _assert_trees_close(flamefx.grad(flamefx.jit(mlp_loss))(params, x, y), want, rtol=1e-3,
+                        atol=1e-5)
+
+    @flamefx.jit
+    def step(params, x, y):
+        grads = flamefx.grad(mlp_loss)(params, x, y)
+        return flamefx.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+
+    step_donating = flamefx.jit(step.__wrapped__, donate_argnums=0)
+    expected = step(params, x, y)
+    copied = flamefx.tree_util.tree_map(lambda a: a * 1.0, params)
+    got = step_donating(copied, x, y)
+    _assert_trees_close(got, expected, rtol=1e-5)
+    assert all(a.is_deleted() for a in flamefx.tree_util.tree_leaves(copied))
+
+
+def test_jit_call_is_a_primitive_with_every_rule():
+    p = jit_module.jit_call_p
+    assert p.vjp and p.jvp and p.batch and p.impls["cpu"] and p.impls["gpu"]
