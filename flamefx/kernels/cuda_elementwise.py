@@ -11,7 +11,7 @@ cached); jit splices the same expressions into one generated kernel per fused ch
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -105,7 +105,7 @@ class Elementwise:
     ``(n_operands, **params) -> str`` for variadic primitives such as select_n.
     """
 
-    __slots__ = ("expr", "int_expr", "bool_expr")
+    __slots__ = ("bool_expr", "expr", "int_expr")
 
     def __init__(self, expr: str | Callable, int_expr: str | None = None,
                  bool_expr: str | None = None):
