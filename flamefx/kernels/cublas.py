@@ -66,8 +66,8 @@ def gemm_into(out, a, b, precision: str = "highest") -> None:
         scalar_type = np.float32
     alpha, beta = np.ones((), scalar_type), np.zeros((), scalar_type)
     in_type, out_type = _CUDA_DATA_TYPE[a.dtype.name], _CUDA_DATA_TYPE[out.dtype.name]
-    cublas = cp.cuda.cublas
-    handle = cp.cuda.device.get_cublas_handle()
+    from cupy.cuda import cublas, device
+    handle = device.get_cublas_handle()
     old_mode = cublas.getPointerMode(handle)
     cublas.setPointerMode(handle, _POINTER_MODE_HOST)
     try:

@@ -365,7 +365,7 @@ def _slice_vjp(cts, primals, outs, *, start_indices, limit_indices, strides):
     for start, stride, n, m in zip(start_indices, strides, primals[0].shape, ct.shape):
         covered = start + (m - 1) * stride + 1 if m else start
         config.append((start, n - covered, stride - 1))
-    return [pad(ct, zeros((), ct.dtype), tuple(config))]
+    return [pad(ct, zeros((), ct.dtype, device_of(ct)), tuple(config))]
 
 
 def _slice_batch(axis_size, args, bdims, *, start_indices, limit_indices, strides):
@@ -447,7 +447,7 @@ def _pad_vjp(cts, primals, outs, *, padding_config):
         return [None, None]
     _, reductions = _lax()
     unpad = tuple((-lo, -hi, 0) for lo, hi, _ in padding_config)
-    unpadded = pad(ct, zeros((), ct.dtype), unpad)
+    unpadded = pad(ct, zeros((), ct.dtype, device_of(ct)), unpad)
     ct_x = slice(unpadded, (0,) * ct.ndim, unpadded.shape,
                  tuple(interior + 1 for _, _, interior in padding_config))
     elementwise, _ = _lax()
@@ -586,7 +586,8 @@ def _iota_abstract(*, dtype, shape, dimension):
 
 
 def _iota_impl(xp, dtype, shape, dimension):
-    line = xp.arange(shape[dimension], dtype=dtype)
+    # Count in the default integer type and cast: not every backend has arange per dtype.
+    line = xp.arange(shape[dimension]).astype(dtype)
     expanded = [1] * len(shape)
     expanded[dimension] = shape[dimension]
     return [xp.ascontiguousarray(xp.broadcast_to(line.reshape(expanded), shape))]
