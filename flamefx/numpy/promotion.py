@@ -84,7 +84,7 @@ def convert(x, dtype, weak_type: bool = False):
 
 
 def promote_dtypes(*args) -> list:
-    """Operands converted to their common dtype (weak only if every operand is weak)."""
+    """Operands converted to their common dtype and weak-typedness (JAX's lattice join)."""
     if len(args) == 1:
         return [as_operand(args[0])]
     dtype, weak = dtypes.result_type(*[_typed(a) for a in args])
@@ -93,8 +93,7 @@ def promote_dtypes(*args) -> list:
         if is_python_scalar(a):
             out.append(core.to_array(a, dtype=dtype, weak=weak))
             continue
-        a = as_operand(a)
-        out.append(a if a.dtype == dtype else convert(a, dtype, weak and a.weak_type))
+        out.append(convert(a, dtype, weak))
     return out
 
 
@@ -107,7 +106,7 @@ def promote_dtypes_inexact(*args) -> list:
     """Like ``promote_dtypes`` but the common dtype is floating (``int32 / int32`` -> f32)."""
     dtype, weak = dtypes.result_type(*[_typed(a) for a in args])
     dtype = to_inexact_dtype(dtype)
-    return [convert(a, dtype, weak and _typed(a)[1]) for a in args]
+    return [convert(a, dtype, weak) for a in args]
 
 
 def broadcast_shapes(*shapes) -> tuple:
