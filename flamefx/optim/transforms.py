@@ -117,8 +117,15 @@ class ScaleByAdamState(NamedTuple):
     nu: Any  # second moment
 
 
-def _bias_correction(decay: float, count, like):
-    return 1 - decay ** count.astype(compute_dtype(like))
+def _bias_corrections(decays: tuple, count, tree) -> dict:
+    """``1 - decay ** count`` for each decay, per float dtype the tree's leaves compute in;
+    computed once for the whole tree, before any leaf's work."""
+    out = {}
+    for leaf in tree_util.tree_leaves(tree):
+        dtype = compute_dtype(leaf)
+        if dtype not in out:
+            out[dtype] = tuple(1 - d ** count.astype(dtype) for d in decays)
+    return out
 
 
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
@@ -132,21 +139,23 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                                 _zeros_like_tree(params))
 
     def update(updates, state, params=None):
-        mu = tree_util.tree_map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
-        nu = tree_util.tree_map(lambda g, v: b2 * v + (1 - b2) * fnp.square(g),
-                                updates, state.nu)
         count = state.count + 1
-        corrections = {}  # per compute dtype, so a tree computes each scalar once
-
-        def scaled(m, v):
-            dtype = compute_dtype(m)
-            if dtype not in corrections:
-                corrections[dtype] = (_bias_correction(b1, count, m),
-                                      _bias_correction(b2, count, m))
-            c1, c2 = corrections[dtype]
-            return (m / c1) / (fnp.sqrt(v / c2 + eps_root) + eps)
-
-        return tree_util.tree_map(scaled, mu, nu), ScaleByAdamState(count, mu, nu)
+        corrections = _bias_corrections((b1, b2), count, updates)
+        leaves, treedef = tree_util.tree_flatten(updates)
+        mus = tree_util.flatten_up_to(treedef, state.mu, "scale_by_adam")
+        nus = tree_util.flatten_up_to(treedef, state.nu, "scale_by_adam")
+        out, new_mu, new_nu = [], [], []
+        # Leaf by leaf (not moment by moment) so each leaf's work is one contiguous chain.
+        for g, m, v in zip(leaves, mus, nus):
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * fnp.square(g)
+            c1, c2 = corrections[compute_dtype(m)]
+            out.append((m / c1) / (fnp.sqrt(v / c2 + eps_root) + eps))
+            new_mu.append(m)
+            new_nu.append(v)
+        unflatten = tree_util.tree_unflatten
+        return unflatten(treedef, out), ScaleByAdamState(count, unflatten(treedef, new_mu),
+                                                         unflatten(treedef, new_nu))
 
     return GradientTransformation(init, update)
 
