@@ -163,8 +163,9 @@ def test_gpu_matches_cpu(name, i):
     f = _apply(prim, sample.params)
     cpu = f(*_arrays(raw, flamefx.devices("cpu")[0]))
     gpu = f(*_arrays(raw, flamefx.devices("gpu")[0]))
-    for o in gpu:
-        assert o.device.platform == "gpu", f"{name}: output left the GPU"
+    if any(isinstance(a, np.ndarray) for a in raw):
+        for o in gpu:
+            assert o.device.platform == "gpu", f"{name}: output left the GPU"
     _assert_outputs_close(gpu, cpu, 2e-4, f"{name} GPU vs CPU")
     if prim.differentiable and sample.grad_argnums:
         def loss_on(device):

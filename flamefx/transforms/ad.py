@@ -39,10 +39,17 @@ def _st():
 def zeros_like(x):
     """A zero array with ``x``'s shape and dtype (on the current trace)."""
     aval = core.get_aval(x)
-    zero = core.to_array(0, dtype=aval.dtype, weak=False)
+    zero = core.to_array(0, dtype=aval.dtype, weak=False, device=_device_of(x))
     if not aval.shape:
         return zero
     return _st().broadcast_in_dim(zero, aval.shape, ())
+
+
+def _device_of(x):
+    """Where new constants for ``x`` should live: its own device when it is concrete."""
+    while isinstance(x, Tracer):
+        x = x.to_concrete()
+    return x.device if isinstance(x, core.Array) else None
 
 
 def add_cotangents(a, b):
@@ -413,7 +420,7 @@ def value_and_grad(fun: Callable, argnums=0, has_aux: bool = False):
                 f"grad requires a function with a scalar float output, but it returned {desc}."
                 f" For vector outputs use flamefx.vjp or flamefx.jacrev; with has_aux=True "
                 f"return (scalar, aux).\n  at {user_frame()}")
-        one = core.to_array(1, dtype=out_arr.dtype, weak=False)
+        one = core.to_array(1, dtype=out_arr.dtype, weak=False, device=_device_of(out_arr))
         grads = f_vjp(one)
         grads = grads[0] if isinstance(argnums, int) else tuple(grads)
         value = (out, res[2]) if has_aux else out

@@ -10,7 +10,7 @@ from tests.samples import Sample
 
 
 def _avals(*shapes):
-    return [core.ShapedArray(s, np.float64) for s in shapes]
+    return [core.ShapedArray(s, np.float32) for s in shapes]
 
 
 def _body(x, y):
@@ -22,7 +22,7 @@ def _body_reference(x, y):
 
 
 def _make(rng):
-    return [rng.normal(size=(3,)), rng.normal(size=(3,))]
+    return [rng.normal(size=(3,)).astype(np.float32), rng.normal(size=(3,)).astype(np.float32)]
 
 
 _body_jaxpr, _ = hoist_consts(trace_to_jaxpr(_body, _avals((3,), (3,))))
