@@ -214,6 +214,17 @@ def _leaf_key(x):
     return aval.shape, aval.dtype, aval.weak_type
 
 
+def _flat_key(args):
+    """A cache key for positional, all-Array arguments (None otherwise, or if one is deleted)."""
+    key = []
+    for a in args:
+        if type(a) is not Array or a._buf is None:
+            return None
+        buf = a._buf
+        key.append((buf.shape, buf.dtype, a._weak, a._device))
+    return tuple(key)
+
+
 def _as_tuple(x) -> tuple:
     if x is None:
         return ()
@@ -242,6 +253,8 @@ class Jitted:
         self.static_argnames = frozenset(static_argnames)
         self.donate_argnums = frozenset(_as_tuple(donate_argnums))
         self._cache: dict[tuple, _CacheEntry] = {}
+        self._flat_cache: dict[tuple, _CacheEntry] = {}
+        self._plain = not self.static_argnums and not self.static_argnames
 
     def _arg_name(self, i: int) -> str:
         return self._params[i] if i < len(self._params) else f"args[{i}]"
@@ -352,10 +365,18 @@ class Jitted:
     def __call__(self, *args, **kwargs):
         if config.read("disable_jit"):
             return self.fun(*args, **kwargs)
+        at_top = type(core.current_trace()) is EvalTrace
+        flat_key = _flat_key(args) if at_top and self._plain and not kwargs else None
+        if flat_key is not None:
+            # The common case (positional Arrays, no statics) skips pytree flattening.
+            entry = self._flat_cache.get(flat_key)
+            if entry is not None:
+                return tree_util.tree_unflatten(entry.out_tree, entry.executable(list(args)))
         entry, leaves, device = self._lookup(args, kwargs)
-        if type(core.current_trace()) is EvalTrace and not any(
-                isinstance(x, Tracer) for x in leaves):
+        if at_top and not any(isinstance(x, Tracer) for x in leaves):
             outs = self._run(entry, leaves, device)
+            if flat_key is not None:
+                self._flat_cache[flat_key] = entry
         else:
             outs = core.bind_list(jit_call_p, *entry.consts, *leaves,
                                   jaxpr=entry.program.jaxpr, program=entry.program,
