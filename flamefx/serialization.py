@@ -247,7 +247,11 @@ def load(path, like=None, device: Device | None = None):
 def _read_file(path: str) -> tuple[dict, memoryview]:
     try:
         with open(path, "rb") as f:
-            content = bytearray(f.read())
+            # One buffer, read in place: leaves are views into it (no second copy).
+            content = bytearray(os.fstat(f.fileno()).st_size)
+            read = f.readinto(content)
+        if read < len(content):  # the file shrank while we read it
+            del content[read:]
     except FileNotFoundError:
         raise CheckpointError(f"no checkpoint at {path}") from None
     if len(content) < 8:

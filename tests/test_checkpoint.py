@@ -66,6 +66,13 @@ def test_round_trip_without_like(tmp_path):
     assert loaded["pair"][0].weak_type  # a weak scalar stays weak (promotion depends on it)
 
 
+def test_round_trip_with_like_keeps_leaf_kinds(tmp_path):
+    tree = _example_tree()
+    save(tmp_path / "ckpt.safetensors", tree)
+    like = tree_util.tree_map(lambda x: x, tree)
+    _assert_same_tree(tree, load(tmp_path / "ckpt.safetensors", like=like))
+
+
 @pytest.mark.parametrize("dtype", ALL_DTYPES, ids=lambda d: np.dtype(d).name)
 def test_every_dtype_round_trips_bit_exactly(tmp_path, dtype):
     value = _values(dtype, (3, 5))
