@@ -1,31 +1,39 @@
-"""flamefx (development import: modules still landing are skipped; strict before release)."""
-import importlib as _importlib
+"""flamefx: composable function transformations (grad, jit, vmap) over NumPy and CuPy.
 
-for _name in ["elementwise", "reductions", "structural", "indexing", "linalg", "nn_ops",
-              "random_ops"]:
-    try:
-        _importlib.import_module(f"flamefx.primitives.{_name}")
-    except ModuleNotFoundError:
-        pass
+>>> import flamefx, flamefx.numpy as fnp
+>>> loss = lambda w, x: fnp.sum((x @ w) ** 2)
+>>> g = flamefx.jit(flamefx.grad(loss))(fnp.ones((3, 2)), fnp.ones((4, 3)))
+>>> g.shape
+(3, 2)
+"""
 
-from flamefx import config  # noqa: E402
-from flamefx.core import Array  # noqa: E402
-from flamefx.devices import Device, default_device  # noqa: E402
-from flamefx import devices  # noqa: E402,F401  (callable: flamefx.devices("gpu"))
-from flamefx.jaxpr import make_jaxpr, eval_jaxpr  # noqa: E402
-from flamefx.transforms.ad import (grad, hessian, jacfwd, jacrev, jvp, linearize,  # noqa: E402
+from flamefx import config
+from flamefx import primitives  # noqa: F401  (registers every primitive)
+from flamefx.core import Array
+from flamefx.devices import Device, default_device
+from flamefx import devices  # noqa: F401  (callable: flamefx.devices("gpu"))
+from flamefx.errors import (ConcretizationError, DeletedArrayError, FlamefxError,
+                            FlamefxTypeError, UnexpectedTracerError)
+from flamefx.jaxpr import ClosedJaxpr, Jaxpr, eval_jaxpr, make_jaxpr
+from flamefx.transforms.ad import (grad, hessian, jacfwd, jacrev, jvp, linearize,
                                    stop_gradient, value_and_grad, vjp)
-from flamefx.transforms.batching import vmap  # noqa: E402
-from flamefx.transforms.checkpoint import checkpoint, remat  # noqa: E402
-from flamefx.transforms.custom import custom_jvp, custom_vjp  # noqa: E402
-from flamefx.transfer import block_until_ready, device_get, device_put, from_dlpack  # noqa: E402
-from flamefx import test_util, tree_util  # noqa: E402,F401
+from flamefx.transforms.batching import vmap
+from flamefx.transforms.checkpoint import checkpoint, remat
+from flamefx.transforms.custom import custom_jvp, custom_vjp
+from flamefx.transforms.jit import jit
+from flamefx.transfer import block_until_ready, device_get, device_put, from_dlpack
+from flamefx.serialization import load, save
+from flamefx import lax, nn, numpy, optim, random, tree_util  # noqa: F401
+from flamefx import test_util  # noqa: F401
 
-for _mod, _names in [("flamefx.transforms.jit", ["jit"]),
-                     ("flamefx.serialization", ["load", "save"])]:
-    try:
-        _m = _importlib.import_module(_mod)
-        for _n in _names:
-            globals()[_n] = getattr(_m, _n)
-    except (ModuleNotFoundError, ImportError):
-        pass
+__version__ = "0.1.0"
+
+__all__ = [
+    "Array", "ClosedJaxpr", "ConcretizationError", "DeletedArrayError", "Device",
+    "FlamefxError", "FlamefxTypeError", "Jaxpr", "UnexpectedTracerError", "block_until_ready",
+    "checkpoint", "config", "custom_jvp", "custom_vjp", "default_device", "device_get",
+    "device_put", "devices", "eval_jaxpr", "from_dlpack", "grad", "hessian", "jacfwd",
+    "jacrev", "jit", "jvp", "lax", "linearize", "load", "make_jaxpr", "nn", "numpy", "optim",
+    "random", "remat", "save", "stop_gradient", "test_util", "tree_util", "value_and_grad",
+    "vjp", "vmap",
+]
