@@ -1,0 +1,85 @@
+"""Float storage types for hand-written RawKernels (conv, attention, norms).
+
+Each kernel source starts with ``scalar_prelude(dtype)``, which defines ``T`` (the stored
+element), ``ACC`` (what the kernel computes in: float for the half types and float32,
+double for float64), ``LOAD(x)`` / ``STORE(v)`` and ``NEG_INF``, ``EXP2``, ``LOG2``,
+``MAX``. Half types travel as raw 16-bit words converted with PTX ``cvt`` (float16) or bit
+shifts (bfloat16), so the kernels need no CUDA headers under NVRTC.
+
+>>> "typedef float ACC;" in scalar_prelude(np.dtype("float16"))
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_HALF_HELPERS = r"""
+__device__ __forceinline__ float flamefx_f16_load(unsigned short h) {
+  float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
+}
+__device__ __forceinline__ unsigned short flamefx_f16_store(float f) {
+  unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
+}
+__device__ __forceinline__ float flamefx_bf16_load(unsigned short b) {
+  return __uint_as_float(((unsigned int)b) << 16);
+}
+__device__ __forceinline__ unsigned short flamefx_bf16_store(float f) {
+  unsigned int u = __float_as_uint(f);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+  return (unsigned short)(u >> 16);
+}
+"""
+
+_FLOAT_MATH = """
+#define NEG_INF (-__int_as_float(0x7f800000))
+#define EXP2(x) exp2f(x)
+#define LOG2(x) log2f(x)
+#define MAX(a, b) fmaxf(a, b)
+#define RSQRT(x) rsqrtf(x)
+"""
+
+_DOUBLE_MATH = """
+#define NEG_INF ((double)(-__int_as_float(0x7f800000)))
+#define EXP2(x) exp2(x)
+#define LOG2(x) log2(x)
+#define MAX(a, b) fmax(a, b)
+#define RSQRT(x) rsqrt(x)
+"""
+
+_PRELUDES = {
+    "float32": "typedef float T;\ntypedef float ACC;\n#define LOAD(x) (x)\n#define STORE(v) (v)\n"
+               + _FLOAT_MATH,
+    "float64": "typedef double T;\ntypedef double ACC;\n#define LOAD(x) (x)\n"
+               "#define STORE(v) (v)\n" + _DOUBLE_MATH,
+    "float16": "typedef unsigned short T;\ntypedef float ACC;\n"
+               "#define LOAD(x) flamefx_f16_load(x)\n#define STORE(v) flamefx_f16_store(v)\n"
+               + _FLOAT_MATH,
+    "bfloat16": "typedef unsigned short T;\ntypedef float ACC;\n"
+                "#define LOAD(x) flamefx_bf16_load(x)\n#define STORE(v) flamefx_bf16_store(v)\n"
+                + _FLOAT_MATH,
+}
+
+
+def scalar_prelude(dtype) -> str:
+    """The C prelude defining T, ACC, LOAD, STORE and the math macros for ``dtype``."""
+    return _HALF_HELPERS + _PRELUDES[np.dtype(dtype).name]
+
+
+def acc_numpy_dtype(dtype) -> np.dtype:
+    """The NumPy dtype of ``ACC`` (kernel scalars of that type are passed as this)."""
+    return np.dtype(np.float64) if np.dtype(dtype) == np.float64 else np.dtype(np.float32)
+
+
+def raw_view(cp_array):
+    """A half-precision CuPy array seen as the uint16 words the kernels read (no copy)."""
+    if cp_array.dtype.itemsize == 2 and cp_array.dtype.kind != "u":
+        return cp_array.view(np.uint16)
+    return cp_array
+
+
+def set_dynamic_shared_memory(kernel, nbytes: int) -> None:
+    """Opts a kernel into more than 48 KiB of dynamic shared memory (Hopper: up to 227)."""
+    if nbytes > 48 * 1024 and kernel.max_dynamic_shared_size_bytes < nbytes:
+        kernel.max_dynamic_shared_size_bytes = nbytes

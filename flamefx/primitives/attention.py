@@ -1,0 +1,287 @@
+"""Scaled dot-product attention as one primitive, flash-attention style.
+
+``flash_attention(q, k, v[, bias])`` over (batch, heads, seq, dim) returns ``(out, lse)``:
+the attention output and the log-sum-exp of each query's scores. Saving ``lse`` lets the
+backward (``flash_attention_bwd``) recompute the softmax tile by tile, so neither pass
+stores a seq x seq matrix on the GPU. Order-2 derivatives go through the naive formula
+written in flamefx ops (see ``_flash_attention_bwd_vjp``): correct, but they materialize
+the score matrix.
+
+>>> import numpy as np
+>>> q = k = v = np.ones((1, 1, 2, 4), np.float32)
+>>> dot_product_attention(q, k, v).shape
+(1, 1, 2, 4)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from flamefx import core, dtypes
+from flamefx.core import Primitive, ShapedArray
+from flamefx.errors import FlamefxTypeError
+from flamefx.primitives.elementwise import add, exp, ge, mul, select_n, sub
+from flamefx.primitives.linalg import dot_general
+from flamefx.primitives.nn_ops import _cast, _full, _scale_by, accumulation_dtype
+from flamefx.primitives.reductions import reduce_sum
+from flamefx.primitives.structural import broadcast_in_dim, iota, reshape
+
+
+def _check_qkv(q, k, v):
+    for name, aval in (("q", q), ("k", k), ("v", v)):
+        if aval.ndim != 4:
+            raise FlamefxTypeError(f"{name} must be (batch, heads, seq, dim), got rank "
+                                   f"{aval.ndim} shape {aval.shape}")
+    if not (q.dtype == k.dtype == v.dtype) or not dtypes.is_float(q.dtype):
+        raise FlamefxTypeError(f"q, k, v must share one float dtype, got {q.dtype}, "
+                               f"{k.dtype}, {v.dtype}")
+    if q.shape[:2] != k.shape[:2] or k.shape[:2] != v.shape[:2]:
+        raise FlamefxTypeError(f"q {q.shape}, k {k.shape}, v {v.shape} must share (batch, "
+                               f"heads)")
+    if q.shape[3] != k.shape[3]:
+        raise FlamefxTypeError(f"q's head dim {q.shape[3]} differs from k's {k.shape[3]}")
+    if k.shape[2] != v.shape[2]:
+        raise FlamefxTypeError(f"k has {k.shape[2]} keys but v has {v.shape[2]} values")
+    if k.shape[2] < 1:
+        raise FlamefxTypeError("needs at least one key")
+
+
+def _check_bias(bias, q, k):
+    b, h, sq, sk = q.shape[0], q.shape[1], q.shape[2], k.shape[2]
+    ok = (bias.ndim == 4 and bias.shape[0] in (1, b) and bias.shape[1] in (1, h)
+          and bias.shape[2:] == (sq, sk))
+    if not ok:
+        raise FlamefxTypeError(f"bias {bias.shape} must be ({b} or 1, {h} or 1, {sq}, {sk}) "
+                               f"= (batch, heads, q seq, k seq)")
+    if bias.dtype != q.dtype:
+        raise FlamefxTypeError(f"bias dtype {bias.dtype} differs from q's {q.dtype}")
+
+
+def _fwd_abstract_eval(q, k, v, *bias, is_causal, scale):
+    _check_qkv(q, k, v)
+    if bias:
+        _check_bias(bias[0], q, k)
+    weak = q.weak_type and k.weak_type and v.weak_type
+    return [ShapedArray(q.shape[:3] + v.shape[3:], q.dtype, weak),
+            ShapedArray(q.shape[:3], accumulation_dtype(q.dtype))]
+
+
+def _scores_numpy(q, k, bias, is_causal, scale, acc):
+    s = np.einsum("bhqd,bhkd->bhqk", q.astype(acc), k.astype(acc)) * acc.type(scale)
+    if bias is not None:
+        s = s + bias.astype(acc)
+    if is_causal:
+        sq, sk = s.shape[2:]
+        s = np.where(np.tri(sq, sk, dtype=bool), s, -np.inf)
+    return s
+
+
+def _fwd_impl(q, k, v, *bias, is_causal, scale):
+    acc = accumulation_dtype(q.dtype)
+    s = _scores_numpy(q, k, bias[0] if bias else None, is_causal, scale, acc)
+    m = s.max(axis=-1, keepdims=True)
+    p = np.exp(s - m)
+    total = p.sum(axis=-1, keepdims=True)
+    out = np.einsum("bhqk,bhkd->bhqd", p / total, v.astype(acc))
+    return [out.astype(q.dtype), (m + np.log(total))[..., 0]]
+
+
+def _fwd_cuda(q, k, v, *bias, is_causal, scale):
+    from flamefx.kernels import cuda_attention
+    return cuda_attention.attention_forward(q, k, v, bias[0] if bias else None,
+                                            is_causal=is_causal, scale=scale)
+
+
+def _fwd_vjp(cts, primals, outs, *, is_causal, scale):
+    ct_out, ct_lse = cts
+    if ct_out is None and ct_lse is None:
+        return [None] * len(primals)
+    out, lse = outs
+    if ct_out is None:
+        ct_out = _full(out, core.get_aval(out).shape, 0, core.get_aval(out).dtype)
+    if ct_lse is None:
+        ct_lse = _full(lse, core.get_aval(lse).shape, 0, core.get_aval(lse).dtype)
+    return flash_attention_bwd_p.bind(*primals, out, lse, ct_out, ct_lse, is_causal=is_causal,
+                                      scale=scale)
+
+
+def _fold_batch(axis_size, args, bdims):
+    """Folds the vmap axis into the attention batch axis of every operand:
+    (V, B, ...) -> (V*B, ...). A bias broadcast over the batch is materialized first."""
+    from flamefx.transforms.batching import to_front
+    q_shape = list(core.get_aval(args[0]).shape)
+    if bdims[0] is not None:
+        del q_shape[bdims[0]]
+    b = q_shape[0]
+    folded = []
+    for x, bdim in zip(args, bdims):
+        x = to_front(x, bdim, axis_size)
+        shape = core.get_aval(x).shape
+        if shape[1] != b:  # a bias shared by the batch (leading dim 1)
+            shape = (axis_size, b) + shape[2:]
+            x = broadcast_in_dim(x, shape, tuple(range(len(shape))))
+        folded.append(reshape(x, (axis_size * b,) + shape[2:]))
+    return folded
+
+
+def _unfold(axis_size, x):
+    shape = core.get_aval(x).shape
+    return reshape(x, (axis_size, shape[0] // axis_size) + shape[1:])
+
+
+def _fwd_batch(axis_size, args, bdims, *, is_causal, scale):
+    folded = _fold_batch(axis_size, args, bdims)
+    outs = flash_attention_p.bind(*folded, is_causal=is_causal, scale=scale)
+    return [_unfold(axis_size, o) for o in outs], [0, 0]
+
+
+flash_attention_p = Primitive(
+    "flash_attention", abstract_eval=_fwd_abstract_eval, impl=_fwd_impl, cuda_impl=_fwd_cuda,
+    vjp=_fwd_vjp, batch=_fwd_batch, multiple_results=True)
+
+
+# --- backward ---------------------------------------------------------------------------------
+
+
+def _bwd_abstract_eval(q, k, v, *rest, is_causal, scale):
+    bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
+    outs = _fwd_abstract_eval(q, k, v, *bias, is_causal=is_causal, scale=scale)
+    for name, aval, want in (("out", out, outs[0]), ("lse", lse, outs[1]),
+                             ("dout", dout, outs[0]), ("dlse", dlse, outs[1])):
+        if aval.shape != want.shape or aval.dtype != want.dtype:
+            raise FlamefxTypeError(f"{name} is {aval.str_short()}, expected "
+                                   f"{want.str_short()}")
+    return [ShapedArray(a.shape, a.dtype, a.weak_type) for a in (q, k, v) + tuple(bias)]
+
+
+def _reduce_to_bias_shape(ds, bias_shape):
+    axes = tuple(i for i in range(2) if bias_shape[i] == 1 and ds.shape[i] != 1)
+    return ds.sum(axis=axes, keepdims=True) if axes else ds
+
+
+def _bwd_impl(q, k, v, *rest, is_causal, scale):
+    bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
+    acc = accumulation_dtype(q.dtype)
+    s = _scores_numpy(q, k, bias[0] if bias else None, is_causal, scale, acc)
+    p = np.exp(s - lse[..., None])
+    dout = dout.astype(acc)
+    dv = np.einsum("bhqk,bhqd->bhkd", p, dout)
+    dp = np.einsum("bhqd,bhkd->bhqk", dout, v.astype(acc))
+    delta = (dout * out.astype(acc)).sum(axis=-1) - dlse
+    ds = p * (dp - delta[..., None])
+    dq = np.einsum("bhqk,bhkd->bhqd", ds, k.astype(acc)) * scale
+    dk = np.einsum("bhqk,bhqd->bhkd", ds, q.astype(acc)) * scale
+    grads = [dq.astype(q.dtype), dk.astype(q.dtype), dv.astype(q.dtype)]
+    if bias:
+        grads.append(_reduce_to_bias_shape(ds, bias[0].shape).astype(q.dtype))
+    return grads
+
+
+def _bwd_cuda(q, k, v, *rest, is_causal, scale):
+    from flamefx.kernels import cuda_attention
+    bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
+    return cuda_attention.attention_backward(q, k, v, bias[0] if bias else None, out, lse,
+                                             dout, dlse, is_causal=is_causal, scale=scale)
+
+
+def naive_attention_bwd(q, k, v, *rest, is_causal, scale):
+    """flash_attention_bwd's formula in flamefx ops (materializes the score matrix)."""
+    bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
+    acc = core.get_aval(lse).dtype
+    q, k, v, out, dout = (_cast(a, acc) for a in (q, k, v, out, dout))
+    b, h, sq, _ = core.get_aval(q).shape
+    sk = core.get_aval(k).shape[2]
+    batch_dims = ((0, 1), (0, 1))
+    s = _scale_by(dot_general(q, k, (((3,), (3,)), batch_dims)), scale)
+    shape = (b, h, sq, sk)
+    if bias:
+        s = add(s, broadcast_in_dim(_cast(bias[0], acc), shape, (0, 1, 2, 3)))
+    if is_causal:
+        keep = ge(iota(np.dtype(np.int32), shape, 2), iota(np.dtype(np.int32), shape, 3))
+        s = select_n(keep, _full(s, shape, np.finfo(acc).min, acc), s)
+    p = exp(sub(s, broadcast_in_dim(lse, shape, (0, 1, 2))))
+    dv = dot_general(p, dout, (((2,), (2,)), batch_dims))
+    dp = dot_general(dout, v, (((3,), (3,)), batch_dims))
+    delta = sub(reduce_sum(mul(dout, out), (3,)), dlse)
+    ds = mul(p, sub(dp, broadcast_in_dim(delta, shape, (0, 1, 2))))
+    dq = _scale_by(dot_general(ds, k, (((3,), (2,)), batch_dims)), scale)
+    dk = _scale_by(dot_general(ds, q, (((2,), (2,)), batch_dims)), scale)
+    grads = [dq, dk, dv]
+    if bias:
+        bias_shape = core.get_aval(bias[0]).shape
+        axes = tuple(i for i in range(2) if bias_shape[i] == 1 and shape[i] != 1)
+        grads.append(reshape(reduce_sum(ds, axes), bias_shape) if axes else ds)
+    dtype = core.get_aval(rest[-2]).dtype
+    return [_cast(g, dtype) for g in grads]
+
+
+def _bwd_vjp(cts, primals, outs, *, is_causal, scale):
+    """Order 2: differentiate the naive formula (flamefx.vjp of it inside this rule)."""
+    from flamefx.transforms.ad import vjp
+    if all(ct is None for ct in cts):
+        return [None] * len(primals)
+    cts = [ct if ct is not None else _full(o, core.get_aval(o).shape, 0, core.get_aval(o).dtype)
+           for ct, o in zip(cts, outs)]
+    _, pullback = vjp(lambda *a: naive_attention_bwd(*a, is_causal=is_causal, scale=scale),
+                      *primals)
+    return list(pullback(cts))
+
+
+def _bwd_batch(axis_size, args, bdims, *, is_causal, scale):
+    folded = _fold_batch(axis_size, args, bdims)
+    grads = flash_attention_bwd_p.bind(*folded, is_causal=is_causal, scale=scale)
+    grads = [_unfold(axis_size, g) for g in grads]
+    if len(args) == 8:  # dbias: sum back over a batch the bias was shared by
+        bias_shape = list(core.get_aval(args[3]).shape)
+        if bdims[3] is not None:
+            del bias_shape[bdims[3]]
+        dbias_shape = core.get_aval(grads[3]).shape
+        if bias_shape[0] == 1 and dbias_shape[1] != 1:
+            grads[3] = reshape(reduce_sum(grads[3], (1,)), (axis_size, 1) + dbias_shape[2:])
+    return grads, [0] * len(grads)
+
+
+flash_attention_bwd_p = Primitive(
+    "flash_attention_bwd", abstract_eval=_bwd_abstract_eval, impl=_bwd_impl,
+    cuda_impl=_bwd_cuda, vjp=_bwd_vjp, batch=_bwd_batch, multiple_results=True)
+
+
+# --- the lax-level wrapper ---------------------------------------------------------------------
+
+
+def dot_product_attention(q, k, v, bias=None, mask=None, is_causal=False, scale=None,
+                          return_lse=False):
+    """softmax(q kᵀ * scale + bias, masked) v over (batch, heads, seq, dim) arrays.
+
+    ``scale`` defaults to 1/sqrt(dim). ``bias`` is (batch or 1, heads or 1, q_seq, k_seq);
+    ``mask`` (bool, same layout) keeps True entries (masked scores become the dtype's
+    lowest value, so a fully masked row averages all values, as in JAX). ``is_causal``
+    lets query i see keys j <= i (top-left aligned, like PyTorch and JAX). On the GPU it
+    runs fused flash-attention kernels: memory linear in the sequence length.
+
+    >>> import numpy as np
+    >>> q = np.zeros((1, 1, 1, 2)); k = np.zeros((1, 1, 3, 2)); v = np.arange(6.).reshape(1, 1, 3, 2)
+    >>> dot_product_attention(q, k, v).tolist()
+    [[[[2.0, 3.0]]]]
+    """
+    scale = 1.0 / math.sqrt(core.get_aval(q).shape[-1]) if scale is None else float(scale)
+    operands = [q, k, v]
+    if mask is not None:
+        q_aval = core.get_aval(q)
+        mask_aval = core.get_aval(mask)
+        if bias is None:
+            bias = _full(q, mask_aval.shape, 0, q_aval.dtype)
+        bias_aval = core.get_aval(bias)
+        if bias_aval.shape != mask_aval.shape:
+            shape = tuple(max(a, b) for a, b in zip(bias_aval.shape, mask_aval.shape))
+            bias = broadcast_in_dim(bias, shape, (0, 1, 2, 3))
+            mask = broadcast_in_dim(mask, shape, (0, 1, 2, 3))
+        shape = core.get_aval(bias).shape
+        lowest = _full(q, shape, float(dtypes.finfo(q_aval.dtype).min), q_aval.dtype)
+        bias = select_n(mask, lowest, bias)
+    if bias is not None:
+        operands.append(bias)
+    out, lse = flash_attention_p.bind(*operands, is_causal=bool(is_causal), scale=scale)
+    return (out, lse) if return_lse else out

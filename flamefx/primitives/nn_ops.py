@@ -1,0 +1,303 @@
+"""Convolution and normalization primitives: the heavy layers of conv nets and diffusion models.
+
+``conv_general_dilated`` (N, C, spatial...) x (O, C/groups, kernel...) in 1, 2 or 3 spatial
+dimensions. Its VJP is written in flamefx ops — both gradients are themselves convolutions —
+so grad of grad, jit of grad and vmap of grad follow. The rest of the family lives beside it
+and is re-exported here: attention (flamefx/primitives/attention.py) and the
+normalizations (flamefx/primitives/normalization.py).
+
+>>> import numpy as np
+>>> x = np.ones((1, 1, 4), np.float32); w = np.ones((1, 1, 3), np.float32)
+>>> conv_general_dilated(x, w, (1,), ((1, 1),)).tolist()
+[[[2.0, 3.0, 3.0, 2.0]]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flamefx import core, dtypes
+from flamefx.core import Primitive, ShapedArray
+from flamefx.errors import FlamefxTypeError
+from flamefx.primitives.elementwise import add, convert_element_type, mul
+from flamefx.primitives.structural import broadcast_in_dim, reshape, rev, transpose
+
+
+def accumulation_dtype(dtype) -> np.dtype:
+    """float64 stays float64; every other float (half types included) accumulates in float32."""
+    return dtypes.float64 if np.dtype(dtype) == dtypes.float64 else dtypes.float32
+
+
+def _full(like, shape, value, dtype):
+    """A constant array of ``shape`` on ``like``'s device (so GPU rules stay on the GPU)."""
+    device = getattr(like, "device", None)
+    scalar = core.to_array(np.asarray(value, dtype), device=device, weak=False)
+    return broadcast_in_dim(scalar, tuple(shape), ())
+
+
+def _scale_by(x, value):
+    aval = core.get_aval(x)
+    return mul(x, _full(x, aval.shape, value, aval.dtype))
+
+
+def _cast(x, dtype):
+    return x if core.get_aval(x).dtype == np.dtype(dtype) else convert_element_type(x, dtype)
+
+
+# --- convolution -----------------------------------------------------------------------------
+
+
+def conv_output_spatial(in_spatial, kernel_spatial, window_strides, padding, lhs_dilation,
+                        rhs_dilation) -> tuple:
+    """Output spatial sizes of a convolution (0 where the window does not fit)."""
+    out = []
+    for size, k, s, (lo, hi), ld, rd in zip(in_spatial, kernel_spatial, window_strides,
+                                            padding, lhs_dilation, rhs_dilation):
+        dilated_in = (size - 1) * ld + 1 if size > 0 else 0
+        dilated_k = (k - 1) * rd + 1
+        out.append(max(0, (dilated_in + lo + hi - dilated_k) // s + 1))
+    return tuple(out)
+
+
+def _conv_abstract_eval(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
+                        feature_group_count, precision, preferred_element_type):
+    if x.ndim < 3 or x.ndim > 5 or w.ndim != x.ndim:
+        raise FlamefxTypeError(
+            f"expects input (N, C, spatial...) and kernel (O, I, spatial...) of equal rank "
+            f"3 to 5, got input rank {x.ndim} and kernel rank {w.ndim}")
+    if x.dtype != w.dtype:
+        raise FlamefxTypeError(f"input dtype {x.dtype} and kernel dtype {w.dtype} differ")
+    if not dtypes.is_float(x.dtype):
+        raise FlamefxTypeError(f"needs floating-point operands, got {x.dtype}")
+    n_spatial = x.ndim - 2
+    for name, value in (("window_strides", window_strides), ("padding", padding),
+                        ("lhs_dilation", lhs_dilation), ("rhs_dilation", rhs_dilation)):
+        if len(value) != n_spatial:
+            raise FlamefxTypeError(f"{name} has {len(value)} entries for {n_spatial} spatial "
+                                   f"dimensions")
+    for name, value in (("window_strides", window_strides), ("lhs_dilation", lhs_dilation),
+                        ("rhs_dilation", rhs_dilation)):
+        if any(v < 1 for v in value):
+            raise FlamefxTypeError(f"{name} must be positive, got {value}")
+    groups = feature_group_count
+    if groups < 1 or x.shape[1] % groups or w.shape[0] % groups:
+        raise FlamefxTypeError(
+            f"feature_group_count={groups} must divide the input channels ({x.shape[1]}) and "
+            f"the kernel's output channels ({w.shape[0]})")
+    if x.shape[1] != w.shape[1] * groups:
+        raise FlamefxTypeError(
+            f"input has {x.shape[1]} channels but the kernel expects {w.shape[1] * groups} "
+            f"(kernel in-channels {w.shape[1]} x feature_group_count {groups})")
+    spatial = conv_output_spatial(x.shape[2:], w.shape[2:], window_strides, padding,
+                                  lhs_dilation, rhs_dilation)
+    out_dtype = preferred_element_type or x.dtype
+    return [ShapedArray((x.shape[0], w.shape[0]) + spatial, out_dtype,
+                        x.weak_type and w.weak_type)]
+
+
+def dilate_and_pad_numpy(x, lhs_dilation, padding):
+    """Inserts ``d - 1`` zeros between input elements and pads (negative pads crop)."""
+    spatial = x.shape[2:]
+    dilated = [(s - 1) * d + 1 if s > 0 else 0 for s, d in zip(spatial, lhs_dilation)]
+    grown = [max(lo, 0) + size + max(hi, 0) for size, (lo, hi) in zip(dilated, padding)]
+    out = np.zeros(x.shape[:2] + tuple(grown), x.dtype)
+    place = tuple(slice(max(lo, 0), max(lo, 0) + size, d)
+                  for size, (lo, _), d in zip(dilated, padding, lhs_dilation))
+    out[(Ellipsis,) + place] = x
+    crop = tuple(slice(max(-lo, 0), g - max(-hi, 0)) for g, (lo, hi) in zip(grown, padding))
+    return out[(Ellipsis,) + crop]
+
+
+def _conv_impl(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
+               feature_group_count, precision, preferred_element_type):
+    acc = accumulation_dtype(x.dtype)
+    kernel = w.shape[2:]
+    spatial = conv_output_spatial(x.shape[2:], kernel, window_strides, padding, lhs_dilation,
+                                  rhs_dilation)
+    n, c, o, g = x.shape[0], x.shape[1], w.shape[0], feature_group_count
+    padded = dilate_and_pad_numpy(x.astype(acc), lhs_dilation, padding)
+    padded = padded.reshape((n, g, c // g) + padded.shape[2:])
+    wg = w.astype(acc).reshape((g, o // g, c // g) + kernel)
+    out = np.zeros((n, g, o // g) + spatial, acc)
+    # One tensor contraction per kernel tap: (n, g, c, out...) x (g, o, c) -> (n, g, o, out...)
+    for tap in np.ndindex(*kernel):
+        window = tuple(slice(t * rd, t * rd + (size - 1) * s + 1, s)
+                       for t, rd, size, s in zip(tap, rhs_dilation, spatial, window_strides))
+        patch = padded[(slice(None), slice(None), slice(None)) + window]
+        out += np.einsum("ngc...,goc->ngo...", patch, wg[(Ellipsis,) + tap])
+    return [out.reshape((n, o) + spatial).astype(preferred_element_type or x.dtype)]
+
+
+def _conv_cuda_impl(x, w, **params):
+    from flamefx.kernels import cuda_conv
+    return [cuda_conv.conv_forward(x, w, **params)]
+
+
+def _conv_lhs_padding(in_spatial, kernel_spatial, window_strides, out_spatial, padding,
+                      lhs_dilation, rhs_dilation):
+    """Padding of the input-gradient conv so that its output has the input's exact shape."""
+    pads = []
+    for size, k, s, out, (lo, _), ld, rd in zip(in_spatial, kernel_spatial, window_strides,
+                                                out_spatial, padding, lhs_dilation,
+                                                rhs_dilation):
+        dilated_in, dilated_k = (size - 1) * ld + 1, (k - 1) * rd + 1
+        dilated_out = (out - 1) * s + 1
+        before = dilated_k - lo - 1
+        pads.append((before, dilated_in + dilated_k - 1 - dilated_out - before))
+    return tuple(pads)
+
+
+def _conv_rhs_padding(in_spatial, kernel_spatial, window_strides, out_spatial, padding,
+                      lhs_dilation, rhs_dilation):
+    """Padding of the weight-gradient conv so that its output has the kernel's exact shape."""
+    pads = []
+    for size, k, s, out, (lo, _), ld, rd in zip(in_spatial, kernel_spatial, window_strides,
+                                                out_spatial, padding, lhs_dilation,
+                                                rhs_dilation):
+        dilated_in, dilated_k = (size - 1) * ld + 1, (k - 1) * rd + 1
+        dilated_out = (out - 1) * s + 1
+        pads.append((lo, dilated_out - dilated_in + dilated_k - lo - 1))
+    return tuple(pads)
+
+
+def _conv_input_grad(ct, w, x_shape, *, window_strides, padding, lhs_dilation, rhs_dilation,
+                     feature_group_count, precision, preferred_element_type):
+    """d(conv)/dx: the output gradient convolved with the flipped, transposed kernel."""
+    o, cg = w.shape[0], w.shape[1]
+    g, kernel = feature_group_count, w.shape[2:]
+    n_spatial = len(kernel)
+    # (O, Cg, k...) -> (G, Og, Cg, k...) -> (G, Cg, Og, k...) -> (C, Og, k...), flipped.
+    wt = reshape(w, (g, o // g, cg) + kernel)
+    wt = transpose(wt, (0, 2, 1) + tuple(range(3, 3 + n_spatial)))
+    wt = rev(reshape(wt, (g * cg, o // g) + kernel), tuple(range(2, 2 + n_spatial)))
+    pads = _conv_lhs_padding(x_shape[2:], kernel, window_strides, ct.shape[2:], padding,
+                             lhs_dilation, rhs_dilation)
+    return conv_general_dilated(ct, _cast(wt, core.get_aval(ct).dtype), lhs_dilation, pads,
+                                window_strides, rhs_dilation, g, precision)
+
+
+def _conv_weight_grad(ct, x, w_shape, *, window_strides, padding, lhs_dilation, rhs_dilation,
+                      feature_group_count, precision, preferred_element_type):
+    """d(conv)/dw: a conv of the input (channels as batch) with the output gradient as kernel.
+
+    Groups fold into the feature groups of that conv: input (Cg, G*N, ...), kernel
+    (G*Og, N, ...), so no batch-grouped convolution is needed.
+    """
+    n, c = x.shape[0], x.shape[1]
+    o, g = w_shape[0], feature_group_count
+    n_spatial = len(w_shape) - 2
+    rest = tuple(range(3, 3 + n_spatial))
+    xt = transpose(reshape(x, (n, g, c // g) + x.shape[2:]), (2, 1, 0) + rest)
+    xt = reshape(xt, (c // g, g * n) + x.shape[2:])
+    ctt = transpose(reshape(ct, (n, g, o // g) + ct.shape[2:]), (1, 2, 0) + rest)
+    ctt = reshape(ctt, (o, n) + ct.shape[2:])
+    pads = _conv_rhs_padding(x.shape[2:], w_shape[2:], window_strides, ct.shape[2:], padding,
+                             lhs_dilation, rhs_dilation)
+    dw = conv_general_dilated(_cast(xt, core.get_aval(ct).dtype), ctt, rhs_dilation, pads,
+                              lhs_dilation, window_strides, g, precision)
+    return transpose(dw, (1, 0) + tuple(range(2, 2 + n_spatial)))
+
+
+def _conv_vjp(cts, primals, outs, **params):
+    (ct,), (x, w) = cts, primals
+    if ct is None:
+        return [None, None]
+    x_aval, w_aval = core.get_aval(x), core.get_aval(w)
+    dx = _cast(_conv_input_grad(ct, w, x_aval.shape, **params), x_aval.dtype)
+    dw = _cast(_conv_weight_grad(ct, x, w_aval.shape, **params), w_aval.dtype)
+    return [dx, dw]
+
+
+def _conv_jvp(primals, tangents, **params):
+    x, w = primals
+    tx, tw = tangents
+    out = conv_general_dilated_p.bind(x, w, **params)
+    terms = []
+    if tx is not None:
+        terms.append(conv_general_dilated_p.bind(tx, w, **params))
+    if tw is not None:
+        terms.append(conv_general_dilated_p.bind(x, tw, **params))
+    tangent = None if not terms else terms[0] if len(terms) == 1 else add(*terms)
+    return [out], [tangent]
+
+
+def _conv_batch(axis_size, args, bdims, **params):
+    from flamefx.transforms.batching import move_axis
+
+    x, w = args
+    x_bdim, w_bdim = bdims
+    groups = params["feature_group_count"]
+    if w_bdim is None:  # fold the vmap axis into N
+        x = move_axis(x, x_bdim, 0)
+        shape = core.get_aval(x).shape
+        out = conv_general_dilated_p.bind(reshape(x, (shape[0] * shape[1],) + shape[2:]), w,
+                                          **params)
+        out_shape = core.get_aval(out).shape
+        return [reshape(out, (axis_size, shape[1]) + out_shape[1:])], [0]
+    # A batched kernel: each vmap member becomes its own set of feature groups.
+    w = move_axis(w, w_bdim, 0)
+    w_shape = core.get_aval(w).shape
+    w = reshape(w, (axis_size * w_shape[1],) + w_shape[2:])
+    if x_bdim is None:
+        x_shape = core.get_aval(x).shape
+        x = broadcast_in_dim(x, (x_shape[0], axis_size) + x_shape[1:],
+                             (0,) + tuple(range(2, len(x_shape) + 1)))
+    else:
+        x = move_axis(x, x_bdim, 1)
+    x_shape = core.get_aval(x).shape
+    x = reshape(x, (x_shape[0], axis_size * x_shape[2]) + x_shape[3:])
+    params = dict(params, feature_group_count=groups * axis_size)
+    out = conv_general_dilated_p.bind(x, w, **params)
+    out_shape = core.get_aval(out).shape
+    return [reshape(out, (out_shape[0], axis_size, w_shape[1]) + out_shape[2:])], [1]
+
+
+conv_general_dilated_p = Primitive(
+    "conv_general_dilated", abstract_eval=_conv_abstract_eval, impl=_conv_impl,
+    cuda_impl=_conv_cuda_impl, vjp=_conv_vjp, jvp=_conv_jvp, batch=_conv_batch)
+
+
+def conv_general_dilated(x, w, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
+                         feature_group_count=1, precision=None, preferred_element_type=None):
+    """N-d convolution (cross-correlation, as in JAX/PyTorch) of NC(spatial...) input ``x``
+    with an OI(spatial...) kernel ``w``.
+
+    ``padding`` is explicit ``((lo, hi), ...)`` per spatial dim (negative crops);
+    ``lhs_dilation`` > 1 inserts zeros between input elements (transposed convolution),
+    ``rhs_dilation`` dilates the kernel (atrous); ``feature_group_count`` splits channels
+    into groups (depthwise: groups = C). Half-precision inputs accumulate in float32.
+
+    >>> import numpy as np
+    >>> x = np.arange(5.0).reshape(1, 1, 5); w = np.ones((1, 1, 2))
+    >>> conv_general_dilated(x, w, (2,), ((0, 0),)).tolist()
+    [[[1.0, 5.0]]]
+    """
+    n_spatial = len(padding)
+    params = {
+        "window_strides": tuple(int(s) for s in window_strides),
+        "padding": tuple((int(lo), int(hi)) for lo, hi in padding),
+        "lhs_dilation": tuple(int(d) for d in (lhs_dilation or (1,) * n_spatial)),
+        "rhs_dilation": tuple(int(d) for d in (rhs_dilation or (1,) * n_spatial)),
+        "feature_group_count": int(feature_group_count), "precision": precision,
+        "preferred_element_type": (None if preferred_element_type is None
+                                else np.dtype(preferred_element_type))}
+    return conv_general_dilated_p.bind(x, w, **params)
+
+
+# Attention and the normalizations have their own modules; importing them here registers
+# their primitives with the rest of the NN family (flamefx imports nn_ops) and gives
+# flamefx.nn one import site for the NN lax ops.
+from flamefx.primitives.attention import (  # noqa: F401
+    dot_product_attention,
+    flash_attention_bwd_p,
+    flash_attention_p,
+)
+from flamefx.primitives.normalization import (  # noqa: F401
+    group_norm,
+    group_norm_p,
+    layer_norm,
+    layer_norm_p,
+    normalization_bwd_p,
+    rms_norm,
+    rms_norm_p,
+)
