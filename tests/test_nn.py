@@ -380,3 +380,38 @@ def test_vmap_matches_loop():
     loop_grads = [np.asarray(flamefx.grad(nn.softmax_cross_entropy_with_integer_labels)(
         x[i, 0], labels[i])) for i in range(3)]
     _close(per_example_grads, np.stack(loop_grads))
+
+
+@pytest.mark.gpu
+def test_gpu_matches_cpu():
+    gpu, cpu = flamefx.devices("gpu")[0], flamefx.devices("cpu")[0]
+    rng = np.random.default_rng(1)
+    inputs = {
+        "x": rng.normal(size=(2, 4, 8, 8)), "w": rng.normal(size=(8, 2, 3, 3)) * 0.3,
+        "wt": rng.normal(size=(8, 4, 4, 4)) * 0.3, "gamma": rng.normal(size=8),
+        "q": rng.normal(size=(2, 2, 6, 4)), "labels": np.array([1, 3]),
+    }
+    inputs = {k: v.astype(np.float32) if v.dtype == np.float64 else v.astype(np.int32)
+              for k, v in inputs.items()}
+
+    def block(p, key):
+        h = nn.conv(p["x"], p["w"], stride=1, groups=2)
+        h = nn.group_norm(h, p["gamma"], None, num_groups=4)
+        h = nn.dropout(key, 0.2, nn.gelu(h))
+        pooled = nn.avg_pool(nn.max_pool(h, 2), 3, 1, "SAME", count_include_pad=False)
+        up = nn.upsample_bilinear(nn.conv_transpose(pooled, p["wt"], stride=2, padding=1),
+                                  scale=2)
+        logits = nn.layer_norm(up.reshape(2, -1))[:, :5]
+        loss = nn.softmax_cross_entropy_with_integer_labels(logits, p["labels"]).mean()
+        attended = nn.dot_product_attention(p["q"], p["q"], p["q"], is_causal=True)
+        return loss + nn.sigmoid_binary_cross_entropy(attended, 0.5).mean()
+
+    def run(device):
+        p = {k: flamefx.device_put(fnp.asarray(v), device) for k, v in inputs.items()}
+        key = flamefx.device_put(frandom.key(0), device)
+        value, grads = flamefx.jit(flamefx.value_and_grad(block))(p, key)
+        return [value] + [grads[k] for k in sorted(grads) if k != "labels"]
+
+    for c, g in zip(run(cpu), run(gpu)):
+        assert g.device.platform == "gpu"
+        np.testing.assert_allclose(np.asarray(g), np.asarray(c), rtol=2e-3, atol=2e-4)

@@ -143,11 +143,11 @@ def test_errors_name_the_problem():
 
 @pytest.mark.gpu
 def test_gpu_bits_equal_cpu_bits():
-    gpu = flamefx.devices("gpu")[0]
+    gpu, cpu = flamefx.devices("gpu")[0], flamefx.devices("cpu")[0]
     rng = np.random.default_rng(0)
     words = [rng.integers(0, 2**32, size=(3, 1000), dtype=np.uint64).astype(np.uint32)
              for _ in range(4)]
-    cpu_out = threefry2x32(*[core.to_array(w) for w in words])
+    cpu_out = threefry2x32(*[core.to_array(w, device=cpu) for w in words])
     gpu_out = threefry2x32(*[core.to_array(w, device=gpu) for w in words])
     for c, g in zip(cpu_out, gpu_out):
         assert g.device.platform == "gpu"
@@ -161,11 +161,20 @@ def test_gpu_bits_equal_cpu_bits():
 
 @pytest.mark.gpu
 def test_gpu_distributions_equal_cpu():
-    gpu = flamefx.devices("gpu")[0]
-    key_cpu = frandom.key(13)
+    gpu, cpu = flamefx.devices("gpu")[0], flamefx.devices("cpu")[0]
+    key_cpu = flamefx.device_put(frandom.key(13), cpu)
     key_gpu = flamefx.device_put(key_cpu, gpu)
-    draw = flamefx.jit(lambda k: (frandom.uniform(k, (1000,)), frandom.normal(k, (1000,))))
-    for c, g in zip(draw(key_cpu), draw(key_gpu)):
+
+    def draw(k):
+        a, b = frandom.split(k)
+        return (frandom.bits(a, (1001,)), frandom.uniform(a, (1000,)),
+                frandom.normal(b, (1000,)), frandom.randint(b, (500,), 0, 10),
+                frandom.permutation(a, 100))
+
+    on_cpu, on_gpu = flamefx.jit(draw)(key_cpu), flamefx.jit(draw)(key_gpu)
+    assert on_gpu[0].device.platform == "gpu"
+    np.testing.assert_array_equal(np.asarray(on_cpu[0]), np.asarray(on_gpu[0]))
+    for c, g in zip(on_cpu[1:], on_gpu[1:]):
         np.testing.assert_allclose(np.asarray(c), np.asarray(g), rtol=1e-6, atol=1e-6)
 
 
