@@ -3,8 +3,8 @@
 Window kernels read their start indices from device memory, so a dynamic slice never
 synchronizes with the host (and can be captured in a CUDA graph). They only move bytes,
 so they are generated per element *size*, not per dtype (bfloat16 costs nothing extra).
-Scatters combine with an atomicCAS loop, which serves add, mul, min and max alike;
-16-bit and bool operands are combined in a 32-bit type and cast back.
+Scatter-add uses atomicAdd; mul, min, max (and add of int64) combine in an atomicCAS
+loop; 16-bit and bool operands are combined in a 32-bit type and cast back.
 """
 
 from __future__ import annotations
@@ -120,6 +120,8 @@ def _scatter_source(ctype: str, mode: str) -> str:
         else "unsigned int"
     if mode == "set":
         store = "    out[dst] = val;\n"
+    elif mode == "add" and ctype != "long long":  # the hardware has atomicAdd for these
+        store = "    atomicAdd(out + dst, val);\n"
     else:
         store = (
             f"    {bits}* addr = reinterpret_cast<{bits}*>(out + dst);\n"
