@@ -232,7 +232,8 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
     """General tensor contraction (JAX's ``lax.dot_general``).
 
     ``precision``: None (the ``default_matmul_precision`` option) | 'highest' | 'tf32' |
-    'bf16' — how float32 GPU products may trade accuracy for speed.
+    'bf16' — how float32 GPU products may trade accuracy for speed (the NumPy reference
+    always computes at full precision).
     ``preferred_element_type``: the output dtype (e.g. float32 for bfloat16 operands).
 
     >>> dot_general(np.ones((5, 2, 3)), np.ones((5, 3)), (((2,), (1,)), ((0,), (0,)))).shape
