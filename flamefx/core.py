@@ -411,7 +411,8 @@ class Primitive:
                                                             ``cts`` entries may be None (zero)
       jvp(primals, tangents, **params) -> (outs, tangents)  optional; forward mode derives
                                                             from ``vjp`` where it is absent
-      batch(args, bdims, **params) -> (outs, out_bdims)     vmap rule; bdims are int or None
+      batch(axis_size, args, bdims, **params)               vmap rule; bdims are int or None
+                               -> (outs, out_bdims)
     ``differentiable=False`` declares outputs without derivatives (comparisons, argmax,
     integer ops): they get zero tangents and cotangents, symbolically.
     ``fusion`` carries what jit's GPU code generator needs (e.g. a C expression).
