@@ -8,42 +8,41 @@ scalars) and broadcasting shapes explicitly before binding the strict primitives
 >>> fnp.sum(x * 2, axis=1).tolist()
 [6.0, 24.0]
 """
+# ruff: noqa: F401  (this module re-exports)
 
-from flamefx.dtypes import (bfloat16, bool_, float16, float32, float64, int8, int16,  # noqa: F401
-                            int32, int64, uint8, uint16, uint32, uint64, finfo, iinfo)
-from flamefx.core import Array as ndarray  # noqa: F401
-
-from flamefx.numpy.promotion import (broadcast_arrays, broadcast_shapes,  # noqa: F401
-                                     broadcast_to, promote_types, result_type)
-from flamefx.numpy.creation import (arange, array, asarray, empty, empty_like, eye,  # noqa: F401
-                                    full, full_like, identity, linspace, meshgrid, ones,
-                                    ones_like, tri, tril, triu, zeros, zeros_like)
-from flamefx.numpy.math import (abs, absolute, add, arccos, arcsin, arctan, arctan2,  # noqa: F401
-                                around, bitwise_and, bitwise_not, bitwise_or, bitwise_xor, cbrt,
-                                ceil, clip, cos, cosh, divide, equal, exp, exp2, expm1, fix,
-                                float_power, floor, floor_divide, fmod, greater, greater_equal,
-                                hypot, invert, isfinite, isinf, isnan, less, less_equal, log,
-                                log1p, log2, log10, logaddexp, logical_and, logical_not,
-                                logical_or, logical_xor, maximum, minimum, mod, multiply,
-                                nan_to_num, negative, not_equal, positive, power, reciprocal,
-                                remainder, rint, round, sign, sin, sinh, sqrt, square, subtract,
-                                tan, tanh, true_divide, trunc, where)
-from flamefx.numpy.reductions import (all, amax, amin, any, argmax, argmin,  # noqa: F401
-                                      cumprod, cumsum, logsumexp, max, mean, min, prod, std,
-                                      sum, var)
-from flamefx.numpy.shape import (array_split, astype, atleast_1d, atleast_2d,  # noqa: F401
-                                 atleast_3d, column_stack, concat, concatenate, expand_dims,
-                                 flip, fliplr, flipud, hstack, moveaxis, ndim, pad,
-                                 permute_dims, ravel, repeat, reshape, roll, shape, size, split,
-                                 squeeze, stack, swapaxes, tile, transpose, vstack)
+from flamefx.core import Array as ndarray
+from flamefx.dtypes import (bfloat16, bool_, finfo, float16, float32, float64, iinfo, int8,
+                            int16, int32, int64, uint8, uint16, uint32, uint64)
+from flamefx.numpy import linalg  # fnp.linalg.norm
+from flamefx.numpy.creation import (arange, array, asarray, empty, empty_like, eye, full,
+                                    full_like, identity, linspace, meshgrid, ones, ones_like, tri,
+                                    tril, triu, zeros, zeros_like)
+from flamefx.numpy.einsum import einsum
+from flamefx.numpy.indexing import (_getitem, _IndexUpdateHelper, argwhere, flatnonzero, nonzero,
+                                    take, take_along_axis)
+from flamefx.numpy.linalg import dot, inner, matmul, outer, tensordot, vdot
+from flamefx.numpy.logic import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor, equal,
+                                 greater, greater_equal, invert, isfinite, isinf, isnan, less,
+                                 less_equal, logical_and, logical_not, logical_or, logical_xor,
+                                 not_equal)
+from flamefx.numpy.math import (abs, absolute, add, arccos, arcsin, arctan, arctan2, around, cbrt,
+                                ceil, clip, cos, cosh, divide, exp, exp2, expm1, fix, float_power,
+                                floor, floor_divide, fmod, hypot, log, log1p, log2, log10,
+                                logaddexp, maximum, minimum, mod, multiply, nan_to_num, negative,
+                                positive, power, reciprocal, remainder, rint, round, sign, sin,
+                                sinh, sqrt, square, subtract, tan, tanh, true_divide, trunc, where)
+from flamefx.numpy.promotion import (broadcast_arrays, broadcast_shapes, broadcast_to,
+                                     promote_types, result_type)
+from flamefx.numpy.reductions import (all, amax, amin, any, argmax, argmin, cumprod, cumsum,
+                                      logsumexp, max, mean, min, prod, std, sum, var)
+from flamefx.numpy.shape import (array_split, astype, atleast_1d, atleast_2d, atleast_3d,
+                                 column_stack, concat, concatenate, expand_dims, flip, fliplr,
+                                 flipud, hstack, moveaxis, ndim, pad, permute_dims, ravel, repeat,
+                                 reshape, roll, shape, size, split, squeeze, stack, swapaxes, tile,
+                                 transpose, vstack)
 
 pi = 3.141592653589793
 e = 2.718281828459045
 inf = float("inf")
 nan = float("nan")
 newaxis = None
-from flamefx.numpy.indexing import (_getitem, _IndexUpdateHelper, argwhere,  # noqa: F401
-                                    flatnonzero, nonzero, take, take_along_axis)
-from flamefx.numpy import linalg  # noqa: F401  (fnp.linalg.norm)
-from flamefx.numpy.linalg import dot, inner, matmul, outer, tensordot, vdot  # noqa: F401
-from flamefx.numpy.einsum import einsum  # noqa: F401

@@ -60,7 +60,8 @@ def _parse(subscripts: str, ndims: list) -> tuple[list, list]:
         for labels in inputs:
             for label in labels:
                 counts[label] = counts.get(label, 0) + 1
-        output = ellipsis + sorted(l for l, c in counts.items() if c == 1 and l.isalpha())
+        once = [label for label, count in counts.items() if count == 1 and label.isalpha()]
+        output = ellipsis + sorted(once)
     else:
         before, _, after = output_spec.partition("...")
         output = list(before) + (ellipsis if "..." in output_spec else []) + list(after)
@@ -93,7 +94,7 @@ def _drop_broadcast_dims(operands):
 def _take_diagonals(x, labels):
     """Repeated labels in one operand: keep the diagonal, one dim per label."""
     while len(set(labels)) != len(labels):
-        label = next(l for l in labels if labels.count(l) > 1)
+        label = next(label for label in labels if labels.count(label) > 1)
         first = labels.index(label)
         second = labels.index(label, first + 1)
         n = x.shape[first]
@@ -115,12 +116,15 @@ def _contract(a, a_labels, b, b_labels, needed, precision):
     shared = [label for label in a_labels if label in b_labels]
     batch = [label for label in shared if label in needed]
     contracted = [label for label in shared if label not in needed]
-    dimension_numbers = (
-        (tuple(a_labels.index(l) for l in contracted), tuple(b_labels.index(l) for l in contracted)),
-        (tuple(a_labels.index(l) for l in batch), tuple(b_labels.index(l) for l in batch)))
+
+    def positions(labels, wanted):
+        return tuple(labels.index(label) for label in wanted)
+
+    dimension_numbers = ((positions(a_labels, contracted), positions(b_labels, contracted)),
+                         (positions(a_labels, batch), positions(b_labels, batch)))
     out = lax.dot_general(a, b, dimension_numbers, precision=precision)
-    out_labels = (batch + [l for l in a_labels if l not in shared]
-                  + [l for l in b_labels if l not in shared])
+    out_labels = (batch + [label for label in a_labels if label not in shared]
+                  + [label for label in b_labels if label not in shared])
     return out, out_labels
 
 

@@ -20,8 +20,8 @@ import numpy as np
 from flamefx import core, dtypes, lax
 from flamefx.core import Array, Tracer
 from flamefx.errors import ConcretizationError, FlamefxTypeError, user_frame
-from flamefx.numpy.promotion import (as_operand, broadcast_arrays, broadcast_shapes,
-                                     broadcast_to, canonical_axis, constant_like, convert)
+from flamefx.numpy.promotion import (as_operand, broadcast_arrays, broadcast_shapes, broadcast_to,
+                                     canonical_axis, constant_like, convert)
 
 _INDEX_DTYPE = dtypes.int32
 

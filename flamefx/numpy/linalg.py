@@ -140,7 +140,7 @@ def tensordot(a, b, axes=2, precision=None):
     return lax.dot_general(a, b, ((a_axes, b_axes), ((), ())), precision=precision)
 
 
-def norm(x, ord=None, axis=None, keepdims: bool = False):  # noqa: A002  (NumPy's name)
+def norm(x, ord=None, axis=None, keepdims: bool = False):
     """Vector norms (ord None/2, 1, inf, -inf, 0, p) and matrix norms ('fro', 1, -1, inf,
     -inf) over ``axis`` (an int: vectors; a pair: matrices; None: the whole array as a
     vector, or as a matrix when 2-D and ``ord`` is given).

@@ -1,4 +1,6 @@
-"""Elementwise math: arithmetic, comparisons, logic, transcendental functions, where, clip.
+"""Elementwise math: arithmetic, transcendental functions, rounding, where, clip.
+
+Comparisons and logical/bitwise functions are in ``flamefx.numpy.logic``.
 
 Each function promotes dtypes and broadcasts shapes explicitly (``promotion``), then binds
 the strict lax-level primitives.
@@ -17,6 +19,7 @@ import numpy as np
 from flamefx import dtypes, lax
 from flamefx.core import Array
 from flamefx.errors import FlamefxTypeError, user_frame
+from flamefx.numpy.logic import truth
 from flamefx.numpy.promotion import (as_operand, broadcast_arrays, constant_like, convert,
                                      is_python_scalar, promote_args, promote_args_inexact,
                                      promote_dtypes_inexact)
@@ -28,12 +31,6 @@ def _is_bool(x) -> bool:
 
 def _is_unsigned(x) -> bool:
     return dtypes.is_int(x.dtype) and np.dtype(x.dtype).kind == "u"
-
-
-def _require_integer_or_bool(name: str, x):
-    if dtypes.is_float(x.dtype):
-        raise FlamefxTypeError(f"{name} needs integer or bool arrays, got {x.dtype}\n  at "
-                               f"{user_frame()}")
 
 
 def _inexact(x):
@@ -234,7 +231,7 @@ def absolute(x):
     return x if _is_bool(x) or _is_unsigned(x) else lax.abs(x)
 
 
-abs = absolute  # noqa: A001  (NumPy's name)
+abs = absolute
 
 
 def sign(x):
@@ -293,7 +290,7 @@ def minimum(x, y):
     return lax.bitwise_and(x, y) if _is_bool(x) else lax.min(x, y)
 
 
-def clip(x, min=None, max=None):  # noqa: A002  (NumPy's argument names)
+def clip(x, min=None, max=None):
     """``x`` limited to [min, max] (either bound may be None).
 
     >>> clip(5, 0, 3).item()
@@ -351,8 +348,8 @@ def log2(x):
 def log10(x):
     """The base-10 logarithm.
 
-    >>> round(log10(100.0).item(), 5)
-    2.0
+    >>> f"{log10(100.0).item():.5f}"
+    '2.00000'
     """
     x = _inexact(x)
     return lax.div(lax.log(x), constant_like(x, _pymath.log(10.0)))
@@ -379,8 +376,8 @@ def expm1(x):
 def logaddexp(x, y):
     """``log(exp(x) + exp(y))`` without overflow.
 
-    >>> round(logaddexp(0.0, 0.0).item(), 5)
-    0.69315
+    >>> f"{logaddexp(0.0, 0.0).item():.5f}"
+    '0.69315'
     """
     x, y = promote_args_inexact(x, y)
     largest = lax.max(x, y)
@@ -402,8 +399,8 @@ def sqrt(x):
 def cbrt(x):
     """The real cube root (negative inputs give negative roots).
 
-    >>> round(cbrt(-8.0).item(), 5)
-    -2.0
+    >>> f"{cbrt(-8.0).item():.5f}"
+    '-2.00000'
     """
     x = _inexact(x)
     root = lax.pow(lax.abs(x), constant_like(x, 1.0 / 3.0))
@@ -440,8 +437,8 @@ def tan(x):
 def arctan2(y, x):
     """The angle of the point (x, y), in (-pi, pi].
 
-    >>> round(arctan2(1.0, 1.0).item(), 5)
-    0.7854
+    >>> f"{arctan2(1.0, 1.0).item():.5f}"
+    '0.78540'
     """
     y, x = promote_args_inexact(y, x)
     return lax.atan2(y, x)
@@ -450,8 +447,8 @@ def arctan2(y, x):
 def arctan(x):
     """The inverse tangent.
 
-    >>> round(arctan(1.0).item(), 5)
-    0.7854
+    >>> f"{arctan(1.0).item():.5f}"
+    '0.78540'
     """
     x = _inexact(x)
     return lax.atan2(x, constant_like(x, 1))
@@ -460,8 +457,8 @@ def arctan(x):
 def arcsin(x):
     """The inverse sine, for x in [-1, 1].
 
-    >>> round(arcsin(1.0).item(), 5)
-    1.5708
+    >>> f"{arcsin(1.0).item():.5f}"
+    '1.57080'
     """
     x = _inexact(x)
     cosine = lax.sqrt(lax.sub(constant_like(x, 1), lax.mul(x, x)))
@@ -471,8 +468,8 @@ def arcsin(x):
 def arccos(x):
     """The inverse cosine, for x in [-1, 1].
 
-    >>> round(arccos(1.0).item(), 5)
-    0.0
+    >>> f"{arccos(1.0).item():.5f}"
+    '0.00000'
     """
     x = _inexact(x)
     sine = lax.sqrt(lax.sub(constant_like(x, 1), lax.mul(x, x)))
@@ -574,13 +571,13 @@ def _round_half_to_even(x):
                         lax.select_n(lax.lt(fraction, half), tie, below), above)
 
 
-def round(x, decimals: int = 0):  # noqa: A001  (NumPy's name)
+def round(x, decimals: int = 0):
     """``x`` rounded to ``decimals`` places, halves to even (as NumPy).
 
     >>> round(2.5).item()
     2.0
-    >>> round(1.26, 1).item()
-    1.3
+    >>> round(12.5, -1).item()
+    10.0
     """
     x = as_operand(x)
     if not dtypes.is_float(x.dtype):
@@ -603,185 +600,6 @@ def rint(x):
     return round(x)
 
 
-# --- comparisons and logic -------------------------------------------------------------------
-
-
-def equal(x, y):
-    """``x == y``.
-
-    >>> equal(1, 1.0).item()
-    True
-    """
-    return lax.eq(*promote_args(x, y))
-
-
-def not_equal(x, y):
-    """``x != y``.
-
-    >>> not_equal(1, 2).item()
-    True
-    """
-    return lax.ne(*promote_args(x, y))
-
-
-def less(x, y):
-    """``x < y``.
-
-    >>> less(1, 2).item()
-    True
-    """
-    return lax.lt(*promote_args(x, y))
-
-
-def less_equal(x, y):
-    """``x <= y``.
-
-    >>> less_equal(2, 2).item()
-    True
-    """
-    return lax.le(*promote_args(x, y))
-
-
-def greater(x, y):
-    """``x > y``.
-
-    >>> greater(1, 2).item()
-    False
-    """
-    return lax.gt(*promote_args(x, y))
-
-
-def greater_equal(x, y):
-    """``x >= y``.
-
-    >>> greater_equal(2, 2).item()
-    True
-    """
-    return lax.ge(*promote_args(x, y))
-
-
-def _truth(x):
-    x = as_operand(x)
-    return x if _is_bool(x) else lax.ne(x, constant_like(x, 0))
-
-
-def logical_and(x, y):
-    """Elementwise ``x and y`` of truth values.
-
-    >>> logical_and(True, 0).item()
-    False
-    """
-    return lax.bitwise_and(*broadcast_arrays(_truth(x), _truth(y)))
-
-
-def logical_or(x, y):
-    """Elementwise ``x or y`` of truth values.
-
-    >>> logical_or(False, 2).item()
-    True
-    """
-    return lax.bitwise_or(*broadcast_arrays(_truth(x), _truth(y)))
-
-
-def logical_xor(x, y):
-    """Elementwise ``x xor y`` of truth values.
-
-    >>> logical_xor(True, True).item()
-    False
-    """
-    return lax.bitwise_xor(*broadcast_arrays(_truth(x), _truth(y)))
-
-
-def logical_not(x):
-    """Elementwise ``not x``.
-
-    >>> logical_not(0).item()
-    True
-    """
-    return lax.bitwise_not(_truth(x))
-
-
-def bitwise_and(x, y):
-    """``x & y`` of integer or bool arrays.
-
-    >>> bitwise_and(6, 3).item()
-    2
-    """
-    x, y = promote_args(x, y)
-    _require_integer_or_bool("bitwise_and", x)
-    return lax.bitwise_and(x, y)
-
-
-def bitwise_or(x, y):
-    """``x | y`` of integer or bool arrays.
-
-    >>> bitwise_or(6, 3).item()
-    7
-    """
-    x, y = promote_args(x, y)
-    _require_integer_or_bool("bitwise_or", x)
-    return lax.bitwise_or(x, y)
-
-
-def bitwise_xor(x, y):
-    """``x ^ y`` of integer or bool arrays.
-
-    >>> bitwise_xor(6, 3).item()
-    5
-    """
-    x, y = promote_args(x, y)
-    _require_integer_or_bool("bitwise_xor", x)
-    return lax.bitwise_xor(x, y)
-
-
-def invert(x):
-    """``~x`` of integer or bool arrays.
-
-    >>> invert(True).item()
-    False
-    """
-    x = as_operand(x)
-    _require_integer_or_bool("invert", x)
-    return lax.bitwise_not(x)
-
-
-bitwise_not = invert
-
-
-def isfinite(x):
-    """True where ``x`` is neither infinite nor NaN.
-
-    >>> isfinite(1.0).item()
-    True
-    """
-    x = as_operand(x)
-    if not dtypes.is_float(x.dtype):
-        return lax.eq(x, x)
-    return lax.is_finite(x)
-
-
-def isnan(x):
-    """True where ``x`` is NaN.
-
-    >>> isnan(float("nan")).item()
-    True
-    """
-    x = as_operand(x)
-    return lax.ne(x, x)
-
-
-def isinf(x):
-    """True where ``x`` is +inf or -inf.
-
-    >>> isinf(float("-inf")).item()
-    True
-    """
-    x = as_operand(x)
-    if not dtypes.is_float(x.dtype):
-        return lax.ne(x, x)
-    return lax.eq(lax.abs(x), constant_like(x, np.inf))
-
-
 def where(condition, x=None, y=None):
     """``x`` where ``condition`` holds, else ``y`` (with broadcasting and promotion).
 
@@ -796,7 +614,7 @@ def where(condition, x=None, y=None):
         return nonzero(condition)
     if x is None or y is None:
         raise FlamefxTypeError("where takes either one argument or three")
-    condition = _truth(condition)
+    condition = truth(condition)
     x, y = promote_args(x, y)
     condition, x, y = broadcast_arrays(condition, x, y)
     return lax.select_n(condition, y, x)

@@ -42,7 +42,7 @@ def _reduce(lax_reduce, x, axis, keepdims):
     return _keep_dims(out, x.shape, axes) if keepdims else out
 
 
-def sum(a, axis=None, dtype=None, keepdims: bool = False):  # noqa: A001  (NumPy's name)
+def sum(a, axis=None, dtype=None, keepdims: bool = False):
     """The sum of ``a`` over ``axis`` (None: every axis).
 
     >>> sum([[1, 2], [3, 4]], axis=0).tolist()
@@ -120,7 +120,7 @@ def _check_nonempty(name, a, axis):
                                 f"identity; pass an axis that is not empty\n  at {user_frame()}")
 
 
-def max(a, axis=None, keepdims: bool = False):  # noqa: A001  (NumPy's name)
+def max(a, axis=None, keepdims: bool = False):
     """The maximum over ``axis`` (NaN propagates).
 
     >>> max([1, 5, 3]).item()
@@ -133,7 +133,7 @@ def max(a, axis=None, keepdims: bool = False):  # noqa: A001  (NumPy's name)
     return _reduce(lax.reduce_max, a, axis, keepdims)
 
 
-def min(a, axis=None, keepdims: bool = False):  # noqa: A001  (NumPy's name)
+def min(a, axis=None, keepdims: bool = False):
     """The minimum over ``axis`` (NaN propagates).
 
     >>> min([4, 2, 3]).item()
@@ -155,7 +155,7 @@ def _truth(a):
     return a if a.dtype == dtypes.bool_ else lax.ne(a, constant_like(a, 0))
 
 
-def all(a, axis=None, keepdims: bool = False):  # noqa: A001  (NumPy's name)
+def all(a, axis=None, keepdims: bool = False):
     """True where every element over ``axis`` is nonzero.
 
     >>> all([1, 0]).item()
@@ -164,7 +164,7 @@ def all(a, axis=None, keepdims: bool = False):  # noqa: A001  (NumPy's name)
     return _reduce(lax.reduce_and, _truth(a), axis, keepdims)
 
 
-def any(a, axis=None, keepdims: bool = False):  # noqa: A001  (NumPy's name)
+def any(a, axis=None, keepdims: bool = False):
     """True where some element over ``axis`` is nonzero.
 
     >>> any([1, 0]).item()
@@ -258,7 +258,7 @@ def logsumexp(a, axis=None, b=None, keepdims: bool = False):
     >>> round(logsumexp([0.0, 0.0]).item(), 5)
     0.69315
     """
-    from flamefx.numpy.math import isfinite
+    from flamefx.numpy.logic import isfinite
     a = as_operand(a)
     if not dtypes.is_float(a.dtype):
         a = convert(a, to_inexact_dtype(a.dtype), a.weak_type)

@@ -7,13 +7,14 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 from flamefx import core, dtypes, lax
 from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
 from flamefx.numpy.promotion import (as_operand, broadcast_to, canonical_axes, canonical_axis,
                                      convert, promote_dtypes)
-
 
 
 def shape(a) -> tuple:
@@ -333,7 +334,7 @@ def _split(a, indices_or_sections, axis, even: bool) -> list:
     n = a.shape[axis]
     points = _split_points(n, indices_or_sections, even)
     pieces = []
-    for start, stop in zip(points[:-1], points[1:]):
+    for start, stop in itertools.pairwise(points):
         start = _clamp_index(int(start), n)
         stop = max(_clamp_index(int(stop), n), start)
         pieces.append(_slice_axis(a, axis, start, stop))
