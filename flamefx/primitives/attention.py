@@ -269,16 +269,15 @@ def dot_product_attention(q, k, v, bias=None, mask=None, is_causal=False, scale=
     scale = 1.0 / math.sqrt(core.get_aval(q).shape[-1]) if scale is None else float(scale)
     operands = [q, k, v]
     if mask is not None:
-        q_aval = core.get_aval(q)
-        mask_aval = core.get_aval(mask)
-        if bias is None:
-            bias = _full(q, mask_aval.shape, 0, q_aval.dtype)
-        bias_aval = core.get_aval(bias)
-        if bias_aval.shape != mask_aval.shape:
-            shape = tuple(max(a, b) for a, b in zip(bias_aval.shape, mask_aval.shape))
-            bias = broadcast_in_dim(bias, shape, (0, 1, 2, 3))
-            mask = broadcast_in_dim(mask, shape, (0, 1, 2, 3))
-        shape = core.get_aval(bias).shape
+        q_aval, k_aval = core.get_aval(q), core.get_aval(k)
+        given = [core.get_aval(a).shape for a in (bias, mask) if a is not None]
+        # The bias operand may share dims of size 1 over batch and heads; queries and keys
+        # are always materialized, since the mask applies per score.
+        shape = (max(s[0] for s in given), max(s[1] for s in given), q_aval.shape[2],
+                 k_aval.shape[2])
+        bias = _full(q, shape, 0, q_aval.dtype) if bias is None else bias
+        bias, mask = (a if core.get_aval(a).shape == shape else
+                      broadcast_in_dim(a, shape, (0, 1, 2, 3)) for a in (bias, mask))
         lowest = _full(q, shape, float(dtypes.finfo(q_aval.dtype).min), q_aval.dtype)
         bias = select_n(mask, lowest, bias)
     if bias is not None:

@@ -20,6 +20,7 @@ from flamefx import core, dtypes
 from flamefx.core import Primitive, ShapedArray
 from flamefx.errors import FlamefxTypeError
 from flamefx.primitives.elementwise import add, convert_element_type, mul
+from flamefx.primitives.linalg import PRECISIONS
 from flamefx.primitives.structural import broadcast_in_dim, reshape, rev, transpose
 
 
@@ -79,6 +80,9 @@ def _conv_abstract_eval(x, w, *, window_strides, padding, lhs_dilation, rhs_dila
                         ("rhs_dilation", rhs_dilation)):
         if any(v < 1 for v in value):
             raise FlamefxTypeError(f"{name} must be positive, got {value}")
+    if precision is not None and precision not in PRECISIONS:
+        raise FlamefxTypeError(f"precision must be None or one of {PRECISIONS}, got "
+                               f"{precision!r}")
     groups = feature_group_count
     if groups < 1 or x.shape[1] % groups or w.shape[0] % groups:
         raise FlamefxTypeError(
