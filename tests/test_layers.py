@@ -144,3 +144,19 @@ def test_a_small_classifier_learns():
         model = step(model)
     accuracy = float(fnp.mean(fnp.argmax(model(x), axis=-1) == labels))
     assert float(loss(model)) < 0.5 * first and accuracy > 0.85
+
+
+def test_per_example_gradients_with_vmap():
+    layer = nn.Linear.init(frandom.key(2), 3, 2)
+    x = frandom.normal(frandom.key(3), (4, 3))
+    y = fnp.asarray([0, 1, 1, 0])
+
+    def loss(m, xi, yi):
+        return nn.softmax_cross_entropy_with_integer_labels(m(xi), yi)
+
+    batched = flamefx.vmap(flamefx.grad(loss), in_axes=(None, 0, 0))(layer, x, y)
+    assert batched.weight.shape == (4, 3, 2)
+    for i in range(4):
+        single = flamefx.grad(loss)(layer, x[i], y[i])
+        np.testing.assert_allclose(np.asarray(batched.weight[i]), np.asarray(single.weight),
+                                   rtol=1e-5, atol=1e-6)

@@ -75,8 +75,8 @@ def batch_norm(x, scale, bias, running_mean, running_var, *, training: bool,
 
     Returns ``(y, new_running_mean, new_running_var)``. In training the batch statistics
     normalize and the running ones move ``new = momentum * old + (1 - momentum) * batch``
-    (the unbiased batch variance, as PyTorch); otherwise the running statistics normalize
-    and come back unchanged.
+    (Flax's convention: PyTorch's momentum 0.1 is 0.9 here, and the batch variance is the
+    biased one); otherwise the running statistics normalize and come back unchanged.
 
     >>> y, m, v = batch_norm(fnp.ones((4, 3)), fnp.ones(3), fnp.zeros(3), fnp.zeros(3),
     ...                      fnp.ones(3), training=True)
@@ -90,10 +90,8 @@ def batch_norm(x, scale, bias, running_mean, running_var, *, training: bool,
         mean = fnp.mean(x, axis=reduce_axes)
         centered = x - fnp.reshape(mean, feature_shape)
         var = fnp.mean(centered * centered, axis=reduce_axes)
-        count = x.size // x.shape[axis]
-        unbiased = var * (count / max(count - 1, 1))
         new_mean = momentum * running_mean + (1.0 - momentum) * mean
-        new_var = momentum * running_var + (1.0 - momentum) * unbiased
+        new_var = momentum * running_var + (1.0 - momentum) * var
     else:
         mean, var = running_mean, running_var
         centered = x - fnp.reshape(mean, feature_shape)
