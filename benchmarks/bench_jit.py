@@ -16,9 +16,9 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
+import harness
 
-W4_N = int(os.environ.get("BENCH_W4_N", 1 << 24))
+W4_N = int(os.environ.get("BENCH_W4_N", str(1 << 24)))
 W5_N = 1000
 GELU_C = 0.7978845608028654
 

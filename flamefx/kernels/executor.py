@@ -16,14 +16,18 @@ as a CUDA graph.
 from __future__ import annotations
 
 import functools
+import logging
 import os
+import sys
 
 import numpy as np
 
-from flamefx import dtypes
+from flamefx import config, dtypes
 from flamefx.devices import cupy
 from flamefx.jaxpr import Jaxpr, Literal
 from flamefx.kernels import fusion
+
+log = logging.getLogger("flamefx.jit")
 
 
 class SlotPlan:
@@ -134,7 +138,7 @@ def _empty(cp, shape, dtype):
 class _FusedLaunch:
     """One fused kernel (and the finishing kernel of a split reduction), ready to launch."""
 
-    __slots__ = ("kernel", "finish", "grid", "finish_grid", "out_specs", "partial")
+    __slots__ = ("finish", "finish_grid", "grid", "kernel", "out_specs", "partial")
 
     def __init__(self, fused: fusion.FusedKernel, device_sms: int):
         module = _module(fused.source)
@@ -171,7 +175,7 @@ class _FusedLaunch:
 class _OpaqueLaunch:
     """One equation through its primitive's cuda_impl."""
 
-    __slots__ = ("impl", "params", "out_dtypes")
+    __slots__ = ("impl", "out_dtypes", "params")
 
     def __init__(self, eqn):
         self.impl = eqn.prim.impl_for("gpu")
@@ -218,12 +222,29 @@ class GpuExecutable:
         read_by_opaque = {s for ins, fused in zip(self.slots.step_ins, self.contiguous_ins)
                           if not fused for s in ins}
         self.recyclable = [s not in read_by_opaque for s in self.slots.in_slots]
+        # Graphs pay off when a call launches several kernels.
+        self.graph_eligible = self.plan.kernel_count >= 2
+        self.graph: _GraphReplay | None = None
+        self.calls = 0
+        self.last_env = None
 
     @property
     def kernel_count(self) -> int:
         return self.plan.kernel_count
 
     def __call__(self, bufs, donated=()) -> list:
+        graph = self.graph
+        if graph is None and self.graph_eligible and config.read("cuda_graphs"):
+            self.calls += 1
+            if self.calls >= 2:  # the first call is the warm-up (compiles, fills the pools)
+                graph = self.graph = _capture(self, bufs)
+                if graph is None:
+                    self.graph_eligible = False  # capture failed: remember, run plain
+        if graph is not None and graph.ready(bufs, donated):
+            return graph(bufs)
+        return self.run_steps(bufs, donated)
+
+    def run_steps(self, bufs, donated=(), release: bool = True) -> list:
         cp = cupy()
         env = self.slots.template.copy()
         for s, b in zip(self.slots.in_slots, bufs):
@@ -237,20 +258,113 @@ class GpuExecutable:
                     donated_at.setdefault(self.slots.input_last_use[i], []).append(i)
             for i in donated_at.pop(-1, ()):  # donated but never read: free from the start
                 _give(free, bufs[i])
-        for k, (launch, ins, outs, release, contiguous) in enumerate(self.steps):
+        for k, (launch, ins, outs, release_slots, contiguous) in enumerate(self.steps):
             args = [env[s] for s in ins]
             if contiguous:
                 args = [a if a.flags.c_contiguous else cp.ascontiguousarray(a) for a in args]
             for s, r in zip(outs, launch(cp, args, free)):
                 env[s] = r
-            for s in release:
-                env[s] = None
+            if release:
+                for s in release_slots:
+                    env[s] = None
             if donated_at and k in donated_at:
                 for i in donated_at[k]:
                     _give(free, bufs[i])
+        self.last_env = None if release else env
         return [env[s] for s in self.slots.out_slots]
 
 
 def _give(free: dict, buf) -> None:
     if buf.flags.c_contiguous:
         free.setdefault((buf.shape, buf.dtype), []).append(buf)
+
+
+class _GraphReplay:
+    """A whole call captured as a CUDA graph, replayed with one launch.
+
+    The graph reads fixed staging buffers (arguments are copied in) and writes fixed
+    output buffers, so it may only replay once nobody holds the previous call's outputs
+    (they were dropped, or donated back in): ``ready()`` checks exactly that, and a call
+    that finds them still held runs the plain executable instead. All memory the capture
+    touched comes from a private pool that lives as long as the graph, so nothing else can
+    be handed a block the graph writes to.
+    """
+
+    def __init__(self, graph, stream, pool, staging, outs, keepalive):
+        self.graph, self.stream, self.pool = graph, stream, pool
+        self.staging, self.outs, self.keepalive = staging, outs, keepalive
+        self.copies = [(st.data.ptr, st.nbytes) for st in staging]
+        self.baseline = [_holders(o) for o in outs]
+
+    def ready(self, bufs, donated) -> bool:
+        # An output handed back in through donation may be overwritten (the caller deletes
+        # its Array); it must just have no views, which would share its memory.
+        donated_ids = {id(bufs[i]) for i in donated}
+        for o, base in zip(self.outs, self.baseline):
+            held = _holders(o)
+            if id(o) in donated_ids:
+                held, base = held[1:], base[1:]
+            if held != base:
+                return False
+        return True
+
+    def __call__(self, bufs) -> list:
+        cp = cupy()
+        runtime = cp.cuda.runtime
+        stream = self.stream
+        stream.wait_event(cp.cuda.get_current_stream().record())
+        for (dst, nbytes), src in zip(self.copies, bufs):
+            if nbytes:
+                src = src if src.flags.c_contiguous else cp.ascontiguousarray(src)
+                runtime.memcpyAsync(dst, src.data.ptr, nbytes,
+                                    runtime.memcpyDeviceToDevice, stream.ptr)
+        self.graph.launch(stream)
+        cp.cuda.get_current_stream().wait_event(stream.record())
+        return list(self.outs)
+
+
+def _holders(buf) -> tuple:
+    """Reference counts that change when anyone else holds ``buf`` or a view of it."""
+    return sys.getrefcount(buf), sys.getrefcount(buf.data), sys.getrefcount(buf.data.mem)
+
+
+def _capture(exe: GpuExecutable, bufs) -> _GraphReplay | None:
+    """Captures one call of ``exe``; None when some step cannot be captured."""
+    cp = cupy()
+    from cupy.cuda import cublas
+    from cupy.cuda import device as cuda_device
+    pool = cp.cuda.MemoryPool()
+    stream = cp.cuda.Stream(non_blocking=True)
+    handle = cuda_device.get_cublas_handle()
+    old_cublas_stream = cublas.getStream(handle)
+    try:
+        with cp.cuda.using_allocator(pool.malloc), stream:
+            # cuBLAS calls made directly (kernels/cublas.py) go to the handle's stream.
+            cublas.setStream(handle, stream.ptr)
+            stream.wait_event(cp.cuda.get_current_stream().record())
+            staging = [_empty(cp, b.shape, b.dtype) for b in bufs]
+            for st, b in zip(staging, bufs):
+                b = b if b.flags.c_contiguous else cp.ascontiguousarray(b)
+                cp.cuda.runtime.memcpyAsync(st.data.ptr, b.data.ptr, st.nbytes,
+                                            cp.cuda.runtime.memcpyDeviceToDevice, stream.ptr)
+            # A dry run fills the private pool with every block the capture will ask for.
+            exe.run_steps(staging, release=False)
+            exe.last_env = None
+            stream.synchronize()
+            stream.begin_capture()
+            try:
+                outs = exe.run_steps(staging, release=False)
+                keepalive = exe.last_env
+            finally:
+                graph = stream.end_capture()
+            exe.last_env = None
+    except Exception as e:  # noqa: BLE001  (CuPy or the driver refused: run without a graph)
+        log.info("CUDA graph capture failed (%s: %s); running the plain executable",
+                 type(e).__name__, e)
+        return None
+    finally:
+        cublas.setStream(handle, old_cublas_stream)
+    replay = _GraphReplay(graph, stream, pool, staging, outs, keepalive)
+    del outs, keepalive
+    replay.baseline = [_holders(o) for o in replay.outs]  # now only the replay holds them
+    return replay

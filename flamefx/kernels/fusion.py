@@ -267,7 +267,6 @@ def _index_type(n: int) -> str:
 
 def _generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
     shape = kernel.shape
-    ndim = len(shape)
     red = kernel.reduction
     names: dict[int, str] = {}
     inputs: list[Var] = []

@@ -19,11 +19,12 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from flamefx import config, core, dtypes, tree_util
-from flamefx.devices import Device, cupy, default_device, devices, move_buffer
 from flamefx.core import Array, EvalTrace, Primitive, ShapedArray, Tracer
+from flamefx.devices import Device, cupy, default_device, devices, move_buffer
 from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
 from flamefx.jaxpr import Jaxpr, eval_jaxpr, hoist_consts, trace_to_jaxpr
 from flamefx.transforms import passes
@@ -198,7 +199,7 @@ jit_call_p = Primitive(
 
 
 class _CacheEntry:
-    __slots__ = ("program", "consts", "out_tree", "signature", "donated", "executable")
+    __slots__ = ("consts", "donated", "executable", "out_tree", "program", "signature")
 
     def __init__(self, program, consts, out_tree, signature, donated):
         self.program, self.consts, self.out_tree = program, consts, out_tree
@@ -390,7 +391,7 @@ class Jitted:
             exe = entry.executable = _BoundExecutable(entry, device)
         return exe(leaves)
 
-    def lower(self, *args, platform: str | None = None, **kwargs) -> "Lowered":
+    def lower(self, *args, platform: str | None = None, **kwargs) -> Lowered:
         """Traces and optimizes for these arguments; ``as_text()`` shows the result.
 
         ``platform='gpu'`` plans the GPU kernels (and gives their CUDA source) even on a
@@ -408,7 +409,7 @@ class Jitted:
 class _BoundExecutable:
     """A cache entry's executable for one device, with its constants already on it."""
 
-    __slots__ = ("device_key", "run", "const_bufs", "donated", "any_donated", "weak", "device")
+    __slots__ = ("any_donated", "const_bufs", "device", "device_key", "donated", "run", "weak")
 
     def __init__(self, entry: _CacheEntry, device):
         self.device_key = self.device = device
@@ -423,9 +424,7 @@ class _BoundExecutable:
         bufs = list(self.const_bufs)
         device = self.device
         for x in leaves:
-            if type(x) is not Array:
-                x = core.to_array(x, device=device)
-            elif x._device != device:
+            if type(x) is not Array or x._device != device:
                 x = core.to_array(x, device=device)
             bufs.append(x.buffer)
         if self.any_donated:
@@ -498,4 +497,4 @@ def jit(fun: Callable | None = None, *, static_argnums=(), static_argnames=(),
     return Jitted(fun, static_argnums, static_argnames, donate_argnums)
 
 
-__all__ = ["jit", "jit_call_p", "Jitted", "Lowered", "Program", "make_program"]
+__all__ = ["Jitted", "Lowered", "Program", "jit", "jit_call_p", "make_program"]
