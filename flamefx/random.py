@@ -47,7 +47,8 @@ def key(seed) -> core.Array:
     else:
         high = elementwise.convert_element_type(fnp.zeros((), seed.dtype), dtypes.uint32)
     low = elementwise.convert_element_type(seed, dtypes.uint32)
-    return structural.concatenate([structural.reshape(high, (1,)), structural.reshape(low, (1,))], 0)
+    words = [structural.reshape(high, (1,)), structural.reshape(low, (1,))]
+    return structural.concatenate(words, 0)
 
 
 PRNGKey = key
@@ -75,7 +76,8 @@ def _hash_counters(k, x0, x1):
 
 
 def _counter_bits(k, count: int):
-    """``count`` random uint32 words: the hash of counters 0..count-1, in JAX's layout."""
+    """``count`` random uint32 words: the hash of counters 0..count-1 (JAX's layout when
+    ``count`` is even; for odd counts JAX pads with a zero counter, this with ``count``)."""
     half = (count + 1) // 2
     x0 = structural.iota(dtypes.uint32, (half,), 0)
     x1 = elementwise.add(x0, _full_u32(half, (half,)))
@@ -151,7 +153,8 @@ def _unit_float(k, shape, dtype, open_interval: bool):
                     + elementwise.convert_element_type(low, dtypes.float64))
         step = 2.0**-53
     else:
-        mantissa = elementwise.convert_element_type(_shift_right(_counter_bits(k, n), 8), dtypes.float32)
+        top_bits = _shift_right(_counter_bits(k, n), 8)  # 24 bits: exact in float32
+        mantissa = elementwise.convert_element_type(top_bits, dtypes.float32)
         step = 2.0**-24
     unit = (mantissa + 0.5) * step if open_interval else mantissa * step
     return structural.reshape(unit, shape)
