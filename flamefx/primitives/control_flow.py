@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import builtins
 import functools
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from flamefx import core, dtypes, tree_util
 from flamefx import devices as _devices
@@ -412,7 +412,7 @@ def _trace_carry_fun(flat_fun: Callable, carry_avals, extra_avals, who: str, ini
     for _ in range(len(carry_avals) + 2):
         box = []
 
-        def fun(*xs):
+        def fun(*xs, box=box):
             leaves, carry_tree, rest = flat_fun(*xs)
             box.append(carry_tree)
             return leaves + rest
@@ -761,6 +761,10 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     >>> partial_sums.tolist()
     [0.0, 1.0, 3.0, 6.0]
     """
+    return _scan(f, init, xs, length, reverse, "scan's f")
+
+
+def _scan(f: Callable, init, xs, length, reverse, who: str):
     xs_flat, xs_tree = tree_util.tree_flatten(xs)
     xs_flat = [core.ensure_array(x) for x in xs_flat]
     lengths = {x.shape[0] if x.shape else None for x in xs_flat}
@@ -791,7 +795,7 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
 
     x_avals = [x.aval.update(shape=x.shape[1:]) for x in xs_flat]
     jaxpr, consts, carry_avals = _trace_carry_fun(
-        body_flat, [x.aval for x in init_flat], x_avals, "scan's f", init_tree)
+        body_flat, [x.aval for x in init_flat], x_avals, who, init_tree)
     init_flat = [_cast_to(x, a) for x, a in zip(init_flat, carry_avals)]
     outs = core.bind_list(scan_p, *consts, *init_flat, *xs_flat, jaxpr=jaxpr,
                           num_consts=len(consts), num_carry=len(init_flat), length=length,
@@ -818,7 +822,8 @@ def fori_loop(lower, upper, body_fun: Callable, init_val):
             i, val = carry
             return (i + 1, body_fun(i, val)), None
 
-        (_, result), _ = scan(step, (index, init_val), None, length=builtins.max(stop - start, 0))
+        (_, result), _ = _scan(step, (index, init_val), None, builtins.max(stop - start, 0),
+                               False, "body_fun")
         return result
     lower, upper = core.ensure_array(lower), core.ensure_array(upper)
     if lower.dtype != upper.dtype:

@@ -94,25 +94,25 @@ def _scan_counting_reference(w, c, k, xs):
 
 SAMPLES = {
     "cond": [
-        Sample(_cond_args(lambda rng: rng.integers(0, 3)), dict(branches=_BRANCHES),
+        Sample(_cond_args(lambda rng: rng.integers(0, 3)), {"branches": _BRANCHES},
                _cond_reference, grad_argnums=(1, 2), name="random branch"),
-        Sample(_cond_args(lambda rng: -2), dict(branches=_BRANCHES), _cond_reference,
+        Sample(_cond_args(lambda rng: -2), {"branches": _BRANCHES}, _cond_reference,
                grad_argnums=(1, 2), name="index below range clamps to branch 0"),
     ],
     "while": [
-        Sample(_while_args, dict(cond_jaxpr=_WHILE_COND, body_jaxpr=_WHILE_BODY,
-                                 cond_nconsts=1, body_nconsts=1),
+        Sample(_while_args, {"cond_jaxpr": _WHILE_COND, "body_jaxpr": _WHILE_BODY,
+                             "cond_nconsts": 1, "body_nconsts": 1},
                _while_reference, grad_argnums=(), name="data-dependent trip count"),
     ],
     "scan": [
         Sample(lambda rng: [rng.uniform(0.5, 1.0, 3), rng.standard_normal(3),
                             rng.standard_normal((4, 3))],
-               dict(jaxpr=_SCAN_BODY, num_consts=1, num_carry=1, length=4, reverse=False),
+               {"jaxpr": _SCAN_BODY, "num_consts": 1, "num_carry": 1, "length": 4, "reverse": False},
                _scan_reference, grad_argnums=(0, 1, 2), name="recurrence"),
         Sample(lambda rng: [rng.uniform(0.5, 1.0, 3), rng.standard_normal(3),
                             np.array(rng.integers(0, 3), np.int32), rng.standard_normal((3, 3))],
-               dict(jaxpr=_SCAN_COUNTING_BODY, num_consts=1, num_carry=2, length=3,
-                    reverse=True),
+               {"jaxpr": _SCAN_COUNTING_BODY, "num_consts": 1, "num_carry": 2, "length": 3,
+                "reverse": True},
                _scan_counting_reference, grad_argnums=(0, 1, 3), name="reversed, int carry"),
     ],
 }
