@@ -149,10 +149,10 @@ class _FusedLaunch:
             blocks = max(1, min(-(-fused.total // block), device_sms * 32))
             self.grid, self.finish, self.partial = (blocks,), None, None
         else:
-            self.grid = (fused.split, min(fused.outer, 65535))
+            self.grid = (fused.split, min(max(fused.outer, 1), 65535))
             if fused.split > 1:
                 self.finish = module.get_function(fused.name + "_finish")
-                self.finish_grid = (min(fused.outer, 65535),)
+                self.finish_grid = (min(max(fused.outer, 1), 65535),)
                 self.partial = ((fused.outer, fused.split), fused.partial_dtype)
             else:
                 self.finish, self.partial = None, None
