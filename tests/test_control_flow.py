@@ -176,8 +176,29 @@ def test_vmap_while_batched_predicate_runs_until_every_example_is_done():
     assert np.asarray(counts).tolist() == [4, 2, 0, 5]
     # An unbatched predicate (a shared counter) with a batched carry stays one loop.
     def steps(x):
-        return lax.fori_loop(0, fnp.array(3), lambda i, c: c * 2.0 + i, x)
+        return lax.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, c[1] * 2.0 + c[0]),
+                              (0, x))[1]
     _close(flamefx.vmap(steps)(xs), [steps(x) for x in xs])
+    # Batched trip counts: fori_loop with traced bounds is a while_loop.
+    ns = np.array([0, 3, 1, 2], np.int32)
+    halvings = flamefx.vmap(lambda n, x: lax.fori_loop(0, n, lambda i, c: c * 0.5, x))
+    _close(halvings(ns, xs), xs * 0.5 ** ns)
+
+
+def test_loop_bodies_are_traced_and_compiled_once():
+    from flamefx.primitives import control_flow
+    traced = []
+
+    def body(i, x):
+        traced.append(i)
+        return x * 0.5 + 1.0
+
+    misses = control_flow._executable.cache_info().misses
+    f = flamefx.jit(lambda x: lax.fori_loop(0, 50, body, x))
+    f(X0)
+    f(X0 + 1.0)
+    assert len(traced) == 1
+    assert control_flow._executable.cache_info().misses - misses == 1
 
 
 # --- jit -------------------------------------------------------------------------------------
