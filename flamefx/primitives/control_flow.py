@@ -173,6 +173,7 @@ def _reorder(jaxpr: Jaxpr, in_groups, out_groups) -> Jaxpr:
 
 
 def _split(seq, *sizes) -> list:
+    """Cuts ``seq`` into lists of ``sizes``, plus the rest."""
     out, start = [], 0
     for n in sizes:
         out.append(list(seq[start:start + n]))
@@ -489,7 +490,7 @@ def _while_jvp(primals, tangents, *, cond_jaxpr, body_jaxpr, cond_nconsts, body_
     ne, nb, nct, nkt = len(extra), len(body_consts), sum(const_nz), sum(carry_nz)
     # Inputs come as (extra, consts, carry, const tangents, carry tangents); the loop wants
     # the tangents of the consts among the consts and those of the carry in the carry.
-    at = _offsets(ne, nb, n, nct, nkt)
+    at = _split(range(ne + nb + n + nct + nkt), ne, nb, n, nct)
     body_jvp = _reorder(body_jvp, [at[0], at[1], at[3], at[2], at[4]], [range(n + nkt)])
     tangent_avals = [_aval(p) for p, nz in zip(carry, carry_nz) if nz]
     cond_jvp = Jaxpr([], cond_jaxpr.invars + [Var(a) for a in tangent_avals],
@@ -503,14 +504,6 @@ def _while_jvp(primals, tangents, *, cond_jaxpr, body_jaxpr, cond_nconsts, body_
         body_nconsts=ne + nb + nct)
     given = iter(results[n:])
     return results[:n], [next(given) if nz else None for nz in carry_nz]
-
-
-def _offsets(*sizes) -> list[range]:
-    out, start = [], 0
-    for n in sizes:
-        out.append(range(start, start + n))
-        start += n
-    return out
 
 
 def _while_batch(axis_size, args, bdims, *, cond_jaxpr, body_jaxpr, cond_nconsts,
@@ -645,8 +638,9 @@ def _scan_jvp(primals, tangents, *, jaxpr, num_consts, num_carry, length, revers
                                      carry_nz + [False] * n_ys)
     ys_nz = out_nz[num_carry:]
     ne, nct, nkt, nxt = len(extra), sum(const_nz), sum(carry_nz), sum(xs_nz)
-    at = _offsets(ne, num_consts, num_carry, len(xs), nct, nkt, nxt)
-    out_at = _offsets(num_carry, n_ys, nkt, sum(ys_nz))
+    at = _split(range(ne + len(primals) + nct + nkt + nxt), ne, num_consts, num_carry, len(xs),
+                nct, nkt)
+    out_at = _split(range(len(body.outvars)), num_carry, n_ys, nkt)
     body = _reorder(body, [at[0], at[1], at[4], at[2], at[5], at[3], at[6]],
                     [out_at[0], out_at[2], out_at[1], out_at[3]])
     init_t = [t if t is not None else zeros_like(p)
