@@ -294,9 +294,12 @@ class _GraphReplay:
         self.graph, self.stream, self.pool = graph, stream, pool
         self.staging, self.outs, self.keepalive = staging, outs, keepalive
         self.copies = [(st.data.ptr, st.nbytes) for st in staging]
-        self.baseline = [_holders(o) for o in outs]
+        self.baseline = None
 
     def ready(self, bufs, donated) -> bool:
+        if self.baseline is None:  # first use: nobody but the replay holds the outputs yet
+            self.baseline = [_holders(o) for o in self.outs]
+            return True
         # An output handed back in through donation may be overwritten (the caller deletes
         # its Array); it must just have no views, which would share its memory.
         donated_ids = {id(bufs[i]) for i in donated}
@@ -335,9 +338,10 @@ def _capture(exe: GpuExecutable, bufs) -> _GraphReplay | None:
     from cupy.cuda import device as cuda_device
     pool = cp.cuda.MemoryPool()
     stream = cp.cuda.Stream(non_blocking=True)
-    handle = cuda_device.get_cublas_handle()
-    old_cublas_stream = cublas.getStream(handle)
+    handle = old_cublas_stream = None
     try:
+        handle = cuda_device.get_cublas_handle()
+        old_cublas_stream = cublas.getStream(handle)
         with cp.cuda.using_allocator(pool.malloc), stream:
             # cuBLAS calls made directly (kernels/cublas.py) go to the handle's stream.
             cublas.setStream(handle, stream.ptr)
@@ -349,22 +353,19 @@ def _capture(exe: GpuExecutable, bufs) -> _GraphReplay | None:
                                             cp.cuda.runtime.memcpyDeviceToDevice, stream.ptr)
             # A dry run fills the private pool with every block the capture will ask for.
             exe.run_steps(staging, release=False)
-            exe.last_env = None
             stream.synchronize()
             stream.begin_capture()
             try:
                 outs = exe.run_steps(staging, release=False)
                 keepalive = exe.last_env
             finally:
+                exe.last_env = None
                 graph = stream.end_capture()
-            exe.last_env = None
     except Exception as e:  # noqa: BLE001  (CuPy or the driver refused: run without a graph)
         log.info("CUDA graph capture failed (%s: %s); running the plain executable",
                  type(e).__name__, e)
         return None
     finally:
-        cublas.setStream(handle, old_cublas_stream)
-    replay = _GraphReplay(graph, stream, pool, staging, outs, keepalive)
-    del outs, keepalive
-    replay.baseline = [_holders(o) for o in replay.outs]  # now only the replay holds them
-    return replay
+        if old_cublas_stream is not None:
+            cublas.setStream(handle, old_cublas_stream)
+    return _GraphReplay(graph, stream, pool, staging, outs, keepalive)
