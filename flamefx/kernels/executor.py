@@ -353,6 +353,7 @@ def _capture(exe: GpuExecutable, bufs) -> _GraphReplay | None:
                                             cp.cuda.runtime.memcpyDeviceToDevice, stream.ptr)
             # A dry run fills the private pool with every block the capture will ask for.
             exe.run_steps(staging, release=False)
+            exe.last_env = None  # its blocks go back to the private pool for the capture
             stream.synchronize()
             stream.begin_capture()
             try:
