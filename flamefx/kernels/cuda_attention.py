@@ -24,8 +24,12 @@ import numpy as np
 
 from flamefx import devices
 from flamefx.errors import FlamefxValueError
-from flamefx.kernels.cuda_scalar import (acc_numpy_dtype, raw_view, scalar_prelude,
-                                         set_dynamic_shared_memory)
+from flamefx.kernels.cuda_scalar import (
+    acc_numpy_dtype,
+    raw_view,
+    scalar_prelude,
+    set_dynamic_shared_memory,
+)
 
 _TILE = 64  # rows per tile, both sides
 _THREADS = 256
