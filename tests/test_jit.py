@@ -245,13 +245,17 @@ def test_grad_of_grad_through_jit():
 
 
 def test_jvp_of_jit():
-    f = lambda x: fnp.sin(x) * 2.0
+    def f(x):
+        return fnp.sin(x) * 2.0
+
     x, t = _x(4), _x(4)
     _assert_trees_close(flamefx.jvp(flamefx.jit(f), (x,), (t,)), flamefx.jvp(f, (x,), (t,)))
 
 
 def test_vmap_of_jit_and_jit_of_vmap():
-    f = lambda a, b: fnp.sum(fnp.tanh(a) * b) + a[0]
+    def f(a, b):
+        return fnp.sum(fnp.tanh(a) * b) + a[0]
+
     a, b = _x(6, 3), _x(3)
     want = flamefx.vmap(f, in_axes=(0, None))(a, b)
     _assert_trees_close(flamefx.vmap(flamefx.jit(f), in_axes=(0, None))(a, b), want)
@@ -399,7 +403,9 @@ def test_gpu_w4_fused_kernel_count_and_values():
 
 @pytest.mark.gpu
 def test_gpu_half_precision_fusion():
-    f = lambda x: fnp.sum((x * 2.0 + 1.0).astype(np.float32), axis=1)
+    def f(x):
+        return fnp.sum((x * 2.0 + 1.0).astype(np.float32), axis=1)
+
     for dtype in (np.float16, flamefx.dtypes.bfloat16):
         x = _x(8, 512).astype(dtype)
         np.testing.assert_allclose(np.asarray(flamefx.jit(f)(_on_gpu(x))), np.asarray(f(x)),

@@ -348,7 +348,8 @@ class Jitted:
         return sig
 
     def _miss_message(self, signature) -> str:
-        head = f"Compiling {self.__name__} for ({', '.join(f'{k}: {v}' for k, v in signature.items())})"
+        described = ", ".join(f"{k}: {v}" for k, v in signature.items())
+        head = f"Compiling {self.__name__} for ({described})"
         if not self._cache:
             return head + ": first call."
         def distance(entry):
