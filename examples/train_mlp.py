@@ -19,12 +19,17 @@ import flamefx.numpy as fnp
 from flamefx import nn, optim, random
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("steps", 1500, "Training steps.")
-flags.DEFINE_integer("batch_size", 128, "Examples per step.")
-flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate.")
-flags.DEFINE_integer("hidden", 256, "Hidden layer width.")
-flags.DEFINE_integer("seed", 0, "Random seed.")
-flags.DEFINE_string("out", "runs/mlp", "Directory for the saved parameters.")
+
+
+def define_flags():
+    # Defined only when run as a script: train_diffusion imports this module and has flags
+    # of the same names.
+    flags.DEFINE_integer("steps", 1500, "Training steps.")
+    flags.DEFINE_integer("batch_size", 128, "Examples per step.")
+    flags.DEFINE_float("learning_rate", 2e-3, "Adam learning rate.")
+    flags.DEFINE_integer("hidden", 256, "Hidden layer width.")
+    flags.DEFINE_integer("seed", 0, "Random seed.")
+    flags.DEFINE_string("out", "runs/mlp", "Directory for the saved parameters.")
 
 
 def load_digits_split(seed: int = 0):
@@ -106,4 +111,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)
