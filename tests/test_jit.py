@@ -465,3 +465,16 @@ def test_gpu_cuda_graph_replay_matches_plain_and_respects_held_outputs():
         program = donating._cache[next(iter(donating._cache))].program
         exe = next(iter(program.executables.values()))
         print("graph captured:", exe.graph is not None)
+
+
+def test_grad_and_jvp_of_jit_with_integer_inputs_and_outputs():
+    def f(x, idx):
+        return fnp.sum(x[idx] ** 2), idx * 2
+
+    x, idx = _x(5), fnp.asarray(np.array([0, 2, 2], np.int32))
+    loss = lambda x, idx: f(x, idx)[0]  # noqa: E731
+    np.testing.assert_allclose(np.asarray(flamefx.grad(lambda x: flamefx.jit(f)(x, idx)[0])(x)),
+                               np.asarray(flamefx.grad(loss)(x, idx)), rtol=1e-6)
+    (_, i_out), (t_loss, _) = flamefx.jvp(lambda x: flamefx.jit(f)(x, idx), (x,), (fnp.ones(5),))
+    assert i_out.tolist() == [0, 4, 4]
+    np.testing.assert_allclose(float(t_loss), float(2 * (x[0] + 2 * x[2])), rtol=1e-5)
