@@ -21,6 +21,7 @@ from flamefx.transforms.batching import vmap
 from flamefx.transforms.checkpoint import checkpoint, remat
 from flamefx.transforms.custom import custom_jvp, custom_vjp
 from flamefx.transforms.jit import jit
+from flamefx.transforms.pmap import pmap
 from flamefx.transfer import block_until_ready, device_get, device_put, from_dlpack
 from flamefx.serialization import load, save
 from flamefx import lax, nn, numpy, optim, random, tree_util  # noqa: F401

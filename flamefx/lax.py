@@ -39,3 +39,6 @@ from flamefx.transforms.ad import stop_gradient
 # --- control flow (cond, scan, while_loop, fori_loop) ------------------------------------------
 from flamefx.primitives.control_flow import (  # noqa: F401
     cond, fori_loop, scan, switch, while_loop)
+
+# --- collectives over a named vmap/pmap axis ---------------------------------------------------
+from flamefx.primitives.collectives import all_gather, pmax, pmean, psum, psum_scatter

@@ -10,3 +10,4 @@ from flamefx.primitives import attention  # noqa: F401
 from flamefx.primitives import random_ops  # noqa: F401
 from flamefx.primitives import normalization  # noqa: F401
 from flamefx.primitives import control_flow  # noqa: F401
+from flamefx.primitives import collectives  # noqa: F401

@@ -94,7 +94,11 @@ class BatchTrace(Trace):
             raise FlamefxError(f"primitive {prim.name!r} has no batching rule, so it cannot be "
                                f"used under vmap\n  at {user_frame()}")
         with core.set_current_trace(self.parent):
-            outs, out_bdims = prim.batch(self.axis_size, vals, bdims, **params)
+            if "axis_name" in params:  # a collective's rule must know whether it names this axis
+                outs, out_bdims = prim.batch(self.axis_size, vals, bdims, **params,
+                                             names_this_axis=names_this_axis)
+            else:
+                outs, out_bdims = prim.batch(self.axis_size, vals, bdims, **params)
         return [BatchTracer(self, o, d) if d is not not_mapped else o
                 for o, d in zip(outs, out_bdims)]
 
