@@ -188,7 +188,8 @@ def torch_w6():
     def loss(params, x, y):
         h = torch.relu(x @ params[0] + params[1])
         logits = h @ params[2] + params[3]
-        return -torch.log_softmax(logits, -1)[y]
+        # A mask, not indexing: torch.func's vmap cannot index by a traced label.
+        return -(torch.log_softmax(logits, -1) * (torch.arange(10, device=dev) == y)).sum()
 
     f = vmap(grad(loss), in_dims=(None, 0, 0))
     return lambda: f(params, x, y)

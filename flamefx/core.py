@@ -522,22 +522,21 @@ def _wrap_output(prim, buf, aval, device) -> Array:
 
 
 def _common_device(prim, args) -> _devices.Device:
-    """The device of a primitive's operands; 0-d operands follow the others."""
-    device = None
-    for a in args:
-        if a._device != device:
-            if device is None or not a.shape:
-                device = device or a._device
-                continue
-            if args[0]._device == device and not args[0].shape:
-                device = a._device
-                continue
-            raise FlamefxError(
-                f"{prim.name}: operands live on different devices ({device} and {a._device}); "
-                f"move them with flamefx.device_put first\n  at {user_frame()}")
-    # Non-scalar operands decide; a 0-d first operand must not pull them off their device.
-    shaped = [a._device for a in args if a.shape]
-    return shaped[0] if shaped else (device or _devices.default_device())
+    """The device a primitive runs on: where its non-scalar operands live; for all-scalar
+    operands, where the first non-weak one lives. Weak scalars (from Python numbers) and
+    other 0-d operands follow, so ``0 + x`` stays on ``x``'s device."""
+    shaped = [a for a in args if a.shape]
+    if shaped:
+        device = shaped[0]._device
+        for a in shaped[1:]:
+            if a._device != device:
+                raise FlamefxError(
+                    f"{prim.name}: operands live on different devices ({device} and "
+                    f"{a._device}); move them with flamefx.device_put first\n  at {user_frame()}")
+        return device
+    strong = [a for a in args if not a._weak]
+    chosen = strong or list(args)
+    return chosen[0]._device if chosen else _devices.default_device()
 
 
 class _Context(threading.local):
