@@ -340,8 +340,7 @@ def load_judge(path: str, seed: int):
         print(f"no classifier at {path}: training one with train_mlp.py's defaults")
         train_mlp.train(steps=1500, batch_size=128, learning_rate=2e-3, hidden=256,
                         seed=seed, out=os.path.dirname(path) or ".")
-    like = train_mlp.init_mlp(random.key(0), [64, 256, 256, 10])
-    return flamefx.load(path, like=like)
+    return flamefx.load(path)  # the layer sizes come from the file
 
 
 # --- pictures -----------------------------------------------------------------------------
