@@ -405,8 +405,10 @@ def all_gather(x, axis_name, *, axis: int = 0, tiled: bool = False):
 
     def gather(v):
         ndim = core.get_aval(v).ndim
-        return all_gather_p.bind(v, axis_name=name, axis_size=size,
-                                 axis=axis % (ndim + (0 if tiled else 1)), tiled=bool(tiled))
+        params = {"axis_name": name, "axis_size": size, "axis": axis % (ndim + (0 if tiled else 1)),
+                      "tiled": bool(tiled)}
+        core.abstract_eval(all_gather_p, [core.get_aval(v)], params)  # vmap's rule skips it
+        return all_gather_p.bind(v, **params)
     return tree_util.tree_map(gather, x)
 
 
@@ -423,9 +425,10 @@ def psum_scatter(x, axis_name, *, scatter_dimension: int = 0, tiled: bool = Fals
 
     def scatter(v):
         ndim = core.get_aval(v).ndim
-        return psum_scatter_p.bind(v, axis_name=name, axis_size=size,
-                                   scatter_dimension=scatter_dimension % max(ndim, 1),
-                                   tiled=bool(tiled))
+        params = {"axis_name": name, "axis_size": size,
+                      "scatter_dimension": scatter_dimension % max(ndim, 1), "tiled": bool(tiled)}
+        core.abstract_eval(psum_scatter_p, [core.get_aval(v)], params)  # vmap's rule skips it
+        return psum_scatter_p.bind(v, **params)
     return tree_util.tree_map(scatter, x)
 
 

@@ -14,9 +14,7 @@ pmap is ``vmap`` with the same ``axis_name``: the same values, without the devic
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
-
-import numpy as np
+from collections.abc import Callable
 
 from flamefx import core, tree_util
 from flamefx import devices as _devices

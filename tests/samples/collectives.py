@@ -18,20 +18,20 @@ def _distinct(*shape):  # pmax's gradient is defined away from ties
 
 
 SAMPLES = {
-    "psum": [Sample(_normal(2, 3), dict(axis_name=()), lambda x: x, grad_argnums=(0,)),
+    "psum": [Sample(_normal(2, 3), {"axis_name": ()}, lambda x: x, grad_argnums=(0,)),
              Sample(lambda rng: [rng.integers(-5, 5, (4,)).astype(np.int32)],
-                    dict(axis_name=()), lambda x: x)],
-    "pmean": [Sample(_normal(3,), dict(axis_name=()), lambda x: x, grad_argnums=(0,))],
-    "pmax": [Sample(_distinct(2, 3), dict(axis_name=()), lambda x: x, grad_argnums=(0,))],
+                    {"axis_name": ()}, lambda x: x)],
+    "pmean": [Sample(_normal(3,), {"axis_name": ()}, lambda x: x, grad_argnums=(0,))],
+    "pmax": [Sample(_distinct(2, 3), {"axis_name": ()}, lambda x: x, grad_argnums=(0,))],
     "all_gather": [
-        Sample(_normal(2, 3), dict(axis_name=(), axis_size=1, axis=1, tiled=False),
+        Sample(_normal(2, 3), {"axis_name": (), "axis_size": 1, "axis": 1, "tiled": False},
                lambda x: x[:, None, :], grad_argnums=(0,)),
-        Sample(_normal(2, 3), dict(axis_name=(), axis_size=1, axis=0, tiled=True),
+        Sample(_normal(2, 3), {"axis_name": (), "axis_size": 1, "axis": 0, "tiled": True},
                lambda x: x, grad_argnums=(0,))],
     "psum_scatter": [
-        Sample(_normal(2, 1, 3), dict(axis_name=(), axis_size=1, scatter_dimension=1,
-                                      tiled=False),
+        Sample(_normal(2, 1, 3), {"axis_name": (), "axis_size": 1, "scatter_dimension": 1,
+                                      "tiled": False},
                lambda x: x[:, 0, :], grad_argnums=(0,)),
-        Sample(_normal(4, 2), dict(axis_name=(), axis_size=1, scatter_dimension=0, tiled=True),
+        Sample(_normal(4, 2), {"axis_name": (), "axis_size": 1, "scatter_dimension": 0, "tiled": True},
                lambda x: x, grad_argnums=(0,))],
 }
