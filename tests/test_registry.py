@@ -188,3 +188,25 @@ def test_gpu_matches_cpu(name, i):
                 *[args[k] for k in sample.grad_argnums])
         _assert_outputs_close(loss_on(flamefx.devices("gpu")[0]),
                               loss_on(flamefx.devices("cpu")[0]), 2e-3, f"{name} GPU grads")
+
+
+_GPU_VMAP_SAMPLE = ("add", "exp", "reduce_sum", "dot_general", "transpose", "gather",
+                    "broadcast_in_dim", "select_n", "conv_general_dilated", "scan")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", [n for n in _GPU_VMAP_SAMPLE if n in SAMPLES])
+def test_gpu_vmap_matches_cpu(name):
+    prim, sample = _sample(name, 0)
+    rng = np.random.default_rng(7)
+    examples = [sample.make(rng) for _ in range(3)]
+    keep64 = any(_holds_jaxpr(v) for v in sample.params.values())
+    batched = [np.stack([ex[k] for ex in examples]) if isinstance(a, np.ndarray) else a
+               for k, a in enumerate(examples[0])]
+    if not keep64:
+        batched = [a.astype(np.float32) if isinstance(a, np.ndarray) and a.dtype == np.float64
+                   else a for a in batched]
+    f = flamefx.vmap(_apply(prim, sample.params))
+    cpu = f(*_arrays(batched, flamefx.devices("cpu")[0]))
+    gpu = f(*_arrays(batched, flamefx.devices("gpu")[0]))
+    _assert_outputs_close(gpu, cpu, 2e-4, f"{name} vmap GPU vs CPU")
