@@ -144,6 +144,9 @@ np.testing.assert_allclose(np.asarray(q), np.broadcast_to(x.mean(1, keepdims=Tru
 gp = flamefx.pmap(flamefx.grad(lambda v: fnp.sum(fnp.tanh(lax.psum(v, "i")))), axis_name="i")(x)
 gv = flamefx.vmap(flamefx.grad(lambda v: fnp.sum(fnp.tanh(lax.psum(v, "i")))), axis_name="i")(x)
 np.testing.assert_allclose(np.asarray(gp), np.asarray(gv), rtol=1e-12)
+# A rank-1 argument maps to 0-d slices.
+c = flamefx.pmap(lambda c: c + lax.psum(c, "i"), axis_name="i")(np.arange(4))
+assert np.asarray(c).tolist() == [6, 7, 8, 9], c
 try:
     flamefx.pmap(lambda v: v, axis_name="i")(np.ones((5, 2)))
     raise SystemExit("no error for 5 shards on 4 devices")

@@ -133,7 +133,7 @@ def _drop_axis(aval, ax):
 def _slice(x: Array, ax, i):
     if ax is None:
         return x
-    index = (slice(None),) * ax + (i,)
+    index = (slice(None),) * ax + (i, Ellipsis)  # the Ellipsis keeps 0-d results arrays
     return Array(x.buffer[index], x.device, x.weak_type)
 
 
