@@ -26,7 +26,7 @@ import flamefx.numpy as fnp
 from flamefx import nn, optim, random, tree_util
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train_mlp beside us
-import train_mlp  # noqa: E402
+import train_mlp
 
 FLAGS = flags.FLAGS
 

@@ -34,7 +34,7 @@ import flamefx.numpy as fnp
 from flamefx import dtypes, lax, nn, optim, random
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train_mlp beside us
-import train_mlp  # noqa: E402
+import train_mlp
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("steps", 500, "Training steps.")
@@ -281,8 +281,11 @@ def save_checkpoint(out: str, state: dict, losses: list) -> None:
 def load_checkpoint(out: str, like: dict) -> tuple[dict, list]:
     state = flamefx.load(os.path.join(out, CHECKPOINT), like=like)
     history = os.path.join(out, LOSS_HISTORY)
-    losses = json.load(open(history)) if os.path.exists(history) else []
-    return state, [tuple(point) for point in losses]
+    losses = []
+    if os.path.exists(history):
+        with open(history) as f:
+            losses = [tuple(point) for point in json.load(f)]
+    return state, losses
 
 
 # --- sampling -----------------------------------------------------------------------------
@@ -337,8 +340,8 @@ def judge(mlp_params, images) -> dict:
 
 def load_judge(path: str, seed: int):
     if not os.path.exists(path):
-        print(f"no classifier at {path}: training one with train_mlp.py's defaults")
-        train_mlp.train(steps=1500, batch_size=128, learning_rate=2e-3, hidden=256,
+        print(f"no classifier at {path}: training one with train_mlp.py (500 steps)")
+        train_mlp.train(steps=500, batch_size=128, learning_rate=2e-3, hidden=256,
                         seed=seed, out=os.path.dirname(path) or ".")
     return flamefx.load(path)  # the layer sizes come from the file
 
@@ -384,7 +387,9 @@ def write_loss_plot(path: str, losses, width: int = 640, height: int = 400) -> N
     from PIL import Image, ImageDraw
     steps = np.array([s for s, _ in losses], np.float64)
     values = np.array([v for _, v in losses], np.float64)
-    smooth = np.array([values[max(0, i - 9):i + 1].mean() for i in range(len(values))])
+    window = max(1, len(values) // 40)
+    smooth = np.array([values[max(0, i - window + 1):i + 1].mean()
+                       for i in range(len(values))])
     left, right, top, bottom = 70, 20, 30, 50
     image = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(image)
@@ -444,22 +449,32 @@ def train(steps=500, batch_size=32, channels=16, image_size=8, timesteps=200,
 
     first_step = int(state["step"])
     start = time.perf_counter()
-    step = first_step
+    pending = []  # (step, loss array) not yet read back
+
+    def read_pending():
+        # Reading losses waits for the device: done at log and checkpoint times only.
+        fresh = [(s, float(value)) for s, value in pending]
+        pending.clear()
+        losses.extend(fresh)
+        return fresh
+
     for step in range(first_step, steps):
         rng = np.random.default_rng([seed, step])  # a resumed run sees the same batches
         batch = fnp.asarray(x_train[rng.integers(0, len(x_train), batch_size)])
         state, loss = train_step(state, batch, random.fold_in(random.key(seed), step))
+        pending.append((step, loss))
         done = step + 1
         if step % log_every == 0 or done == steps:
-            losses.append((step, float(loss)))
+            recent = np.mean([value for _, value in read_pending()])
             rate = (done - first_step) / (time.perf_counter() - start)
-            print(f"step {step:6d}/{steps}  loss {float(loss):.4f}  {rate:6.2f} steps/s",
+            print(f"step {step:6d}/{steps}  loss {recent:.4f}  {rate:6.2f} steps/s",
                   flush=True)
-        if done % checkpoint_every == 0 or done == steps:
+        out_of_time = time_budget_s and time.perf_counter() - start > time_budget_s
+        if done % checkpoint_every == 0 or done == steps or out_of_time:
+            read_pending()
             save_checkpoint(out, state, losses)
-        if time_budget_s and time.perf_counter() - start > time_budget_s:
+        if out_of_time:
             print(f"time budget of {time_budget_s:.0f} s reached at step {done}")
-            save_checkpoint(out, state, losses)
             break
     train_seconds = time.perf_counter() - start
     final_step = int(state["step"])
@@ -484,7 +499,7 @@ def train(steps=500, batch_size=32, channels=16, image_size=8, timesteps=200,
     sample_figures = judge(mlp_params, samples)
     real_figures = judge(mlp_params, x_test)
     results = {"final_step": final_step, "losses": losses,
-               "final_loss": float(np.mean([v for _, v in losses[-5:]])) if losses else None,
+               "final_loss": float(np.mean([v for _, v in losses[-50:]])) if losses else None,
                "train_seconds": train_seconds, "sample_seconds": sample_seconds,
                "samples": sample_figures, "real": real_figures,
                "samples_png": grid_path, "loss_png": loss_path}
