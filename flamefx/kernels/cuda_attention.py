@@ -7,8 +7,8 @@ for float64 inputs). The forward keeps a running max and sum per row (online sof
 it never stores the seq x seq score matrix, and writes the log-sum-exp ``lse`` per row.
 The backward recomputes each probability tile from ``lse``: one kernel walks key tiles
 per query tile for dQ, the other walks query tiles per key tile for dK and dV, so no
-atomics are needed. Scores stay in the natural-log domain so that a masked bias of the
-dtype's lowest value stays finite (a fully masked row averages, as on the CPU).
+atomics are needed. A bias at the dtype's lowest value (or -inf) hides its key like causal
+masking does; a row that sees no key at all gives zeros and ``lse = -inf``.
 
 Head dims up to 128 (64 for float64) are supported; memory is linear in the sequence.
 
@@ -30,6 +30,7 @@ from flamefx.kernels.cuda_scalar import (
     scalar_prelude,
     set_dynamic_shared_memory,
 )
+from flamefx.primitives.attention import masked_score
 
 _TILE = 64  # rows per tile, both sides
 _THREADS = 256
@@ -51,15 +52,19 @@ __device__ __forceinline__ void load_tile(ACC* dst, const T* src, int rows, int 
   }
 }
 
+// A bias at or below mask_value (the dtype's lowest value, or -inf) masks its score: the
+// key is hidden from that query exactly as causal masking hides it.
+__device__ __forceinline__ bool attends(const T* bias, int row, int col, int sq, int sk,
+                                       ACC mask_value) {
+  if (row >= sq || col >= sk || (CAUSAL && col > row)) return false;
+  return !HAS_BIAS || LOAD(bias[(long long)row * sk + col]) > mask_value;
+}
+
 __device__ __forceinline__ ACC score(ACC dot, ACC scale, const T* bias, int row, int col,
                                      int sk) {
   ACC val = dot * scale;
   if (HAS_BIAS) val += LOAD(bias[(long long)row * sk + col]);
   return val;
-}
-
-__device__ __forceinline__ bool visible(int row, int col, int sq, int sk) {
-  return row < sq && col < sk && !(CAUSAL && col > row);
 }
 """
 
@@ -67,7 +72,8 @@ _FORWARD = r"""
 extern "C" __global__ void __launch_bounds__(256) flamefx_flash_forward(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     const T* __restrict__ bias, T* __restrict__ out, ACC* __restrict__ lse, int heads, int sq,
-    int sk, int d, int dv, long long bias_sb, long long bias_sh, ACC scale) {
+    int sk, int d, int dv, long long bias_sb, long long bias_sh, ACC scale,
+    ACC mask_value) {
   extern __shared__ __align__(16) unsigned char smem[];
   ACC* qs = (ACC*)smem;            // [BM][DP + 1]
   ACC* ks = qs + BM * (DP + 1);    // [BN][DP + 1]
@@ -122,8 +128,8 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_forward(
       #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int col = k0 + tx + 16 * j;
-        s[i][j] = visible(row, col, sq, sk) ? score(s[i][j], scale, bias, row, col, sk)
-                                            : NEG_INF;
+        s[i][j] = attends(bias, row, col, sq, sk, mask_value)
+            ? score(s[i][j], scale, bias, row, col, sk) : NEG_INF;
         row_max = MAX(row_max, s[i][j]);
       }
       // The 16 threads sharing these rows are one half-warp: reduce across it.
@@ -166,7 +172,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_forward(
   for (int i = 0; i < 4; ++i) {
     const int row = q0 + ty * 4 + i;
     if (row >= sq) continue;
-    const ACC inv = (ACC)1 / l[i];
+    const ACC inv = l[i] > (ACC)0 ? (ACC)1 / l[i] : (ACC)0;  // fully masked rows give 0
     #pragma unroll
     for (int jj = 0; jj < DVP / 16; ++jj) {
       const int col = tx + 16 * jj;
@@ -199,7 +205,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dq(
     const T* __restrict__ bias, const T* __restrict__ dout, const ACC* __restrict__ lse,
     const ACC* __restrict__ delta, T* __restrict__ dq, ACC* __restrict__ dbias_full,
     int heads, int sq, int sk, int d, int dv, long long bias_sb, long long bias_sh,
-    ACC scale) {
+    ACC scale, ACC mask_value) {
   extern __shared__ __align__(16) unsigned char smem[];
   ACC* qs = (ACC*)smem;              // [BM][DP + 1]
   ACC* dos = qs + BM * (DP + 1);     // [BM][DVP + 1]
@@ -271,7 +277,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dq(
       for (int j = 0; j < 4; ++j) {
         const int col = k0 + tx + 16 * j;
         ACC ds = 0;
-        if (visible(row, col, sq, sk)) {
+        if (attends(bias, row, col, sq, sk, mask_value)) {
           const ACC p = EXP2((score(s[i][j], scale, bias, row, col, sk) - row_lse[i])
                              * (ACC)LOG2E);
           ds = p * (dp[i][j] - row_delta[i]);
@@ -312,7 +318,8 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dkdv(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     const T* __restrict__ bias, const T* __restrict__ dout, const ACC* __restrict__ lse,
     const ACC* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv_out, int heads,
-    int sq, int sk, int d, int dv, long long bias_sb, long long bias_sh, ACC scale) {
+    int sq, int sk, int d, int dv, long long bias_sb, long long bias_sh, ACC scale,
+    ACC mask_value) {
   extern __shared__ __align__(16) unsigned char smem[];
   ACC* ks = (ACC*)smem;              // [BN][DP + 1]
   ACC* vs = ks + BN * (DP + 1);      // [BN][DVP + 1]
@@ -386,10 +393,12 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dkdv(
       #pragma unroll
       for (int j = 0; j < 4; ++j) {
         const int qr = tx + 16 * j, row = q0 + qr;
-        ACC p = 0;
-        if (visible(row, key, sq, sk))
+        ACC p = 0, ds = 0;
+        if (attends(bias, row, key, sq, sk, mask_value)) {
           p = EXP2((score(st[i][j], scale, bias, row, key, sk) - ls[qr]) * (ACC)LOG2E);
-        dst[i][j] = p * (dpt[i][j] - dls[qr]);
+          ds = p * (dpt[i][j] - dls[qr]);
+        }
+        dst[i][j] = ds;
         ps[(ty * 4 + i) * (BM + 1) + qr] = p;
       }
     }
@@ -488,6 +497,7 @@ class _Launch:
         self.b, self.h, self.sq, self.sk, self.d, self.dv = b, h, sq, sk, d, dv
         self.dp, self.dvp = _padded(d), _padded(dv)
         self.acc = acc_numpy_dtype(q.dtype)
+        self.mask_value = masked_score(q.dtype)
         self.module = _module(q.dtype.name, self.dp, self.dvp, bool(is_causal),
                               bias is not None)
         if bias is not None:
@@ -505,7 +515,7 @@ class _Launch:
     def shape_args(self, scale):
         return (np.int32(self.h), np.int32(self.sq), np.int32(self.sk), np.int32(self.d),
                 np.int32(self.dv), np.int64(self.bias_sb), np.int64(self.bias_sh),
-                self.acc.type(scale))
+                self.acc.type(scale), self.acc.type(self.mask_value))
 
 
 def _contiguous(cp, *arrays):

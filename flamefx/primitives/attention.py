@@ -22,7 +22,17 @@ import numpy as np
 from flamefx import core, dtypes
 from flamefx.core import Primitive, ShapedArray
 from flamefx.errors import FlamefxTypeError
-from flamefx.primitives.elementwise import add, exp, ge, mul, select_n, sub
+from flamefx.primitives.elementwise import (
+    add,
+    bitwise_or,
+    exp,
+    is_finite,
+    le,
+    lt,
+    mul,
+    select_n,
+    sub,
+)
 from flamefx.primitives.linalg import dot_general
 from flamefx.primitives.nn_ops import _cast, _full, _scale_by, accumulation_dtype
 from flamefx.primitives.reductions import reduce_sum
@@ -68,24 +78,38 @@ def _fwd_abstract_eval(q, k, v, *bias, is_causal, scale):
             ShapedArray(q.shape[:3], accumulation_dtype(q.dtype))]
 
 
+def masked_score(dtype) -> float:
+    """The bias value that masks a score: the dtype's lowest finite value (anything at or
+    below it, -inf included). A masked key is hidden from that query as causal masking
+    hides it; a query that sees no key at all gets zeros (as FlashAttention and cuDNN)."""
+    return float(dtypes.finfo(dtype).min)
+
+
 def _scores_numpy(q, k, bias, is_causal, scale, acc):
+    """Scaled scores plus bias, -inf where a key is hidden (causal or masked)."""
     s = np.einsum("bhqd,bhkd->bhqk", q.astype(acc), k.astype(acc)) * acc.type(scale)
     if bias is not None:
-        s = s + bias.astype(acc)
+        s = np.where(bias <= masked_score(bias.dtype), -np.inf, s + bias.astype(acc))
     if is_causal:
         sq, sk = s.shape[2:]
         s = np.where(np.tri(sq, sk, dtype=bool), s, -np.inf)
     return s
 
 
+def _finite_or_zero(x):
+    return np.where(np.isfinite(x), x, 0.0)
+
+
 def _fwd_impl(q, k, v, *bias, is_causal, scale):
     acc = accumulation_dtype(q.dtype)
     s = _scores_numpy(q, k, bias[0] if bias else None, is_causal, scale, acc)
-    m = s.max(axis=-1, keepdims=True)
+    m = _finite_or_zero(s.max(axis=-1, keepdims=True))  # rows that see no key: all -inf
     p = np.exp(s - m)
     total = p.sum(axis=-1, keepdims=True)
-    out = np.einsum("bhqk,bhkd->bhqd", p / total, v.astype(acc))
-    return [out.astype(q.dtype), (m + np.log(total))[..., 0]]
+    out = np.einsum("bhqk,bhkd->bhqd", p / np.where(total > 0, total, 1.0), v.astype(acc))
+    with np.errstate(divide="ignore"):
+        lse = (m + np.log(total))[..., 0]
+    return [out.astype(q.dtype), lse]
 
 
 def _fwd_cuda(q, k, v, *bias, is_causal, scale):
@@ -165,7 +189,7 @@ def _bwd_impl(q, k, v, *rest, is_causal, scale):
     bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
     acc = accumulation_dtype(q.dtype)
     s = _scores_numpy(q, k, bias[0] if bias else None, is_causal, scale, acc)
-    p = np.exp(s - lse[..., None])
+    p = np.where(np.isfinite(s), np.exp(s - _finite_or_zero(lse)[..., None]), 0.0)
     dout = dout.astype(acc)
     dv = np.einsum("bhqk,bhqd->bhkd", p, dout)
     dp = np.einsum("bhqd,bhkd->bhqk", dout, v.astype(acc))
@@ -196,12 +220,24 @@ def naive_attention_bwd(q, k, v, *rest, is_causal, scale):
     batch_dims = ((0, 1), (0, 1))
     s = _scale_by(dot_general(q, k, (((3,), (3,)), batch_dims)), scale)
     shape = (b, h, sq, sk)
+    hidden = None  # keys a query does not see: masked by the bias, or causal
     if bias:
-        s = add(s, broadcast_in_dim(_cast(bias[0], acc), shape, (0, 1, 2, 3)))
+        bias_full = broadcast_in_dim(bias[0], shape, (0, 1, 2, 3))
+        bias_dtype = core.get_aval(bias_full).dtype
+        hidden = le(bias_full, _full(bias_full, shape, masked_score(bias_dtype), bias_dtype))
+        s = add(s, _cast(bias_full, acc))
     if is_causal:
-        keep = ge(iota(np.dtype(np.int32), shape, 2), iota(np.dtype(np.int32), shape, 3))
-        s = select_n(keep, _full(s, shape, np.finfo(acc).min, acc), s)
-    p = exp(sub(s, broadcast_in_dim(lse, shape, (0, 1, 2))))
+        later = lt(iota(np.dtype(np.int32), shape, 2), iota(np.dtype(np.int32), shape, 3))
+        hidden = later if hidden is None else bitwise_or(hidden, later)
+    # Rows that see no key have lse = -inf; exp must only see finite, selected arguments
+    # so that its derivative stays finite where select_n drops it.
+    lse = select_n(is_finite(lse), _full(lse, core.get_aval(lse).shape, 0, acc), lse)
+    lse_full = broadcast_in_dim(lse, shape, (0, 1, 2))
+    if hidden is None:
+        p = exp(sub(s, lse_full))
+    else:
+        p = exp(sub(select_n(hidden, s, lse_full), lse_full))
+        p = select_n(hidden, p, _full(p, shape, 0, acc))
     dv = dot_general(p, dout, (((2,), (2,)), batch_dims))
     dp = dot_general(dout, v, (((3,), (3,)), batch_dims))
     delta = sub(reduce_sum(mul(dout, out), (3,)), dlse)
@@ -256,8 +292,9 @@ def dot_product_attention(q, k, v, bias=None, mask=None, is_causal=False, scale=
     """softmax(q kᵀ * scale + bias, masked) v over (batch, heads, seq, dim) arrays.
 
     ``scale`` defaults to 1/sqrt(dim). ``bias`` is (batch or 1, heads or 1, q_seq, k_seq);
-    ``mask`` (bool, same layout) keeps True entries (masked scores become the dtype's
-    lowest value, so a fully masked row averages all values, as in JAX). ``is_causal``
+    ``mask`` (bool, same layout) keeps True entries; a bias entry at the dtype's lowest
+    value (or -inf) masks the same way. A query that sees no key gets zeros (as in
+    FlashAttention and cuDNN). ``is_causal``
     lets query i see keys j <= i (top-left aligned, like PyTorch and JAX). On the GPU it
     runs fused flash-attention kernels: memory linear in the sequence length.
 
@@ -278,8 +315,7 @@ def dot_product_attention(q, k, v, bias=None, mask=None, is_causal=False, scale=
         bias = _full(q, shape, 0, q_aval.dtype) if bias is None else bias
         bias, mask = (a if core.get_aval(a).shape == shape else
                       broadcast_in_dim(a, shape, (0, 1, 2, 3)) for a in (bias, mask))
-        lowest = _full(q, shape, float(dtypes.finfo(q_aval.dtype).min), q_aval.dtype)
-        bias = select_n(mask, lowest, bias)
+        bias = select_n(mask, _full(q, shape, masked_score(q_aval.dtype), q_aval.dtype), bias)
     if bias is not None:
         operands.append(bias)
     out, lse = flash_attention_p.bind(*operands, is_causal=bool(is_causal), scale=scale)

@@ -31,7 +31,7 @@ def accumulation_dtype(dtype) -> np.dtype:
 
 def _full(like, shape, value, dtype):
     """A constant array of ``shape`` on ``like``'s device (so GPU rules stay on the GPU)."""
-    device = getattr(like, "device", None)
+    device = like.device if core.is_array(like) else None
     scalar = core.to_array(np.asarray(value, dtype), device=device, weak=False)
     return broadcast_in_dim(scalar, tuple(shape), ())
 

@@ -73,13 +73,20 @@ CONV_SAMPLES = [
 # --- attention -----------------------------------------------------------------------------
 
 
-def attention_reference(q, k, v, bias=None, *, is_causal, scale):
-    """softmax(q k^T * scale + bias) v and the log-sum-exp of each row, in float64."""
+def _reference_scores(q, k, bias, is_causal, scale):
+    """Scores with -inf where a key is hidden: causal, or a bias at float64's lowest value."""
     s = np.einsum("bhqd,bhkd->bhqk", q, k) * scale
     if bias is not None:
-        s = s + bias
+        s = np.where(bias <= np.finfo(bias.dtype).min, -np.inf, s + bias)
     if is_causal:
         s = np.where(np.tril(np.ones(s.shape[2:], bool)), s, -np.inf)
+    return s
+
+
+def attention_reference(q, k, v, bias=None, *, is_causal, scale):
+    """softmax(q k^T * scale + bias) v and the log-sum-exp of each row, in float64 (no row
+    of the samples is fully masked)."""
+    s = _reference_scores(q, k, bias, is_causal, scale)
     lse = np.log(np.sum(np.exp(s - s.max(-1, keepdims=True)), -1)) + s.max(-1)
     return [np.einsum("bhqk,bhkd->bhqd", np.exp(s - lse[..., None]), v), lse]
 
@@ -87,9 +94,7 @@ def attention_reference(q, k, v, bias=None, *, is_causal, scale):
 def attention_bwd_reference(q, k, v, *rest, is_causal, scale):
     """Gradients of <dout, out> + <dlse, lse> by the textbook softmax derivative."""
     bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
-    s = np.einsum("bhqd,bhkd->bhqk", q, k) * scale + (bias[0] if bias else 0)
-    if is_causal:
-        s = np.where(np.tril(np.ones(s.shape[2:], bool)), s, -np.inf)
+    s = _reference_scores(q, k, bias[0] if bias else None, is_causal, scale)
     p = np.exp(s - lse[..., None])
     dp = np.einsum("bhqd,bhkd->bhqk", dout, v)
     ds = p * (dp - np.sum(dout * out, -1, keepdims=True)) + p * dlse[..., None]
@@ -107,22 +112,31 @@ def _attention_shapes(b, h, sq, sk, d, dv, bias_shape):
     return shapes + ([bias_shape] if bias_shape else [])
 
 
+def _attention_inputs(rng, shapes, masked_fraction):
+    inputs = [rng.standard_normal(s) for s in shapes]
+    if masked_fraction:  # hide some keys through the bias; every query keeps key 0
+        hide = rng.random(shapes[3]) < masked_fraction
+        hide[..., 0] = False
+        inputs[3] = np.where(hide, np.finfo(np.float64).min, inputs[3])
+    return inputs
+
+
 def _attention_sample(b, h, sq, sk, d, dv, *, is_causal=False, scale=0.4, bias_shape=None,
-                      name=""):
+                      masked_fraction=0.0, name=""):
     shapes = _attention_shapes(b, h, sq, sk, d, dv, bias_shape)
     return Sample(
-        make=lambda rng: [rng.standard_normal(s) for s in shapes],
+        make=lambda rng: _attention_inputs(rng, shapes, masked_fraction),
         params={"is_causal": is_causal, "scale": scale},
         reference=lambda *a: attention_reference(*a, is_causal=is_causal, scale=scale),
         grad_argnums=tuple(range(len(shapes))), name=name)
 
 
 def _attention_bwd_sample(b, h, sq, sk, d, dv, *, is_causal=False, scale=0.4, bias_shape=None,
-                          name=""):
+                          masked_fraction=0.0, name=""):
     shapes = _attention_shapes(b, h, sq, sk, d, dv, bias_shape)
 
     def make(rng):
-        inputs = [rng.standard_normal(s) for s in shapes]
+        inputs = _attention_inputs(rng, shapes, masked_fraction)
         out, lse = attention_reference(*inputs, is_causal=is_causal, scale=scale)
         return inputs + [out, lse, rng.standard_normal(out.shape),
                          rng.standard_normal(lse.shape)]
@@ -138,8 +152,12 @@ def _attention_bwd_sample(b, h, sq, sk, d, dv, *, is_causal=False, scale=0.4, bi
 ATTENTION_CASES = [
     {"b": 2, "h": 2, "sq": 5, "sk": 7, "d": 8, "dv": 6, "name": "cross attention, odd lengths"},
     {"b": 1, "h": 2, "sq": 6, "sk": 6, "d": 4, "dv": 4, "is_causal": True, "name": "causal"},
-    {"b": 2, "h": 2, "sq": 3, "sk": 4, "d": 4, "dv": 4, "bias_shape": (1, 2, 3, 4), "name": "bias shared by batch"},
+    {"b": 2, "h": 2, "sq": 3, "sk": 4, "d": 4, "dv": 4, "bias_shape": (1, 2, 3, 4),
+     "name": "bias shared by batch"},
     {"b": 1, "h": 1, "sq": 1, "sk": 1, "d": 3, "dv": 2, "name": "sequence 1"},
+    {"b": 2, "h": 1, "sq": 4, "sk": 5, "d": 3, "dv": 3, "bias_shape": (2, 1, 4, 5),
+     "masked_fraction": 0.4, "is_causal": True,
+     "name": "keys hidden by the bias (lowest value) and causally"},
 ]
 
 
