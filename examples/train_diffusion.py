@@ -334,7 +334,7 @@ def judge(mlp_params, images) -> dict:
     histogram = np.bincount(labels, minlength=10) / len(labels)
     nonzero = histogram[histogram > 0]
     return {"confident_share": float(np.mean(probs.max(axis=-1) >= 0.9)),
-            "class_entropy": float(-(nonzero * np.log(nonzero)).sum() / math.log(10)),
+            "class_entropy": float(-(nonzero * np.log(nonzero)).sum() / math.log(10)) + 0.0,
             "histogram": np.bincount(labels, minlength=10).tolist()}
 
 
