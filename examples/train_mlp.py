@@ -8,6 +8,7 @@ uses them as a judge of its samples), and prints the loss as it goes.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 
@@ -47,7 +48,7 @@ def load_digits_split(seed: int = 0):
 def init_mlp(key, sizes):
     """Parameters of an MLP as a list of {"w", "b"} dicts (plain pytrees)."""
     params = []
-    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+    for fan_in, fan_out in itertools.pairwise(sizes):
         key, sub = random.split(key)
         params.append({"w": nn.initializers.he_normal()(sub, (fan_in, fan_out)),
                        "b": fnp.zeros(fan_out)})
