@@ -86,7 +86,7 @@ def test_cosine_schedule_constants():
 
 
 def test_write_png_round_trips(tmp_path):
-    from PIL import Image
+    Image = pytest.importorskip("PIL.Image")
     pixels = (np.arange(6 * 5) * 8).astype(np.uint8).reshape(6, 5)
     train_diffusion.write_png(str(tmp_path / "a.png"), pixels)
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), pixels)
