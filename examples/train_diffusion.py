@@ -385,6 +385,7 @@ def write_loss_plot(path: str, losses, width: int = 640, height: int = 400) -> N
     """Writes a line chart of ``losses`` [(step, loss), ...]: raw points in light grey, a
     running mean in blue, axes with step and loss ticks."""
     from PIL import Image, ImageDraw
+    losses = [(s, v) for s, v in losses if np.isfinite(v)] or [(0, 0.0)]  # a diverged run
     steps = np.array([s for s, _ in losses], np.float64)
     values = np.array([v for _, v in losses], np.float64)
     window = max(1, len(values) // 40)

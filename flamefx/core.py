@@ -523,8 +523,8 @@ def _wrap_output(prim, buf, aval, device) -> Array:
 
 def _common_device(prim, args) -> _devices.Device:
     """The device a primitive runs on: where its non-scalar operands live; for all-scalar
-    operands, where the first non-weak one lives. Weak scalars (from Python numbers) and
-    other 0-d operands follow, so ``0 + x`` stays on ``x``'s device."""
+    operands, an explicitly placed one's device. 0-d operands follow, so ``0 + x`` stays on
+    ``x``'s device."""
     shaped = [a for a in args if a.shape]
     if shaped:
         device = shaped[0]._device
@@ -534,9 +534,15 @@ def _common_device(prim, args) -> _devices.Device:
                     f"{prim.name}: operands live on different devices ({device} and "
                     f"{a._device}); move them with flamefx.device_put first\n  at {user_frame()}")
         return device
-    strong = [a for a in args if not a._weak]
-    chosen = strong or list(args)
-    return chosen[0]._device if chosen else _devices.default_device()
+    if not args:
+        return _devices.default_device()
+    # Scalars made implicitly (Python numbers, promotions) sit on the default device; an
+    # operand placed elsewhere was put there on purpose, so it decides.
+    default = _devices.default_device()
+    placed = [a for a in args if a._device != default]
+    strong = [a for a in placed if not a._weak]
+    chosen = strong or placed or [a for a in args if not a._weak] or list(args)
+    return chosen[0]._device
 
 
 class _Context(threading.local):
