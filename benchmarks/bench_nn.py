@@ -18,7 +18,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import harness  # noqa: E402
+import harness
 
 W2_SHAPE = (32, 64, 32, 32)
 W2_GROUPS = 32
@@ -28,7 +28,7 @@ LR = 1e-2
 
 def _w2_data(seed=0):
     rng = np.random.default_rng(seed)
-    n, c, h, w = W2_SHAPE
+    c = W2_SHAPE[1]
     conv_std = 1 / np.sqrt(c * 9)
     params = {
         "w1": rng.normal(0, conv_std, (c, c, 3, 3)), "b1": np.zeros(c),
@@ -52,8 +52,8 @@ def w2_flops() -> float:
 
 
 def w3_flops() -> float:
-    b, h, s, d = W3_SHAPE
-    forward = 2 * 2 * b * h * s * s * d
+    b, heads, s, d = W3_SHAPE
+    forward = 2 * 2 * b * heads * s * s * d
     return forward * 3.5  # backward: four products, plus recomputing the scores
 
 
@@ -125,7 +125,7 @@ def flamefx_w3(dtype=np.float32, fused=True):
 
 def _jax_group_norm(x, scale, bias, groups, eps=1e-5):
     import jax.numpy as jnp
-    n, c = x.shape[:2]
+    n = x.shape[0]
     g = x.reshape(n, groups, -1)
     mean = g.mean(-1, keepdims=True)
     var = ((g - mean) ** 2).mean(-1, keepdims=True)
@@ -276,7 +276,7 @@ def extras() -> str:
     from bench_training import peak_memory_mb
     lines = []
     for system, make in [("flamefx", flamefx_w2), ("jax", jax_w2), ("torch", torch_w2)]:
-        mb = harness.safe(lambda: peak_memory_mb(system, make))
+        mb = harness.safe(lambda system=system, make=make: peak_memory_mb(system, make))
         lines.append(f"W2 peak GPU memory, {system}: {mb if mb is None else round(mb, 1)} MiB")
     return "\n".join(lines)
 
