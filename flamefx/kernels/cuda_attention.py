@@ -38,6 +38,7 @@ _THREADS = 256
 _COMMON = r"""
 #define BM 64
 #define BN 64
+#define TS 68  // row stride of transposed tiles: 64 rows + 4 keeps 16-byte alignment
 #define LOG2E 1.4426950408889634
 #define LN2 0.6931471805599453
 
@@ -60,6 +61,18 @@ __device__ __forceinline__ bool attends(const T* bias, int row, int col, int sq,
   return !HAS_BIAS || LOAD(bias[(long long)row * sk + col]) > mask_value;
 }
 
+// The same tile stored transposed, dst[c * stride + r]: the tile's rows become contiguous,
+// so a thread reads its four rows of one column with a single vector load (LOAD_ACC4).
+__device__ __forceinline__ void load_tile_transposed(ACC* dst, const T* src, int rows,
+                                                     int cols, int stride, int valid_rows,
+                                                     int valid_cols, int ld) {
+  for (int i = threadIdx.x; i < rows * cols; i += blockDim.x) {
+    const int r = i / cols, c = i % cols;
+    dst[c * stride + r] = (r < valid_rows && c < valid_cols)
+        ? LOAD(src[(long long)r * ld + c]) : (ACC)0;
+  }
+}
+
 __device__ __forceinline__ ACC score(ACC dot, ACC scale, const T* bias, int row, int col,
                                      int sk) {
   ACC val = dot * scale;
@@ -75,10 +88,10 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_forward(
     int sk, int d, int dv, long long bias_sb, long long bias_sh, ACC scale,
     ACC mask_value) {
   extern __shared__ __align__(16) unsigned char smem[];
-  ACC* qs = (ACC*)smem;            // [BM][DP + 1]
-  ACC* ks = qs + BM * (DP + 1);    // [BN][DP + 1]
+  ACC* qt = (ACC*)smem;            // [DP][TS]   Q transposed
+  ACC* pt = qt + DP * TS;          // [BN][TS]   P transposed
+  ACC* ks = pt + BN * TS;          // [BN][DP + 1]
   ACC* vs = ks + BN * (DP + 1);    // [BN][DVP]
-  ACC* ps = vs + BN * DVP;         // [BM][BN + 1]
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
   const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
   const int q0 = blockIdx.x * BM;
@@ -88,7 +101,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_forward(
   out += (long long)bh * sq * dv;
   lse += (long long)bh * sq;
   if (HAS_BIAS) bias += b * bias_sb + h * bias_sh;
-  load_tile(qs, q, BM, DP, DP + 1, sq - q0, d, d);
+  load_tile_transposed(qt, q, BM, DP, TS, sq - q0, d, d);
 
   ACC m[4], l[4], acc[4][DVP / 16];
   #pragma unroll
@@ -112,8 +125,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_forward(
     #pragma unroll 4
     for (int c = 0; c < DP; ++c) {
       ACC a[4], bk[4];
-      #pragma unroll
-      for (int i = 0; i < 4; ++i) a[i] = qs[(ty * 4 + i) * (DP + 1) + c];
+      LOAD_ACC4(a, qt + c * TS + ty * 4);
       #pragma unroll
       for (int j = 0; j < 4; ++j) bk[j] = ks[(tx + 16 * j) * (DP + 1) + c];
       #pragma unroll
@@ -144,7 +156,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_forward(
       for (int j = 0; j < 4; ++j) {
         const ACC p = EXP2((s[i][j] - m_use) * (ACC)LOG2E);
         row_sum += p;
-        ps[(ty * 4 + i) * (BN + 1) + tx + 16 * j] = p;
+        pt[(tx + 16 * j) * TS + ty * 4 + i] = p;
       }
       #pragma unroll
       for (int off = 8; off > 0; off >>= 1)
@@ -160,12 +172,12 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_forward(
       ACC vv[DVP / 16];
       #pragma unroll
       for (int jj = 0; jj < DVP / 16; ++jj) vv[jj] = vs[c * DVP + tx + 16 * jj];
+      ACC p[4];
+      LOAD_ACC4(p, pt + c * TS + ty * 4);
       #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const ACC p = ps[(ty * 4 + i) * (BN + 1) + c];
+      for (int i = 0; i < 4; ++i)
         #pragma unroll
-        for (int jj = 0; jj < DVP / 16; ++jj) acc[i][jj] += p * vv[jj];
-      }
+        for (int jj = 0; jj < DVP / 16; ++jj) acc[i][jj] += p[i] * vv[jj];
     }
   }
   #pragma unroll
@@ -207,11 +219,11 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dq(
     int heads, int sq, int sk, int d, int dv, long long bias_sb, long long bias_sh,
     ACC scale, ACC mask_value) {
   extern __shared__ __align__(16) unsigned char smem[];
-  ACC* qs = (ACC*)smem;              // [BM][DP + 1]
-  ACC* dos = qs + BM * (DP + 1);     // [BM][DVP + 1]
-  ACC* ks = dos + BM * (DVP + 1);    // [BN][DP + 1]
+  ACC* qt = (ACC*)smem;              // [DP][TS]    Q transposed
+  ACC* dot = qt + DP * TS;           // [DVP][TS]   dO transposed
+  ACC* pt = dot + DVP * TS;          // [BN][TS]    dS transposed
+  ACC* ks = pt + BN * TS;            // [BN][DP + 1]
   ACC* vs = ks + BN * (DP + 1);      // [BN][DVP + 1]
-  ACC* ps = vs + BN * (DVP + 1);     // [BM][BN + 1]
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
   const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
   const int q0 = blockIdx.x * BM;
@@ -224,8 +236,9 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dq(
     bias += b * bias_sb + h * bias_sh;
     dbias_full += (long long)bh * sq * sk;
   }
-  load_tile(qs, q + ((long long)bh * sq + q0) * d, BM, DP, DP + 1, sq - q0, d, d);
-  load_tile(dos, dout + ((long long)bh * sq + q0) * dv, BM, DVP, DVP + 1, sq - q0, dv, dv);
+  load_tile_transposed(qt, q + ((long long)bh * sq + q0) * d, BM, DP, TS, sq - q0, d, d);
+  load_tile_transposed(dot, dout + ((long long)bh * sq + q0) * dv, BM, DVP, TS, sq - q0, dv,
+                       dv);
   ACC row_lse[4], row_delta[4], acc[4][DP / 16];
   #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -249,8 +262,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dq(
     #pragma unroll 4
     for (int c = 0; c < DP; ++c) {
       ACC a[4], bk[4];
-      #pragma unroll
-      for (int i = 0; i < 4; ++i) a[i] = qs[(ty * 4 + i) * (DP + 1) + c];
+      LOAD_ACC4(a, qt + c * TS + ty * 4);
       #pragma unroll
       for (int j = 0; j < 4; ++j) bk[j] = ks[(tx + 16 * j) * (DP + 1) + c];
       #pragma unroll
@@ -261,8 +273,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dq(
     #pragma unroll 4
     for (int c = 0; c < DVP; ++c) {
       ACC a[4], bv[4];
-      #pragma unroll
-      for (int i = 0; i < 4; ++i) a[i] = dos[(ty * 4 + i) * (DVP + 1) + c];
+      LOAD_ACC4(a, dot + c * TS + ty * 4);
       #pragma unroll
       for (int j = 0; j < 4; ++j) bv[j] = vs[(tx + 16 * j) * (DVP + 1) + c];
       #pragma unroll
@@ -283,7 +294,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dq(
           ds = p * (dp[i][j] - row_delta[i]);
           if (HAS_BIAS) dbias_full[(long long)row * sk + col] = ds;
         }
-        ps[(ty * 4 + i) * (BN + 1) + tx + 16 * j] = ds;
+        pt[(tx + 16 * j) * TS + ty * 4 + i] = ds;
       }
     }
     __syncthreads();
@@ -292,12 +303,12 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dq(
       ACC kk[DP / 16];
       #pragma unroll
       for (int jj = 0; jj < DP / 16; ++jj) kk[jj] = ks[c * (DP + 1) + tx + 16 * jj];
+      ACC ds[4];
+      LOAD_ACC4(ds, pt + c * TS + ty * 4);
       #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const ACC ds = ps[(ty * 4 + i) * (BN + 1) + c];
+      for (int i = 0; i < 4; ++i)
         #pragma unroll
-        for (int jj = 0; jj < DP / 16; ++jj) acc[i][jj] += ds * kk[jj];
-      }
+        for (int jj = 0; jj < DP / 16; ++jj) acc[i][jj] += ds[i] * kk[jj];
     }
   }
   #pragma unroll
@@ -321,12 +332,12 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dkdv(
     int sq, int sk, int d, int dv, long long bias_sb, long long bias_sh, ACC scale,
     ACC mask_value) {
   extern __shared__ __align__(16) unsigned char smem[];
-  ACC* ks = (ACC*)smem;              // [BN][DP + 1]
-  ACC* vs = ks + BN * (DP + 1);      // [BN][DVP + 1]
-  ACC* qs = vs + BN * (DVP + 1);     // [BM][DP + 1]
+  ACC* kt = (ACC*)smem;              // [DP][TS]    K transposed
+  ACC* vt = kt + DP * TS;            // [DVP][TS]   V transposed
+  ACC* pt = vt + DVP * TS;           // [BM][TS]    P, then dS, as [query][key]
+  ACC* qs = pt + BM * TS;            // [BM][DP + 1]
   ACC* dos = qs + BM * (DP + 1);     // [BM][DVP + 1]
-  ACC* ps = dos + BM * (DVP + 1);    // [BN][BM + 1]
-  ACC* ls = ps + BN * (BM + 1);      // [BM]
+  ACC* ls = dos + BM * (DVP + 1);    // [BM]
   ACC* dls = ls + BM;                // [BM]
   const int tx = threadIdx.x & 15, ty = threadIdx.x >> 4;
   const int bh = blockIdx.y, b = bh / heads, h = bh % heads;
@@ -336,8 +347,8 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dkdv(
   lse += (long long)bh * sq;
   delta += (long long)bh * sq;
   if (HAS_BIAS) bias += b * bias_sb + h * bias_sh;
-  load_tile(ks, k + ((long long)bh * sk + k0) * d, BN, DP, DP + 1, sk - k0, d, d);
-  load_tile(vs, v + ((long long)bh * sk + k0) * dv, BN, DVP, DVP + 1, sk - k0, dv, dv);
+  load_tile_transposed(kt, k + ((long long)bh * sk + k0) * d, BN, DP, TS, sk - k0, d, d);
+  load_tile_transposed(vt, v + ((long long)bh * sk + k0) * dv, BN, DVP, TS, sk - k0, dv, dv);
   ACC dk_acc[4][DP / 16], dv_acc[4][DVP / 16];
   #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -365,8 +376,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dkdv(
     #pragma unroll 4
     for (int c = 0; c < DP; ++c) {
       ACC a[4], bq[4];
-      #pragma unroll
-      for (int i = 0; i < 4; ++i) a[i] = ks[(ty * 4 + i) * (DP + 1) + c];
+      LOAD_ACC4(a, kt + c * TS + ty * 4);
       #pragma unroll
       for (int j = 0; j < 4; ++j) bq[j] = qs[(tx + 16 * j) * (DP + 1) + c];
       #pragma unroll
@@ -377,8 +387,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dkdv(
     #pragma unroll 4
     for (int c = 0; c < DVP; ++c) {
       ACC a[4], bd[4];
-      #pragma unroll
-      for (int i = 0; i < 4; ++i) a[i] = vs[(ty * 4 + i) * (DVP + 1) + c];
+      LOAD_ACC4(a, vt + c * TS + ty * 4);
       #pragma unroll
       for (int j = 0; j < 4; ++j) bd[j] = dos[(tx + 16 * j) * (DVP + 1) + c];
       #pragma unroll
@@ -399,7 +408,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dkdv(
           ds = p * (dpt[i][j] - dls[qr]);
         }
         dst[i][j] = ds;
-        ps[(ty * 4 + i) * (BM + 1) + qr] = p;
+        pt[qr * TS + ty * 4 + i] = p;
       }
     }
     __syncthreads();
@@ -408,30 +417,30 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dkdv(
       ACC g[DVP / 16];
       #pragma unroll
       for (int jj = 0; jj < DVP / 16; ++jj) g[jj] = dos[r * (DVP + 1) + tx + 16 * jj];
+      ACC p[4];
+      LOAD_ACC4(p, pt + r * TS + ty * 4);
       #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const ACC p = ps[(ty * 4 + i) * (BM + 1) + r];
+      for (int i = 0; i < 4; ++i)
         #pragma unroll
-        for (int jj = 0; jj < DVP / 16; ++jj) dv_acc[i][jj] += p * g[jj];
-      }
+        for (int jj = 0; jj < DVP / 16; ++jj) dv_acc[i][jj] += p[i] * g[jj];
     }
     __syncthreads();
     #pragma unroll
     for (int i = 0; i < 4; ++i)
       #pragma unroll
-      for (int j = 0; j < 4; ++j) ps[(ty * 4 + i) * (BM + 1) + tx + 16 * j] = dst[i][j];
+      for (int j = 0; j < 4; ++j) pt[(tx + 16 * j) * TS + ty * 4 + i] = dst[i][j];
     __syncthreads();
     #pragma unroll 4
     for (int r = 0; r < BM; ++r) {
       ACC qq[DP / 16];
       #pragma unroll
       for (int jj = 0; jj < DP / 16; ++jj) qq[jj] = qs[r * (DP + 1) + tx + 16 * jj];
+      ACC ds[4];
+      LOAD_ACC4(ds, pt + r * TS + ty * 4);
       #pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const ACC ds = ps[(ty * 4 + i) * (BM + 1) + r];
+      for (int i = 0; i < 4; ++i)
         #pragma unroll
-        for (int jj = 0; jj < DP / 16; ++jj) dk_acc[i][jj] += ds * qq[jj];
-      }
+        for (int jj = 0; jj < DP / 16; ++jj) dk_acc[i][jj] += ds[i] * qq[jj];
     }
   }
   #pragma unroll
@@ -474,11 +483,11 @@ def _module(dtype_name: str, d_padded: int, dv_padded: int, is_causal: bool, has
 
 
 def _shared_bytes(kind: str, dp: int, dvp: int, itemsize: int) -> int:
-    t = _TILE
+    t, ts = _TILE, _TILE + 4  # transposed tiles have row stride TS = 68
     floats = {
-        "forward": t * (dp + 1) * 2 + t * dvp + t * (t + 1),
-        "dq": t * (dp + 1) * 2 + t * (dvp + 1) * 2 + t * (t + 1),
-        "dkdv": t * (dp + 1) * 2 + t * (dvp + 1) * 2 + t * (t + 1) + 2 * t,
+        "forward": dp * ts + t * ts + t * (dp + 1) + t * dvp,
+        "dq": (dp + dvp + t) * ts + t * (dp + 1) + t * (dvp + 1),
+        "dkdv": (dp + dvp + t) * ts + t * (dp + 1) + t * (dvp + 1) + 2 * t,
     }[kind]
     return floats * itemsize
 

@@ -38,6 +38,9 @@ _FLOAT_MATH = """
 #define LOG2(x) log2f(x)
 #define MAX(a, b) fmaxf(a, b)
 #define RSQRT(x) rsqrtf(x)
+// Four consecutive ACCs from 16-byte-aligned shared memory in one vector load.
+#define LOAD_ACC4(dst, src) do { const float4 v4_ = *reinterpret_cast<const float4*>(src); \
+  (dst)[0] = v4_.x; (dst)[1] = v4_.y; (dst)[2] = v4_.z; (dst)[3] = v4_.w; } while (0)
 """
 
 _DOUBLE_MATH = """
@@ -46,6 +49,9 @@ _DOUBLE_MATH = """
 #define LOG2(x) log2(x)
 #define MAX(a, b) fmax(a, b)
 #define RSQRT(x) rsqrt(x)
+#define LOAD_ACC4(dst, src) do { const double2 a2_ = *reinterpret_cast<const double2*>(src); \
+  const double2 b2_ = *reinterpret_cast<const double2*>((src) + 2); \
+  (dst)[0] = a2_.x; (dst)[1] = a2_.y; (dst)[2] = b2_.x; (dst)[3] = b2_.y; } while (0)
 """
 
 _PRELUDES = {
