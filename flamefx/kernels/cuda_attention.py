@@ -24,8 +24,11 @@ import numpy as np
 
 from flamefx import devices
 from flamefx.errors import FlamefxValueError
+from flamefx.kernels import cuda_elementwise
 from flamefx.kernels.cuda_scalar import (
     acc_numpy_dtype,
+    contiguous,
+    empty,
     raw_view,
     scalar_prelude,
     set_dynamic_shared_memory,
@@ -527,16 +530,12 @@ class _Launch:
                 self.acc.type(scale), self.acc.type(self.mask_value))
 
 
-def _contiguous(cp, *arrays):
-    return [None if a is None else cp.ascontiguousarray(a) for a in arrays]
-
-
 def attention_forward(q, k, v, bias, *, is_causal, scale):
     """``[out, lse]`` of softmax(q kᵀ * scale + bias) v on CuPy arrays (B, H, S, D)."""
     cp = devices.cupy()
-    q, k, v, bias = _contiguous(cp, q, k, v, bias)
+    q, k, v, bias = (contiguous(a) for a in (q, k, v, bias))
     launch = _Launch(q, k, v, bias, is_causal)
-    out = cp.empty(q.shape[:3] + (launch.dv,), q.dtype)
+    out = empty(q.shape[:3] + (launch.dv,), q.dtype)
     lse = cp.empty(q.shape[:3], launch.acc)
     if out.size == 0:
         return [out, lse]
@@ -552,11 +551,11 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
     """``[dq, dk, dv(, dbias)]`` from the forward's ``out`` and ``lse`` and the cotangents
     ``dout``, ``dlse``; only dbias (when there is a bias) takes seq x seq memory."""
     cp = devices.cupy()
-    q, k, v, bias, out, dout = _contiguous(cp, q, k, v, bias, out, dout)
+    q, k, v, bias, out, dout = (contiguous(a) for a in (q, k, v, bias, out, dout))
     launch = _Launch(q, k, v, bias, is_causal)
     lse = cp.ascontiguousarray(lse, launch.acc)
     dlse = cp.ascontiguousarray(dlse, launch.acc)
-    dq, dk, dv = cp.empty_like(q), cp.empty_like(k), cp.empty_like(v)
+    dq, dk, dv = (empty(a.shape, a.dtype) for a in (q, k, v))
     dbias_full = (cp.zeros((launch.b, launch.h, launch.sq, launch.sk), launch.acc)
                   if bias is not None else None)
     if q.size and k.size:
@@ -578,10 +577,10 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
            shared_mem=nbytes)
     else:
         for g in (dq, dk, dv):
-            g.fill(0)
+            raw_view(g).fill(0)
     grads = [dq, dk, dv]
     if bias is not None:
         axes = tuple(i for i in range(2) if bias.shape[i] == 1 and dbias_full.shape[i] != 1)
         reduced = dbias_full.sum(axis=axes, keepdims=True) if axes else dbias_full
-        grads.append(reduced.astype(bias.dtype))
+        grads.append(cuda_elementwise.convert(reduced, bias.dtype))
     return grads

@@ -20,7 +20,7 @@ import numpy as np
 
 from flamefx import devices
 from flamefx.kernels import cublas
-from flamefx.kernels.cuda_scalar import raw_view, scalar_prelude
+from flamefx.kernels.cuda_scalar import contiguous, empty, raw_view, scalar_prelude
 
 _THREADS = 256
 _COL_BYTES_LIMIT = 1 << 30  # patch-matrix budget per chunk of the batch
@@ -96,8 +96,7 @@ def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
     """The forward convolution on CuPy arrays (NCHW input, OIHW kernel); returns a CuPy array."""
     from flamefx.primitives.nn_ops import conv_output_spatial
 
-    cp = devices.cupy()
-    x, w = cp.ascontiguousarray(x), cp.ascontiguousarray(w)
+    x, w = contiguous(x), contiguous(w)
     n, c = x.shape[:2]
     o, g = w.shape[0], feature_group_count
     kernel = w.shape[2:]
@@ -105,11 +104,11 @@ def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
                                       lhs_dilation, rhs_dilation)
     out_dtype = np.dtype(preferred_element_type or x.dtype)
     positions, taps = int(np.prod(out_spatial)), int(np.prod(kernel))
-    out = cp.empty((n, o) + out_spatial, out_dtype)
+    out = empty((n, o) + out_spatial, out_dtype)
     if out.size == 0:
         return out
     if c // g * taps == 0:
-        out.fill(0)
+        raw_view(out).fill(0)
         return out
     geometry = _geometry(x.shape[2:], out_spatial, kernel, window_strides, padding,
                          lhs_dilation, rhs_dilation)
@@ -119,17 +118,17 @@ def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
     kernel_fn = _im2col_kernel(x.dtype.name)
     for start in range(0, n, chunk):
         size = min(chunk, n - start)
-        col = cp.empty((g, c // g * taps, size * positions), x.dtype)
+        col = empty((g, c // g * taps, size * positions), x.dtype)
         total = col.size
         blocks = min((total + _THREADS - 1) // _THREADS, 65535 * 8)
         kernel_fn((blocks,), (_THREADS,),
                   (raw_view(x), raw_view(col), np.int64(total), np.int32(size), np.int32(start),
                    np.int32(c)) + geometry)
-        product = cp.empty((g, o // g, size * positions), out_dtype)
+        product = empty((g, o // g, size * positions), out_dtype)
         cublas.gemm_into(product, weights, col, precision=_cublas_precision(precision))
         # (G, O/G, size, P) -> (size, O, P)
-        out[start:start + size] = product.reshape(g, o // g, size, positions).transpose(
-            2, 0, 1, 3).reshape((size, o) + out_spatial)
+        raw_view(out)[start:start + size] = raw_view(product).reshape(
+            g, o // g, size, positions).transpose(2, 0, 1, 3).reshape((size, o) + out_spatial)
     return out
 
 

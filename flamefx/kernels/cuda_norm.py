@@ -18,7 +18,14 @@ import functools
 import numpy as np
 
 from flamefx import devices
-from flamefx.kernels.cuda_scalar import acc_numpy_dtype, raw_view, scalar_prelude
+from flamefx.kernels.cuda_scalar import (
+    acc_numpy_dtype,
+    contiguous,
+    empty,
+    raw_view,
+    scalar_prelude,
+    zeros,
+)
 
 _THREADS = 256
 
@@ -162,17 +169,17 @@ def _kernel(dtype, name: str):
 def norm_forward(x, scale, bias, *, rows, groups, inner, epsilon, centered, stats_shape):
     """Normalizes ``rows`` rows of contiguous ``x``; returns ``[y, mean, rstd]`` (CuPy)."""
     cp = devices.cupy()
-    x = cp.ascontiguousarray(x)
+    x = contiguous(x)
     acc = acc_numpy_dtype(x.dtype)
-    y = cp.empty_like(x)
+    y = empty(x.shape, x.dtype)
     mean = cp.zeros(stats_shape, acc)
     rstd = cp.empty(stats_shape, acc)
     row_len = x.size // rows if rows else 0
     if rows and row_len:
-        bias_arg = raw_view(cp.ascontiguousarray(bias)) if bias is not None else raw_view(x)
+        bias_arg = raw_view(contiguous(bias)) if bias is not None else raw_view(x)
         _kernel(x.dtype, "flamefx_norm_forward")(
             (rows,), (_THREADS,),
-            (raw_view(x), raw_view(cp.ascontiguousarray(scale)), bias_arg, raw_view(y), mean,
+            (raw_view(x), raw_view(contiguous(scale)), bias_arg, raw_view(y), mean,
              rstd, np.int64(row_len), np.int32(groups), np.int64(inner), acc.type(epsilon),
              np.int32(centered), np.int32(bias is not None)))
     return [y, mean, rstd]
@@ -186,17 +193,16 @@ def norm_backward(x, scale, dy, mean, rstd, dmean, drstd, *, rows, groups, inner
     outputs) may be None for zero.
     """
     cp = devices.cupy()
-    x, dy = cp.ascontiguousarray(x), cp.ascontiguousarray(dy)
-    scale = cp.ascontiguousarray(scale)
+    x, dy, scale = contiguous(x), contiguous(dy), contiguous(scale)
     acc = acc_numpy_dtype(x.dtype)
     stats = rstd.shape
     mean = cp.zeros(stats, acc) if mean is None else cp.ascontiguousarray(mean, acc)
     dmean = cp.zeros(stats, acc) if dmean is None else cp.ascontiguousarray(dmean, acc)
     drstd = cp.zeros(stats, acc) if drstd is None else cp.ascontiguousarray(drstd, acc)
     rstd = cp.ascontiguousarray(rstd, acc)
-    dx = cp.empty_like(x)
-    dscale = cp.zeros_like(scale)
-    dbias = cp.zeros_like(scale) if has_bias else None
+    dx = empty(x.shape, x.dtype)
+    dscale = zeros(scale.shape, scale.dtype)
+    dbias = zeros(scale.shape, scale.dtype) if has_bias else None
     row_len = x.size // rows if rows else 0
     if rows and row_len:
         _kernel(x.dtype, "flamefx_norm_backward_input")(
@@ -209,5 +215,5 @@ def norm_backward(x, scale, dy, mean, rstd, dmean, drstd, *, rows, groups, inner
              raw_view(dbias if has_bias else dscale), np.int64(rows), np.int64(row_len),
              np.int32(groups), np.int64(inner), np.int32(centered), np.int32(has_bias)))
     else:
-        dx.fill(0)
+        raw_view(dx).fill(0)
     return [dx, dscale, dbias]

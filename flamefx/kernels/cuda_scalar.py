@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from flamefx import devices
+
 _HALF_HELPERS = r"""
 __device__ __forceinline__ float flamefx_f16_load(unsigned short h) {
   float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
@@ -83,6 +85,32 @@ def raw_view(cp_array):
     if cp_array.dtype.itemsize == 2 and cp_array.dtype.kind != "u":
         return cp_array.view(np.uint16)
     return cp_array
+
+
+def _storage(dtype) -> np.dtype:
+    """What CuPy allocates for ``dtype``: bfloat16 as uint16 words, viewed back after."""
+    dtype = np.dtype(dtype)
+    return np.dtype(np.uint16) if dtype.itemsize == 2 and dtype.kind != "u" else dtype
+
+
+def empty(shape, dtype):
+    """An uninitialized CuPy array of any float dtype, bfloat16 included."""
+    cp = devices.cupy()
+    return cp.empty(shape, _storage(dtype)).view(np.dtype(dtype))
+
+
+def zeros(shape, dtype):
+    """A zero CuPy array of any float dtype (all-zero bits are +0.0 in every float type)."""
+    cp = devices.cupy()
+    return cp.zeros(shape, _storage(dtype)).view(np.dtype(dtype))
+
+
+def contiguous(x):
+    """``x`` as a C-contiguous CuPy array, copying half types through their raw words."""
+    cp = devices.cupy()
+    if x is None or x.flags.c_contiguous:
+        return x
+    return cp.ascontiguousarray(raw_view(x)).view(x.dtype)
 
 
 def set_dynamic_shared_memory(kernel, nbytes: int) -> None:
