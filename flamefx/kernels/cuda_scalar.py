@@ -70,9 +70,12 @@ _PRELUDES = {
 }
 
 
-def scalar_prelude(dtype) -> str:
-    """The C prelude defining T, ACC, LOAD, STORE and the math macros for ``dtype``."""
-    return _HALF_HELPERS + _PRELUDES[np.dtype(dtype).name]
+def scalar_prelude(dtype, half_helpers: bool = True) -> str:
+    """The C prelude defining T, ACC, LOAD, STORE and the math macros for ``dtype``.
+
+    ``half_helpers=False`` leaves out the PTX conversions, for host compilers (the CPU
+    emulation in tests/kernel_emulator runs the float32 and float64 kernels)."""
+    return (_HALF_HELPERS if half_helpers else "") + _PRELUDES[np.dtype(dtype).name]
 
 
 def acc_numpy_dtype(dtype) -> np.dtype:

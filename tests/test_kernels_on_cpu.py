@@ -1,0 +1,236 @@
+"""The attention and normalization CUDA kernels, run on the CPU against the NumPy impls.
+
+CI has no GPU, so these tests compile the kernels' CUDA source with g++ against
+tests/kernel_emulator/cuda_on_cpu.h (threads, barriers and warp shuffles emulated) and
+compare what they write with the primitives' NumPy implementations. They catch indexing,
+tiling, masking and reduction bugs; speed and the half-type conversions need the GPU tests.
+"""
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flamefx.kernels import cuda_attention, cuda_norm
+from flamefx.kernels.cuda_scalar import scalar_prelude
+from flamefx.primitives import attention, normalization
+
+pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
+
+EMULATOR = Path(__file__).parent / "kernel_emulator" / "cuda_on_cpu.h"
+
+
+def _host_source(kernel_source: str, dtype) -> str:
+    """CUDA source made compilable by g++ with the emulator header."""
+    source = kernel_source.replace(scalar_prelude(dtype), scalar_prelude(dtype, False))
+    source = source.replace("extern __shared__ __align__(16) unsigned char smem[];", "")
+    return f'#include "{EMULATOR}"\n' + source.replace("__shared__", "static")
+
+
+def _run(tmp_path, source, main, args, inputs, outputs):
+    """Compiles ``source + main``, feeds ``inputs`` through in.bin, reads ``outputs``
+    ((dtype, shape) pairs) back from out.bin."""
+    (tmp_path / "kernel.cpp").write_text(source + main)
+    exe = tmp_path / "kernel"
+    build = subprocess.run(["g++", "-O1", "-std=c++20", "-pthread", "-w", "-o", str(exe),
+                            str(tmp_path / "kernel.cpp")], capture_output=True, text=True,
+                           check=False)
+    assert build.returncode == 0, build.stderr[-3000:]
+    with open(tmp_path / "in.bin", "wb") as f:
+        f.writelines(np.ascontiguousarray(a).tobytes() for a in inputs)
+    run = subprocess.run([str(exe), str(tmp_path)] + [str(a) for a in args],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    raw, pos, got = (tmp_path / "out.bin").read_bytes(), 0, []
+    for dtype, shape in outputs:
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        got.append(np.frombuffer(raw[pos:pos + size], dtype).reshape(shape))
+        pos += size
+    return got
+
+
+def _assert_close(got, want, name, tol):
+    finite = np.isfinite(want)
+    assert (np.isfinite(got) == finite).all(), f"{name}: infinities differ"
+    scale = max(1.0, np.abs(want[finite]).max(initial=0.0))
+    np.testing.assert_allclose(got[finite], want[finite], atol=tol * scale, rtol=0,
+                               err_msg=name)
+
+
+# --- attention ---------------------------------------------------------------------------------
+
+ATTENTION_MAIN = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+int main(int argc, char** argv) {
+  const std::string dir = argv[1];
+  const int b = atoi(argv[2]), h = atoi(argv[3]), sq = atoi(argv[4]), sk = atoi(argv[5]);
+  const int d = atoi(argv[6]), dv = atoi(argv[7]), bias_b = atoi(argv[8]), bias_h = atoi(argv[9]);
+  const ACC scale = atof(argv[10]), mask_value = atof(argv[11]);
+  FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
+  auto q = read_array<T>(f, (size_t)b * h * sq * d);
+  auto k = read_array<T>(f, (size_t)b * h * sk * d);
+  auto v = read_array<T>(f, (size_t)b * h * sk * dv);
+  auto bias = read_array<T>(f, HAS_BIAS ? (size_t)bias_b * bias_h * sq * sk : 1);
+  auto dout = read_array<T>(f, (size_t)b * h * sq * dv);
+  auto dlse = read_array<ACC>(f, (size_t)b * h * sq);
+  fclose(f);
+  const long long sb = bias_b == 1 ? 0 : (long long)bias_h * sq * sk;
+  const long long sh = bias_h == 1 ? 0 : (long long)sq * sk;
+  std::vector<T> out(dout.size()), dq(q.size()), dk(k.size()), dvs(v.size());
+  std::vector<ACC> lse(dlse.size()), delta(dlse.size()), dbias((size_t)b * h * sq * sk, 0);
+  const Dim3 block{256, 1, 1}, q_tiles{(unsigned)(sq + 63) / 64, (unsigned)(b * h), 1};
+  const Dim3 k_tiles{(unsigned)(sk + 63) / 64, (unsigned)(b * h), 1};
+  const long long rows = (long long)b * h * sq;
+  launch(q_tiles, block, [&] {
+    flamefx_flash_forward(q.data(), k.data(), v.data(), bias.data(), out.data(), lse.data(), h,
+                          sq, sk, d, dv, sb, sh, scale, mask_value); });
+  launch(Dim3{(unsigned)((rows * 32 + 255) / 256), 1, 1}, block, [&] {
+    flamefx_flash_delta(out.data(), dout.data(), dlse.data(), delta.data(), rows, dv); });
+  launch(q_tiles, block, [&] {
+    flamefx_flash_backward_dq(q.data(), k.data(), v.data(), bias.data(), dout.data(),
+                              lse.data(), delta.data(), dq.data(), dbias.data(), h, sq, sk, d,
+                              dv, sb, sh, scale, mask_value); });
+  launch(k_tiles, block, [&] {
+    flamefx_flash_backward_dkdv(q.data(), k.data(), v.data(), bias.data(), dout.data(),
+                                lse.data(), delta.data(), dk.data(), dvs.data(), h, sq, sk, d,
+                                dv, sb, sh, scale, mask_value); });
+  FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
+  write_array(o, out); write_array(o, lse); write_array(o, dq); write_array(o, dk);
+  write_array(o, dvs); write_array(o, dbias);
+  fclose(o);
+}
+"""
+
+ATTENTION_CASES = [
+    # two query and key tiles, a partial last tile, keys hidden by bias and causally
+    {"b": 2, "h": 1, "sq": 70, "sk": 70, "d": 8, "dv": 8, "causal": True, "bias": (2, 1, 70, 70), "masked": 0.3},
+    # cross attention, head dims that are not multiples of 16, three key tiles
+    {"b": 1, "h": 2, "sq": 20, "sk": 130, "d": 40, "dv": 24, "causal": False, "bias": None, "masked": 0.0},
+    # float64, a row that sees no key at all
+    {"b": 1, "h": 1, "sq": 3, "sk": 5, "d": 4, "dv": 4, "causal": False, "bias": (1, 1, 3, 5), "masked": 0.0,
+         "dtype": np.float64, "hide_row": 1},
+]
+
+
+@pytest.mark.parametrize("case", range(len(ATTENTION_CASES)))
+def test_attention_kernels_match_numpy(tmp_path, case):
+    c = ATTENTION_CASES[case]
+    dtype = np.dtype(c.get("dtype", np.float32))
+    rng = np.random.default_rng(case)
+    b, h, sq, sk, d, dv = (c[key] for key in ("b", "h", "sq", "sk", "d", "dv"))
+    q = rng.standard_normal((b, h, sq, d)).astype(dtype)
+    k = rng.standard_normal((b, h, sk, d)).astype(dtype)
+    v = rng.standard_normal((b, h, sk, dv)).astype(dtype)
+    extra = []
+    if c["bias"]:
+        bias = rng.standard_normal(c["bias"]).astype(dtype)
+        hidden = rng.random(c["bias"]) < c["masked"]
+        if "hide_row" in c:
+            hidden[..., c["hide_row"], :] = True
+        extra = [np.where(hidden, attention.masked_score(dtype), bias).astype(dtype)]
+    dout = rng.standard_normal((b, h, sq, dv)).astype(dtype)
+    dlse = rng.standard_normal((b, h, sq)).astype(dtype)
+    scale = 1 / np.sqrt(d)
+    source = cuda_attention.kernel_source(dtype, cuda_attention._padded(d),
+                                          cuda_attention._padded(dv), c["causal"], bool(extra))
+    bias_b, bias_h = c["bias"][:2] if c["bias"] else (1, 1)
+    got = _run(tmp_path, _host_source(source, dtype), ATTENTION_MAIN,
+               [b, h, sq, sk, d, dv, bias_b, bias_h, repr(float(scale)),
+                repr(attention.masked_score(dtype))],
+               [q, k, v, extra[0] if extra else np.zeros(1, dtype), dout, dlse],
+               [(dtype, (b, h, sq, dv)), (dtype, (b, h, sq)), (dtype, q.shape),
+                (dtype, k.shape), (dtype, v.shape), (dtype, (b, h, sq, sk))])
+    params = {"is_causal": c["causal"], "scale": scale}
+    out, lse = attention._fwd_impl(q, k, v, *extra, **params)
+    grads = attention._bwd_impl(q, k, v, *extra, out, lse, dout, dlse, **params)
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    for name, g, w in zip(("out", "lse", "dq", "dk", "dv"), got, [out, lse] + grads):
+        _assert_close(g, w, name, tol)
+    if extra:
+        axes = tuple(i for i in range(2) if c["bias"][i] == 1 and (b, h)[i] != 1)
+        dbias = got[5].sum(axis=axes, keepdims=True) if axes else got[5]
+        _assert_close(dbias, grads[3], "dbias", tol)
+
+
+# --- normalizations ----------------------------------------------------------------------------
+
+NORM_MAIN = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+int main(int argc, char** argv) {
+  const std::string dir = argv[1];
+  const long long rows = atoll(argv[2]), row_len = atoll(argv[3]), inner = atoll(argv[5]);
+  const int groups = atoi(argv[4]), centered = atoi(argv[6]);
+  const long long n_params = atoll(argv[7]);
+  const ACC epsilon = atof(argv[8]);
+  FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
+  auto x = read_array<T>(f, rows * row_len);
+  auto scale = read_array<T>(f, n_params);
+  auto bias = read_array<T>(f, n_params);
+  auto dy = read_array<T>(f, rows * row_len);
+  auto dmean = read_array<ACC>(f, rows);
+  auto drstd = read_array<ACC>(f, rows);
+  fclose(f);
+  std::vector<T> y(x.size()), dx(x.size()), dscale(n_params), dbias(n_params);
+  std::vector<ACC> mean(rows, 0), rstd(rows);
+  const Dim3 block{256, 1, 1}, per_row{(unsigned)rows, 1, 1};
+  launch(per_row, block, [&] {
+    flamefx_norm_forward(x.data(), scale.data(), bias.data(), y.data(), mean.data(),
+                         rstd.data(), row_len, groups, inner, epsilon, centered, centered); });
+  launch(per_row, block, [&] {
+    flamefx_norm_backward_input(x.data(), scale.data(), dy.data(), mean.data(), rstd.data(),
+                                dmean.data(), drstd.data(), dx.data(), row_len, groups, inner,
+                                centered); });
+  launch(Dim3{(unsigned)n_params, 1, 1}, block, [&] {
+    flamefx_norm_backward_params(x.data(), dy.data(), mean.data(), rstd.data(), dscale.data(),
+                                 dbias.data(), rows, row_len, groups, inner, centered, 1); });
+  FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
+  write_array(o, y); write_array(o, mean); write_array(o, rstd); write_array(o, dx);
+  write_array(o, dscale); write_array(o, dbias);
+  fclose(o);
+}
+"""
+
+NORM_CASES = [("layer", (3, 4, 70), 0), ("group", (2, 8, 6, 5), 4), ("rms", (5, 40), 0)]
+
+
+@pytest.mark.parametrize("case", range(len(NORM_CASES)))
+def test_norm_kernels_match_numpy(tmp_path, case):
+    kind, shape, num_groups = NORM_CASES[case]
+    dtype = np.dtype(np.float32)
+    rng = np.random.default_rng(case)
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    if kind == "group":
+        rows, inner, param_shape = shape[0] * num_groups, int(np.prod(shape[2:])), shape[1:2]
+    else:
+        rows, inner, param_shape = int(np.prod(shape[:-1])), 1, shape[-1:]
+    scale, bias = (rng.standard_normal(param_shape).astype(dtype) for _ in range(2))
+    dy = rng.standard_normal(shape).astype(dtype)
+    dmean, drstd = (rng.standard_normal(rows).astype(dtype) for _ in range(2))
+    centered = kind != "rms"
+    got = _run(tmp_path, _host_source(cuda_norm.kernel_source(dtype), dtype), NORM_MAIN,
+               [rows, x.size // rows, max(num_groups, 1), inner, int(centered), scale.size,
+                1e-5], [x, scale, bias, dy, dmean, drstd],
+               [(dtype, shape), (dtype, (rows,)), (dtype, (rows,)), (dtype, shape),
+                (dtype, param_shape), (dtype, param_shape)])
+    axes = (x.ndim - 1,)
+    if kind == "layer":
+        y, mean, rstd = normalization._layer_norm_impl(x, scale, bias, axes=axes, epsilon=1e-5)
+    elif kind == "group":
+        y, mean, rstd = normalization._group_norm_impl(x, scale, bias, num_groups=num_groups,
+                                                       epsilon=1e-5)
+    else:
+        y, rstd = normalization._rms_norm_impl(x, scale, axes=axes, epsilon=1e-5)
+        mean = np.zeros_like(rstd)
+    grads = normalization._bwd_impl(x, scale, dy, mean, rstd, dmean.reshape(rstd.shape),
+                                    drstd.reshape(rstd.shape), centered=centered,
+                                    num_groups=num_groups, n_axes=0 if num_groups else 1)
+    wants = [y, mean.reshape(-1), rstd.reshape(-1)] + grads
+    for name, g, w in zip(("y", "mean", "rstd", "dx", "dscale", "dbias"), got, wants):
+        if centered or name not in ("mean", "dbias"):
+            _assert_close(g, w, name, 1e-5)
