@@ -234,3 +234,54 @@ def test_norm_kernels_match_numpy(tmp_path, case):
     for name, g, w in zip(("y", "mean", "rstd", "dx", "dscale", "dbias"), got, wants):
         if centered or name not in ("mean", "dbias"):
             _assert_close(g, w, name, 1e-5)
+
+
+# --- convolution -------------------------------------------------------------------------------
+
+IM2COL_MAIN = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+int main(int argc, char** argv) {
+  const std::string dir = argv[1];
+  const long long x_size = atoll(argv[2]), total = atoll(argv[3]);
+  const int batch = atoi(argv[4]), channels = atoi(argv[5]);
+  int geometry[21];
+  for (int i = 0; i < 21; ++i) geometry[i] = atoi(argv[6 + i]);
+  FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
+  auto x = read_array<T>(f, x_size);
+  fclose(f);
+  std::vector<T> col(total);
+  const int* g = geometry;
+  launch(Dim3{4, 1, 1}, Dim3{64, 1, 1}, [&] {
+    flamefx_im2col(x.data(), col.data(), total, batch, 0, channels, g[0], g[1], g[2], g[3],
+                   g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12], g[13], g[14],
+                   g[15], g[16], g[17], g[18], g[19], g[20]); });
+  FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
+  write_array(o, col);
+  fclose(o);
+}
+"""
+
+
+def test_im2col_kernel_gives_the_loop_reference_conv(tmp_path):
+    from flamefx.kernels import cuda_conv
+    from flamefx.primitives.nn_ops import conv_output_spatial
+    from tests.samples.nn_ops import conv_reference
+
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 4, 7, 5)), rng.standard_normal((6, 2, 3, 2))
+    strides, padding, lhs, rhs, groups = (2, 1), ((1, 2), (-1, 1)), (1, 2), (2, 1), 2
+    out_spatial = conv_output_spatial(x.shape[2:], w.shape[2:], strides, padding, lhs, rhs)
+    positions, taps = int(np.prod(out_spatial)), int(np.prod(w.shape[2:]))
+    geometry = cuda_conv._geometry(x.shape[2:], out_spatial, w.shape[2:], strides, padding,
+                                   lhs, rhs)
+    total = x.shape[1] * taps * x.shape[0] * positions
+    source = _host_source(cuda_conv.kernel_source(np.float64), np.float64)
+    (col,) = _run(tmp_path, source, IM2COL_MAIN,
+                  [x.size, total, x.shape[0], x.shape[1]] + [int(v) for v in geometry], [x],
+                  [(np.float64, (groups, x.shape[1] // groups * taps, x.shape[0] * positions))])
+    out = np.matmul(w.reshape(groups, w.shape[0] // groups, -1), col)
+    out = out.reshape(groups, -1, x.shape[0], positions).transpose(2, 0, 1, 3)
+    want = conv_reference(x, w, strides, padding, lhs, rhs, groups)
+    np.testing.assert_allclose(out.reshape(want.shape), want, atol=1e-12)
