@@ -391,9 +391,9 @@ def group_norm(x, scale, bias, *, num_groups, epsilon=1e-5, return_stats=False):
     (N, num_groups) for the statistics.
 
     >>> import numpy as np
-    >>> x = np.array([[[1.0], [3.0], [5.0], [5.0]]])
+    >>> x = np.array([[[1.0], [3.0], [4.0], [6.0]]])
     >>> group_norm(x, np.ones(4), np.zeros(4), num_groups=2, epsilon=0.0)[0, :, 0].tolist()
-    [-1.0, 1.0, 0.0, 0.0]
+    [-1.0, 1.0, -1.0, 1.0]
     """
     outs = group_norm_p.bind(x, scale, bias, num_groups=int(num_groups), epsilon=float(epsilon))
     return outs if return_stats else outs[0]
