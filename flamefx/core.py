@@ -204,12 +204,17 @@ class Array(ArrayMethods):
     [0.0, 2.0, 4.0]
     """
 
-    __slots__ = ("_buf", "_device", "_weak", "__weakref__")
+    __slots__ = ("_buf", "_device", "_weak", "_committed", "__weakref__")
 
-    def __init__(self, buf, device: _devices.Device, weak_type: bool = False):
+    def __init__(self, buf, device: _devices.Device, weak_type: bool = False,
+                 committed: bool = False):
         self._buf = buf
         self._device = device
         self._weak = weak_type
+        # Committed arrays were placed on their device on purpose (device_put, an explicit
+        # device, a CuPy buffer); uncommitted ones (creation functions, Python scalars)
+        # follow committed operands to their device, as in JAX.
+        self._committed = committed
 
     @property
     def buffer(self):
@@ -331,22 +336,24 @@ def to_array(x, dtype=None, device: _devices.Device | None = None, weak: bool | 
     if isinstance(x, Array):
         if dtype is not None and np.dtype(dtype) != x.dtype:
             return to_array(x.buffer.astype(dtypes.canonicalize(dtype)), device=device or x.device)
-        if device is not None and device != x.device:
-            return Array(_devices.move_buffer(x.buffer, device), device, x._weak)
+        if device is not None and (device != x.device or not x._committed):
+            return Array(_devices.move_buffer(x.buffer, device), device, x._weak, True)
         return x
     if isinstance(x, Tracer):
         raise FlamefxTypeError("to_array got a tracer; this is a flamefx bug")
+    committed = device is not None
     device = device or _devices.default_device()
     if isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic):
         dt = dtypes.canonicalize(dtype) if dtype is not None else dtypes.dtype_of_python_scalar(x)
         weak = (dtype is None) if weak is None else weak
-        return Array(_devices.move_buffer(_scalar_buffer(x, dt), device), device, weak)
+        return Array(_devices.move_buffer(_scalar_buffer(x, dt), device), device, weak,
+                     committed)
     if hasattr(x, "__cuda_array_interface__") or type(x).__module__.startswith("cupy"):
         buf = x if dtype is None else x.astype(dtypes.canonicalize(dtype))
         dtypes.canonicalize(buf.dtype)
-        if device.platform == "cpu" and device == _devices.default_device():
+        if not committed:
             device = _devices.device_of_buffer(buf)
-        return Array(_devices.move_buffer(buf, device), device, bool(weak))
+        return Array(_devices.move_buffer(buf, device), device, bool(weak), True)
     if isinstance(x, (list, tuple)):
         x = _list_to_numpy(x, dtype)
     elif not isinstance(x, (np.ndarray, np.generic)):
@@ -360,7 +367,7 @@ def to_array(x, dtype=None, device: _devices.Device | None = None, weak: bool | 
     dt = dtypes.canonicalize(dtype if dtype is not None else buf.dtype)
     if buf.dtype != dt:
         buf = buf.astype(dt)
-    return Array(_devices.move_buffer(buf, device), device, bool(weak))
+    return Array(_devices.move_buffer(buf, device), device, bool(weak), committed)
 
 
 def _scalar_buffer(x, dt):
@@ -503,14 +510,14 @@ class EvalTrace(Trace):
             if isinstance(a, Tracer):
                 raise UnexpectedTracerError(_escaped_message(a))
         out_avals = abstract_eval(prim, [a.aval for a in args], params)
-        device = _common_device(prim, args)
+        device, committed = _common_device(prim, args)
         bufs = [a.buffer if a._device == device else _devices.move_buffer(a.buffer, device)
                 for a in args]
         outs = prim.impl_for(device.platform)(*bufs, **params)
-        return [_wrap_output(prim, o, av, device) for o, av in zip(outs, out_avals)]
+        return [_wrap_output(prim, o, av, device, committed) for o, av in zip(outs, out_avals)]
 
 
-def _wrap_output(prim, buf, aval, device) -> Array:
+def _wrap_output(prim, buf, aval, device, committed) -> Array:
     if not hasattr(buf, "shape") or isinstance(buf, np.generic):
         buf = np.asarray(buf)
     if buf.dtype != aval.dtype:
@@ -518,31 +525,35 @@ def _wrap_output(prim, buf, aval, device) -> Array:
     if buf.shape != aval.shape:
         raise FlamefxError(f"internal: primitive {prim.name} produced shape {buf.shape}, its "
                            f"shape rule says {aval.shape}")
-    return Array(buf, device, aval.weak_type)
+    return Array(buf, device, aval.weak_type, committed)
 
 
-def _common_device(prim, args) -> _devices.Device:
-    """The device a primitive runs on: where its non-scalar operands live; for all-scalar
-    operands, an explicitly placed one's device. 0-d operands follow, so ``0 + x`` stays on
-    ``x``'s device."""
-    shaped = [a for a in args if a.shape]
-    if shaped:
-        device = shaped[0]._device
-        for a in shaped[1:]:
+def _common_device(prim, args) -> tuple[_devices.Device, bool]:
+    """Where a primitive runs, and whether its outputs are committed to that device.
+
+    Committed operands decide (two committed devices are an error); uncommitted operands
+    are moved there. With none committed, non-scalar operands decide, then explicitly
+    placed scalars, so ``0 + x`` stays on ``x``'s device.
+    """
+    committed = [a for a in args if a._committed]
+    if committed:
+        device = committed[0]._device
+        for a in committed[1:]:
             if a._device != device:
                 raise FlamefxError(
-                    f"{prim.name}: operands live on different devices ({device} and "
+                    f"{prim.name}: operands were placed on different devices ({device} and "
                     f"{a._device}); move them with flamefx.device_put first\n  at {user_frame()}")
-        return device
+        return device, True
     if not args:
-        return _devices.default_device()
-    # Scalars made implicitly (Python numbers, promotions) sit on the default device; an
-    # operand placed elsewhere was put there on purpose, so it decides.
+        return _devices.default_device(), False
+    shaped = [a for a in args if a.shape]
+    if shaped:
+        return shaped[0]._device, False
     default = _devices.default_device()
     placed = [a for a in args if a._device != default]
     strong = [a for a in placed if not a._weak]
     chosen = strong or placed or [a for a in args if not a._weak] or list(args)
-    return chosen[0]._device
+    return chosen[0]._device, False
 
 
 class _Context(threading.local):

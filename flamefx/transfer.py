@@ -60,4 +60,4 @@ def from_dlpack(external) -> core.Array:
         raise FlamefxTypeError("from_dlpack got a GPU array but CuPy finds no GPU")
     buf = cp.from_dlpack(external)
     core.dtypes.canonicalize(buf.dtype)
-    return core.Array(buf, devices.Device("gpu", int(device_id)))
+    return core.Array(buf, devices.Device("gpu", int(device_id)), committed=True)

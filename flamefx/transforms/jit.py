@@ -291,8 +291,10 @@ class Jitted:
         dyn_args, dyn_kwargs, statics = self._split(args, kwargs)
         leaves, in_tree = tree_util.tree_flatten((dyn_args, dyn_kwargs))
         leaf_keys = tuple(_leaf_key(x) for x in leaves)
-        device = next((x._device for x in leaves if type(x) is Array), None) \
-            or default_device()
+        # Committed arrays decide where the call runs (as in eager mode); then any array.
+        device = (next((x._device for x in leaves if type(x) is Array and x._committed), None)
+                  or next((x._device for x in leaves if type(x) is Array), None)
+                  or default_device())
         key = (in_tree, statics, leaf_keys, device)
         entry = self._cache.get(key)
         if entry is None:
@@ -435,7 +437,8 @@ class _BoundExecutable:
                     leaves[i].delete()
         else:
             outs = self.run(bufs)
-        return [Array(b, device, w) for b, w in zip(outs, self.weak)]
+        committed = any(type(x) is Array and x._committed for x in leaves)
+        return [Array(b, device, w, committed) for b, w in zip(outs, self.weak)]
 
 
 class Lowered:
