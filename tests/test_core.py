@@ -162,3 +162,25 @@ def test_config_update_and_override():
         assert flamefx.config.read("default_matmul_precision") == "tf32"
     with pytest.raises(ValueError):
         flamefx.config.update("default_matmul_precision", "fast")
+
+
+def test_committed_arrays_decide_the_device():
+    code = """
+import flamefx, flamefx.numpy as fnp
+cpu0, cpu1 = flamefx.devices("cpu")
+x = flamefx.device_put(fnp.arange(3.0), cpu1)
+y = x + fnp.ones(3) * 2.0          # uncommitted operands follow x to cpu1
+assert y.device == cpu1, y.device
+z = flamefx.jit(lambda a, b: a * b)(fnp.ones(3), x)
+assert z.device == cpu1, z.device
+try:
+    x + flamefx.device_put(fnp.ones(3), cpu0)
+except flamefx.FlamefxError as e:
+    assert "placed on different devices" in str(e)
+else:
+    raise AssertionError("mixing committed devices must fail")
+print("ok")
+"""
+    env = dict(os.environ, FLAMEFX_CPU_DEVICES="2", FLAMEFX_PLATFORM="cpu")
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert result.returncode == 0 and "ok" in result.stdout, result.stderr
