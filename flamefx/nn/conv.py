@@ -67,8 +67,11 @@ def conv_padding(padding, in_sizes, kernel_sizes, strides) -> tuple:
     return pairs
 
 
-def conv(x, w, stride=1, padding="SAME", dilation=1, groups: int = 1):
+def conv(x, w, stride=1, padding="SAME", dilation=1, groups: int = 1, precision=None):
     """Cross-correlation of ``x`` (N, C, spatial...) with ``w`` (O, C / groups, kernel...).
+
+    ``precision``: None (the ``default_matmul_precision`` option) | 'highest' | 'tf32' |
+    'bf16', for float32 operands on the GPU (as ``fnp.matmul``'s).
 
     >>> conv(fnp.ones((2, 1, 5)), fnp.ones((1, 1, 3)), padding="VALID").tolist()[0]
     [[3.0, 3.0, 3.0]]
@@ -79,7 +82,7 @@ def conv(x, w, stride=1, padding="SAME", dilation=1, groups: int = 1):
     pads = conv_padding(padding, x.shape[2:], _effective_kernel(w, dilation), strides)
     return conv_general_dilated(x, w, window_strides=strides, padding=pads,
                                 lhs_dilation=(1,) * n, rhs_dilation=dilation,
-                                feature_group_count=groups)
+                                feature_group_count=groups, precision=precision)
 
 
 def _transpose_padding(padding, kernel_sizes, strides, output_padding) -> tuple:
@@ -103,13 +106,13 @@ def _transpose_padding(padding, kernel_sizes, strides, output_padding) -> tuple:
 
 
 def conv_transpose(x, w, stride=1, padding="SAME", dilation=1, groups: int = 1,
-                   output_padding=0):
+                   output_padding=0, precision=None):
     """The transpose (input gradient) of ``conv``: upsamples by ``stride``.
 
     ``w`` has PyTorch's ConvTranspose layout (C_in, C_out / groups, kernel...). An int
     ``padding`` p means PyTorch's: the output is ``(in - 1) * stride - 2p + dilation *
     (k - 1) + output_padding + 1``; ``'SAME'`` gives ``in * stride`` and ``'VALID'``
-    gives ``(in - 1) * stride + dilation * (k - 1) + 1``.
+    gives ``(in - 1) * stride + dilation * (k - 1) + 1``. ``precision`` as in ``conv``.
 
     >>> conv_transpose(fnp.ones((1, 2, 4, 4)), fnp.ones((2, 3, 3, 3)), stride=2).shape
     (1, 3, 8, 8)
@@ -128,4 +131,4 @@ def conv_transpose(x, w, stride=1, padding="SAME", dilation=1, groups: int = 1,
     forward_w = structural.rev(forward_w, tuple(range(2, 2 + n)))
     return conv_general_dilated(x, forward_w, window_strides=(1,) * n, padding=pads,
                                 lhs_dilation=strides, rhs_dilation=dilation,
-                                feature_group_count=groups)
+                                feature_group_count=groups, precision=precision)
