@@ -1,24 +1,44 @@
 """Matrix products on the GPU through cuBLAS, called directly (no cupy.matmul).
 
-Direct calls work during CUDA-graph capture (CuPy refuses its own matmul there) and let
-us choose the compute type: float32 accumulation for float16/bfloat16/float32 operands,
-optionally with TF32 or bf16 tensor-core inputs.
-
 cuBLAS is column-major. A row-major (m, k) array is, to cuBLAS, its (k, m) transpose, so
-C = A @ B is computed as C^T = B^T @ A^T without moving any data.
+C = A @ B is computed as C^T = B^T @ A^T without moving any data. An operand that is a
+transposed view of a C-contiguous array (what dot_general's VJP produces) is passed with
+the transpose flag instead of being copied.
+
+The calls go through ctypes into the libcublas that CuPy itself loaded, with CuPy's handle:
+CuPy's own cublas wrappers refuse to run while a stream is being captured into a CUDA
+graph, cuBLAS does not. Each call sets the handle's stream to the current stream and a
+preallocated workspace (cuBLAS must not allocate during capture). Where the library
+cannot be found the CuPy wrappers are the fallback (no graph capture then).
+
+>>> _operand_layout((1, 4, 3), (48, 12, 4), 4)      # C-contiguous (4, 3): no transpose
+(0, 3)
+>>> _operand_layout((1, 4, 3), (48, 4, 16), 4)      # the transpose of a (3, 4) array
+(1, 4)
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
+import glob
+import logging
+import os
+
 import numpy as np
+
+log = logging.getLogger("flamefx.cublas")
 
 # cudaDataType and cublasComputeType_t values (stable parts of the CUDA ABI).
 _CUDA_DATA_TYPE = {"float16": 2, "float32": 0, "float64": 1, "bfloat16": 14}
 _COMPUTE_32F, _COMPUTE_32F_FAST_16BF, _COMPUTE_32F_FAST_TF32, _COMPUTE_64F = 68, 75, 77, 70
 _PRECISION_COMPUTE = {"highest": _COMPUTE_32F, "tf32": _COMPUTE_32F_FAST_TF32,
                       "bf16": _COMPUTE_32F_FAST_16BF}
-_OP_N, _POINTER_MODE_HOST, _GEMM_DEFAULT = 0, 0, -1
+_OP_N, _OP_T, _POINTER_MODE_HOST, _GEMM_DEFAULT = 0, 1, 0, -1
 _HALF_TYPES = ("float16", "bfloat16")
+# cuBLAS's recommended workspace for Hopper (its docs: 32 MiB; smaller GPUs need less).
+WORKSPACE_BYTES = 32 * 2**20
 
 
 def _cp():
@@ -33,13 +53,30 @@ def _direct(in_dtype: np.dtype, out_dtype: np.dtype) -> bool:
     return in_dtype == out_dtype or (in_dtype.name in _HALF_TYPES and out_dtype.name == "float32")
 
 
+def _operand_layout(shape, strides, itemsize) -> tuple[int, int] | None:
+    """(transpose flag, leading dimension) for a (batch, rows, cols) operand, or None when
+    it must be copied: cuBLAS takes row-major matrices and their transposes, each batch
+    entry ``rows * cols`` elements after the previous one."""
+    batch, rows, cols = shape
+    s_batch, s_rows, s_cols = (st // itemsize for st in strides)
+    if any(st * itemsize != full for st, full in zip((s_batch, s_rows, s_cols), strides)):
+        return None
+    if batch > 1 and s_batch != rows * cols:
+        return None
+    if (cols == 1 or s_cols == 1) and (rows == 1 or s_rows == cols):
+        return _OP_N, max(cols, 1)
+    if (rows == 1 or s_rows == 1) and (cols == 1 or s_cols == rows):
+        return _OP_T, max(rows, 1)
+    return None
+
+
 def gemm_into(out, a, b, precision: str = "highest") -> None:
     """Writes ``a @ b`` into the preallocated C-contiguous ``out``, on the current stream.
 
     ``a``: (batch, m, k) or (m, k); ``b``: (batch, k, n) or (k, n); ``out``: (batch, m, n)
     or (m, n). float16/bfloat16/float32 accumulate in float32 ('tf32' and 'bf16' allow
     tensor-core inputs of that precision for float32); float64 in float64. Other dtypes
-    (integers, bool) go through a CuPy matmul in a wide type.
+    (integers, bool) go through a CuPy matmul in a wide type. Transposed views need no copy.
 
     >>> gemm_into(out, a, b, precision="highest")    # doctest: +SKIP
     """
@@ -58,30 +95,154 @@ def gemm_into(out, a, b, precision: str = "highest") -> None:
     if not _direct(a.dtype, out.dtype):
         _gemm_via_wide_type(cp, out, a3, b3)
         return
-    a3, b3 = cp.ascontiguousarray(a3), cp.ascontiguousarray(b3)
-    if a.dtype == np.float64:
+    layout_a = _operand_layout(a3.shape, a3.strides, a3.itemsize)
+    if layout_a is None:
+        a3 = cp.ascontiguousarray(a3)
+        layout_a = _OP_N, k
+    layout_b = _operand_layout(b3.shape, b3.strides, b3.itemsize)
+    if layout_b is None:
+        b3 = cp.ascontiguousarray(b3)
+        layout_b = _OP_N, n
+    args = gemm_arguments(a3.dtype, out.dtype, precision, batch, m, n, k,
+                          (a3.data.ptr, *layout_a), (b3.data.ptr, *layout_b), out.data.ptr)
+    from cupy.cuda import device
+    handle = device.get_cublas_handle()
+    stream = cp.cuda.get_current_stream().ptr
+    library = _library()
+    if library is not None:
+        _call_direct(library, handle, stream, _workspace(cp.cuda.Device().id), args)
+    else:
+        _call_cupy_wrappers(handle, args)
+
+
+def gemm_arguments(in_dtype, out_dtype, precision, batch, m, n, k, a, b, out_ptr) -> tuple:
+    """The cublasGemmEx (batch 1) or cublasGemmStridedBatchedEx argument list, after the
+    handle. ``a`` and ``b`` are (device pointer, transpose flag, leading dimension); the
+    host scalars alpha and beta come last (they must stay alive through the call)."""
+    in_dtype, out_dtype = np.dtype(in_dtype), np.dtype(out_dtype)
+    if in_dtype == np.float64:
         compute, scalar_type = _COMPUTE_64F, np.float64
     else:
-        compute = _COMPUTE_32F if a.dtype.name in _HALF_TYPES else _PRECISION_COMPUTE[precision]
+        compute = (_COMPUTE_32F if in_dtype.name in _HALF_TYPES
+                   else _PRECISION_COMPUTE[precision])
         scalar_type = np.float32
     alpha, beta = np.ones((), scalar_type), np.zeros((), scalar_type)
-    in_type, out_type = _CUDA_DATA_TYPE[a.dtype.name], _CUDA_DATA_TYPE[out.dtype.name]
-    from cupy.cuda import cublas, device
-    handle = device.get_cublas_handle()
+    in_type, out_type = _CUDA_DATA_TYPE[in_dtype.name], _CUDA_DATA_TYPE[out_dtype.name]
+    (a_ptr, a_op, lda), (b_ptr, b_op, ldb) = a, b
+    # Column-major view: C^T (n x m) = op(B)^T (n x k) @ op(A)^T (k x m).
+    if batch == 1:
+        return ("cublasGemmEx", (b_op, a_op, n, m, k, alpha.ctypes.data, b_ptr, in_type, ldb,
+                                 a_ptr, in_type, lda, beta.ctypes.data, out_ptr, out_type, n,
+                                 compute, _GEMM_DEFAULT), (alpha, beta))
+    return ("cublasGemmStridedBatchedEx",
+            (b_op, a_op, n, m, k, alpha.ctypes.data, b_ptr, in_type, ldb, k * n,
+             a_ptr, in_type, lda, m * k, beta.ctypes.data, out_ptr, out_type, n, m * n, batch,
+             compute, _GEMM_DEFAULT), (alpha, beta))
+
+
+# --- the direct path: libcublas through ctypes -------------------------------------------------
+
+_P, _I, _LL, _SZ = ctypes.c_void_p, ctypes.c_int, ctypes.c_longlong, ctypes.c_size_t
+_SIGNATURES = {
+    "cublasSetStream_v2": (_P, _P),
+    "cublasSetWorkspace_v2": (_P, _P, _SZ),
+    "cublasSetPointerMode_v2": (_P, _I),
+    "cublasGemmEx": (_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _P, _I, _I, _P, _P, _I, _I, _I,
+                     _I),
+    "cublasGemmStridedBatchedEx": (_P, _I, _I, _I, _I, _I, _P, _P, _I, _I, _LL, _P, _I, _I,
+                                   _LL, _P, _P, _I, _I, _LL, _I, _I, _I),
+}
+
+
+def _candidate_paths() -> list[str]:
+    """Where the libcublas CuPy uses may be: already mapped into this process (CuPy's
+    extension loaded it), CuPy's CUDA path, the nvidia-cublas wheel, the linker's search."""
+    paths = []
+    try:
+        with open("/proc/self/maps") as maps:
+            paths += sorted({line.split()[-1] for line in maps
+                             if "libcublas.so" in line and "libcublasLt" not in line})
+    except OSError:  # no /proc (not Linux): the other places remain
+        log.debug("cannot read /proc/self/maps")
+    cp = _cp()
+    roots = []
+    try:
+        roots.append(os.path.join(cp.cuda.get_cuda_path() or "", "lib64"))
+    except Exception as e:  # noqa: BLE001  (no CUDA toolkit path: try the others)
+        log.debug("no CUDA path from CuPy: %s", e)
+    try:
+        import nvidia.cublas
+        roots += [os.path.join(p, "lib") for p in nvidia.cublas.__path__]
+    except ImportError:
+        pass
+    for root in roots:
+        paths += sorted(glob.glob(os.path.join(root, "libcublas.so.*")), reverse=True)
+    found = ctypes.util.find_library("cublas")
+    if found:
+        paths.append(found)
+    return paths
+
+
+@functools.cache
+def _library():
+    """libcublas with typed entry points, or None (then the CuPy wrappers are used)."""
+    from cupy.cuda import device
+    device.get_cublas_handle()  # makes CuPy load its libcublas first, so we find that one
+    for path in _candidate_paths():
+        try:
+            lib = ctypes.CDLL(path)
+            for name, argtypes in _SIGNATURES.items():
+                fn = getattr(lib, name)
+                fn.argtypes, fn.restype = argtypes, ctypes.c_int
+        except (OSError, AttributeError) as e:
+            log.info("cannot use %s for direct cuBLAS calls: %s", path, e)
+            continue
+        return lib
+    log.warning("libcublas not found for direct calls; CUDA graphs cannot capture GEMMs")
+    return None
+
+
+_workspaces: dict[int, int] = {}
+
+
+def _workspace(device_id: int) -> int:
+    """One workspace per device, allocated once outside any memory pool (a pool active
+    during a graph capture must not own it) and kept for the life of the process: captured
+    graphs keep using it."""
+    ptr = _workspaces.get(device_id)
+    if ptr is None:
+        ptr = _workspaces[device_id] = _cp().cuda.runtime.malloc(WORKSPACE_BYTES)
+    return ptr
+
+
+class CublasError(RuntimeError):
+    pass
+
+
+def _check(status: int, name: str) -> None:
+    if status != 0:
+        raise CublasError(f"{name} failed with cublasStatus_t {status}")
+
+
+def _call_direct(library, handle: int, stream: int, workspace: int, args: tuple) -> None:
+    name, fn_args, _scalars = args  # _scalars keeps alpha and beta alive through the call
+    # SetStream resets the workspace to cuBLAS's own pool, so the workspace comes after it.
+    _check(library.cublasSetStream_v2(handle, stream), "cublasSetStream_v2")
+    _check(library.cublasSetWorkspace_v2(handle, workspace, WORKSPACE_BYTES),
+           "cublasSetWorkspace_v2")
+    _check(library.cublasSetPointerMode_v2(handle, _POINTER_MODE_HOST),
+           "cublasSetPointerMode_v2")
+    _check(getattr(library, name)(handle, *fn_args), name)
+
+
+def _call_cupy_wrappers(handle: int, args: tuple) -> None:
+    from cupy.cuda import cublas
+    name, fn_args, _scalars = args
+    fn = cublas.gemmEx if name == "cublasGemmEx" else cublas.gemmStridedBatchedEx
     old_mode = cublas.getPointerMode(handle)
     cublas.setPointerMode(handle, _POINTER_MODE_HOST)
     try:
-        # Column-major view: C^T (n x m) = B^T (n x k) @ A^T (k x m).
-        if batch == 1:
-            cublas.gemmEx(handle, _OP_N, _OP_N, n, m, k, alpha.ctypes.data,
-                          b3.data.ptr, in_type, n, a3.data.ptr, in_type, k,
-                          beta.ctypes.data, out.data.ptr, out_type, n, compute, _GEMM_DEFAULT)
-        else:
-            cublas.gemmStridedBatchedEx(
-                handle, _OP_N, _OP_N, n, m, k, alpha.ctypes.data,
-                b3.data.ptr, in_type, n, k * n, a3.data.ptr, in_type, k, m * k,
-                beta.ctypes.data, out.data.ptr, out_type, n, m * n, batch, compute,
-                _GEMM_DEFAULT)
+        fn(handle, *fn_args)
     finally:
         cublas.setPointerMode(handle, old_mode)
 

@@ -138,18 +138,23 @@ def _empty(cp, shape, dtype):
 class _FusedLaunch:
     """One fused kernel (and the finishing kernel of a split reduction), ready to launch."""
 
-    __slots__ = ("finish", "finish_grid", "grid", "kernel", "out_specs", "partial")
+    __slots__ = ("block", "finish", "finish_grid", "grid", "kernel", "out_specs", "partial")
 
     def __init__(self, fused: fusion.FusedKernel, device_sms: int):
         module = _module(fused.source)
         self.kernel = module.get_function(fused.name)
         self.out_specs = [(v.aval.shape, v.aval.dtype) for v in fused.outputs]
         block = fusion.BLOCK
+        self.block = (block,)
         if fused.reduction is None:
             blocks = max(1, min(-(-fused.total // block), device_sms * 32))
             self.grid, self.finish, self.partial = (blocks,), None, None
         else:
-            self.grid = (fused.split, min(max(fused.outer, 1), 65535))
+            if fused.layout == "columns":
+                self.grid = (fused.tiles, fused.split)
+                self.block = (32, fusion.COLUMN_ROWS)
+            else:
+                self.grid = (fused.split, min(max(fused.outer, 1), 65535))
             if fused.split > 1:
                 self.finish = module.get_function(fused.name + "_finish")
                 self.finish_grid = (min(max(fused.outer, 1), 65535),)
@@ -162,13 +167,12 @@ class _FusedLaunch:
         for shape, dtype in self.out_specs:
             reused = free.get((shape, dtype)) if free else None
             outs.append(reused.pop() if reused else _empty(cp, shape, dtype))
-        block = (fusion.BLOCK,)
         if self.finish is None:
-            self.kernel(self.grid, block, tuple(args + outs))
+            self.kernel(self.grid, self.block, tuple(args + outs))
         else:
             part = cp.empty(*self.partial)
-            self.kernel(self.grid, block, tuple(args + outs[:-1] + [part]))
-            self.finish(self.finish_grid, block, (part, outs[-1]))
+            self.kernel(self.grid, self.block, tuple(args + outs[:-1] + [part]))
+            self.finish(self.finish_grid, (fusion.BLOCK,), (part, outs[-1]))
         return outs
 
 

@@ -33,6 +33,10 @@ BLOCK = 256
 # Reductions split a long reduced extent over this many blocks per output at most; the
 # partial results are combined by a second, tiny kernel.
 MAX_SPLIT = 1024
+# Column reductions (the kept axes are the fastest-varying): each block is 32 outputs wide
+# and COLUMN_ROWS rows tall; enough blocks to give every SM of a large GPU two.
+COLUMN_ROWS = 8
+TARGET_BLOCKS = 264
 # Views in CuPy: these opaque steps launch no kernel.
 _VIEW_PRIMS = frozenset({"reshape", "squeeze", "expand_dims"})
 # Dtypes whose accumulator __shfl_down_sync can move.
@@ -129,6 +133,7 @@ class FusedKernel:
         self.name = ""
         self.source = ""
         self.launches = 1
+        self.layout = "elementwise"   # or 'rows' / 'columns' (how a reduction maps threads)
 
     @property
     def closed(self) -> bool:
@@ -339,6 +344,7 @@ def _generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
         lines += ["    " + s for s in coords + body + stores] + ["  }", "}"]
         kernel.source = FUSION_PREAMBLE + "\n".join(lines) + "\n"
         kernel.total, kernel.split, kernel.outer = n_total, 1, n_total
+        kernel.layout, kernel.tiles = "elementwise", 0
         return
     _generate_reduction(kernel, params, body, stores, red, red_in, itype)
 
@@ -356,13 +362,29 @@ def _coords_from_flat(flat: str, shape, itype) -> list[str]:
 
 
 def _generate_reduction(kernel, params, body, stores, red, red_in, itype) -> None:
-    """Map-reduce over the kernel's shape; grid (split, outer): blocks of one output row."""
+    """Map-reduce over the kernel's shape, in one of two layouts.
+
+    'rows' (the last axis is reduced): grid (split, outer), a block walks one output's
+    reduced elements, which are contiguous. 'columns' (the last axis is kept, e.g. a bias
+    gradient summing a (rows, features) array over rows): block (32, COLUMN_ROWS), each
+    thread owns one output and walks its rows, so a warp reads 32 neighbouring elements;
+    grid (outputs / 32, split) with the rows split over blocks. A split > 1 leaves
+    partials (outer, split) that a second, tiny kernel combines.
+    """
     shape = kernel.shape
     axes = tuple(sorted(red.params["axes"]))
     kept = [d for d in range(len(shape)) if d not in axes]
     outer = int(np.prod([shape[d] for d in kept], dtype=np.int64))
     inner = int(np.prod([shape[d] for d in axes], dtype=np.int64))
-    split = max(1, min(MAX_SPLIT, inner // (BLOCK * 8), max(1, 2048 // max(outer, 1))))
+    columns = bool(kept) and kept[-1] == len(shape) - 1 and shape[-1] > 1
+    if columns:
+        kernel.layout, kernel.tiles = "columns", -(-outer // 32)
+        # Enough blocks to fill the GPU (~2 per SM), each thread still summing >= 8 rows.
+        split = max(1, min(MAX_SPLIT, -(-TARGET_BLOCKS // kernel.tiles),
+                           inner // (COLUMN_ROWS * 8)))
+    else:
+        kernel.layout, kernel.tiles = "rows", 0
+        split = max(1, min(MAX_SPLIT, inner // (BLOCK * 8), max(1, 2048 // max(outer, 1))))
     descriptor: Reduction = red.prim.fusion
     in_dtype = red.invars[0].aval.dtype
     out_dtype = red.outvars[0].aval.dtype
@@ -379,32 +401,28 @@ def _generate_reduction(kernel, params, body, stores, red, red_in, itype) -> Non
     identity = descriptor.identity(in_dtype)
     partial_ctype = acc
     final_store = store(out_dtype, "acc")
-    target = ("part[m * gridDim.x + blockIdx.x] = acc;" if split > 1
+    split_axis = "y" if columns else "x"
+    target = (f"part[m * gridDim.{split_axis} + blockIdx.{split_axis}] = acc;" if split > 1
               else f"red_out[m] = {final_store};")
     out_param = (f"{partial_ctype}* __restrict__ part" if split > 1
                  else f"{storage_ctype(out_dtype)}* __restrict__ red_out")
-    lines = [f'extern "C" __global__ void {kernel.name}({", ".join(params + [out_param])}) {{',
-             f"  __shared__ {acc} smem[{BLOCK // 32}];",
-             f"  for ({itype} m = blockIdx.y; m < {outer}; m += gridDim.y) {{",
-             f"    {acc} acc = {identity};",
-             f"    for ({itype} r = ({itype})blockIdx.x * blockDim.x + threadIdx.x; r < {inner}; "
-             f"r += ({itype})gridDim.x * blockDim.x) {{"]
-    lines += ["      " + s for s in coord_lines + body + stores]
-    lines += [f"      {{ const {acc} a = acc; const {acc} b = {red_in}; acc = {combine}; }}",
-              "    }"]
-    lines += ["    " + s for s in _block_reduce(acc, combine, identity)]
-    lines += [f"    if (threadIdx.x == 0) {{ {target} }}", "    __syncthreads();", "  }", "}"]
+    header = f'extern "C" __global__ void {kernel.name}({", ".join(params + [out_param])}) {{'
+    reduce_line = f"{{ const {acc} a = acc; const {acc} b = {red_in}; acc = {combine}; }}"
+    step = (_column_reduction if columns else _row_reduction)
+    lines = step(header, acc, identity, combine, outer, inner, itype,
+                 coord_lines + body + stores + [reduce_line], target)
     source = FUSION_PREAMBLE + "\n".join(lines) + "\n"
     if split > 1:
         finish = kernel.name + "_finish"
         source += "\n".join([
-            f'extern "C" __global__ void {finish}(const {acc}* __restrict__ part, '
-            f"{storage_ctype(out_dtype)}* __restrict__ red_out) {{",
+            (f'extern "C" __global__ void {finish}(const {acc}* __restrict__ part, '
+             f"{storage_ctype(out_dtype)}* __restrict__ red_out) {{"),
             f"  __shared__ {acc} smem[{BLOCK // 32}];",
             f"  for ({itype} m = blockIdx.x; m < {outer}; m += gridDim.x) {{",
             f"    {acc} acc = {identity};",
-            f"    for (int r = threadIdx.x; r < {split}; r += blockDim.x) "
-            f"{{ const {acc} a = acc; const {acc} b = part[m * {split} + r]; acc = {combine}; }}"]
+            (f"    for (int r = threadIdx.x; r < {split}; r += blockDim.x) "
+             f"{{ const {acc} a = acc; const {acc} b = part[m * {split} + r]; "
+             f"acc = {combine}; }}")]
             + ["    " + s for s in _block_reduce(acc, combine, identity)]
             + [f"    if (threadIdx.x == 0) {{ red_out[m] = {final_store}; }}",
                "    __syncthreads();", "  }", "}"]) + "\n"
@@ -413,6 +431,41 @@ def _generate_reduction(kernel, params, body, stores, red, red_in, itype) -> Non
     kernel.total, kernel.split, kernel.outer = outer * inner, split, outer
     kernel.outputs = kernel.outputs + [red.outvars[0]]
     kernel.partial_dtype = _PARTIAL_DTYPE[acc]
+
+
+def _row_reduction(header, acc, identity, combine, outer, inner, itype, body, target):
+    lines = [header,
+             f"  __shared__ {acc} smem[{BLOCK // 32}];",
+             f"  for ({itype} m = blockIdx.y; m < {outer}; m += gridDim.y) {{",
+             f"    {acc} acc = {identity};",
+             (f"    for ({itype} r = ({itype})blockIdx.x * blockDim.x + threadIdx.x; "
+              f"r < {inner}; r += ({itype})gridDim.x * blockDim.x) {{")]
+    lines += ["      " + s for s in body] + ["    }"]
+    lines += ["    " + s for s in _block_reduce(acc, combine, identity)]
+    lines += [f"    if (threadIdx.x == 0) {{ {target} }}", "    __syncthreads();", "  }", "}"]
+    return lines
+
+
+def _column_reduction(header, acc, identity, combine, outer, inner, itype, body, target):
+    rows = COLUMN_ROWS
+    head = [header,
+            f"  __shared__ {acc} smem[{rows}][33];",
+            f"  const {itype} m = ({itype})blockIdx.x * 32 + threadIdx.x;",
+            f"  {acc} acc = {identity};",
+            f"  if (m < {outer}) {{",
+            (f"    for ({itype} r = ({itype})blockIdx.y * {rows} + threadIdx.y; r < {inner}; "
+             f"r += ({itype})gridDim.y * {rows}) {{")]
+    return head + ["      " + s for s in body] + [
+            "    }",
+            "  }",
+            "  smem[threadIdx.y][threadIdx.x] = acc;",
+            "  __syncthreads();",
+            f"  if (threadIdx.y == 0 && m < {outer}) {{",
+            (f"    for (int t = 1; t < {rows}; ++t) {{ const {acc} a = acc; "
+             f"const {acc} b = smem[t][threadIdx.x]; acc = {combine}; }}"),
+            f"    {target}",
+            "  }",
+            "}"]
 
 
 def _block_reduce(acc: str, combine: str, identity: str) -> list[str]:
