@@ -31,7 +31,7 @@ from absl import app, flags
 
 import flamefx
 import flamefx.numpy as fnp
-from flamefx import dtypes, lax, nn, optim, random
+from flamefx import lax, nn, optim, random
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train_mlp beside us
 import train_mlp
@@ -221,23 +221,18 @@ def unet(params: dict, x, t):
     return head["conv"](nn.silu(head["norm"](h)))
 
 
-def cast_floats(tree, dtype):
-    """``tree`` with its floating-point leaves cast to ``dtype`` (for bfloat16 compute)."""
-    return flamefx.tree_util.tree_map(
-        lambda leaf: leaf.astype(dtype) if dtypes.is_float(leaf.dtype) else leaf,
-        tree)
-
-
 # --- training -----------------------------------------------------------------------------
 
 
-def diffusion_loss(params, schedule, images, t, noise, compute_dtype):
-    """Mean squared error of the predicted noise (the DDPM "simple" objective)."""
+def diffusion_loss(params, schedule, images, t, noise, policy):
+    """Mean squared error of the predicted noise (the DDPM "simple" objective). The UNet
+    runs in ``policy.compute_dtype`` on a cast of the float32 master parameters; the
+    gradient comes back through the cast in float32."""
     scale = fnp.take(schedule["sqrt_alpha_bar"], t)[:, None, None, None]
     sigma = fnp.take(schedule["sqrt_one_minus_alpha_bar"], t)[:, None, None, None]
     noisy = scale * images + sigma * noise
-    predicted = unet(cast_floats(params, compute_dtype), noisy.astype(compute_dtype), t)
-    return fnp.mean(fnp.square(predicted.astype(fnp.float32) - noise))
+    predicted = unet(policy.cast_to_compute(params), policy.cast_to_compute(noisy), t)
+    return fnp.mean(fnp.square(policy.cast_to_output(predicted) - noise))
 
 
 def make_optimizer(learning_rate: float, warmup_steps: int, steps: int):
@@ -248,14 +243,14 @@ def make_optimizer(learning_rate: float, warmup_steps: int, steps: int):
                        optim.adamw(schedule, weight_decay=1e-4))
 
 
-def make_train_step(optimizer, ema, schedule, timesteps: int, compute_dtype):
+def make_train_step(optimizer, ema, schedule, timesteps: int, policy):
     @flamefx.jit
     def train_step(state, images, key):
         noise_key, time_key = random.split(key)
         t = random.randint(time_key, (images.shape[0],), 0, timesteps)
         noise = random.normal(noise_key, images.shape)
         loss, grads = flamefx.value_and_grad(diffusion_loss)(
-            state["params"], schedule, images, t, noise, compute_dtype)
+            state["params"], schedule, images, t, noise, policy)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optim.apply_updates(state["params"], updates)
         ema_params, ema_state = ema.update(params, state["ema_state"])
@@ -291,12 +286,12 @@ def load_checkpoint(out: str, like: dict) -> tuple[dict, list]:
 # --- sampling -----------------------------------------------------------------------------
 
 
-def make_sampler(schedule, timesteps: int, compute_dtype):
+def make_sampler(schedule, timesteps: int, policy):
     """A jitted ``sample(params, key, noise) -> images``: ancestral DDPM sampling, all
     reverse steps in one ``lax.fori_loop``; x0 is clipped to [-1, 1] at each step."""
     @flamefx.jit
     def sample(params, key, noise):
-        params = cast_floats(params, compute_dtype)
+        params = policy.cast_to_compute(params)
         batch = noise.shape[0]
 
         def reverse_step(i, carry):
@@ -304,7 +299,7 @@ def make_sampler(schedule, timesteps: int, compute_dtype):
             key, noise_key = random.split(key)
             t = timesteps - 1 - i
             t_batch = fnp.full((batch,), t, dtype=fnp.int32)
-            eps = unet(params, x.astype(compute_dtype), t_batch).astype(fnp.float32)
+            eps = policy.cast_to_output(unet(params, policy.cast_to_compute(x), t_batch))
             x0 = (x - schedule["sqrt_one_minus_alpha_bar"][t] * eps) / \
                 schedule["sqrt_alpha_bar"][t]
             x0 = fnp.clip(x0, -1.0, 1.0)
@@ -432,7 +427,8 @@ def train(steps=500, batch_size=32, channels=16, image_size=8, timesteps=200,
     """Trains, samples and judges; returns a dict of results (losses, final step, judge's
     figures for samples and for real digits, file paths)."""
     os.makedirs(out, exist_ok=True)
-    compute_dtype = dtypes.canonicalize(dtype)
+    # float32 master parameters and optimizer state; the UNet computes in ``dtype``.
+    policy = optim.get_policy(f"params=float32,compute={dtype},output=float32")
     x_train, (x_test, _) = digit_images(image_size, seed)
     schedule = cosine_schedule(timesteps)
     optimizer = make_optimizer(learning_rate, warmup_steps, steps)
@@ -442,7 +438,7 @@ def train(steps=500, batch_size=32, channels=16, image_size=8, timesteps=200,
     if resume and os.path.exists(os.path.join(out, CHECKPOINT)):
         state, losses = load_checkpoint(out, like=state)
         print(f"resumed from {os.path.join(out, CHECKPOINT)} at step {int(state['step'])}")
-    train_step = make_train_step(optimizer, ema, schedule, timesteps, compute_dtype)
+    train_step = make_train_step(optimizer, ema, schedule, timesteps, policy)
     count = sum(int(np.prod(leaf.shape))
                 for leaf in flamefx.tree_util.tree_leaves(state["params"]))
     print(f"UNet: {count:,} parameters; {len(x_train)} training digits at "
@@ -480,7 +476,7 @@ def train(steps=500, batch_size=32, channels=16, image_size=8, timesteps=200,
     train_seconds = time.perf_counter() - start
     final_step = int(state["step"])
 
-    sample = make_sampler(schedule, timesteps, compute_dtype)
+    sample = make_sampler(schedule, timesteps, policy)
     start = time.perf_counter()
     noise = random.normal(random.key(seed + 1), (num_samples, 1, image_size, image_size))
     samples = np.asarray(sample(state["ema_params"], random.key(seed + 2), noise))

@@ -74,7 +74,7 @@ def test_diffusion_trains_writes_files_and_resumes(tmp_path, judge_path):
 def test_diffusion_sampler_keeps_shape_and_range():
     schedule = train_diffusion.cosine_schedule(5)
     params = train_diffusion.init_unet(train_diffusion.random.key(0), 8, 16)
-    sample = train_diffusion.make_sampler(schedule, 5, np.dtype(np.float32))
+    sample = train_diffusion.make_sampler(schedule, 5, train_diffusion.optim.get_policy("float32"))
     noise = train_diffusion.random.normal(train_diffusion.random.key(1), (2, 1, 16, 16))
     images = np.asarray(sample(params, train_diffusion.random.key(2), noise))
     assert images.shape == (2, 1, 16, 16)
