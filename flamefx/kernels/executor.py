@@ -19,6 +19,7 @@ import functools
 import logging
 import os
 import sys
+from time import perf_counter as _perf_counter
 
 import numpy as np
 
@@ -28,6 +29,9 @@ from flamefx.jaxpr import Jaxpr, Literal
 from flamefx.kernels import fusion
 
 log = logging.getLogger("flamefx.jit")
+
+# CUDA graphs captured per executable at most (each owns a copy of every output buffer).
+MAX_GRAPHS = 2
 
 
 class SlotPlan:
@@ -226,9 +230,12 @@ class GpuExecutable:
         read_by_opaque = {s for ins, fused in zip(self.slots.step_ins, self.contiguous_ins)
                           if not fused for s in ins}
         self.recyclable = [s not in read_by_opaque for s in self.slots.in_slots]
+        self.cp = cp
+        self.single = self._single_kernel()
         # Graphs pay off when a call launches several kernels.
         self.graph_eligible = self.plan.kernel_count >= 2
-        self.graph: _GraphReplay | None = None
+        self.graphs: list[_GraphReplay] = []
+        self.capture_error: str | None = None  # why capture failed, for profiles and logs
         self.calls = 0
         self.last_env = None
 
@@ -236,20 +243,96 @@ class GpuExecutable:
     def kernel_count(self) -> int:
         return self.plan.kernel_count
 
+    @property
+    def graph(self) -> _GraphReplay | None:
+        """The first captured graph (None while the call runs kernel by kernel)."""
+        return self.graphs[0] if self.graphs else None
+
     def __call__(self, bufs, donated=()) -> list:
-        graph = self.graph
-        if graph is None and self.graph_eligible and config.read("cuda_graphs"):
+        if self.single is not None and not donated:
+            return self._run_single(bufs)
+        if self.graph_eligible and config.read("cuda_graphs"):
+            for graph in self.graphs:
+                if graph.ready(bufs, donated):
+                    return graph(bufs)
             self.calls += 1
-            if self.calls >= 2:  # the first call is the warm-up (compiles, fills the pools)
-                graph = self.graph = _capture(self, bufs)
+            # The first call is the warm-up (compiles, fills the pools). A second graph,
+            # writing other output buffers, serves a loop that holds the previous step's
+            # outputs while it passes them back in (params = step(params)): the two
+            # graphs then take turns.
+            if self.calls >= 2 and len(self.graphs) < MAX_GRAPHS:
+                graph = _capture(self, bufs)
                 if graph is None:
                     self.graph_eligible = False  # capture failed: remember, run plain
-        if graph is not None and graph.ready(bufs, donated):
-            return graph(bufs)
+                else:
+                    self.graphs.append(graph)
+                    if graph.ready(bufs, donated):
+                        return graph(bufs)
         return self.run_steps(bufs, donated)
 
-    def run_steps(self, bufs, donated=(), release: bool = True) -> list:
+    def _single_kernel(self):
+        """(launch, input positions) when the whole call is one fused kernel reading only
+        arguments and writing exactly the outputs (a tiny jitted function): such a call
+        skips the slot machinery. None otherwise."""
+        if len(self.launches) != 1 or not isinstance(self.launches[0], _FusedLaunch):
+            return None
+        launch = self.launches[0]
+        position = {s: i for i, s in enumerate(self.slots.in_slots)}
+        ins, outs = self.slots.step_ins[0], self.slots.step_outs[0]
+        if launch.finish is not None or list(outs) != list(self.slots.out_slots) or \
+                len(set(outs)) != len(outs) or not all(s in position for s in ins):
+            return None
+        return launch, [position[s] for s in ins]
+
+    def _run_single(self, bufs) -> list:
+        launch, positions = self.single
+        args = [bufs[i] for i in positions]
+        for a in args:
+            if not a.flags.c_contiguous:
+                return self.run_steps(bufs)
+        outs = [_empty(self.cp, shape, dtype) for shape, dtype in launch.out_specs]
+        launch.kernel(launch.grid, launch.block, tuple(args + outs))
+        return outs
+
+    def describe_step(self, k: int) -> tuple[str, str]:
+        """(kind, details) of step ``k``: 'fused', 'gemm' or 'cuda_impl', and its shapes."""
+        step = self.plan.steps[k]
+        if isinstance(step, fusion.FusedKernel):
+            layout = "" if step.layout == "elementwise" else f" {step.layout} split {step.split}"
+            return "fused", f"{step.name} over {step.shape}{layout} [{len(step.eqns)} eqns]"
+        eqn = step.eqn
+        ins = " ".join(v.aval.str_short() for v in eqn.invars)
+        outs = " ".join(v.aval.str_short() for v in eqn.outvars)
+        if eqn.prim.name == "dot_general":
+            return "gemm", f"{ins} -> {outs} {eqn.params['dimension_numbers']}"
+        return "cuda_impl", f"{eqn.prim.name} {ins} -> {outs}"
+
+    def profile(self, bufs) -> list[dict]:
+        """Runs one call kernel by kernel and times each step: GPU time between CUDA events
+        recorded around it, and the host time spent launching it. One dict per step, in
+        execution order: step, kind, details, gpu_ms, host_us."""
         cp = cupy()
+        stream = cp.cuda.get_current_stream()
+        events, stamps = [], []
+
+        def mark(k):
+            stamps.append(_perf_counter())
+            events.append(cp.cuda.Event())
+            events[-1].record(stream)
+
+        self.run_steps(bufs, on_step=mark)
+        mark(len(self.steps))
+        events[-1].synchronize()
+        report = []
+        for k in range(len(self.steps)):
+            kind, details = self.describe_step(k)
+            report.append({"step": k, "kind": kind, "details": details,
+                           "gpu_ms": cp.cuda.get_elapsed_time(events[k], events[k + 1]),
+                           "host_us": (stamps[k + 1] - stamps[k]) * 1e6})
+        return report
+
+    def run_steps(self, bufs, donated=(), release: bool = True, on_step=None) -> list:
+        cp = self.cp
         env = self.slots.template.copy()
         for s, b in zip(self.slots.in_slots, bufs):
             env[s] = b
@@ -263,6 +346,8 @@ class GpuExecutable:
             for i in donated_at.pop(-1, ()):  # donated but never read: free from the start
                 _give(free, bufs[i])
         for k, (launch, ins, outs, release_slots, contiguous) in enumerate(self.steps):
+            if on_step is not None:
+                on_step(k)
             args = [env[s] for s in ins]
             if contiguous:
                 args = [a if a.flags.c_contiguous else cp.ascontiguousarray(a) for a in args]
@@ -338,17 +423,11 @@ def _holders(buf) -> tuple:
 def _capture(exe: GpuExecutable, bufs) -> _GraphReplay | None:
     """Captures one call of ``exe``; None when some step cannot be captured."""
     cp = cupy()
-    from cupy.cuda import cublas
-    from cupy.cuda import device as cuda_device
     pool = cp.cuda.MemoryPool()
     stream = cp.cuda.Stream(non_blocking=True)
-    handle = old_cublas_stream = None
     try:
-        handle = cuda_device.get_cublas_handle()
-        old_cublas_stream = cublas.getStream(handle)
+        # GEMMs (kernels/cublas.py) set cuBLAS's stream to the current one on every call.
         with cp.cuda.using_allocator(pool.malloc), stream:
-            # cuBLAS calls made directly (kernels/cublas.py) go to the handle's stream.
-            cublas.setStream(handle, stream.ptr)
             stream.wait_event(cp.cuda.get_current_stream().record())
             staging = [_empty(cp, b.shape, b.dtype) for b in bufs]
             for st, b in zip(staging, bufs):
@@ -367,10 +446,8 @@ def _capture(exe: GpuExecutable, bufs) -> _GraphReplay | None:
                 exe.last_env = None
                 graph = stream.end_capture()
     except Exception as e:  # noqa: BLE001  (CuPy or the driver refused: run without a graph)
-        log.info("CUDA graph capture failed (%s: %s); running the plain executable",
-                 type(e).__name__, e)
+        exe.capture_error = f"{type(e).__name__}: {e}"
+        log.info("CUDA graph capture failed (%s); running the plain executable",
+                 exe.capture_error)
         return None
-    finally:
-        if old_cublas_stream is not None:
-            cublas.setStream(handle, old_cublas_stream)
     return _GraphReplay(graph, stream, pool, staging, outs, keepalive)

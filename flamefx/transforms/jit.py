@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -199,12 +200,16 @@ jit_call_p = Primitive(
 
 
 class _CacheEntry:
-    __slots__ = ("consts", "donated", "executable", "out_tree", "program", "signature")
+    __slots__ = ("consts", "donated", "executable", "out_tree", "program", "signature",
+                 "unflatten")
 
     def __init__(self, program, consts, out_tree, signature, donated):
         self.program, self.consts, self.out_tree = program, consts, out_tree
         self.signature, self.donated = signature, donated
         self.executable = None
+        # A single-array result (the common case) needs no tree rebuilt around it.
+        self.unflatten = (operator.itemgetter(0) if out_tree == tree_util.LEAF
+                          else functools.partial(tree_util.tree_unflatten, out_tree))
 
 
 def _leaf_key(x):
@@ -375,7 +380,7 @@ class Jitted:
             # The common case (positional Arrays, no statics) skips pytree flattening.
             entry = self._flat_cache.get(flat_key)
             if entry is not None:
-                return tree_util.tree_unflatten(entry.out_tree, entry.executable(list(args)))
+                return entry.unflatten(entry.executable(args))
         entry, leaves, device = self._lookup(args, kwargs)
         if at_top and not any(isinstance(x, Tracer) for x in leaves):
             outs = self._run(entry, leaves, device)
@@ -424,12 +429,16 @@ class _BoundExecutable:
         self.weak = [v.aval.weak_type for v in entry.program.jaxpr.outvars]
 
     def __call__(self, leaves) -> list:
-        bufs = list(self.const_bufs)
+        bufs = self.const_bufs.copy()
         device = self.device
+        committed = False
         for x in leaves:
-            if type(x) is not Array or x._device != device:
-                x = core.to_array(x, device=device)
-            bufs.append(x.buffer)
+            if type(x) is Array:
+                committed = committed or x._committed
+                if x._device is device or x._device == device:
+                    bufs.append(x.buffer)
+                    continue
+            bufs.append(core.to_array(x, device=device).buffer)
         if self.any_donated:
             outs = self.run(bufs, donated=[len(self.const_bufs) + i for i in self.donated])
             for i in self.donated:
@@ -437,7 +446,6 @@ class _BoundExecutable:
                     leaves[i].delete()
         else:
             outs = self.run(bufs)
-        committed = any(type(x) is Array and x._committed for x in leaves)
         return [Array(b, device, w, committed) for b, w in zip(outs, self.weak)]
 
 

@@ -2,7 +2,8 @@
 
 Each pass is a small function from a (closed) jaxpr to a new one; none mutates its input.
 ``optimize`` chains them: inline nested jit calls, drop no-op reshapes/transposes/converts,
-fold constants, merge common subexpressions, eliminate dead code.
+fold transposes of matrix products into the products, fold constants, merge common
+subexpressions, eliminate dead code.
 
 >>> import flamefx, flamefx.numpy as fnp
 >>> closed = flamefx.make_jaxpr(lambda x: fnp.sin(x) + fnp.sin(x))(fnp.ones(3))
@@ -88,6 +89,54 @@ def remove_noops(jaxpr: Jaxpr) -> Jaxpr:
             kept.append(eqn)
     outvars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in jaxpr.outvars]
     return Jaxpr(jaxpr.constvars, jaxpr.invars, outvars, kept)
+
+
+def _swapped_product_order(eqn: JaxprEqn) -> tuple:
+    """The permutation that turns ``eqn``'s (dot_general) output into the output of the
+    same product with its operands swapped: batch axes, then rhs free, then lhs free."""
+    (lhs_contract, _), (lhs_batch, _) = eqn.params["dimension_numbers"]
+    n_batch = len(lhs_batch)
+    n_lhs_free = eqn.invars[0].aval.ndim - len(lhs_contract) - n_batch
+    n_rhs_free = eqn.outvars[0].aval.ndim - n_batch - n_lhs_free
+    return (tuple(range(n_batch))
+            + tuple(range(n_batch + n_lhs_free, n_batch + n_lhs_free + n_rhs_free))
+            + tuple(range(n_batch, n_batch + n_lhs_free)))
+
+
+def fold_transposes_into_products(jaxpr: Jaxpr) -> Jaxpr:
+    """Rewrites ``transpose(dot_general(a, b))`` as ``dot_general(b, a)`` where the
+    transpose only swaps the two operands' free axes (the shape of every weight gradient
+    in a backward pass): the GEMM writes the transposed result directly (cuBLAS picks
+    operand orientations for free), so no transpose kernel runs and nothing is copied.
+    The product is only rewritten when the transpose is its sole reader."""
+    uses: dict[int, int] = {}
+    for eqn in jaxpr.eqns:
+        for v in eqn.invars:
+            if isinstance(v, Var):
+                uses[v.id] = uses.get(v.id, 0) + 1
+    for v in jaxpr.outvars:
+        if isinstance(v, Var):
+            uses[v.id] = uses.get(v.id, 0) + 1
+    products = {e.outvars[0].id: e for e in jaxpr.eqns if e.prim.name == "dot_general"}
+    folded: set[int] = set()
+    eqns = []
+    for eqn in jaxpr.eqns:
+        src = eqn.invars[0] if eqn.prim.name == "transpose" else None
+        product = products.get(src.id) if isinstance(src, Var) else None
+        if (product is not None and uses[src.id] == 1
+                and tuple(eqn.params["permutation"]) == _swapped_product_order(product)):
+            (lc, rc), (lb, rb) = product.params["dimension_numbers"]
+            params = dict(product.params, dimension_numbers=((rc, lc), (rb, lb)))
+            eqns.append(product.replace(invars=product.invars[::-1], outvars=eqn.outvars,
+                                        params=params, source=eqn.source or product.source))
+            folded.add(id(product))
+        else:
+            eqns.append(eqn)
+    if not folded:
+        return jaxpr
+    # The rewritten product sits where the transpose was, after both its operands.
+    eqns = [e for e in eqns if id(e) not in folded]
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns)
 
 
 def _params_key(params: dict):
@@ -208,14 +257,15 @@ def _foldable(eqn: JaxprEqn, known) -> bool:
 
 
 def optimize(closed: ClosedJaxpr) -> ClosedJaxpr:
-    """Runs every pass: inline, no-ops, constant folding, CSE, dead code; prunes constants.
+    """Runs every pass: inline, no-ops, transposed products, constant folding, CSE, dead
+    code; prunes constants.
 
     >>> import flamefx, flamefx.numpy as fnp
     >>> f = lambda x: (fnp.exp(x.reshape(3)), fnp.cos(x))[0]   # a no-op reshape, a dead cos
     >>> [e.prim.name for e in optimize(flamefx.make_jaxpr(f)(fnp.ones(3))).eqns]
     ['exp']
     """
-    jaxpr = remove_noops(inline_jit_calls(closed.jaxpr))
+    jaxpr = fold_transposes_into_products(remove_noops(inline_jit_calls(closed.jaxpr)))
     folded = fold_constants(ClosedJaxpr(jaxpr, closed.consts))
     jaxpr = eliminate_dead_code(eliminate_common_subexpressions(folded.jaxpr))
     return prune_consts(folded, jaxpr)
