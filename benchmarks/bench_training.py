@@ -42,6 +42,16 @@ def w1_flops():
 
 
 def flamefx_w1(dtype="float32"):
+    step, carry, x, y = flamefx_w1_parts(dtype)
+
+    def run():
+        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
+        return value
+    return run
+
+
+def flamefx_w1_parts(dtype="float32"):
+    """The jitted W1 step and its inputs: (step, [params, adam_state], x, y)."""
     import flamefx
     import flamefx.numpy as fnp
     from flamefx import nn, optim
@@ -69,12 +79,7 @@ def flamefx_w1(dtype="float32"):
         updates, state = opt.update(grads, state, params)
         return optim.apply_updates(params, updates), state, value
 
-    carry = [params, state]
-
-    def run():
-        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
-        return value
-    return run
+    return step, [params, state], x, y
 
 
 def flamefx_w6():
@@ -195,6 +200,111 @@ def torch_w6():
     return lambda: f(params, x, y)
 
 
+# --- W1 in bfloat16: float32 master parameters and Adam state, bf16 compute, f32 logits -----
+
+
+def w1_bf16_floor_ms() -> float:
+    """FLOPs at the bf16 rate, or Adam's float32 traffic (read p, g, m, v; write p, m, v)."""
+    n_params = sum(w.size + b.size for w, b in _mlp_params(W1_SIZES))
+    return harness.floor_ms(w1_flops(), 7 * 4 * n_params, flops_rate=harness.BF16_FLOPS)
+
+
+def flamefx_w1_bf16():
+    import flamefx
+    import flamefx.numpy as fnp
+    from flamefx import nn, optim
+
+    policy = optim.get_policy("params=float32,compute=bfloat16,output=float32")
+    params = [(fnp.asarray(w), fnp.asarray(b)) for w, b in _mlp_params(W1_SIZES)]
+    x, y = (fnp.asarray(a) for a in _data(W1_BATCH, W1_SIZES[0], W1_SIZES[-1]))
+
+    def loss(params, x, y):
+        h = policy.cast_to_compute(x)
+        layers = policy.cast_to_compute(params)
+        for i, (w, b) in enumerate(layers):
+            h = h @ w + b
+            if i < len(layers) - 1:
+                h = nn.relu(h)
+        logits = policy.cast_to_output(h)
+        return fnp.mean(nn.softmax_cross_entropy_with_integer_labels(logits, y))
+
+    opt = optim.adam(1e-3)
+    state = opt.init(params)  # float32, like the master parameters
+
+    @flamefx.jit
+    def step(params, state, x, y):
+        value, grads = flamefx.value_and_grad(loss)(params, x, y)
+        updates, state = opt.update(grads, state, params)
+        return optim.apply_updates(params, updates), state, value
+
+    carry = [params, state]
+
+    def run():
+        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
+        return value
+    return run
+
+
+def jax_w1_bf16():
+    import jax
+    import jax.numpy as jnp
+    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in _mlp_params(W1_SIZES)]
+    x, y = (jnp.asarray(a) for a in _data(W1_BATCH, W1_SIZES[0], W1_SIZES[-1]))
+
+    def loss(params, x, y):
+        h = x.astype(jnp.bfloat16)
+        for i, (w, b) in enumerate(params):
+            h = h @ w.astype(jnp.bfloat16) + b.astype(jnp.bfloat16)
+            if i < len(params) - 1:
+                h = jax.nn.relu(h)
+        logp = jax.nn.log_softmax(h.astype(jnp.float32))
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    @jax.jit
+    def step(params, state, x, y):
+        value, grads = jax.value_and_grad(loss)(params, x, y)
+        m, v, t = state
+        t = t + 1
+        m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
+        v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
+        c1, c2 = 1 - 0.9 ** t, 1 - 0.999 ** t
+        params = jax.tree_util.tree_map(
+            lambda p, m, v: p - 1e-3 * (m / c1) / (jnp.sqrt(v / c2) + 1e-8), params, m, v)
+        return params, (m, v, t), value
+
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    carry = [params, (zeros, zeros, jnp.zeros((), jnp.int32))]
+
+    def run():
+        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
+        return value
+    return run
+
+
+def torch_w1_bf16():
+    import torch
+    dev = "cuda"
+    params = [torch.tensor(a, device=dev, requires_grad=True)
+              for w, b in _mlp_params(W1_SIZES) for a in (w, b)]
+    x, y = _data(W1_BATCH, W1_SIZES[0], W1_SIZES[-1])
+    x, y = torch.tensor(x, device=dev), torch.tensor(y, device=dev, dtype=torch.long)
+    opt = torch.optim.Adam(params, lr=1e-3)
+
+    def run():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            h = x
+            for i in range(0, len(params), 2):
+                h = h @ params[i] + params[i + 1]
+                if i < len(params) - 2:
+                    h = torch.relu(h)
+        loss = torch.nn.functional.cross_entropy(h.float(), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss
+    return run
+
+
 # --- first call and memory ----------------------------------------------------------------------
 
 
@@ -252,6 +362,7 @@ def main(table: harness.Table | None = None) -> harness.Table:
         ("W6 per-example grads", flamefx_w6, jax_w6, torch_w6,
          harness.floor_ms(6 * W6_BATCH * (784 * 256 + 2560),
                           W6_BATCH * (784 * 256 + 2560) * 4)),
+        ("W1 bf16", flamefx_w1_bf16, jax_w1_bf16, torch_w1_bf16, w1_bf16_floor_ms()),
     ]:
         print(name, flush=True)
         f_ms = harness.safe(lambda: harness.time_calls(fx(), harness.flamefx_sync))
