@@ -399,6 +399,19 @@ class Jitted:
             exe = entry.executable = _BoundExecutable(entry, device)
         return exe(leaves)
 
+    def profile(self, *args, **kwargs) -> list[dict]:
+        """Runs one call launch by launch on the GPU and times each (see
+        ``GpuExecutable.profile``): one dict per step with kind, details, gpu_ms, host_us.
+
+        >>> for row in step.profile(params, x):  print(row)    # doctest: +SKIP
+        """
+        entry, leaves, device = self._lookup(args, kwargs)
+        if device.platform != "gpu":
+            raise FlamefxValueError("profile times GPU launches: pass arrays on a GPU")
+        bound = _BoundExecutable(entry, device)
+        bufs = bound.const_bufs + [core.to_array(x, device=device).buffer for x in leaves]
+        return bound.run.profile(bufs)
+
     def lower(self, *args, platform: str | None = None, **kwargs) -> Lowered:
         """Traces and optimizes for these arguments; ``as_text()`` shows the result.
 
