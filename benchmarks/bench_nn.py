@@ -7,7 +7,9 @@ h = h + attention(groupnorm32(h)) over the 1024 spatial tokens (one head, q/k/v/
 loss = mean((h - t)^2); one jitted value_and_grad + SGD step.
 W3: q, k, v (8, 8, 1024, 64); grad of sum(softmax(q k^T / 8) v) w.r.t. q, k, v — flamefx's
 fused attention, and the plain softmax form written in flamefx.numpy for comparison; the
-bfloat16 rows compare against JAX's cuDNN attention and PyTorch's SDPA.
+bfloat16 rows compare against JAX's cuDNN attention and PyTorch's SDPA. W2 bf16: float32
+master parameters, the block in bfloat16 (optim.Policy; JAX casts, PyTorch autocast), loss in
+float32.
 """
 
 from __future__ import annotations
@@ -236,6 +238,122 @@ def torch_w3(dtype=np.float32):
     return run
 
 
+# --- W2 in bfloat16: float32 master parameters and SGD, bf16 compute, float32 loss ----------
+
+
+def flamefx_w2_bf16():
+    import flamefx
+    import flamefx.numpy as fnp
+    from flamefx import nn, optim
+
+    policy = optim.get_policy("params=float32,compute=bfloat16,output=float32")
+    raw, x, t = _w2_data()
+    params = {k: fnp.asarray(v) for k, v in raw.items()}
+    x, t = fnp.asarray(x), fnp.asarray(t)
+    n, c, hh, ww = W2_SHAPE
+
+    def block(p, x):
+        h = nn.conv(x, p["w1"], padding="SAME") + p["b1"][:, None, None]
+        h = nn.silu(nn.group_norm(h, p["g1"], p["a1"], num_groups=W2_GROUPS))
+        h = nn.conv(h, p["w2"], padding="SAME") + p["b2"][:, None, None] + x
+        g = nn.group_norm(h, p["g2"], p["a2"], num_groups=W2_GROUPS)
+        tokens = fnp.transpose(fnp.reshape(g, (n, c, hh * ww)), (0, 2, 1))[:, None]
+        q, k, v = (tokens @ p[name] for name in ("wq", "wk", "wv"))
+        attended = nn.dot_product_attention(q, k, v)[:, 0] @ p["wo"]
+        return h + fnp.reshape(fnp.transpose(attended, (0, 2, 1)), (n, c, hh, ww))
+
+    def loss(p, x, t):
+        out = policy.cast_to_output(block(policy.cast_to_compute(p), policy.cast_to_compute(x)))
+        return fnp.mean((out - t) ** 2)
+
+    @flamefx.jit
+    def step(p, x, t):
+        value, grads = flamefx.value_and_grad(loss)(p, x, t)
+        return flamefx.tree_util.tree_map(lambda a, g: a - LR * g, p, grads), value
+
+    carry = [params]
+
+    def run():
+        carry[0], value = step(carry[0], x, t)
+        return value
+    return run
+
+
+def jax_w2_bf16():
+    import jax
+    import jax.numpy as jnp
+
+    raw, x, t = _w2_data()
+    params = {k: jnp.asarray(v) for k, v in raw.items()}
+    x, t = jnp.asarray(x), jnp.asarray(t)
+    n, c, hh, ww = W2_SHAPE
+    bf16 = jnp.bfloat16
+
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                            dimension_numbers=("NCHW", "OIHW", "NCHW"))
+
+    def group_norm(h, scale, bias):
+        # Statistics in float32, as flax's GroupNorm and flamefx's group_norm do.
+        return _jax_group_norm(h.astype(jnp.float32), scale, bias, W2_GROUPS).astype(bf16)
+
+    def loss(p, x, t):
+        p = jax.tree_util.tree_map(lambda a: a.astype(bf16), p)
+        x = x.astype(bf16)
+        h = conv(x, p["w1"]) + p["b1"][:, None, None]
+        h = jax.nn.silu(group_norm(h, p["g1"], p["a1"]))
+        h = conv(h, p["w2"]) + p["b2"][:, None, None] + x
+        g = group_norm(h, p["g2"], p["a2"])
+        tokens = g.reshape(n, c, hh * ww).transpose(0, 2, 1)
+        q, k, v = (tokens @ p[name] for name in ("wq", "wk", "wv"))
+        scores = (q @ k.transpose(0, 2, 1)).astype(jnp.float32) / np.sqrt(c)
+        weights = jax.nn.softmax(scores, axis=-1).astype(bf16)
+        attended = (weights @ v) @ p["wo"]
+        h = h + attended.transpose(0, 2, 1).reshape(n, c, hh, ww)
+        return jnp.mean((h.astype(jnp.float32) - t) ** 2)
+
+    @jax.jit
+    def step(p, x, t):
+        value, grads = jax.value_and_grad(loss)(p, x, t)
+        return jax.tree_util.tree_map(lambda a, g: a - LR * g, p, grads), value
+
+    carry = [params]
+
+    def run():
+        carry[0], value = step(carry[0], x, t)
+        return value
+    return run
+
+
+def torch_w2_bf16():
+    import torch
+    import torch.nn.functional as F
+
+    raw, x, t = _w2_data()
+    dev = "cuda"
+    p = {k: torch.tensor(v, device=dev, requires_grad=True) for k, v in raw.items()}
+    x, t = torch.tensor(x, device=dev), torch.tensor(t, device=dev)
+    n, c, hh, ww = W2_SHAPE
+
+    def run():
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            h = F.conv2d(x, p["w1"], p["b1"], padding=1)
+            h = F.silu(F.group_norm(h, W2_GROUPS, p["g1"], p["a1"]))
+            h = F.conv2d(h, p["w2"], p["b2"], padding=1) + x
+            g = F.group_norm(h, W2_GROUPS, p["g2"], p["a2"])
+            tokens = g.reshape(n, c, hh * ww).transpose(1, 2)[:, None]
+            q, k, v = (tokens @ p[name] for name in ("wq", "wk", "wv"))
+            attended = F.scaled_dot_product_attention(q, k, v)[:, 0] @ p["wo"]
+            h = h + attended.transpose(1, 2).reshape(n, c, hh, ww)
+        loss = torch.mean((h.float() - t) ** 2)
+        grads = torch.autograd.grad(loss, list(p.values()))
+        with torch.no_grad():
+            for a, g in zip(p.values(), grads):
+                a -= LR * g
+        return loss
+    return run
+
+
 # --- table ------------------------------------------------------------------------------------
 
 
@@ -259,6 +377,8 @@ def main(table: harness.Table | None = None) -> harness.Table:
     bf16 = ml_dtypes.bfloat16
     _row(table, "W2 conv block SGD step", flamefx_w2, jax_w2, torch_w2,
          harness.floor_ms(w2_flops()))
+    _row(table, "W2 bf16 (f32 master params; torch autocast)", flamefx_w2_bf16, jax_w2_bf16,
+         torch_w2_bf16, harness.floor_ms(w2_flops(), flops_rate=harness.BF16_FLOPS))
     _row(table, "W3 attention fwd+bwd (fused)", flamefx_w3, jax_w3, torch_w3,
          harness.floor_ms(w3_flops()))
     _row(table, "W3 attention fwd+bwd (softmax form)", lambda: flamefx_w3(fused=False), jax_w3,
