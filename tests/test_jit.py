@@ -398,7 +398,7 @@ def test_gpu_w4_fused_kernel_count_and_values():
     assert 1 <= backward.lower(gx).kernel_count <= 2
     np.testing.assert_allclose(float(forward(gx)), float(w4_loss(x)), rtol=1e-4)
     np.testing.assert_allclose(np.asarray(backward(gx)), np.asarray(flamefx.grad(w4_loss)(x)),
-                               rtol=1e-4, atol=1e-6)
+                               rtol=1e-4, atol=1e-5)  # -ftz and fused vs. unfused rounding
 
 
 @pytest.mark.gpu

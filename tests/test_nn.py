@@ -394,7 +394,7 @@ def test_gpu_matches_cpu():
     inputs = {k: v.astype(np.float32) if v.dtype == np.float64 else v.astype(np.int32)
               for k, v in inputs.items()}
 
-    def block(p, key):
+    def block(p, labels, key):
         h = nn.conv(p["x"], p["w"], stride=1, groups=2)
         h = nn.group_norm(h, p["gamma"], None, num_groups=4)
         h = nn.dropout(key, 0.2, nn.gelu(h))
@@ -402,15 +402,17 @@ def test_gpu_matches_cpu():
         up = nn.upsample_bilinear(nn.conv_transpose(pooled, p["wt"], stride=2, padding=1),
                                   scale=2)
         logits = nn.layer_norm(up.reshape(2, -1))[:, :5]
-        loss = nn.softmax_cross_entropy_with_integer_labels(logits, p["labels"]).mean()
+        loss = nn.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
         attended = nn.dot_product_attention(p["q"], p["q"], p["q"], is_causal=True)
         return loss + nn.sigmoid_binary_cross_entropy(attended, 0.5).mean()
 
     def run(device):
-        p = {k: flamefx.device_put(fnp.asarray(v), device) for k, v in inputs.items()}
+        p = {k: flamefx.device_put(fnp.asarray(v), device) for k, v in inputs.items()
+             if k != "labels"}
+        labels = flamefx.device_put(fnp.asarray(inputs["labels"]), device)
         key = flamefx.device_put(frandom.key(0), device)
-        value, grads = flamefx.jit(flamefx.value_and_grad(block))(p, key)
-        return [value] + [grads[k] for k in sorted(grads) if k != "labels"]
+        value, grads = flamefx.jit(flamefx.value_and_grad(block))(p, labels, key)
+        return [value] + [grads[k] for k in sorted(grads)]
 
     for c, g in zip(run(cpu), run(gpu)):
         assert g.device.platform == "gpu"
