@@ -478,3 +478,203 @@ def test_grad_and_jvp_of_jit_with_integer_inputs_and_outputs():
     (_, i_out), (t_loss, _) = flamefx.jvp(lambda x: flamefx.jit(f)(x, idx), (x,), (fnp.ones(5),))
     assert i_out.tolist() == [0, 4, 4]
     np.testing.assert_allclose(float(t_loss), float(2 * (x[0] + 2 * x[2])), rtol=1e-5)
+
+
+# --- direct cuBLAS calls: argument marshalling checked on the CPU ------------------------------
+
+
+class _FakeCublas:
+    """Stands in for libcublas: records calls and runs GemmEx/GemmStridedBatchedEx on host
+    memory with cuBLAS's column-major semantics, so the marshalled arguments are checked
+    by what they compute."""
+
+    def __init__(self, status=0):
+        self.calls, self.status = [], status
+
+    def cublasSetStream_v2(self, handle, stream):
+        self.calls.append(("stream", stream))
+        return 0
+
+    def cublasSetWorkspace_v2(self, handle, ptr, size):
+        self.calls.append(("workspace", ptr, size))
+        return 0
+
+    def cublasSetPointerMode_v2(self, handle, mode):
+        self.calls.append(("pointer_mode", mode))
+        return 0
+
+    @staticmethod
+    def _matrix(ptr, op, rows, cols, ld, stride, batch):
+        """op(X) (rows x cols) of each batch entry, read column-major from host memory."""
+        import ctypes
+        stored_rows, stored_cols = (rows, cols) if op == 0 else (cols, rows)
+        count = stride * (batch - 1) + ld * (stored_cols - 1) + stored_rows
+        flat = np.ctypeslib.as_array((ctypes.c_float * count).from_address(ptr))
+        out = np.empty((batch, rows, cols), np.float32)
+        for b in range(batch):
+            stored = np.array([[flat[b * stride + i + j * ld] for j in range(stored_cols)]
+                               for i in range(stored_rows)])
+            out[b] = stored if op == 0 else stored.T
+        return out
+
+    def _gemm(self, transa, transb, m, n, k, a, lda, sa, b, ldb, sb, c, ldc, sc, batch):
+        import ctypes
+        op_a = self._matrix(a, transa, m, k, lda, sa, batch)
+        op_b = self._matrix(b, transb, k, n, ldb, sb, batch)
+        flat = np.ctypeslib.as_array((ctypes.c_float * (sc * (batch - 1) + ldc * n)
+                                      ).from_address(c))
+        for i in range(batch):
+            product = op_a[i] @ op_b[i]
+            for j in range(n):
+                flat[i * sc + j * ldc: i * sc + j * ldc + m] = product[:, j]
+        return self.status
+
+    def cublasGemmEx(self, handle, ta, tb, m, n, k, alpha, a, at, lda, b, bt, ldb, beta, c,
+                     ct, ldc, compute, algo):
+        self.calls.append(("gemm", ta, tb))
+        return self._gemm(ta, tb, m, n, k, a, lda, 0, b, ldb, 0, c, ldc, 0, 1)
+
+    def cublasGemmStridedBatchedEx(self, handle, ta, tb, m, n, k, alpha, a, at, lda, sa, b, bt,
+                                   ldb, sb, beta, c, ct, ldc, sc, batch, compute, algo):
+        self.calls.append(("gemm_batched", ta, tb))
+        return self._gemm(ta, tb, m, n, k, a, lda, sa, b, ldb, sb, c, ldc, sc, batch)
+
+
+def _host_gemm(library, a3, b3):
+    from flamefx.kernels import cublas
+    batch, m, k = a3.shape
+    n = b3.shape[2]
+    out = np.zeros((batch, m, n), np.float32)
+    operands = []
+    for x in (a3, b3):
+        layout = cublas._operand_layout(x.shape, x.strides, x.itemsize)
+        assert layout is not None, "a transposed view must not need a copy"
+        operands.append((x.ctypes.data, *layout))
+    args = cublas.gemm_arguments(np.float32, np.float32, "highest", batch, m, n, k,
+                                 operands[0], operands[1], out.ctypes.data)
+    cublas._call_direct(library, 7, 1234, 5678, args)
+    return out
+
+
+@pytest.mark.parametrize("a_transposed", [False, True])
+@pytest.mark.parametrize("b_transposed", [False, True])
+@pytest.mark.parametrize("batch", [1, 3])
+def test_cublas_arguments_compute_the_product_with_transposed_views(a_transposed,
+                                                                    b_transposed, batch):
+    rng = np.random.default_rng(0)
+    m, k, n = 5, 4, 3
+    a = rng.standard_normal((batch, k, m) if a_transposed else (batch, m, k)).astype(np.float32)
+    b = rng.standard_normal((batch, n, k) if b_transposed else (batch, k, n)).astype(np.float32)
+    a3 = a.transpose(0, 2, 1) if a_transposed else a
+    b3 = b.transpose(0, 2, 1) if b_transposed else b
+    library = _FakeCublas()
+    got = _host_gemm(library, a3, b3)
+    np.testing.assert_allclose(got, a3 @ b3, rtol=1e-5, atol=1e-5)
+    # The stream and the workspace are set before every product (capture needs both).
+    assert library.calls[:3] == [("stream", 1234), ("workspace", 5678, 32 * 2**20),
+                                 ("pointer_mode", 0)]
+    assert library.calls[3] == ("gemm" if batch == 1 else "gemm_batched",
+                                int(b_transposed), int(a_transposed))
+
+
+def test_cublas_operand_layouts_that_need_a_copy():
+    from flamefx.kernels import cublas
+    x = np.zeros((4, 6, 8), np.float32)
+    assert cublas._operand_layout(x[:, :, ::2].shape, x[:, :, ::2].strides, 4) is None
+    assert cublas._operand_layout(x[:, :3].shape, x[:, :3].strides, 4) is None  # batch gap
+    assert cublas._operand_layout((1, 1, 1), (4, 4, 4), 4) == (0, 1)
+
+
+def test_cublas_failure_status_raises():
+    from flamefx.kernels import cublas
+    a = np.ones((1, 2, 2), np.float32)
+    with pytest.raises(cublas.CublasError, match="cublasGemmEx failed"):
+        _host_gemm(_FakeCublas(status=13), a, a)
+
+
+# --- fused reductions over leading axes -------------------------------------------------------
+
+
+def test_bias_gradient_reduction_uses_the_column_layout():
+    from flamefx.kernels import fusion
+    closed = flamefx.make_jaxpr(lambda g: fnp.sum(g * 2.0, axis=0))(fnp.ones((512, 1024)))
+    (kernel,) = fusion.plan(closed.jaxpr).kernels()
+    assert kernel.layout == "columns" and kernel.tiles == 32 and kernel.split > 1
+    assert "threadIdx.y" in kernel.source
+    closed = flamefx.make_jaxpr(lambda g: fnp.sum(g * 2.0, axis=1))(fnp.ones((512, 1024)))
+    assert fusion.plan(closed.jaxpr).kernels()[0].layout == "rows"
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc")
+def test_column_reduction_kernels_compile_with_nvcc(tmp_path):
+    from flamefx.kernels import fusion
+    sources = []
+    for shape, axes, dtype in [((512, 1024), (0,), np.float32), ((3, 70, 5), (0, 1), np.float64),
+                               ((300, 7), (0,), np.int32), ((64, 33), (0,), np.float16)]:
+        x = fnp.ones(shape, dtype=dtype)
+        closed = flamefx.make_jaxpr(lambda g, axes=axes: fnp.sum(g * g, axis=axes))(x)
+        sources += [k.source for k in fusion.plan(closed.jaxpr).kernels()
+                    if k.layout == "columns"]
+    assert len(sources) == 4
+    for i, src in enumerate(sources):
+        path = tmp_path / f"k{i}.cu"
+        path.write_text(src)
+        build = subprocess.run(["nvcc", "-arch=sm_90", "--ptx", "-o", "/dev/null", str(path)],
+                               capture_output=True, text=True, check=False)
+        assert build.returncode == 0, build.stderr[-2000:]
+
+
+# --- on the GPU: graphs with GEMMs, column reductions, the per-launch profile ------------------
+
+
+@pytest.mark.gpu
+def test_gpu_column_reductions_match_numpy():
+    rng = np.random.default_rng(3)
+    for shape, axes in [((512, 1024), (0,)), ((3, 70, 5), (0, 1)), ((2000, 10), (0,)),
+                        ((7, 33), (0,))]:
+        x = rng.standard_normal(shape).astype(np.float32)
+
+        def f(g, axes=axes):
+            return fnp.sum(g * 2.0 + 1.0, axis=axes), fnp.max(g, axis=axes)
+
+        got = flamefx.jit(f)(_on_gpu(fnp.asarray(x)))
+        np.testing.assert_allclose(np.asarray(got[0]), (x * 2 + 1).sum(axis=axes), rtol=1e-4,
+                                   atol=1e-3)
+        np.testing.assert_allclose(np.asarray(got[1]), x.max(axis=axes))
+
+
+@pytest.mark.gpu
+def test_gpu_mlp_step_replayed_as_graphs_equals_the_plain_executable():
+    params, x, y = _on_gpu(_mlp_args())
+
+    def step(params, x, y):
+        grads = flamefx.grad(mlp_loss)(params, x, y)
+        return flamefx.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+
+    with flamefx.config.override("cuda_graphs", False):
+        want = [params]
+        for _ in range(6):
+            want.append(flamefx.jit(step)(want[-1], x, y))
+    with flamefx.config.override("cuda_graphs", True):
+        jstep = flamefx.jit(step)
+        p = params
+        for expected in want[1:]:  # params = step(params): the two graphs take turns
+            p = jstep(p, x, y)
+            _assert_trees_close(p, expected, rtol=1e-5)
+        exe = next(iter(jstep._cache.values())).program.executables
+        exe = next(iter(exe.values()))
+        assert exe.capture_error is None, exe.capture_error
+        assert len(exe.graphs) == 2, "the GEMMs must be captured (direct cuBLAS calls)"
+
+
+@pytest.mark.gpu
+def test_gpu_single_kernel_fast_path_and_profile():
+    x = _on_gpu(fnp.asarray(_x(1000)))
+    f = flamefx.jit(lambda x: x * 2 + 1)
+    np.testing.assert_allclose(np.asarray(f(x)), np.asarray(x) * 2 + 1, rtol=1e-6)
+    exe = next(iter(next(iter(f._cache.values())).program.executables.values()))
+    assert exe.single is not None
+    params, xs, ys = _on_gpu(_mlp_args())
+    report = flamefx.jit(flamefx.grad(mlp_loss)).profile(params, xs, ys)
+    assert {r["kind"] for r in report} >= {"fused", "gemm"}
+    assert all(r["gpu_ms"] >= 0 and r["host_us"] >= 0 for r in report)

@@ -113,3 +113,49 @@ def test_optimize_runs_everything():
         return a + b
     out = _check(f, passes.optimize, fnp.arange(3.0), fewer_by=2)
     assert sorted(_names(out)) == ["add", "mul"]
+
+
+def test_transposed_products_become_swapped_products():
+    def weight_grad(g, x):  # the backward pass's dW = transpose(g^T x)
+        return lax.transpose(lax.dot_general(g, x, (((0,), (0,)), ((), ()))), (1, 0))
+
+    def batched(a, b):  # 'bij,bjk->bki'
+        return lax.transpose(lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,)))), (0, 2, 1))
+
+    rng = np.random.default_rng(0)
+    g, x = (fnp.asarray(rng.standard_normal(s).astype(np.float32)) for s in ((6, 3), (6, 4)))
+    out = _check(weight_grad, _jaxpr_pass(passes.fold_transposes_into_products), g, x)
+    assert _names(out) == ["dot_general"]
+    a, b = (fnp.asarray(rng.standard_normal(s).astype(np.float32)) for s in ((2, 3, 5), (2, 5, 4)))
+    out = _check(batched, _jaxpr_pass(passes.fold_transposes_into_products), a, b)
+    assert _names(out) == ["dot_general"]
+
+
+def test_transposes_that_are_not_an_operand_swap_or_share_the_product_stay():
+    def shared(g, x):  # the product is read twice: it must stay
+        p = lax.dot_general(g, x, (((0,), (0,)), ((), ())))
+        return lax.transpose(p, (1, 0)), p
+
+    def batched_axis_moved(a, b):  # moves the batch axis: not the swapped product's order
+        return lax.transpose(lax.dot_general(a, b, (((2,), (1,)), ((0,), (0,)))), (1, 0, 2))
+
+    rng = np.random.default_rng(1)
+    g, x = (fnp.asarray(rng.standard_normal(s).astype(np.float32)) for s in ((6, 3), (6, 4)))
+    closed = flamefx.make_jaxpr(shared)(g, x)
+    assert passes.fold_transposes_into_products(closed.jaxpr) is closed.jaxpr
+    a, b = (fnp.asarray(rng.standard_normal(s).astype(np.float32)) for s in ((2, 3, 5), (2, 5, 4)))
+    closed = flamefx.make_jaxpr(batched_axis_moved)(a, b)
+    assert passes.fold_transposes_into_products(closed.jaxpr) is closed.jaxpr
+
+
+def test_mlp_gradient_plan_has_no_transposes():
+    params = [(fnp.ones((8, 16)), fnp.zeros(16)), (fnp.ones((16, 4)), fnp.zeros(4))]
+
+    def loss(params, x):
+        h = x
+        for w, b in params:
+            h = fnp.tanh(h @ w + b)
+        return fnp.sum(h)
+
+    lowered = flamefx.jit(flamefx.grad(loss)).lower(params, fnp.ones((5, 8)))
+    assert "transpose" not in [e.prim.name for e in lowered.jaxpr.eqns]
