@@ -19,11 +19,11 @@ import time
 
 start = time.perf_counter()
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import flamefx  # noqa: E402
-from flamefx.devices import cupy  # noqa: E402
+import bench_training
+import harness
 
-import bench_training  # noqa: E402
-import harness  # noqa: E402
+import flamefx
+from flamefx.devices import cupy
 
 
 def _timed(label, fn, phases):
