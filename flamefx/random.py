@@ -138,12 +138,9 @@ def _shift_right(words, amount: int):
     return elementwise.shift_right_logical(words, _full_u32(amount, words.shape))
 
 
-def _unit_float(k, shape, dtype, open_interval: bool):
-    """Floats in [0, 1) (or (0, 1) when ``open_interval``) with full mantissa resolution.
-
-    float32 and narrower use 24 random bits; float64 uses 53 bits from two words.
-    """
-    shape = _shape(shape)
+def _random_mantissa(k, shape, dtype) -> tuple:
+    """Uniform random integers as floats, exactly: (values, bits); 24 bits for float32
+    and narrower, 53 bits (from two words) for float64."""
     n = math.prod(shape)
     if np.dtype(dtype) == dtypes.float64:
         words = _counter_bits(k, 2 * n)
@@ -151,13 +148,29 @@ def _unit_float(k, shape, dtype, open_interval: bool):
         low = _shift_right(structural.slice(words, (n,), (2 * n,)), 6)  # 26 bits
         mantissa = (elementwise.convert_element_type(high, dtypes.float64) * float(2**26)
                     + elementwise.convert_element_type(low, dtypes.float64))
-        step = 2.0**-53
-    else:
-        top_bits = _shift_right(_counter_bits(k, n), 8)  # 24 bits: exact in float32
-        mantissa = elementwise.convert_element_type(top_bits, dtypes.float32)
-        step = 2.0**-24
+        return mantissa, 53
+    top_bits = _shift_right(_counter_bits(k, n), 8)  # 24 bits: exact in float32
+    return elementwise.convert_element_type(top_bits, dtypes.float32), 24
+
+
+def _unit_float(k, shape, dtype, open_interval: bool):
+    """Floats in [0, 1) (or (0, 1) when ``open_interval``) with full mantissa resolution."""
+    shape = _shape(shape)
+    mantissa, bits = _random_mantissa(k, shape, dtype)
+    step = 2.0**-bits
     unit = (mantissa + 0.5) * step if open_interval else mantissa * step
+    if open_interval:  # (2**bits - 0.5) * step rounds up to exactly 1.0: keep it below 1
+        unit = elementwise.min(unit, fnp.full_like(unit, 1.0 - step))
     return structural.reshape(unit, shape)
+
+
+def _symmetric_open_unit(k, shape, dtype):
+    """Floats in the open interval (-1, 1), symmetric, every value exactly representable:
+    ``m * 2**(1-bits) - (1 - 2**-bits)`` for integer ``m`` in [0, 2**bits)."""
+    shape = _shape(shape)
+    mantissa, bits = _random_mantissa(k, shape, dtype)
+    values = mantissa * 2.0 ** (1 - bits) - (1.0 - 2.0**-bits)
+    return structural.reshape(values, shape)
 
 
 def _float_dtype(dtype, where: str) -> np.dtype:
@@ -192,8 +205,9 @@ def normal(key, shape=(), dtype=dtypes.float32):
     """
     dtype = _float_dtype(dtype, "normal")
     k = _check_key(key, "normal")
-    unit = _unit_float(k, shape, dtype, open_interval=True)
-    return (elementwise.erf_inv(unit * 2.0 - 1.0) * math.sqrt(2.0)).astype(dtype)
+    # erf_inv(+-1) is infinite, so the argument must stay strictly inside (-1, 1).
+    symmetric = _symmetric_open_unit(k, shape, dtype)
+    return (elementwise.erf_inv(symmetric) * math.sqrt(2.0)).astype(dtype)
 
 
 def truncated_normal(key, lower, upper, shape=None, dtype=dtypes.float32):
