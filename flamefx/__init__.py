@@ -36,5 +36,5 @@ __all__ = [
     "device_put", "devices", "eval_jaxpr", "from_dlpack", "grad", "hessian", "jacfwd",
     "jacrev", "jit", "jvp", "lax", "linearize", "load", "make_jaxpr", "nn", "numpy", "optim",
     "random", "remat", "save", "stop_gradient", "test_util", "tree_util", "value_and_grad",
-    "vjp", "vmap",
+    "vjp", "vmap", "pmap",
 ]

@@ -183,7 +183,8 @@ class ArrayMethods:
         return _numpy_api().all(self, axis=axis, keepdims=keepdims)
     def any(self, axis=None, keepdims=False):
         return _numpy_api().any(self, axis=axis, keepdims=keepdims)
-    def cumsum(self, axis=None, dtype=None): return _numpy_api().cumsum(self, axis=axis, dtype=dtype)
+    def cumsum(self, axis=None, dtype=None):
+        return _numpy_api().cumsum(self, axis=axis, dtype=dtype)
     def clip(self, min=None, max=None): return _numpy_api().clip(self, min, max)
     def round(self, decimals=0): return _numpy_api().round(self, decimals)
     def dot(self, other): return _numpy_api().dot(self, other)
@@ -327,7 +328,8 @@ def _unpickle_array(value, weak):
     return to_array(value, weak=weak)
 
 
-def to_array(x, dtype=None, device: _devices.Device | None = None, weak: bool | None = None) -> Array:
+def to_array(x, dtype=None, device: _devices.Device | None = None,
+             weak: bool | None = None) -> Array:
     """Converts a Python scalar, NumPy/CuPy array or Array to an Array (no copy if possible).
 
     Python scalars become *weak-typed* 0-d arrays. Lists are read by NumPy, and Python

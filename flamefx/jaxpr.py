@@ -145,7 +145,8 @@ class _Printer:
             value = value.jaxpr
         if isinstance(value, Jaxpr):
             return "\n" + self.jaxpr(value, indent + 6)
-        if isinstance(value, (tuple, list)) and value and isinstance(value[0], (Jaxpr, ClosedJaxpr)):
+        if (isinstance(value, (tuple, list)) and value
+                and isinstance(value[0], (Jaxpr, ClosedJaxpr))):
             return "(" + ", ".join(self.param(v, indent) for v in value) + ")"
         if isinstance(value, np.dtype):
             return value.name
@@ -160,7 +161,8 @@ class _Printer:
         lines = [f"{pad}{{ lambda {consts}; {ins}. let"]
         for eqn in jaxpr.eqns:
             outs = " ".join(self.typed(v) for v in eqn.outvars)
-            params = ", ".join(f"{k}={self.param(v, indent)}" for k, v in sorted(eqn.params.items()))
+            params = ", ".join(f"{k}={self.param(v, indent)}"
+                               for k, v in sorted(eqn.params.items()))
             params = f"[{params}]" if params else ""
             ins = " ".join(self.name(v) for v in eqn.invars)
             lines.append(f"{pad}    {outs} = {eqn.prim.name}{params} {ins}")

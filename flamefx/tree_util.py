@@ -24,7 +24,8 @@ class _NodeType(NamedTuple):
 
 
 def register_pytree_node(node_type: type, flatten_fn, unflatten_fn) -> None:
-    """Registers a container type: ``flatten_fn(x) -> (children, aux)``, ``unflatten_fn(aux, children)``.
+    """Registers a container type with ``flatten_fn(x) -> (children, aux)`` and
+    ``unflatten_fn(aux, children)``.
 
     >>> class Pair:
     ...     def __init__(self, a, b): self.a, self.b = a, b
@@ -41,7 +42,8 @@ def _as_list(pair):
 
 
 def register_pytree_node_class(cls: type) -> type:
-    """Class decorator: the class defines ``tree_flatten(self)`` and classmethod ``tree_unflatten``."""
+    """Class decorator for a class with ``tree_flatten(self)`` and a classmethod
+    ``tree_unflatten(aux, children)``."""
     register_pytree_node(cls, lambda x: x.tree_flatten(), cls.tree_unflatten)
     return cls
 

@@ -73,7 +73,8 @@ def test_has_aux():
 
 
 def test_linearize_matches_jvp():
-    f = lambda x: fnp.sin(x) * x
+    def f(x):
+        return fnp.sin(x) * x
     y, f_jvp = flamefx.linearize(f, f64(0.4, 0.9))
     np.testing.assert_allclose(np.asarray(f_jvp(f64(1.0, 1.0))),
                                np.asarray(flamefx.jvp(f, (f64(0.4, 0.9),), (f64(1.0, 1.0),))[1]))

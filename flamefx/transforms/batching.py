@@ -135,7 +135,8 @@ def vmap(fun: Callable, in_axes=0, out_axes=0, axis_size: int | None = None, axi
         flat_args = [None if a is None else core.ensure_array(a) for a in flat_args]
         flat_kw = [core.ensure_array(a) for a in flat_kw]
         all_args = flat_args + flat_kw
-        all_axes = [None if a is None else ax for a, ax in zip(flat_args, axes)] + [0] * len(flat_kw)
+        all_axes = ([None if a is None else ax for a, ax in zip(flat_args, axes)]
+                    + [0] * len(flat_kw))
         all_axes = [_normalize_axis(ax, x, i) for i, (ax, x) in enumerate(zip(all_axes, all_args))]
         size = _axis_size(all_args, all_axes, axis_size, in_tree)
         with core.new_trace(BatchTrace, size, axis_name) as trace:

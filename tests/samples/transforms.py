@@ -5,7 +5,7 @@ import numpy as np
 import flamefx.numpy as fnp
 from flamefx import core
 from flamefx.jaxpr import hoist_consts, trace_to_jaxpr
-from flamefx.transforms import custom, jit as jit_module
+from flamefx.transforms import jit as jit_module
 from tests.samples import Sample
 
 
