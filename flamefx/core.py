@@ -492,6 +492,22 @@ class Trace:
             t = t.parent
         raise UnexpectedTracerError(_escaped_message(x))
 
+    def unpack(self, args, tracer_type, fields, fill) -> list[list]:
+        """Splits operands into per-field lists: this trace's tracers give their ``fields``;
+        any other operand (a constant of an outer level) gives itself, then ``fill``."""
+        columns = [[] for _ in fields]
+        for a in args:
+            if isinstance(a, tracer_type) and a._trace is self:
+                for column, field in zip(columns, fields):
+                    column.append(getattr(a, field))
+            else:
+                if isinstance(a, Tracer):
+                    self.check_foreign(a)
+                columns[0].append(a)
+                for column in columns[1:]:
+                    column.append(fill)
+        return columns
+
     def parent_call(self, fn, *args, **kwargs):
         with set_current_trace(self.parent):
             return fn(*args, **kwargs)

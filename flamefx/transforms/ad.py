@@ -95,16 +95,7 @@ class JVPTracer(Tracer):
 
 class JVPTrace(Trace):
     def process_primitive(self, prim, args, params):
-        primals, tangents = [], []
-        for a in args:
-            if isinstance(a, JVPTracer) and a._trace is self:
-                primals.append(a.primal)
-                tangents.append(a.tangent)
-            else:
-                if isinstance(a, Tracer):
-                    self.check_foreign(a)
-                primals.append(a)
-                tangents.append(None)
+        primals, tangents = self.unpack(args, JVPTracer, ("primal", "tangent"), None)
         with core.set_current_trace(self.parent):
             if not prim.differentiable or all(t is None for t in tangents):
                 return core.bind_list(prim, *primals, **params)
@@ -233,16 +224,8 @@ class VJPTrace(Trace):
         return VJPTracer(self, primal, _Node(None, None, None, [primal], []), 0)
 
     def process_primitive(self, prim, args, params):
-        primals, parents = [], []
-        for a in args:
-            if isinstance(a, VJPTracer) and a._trace is self:
-                primals.append(a.primal)
-                parents.append((a.node, a.index))
-            else:
-                if isinstance(a, Tracer):
-                    self.check_foreign(a)
-                primals.append(a)
-                parents.append(None)
+        primals, nodes, indices = self.unpack(args, VJPTracer, ("primal", "node", "index"), None)
+        parents = [None if n is None else (n, i) for n, i in zip(nodes, indices)]
         with core.set_current_trace(self.parent):
             outs = core.bind_list(prim, *primals, **params)
         if not prim.differentiable or all(p is None for p in parents):
@@ -374,6 +357,16 @@ def _lower_aux(aux, trace, primal_of):
     return tree_util.tree_map(lower, aux)
 
 
+def _replacing_args(fun, args, positions, kwargs=None):
+    """``fun`` as a function of the arguments at ``positions``, the others held fixed."""
+    def partial_fun(*replacements):
+        full = list(args)
+        for i, x in zip(positions, replacements):
+            full[i] = x
+        return fun(*full, **(kwargs or {}))
+    return partial_fun
+
+
 def _argnums_tuple(argnums):
     return (argnums,) if isinstance(argnums, int) else tuple(argnums)
 
@@ -404,12 +397,7 @@ def value_and_grad(fun: Callable, argnums=0, has_aux: bool = False):
                         f".astype(float32)), or leave integer arguments out of argnums."
                         f"\n  at {user_frame()}")
 
-        def partial_fun(*diff_args):
-            full = list(args)
-            for i, a in zip(nums_pos, diff_args):
-                full[i] = a
-            return fun(*full, **kwargs)
-
+        partial_fun = _replacing_args(fun, args, nums_pos, kwargs)
         res = vjp(partial_fun, *[args[i] for i in nums_pos], has_aux=has_aux)
         out, f_vjp = res[0], res[1]
         out_arr = core.ensure_array(out) if not isinstance(out, (tuple, list, dict)) else None
@@ -517,12 +505,7 @@ def jacrev(fun: Callable, argnums=0, has_aux: bool = False):
     def jac_fn(*args):
         nums, dyn = _dyn_args(args, argnums)
 
-        def partial_fun(*d):
-            full = list(args)
-            for i, x in zip(nums, d):
-                full[i] = x
-            return fun(*full)
-
+        partial_fun = _replacing_args(fun, args, nums)
         res = vjp(partial_fun, *dyn, has_aux=has_aux)
         out, pullback = res[0], res[1]
         out_leaves, out_tree = tree_util.tree_flatten(out)
@@ -561,11 +544,7 @@ def jacfwd(fun: Callable, argnums=0, has_aux: bool = False):
         in_leaves = [core.ensure_array(x) for x in in_leaves]
         basis, in_sizes = _basis(in_leaves)
 
-        def partial_fun(*d):
-            full = list(args)
-            for i, x in zip(nums, d):
-                full[i] = x
-            return fun(*full)
+        partial_fun = _replacing_args(fun, args, nums)
 
         def push(*tangent_leaves):
             tangents = tree_util.tree_unflatten(in_tree, tangent_leaves)

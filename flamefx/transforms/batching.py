@@ -75,16 +75,7 @@ class BatchTrace(Trace):
         self.axis_name = axis_name
 
     def process_primitive(self, prim, args, params):
-        vals, bdims = [], []
-        for a in args:
-            if isinstance(a, BatchTracer) and a._trace is self:
-                vals.append(a.val)
-                bdims.append(a.bdim)
-            else:
-                if isinstance(a, Tracer):
-                    self.check_foreign(a)
-                vals.append(a)
-                bdims.append(not_mapped)
+        vals, bdims = self.unpack(args, BatchTracer, ("val", "bdim"), not_mapped)
         # Collectives name their axis; one that names another vmap's axis passes through.
         names_this_axis = params.get("axis_name", None) == self.axis_name is not None
         if all(d is not_mapped for d in bdims) and not names_this_axis:
