@@ -1,7 +1,8 @@
 """Control flow that stays compiled and differentiable: cond/switch, while_loop, fori_loop, scan.
 
 Each construct is one primitive holding its sub-programs as jaxprs (``cond`` its branches,
-``while`` its predicate and body, ``scan`` its body), so under ``jit`` a loop is one
+``while`` its predicate and body, ``scan`` its body; helpers for them in sub_jaxprs.py),
+so under ``jit`` a loop is one
 equation however many steps it runs. The sub-jaxprs are const-free: whatever a user
 function closes over is hoisted into leading operands, which is how outer transforms
 (grad, vmap) see values captured from their scope. Eagerly and inside compiled programs
@@ -17,197 +18,25 @@ and bind the same primitive again, so every transform composes with every other.
 from __future__ import annotations
 
 import builtins
-import functools
 from collections.abc import Callable, Sequence
 
 from flamefx import core, dtypes, tree_util
 from flamefx import devices as _devices
 from flamefx.core import Primitive, ShapedArray, Tracer
 from flamefx.errors import FlamefxError, FlamefxTypeError, user_frame
-from flamefx.jaxpr import ClosedJaxpr, Jaxpr, Var, eval_jaxpr, hoist_consts, trace_to_jaxpr
+from flamefx.jaxpr import Jaxpr, Var
 from flamefx.primitives import elementwise
 from flamefx.primitives.elementwise import convert_element_type, full_like, ne, select_n
 from flamefx.primitives.reductions import reduce_or
 from flamefx.primitives.structural import broadcast_in_dim
 from flamefx.transforms import call
-from flamefx.transforms.ad import JVPTrace, JVPTracer, add_cotangents, zeros_like
-from flamefx.transforms.batching import BatchTrace, BatchTracer, broadcast_batch, move_axis
-
-# --- sub-jaxprs: tracing, running, and re-tracing them under a transform -------------------------
-
-
-def _trace(flat_fn: Callable, in_avals) -> tuple[Jaxpr, list]:
-    """Traces ``flat_fn`` into a const-free jaxpr; its constants become leading inputs."""
-    return hoist_consts(trace_to_jaxpr(flat_fn, in_avals))
-
-
-def _aval(x) -> ShapedArray:
-    return core.get_aval(x)
-
-
-def _is_float(x) -> bool:
-    return dtypes.is_float(_aval(x).dtype)
-
-
-def _same_type(a: ShapedArray, b: ShapedArray) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype
-
-
-@functools.lru_cache(maxsize=1024)
-def _executable(jaxpr: Jaxpr, device: _devices.Device):
-    """``jaxpr`` optimized and compiled for ``device`` once (jit's passes and executables)."""
-    from flamefx.transforms import jit, passes
-    program_jaxpr, consts = hoist_consts(passes.optimize(ClosedJaxpr(jaxpr, [])))
-    program = jit.Program(program_jaxpr, "control-flow body")
-    return program.executable(device), [_devices.move_buffer(c.buffer, device) for c in consts]
-
-
-def _run(jaxpr: Jaxpr, bufs, device) -> list:
-    run, const_bufs = _executable(jaxpr, device)
-    return list(run(const_bufs + list(bufs)))
-
-
-def _device_of(bufs) -> _devices.Device:
-    return _devices.device_of_buffer(bufs[0]) if bufs else _devices.default_device()
-
-
-def _eval_batched(jaxpr: Jaxpr, axis_size: int, args, in_batched, force_out):
-    """Evaluates ``jaxpr`` under vmap on ``args`` (batched ones at axis 0) on the current trace.
-
-    Returns (outs, out_batched): outputs that vary over the batch, or that ``force_out``
-    asks for, come back batched at axis 0; the others unbatched.
-    """
-    with core.new_trace(BatchTrace, axis_size) as trace:
-        tracers = [BatchTracer(trace, x, 0) if b else x for x, b in zip(args, in_batched)]
-        outs = eval_jaxpr(jaxpr, [], *tracers)
-    results, out_batched = [], []
-    for o, force in zip(outs, force_out):
-        if isinstance(o, BatchTracer) and o._trace is trace:
-            results.append(move_axis(o.val, o.bdim, 0))
-            out_batched.append(True)
-        elif force:
-            results.append(broadcast_batch(o, axis_size, 0))
-            out_batched.append(True)
-        else:
-            results.append(o)
-            out_batched.append(False)
-    return results, out_batched
-
-
-def _batched_aval(aval: ShapedArray, batched: bool, axis_size: int, axis: int = 0):
-    if not batched:
-        return aval
-    return aval.update(shape=aval.shape[:axis] + (axis_size,) + aval.shape[axis:])
-
-
-def _batch_jaxpr(jaxpr: Jaxpr, axis_size: int, in_batched, force_out):
-    """The vmap of ``jaxpr`` as a jaxpr: returns (jaxpr, consts, out_batched)."""
-    box = []
-
-    def batched_fn(*args):
-        outs, out_batched = _eval_batched(jaxpr, axis_size, args, in_batched, force_out)
-        box.append(out_batched)
-        return outs
-
-    in_avals = [_batched_aval(v.aval, b, axis_size) for v, b in zip(jaxpr.invars, in_batched)]
-    new_jaxpr, consts = _trace(batched_fn, in_avals)
-    return new_jaxpr, consts, box[-1]
-
-
-def _jvp_jaxpr(jaxpr: Jaxpr, nonzero, instantiate):
-    """Forward mode of ``jaxpr`` as a jaxpr: returns (jaxpr, consts, out_nonzero).
-
-    The new jaxpr takes (*primals, *tangents of the ``nonzero`` inputs) and returns
-    (*outs, *tangents of the ``out_nonzero`` outputs); zero output tangents are dropped
-    unless ``instantiate`` asks for them (float outputs only).
-    """
-    n_in = len(jaxpr.invars)
-    box = []
-
-    def jvp_fn(*args):
-        given = iter(args[n_in:])
-        tangents = [next(given) if nz else None for nz in nonzero]
-        with core.new_trace(JVPTrace) as trace:
-            tracers = [p if t is None else JVPTracer(trace, p, t)
-                       for p, t in zip(args[:n_in], tangents)]
-            outs = eval_jaxpr(jaxpr, [], *tracers)
-        primals_out, tangents_out, out_nonzero = [], [], []
-        for o, inst in zip(outs, instantiate):
-            if isinstance(o, JVPTracer) and o._trace is trace:
-                primals_out.append(o.primal)
-                if o.tangent is not None:
-                    tangents_out.append(o.tangent)
-                    out_nonzero.append(True)
-                    continue
-                o = o.primal
-            else:
-                primals_out.append(o)
-            wanted = inst and _is_float(o)
-            if wanted:
-                tangents_out.append(zeros_like(o))
-            out_nonzero.append(wanted)
-        box.append(out_nonzero)
-        return primals_out + tangents_out
-
-    in_avals = jaxpr.in_avals + [v.aval for v, nz in zip(jaxpr.invars, nonzero) if nz]
-    new_jaxpr, consts = _trace(jvp_fn, in_avals)
-    return new_jaxpr, consts, box[-1]
-
-
-def _carry_fixed_point(step: Callable, carry_flags: list) -> list:
-    """Grows ``carry_flags`` (batched / nonzero tangent) until the body's outputs agree."""
-    for _ in range(len(carry_flags) + 1):
-        out_flags = step(carry_flags)
-        grown = [a or b for a, b in zip(carry_flags, out_flags)]
-        if grown == carry_flags:
-            return carry_flags
-        carry_flags = grown
-    return carry_flags
-
-
-def _reorder(jaxpr: Jaxpr, in_groups, out_groups) -> Jaxpr:
-    """Regroups a jaxpr's inputs and outputs: each group is a list of positions."""
-    invars = [jaxpr.invars[i] for group in in_groups for i in group]
-    outvars = [jaxpr.outvars[i] for group in out_groups for i in group]
-    return Jaxpr([], invars, outvars, jaxpr.eqns)
-
-
-def _split(seq, *sizes) -> list:
-    """Cuts ``seq`` into lists of ``sizes``, plus the rest."""
-    out, start = [], 0
-    for n in sizes:
-        out.append(list(seq[start:start + n]))
-        start += n
-    out.append(list(seq[start:]))
-    return out
-
-
-def _join_consts(traced) -> tuple[list[Jaxpr], list]:
-    """Gives jaxprs traced separately (each with its own leading consts) one operand list:
-    every jaxpr takes all the consts, and ignores the others'."""
-    all_consts = [c for _, consts in traced for c in consts]
-    jaxprs = []
-    for i, (jaxpr, consts) in enumerate(traced):
-        own, rest = jaxpr.invars[:len(consts)], jaxpr.invars[len(consts):]
-        invars = []
-        for k, (other, other_consts) in enumerate(traced):
-            invars += own if k == i else [Var(v.aval) for v in other.invars[:len(other_consts)]]
-        jaxprs.append(Jaxpr([], invars + rest, jaxpr.outvars, jaxpr.eqns))
-    return jaxprs, all_consts
-
-
-def _cast_outputs(jaxpr: Jaxpr, consts: list, targets) -> tuple[Jaxpr, list]:
-    """Re-traces ``jaxpr`` converting its outputs to ``targets`` (for weak-typed outputs)."""
-    def cast(*args):
-        outs = eval_jaxpr(jaxpr, [], *args)
-        return [o if _aval(o) == t else convert_element_type(o, t.dtype, weak_type=t.weak_type)
-                for o, t in zip(outs, targets)]
-    new_jaxpr, new_consts = _trace(cast, jaxpr.in_avals)
-    return new_jaxpr, new_consts + consts
-
-
-def _types(avals) -> str:
-    return ", ".join(a.str_short() for a in avals) or "nothing"
+from flamefx.transforms.ad import add_cotangents, zeros_like
+from flamefx.transforms.batching import broadcast_batch, move_axis
+from flamefx.primitives.sub_jaxprs import (
+    _trace, _aval, _is_float, _same_type, _run, _device_of, _eval_batched, _batch_jaxpr,
+    _jvp_jaxpr, _carry_fixed_point, _reorder, _split, _join_consts,
+    _cast_outputs, _types,
+)
 
 
 # --- cond -------------------------------------------------------------------------------------
@@ -526,7 +355,8 @@ def _while_batch(axis_size, args, bdims, *, cond_jaxpr, body_jaxpr, cond_nconsts
         outs = core.bind_list(
             while_p, *cond_extra, *cond_consts, *body_extra, *body_consts, *carry,
             cond_jaxpr=new_cond, body_jaxpr=new_body,
-            cond_nconsts=len(cond_extra) + cond_nconsts, body_nconsts=len(body_extra) + body_nconsts)
+            cond_nconsts=len(cond_extra) + cond_nconsts,
+            body_nconsts=len(body_extra) + body_nconsts)
         return outs, [0 if b else None for b in carry_b]
 
     # A batched predicate: loop until every example is done; finished examples keep their
@@ -546,7 +376,8 @@ def _while_batch(axis_size, args, bdims, *, cond_jaxpr, body_jaxpr, cond_nconsts
 
     cond_avals = [_aval(x) for x in cond_consts + carry]
     new_cond, cond_extra = _trace(any_running, cond_avals)
-    new_body, body_extra = _trace(masked_body, [_aval(x) for x in cond_consts + body_consts + carry])
+    new_body, body_extra = _trace(masked_body,
+                                  [_aval(x) for x in cond_consts + body_consts + carry])
     outs = core.bind_list(
         while_p, *cond_extra, *cond_consts, *body_extra, *cond_consts, *body_consts, *carry,
         cond_jaxpr=new_cond, body_jaxpr=new_body, cond_nconsts=len(cond_extra) + cond_nconsts,

@@ -1,0 +1,194 @@
+"""Sub-jaxprs of control-flow primitives: tracing user functions into them, running them
+with compiled executables, and re-tracing them under vmap and jvp.
+
+Shared by the ``cond``, ``while`` and ``scan`` primitives in control_flow.py.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from flamefx import core, dtypes
+from flamefx import devices as _devices
+from flamefx.core import ShapedArray
+from flamefx.jaxpr import ClosedJaxpr, Jaxpr, Var, eval_jaxpr, hoist_consts, trace_to_jaxpr
+from flamefx.primitives.elementwise import convert_element_type
+from flamefx.transforms.ad import JVPTrace, JVPTracer, zeros_like
+from flamefx.transforms.batching import BatchTrace, BatchTracer, broadcast_batch, move_axis
+
+# --- sub-jaxprs: tracing, running, and re-tracing them under a transform -------------------------
+
+
+def _trace(flat_fn: Callable, in_avals) -> tuple[Jaxpr, list]:
+    """Traces ``flat_fn`` into a const-free jaxpr; its constants become leading inputs."""
+    return hoist_consts(trace_to_jaxpr(flat_fn, in_avals))
+
+
+def _aval(x) -> ShapedArray:
+    return core.get_aval(x)
+
+
+def _is_float(x) -> bool:
+    return dtypes.is_float(_aval(x).dtype)
+
+
+def _same_type(a: ShapedArray, b: ShapedArray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype
+
+
+@functools.lru_cache(maxsize=1024)
+def _executable(jaxpr: Jaxpr, device: _devices.Device):
+    """``jaxpr`` optimized and compiled for ``device`` once (jit's passes and executables)."""
+    from flamefx.transforms import jit, passes
+    program_jaxpr, consts = hoist_consts(passes.optimize(ClosedJaxpr(jaxpr, [])))
+    program = jit.Program(program_jaxpr, "control-flow body")
+    return program.executable(device), [_devices.move_buffer(c.buffer, device) for c in consts]
+
+
+def _run(jaxpr: Jaxpr, bufs, device) -> list:
+    run, const_bufs = _executable(jaxpr, device)
+    return list(run(const_bufs + list(bufs)))
+
+
+def _device_of(bufs) -> _devices.Device:
+    return _devices.device_of_buffer(bufs[0]) if bufs else _devices.default_device()
+
+
+def _eval_batched(jaxpr: Jaxpr, axis_size: int, args, in_batched, force_out):
+    """Evaluates ``jaxpr`` under vmap on ``args`` (batched ones at axis 0) on the current trace.
+
+    Returns (outs, out_batched): outputs that vary over the batch, or that ``force_out``
+    asks for, come back batched at axis 0; the others unbatched.
+    """
+    with core.new_trace(BatchTrace, axis_size) as trace:
+        tracers = [BatchTracer(trace, x, 0) if b else x for x, b in zip(args, in_batched)]
+        outs = eval_jaxpr(jaxpr, [], *tracers)
+    results, out_batched = [], []
+    for o, force in zip(outs, force_out):
+        if isinstance(o, BatchTracer) and o._trace is trace:
+            results.append(move_axis(o.val, o.bdim, 0))
+            out_batched.append(True)
+        elif force:
+            results.append(broadcast_batch(o, axis_size, 0))
+            out_batched.append(True)
+        else:
+            results.append(o)
+            out_batched.append(False)
+    return results, out_batched
+
+
+def _batched_aval(aval: ShapedArray, batched: bool, axis_size: int, axis: int = 0):
+    if not batched:
+        return aval
+    return aval.update(shape=aval.shape[:axis] + (axis_size,) + aval.shape[axis:])
+
+
+def _batch_jaxpr(jaxpr: Jaxpr, axis_size: int, in_batched, force_out):
+    """The vmap of ``jaxpr`` as a jaxpr: returns (jaxpr, consts, out_batched)."""
+    box = []
+
+    def batched_fn(*args):
+        outs, out_batched = _eval_batched(jaxpr, axis_size, args, in_batched, force_out)
+        box.append(out_batched)
+        return outs
+
+    in_avals = [_batched_aval(v.aval, b, axis_size) for v, b in zip(jaxpr.invars, in_batched)]
+    new_jaxpr, consts = _trace(batched_fn, in_avals)
+    return new_jaxpr, consts, box[-1]
+
+
+def _jvp_jaxpr(jaxpr: Jaxpr, nonzero, instantiate):
+    """Forward mode of ``jaxpr`` as a jaxpr: returns (jaxpr, consts, out_nonzero).
+
+    The new jaxpr takes (*primals, *tangents of the ``nonzero`` inputs) and returns
+    (*outs, *tangents of the ``out_nonzero`` outputs); zero output tangents are dropped
+    unless ``instantiate`` asks for them (float outputs only).
+    """
+    n_in = len(jaxpr.invars)
+    box = []
+
+    def jvp_fn(*args):
+        given = iter(args[n_in:])
+        tangents = [next(given) if nz else None for nz in nonzero]
+        with core.new_trace(JVPTrace) as trace:
+            tracers = [p if t is None else JVPTracer(trace, p, t)
+                       for p, t in zip(args[:n_in], tangents)]
+            outs = eval_jaxpr(jaxpr, [], *tracers)
+        primals_out, tangents_out, out_nonzero = [], [], []
+        for o, inst in zip(outs, instantiate):
+            if isinstance(o, JVPTracer) and o._trace is trace:
+                primals_out.append(o.primal)
+                if o.tangent is not None:
+                    tangents_out.append(o.tangent)
+                    out_nonzero.append(True)
+                    continue
+                o = o.primal
+            else:
+                primals_out.append(o)
+            wanted = inst and _is_float(o)
+            if wanted:
+                tangents_out.append(zeros_like(o))
+            out_nonzero.append(wanted)
+        box.append(out_nonzero)
+        return primals_out + tangents_out
+
+    in_avals = jaxpr.in_avals + [v.aval for v, nz in zip(jaxpr.invars, nonzero) if nz]
+    new_jaxpr, consts = _trace(jvp_fn, in_avals)
+    return new_jaxpr, consts, box[-1]
+
+
+def _carry_fixed_point(step: Callable, carry_flags: list) -> list:
+    """Grows ``carry_flags`` (batched / nonzero tangent) until the body's outputs agree."""
+    for _ in range(len(carry_flags) + 1):
+        out_flags = step(carry_flags)
+        grown = [a or b for a, b in zip(carry_flags, out_flags)]
+        if grown == carry_flags:
+            return carry_flags
+        carry_flags = grown
+    return carry_flags
+
+
+def _reorder(jaxpr: Jaxpr, in_groups, out_groups) -> Jaxpr:
+    """Regroups a jaxpr's inputs and outputs: each group is a list of positions."""
+    invars = [jaxpr.invars[i] for group in in_groups for i in group]
+    outvars = [jaxpr.outvars[i] for group in out_groups for i in group]
+    return Jaxpr([], invars, outvars, jaxpr.eqns)
+
+
+def _split(seq, *sizes) -> list:
+    """Cuts ``seq`` into lists of ``sizes``, plus the rest."""
+    out, start = [], 0
+    for n in sizes:
+        out.append(list(seq[start:start + n]))
+        start += n
+    out.append(list(seq[start:]))
+    return out
+
+
+def _join_consts(traced) -> tuple[list[Jaxpr], list]:
+    """Gives jaxprs traced separately (each with its own leading consts) one operand list:
+    every jaxpr takes all the consts, and ignores the others'."""
+    all_consts = [c for _, consts in traced for c in consts]
+    jaxprs = []
+    for i, (jaxpr, consts) in enumerate(traced):
+        own, rest = jaxpr.invars[:len(consts)], jaxpr.invars[len(consts):]
+        invars = []
+        for k, (other, other_consts) in enumerate(traced):
+            invars += own if k == i else [Var(v.aval) for v in other.invars[:len(other_consts)]]
+        jaxprs.append(Jaxpr([], invars + rest, jaxpr.outvars, jaxpr.eqns))
+    return jaxprs, all_consts
+
+
+def _cast_outputs(jaxpr: Jaxpr, consts: list, targets) -> tuple[Jaxpr, list]:
+    """Re-traces ``jaxpr`` converting its outputs to ``targets`` (for weak-typed outputs)."""
+    def cast(*args):
+        outs = eval_jaxpr(jaxpr, [], *args)
+        return [o if _aval(o) == t else convert_element_type(o, t.dtype, weak_type=t.weak_type)
+                for o, t in zip(outs, targets)]
+    new_jaxpr, new_consts = _trace(cast, jaxpr.in_avals)
+    return new_jaxpr, new_consts + consts
+
+
+def _types(avals) -> str:
+    return ", ".join(a.str_short() for a in avals) or "nothing"
