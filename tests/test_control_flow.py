@@ -186,19 +186,19 @@ def test_vmap_while_batched_predicate_runs_until_every_example_is_done():
 
 
 def test_loop_bodies_are_traced_and_compiled_once():
-    from flamefx.primitives import control_flow
+    from flamefx.primitives import sub_jaxprs
     traced = []
 
     def body(i, x):
         traced.append(i)
         return x * 0.5 + 1.0
 
-    misses = control_flow._executable.cache_info().misses
+    misses = sub_jaxprs._executable.cache_info().misses
     f = flamefx.jit(lambda x: lax.fori_loop(0, 50, body, x))
     f(X0)
     f(X0 + 1.0)
     assert len(traced) == 1
-    assert control_flow._executable.cache_info().misses - misses == 1
+    assert sub_jaxprs._executable.cache_info().misses - misses == 1
 
 
 # --- jit -------------------------------------------------------------------------------------
