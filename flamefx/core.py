@@ -312,9 +312,14 @@ class Array(ArrayMethods):
     def __dlpack__(self, *, stream=None, max_version=None, dl_device=None, copy=None):
         buf = self.buffer
         if isinstance(buf, np.ndarray):
-            buf = buf.view()
-            buf.flags.writeable = False
-            return buf.__dlpack__()
+            view = buf.view()
+            view.flags.writeable = False
+            try:  # versioned DLPack can say "read-only", so the consumer cannot write into us
+                return view.__dlpack__(max_version=max_version)
+            except (BufferError, TypeError):  # an older consumer: give it a copy instead
+                return buf.copy().__dlpack__()
+        # GPU buffers: CuPy's DLPack export has no read-only flag; the contract (documented
+        # on from_dlpack) is that consumers treat flamefx memory as frozen.
         return buf.__dlpack__(stream=stream)
 
     def __dlpack_device__(self):
