@@ -217,3 +217,20 @@ def test_gpu_vmap_matches_cpu(name):
     cpu = f(*_arrays(batched, flamefx.devices("cpu")[0]))
     gpu = f(*_arrays(batched, flamefx.devices("gpu")[0]))
     _assert_outputs_close(gpu, cpu, 2e-4, f"{name} vmap GPU vs CPU")
+
+
+@pytest.mark.parametrize("name,i", CASES)
+def test_vmap_over_an_empty_batch(name, i):
+    prim, sample = _sample(name, i)
+    args = sample.make(np.random.default_rng(i))
+    positions, combos = _batched_combinations(sample, args)
+    if not combos:
+        pytest.skip("no array arguments to batch")
+    f = _apply(prim, sample.params)
+    single = f(*_arrays(args))
+    in_axes = [0 if k in positions else None for k in range(len(args))]
+    empty = [np.empty((0,) + np.shape(a), np.asarray(a).dtype) if k in positions else a
+             for k, a in enumerate(args)]
+    outs = flamefx.vmap(f, in_axes=tuple(in_axes))(*_arrays(empty))
+    assert [o.shape for o in outs] == [(0,) + s.shape for s in single]
+    assert [o.dtype for o in outs] == [s.dtype for s in single]

@@ -81,6 +81,8 @@ class BatchTrace(Trace):
         if all(d is not_mapped for d in bdims) and not names_this_axis:
             with core.set_current_trace(self.parent):
                 return core.bind_list(prim, *vals, **params)
+        if self.axis_size == 0:
+            return self._empty_batch(prim, vals, bdims, params)
         if prim.batch is None:
             raise FlamefxError(f"primitive {prim.name!r} has no batching rule, so it cannot be "
                                f"used under vmap\n  at {user_frame()}")
@@ -92,6 +94,22 @@ class BatchTrace(Trace):
                 outs, out_bdims = prim.batch(self.axis_size, vals, bdims, **params)
         return [BatchTracer(self, o, d) if d is not not_mapped else o
                 for o, d in zip(outs, out_bdims)]
+
+
+    def _empty_batch(self, prim, vals, bdims, params):
+        """With zero examples nothing is computed: each output is an empty array shaped by
+        the primitive's own shape rule (so rules never see a size-0 batch axis)."""
+        avals = []
+        for x, d in zip(vals, bdims):
+            aval = core.get_aval(x)
+            if d is not not_mapped:
+                aval = aval.update(shape=aval.shape[:d] + aval.shape[d + 1:])
+            avals.append(aval)
+        out_avals = core.abstract_eval(prim, avals, params)
+        with core.set_current_trace(self.parent):
+            outs = [_st().broadcast_in_dim(core.to_array(0, dtype=a.dtype, weak=False),
+                                           (0,) + a.shape, ()) for a in out_avals]
+        return [BatchTracer(self, o, 0) for o in outs]
 
 
 # --- vmap ------------------------------------------------------------------------------------
