@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flamefx.kernels import cuda_attention, cuda_norm
+from flamefx.kernels import cuda_attention, cuda_attention_gemm, cuda_norm
 from flamefx.kernels.cuda_scalar import scalar_prelude
 from flamefx.primitives import attention, normalization
 
@@ -153,6 +153,102 @@ def test_attention_kernels_match_numpy(tmp_path, case):
     if extra:
         axes = tuple(i for i in range(2) if c["bias"][i] == 1 and (b, h)[i] != 1)
         dbias = got[5].sum(axis=axes, keepdims=True) if axes else got[5]
+        _assert_close(dbias, grads[3], "dbias", tol)
+
+
+GEMM_ROWS_MAIN = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+// The GEMM path's row kernels over two chunks of batch * heads (the second starts at bh
+// `split`), with the products done in NumPy: s = q k^T, dp = dout v^T come in.
+int main(int argc, char** argv) {
+  const std::string dir = argv[1];
+  const int b = atoi(argv[2]), h = atoi(argv[3]), sq = atoi(argv[4]), sk = atoi(argv[5]);
+  const int dv = atoi(argv[6]), bias_b = atoi(argv[7]), bias_h = atoi(argv[8]);
+  const ACC scale = atof(argv[9]), mask_value = atof(argv[10]);
+  const int split = atoi(argv[11]);
+  const long long n_scores = (long long)b * h * sq * sk, rows = (long long)b * h * sq;
+  FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
+  auto s = read_array<ACC>(f, n_scores);
+  auto dp = read_array<ACC>(f, n_scores);
+  auto bias = read_array<T>(f, HAS_BIAS ? (size_t)bias_b * bias_h * sq * sk : 1);
+  auto out = read_array<T>(f, rows * dv);
+  auto dout = read_array<T>(f, rows * dv);
+  auto dlse = read_array<ACC>(f, rows);
+  fclose(f);
+  const long long sb = bias_b == 1 ? 0 : (long long)bias_h * sq * sk;
+  const long long sh = bias_h == 1 ? 0 : (long long)sq * sk;
+  std::vector<T> p(n_scores), p2(n_scores), ds(n_scores);
+  std::vector<ACC> lse(rows), delta(rows), dbias(n_scores, 0);
+  launch(Dim3{(unsigned)((rows * 32 + 255) / 256), 1, 1}, Dim3{256, 1, 1}, [&] {
+    flamefx_flash_delta(out.data(), dout.data(), dlse.data(), delta.data(), rows, dv); });
+  const int starts[2] = {0, split}, stops[2] = {split, b * h};
+  for (int chunk = 0; chunk < 2; ++chunk) {
+    const long long r0 = (long long)starts[chunk] * sq, n_rows = (long long)(stops[chunk] - starts[chunk]) * sq;
+    if (n_rows == 0) continue;
+    launch(Dim3{(unsigned)((n_rows * 32 + 255) / 256), 1, 1}, Dim3{256, 1, 1}, [&] {
+      flamefx_attention_softmax(s.data() + r0 * sk, p.data() + r0 * sk, bias.data(),
+                                lse.data() + r0, n_rows, h, sq, sk, starts[chunk], sb, sh,
+                                scale, mask_value); });
+    launch(Dim3{(unsigned)n_rows, 1, 1}, Dim3{64, 1, 1}, [&] {
+      flamefx_attention_score_grads(s.data() + r0 * sk, dp.data() + r0 * sk, bias.data(),
+                                    lse.data() + r0, delta.data() + r0, p2.data() + r0 * sk,
+                                    ds.data() + r0 * sk, dbias.data() + r0 * sk, h, sq, sk,
+                                    starts[chunk], sb, sh, scale, mask_value); });
+  }
+  FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
+  write_array(o, p); write_array(o, lse); write_array(o, p2); write_array(o, ds);
+  write_array(o, dbias);
+  fclose(o);
+}
+"""
+
+
+@pytest.mark.parametrize("case", range(len(ATTENTION_CASES)))
+def test_attention_gemm_path_row_kernels_match_numpy(tmp_path, case):
+    c = ATTENTION_CASES[case]
+    dtype = np.dtype(c.get("dtype", np.float32))
+    rng = np.random.default_rng(10 + case)
+    b, h, sq, sk, d, dv = (c[key] for key in ("b", "h", "sq", "sk", "d", "dv"))
+    q = rng.standard_normal((b, h, sq, d)).astype(dtype)
+    k = rng.standard_normal((b, h, sk, d)).astype(dtype)
+    v = rng.standard_normal((b, h, sk, dv)).astype(dtype)
+    extra = []
+    if c["bias"]:
+        bias = rng.standard_normal(c["bias"]).astype(dtype)
+        hidden = rng.random(c["bias"]) < c["masked"]
+        if "hide_row" in c:
+            hidden[..., c["hide_row"], :] = True
+        extra = [np.where(hidden, attention.masked_score(dtype), bias).astype(dtype)]
+    dout = rng.standard_normal((b, h, sq, dv)).astype(dtype)
+    dlse = rng.standard_normal((b, h, sq)).astype(dtype)
+    scale = 1 / np.sqrt(d)
+    params = {"is_causal": c["causal"], "scale": scale}
+    out, lse = attention._fwd_impl(q, k, v, *extra, **params)
+    grads = attention._bwd_impl(q, k, v, *extra, out, lse, dout, dlse, **params)
+    s = np.einsum("bhqd,bhkd->bhqk", q, k)
+    dp = np.einsum("bhqd,bhkd->bhqk", dout, v)
+    source = cuda_attention_gemm.kernel_source(dtype, c["causal"], bool(extra))
+    bias_b, bias_h = c["bias"][:2] if c["bias"] else (1, 1)
+    scores = (dtype, (b, h, sq, sk))
+    p, got_lse, p2, ds, dbias_full = _run(
+        tmp_path, _host_source(source, dtype), GEMM_ROWS_MAIN,
+        [b, h, sq, sk, dv, bias_b, bias_h, repr(float(scale)),
+         repr(attention.masked_score(dtype)), (b * h) // 2],
+        [s, dp, extra[0] if extra else np.zeros(1, dtype), out, dout, dlse],
+        [scores, (dtype, (b, h, sq)), scores, scores, scores])
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    _assert_close(np.einsum("bhqk,bhkd->bhqd", p, v), out, "out", tol)
+    _assert_close(got_lse, lse, "lse", tol)
+    _assert_close(p2, p, "recomputed p", tol)
+    for name, got, want in (("dq", np.einsum("bhqk,bhkd->bhqd", ds, k), grads[0]),
+                            ("dk", np.einsum("bhqk,bhqd->bhkd", ds, q), grads[1]),
+                            ("dv", np.einsum("bhqk,bhqd->bhkd", p2, dout), grads[2])):
+        _assert_close(got, want, name, tol)
+    if extra:
+        axes = tuple(i for i in range(2) if c["bias"][i] == 1 and (b, h)[i] != 1)
+        dbias = dbias_full.sum(axis=axes, keepdims=True) if axes else dbias_full
         _assert_close(dbias, grads[3], "dbias", tol)
 
 

@@ -199,7 +199,8 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_forward(
 """
 
 # delta[row] = sum(dout * out) - dlse: the softmax backward's row term (one warp per row).
-_DELTA = r"""
+# Shared with the cuBLAS path (cuda_attention_gemm), which compiles it into its own module.
+DELTA_SOURCE = r"""
 extern "C" __global__ void flamefx_flash_delta(
     const T* __restrict__ out, const T* __restrict__ dout, const ACC* __restrict__ dlse,
     ACC* __restrict__ delta, long long rows, int dv) {
@@ -475,7 +476,7 @@ def kernel_source(dtype, d_padded: int, dv_padded: int, is_causal: bool,
     """The CUDA source of the attention kernels specialized for one configuration."""
     defines = (f"#define DP {d_padded}\n#define DVP {dv_padded}\n"
                f"#define CAUSAL {int(is_causal)}\n#define HAS_BIAS {int(has_bias)}\n")
-    return (scalar_prelude(dtype) + defines + _COMMON + _FORWARD + _DELTA + _BACKWARD_DQ
+    return (scalar_prelude(dtype) + defines + _COMMON + _FORWARD + DELTA_SOURCE + _BACKWARD_DQ
             + _BACKWARD_DKDV)
 
 
@@ -547,6 +548,18 @@ def attention_forward(q, k, v, bias, *, is_causal, scale):
     return [out, lse]
 
 
+def row_delta(module, out, dout, dlse):
+    """``sum(dout * out, axis=-1) - dlse`` (accumulation dtype) by ``flamefx_flash_delta``
+    from ``module`` (any module compiled with DELTA_SOURCE for this dtype)."""
+    cp = devices.cupy()
+    rows, dv = math.prod(out.shape[:-1]), out.shape[-1]
+    delta = cp.empty(out.shape[:-1], dlse.dtype)
+    module.get_function("flamefx_flash_delta")(
+        (math.ceil(rows * 32 / _THREADS),), (_THREADS,),
+        (raw_view(out), raw_view(dout), dlse, delta, np.int64(rows), np.int32(dv)))
+    return delta
+
+
 def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale):
     """``[dq, dk, dv(, dbias)]`` from the forward's ``out`` and ``lse`` and the cotangents
     ``dout``, ``dlse``; only dbias (when there is a bias) takes seq x seq memory."""
@@ -559,12 +572,7 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
     dbias_full = (cp.zeros((launch.b, launch.h, launch.sq, launch.sk), launch.acc)
                   if bias is not None else None)
     if q.size and k.size:
-        rows = launch.b * launch.h * launch.sq
-        delta = cp.empty(q.shape[:3], launch.acc)
-        _delta_kernel = launch.module.get_function("flamefx_flash_delta")
-        _delta_kernel((math.ceil(rows * 32 / _THREADS),), (_THREADS,),
-                      (raw_view(out), raw_view(dout), dlse, delta, np.int64(rows),
-                       np.int32(launch.dv)))
+        delta = row_delta(launch.module, out, dout, dlse)
         bias_arg = raw_view(bias) if bias is not None else raw_view(q)
         common = (raw_view(q), raw_view(k), raw_view(v), bias_arg, raw_view(dout), lse, delta)
         fn, nbytes = launch.kernel("flamefx_flash_backward_dq", "dq")

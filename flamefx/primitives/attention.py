@@ -2,8 +2,10 @@
 
 ``flash_attention(q, k, v[, bias])`` over (batch, heads, seq, dim) returns ``(out, lse)``:
 the attention output and the log-sum-exp of each query's scores. Saving ``lse`` lets the
-backward (``flash_attention_bwd``) recompute the softmax tile by tile, so neither pass
-stores a seq x seq matrix on the GPU. Order-2 derivatives go through the naive formula
+backward (``flash_attention_bwd``) recompute the softmax, so the forward keeps no
+probabilities for it. On the GPU, moderate sequences go through cuBLAS GEMMs (a chunk of
+score matrices at a time), long ones through fused flash kernels that never store a
+seq x seq matrix. Order-2 derivatives go through the naive formula
 written in flamefx ops (see ``_flash_attention_bwd_vjp``): correct, but they materialize
 the score matrix.
 
@@ -112,10 +114,16 @@ def _fwd_impl(q, k, v, *bias, is_causal, scale):
     return [out.astype(q.dtype), lse]
 
 
+def _cuda_kernels(q, k):
+    """cuBLAS GEMMs plus row kernels while the score matrix is moderate (seq <= ~2048,
+    tensor cores for the half types), the fused flash kernels (linear memory) beyond."""
+    from flamefx.kernels import cuda_attention, cuda_attention_gemm
+    return cuda_attention_gemm if cuda_attention_gemm.fits(q.shape, k.shape) else cuda_attention
+
+
 def _fwd_cuda(q, k, v, *bias, is_causal, scale):
-    from flamefx.kernels import cuda_attention
-    return cuda_attention.attention_forward(q, k, v, bias[0] if bias else None,
-                                            is_causal=is_causal, scale=scale)
+    return _cuda_kernels(q, k).attention_forward(q, k, v, bias[0] if bias else None,
+                                                 is_causal=is_causal, scale=scale)
 
 
 def _fwd_vjp(cts, primals, outs, *, is_causal, scale):
@@ -204,10 +212,10 @@ def _bwd_impl(q, k, v, *rest, is_causal, scale):
 
 
 def _bwd_cuda(q, k, v, *rest, is_causal, scale):
-    from flamefx.kernels import cuda_attention
     bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
-    return cuda_attention.attention_backward(q, k, v, bias[0] if bias else None, out, lse,
-                                             dout, dlse, is_causal=is_causal, scale=scale)
+    return _cuda_kernels(q, k).attention_backward(q, k, v, bias[0] if bias else None, out,
+                                                  lse, dout, dlse, is_causal=is_causal,
+                                                  scale=scale)
 
 
 def naive_attention_bwd(q, k, v, *rest, is_causal, scale):
@@ -295,8 +303,10 @@ def dot_product_attention(q, k, v, bias=None, mask=None, is_causal=False, scale=
     ``mask`` (bool, same layout) keeps True entries; a bias entry at the dtype's lowest
     value (or -inf) masks the same way. A query that sees no key gets zeros (as in
     FlashAttention and cuDNN). ``is_causal``
-    lets query i see keys j <= i (top-left aligned, like PyTorch and JAX). On the GPU it
-    runs fused flash-attention kernels: memory linear in the sequence length.
+    lets query i see keys j <= i (top-left aligned, like PyTorch and JAX). On the GPU,
+    sequences up to ~2048 run as cuBLAS GEMMs around fused softmax kernels (tensor cores
+    for float16/bfloat16); longer ones run fused flash-attention kernels, memory linear in
+    the sequence length.
 
     >>> import numpy as np
     >>> q = np.zeros((1, 1, 1, 2)); k = np.zeros((1, 1, 3, 2)); v = np.arange(6.).reshape(1, 1, 3, 2)
