@@ -404,3 +404,111 @@ def test_gpu_pad_negative_and_interior():
     params = {"padding_config": ((2, -1, 2), (-2, 3, 1))}
     cpu, gpu = _run_impls("pad", [x, np.float32(-7)], params)
     np.testing.assert_array_equal(gpu[0], cpu[0])
+
+
+# --- the gather/scatter/iota CUDA kernels on the CPU emulator (CI has no GPU) ---------------
+
+_EMULATOR = __import__("pathlib").Path(__file__).parent / "kernel_emulator" / "cuda_on_cpu.h"
+# The emulator runs CUDA threads as std::threads: atomics take one lock.
+_EMULATED_ATOMICS = r"""
+#include <cstdio>
+#include <mutex>
+#include <string>
+std::mutex atomics;
+template <class X> X atomicAdd(X* p, X v) { std::lock_guard g(atomics); X o = *p; *p = o + v; return o; }
+template <class X> X atomicCAS(X* p, X c, X v) {
+  std::lock_guard g(atomics); X o = *p; if (o == c) *p = v; return o; }
+"""
+
+
+def _kernel_sources(monkeypatch):
+    """Builds kernels through a stand-in CuPy that records their sources."""
+    from flamefx.kernels import cuda_structural
+    sources = []
+
+    class RecordingCupy:
+        def RawKernel(self, source, name):  # CuPy's name
+            sources.append(source)
+    monkeypatch.setattr(cuda_structural, "_cp", RecordingCupy)
+    for cached in (cuda_structural._gather_kernel, cuda_structural._scatter_kernel,
+                   cuda_structural._iota_kernel):
+        cached.cache_clear()
+    return cuda_structural, sources
+
+
+def _emulate(tmp_path, source, main, inputs, out_size):
+    import shutil
+    import subprocess
+    if shutil.which("g++") is None:
+        pytest.skip("needs g++ with C++20")
+    body = f'#include "{_EMULATOR}"\n{_EMULATED_ATOMICS}\n{source}\n{main}'
+    (tmp_path / "k.cpp").write_text(body)
+    build = subprocess.run(["g++", "-O1", "-std=c++20", "-pthread", "-w", "-o",
+                            str(tmp_path / "k"), str(tmp_path / "k.cpp")],
+                           capture_output=True, text=True, check=False)
+    assert build.returncode == 0, build.stderr[-3000:]
+    (tmp_path / "in.bin").write_bytes(b"".join(np.ascontiguousarray(a).tobytes()
+                                               for a in inputs))
+    run = subprocess.run([str(tmp_path / "k"), str(tmp_path)], capture_output=True,
+                         text=True, timeout=60, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return (tmp_path / "out.bin").read_bytes()[:out_size]
+
+
+def test_gather_and_scatter_kernels_read_clamped_index_vectors(tmp_path, monkeypatch):
+    cuda_structural, sources = _kernel_sources(monkeypatch)
+    cuda_structural._gather_kernel(4, "int", 2)
+    cuda_structural._scatter_kernel("float", "add", "int", 2)
+    table = np.arange(12, dtype=np.float32).reshape(6, 2)   # indexed axes (3, 2), rows of 2
+    indices = np.array([[2, 1], [0, 0], [-4, 9], [2, 1], [1, 0]], np.int32)  # clamped, repeated
+    updates = np.arange(10, dtype=np.float32).reshape(5, 2) + 1
+    main = r"""
+int main(int, char** argv) {
+  const std::string dir = argv[1];
+  FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
+  auto table = read_array<unsigned int>(f, 12);
+  auto idx = read_array<int>(f, 10);
+  auto upd = read_array<float>(f, 10);
+  fclose(f);
+  std::vector<unsigned int> got(10);
+  std::vector<float> out(12);
+  std::memcpy(out.data(), table.data(), 48);
+  launch(Dim3{1, 1, 1}, Dim3{256, 1, 1}, [&] {
+    gather_rows(table.data(), idx.data(), got.data(), 10, 2, 3, 2); });
+  launch(Dim3{1, 1, 1}, Dim3{256, 1, 1}, [&] {
+    scatter_rows(out.data(), upd.data(), idx.data(), 10, 2, 3, 2); });
+  FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
+  write_array(o, got); write_array(o, out);
+  fclose(o);
+}
+"""
+    # Each kernel's typedefs live in a namespace of their own.
+    names = ("gather_rows", "scatter_rows")
+    source = "".join(f"namespace k{i} {{\n{src}}}\nusing k{i}::{name};\n"
+                     for i, (src, name) in enumerate(zip(sources, names)))
+    raw = _emulate(tmp_path, source, main, [table, indices, updates], 88)
+    gathered = np.frombuffer(raw[:40], np.float32).reshape(5, 2)
+    scattered = np.frombuffer(raw[40:], np.float32).reshape(6, 2)
+    operand = table.reshape(3, 2, 2)
+    want_gather = indexing.gather_p.impl_for("cpu")(operand, indices, axes=(0, 1))[0]
+    want_scatter = indexing.scatter_p.impl_for("cpu")(operand, indices, updates, axes=(0, 1),
+                                                      mode="add")[0]
+    np.testing.assert_array_equal(gathered, want_gather)
+    np.testing.assert_array_equal(scattered.reshape(3, 2, 2), want_scatter)
+
+
+def test_iota_kernel_counts_along_one_axis(tmp_path, monkeypatch):
+    cuda_structural, sources = _kernel_sources(monkeypatch)
+    cuda_structural._iota_kernel("int")
+    main = r"""
+int main(int, char** argv) {
+  std::vector<int> out(24);
+  launch(Dim3{1, 1, 1}, Dim3{32, 1, 1}, [&] { iota(out.data(), 24, 4, 3); });
+  FILE* o = fopen((std::string(argv[1]) + "/out.bin").c_str(), "wb");
+  write_array(o, out);
+  fclose(o);
+}
+"""
+    raw = _emulate(tmp_path, sources[0], main, [], 96)
+    want = np.broadcast_to(np.arange(3).reshape(1, 3, 1), (2, 3, 4))
+    np.testing.assert_array_equal(np.frombuffer(raw, np.int32).reshape(2, 3, 4), want)

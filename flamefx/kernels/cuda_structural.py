@@ -1,4 +1,4 @@
-"""CUDA kernels for data movement: clamped dynamic windows and combining scatters.
+"""CUDA kernels for data movement: clamped dynamic windows, gathers, combining scatters, iota.
 
 Window kernels read their start indices from device memory, so a dynamic slice never
 synchronizes with the host (and can be captured in a CUDA graph). They only move bytes,
@@ -115,7 +115,69 @@ _C_TYPES = {"float32": "float", "float64": "double", "int32": "int", "int64": "l
             "uint32": "unsigned int", "uint64": "unsigned long long"}
 
 
-def _scatter_source(ctype: str, mode: str) -> str:
+# Index vectors are read by the kernels themselves (clamped, combined into a row number),
+# so a gather or scatter is one launch with no host round trip and no temporaries.
+_INDEX_TYPES = {"int32": "int", "int64": "long long", "uint32": "unsigned int",
+                "uint64": "unsigned long long"}
+
+
+def _row_lookup(n_axes: int) -> str:
+    """C statements setting ``row`` from index vector ``b`` (clamped into n0..): the row's
+    row-major position among the indexed axes."""
+    lines = [f"    const I* ix = indices + b * {n_axes};\n", "    long long row = 0, v;\n"]
+    for j in range(n_axes):
+        lines.append(f"    v = (long long)ix[{j}]; v = v < 0 ? 0 : (v >= n{j} ? n{j} - 1 : v);\n"
+                     f"    row = row * n{j} + v;\n")
+    return "".join(lines)
+
+
+def _indexed_args(n_axes: int) -> str:
+    return "".join(f", long long n{j}" for j in range(n_axes))
+
+
+@functools.cache
+def _gather_kernel(itemsize: int, index_ctype: str, n_axes: int):
+    source = (
+        f"typedef {_BYTES_TYPE[itemsize]} T;\ntypedef {index_ctype} I;\n"
+        f'extern "C" __global__ void gather_rows(const T* table, const I* indices, T* out, '
+        f"long long total, long long row_len{_indexed_args(n_axes)}) {{\n"
+        f"    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+        f"    if (i >= total) return;\n"
+        f"    long long b = i / row_len, c = i - b * row_len;\n"
+        f"{_row_lookup(n_axes)}"
+        f"    out[i] = table[row * row_len + c];\n}}\n")
+    return _cp().RawKernel(source, "gather_rows")
+
+
+def _index_operand(cp, indices):
+    """Indices as a C-contiguous array of a type the kernels read directly."""
+    if indices.dtype.name not in _INDEX_TYPES:
+        indices = indices.astype(np.int64)
+    return cp.ascontiguousarray(indices)
+
+
+def gather_rows(table, indices, indexed_sizes):
+    """Rows of ``table`` (m, row_len) picked by index vectors ``indices`` (..., k): the row
+    of vector ``v`` is its row-major position in ``indexed_sizes`` (each entry clamped).
+    Returns (n_vectors, row_len). One kernel launch.
+
+    >>> gather_rows(table, indices, (512, 10))      # doctest: +SKIP
+    """
+    cp = _cp()
+    indices = _index_operand(cp, indices)
+    n_vectors = int(np.prod(indices.shape[:-1], dtype=np.int64))
+    row_len = table.shape[1]
+    out = cp.empty((n_vectors, row_len), table.dtype)
+    if out.size:
+        kernel = _gather_kernel(table.dtype.itemsize, _INDEX_TYPES[indices.dtype.name],
+                                len(indexed_sizes))
+        kernel(_blocks(out.size), (_BLOCK,),
+               (_as_bytes(cp.ascontiguousarray(table)), indices, _as_bytes(out),
+                np.int64(out.size), np.int64(row_len), *[np.int64(n) for n in indexed_sizes]))
+    return out
+
+
+def _scatter_source(ctype: str, mode: str, index_ctype: str, n_axes: int) -> str:
     bits = "unsigned long long" if ctype in ("double", "long long", "unsigned long long") \
         else "unsigned int"
     if mode == "set":
@@ -135,18 +197,20 @@ def _scatter_source(ctype: str, mode: str) -> str:
             f"        old = atomicCAS(addr, assumed, next.bits);\n"
             f"    }} while (assumed != old);\n")
     return (
-        f"typedef {ctype} T;\n"
+        f"typedef {ctype} T;\ntypedef {index_ctype} I;\n"
         f'extern "C" __global__ void scatter_rows(T* out, const T* updates, '
-        f"const long long* rows, long long total, long long row_len) {{\n"
+        f"const I* indices, long long total, long long row_len{_indexed_args(n_axes)}) {{\n"
         f"    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
         f"    if (i >= total) return;\n"
-        f"    long long dst = rows[i / row_len] * row_len + i % row_len;\n"
+        f"    long long b = i / row_len, c = i - b * row_len;\n"
+        f"{_row_lookup(n_axes)}"
+        f"    long long dst = row * row_len + c;\n"
         f"    T val = updates[i];\n{store}}}\n")
 
 
 @functools.cache
-def _scatter_kernel(ctype: str, mode: str):
-    return _cp().RawKernel(_scatter_source(ctype, mode), "scatter_rows")
+def _scatter_kernel(ctype: str, mode: str, index_ctype: str, n_axes: int):
+    return _cp().RawKernel(_scatter_source(ctype, mode, index_ctype, n_axes), "scatter_rows")
 
 
 def _compute_dtype(dtype) -> np.dtype:
@@ -157,21 +221,57 @@ def _compute_dtype(dtype) -> np.dtype:
     return dtype
 
 
-def scatter_rows(table, rows, updates, mode: str):
-    """Combines ``updates`` (n, row_len) into rows ``rows`` (n,) of ``table`` (m, row_len).
+def scatter_rows(table, indices, indexed_sizes, updates, mode: str):
+    """Combines ``updates`` (n_vectors, row_len) into the rows of ``table`` (m, row_len)
+    named by index vectors ``indices`` (..., k), as in ``gather_rows``.
 
     Returns a new table; the input is not written. Duplicated rows accumulate for add,
-    mul, min and max; for set one of the duplicates wins.
+    mul, min and max; for set one of the duplicates wins. One copy and one kernel launch.
     """
     cp = _cp()
     dtype = _compute_dtype(table.dtype)
     out = cp.array(table, dtype=dtype, copy=True, order="C")
     updates = cp.ascontiguousarray(updates, dtype=dtype)
     if updates.size:
-        kernel = _scatter_kernel(_C_TYPES[dtype.name], mode)
+        indices = _index_operand(cp, indices)
+        kernel = _scatter_kernel(_C_TYPES[dtype.name], mode, _INDEX_TYPES[indices.dtype.name],
+                                 len(indexed_sizes))
         kernel(_blocks(updates.size), (_BLOCK,),
-               (out, updates, cp.ascontiguousarray(rows, dtype=cp.int64),
-                np.int64(updates.size), np.int64(out.shape[1] if out.ndim > 1 else 1)))
+               (out, updates, indices, np.int64(updates.size),
+                np.int64(out.shape[1] if out.ndim > 1 else 1),
+                *[np.int64(n) for n in indexed_sizes]))
     if dtype == table.dtype:
         return out
     return (out != 0) if table.dtype == np.bool_ else out.astype(table.dtype)
+
+
+# --- iota --------------------------------------------------------------------------------------
+
+_IOTA_TYPES = dict(_C_TYPES, bool="bool", int8="signed char", int16="short",
+                   uint8="unsigned char", uint16="unsigned short")
+
+
+@functools.cache
+def _iota_kernel(ctype: str):
+    return _cp().RawKernel(
+        f"typedef {ctype} T;\n"
+        f'extern "C" __global__ void iota(T* out, long long total, long long inner, '
+        f"long long n) {{\n"
+        f"    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;\n"
+        f"    if (i < total) out[i] = (T)((i / inner) % n);\n}}\n", "iota")
+
+
+def iota(dtype, shape, dimension: int):
+    """0, 1, 2, ... along ``dimension`` of a new array of ``shape`` (one kernel launch);
+    None for dtypes the kernel does not cover (the half types)."""
+    dtype = np.dtype(dtype)
+    ctype = _IOTA_TYPES.get(dtype.name)
+    if ctype is None:
+        return None
+    cp = _cp()
+    out = cp.empty(shape, dtype)
+    if out.size:
+        inner = int(np.prod(shape[dimension + 1:], dtype=np.int64))
+        _iota_kernel(ctype)(_blocks(out.size), (_BLOCK,),
+                            (out, np.int64(out.size), np.int64(inner), np.int64(shape[dimension])))
+    return out

@@ -98,6 +98,12 @@ def _gather_impl(xp, operand, indices, axes):
     return [out.reshape(_gathered_shape(operand.shape, indices.shape, axes))]
 
 
+def _gather_cuda(operand, indices, *, axes):
+    table, _ = _as_table(_cp(), operand, axes)
+    rows = cuda_structural.gather_rows(table, indices, [operand.shape[a] for a in axes])
+    return [rows.reshape(_gathered_shape(operand.shape, indices.shape, axes))]
+
+
 def _gather_vjp(cts, primals, outs, *, axes):
     operand, indices = primals
     if cts[0] is None:
@@ -132,7 +138,7 @@ gather_p = Primitive(
     "gather",
     abstract_eval=_gather_abstract,
     impl=lambda operand, indices, *, axes: _gather_impl(np, operand, indices, axes),
-    cuda_impl=lambda operand, indices, *, axes: _gather_impl(_cp(), operand, indices, axes),
+    cuda_impl=_gather_cuda,
     vjp=_gather_vjp,
     jvp=lambda primals, tangents, *, axes: (
         [gather(primals[0], primals[1], axes)],
@@ -184,9 +190,9 @@ def _scatter_impl(operand, indices, updates, *, axes, mode):
 def _scatter_cuda(operand, indices, updates, *, axes, mode):
     cp = _cp()
     table, moved_shape = _as_table(cp, operand, axes)
-    rows = _row_numbers(cp, indices, [operand.shape[a] for a in axes])
-    out = cuda_structural.scatter_rows(table, rows, updates.reshape(len(rows), table.shape[1]),
-                                       mode)
+    n_vectors = int(np.prod(indices.shape[:-1], dtype=np.int64))
+    out = cuda_structural.scatter_rows(table, indices, [operand.shape[a] for a in axes],
+                                       updates.reshape(n_vectors, table.shape[1]), mode)
     return [_from_table(cp, out, moved_shape, axes)]
 
 

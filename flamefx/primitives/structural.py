@@ -593,11 +593,16 @@ def _iota_impl(xp, dtype, shape, dimension):
     return [xp.ascontiguousarray(xp.broadcast_to(line.reshape(expanded), shape))]
 
 
+def _iota_cuda(*, dtype, shape, dimension):
+    out = cuda_structural.iota(dtype, shape, dimension)  # one launch, not arange + casts
+    return [out] if out is not None else _iota_impl(_cp(), dtype, shape, dimension)
+
+
 iota_p = Primitive(
     "iota",
     abstract_eval=_iota_abstract,
     impl=lambda *, dtype, shape, dimension: _iota_impl(np, dtype, shape, dimension),
-    cuda_impl=lambda *, dtype, shape, dimension: _iota_impl(_cp(), dtype, shape, dimension),
+    cuda_impl=_iota_cuda,
     differentiable=False,
     batch=lambda axis_size, args, bdims, **params: ([iota_p.bind(**params)], [None]),
 )
