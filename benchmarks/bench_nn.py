@@ -1,6 +1,7 @@
 """W2 (conv block SGD step) and W3 (attention forward + backward), with W2's peak memory.
 
     python benchmarks/bench_nn.py
+    python benchmarks/bench_nn.py --profile-w2    # W2 launch by launch
 
 W2: x (32, 64, 32, 32); h = silu(groupnorm32(conv3x3(x))); h = conv3x3(h) + x;
 h = h + attention(groupnorm32(h)) over the 1024 spatial tokens (one head, q/k/v/o 64x64);
@@ -67,7 +68,8 @@ def _w3_data(dtype=np.float32, seed=1):
 # --- flamefx -----------------------------------------------------------------------------------
 
 
-def flamefx_w2():
+def flamefx_w2_parts():
+    """The jitted W2 step, its parameter carry (a one-element list), input and target."""
     import flamefx
     import flamefx.numpy as fnp
     from flamefx import nn
@@ -95,7 +97,11 @@ def flamefx_w2():
         value, grads = flamefx.value_and_grad(loss)(p, x, t)
         return flamefx.tree_util.tree_map(lambda a, g: a - LR * g, p, grads), value
 
-    carry = [params]
+    return step, [params], x, t
+
+
+def flamefx_w2():
+    step, carry, x, t = flamefx_w2_parts()
 
     def run():
         carry[0], value = step(carry[0], x, t)
@@ -401,6 +407,39 @@ def extras() -> str:
     return "\n".join(lines)
 
 
+def profile_w2(top: int = 12) -> None:
+    """W2 launch by launch: graph capture, steady state with and without graphs, the
+    launches with the most GPU time and the totals per kind."""
+    import flamefx
+    step, carry, x, t = flamefx_w2_parts()
+
+    def run():
+        carry[0], value = step(carry[0], x, t)
+        return value
+    for _ in range(4):
+        harness.flamefx_sync(run())
+    entry, _, device = step._lookup((carry[0], x, t), {})
+    exe = entry.program.executable(device)
+    print(f"W2 graphs captured: {len(exe.graphs)}; capture error: {exe.capture_error}")
+    for graphs in (True, False):
+        with flamefx.config.override("cuda_graphs", graphs):
+            ms = harness.time_calls(run, harness.flamefx_sync)
+        print(f"W2 {'graphs' if graphs else 'kernel by kernel'}: {ms:.3f} ms")
+    report = step.profile(carry[0], x, t)
+    by_kind: dict[str, list[float]] = {}
+    for r in report:
+        acc = by_kind.setdefault(r["kind"], [0, 0.0])
+        acc[0] += 1
+        acc[1] += r["gpu_ms"]
+    print("W2 GPU ms by kind: " + ", ".join(f"{kind} x{count} {gpu:.3f}"
+                                            for kind, (count, gpu) in by_kind.items()))
+    for r in sorted(report, key=lambda r: -r["gpu_ms"])[:top]:
+        print(f"  {r['gpu_ms']:8.4f} ms  {r['kind']:10s} {r['details'][:110]}")
+
+
 if __name__ == "__main__":
-    print(main().render())
-    print(extras())
+    if "--profile-w2" in sys.argv:
+        profile_w2()
+    else:
+        print(main().render())
+        print(extras())
