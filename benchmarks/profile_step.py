@@ -5,9 +5,13 @@
 
 Prints (1) the first call split into import, building the inputs, tracing + optimizing,
 planning + loading kernels, the first run; (2) steady-state ms per step, kernel by kernel
-vs CUDA-graph replay (with why capture failed, if it did); (3) the top launches by GPU
-time (CUDA events around each launch of one call) with their kind (fused kernel / gemm /
-cuda_impl of which primitive), shapes and host launch cost, and the totals per kind.
+vs CUDA-graph replay (with why capture failed, if it did), and where a graph-mode step's
+time goes: the host's cost of one call (queued while the GPU is held, so it is the host
+alone), the GPU time of the argument copy-in and of one graph replay; (3) the top launches
+by GPU time with their kind (fused kernel / gemm / cuda_impl of which primitive), shapes
+and host launch cost, and the totals per kind. GPU times are taken with the stream held by
+a delay kernel while the host queues, so they exclude host gaps (a launch marked '!' was
+queued after the hold ended, or waited for the GPU itself: it synchronizes).
 """
 
 from __future__ import annotations
@@ -61,9 +65,63 @@ def steady_state(step, carry, x, y, n=50) -> dict[str, float]:
     return times
 
 
+def graph_mode_split(step, carry, x, y, n=20) -> dict[str, float]:
+    """Host ms per graph-mode call (queued behind a held GPU) and the GPU ms of one replay."""
+    from flamefx.kernels import executor
+
+    def run():
+        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
+        return value
+    for _ in range(4):  # both graphs captured
+        run()
+    harness.flamefx_sync(run())
+    executor.hold_gpu(100.0 + 5.0 * n)
+    t = time.perf_counter()
+    for _ in range(n):
+        out = run()
+    host_ms = (time.perf_counter() - t) * 1e3 / n
+    harness.flamefx_sync(out)
+    replay = step.profile(carry[0], carry[1], x, y, graph=True) or {}
+    return {"host per call (GPU held)": host_ms,
+            "GPU: argument copy-in": replay.get("copy_in_ms", float("nan")),
+            "GPU: one graph replay": replay.get("replay_ms", float("nan"))}
+
+
+def w6_split(top: int) -> None:
+    """W6 (per-example gradients): ms per call with and without the outer-product rewrite
+    (passes.expand_outer_products), and its top launches by GPU time."""
+    import bench_training as bt
+
+    import flamefx.numpy as fnp
+    from flamefx import nn
+    from flamefx.transforms import passes
+    params = [(fnp.asarray(w), fnp.asarray(b)) for w, b in bt._mlp_params(bt.W6_SIZES)]
+    x, y = (fnp.asarray(a) for a in bt._data(bt.W6_BATCH, bt.W6_SIZES[0], bt.W6_SIZES[-1]))
+
+    def loss(params, x, y):
+        h = nn.relu(x @ params[0][0] + params[0][1])
+        return nn.softmax_cross_entropy_with_integer_labels(h @ params[1][0] + params[1][1], y)
+
+    print("\nW6 per-example grads (ms per call):")
+    default = passes.EXPAND_OUTER_PRODUCTS
+    for expand in (False, True):
+        passes.EXPAND_OUTER_PRODUCTS = expand
+        f = flamefx.jit(flamefx.vmap(flamefx.grad(loss), in_axes=(None, 0, 0)))
+        ms = harness.time_calls(lambda f=f: f(params, x, y), harness.flamefx_sync, n=20,
+                                warmup=5)
+        label = "outer products fused" if expand else "outer products on cuBLAS"
+        print(f"  {label:28s} {ms:8.3f}")
+        report = f.profile(params, x, y)
+        for r in sorted(report, key=lambda r: -r["gpu_ms"])[:top]:
+            flag = " " if r["exact"] else "!"
+            print(f"    {r['step']:4d} {r['kind']:10s} {r['gpu_ms']:8.4f}{flag}"
+                  f"{r['host_us']:8.1f}  {r['details']}")
+    passes.EXPAND_OUTER_PRODUCTS = default
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--top", type=int, default=20)
     args = parser.parse_args()
     harness.configure_precision()
     phases, (step, carry, x, y) = first_call_phases()
@@ -81,11 +139,16 @@ def main():
     print(f"  graphs captured: {len(exe.graphs)}"
           + (f"; capture failed: {exe.capture_error}" if exe.capture_error else ""))
 
+    print("\nW1 graph mode, where a step goes (ms):")
+    for label, ms in graph_mode_split(step, carry, x, y).items():
+        print(f"  {label:28s} {ms:8.3f}")
+
     report = step.profile(carry[0], carry[1], x, y)
     total_gpu = sum(r["gpu_ms"] for r in report)
     total_host = sum(r["host_us"] for r in report) / 1e3
-    print(f"\nW1 launches: {len(report)} steps, GPU {total_gpu:.3f} ms (events around each "
-          f"launch), host {total_host:.3f} ms launching")
+    inexact = sum(not r["exact"] for r in report)
+    print(f"\nW1 launches: {len(report)} steps, GPU {total_gpu:.3f} ms (back to back, GPU "
+          f"held while queued; {inexact} inexact), host {total_host:.3f} ms launching")
     by_kind: dict[str, list[float]] = {}
     for r in report:
         acc = by_kind.setdefault(r["kind"], [0, 0.0, 0.0])
@@ -97,8 +160,10 @@ def main():
     print(f"\nTop {args.top} launches by GPU time:")
     print(f"  {'step':>4} {'kind':10s} {'gpu ms':>8} {'host us':>8}  details")
     for r in sorted(report, key=lambda r: -r["gpu_ms"])[:args.top]:
-        print(f"  {r['step']:4d} {r['kind']:10s} {r['gpu_ms']:8.4f} {r['host_us']:8.1f}  "
+        flag = " " if r["exact"] else "!"
+        print(f"  {r['step']:4d} {r['kind']:10s} {r['gpu_ms']:8.4f}{flag}{r['host_us']:8.1f}  "
               f"{r['details']}")
+    w6_split(top=6)
 
 
 if __name__ == "__main__":

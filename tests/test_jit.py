@@ -675,6 +675,14 @@ def test_gpu_single_kernel_fast_path_and_profile():
     exe = next(iter(next(iter(f._cache.values())).program.executables.values()))
     assert exe.single is not None
     params, xs, ys = _on_gpu(_mlp_args())
-    report = flamefx.jit(flamefx.grad(mlp_loss)).profile(params, xs, ys)
+    jgrad = flamefx.jit(flamefx.grad(mlp_loss))
+    report = jgrad.profile(params, xs, ys)
     assert {r["kind"] for r in report} >= {"fused", "gemm"}
     assert all(r["gpu_ms"] >= 0 and r["host_us"] >= 0 for r in report)
+    # The stream is held while the host queues: no launch waits for the GPU.
+    assert all(r["exact"] for r in report), [r for r in report if not r["exact"]]
+    assert jgrad.profile(params, xs, ys, graph=True) is None  # no graph captured yet
+    for _ in range(3):
+        jgrad(params, xs, ys)
+    replay = jgrad.profile(params, xs, ys, graph=True)
+    assert replay["replay_ms"] > 0 and replay["copy_in_ms"] >= 0

@@ -159,3 +159,38 @@ def test_mlp_gradient_plan_has_no_transposes():
 
     lowered = flamefx.jit(flamefx.grad(loss)).lower(params, fnp.ones((5, 8)))
     assert "transpose" not in [e.prim.name for e in lowered.jaxpr.eqns]
+
+
+def test_outer_products_become_fused_broadcast_multiplies():
+    rng = np.random.default_rng(0)
+    # Per-example weight gradients: batch 0, a size-1 contracting axis, free axes after.
+    a = fnp.asarray(rng.standard_normal((5, 1, 3)).astype(np.float32))
+    b = fnp.asarray(rng.standard_normal((5, 1, 4)).astype(np.float32))
+    # Batch axes after the free ones (a transpose is needed), and no batch at all.
+    c = fnp.asarray(rng.standard_normal((3, 5, 1)).astype(np.float32))
+    d = fnp.asarray(rng.standard_normal((1, 4)).astype(np.float32))
+
+    def f(a, b, c, d):
+        return (lax.dot_general(a, b, (((1,), (1,)), ((0,), (0,)))),
+                lax.dot_general(c, b, (((2,), (1,)), ((1,), (0,)))),
+                lax.dot_general(c[:, 0, :], d, (((1,), (0,)), ((), ()))))
+
+    closed = flamefx.make_jaxpr(f)(a, b, c, d)
+    rewritten = _jaxpr_pass(passes.expand_outer_products)(closed)
+    assert "dot_general" not in _names(rewritten), str(rewritten)
+    for got, want in zip(_run(rewritten, a, b, c, d), _run(closed, a, b, c, d)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    # A real contraction stays a GEMM.
+    kept = flamefx.make_jaxpr(lambda x, y: x @ y)(fnp.ones((2, 3)), fnp.ones((3, 4)))
+    assert "dot_general" in _names(_jaxpr_pass(passes.expand_outer_products)(kept))
+
+
+def test_per_example_gradient_plan_fuses_the_outer_product():
+    x = fnp.asarray(np.ones((8, 6), np.float32))
+    w = fnp.asarray(np.ones((6, 5), np.float32))
+    per_example = flamefx.jit(flamefx.vmap(flamefx.grad(lambda w, x: fnp.sum(x @ w)),
+                                           in_axes=(None, 0)))
+    plan = per_example.lower(w, x, platform="gpu").plan
+    assert not [s for s in plan.steps if getattr(s, "eqn", None) is not None
+                and s.eqn.prim.name == "dot_general"], plan.describe()
+    np.testing.assert_allclose(np.asarray(per_example(w, x)), np.ones((8, 6, 5)))

@@ -133,6 +133,25 @@ def _module(source: str):
     return cupy().RawModule(code=source)
 
 
+_HOLD_SOURCE = r"""
+extern "C" __global__ void flamefx_hold(unsigned long long ns) {
+    unsigned long long start, now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+    do {
+        __nanosleep(10000);
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+    } while (now - start < ns);
+}
+"""
+
+
+def hold_gpu(ms: float) -> None:
+    """Keeps the current stream busy for ``ms`` milliseconds (one thread sleeping), so that
+    work queued behind it runs back to back: profiles time kernels without host gaps."""
+    kernel = _module(_HOLD_SOURCE).get_function("flamefx_hold")
+    kernel((1,), (1,), (np.uint64(ms * 1e6),))
+
+
 def _empty(cp, shape, dtype):
     if dtype == dtypes.bfloat16:
         return cp.empty(shape, dtype=np.uint16).view(dtypes.bfloat16)
@@ -307,10 +326,17 @@ class GpuExecutable:
             return "gemm", f"{ins} -> {outs} {eqn.params['dimension_numbers']}"
         return "cuda_impl", f"{eqn.prim.name} {ins} -> {outs}"
 
-    def profile(self, bufs) -> list[dict]:
-        """Runs one call kernel by kernel and times each step: GPU time between CUDA events
-        recorded around it, and the host time spent launching it. One dict per step, in
-        execution order: step, kind, details, gpu_ms, host_us."""
+    def profile(self, bufs, hold_ms: float = 250.0) -> list[dict]:
+        """Runs one call kernel by kernel and times each step on the GPU alone.
+
+        A delay kernel holds the stream for ``hold_ms`` while the host queues every launch
+        with an event between steps; the GPU then runs them back to back, so the time
+        between two events is the step's own GPU time, not the host's launch gaps. One dict
+        per step, in order: step, kind, details, gpu_ms, host_us (the host's launch cost),
+        exact (False once the host queued past the hold, or waited for the GPU: a launch
+        that synchronizes shows a host_us near the hold left, and the steps after it
+        include idle time).
+        """
         cp = cupy()
         stream = cp.cuda.get_current_stream()
         events, stamps = [], []
@@ -320,6 +346,8 @@ class GpuExecutable:
             events.append(cp.cuda.Event())
             events[-1].record(stream)
 
+        hold_gpu(hold_ms)
+        start = _perf_counter()
         self.run_steps(bufs, on_step=mark)
         mark(len(self.steps))
         events[-1].synchronize()
@@ -328,8 +356,35 @@ class GpuExecutable:
             kind, details = self.describe_step(k)
             report.append({"step": k, "kind": kind, "details": details,
                            "gpu_ms": cp.cuda.get_elapsed_time(events[k], events[k + 1]),
-                           "host_us": (stamps[k + 1] - stamps[k]) * 1e6})
+                           "host_us": (stamps[k + 1] - stamps[k]) * 1e6,
+                           "exact": (stamps[k + 1] - start) * 1e3 < hold_ms})
         return report
+
+    def profile_graph(self, bufs, replays: int = 20, hold_ms: float = 100.0) -> dict | None:
+        """GPU time of one graph replay and of its argument copy-in, each measured with the
+        stream held (see ``profile``) so host gaps are excluded. None without a graph.
+
+        >>> exe.profile_graph(bufs)   # doctest: +SKIP
+        {'copy_in_ms': 0.012, 'replay_ms': 0.31, 'replays': 20}
+        """
+        if not self.graphs:
+            return None
+        cp = cupy()
+        graph = self.graphs[0]
+        stream = graph.stream
+        with stream:
+            hold_gpu(hold_ms)
+        events = [cp.cuda.Event() for _ in range(3)]
+        events[0].record(stream)
+        graph.copy_in(bufs)
+        events[1].record(stream)
+        for _ in range(replays):
+            graph.graph.launch(stream)
+        events[2].record(stream)
+        events[2].synchronize()
+        return {"copy_in_ms": cp.cuda.get_elapsed_time(events[0], events[1]),
+                "replay_ms": cp.cuda.get_elapsed_time(events[1], events[2]) / replays,
+                "replays": replays}
 
     def run_steps(self, bufs, donated=(), release: bool = True, on_step=None) -> list:
         cp = self.cp
@@ -384,6 +439,11 @@ class _GraphReplay:
         self.staging, self.outs, self.keepalive = staging, outs, keepalive
         self.copies = [(st.data.ptr, st.nbytes) for st in staging]
         self.baseline = None
+        cp = cupy()
+        self.memcpy = cp.cuda.runtime.memcpyAsync
+        self.device_to_device = cp.cuda.runtime.memcpyDeviceToDevice
+        self.entered = cp.cuda.Event(disable_timing=True)
+        self.finished = cp.cuda.Event(disable_timing=True)
 
     def ready(self, bufs, donated) -> bool:
         if self.baseline is None:  # first use: nobody but the replay holds the outputs yet
@@ -400,18 +460,25 @@ class _GraphReplay:
                 return False
         return True
 
-    def __call__(self, bufs) -> list:
-        cp = cupy()
-        runtime = cp.cuda.runtime
-        stream = self.stream
-        stream.wait_event(cp.cuda.get_current_stream().record())
+    def copy_in(self, bufs) -> None:
+        """Copies the call's arguments into the staging buffers the graph reads (queued on
+        the graph's stream)."""
+        memcpy, stream = self.memcpy, self.stream.ptr
         for (dst, nbytes), src in zip(self.copies, bufs):
             if nbytes:
-                src = src if src.flags.c_contiguous else cp.ascontiguousarray(src)
-                runtime.memcpyAsync(dst, src.data.ptr, nbytes,
-                                    runtime.memcpyDeviceToDevice, stream.ptr)
-        self.graph.launch(stream)
-        cp.cuda.get_current_stream().wait_event(stream.record())
+                if not src.flags.c_contiguous:
+                    src = cupy().ascontiguousarray(src)
+                memcpy(dst, src.data.ptr, nbytes, self.device_to_device, stream)
+
+    def __call__(self, bufs) -> list:
+        # The events are reused: a wait takes the event's state when it is queued.
+        caller = cupy().cuda.get_current_stream()
+        self.entered.record(caller)
+        self.stream.wait_event(self.entered)
+        self.copy_in(bufs)
+        self.graph.launch(self.stream)
+        self.finished.record(self.stream)
+        caller.wait_event(self.finished)
         return list(self.outs)
 
 

@@ -399,9 +399,11 @@ class Jitted:
             exe = entry.executable = _BoundExecutable(entry, device)
         return exe(leaves)
 
-    def profile(self, *args, **kwargs) -> list[dict]:
-        """Runs one call launch by launch on the GPU and times each (see
-        ``GpuExecutable.profile``): one dict per step with kind, details, gpu_ms, host_us.
+    def profile(self, *args, graph: bool = False, **kwargs):
+        """Times this call on the GPU, host gaps excluded (see ``GpuExecutable.profile``):
+        one dict per launch with kind, details, gpu_ms, host_us, exact. ``graph=True``
+        times a replay of the call's captured CUDA graph instead (``profile_graph``: a
+        dict, or None while no graph has been captured).
 
         >>> for row in step.profile(params, x):  print(row)    # doctest: +SKIP
         """
@@ -410,7 +412,7 @@ class Jitted:
             raise FlamefxValueError("profile times GPU launches: pass arrays on a GPU")
         bound = _BoundExecutable(entry, device)
         bufs = bound.const_bufs + [core.to_array(x, device=device).buffer for x in leaves]
-        return bound.run.profile(bufs)
+        return bound.run.profile_graph(bufs) if graph else bound.run.profile(bufs)
 
     def lower(self, *args, platform: str | None = None, **kwargs) -> Lowered:
         """Traces and optimizes for these arguments; ``as_text()`` shows the result.

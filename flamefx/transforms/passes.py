@@ -2,7 +2,8 @@
 
 Each pass is a small function from a (closed) jaxpr to a new one; none mutates its input.
 ``optimize`` chains them: inline nested jit calls, drop no-op reshapes/transposes/converts,
-fold transposes of matrix products into the products, fold constants, merge common
+fold transposes of matrix products into the products, turn outer products into fused
+multiplies, fold constants, merge common
 subexpressions, eliminate dead code.
 
 >>> import flamefx, flamefx.numpy as fnp
@@ -22,6 +23,10 @@ from flamefx.jaxpr import ClosedJaxpr, Jaxpr, JaxprEqn, Literal, Var
 # Folding evaluates on the CPU; larger results would bloat the constants (and the GPU
 # transfers of them) for no gain, so they are left to run inside the program.
 FOLD_MAX_ELEMENTS = 1024
+
+# Whether optimize() turns k = 1 products into fused broadcast multiplies (see
+# expand_outer_products); benchmarks/profile_step.py times both ways.
+EXPAND_OUTER_PRODUCTS = True
 
 _NOOP_IF_SAME_AVAL = frozenset({"reshape", "convert_element_type", "broadcast_in_dim",
                                 "squeeze", "expand_dims", "copy"})
@@ -137,6 +142,88 @@ def fold_transposes_into_products(jaxpr: Jaxpr) -> Jaxpr:
     # The rewritten product sits where the transpose was, after both its operands.
     eqns = [e for e in eqns if id(e) not in folded]
     return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns)
+
+
+def _outer_product_operand(var, keep, positions, out_aval, source) -> tuple[list, JaxprEqn]:
+    """Equations that bring a dot_general operand's ``keep`` axes (its batch and free
+    axes; the contracting ones have size 1) to ``positions`` of the output shape: (the
+    reshape/transpose equations, the broadcast equation)."""
+    prims = _structural()
+    eqns = []
+    shape = tuple(var.aval.shape[d] for d in keep)
+    if shape != var.aval.shape:  # drop the size-1 contracting axes (a view)
+        dropped = Var(var.aval.update(shape=shape))
+        eqns.append(JaxprEqn(prims.reshape_p, [var], [dropped], {"new_sizes": shape}, source))
+        var = dropped
+    order = tuple(sorted(range(len(keep)), key=lambda i: positions[i]))
+    if order != tuple(range(len(keep))):  # broadcast dimensions must increase
+        moved = Var(var.aval.update(shape=tuple(shape[i] for i in order)))
+        eqns.append(JaxprEqn(prims.transpose_p, [var], [moved], {"permutation": order},
+                             source))
+        var = moved
+    broadcast = JaxprEqn(prims.broadcast_in_dim_p, [var], [Var(out_aval)],
+                         {"shape": out_aval.shape,
+                          "broadcast_dimensions": tuple(sorted(positions))}, source)
+    return eqns, broadcast
+
+
+def _structural():
+    from flamefx.primitives import structural
+    return structural
+
+
+def expand_outer_products(jaxpr: Jaxpr) -> Jaxpr:
+    """Rewrites a float ``dot_general`` whose contracting axes all have size 1 (an outer
+    product: per-example weight gradients) as a product of two broadcasts.
+
+    cuBLAS runs such a product as a GEMM with k = 1, far from the bandwidth its huge
+    output needs; as broadcasts and a multiply it becomes one fused elementwise kernel
+    that reads each operand through index arithmetic and writes the output once.
+    """
+    from flamefx.primitives import elementwise
+    eqns = []
+    changed = False
+    for eqn in jaxpr.eqns:
+        if eqn.prim.name != "dot_general" or not _is_outer_product(eqn):
+            eqns.append(eqn)
+            continue
+        lhs, rhs = eqn.invars
+        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+        out_aval = eqn.outvars[0].aval
+        lhs_free = [d for d in range(lhs.aval.ndim) if d not in lc and d not in lb]
+        rhs_free = [d for d in range(rhs.aval.ndim) if d not in rc and d not in rb]
+        n_batch, n_lhs_free = len(lb), len(lhs_free)
+        lhs_pos = {d: i for i, d in enumerate(lb)} | {d: n_batch + i
+                                                      for i, d in enumerate(lhs_free)}
+        rhs_pos = {d: i for i, d in enumerate(rb)} | {d: n_batch + n_lhs_free + i
+                                                      for i, d in enumerate(rhs_free)}
+        wide_avals = out_aval.update(weak_type=lhs.aval.weak_type)
+        broadcasts = []
+        for var, pos, aval in ((lhs, lhs_pos, wide_avals),
+                               (rhs, rhs_pos, out_aval.update(weak_type=rhs.aval.weak_type))):
+            keep = sorted(pos)
+            views, broadcast = _outer_product_operand(var, keep, [pos[d] for d in keep], aval,
+                                                      eqn.source)
+            eqns += views
+            broadcasts.append(broadcast)
+        # Both broadcasts right before the multiply, so that fusion reads them in its kernel.
+        eqns += broadcasts
+        eqns.append(JaxprEqn(elementwise.mul_p, [b.outvars[0] for b in broadcasts],
+                             eqn.outvars, {}, eqn.source))
+        changed = True
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns) if changed else jaxpr
+
+
+def _is_outer_product(eqn: JaxprEqn) -> bool:
+    from flamefx import dtypes
+    lhs, rhs = eqn.invars
+    (lc, _), _ = eqn.params["dimension_numbers"]
+    preferred = eqn.params.get("preferred_element_type")
+    return (dtypes.is_float(lhs.aval.dtype) and lhs.aval.dtype == rhs.aval.dtype
+            and (preferred is None or preferred == lhs.aval.dtype)
+            and eqn.outvars[0].aval.dtype == lhs.aval.dtype
+            and isinstance(lhs, Var) and isinstance(rhs, Var)
+            and all(lhs.aval.shape[d] == 1 for d in lc))
 
 
 def _params_key(params: dict):
@@ -257,8 +344,8 @@ def _foldable(eqn: JaxprEqn, known) -> bool:
 
 
 def optimize(closed: ClosedJaxpr) -> ClosedJaxpr:
-    """Runs every pass: inline, no-ops, transposed products, constant folding, CSE, dead
-    code; prunes constants.
+    """Runs every pass: inline, no-ops, transposed products, outer products, constant
+    folding, CSE, dead code; prunes constants.
 
     >>> import flamefx, flamefx.numpy as fnp
     >>> f = lambda x: (fnp.exp(x.reshape(3)), fnp.cos(x))[0]   # a no-op reshape, a dead cos
@@ -266,6 +353,8 @@ def optimize(closed: ClosedJaxpr) -> ClosedJaxpr:
     ['exp']
     """
     jaxpr = fold_transposes_into_products(remove_noops(inline_jit_calls(closed.jaxpr)))
+    if EXPAND_OUTER_PRODUCTS:
+        jaxpr = expand_outer_products(jaxpr)
     folded = fold_constants(ClosedJaxpr(jaxpr, closed.consts))
     jaxpr = eliminate_dead_code(eliminate_common_subexpressions(folded.jaxpr))
     return prune_consts(folded, jaxpr)
