@@ -138,6 +138,14 @@ def main():
         print(f"  {label:20s} {ms:8.3f}")
     print(f"  graphs captured: {len(exe.graphs)}"
           + (f"; capture failed: {exe.capture_error}" if exe.capture_error else ""))
+    print(f"  calls run kernel by kernel (no graph ready): {exe.calls}; replays per graph: "
+          + ", ".join(f"{g.replays}{' (copies out)' if g.copy_out else ''}"
+                      for g in exe.graphs))
+    for i, g in enumerate(exe.graphs):
+        changed = g.holders_changed()
+        if changed:
+            print(f"  graph {i}: {len(changed)} outputs held now (index, baseline refcounts, "
+                  f"now): {changed[:3]}")
 
     print("\nW1 graph mode, where a step goes (ms):")
     for label, ms in graph_mode_split(step, carry, x, y).items():

@@ -686,3 +686,19 @@ def test_gpu_single_kernel_fast_path_and_profile():
         jgrad(params, xs, ys)
     replay = jgrad.profile(params, xs, ys, graph=True)
     assert replay["replay_ms"] > 0 and replay["copy_in_ms"] >= 0
+
+
+@pytest.mark.gpu
+def test_gpu_graph_replays_when_every_earlier_output_is_kept():
+    # Holding every step's outputs leaves neither output-owning graph ready; the third
+    # graph copies its outputs out, so calls still replay and earlier results stay intact.
+    params, x, y = _on_gpu(_mlp_args())
+    jgrad = flamefx.jit(flamefx.grad(mlp_loss))
+    with flamefx.config.override("cuda_graphs", False):
+        want = jgrad(params, x, y)
+    kept = [jgrad(params, x, y) for _ in range(8)]
+    for got in kept:
+        _assert_trees_close(got, want, rtol=1e-5)
+    exe = next(iter(next(iter(jgrad._cache.values())).program.executables.values()))
+    assert len(exe.graphs) == 3 and exe.graphs[-1].copy_out
+    assert exe.graphs[-1].replays >= 5, [g.replays for g in exe.graphs]

@@ -185,7 +185,8 @@ def test_outer_products_become_fused_broadcast_multiplies():
     assert "dot_general" in _names(_jaxpr_pass(passes.expand_outer_products)(kept))
 
 
-def test_per_example_gradient_plan_fuses_the_outer_product():
+def test_per_example_gradient_plan_fuses_the_outer_product(monkeypatch):
+    monkeypatch.setattr(passes, "EXPAND_OUTER_PRODUCTS", True)
     x = fnp.asarray(np.ones((8, 6), np.float32))
     w = fnp.asarray(np.ones((6, 5), np.float32))
     per_example = flamefx.jit(flamefx.vmap(flamefx.grad(lambda w, x: fnp.sum(x @ w)),

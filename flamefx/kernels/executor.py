@@ -30,8 +30,11 @@ from flamefx.kernels import fusion
 
 log = logging.getLogger("flamefx.jit")
 
-# CUDA graphs captured per executable at most (each owns a copy of every output buffer).
-MAX_GRAPHS = 2
+# CUDA graphs captured per executable at most (each owns a copy of every output buffer):
+# two that hand out their own output buffers and take turns, and a last one that copies
+# its outputs into fresh buffers, so it can always replay (a call never falls back to
+# launching kernel by kernel, whose host cost is many times a replay's).
+MAX_GRAPHS = 3
 
 
 class SlotPlan:
@@ -280,7 +283,7 @@ class GpuExecutable:
             # outputs while it passes them back in (params = step(params)): the two
             # graphs then take turns.
             if self.calls >= 2 and len(self.graphs) < MAX_GRAPHS:
-                graph = _capture(self, bufs)
+                graph = _capture(self, bufs, copy_out=len(self.graphs) == MAX_GRAPHS - 1)
                 if graph is None:
                     self.graph_eligible = False  # capture failed: remember, run plain
                 else:
@@ -434,8 +437,10 @@ class _GraphReplay:
     be handed a block the graph writes to.
     """
 
-    def __init__(self, graph, stream, pool, staging, outs, keepalive):
+    def __init__(self, graph, stream, pool, staging, outs, keepalive, copy_out=False):
         self.graph, self.stream, self.pool = graph, stream, pool
+        self.copy_out = copy_out  # outputs copied into fresh buffers: always ready
+        self.replays = 0
         self.staging, self.outs, self.keepalive = staging, outs, keepalive
         self.copies = [(st.data.ptr, st.nbytes) for st in staging]
         self.baseline = None
@@ -446,6 +451,8 @@ class _GraphReplay:
         self.finished = cp.cuda.Event(disable_timing=True)
 
     def ready(self, bufs, donated) -> bool:
+        if self.copy_out:
+            return True
         if self.baseline is None:  # first use: nobody but the replay holds the outputs yet
             self.baseline = [_holders(o) for o in self.outs]
             return True
@@ -477,9 +484,26 @@ class _GraphReplay:
         self.stream.wait_event(self.entered)
         self.copy_in(bufs)
         self.graph.launch(self.stream)
+        self.replays += 1
+        outs = self.outs
+        if self.copy_out:
+            outs = [_empty(cupy(), o.shape, o.dtype) for o in self.outs]
+            for o, src in zip(outs, self.outs):
+                if o.nbytes:
+                    self.memcpy(o.data.ptr, src.data.ptr, o.nbytes, self.device_to_device,
+                                self.stream.ptr)
         self.finished.record(self.stream)
         caller.wait_event(self.finished)
-        return list(self.outs)
+        return list(outs)
+
+    def holders_changed(self) -> list[tuple]:
+        """(output index, baseline, now) for each output whose holders differ from the
+        baseline: who keeps ``ready()`` false (for profiles)."""
+        if self.baseline is None or self.copy_out:
+            return []
+        return [(i, base, _holders(o)) for i, (o, base) in enumerate(zip(self.outs,
+                                                                         self.baseline))
+                if _holders(o) != base]
 
 
 def _holders(buf) -> tuple:
@@ -487,7 +511,7 @@ def _holders(buf) -> tuple:
     return sys.getrefcount(buf), sys.getrefcount(buf.data), sys.getrefcount(buf.data.mem)
 
 
-def _capture(exe: GpuExecutable, bufs) -> _GraphReplay | None:
+def _capture(exe: GpuExecutable, bufs, copy_out: bool = False) -> _GraphReplay | None:
     """Captures one call of ``exe``; None when some step cannot be captured."""
     cp = cupy()
     pool = cp.cuda.MemoryPool()
@@ -517,4 +541,4 @@ def _capture(exe: GpuExecutable, bufs) -> _GraphReplay | None:
         log.info("CUDA graph capture failed (%s); running the plain executable",
                  exe.capture_error)
         return None
-    return _GraphReplay(graph, stream, pool, staging, outs, keepalive)
+    return _GraphReplay(graph, stream, pool, staging, outs, keepalive, copy_out)

@@ -2,8 +2,8 @@
 
 Each pass is a small function from a (closed) jaxpr to a new one; none mutates its input.
 ``optimize`` chains them: inline nested jit calls, drop no-op reshapes/transposes/converts,
-fold transposes of matrix products into the products, turn outer products into fused
-multiplies, fold constants, merge common
+fold transposes of matrix products into the products, optionally turn outer products into
+fused multiplies, fold constants, merge common
 subexpressions, eliminate dead code.
 
 >>> import flamefx, flamefx.numpy as fnp
@@ -25,8 +25,10 @@ from flamefx.jaxpr import ClosedJaxpr, Jaxpr, JaxprEqn, Literal, Var
 FOLD_MAX_ELEMENTS = 1024
 
 # Whether optimize() turns k = 1 products into fused broadcast multiplies (see
-# expand_outer_products); benchmarks/profile_step.py times both ways.
-EXPAND_OUTER_PRODUCTS = True
+# expand_outer_products); benchmarks/profile_step.py times both ways. Off: on the H100
+# (2026-11-23) the generated kernel wrote W6's 822 MB gradient in 0.475 ms, cuBLAS's k = 1
+# batched GEMM in 0.391 ms.
+EXPAND_OUTER_PRODUCTS = False
 
 _NOOP_IF_SAME_AVAL = frozenset({"reshape", "convert_element_type", "broadcast_in_dim",
                                 "squeeze", "expand_dims", "copy"})
