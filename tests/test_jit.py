@@ -664,7 +664,9 @@ def test_gpu_mlp_step_replayed_as_graphs_equals_the_plain_executable():
         exe = next(iter(jstep._cache.values())).program.executables
         exe = next(iter(exe.values()))
         assert exe.capture_error is None, exe.capture_error
-        assert len(exe.graphs) == 2, "the GEMMs must be captured (direct cuBLAS calls)"
+        # Two output-owning graphs, plus the copying one when neither is ready.
+        assert len(exe.graphs) >= 2, "the GEMMs must be captured (direct cuBLAS calls)"
+        assert sum(g.replays for g in exe.graphs) >= 4
 
 
 @pytest.mark.gpu
