@@ -25,8 +25,9 @@ from flamefx.primitives.reductions import (
 
 # --- primitives: structural --------------------------------------------------------------------
 from flamefx.primitives.structural import (
-    broadcast_in_dim, concatenate, copy, dynamic_slice, dynamic_update_slice, expand_dims, iota,
-    pad, reshape, rev, slice, squeeze, transpose)
+    broadcast_in_dim, concatenate, copy, expand_dims, iota, pad, reshape, rev, slice, squeeze,
+    transpose)
+from flamefx.primitives.dynamic_slicing import dynamic_slice, dynamic_update_slice
 
 # --- primitives: indexing, linear algebra, convolution -----------------------------------------
 from flamefx.primitives.indexing import gather, scatter

@@ -18,11 +18,10 @@ from flamefx.errors import FlamefxTypeError
 from flamefx.primitives import indexing
 from flamefx.primitives.indexing import gather, scatter
 from flamefx.primitives.linalg import dot_general
+from flamefx.primitives.dynamic_slicing import dynamic_slice, dynamic_update_slice
 from flamefx.primitives.structural import (
     broadcast_in_dim,
     concatenate,
-    dynamic_slice,
-    dynamic_update_slice,
     pad,
     reshape,
     slice,

@@ -3,6 +3,7 @@
 from flamefx.primitives import elementwise  # noqa: F401
 from flamefx.primitives import reductions  # noqa: F401
 from flamefx.primitives import structural  # noqa: F401
+from flamefx.primitives import dynamic_slicing  # noqa: F401
 from flamefx.primitives import indexing  # noqa: F401
 from flamefx.primitives import linalg  # noqa: F401
 from flamefx.primitives import nn_ops  # noqa: F401
