@@ -472,7 +472,10 @@ def test_grad_and_jvp_of_jit_with_integer_inputs_and_outputs():
         return fnp.sum(x[idx] ** 2), idx * 2
 
     x, idx = _x(5), fnp.asarray(np.array([0, 2, 2], np.int32))
-    loss = lambda x, idx: f(x, idx)[0]
+
+    def loss(x, idx):
+        return f(x, idx)[0]
+
     np.testing.assert_allclose(np.asarray(flamefx.grad(lambda x: flamefx.jit(f)(x, idx)[0])(x)),
                                np.asarray(flamefx.grad(loss)(x, idx)), rtol=1e-6)
     (_, i_out), (t_loss, _) = flamefx.jvp(lambda x: flamefx.jit(f)(x, idx), (x,), (fnp.ones(5),))

@@ -107,12 +107,14 @@ int main(int argc, char** argv) {
 
 ATTENTION_CASES = [
     # two query and key tiles, a partial last tile, keys hidden by bias and causally
-    {"b": 2, "h": 1, "sq": 70, "sk": 70, "d": 8, "dv": 8, "causal": True, "bias": (2, 1, 70, 70), "masked": 0.3},
+    {"b": 2, "h": 1, "sq": 70, "sk": 70, "d": 8, "dv": 8, "causal": True,
+     "bias": (2, 1, 70, 70), "masked": 0.3},
     # cross attention, head dims that are not multiples of 16, three key tiles
-    {"b": 1, "h": 2, "sq": 20, "sk": 130, "d": 40, "dv": 24, "causal": False, "bias": None, "masked": 0.0},
+    {"b": 1, "h": 2, "sq": 20, "sk": 130, "d": 40, "dv": 24, "causal": False,
+     "bias": None, "masked": 0.0},
     # float64, a row that sees no key at all
-    {"b": 1, "h": 1, "sq": 3, "sk": 5, "d": 4, "dv": 4, "causal": False, "bias": (1, 1, 3, 5), "masked": 0.0,
-         "dtype": np.float64, "hide_row": 1},
+    {"b": 1, "h": 1, "sq": 3, "sk": 5, "d": 4, "dv": 4, "causal": False,
+     "bias": (1, 1, 3, 5), "masked": 0.0, "dtype": np.float64, "hide_row": 1},
 ]
 
 
@@ -185,7 +187,8 @@ int main(int argc, char** argv) {
     flamefx_flash_delta(out.data(), dout.data(), dlse.data(), delta.data(), rows, dv); });
   const int starts[2] = {0, split}, stops[2] = {split, b * h};
   for (int chunk = 0; chunk < 2; ++chunk) {
-    const long long r0 = (long long)starts[chunk] * sq, n_rows = (long long)(stops[chunk] - starts[chunk]) * sq;
+    const long long r0 = (long long)starts[chunk] * sq;
+    const long long n_rows = (long long)(stops[chunk] - starts[chunk]) * sq;
     if (n_rows == 0) continue;
     launch(Dim3{(unsigned)((n_rows * 32 + 255) / 256), 1, 1}, Dim3{256, 1, 1}, [&] {
       flamefx_attention_softmax(s.data() + r0 * sk, p.data() + r0 * sk, bias.data(),

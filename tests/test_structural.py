@@ -263,7 +263,7 @@ def test_pad_vmap_with_per_example_padding_value():
     np.testing.assert_array_equal(_np(out), [[-1, 0, -1, 1, -1, 2, -1], [-2, 3, -2, 4, -2, 5, -2]])
 
 
-# --- GPU: every CUDA impl against the NumPy impl ---------------------------------------------------
+# --- GPU: every CUDA impl against the NumPy impl -------------------------------------------------
 
 _FAMILIES = {"structural": structural_samples.SAMPLES, "indexing": indexing_samples.SAMPLES,
              "linalg": linalg_samples.SAMPLES}
@@ -414,7 +414,8 @@ _EMULATED_ATOMICS = r"""
 #include <mutex>
 #include <string>
 std::mutex atomics;
-template <class X> X atomicAdd(X* p, X v) { std::lock_guard g(atomics); X o = *p; *p = o + v; return o; }
+template <class X> X atomicAdd(X* p, X v) {
+  std::lock_guard g(atomics); X o = *p; *p = o + v; return o; }
 template <class X> X atomicCAS(X* p, X c, X v) {
   std::lock_guard g(atomics); X o = *p; if (o == c) *p = v; return o; }
 """

@@ -309,7 +309,8 @@ def dot_product_attention(q, k, v, bias=None, mask=None, is_causal=False, scale=
     the sequence length.
 
     >>> import numpy as np
-    >>> q = np.zeros((1, 1, 1, 2)); k = np.zeros((1, 1, 3, 2)); v = np.arange(6.).reshape(1, 1, 3, 2)
+    >>> q, k = np.zeros((1, 1, 1, 2)), np.zeros((1, 1, 3, 2))
+    >>> v = np.arange(6.).reshape(1, 1, 3, 2)
     >>> dot_product_attention(q, k, v).tolist()
     [[[[2.0, 3.0]]]]
     """

@@ -106,7 +106,8 @@ def _all_gather_abstract(x, *, axis_name, axis_size, axis, tiled):
     shape = list(x.shape)
     if tiled:
         if not 0 <= axis < x.ndim:
-            raise FlamefxTypeError(f"tiled all_gather axis {axis} is out of range for rank {x.ndim}")
+            raise FlamefxTypeError(
+                f"tiled all_gather axis {axis} is out of range for rank {x.ndim}")
         shape[axis] *= axis_size
     else:
         if not 0 <= axis <= x.ndim:

@@ -156,8 +156,13 @@ def _rows_backward(x_rows, g_rows, mean, rstd, ct_mean, ct_rstd, centered):
     statistics outputs: d mean/dx = 1/M and d rstd/dx = -rstd^2 * xhat / M.
     """
     r, m = core.get_aval(x_rows).shape
-    rows_of = lambda v: broadcast_in_dim(v, (r, m), (0,))
-    row_mean = lambda v: _scale_by(reduce_sum(v, (1,)), 1.0 / m)
+
+    def rows_of(v):
+        return broadcast_in_dim(v, (r, m), (0,))
+
+    def row_mean(v):
+        return _scale_by(reduce_sum(v, (1,)), 1.0 / m)
+
     xhat = mul(sub(x_rows, rows_of(mean)) if centered else x_rows, rows_of(rstd))
     dx = sub(g_rows, rows_of(row_mean(g_rows))) if centered else g_rows
     dx = mul(sub(dx, mul(xhat, rows_of(row_mean(mul(g_rows, xhat))))), rows_of(rstd))
@@ -177,7 +182,10 @@ def normalization_bwd_formula(x, scale, dy, mean, rstd, dmean, drstd, *, centere
     dims = _param_dims(x_aval.ndim, num_groups, n_axes)
     dy = _cast(dy, acc)
     g = mul(dy, broadcast_in_dim(_cast(scale, acc), x_aval.shape, dims))
-    flat = lambda v: reshape(v, (r,))
+
+    def flat(v):
+        return reshape(v, (r,))
+
     xhat, dx = _rows_backward(reshape(_cast(x, acc), (r, m)), reshape(g, (r, m)), flat(mean),
                               flat(rstd), flat(dmean), flat(drstd), centered)
     not_param = tuple(d for d in range(x_aval.ndim) if d not in dims)

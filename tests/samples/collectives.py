@@ -32,6 +32,7 @@ SAMPLES = {
         Sample(_normal(2, 1, 3), {"axis_name": (), "axis_size": 1, "scatter_dimension": 1,
                                       "tiled": False},
                lambda x: x[:, 0, :], grad_argnums=(0,)),
-        Sample(_normal(4, 2), {"axis_name": (), "axis_size": 1, "scatter_dimension": 0, "tiled": True},
+        Sample(_normal(4, 2),
+               {"axis_name": (), "axis_size": 1, "scatter_dimension": 0, "tiled": True},
                lambda x: x, grad_argnums=(0,))],
 }

@@ -107,7 +107,8 @@ SAMPLES = {
     "scan": [
         Sample(lambda rng: [rng.uniform(0.5, 1.0, 3), rng.standard_normal(3),
                             rng.standard_normal((4, 3))],
-               {"jaxpr": _SCAN_BODY, "num_consts": 1, "num_carry": 1, "length": 4, "reverse": False},
+               {"jaxpr": _SCAN_BODY, "num_consts": 1, "num_carry": 1, "length": 4,
+                "reverse": False},
                _scan_reference, grad_argnums=(0, 1, 2), name="recurrence"),
         Sample(lambda rng: [rng.uniform(0.5, 1.0, 3), rng.standard_normal(3),
                             np.array(rng.integers(0, 3), np.int32), rng.standard_normal((3, 3))],
