@@ -82,6 +82,49 @@ __device__ __forceinline__ ACC score(ACC dot, ACC scale, const T* bias, int row,
   if (HAS_BIAS) val += LOAD(bias[(long long)row * sk + col]);
   return val;
 }
+
+// This thread's 4 x 4 block of A Bᵀ over N columns: s[i][j] = sum_c A[ty * 4 + i][c] *
+// B[tx + 16 * j][c], with A stored transposed (`at`, row stride TS, so a thread's four rows
+// are one vector load) and B row-major with row stride `ldb`.
+template <int N>
+__device__ __forceinline__ void tile_dot(ACC (&s)[4][4], const ACC* at, const ACC* b, int ldb,
+                                         int tx, int ty) {
+  #pragma unroll
+  for (int i = 0; i < 4; ++i)
+    #pragma unroll
+    for (int j = 0; j < 4; ++j) s[i][j] = 0;
+  #pragma unroll 4
+  for (int c = 0; c < N; ++c) {
+    ACC a[4], bc[4];
+    LOAD_ACC4(a, at + c * TS + ty * 4);
+    #pragma unroll
+    for (int j = 0; j < 4; ++j) bc[j] = b[(tx + 16 * j) * ldb + c];
+    #pragma unroll
+    for (int i = 0; i < 4; ++i)
+      #pragma unroll
+      for (int j = 0; j < 4; ++j) s[i][j] += a[i] * bc[j];
+  }
+}
+
+// acc += P B over N shared rows, for this thread's rows ty * 4 + i of P and columns
+// tx + 16 * jj of B: P stored transposed (`pt`, row stride TS), B row-major with row stride
+// `ldb`.
+template <int N, int NJ>
+__device__ __forceinline__ void tile_accumulate(ACC (&acc)[4][NJ], const ACC* pt, const ACC* b,
+                                                int ldb, int tx, int ty) {
+  #pragma unroll 4
+  for (int c = 0; c < N; ++c) {
+    ACC bc[NJ];
+    #pragma unroll
+    for (int jj = 0; jj < NJ; ++jj) bc[jj] = b[c * ldb + tx + 16 * jj];
+    ACC p[4];
+    LOAD_ACC4(p, pt + c * TS + ty * 4);
+    #pragma unroll
+    for (int i = 0; i < 4; ++i)
+      #pragma unroll
+      for (int jj = 0; jj < NJ; ++jj) acc[i][jj] += p[i] * bc[jj];
+  }
+}
 """
 
 _FORWARD = r"""
@@ -121,21 +164,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_forward(
     load_tile(vs, v + (long long)k0 * dv, BN, DVP, DVP, sk - k0, dv, dv);
     __syncthreads();
     ACC s[4][4];
-    #pragma unroll
-    for (int i = 0; i < 4; ++i)
-      #pragma unroll
-      for (int j = 0; j < 4; ++j) s[i][j] = 0;
-    #pragma unroll 4
-    for (int c = 0; c < DP; ++c) {
-      ACC a[4], bk[4];
-      LOAD_ACC4(a, qt + c * TS + ty * 4);
-      #pragma unroll
-      for (int j = 0; j < 4; ++j) bk[j] = ks[(tx + 16 * j) * (DP + 1) + c];
-      #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        #pragma unroll
-        for (int j = 0; j < 4; ++j) s[i][j] += a[i] * bk[j];
-    }
+    tile_dot<DP>(s, qt, ks, DP + 1, tx, ty);
     #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int row = q0 + ty * 4 + i;
@@ -170,18 +199,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_forward(
       for (int jj = 0; jj < DVP / 16; ++jj) acc[i][jj] *= alpha;
     }
     __syncthreads();
-    #pragma unroll 4
-    for (int c = 0; c < BN; ++c) {
-      ACC vv[DVP / 16];
-      #pragma unroll
-      for (int jj = 0; jj < DVP / 16; ++jj) vv[jj] = vs[c * DVP + tx + 16 * jj];
-      ACC p[4];
-      LOAD_ACC4(p, pt + c * TS + ty * 4);
-      #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        #pragma unroll
-        for (int jj = 0; jj < DVP / 16; ++jj) acc[i][jj] += p[i] * vv[jj];
-    }
+    tile_accumulate<BN>(acc, pt, vs, DVP, tx, ty);
   }
   #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -259,32 +277,8 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dq(
     load_tile(vs, v + (long long)k0 * dv, BN, DVP, DVP + 1, sk - k0, dv, dv);
     __syncthreads();
     ACC s[4][4], dp[4][4];
-    #pragma unroll
-    for (int i = 0; i < 4; ++i)
-      #pragma unroll
-      for (int j = 0; j < 4; ++j) { s[i][j] = 0; dp[i][j] = 0; }
-    #pragma unroll 4
-    for (int c = 0; c < DP; ++c) {
-      ACC a[4], bk[4];
-      LOAD_ACC4(a, qt + c * TS + ty * 4);
-      #pragma unroll
-      for (int j = 0; j < 4; ++j) bk[j] = ks[(tx + 16 * j) * (DP + 1) + c];
-      #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        #pragma unroll
-        for (int j = 0; j < 4; ++j) s[i][j] += a[i] * bk[j];
-    }
-    #pragma unroll 4
-    for (int c = 0; c < DVP; ++c) {
-      ACC a[4], bv[4];
-      LOAD_ACC4(a, dot + c * TS + ty * 4);
-      #pragma unroll
-      for (int j = 0; j < 4; ++j) bv[j] = vs[(tx + 16 * j) * (DVP + 1) + c];
-      #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        #pragma unroll
-        for (int j = 0; j < 4; ++j) dp[i][j] += a[i] * bv[j];
-    }
+    tile_dot<DP>(s, qt, ks, DP + 1, tx, ty);
+    tile_dot<DVP>(dp, dot, vs, DVP + 1, tx, ty);
     #pragma unroll
     for (int i = 0; i < 4; ++i) {
       const int row = q0 + ty * 4 + i;
@@ -302,18 +296,7 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dq(
       }
     }
     __syncthreads();
-    #pragma unroll 4
-    for (int c = 0; c < BN; ++c) {
-      ACC kk[DP / 16];
-      #pragma unroll
-      for (int jj = 0; jj < DP / 16; ++jj) kk[jj] = ks[c * (DP + 1) + tx + 16 * jj];
-      ACC ds[4];
-      LOAD_ACC4(ds, pt + c * TS + ty * 4);
-      #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        #pragma unroll
-        for (int jj = 0; jj < DP / 16; ++jj) acc[i][jj] += ds[i] * kk[jj];
-    }
+    tile_accumulate<BN>(acc, pt, ks, DP + 1, tx, ty);
   }
   #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -373,32 +356,8 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dkdv(
     }
     __syncthreads();
     ACC st[4][4], dpt[4][4];
-    #pragma unroll
-    for (int i = 0; i < 4; ++i)
-      #pragma unroll
-      for (int j = 0; j < 4; ++j) { st[i][j] = 0; dpt[i][j] = 0; }
-    #pragma unroll 4
-    for (int c = 0; c < DP; ++c) {
-      ACC a[4], bq[4];
-      LOAD_ACC4(a, kt + c * TS + ty * 4);
-      #pragma unroll
-      for (int j = 0; j < 4; ++j) bq[j] = qs[(tx + 16 * j) * (DP + 1) + c];
-      #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        #pragma unroll
-        for (int j = 0; j < 4; ++j) st[i][j] += a[i] * bq[j];
-    }
-    #pragma unroll 4
-    for (int c = 0; c < DVP; ++c) {
-      ACC a[4], bd[4];
-      LOAD_ACC4(a, vt + c * TS + ty * 4);
-      #pragma unroll
-      for (int j = 0; j < 4; ++j) bd[j] = dos[(tx + 16 * j) * (DVP + 1) + c];
-      #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        #pragma unroll
-        for (int j = 0; j < 4; ++j) dpt[i][j] += a[i] * bd[j];
-    }
+    tile_dot<DP>(st, kt, qs, DP + 1, tx, ty);
+    tile_dot<DVP>(dpt, vt, dos, DVP + 1, tx, ty);
     ACC dst[4][4];
     #pragma unroll
     for (int i = 0; i < 4; ++i) {
@@ -416,36 +375,14 @@ extern "C" __global__ void __launch_bounds__(256) flamefx_flash_backward_dkdv(
       }
     }
     __syncthreads();
-    #pragma unroll 4
-    for (int r = 0; r < BM; ++r) {
-      ACC g[DVP / 16];
-      #pragma unroll
-      for (int jj = 0; jj < DVP / 16; ++jj) g[jj] = dos[r * (DVP + 1) + tx + 16 * jj];
-      ACC p[4];
-      LOAD_ACC4(p, pt + r * TS + ty * 4);
-      #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        #pragma unroll
-        for (int jj = 0; jj < DVP / 16; ++jj) dv_acc[i][jj] += p[i] * g[jj];
-    }
+    tile_accumulate<BM>(dv_acc, pt, dos, DVP + 1, tx, ty);
     __syncthreads();
     #pragma unroll
     for (int i = 0; i < 4; ++i)
       #pragma unroll
       for (int j = 0; j < 4; ++j) pt[(tx + 16 * j) * TS + ty * 4 + i] = dst[i][j];
     __syncthreads();
-    #pragma unroll 4
-    for (int r = 0; r < BM; ++r) {
-      ACC qq[DP / 16];
-      #pragma unroll
-      for (int jj = 0; jj < DP / 16; ++jj) qq[jj] = qs[r * (DP + 1) + tx + 16 * jj];
-      ACC ds[4];
-      LOAD_ACC4(ds, pt + r * TS + ty * 4);
-      #pragma unroll
-      for (int i = 0; i < 4; ++i)
-        #pragma unroll
-        for (int jj = 0; jj < DP / 16; ++jj) dk_acc[i][jj] += ds[i] * qq[jj];
-    }
+    tile_accumulate<BM>(dk_acc, pt, qs, DP + 1, tx, ty);
   }
   #pragma unroll
   for (int i = 0; i < 4; ++i) {
@@ -560,6 +497,17 @@ def row_delta(module, out, dout, dlse):
     return delta
 
 
+def grads_with_bias(dq, dk, dv, bias, dbias_full):
+    """``[dq, dk, dv]``, plus dbias when there is a bias: the (B, H, Sq, Sk) score gradient
+    ``dbias_full`` summed over the batch and head axes that ``bias`` broadcasts."""
+    grads = [dq, dk, dv]
+    if bias is not None:
+        axes = tuple(i for i in range(2) if bias.shape[i] == 1 and dbias_full.shape[i] != 1)
+        reduced = dbias_full.sum(axis=axes, keepdims=True) if axes else dbias_full
+        grads.append(cuda_elementwise.convert(reduced, bias.dtype))
+    return grads
+
+
 def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale):
     """``[dq, dk, dv(, dbias)]`` from the forward's ``out`` and ``lse`` and the cotangents
     ``dout``, ``dlse``; only dbias (when there is a bias) takes seq x seq memory."""
@@ -586,9 +534,4 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
     else:
         for g in (dq, dk, dv):
             raw_view(g).fill(0)
-    grads = [dq, dk, dv]
-    if bias is not None:
-        axes = tuple(i for i in range(2) if bias.shape[i] == 1 and dbias_full.shape[i] != 1)
-        reduced = dbias_full.sum(axis=axes, keepdims=True) if axes else dbias_full
-        grads.append(cuda_elementwise.convert(reduced, bias.dtype))
-    return grads
+    return grads_with_bias(dq, dk, dv, bias, dbias_full)

@@ -25,8 +25,8 @@ import math
 import numpy as np
 
 from flamefx import config, devices
-from flamefx.kernels import cublas, cuda_elementwise
-from flamefx.kernels.cuda_attention import DELTA_SOURCE, row_delta
+from flamefx.kernels import cublas
+from flamefx.kernels.cuda_attention import DELTA_SOURCE, grads_with_bias, row_delta
 from flamefx.kernels.cuda_scalar import (
     acc_numpy_dtype,
     contiguous,
@@ -250,9 +250,4 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
     else:
         for g in (dq, dk, dv):
             raw_view(g).fill(0)
-    grads = [dq, dk, dv]
-    if bias is not None:
-        axes = tuple(i for i in range(2) if bias.shape[i] == 1 and dbias_full.shape[i] != 1)
-        reduced = dbias_full.sum(axis=axes, keepdims=True) if axes else dbias_full
-        grads.append(cuda_elementwise.convert(reduced, bias.dtype))
-    return grads
+    return grads_with_bias(dq, dk, dv, bias, dbias_full)
