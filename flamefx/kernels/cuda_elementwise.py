@@ -16,19 +16,11 @@ from collections.abc import Callable
 import numpy as np
 
 from flamefx import devices, dtypes
+from flamefx.kernels.cuda_scalar import HALF_CONVERSIONS
 
 # Helpers every generated kernel includes. bfloat16 travels as raw uint16 bits: CuPy only
 # gained a bfloat16 type recently, and bit conversion keeps kernels independent of that.
-PREAMBLE = r"""
-__device__ __forceinline__ float flamefx_bf16_to_float(unsigned short b) {
-  return __uint_as_float(((unsigned int)b) << 16);
-}
-__device__ __forceinline__ unsigned short flamefx_float_to_bf16(float f) {
-  unsigned int u = __float_as_uint(f);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return (unsigned short)((u >> 16) | 0x40u);  // NaN
-  u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
-  return (unsigned short)(u >> 16);
-}
+PREAMBLE = HALF_CONVERSIONS + r"""
 template <typename T> __device__ __forceinline__ T flamefx_ipow(T x, int n) {
   if (n < 0) { x = T(1) / x; n = -n; }
   T acc = T(1);
@@ -54,21 +46,12 @@ def compute_ctype(dtype) -> str:
     return _COMPUTE_CTYPE[np.dtype(dtype).name]
 
 
-def storage_ctype(dtype) -> str:
-    """The C type of one stored element (bfloat16 as its raw bits, float16 as CuPy's half)."""
-    name = np.dtype(dtype).name
-    if name == "bfloat16":
-        return "unsigned short"
-    if name == "float16":
-        return "float16"
-    return _COMPUTE_CTYPE[name]
-
-
 def load_expr(dtype, raw: str) -> str:
-    """C code reading the stored element ``raw`` as ``compute_ctype(dtype)``."""
+    """C code reading the stored element ``raw`` as ``compute_ctype(dtype)`` (bfloat16 as its
+    raw bits, float16 as CuPy's half)."""
     name = np.dtype(dtype).name
     if name == "bfloat16":
-        return f"flamefx_bf16_to_float({raw})"
+        return f"flamefx_bf16_load({raw})"
     if name == "float16":
         return f"((float)({raw}))"
     return raw
@@ -78,7 +61,7 @@ def store_expr(dtype, value: str) -> str:
     """C code turning a computed ``value`` into a stored element of ``dtype``."""
     name = np.dtype(dtype).name
     if name == "bfloat16":
-        return f"flamefx_float_to_bf16((float)({value}))"
+        return f"flamefx_bf16_store((float)({value}))"
     if name == "float16":
         return f"((float16)((float)({value})))"
     return f"(({_COMPUTE_CTYPE[name]})({value}))"

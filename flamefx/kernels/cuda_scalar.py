@@ -16,7 +16,10 @@ import numpy as np
 
 from flamefx import devices
 
-_HALF_HELPERS = r"""
+# The half types' raw 16-bit words to float and back. Every kernel flamefx generates or writes
+# by hand includes these (RawKernels through scalar_prelude, CuPy elementwise and reduction
+# kernels and jit's fused kernels through cuda_elementwise.PREAMBLE).
+HALF_CONVERSIONS = r"""
 __device__ __forceinline__ float flamefx_f16_load(unsigned short h) {
   float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
 }
@@ -75,7 +78,7 @@ def scalar_prelude(dtype, half_helpers: bool = True) -> str:
 
     ``half_helpers=False`` leaves out the PTX conversions, for host compilers (the CPU
     emulation in tests/kernel_emulator runs the float32 and float64 kernels)."""
-    return (_HALF_HELPERS if half_helpers else "") + _PRELUDES[np.dtype(dtype).name]
+    return (HALF_CONVERSIONS if half_helpers else "") + _PRELUDES[np.dtype(dtype).name]
 
 
 def acc_numpy_dtype(dtype) -> np.dtype:

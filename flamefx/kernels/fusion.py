@@ -26,7 +26,13 @@ import numpy as np
 
 from flamefx import dtypes
 from flamefx.jaxpr import Jaxpr, JaxprEqn, Literal, Var
-from flamefx.kernels.cuda_elementwise import PREAMBLE, Elementwise, compute_ctype
+from flamefx.kernels.cuda_elementwise import (
+    PREAMBLE,
+    Elementwise,
+    compute_ctype,
+    load_expr,
+    store_expr,
+)
 from flamefx.kernels.cuda_reduce import Reduction
 
 BLOCK = 256
@@ -46,14 +52,9 @@ _PARTIAL_DTYPE = {"float": np.dtype(np.float32), "double": np.dtype(np.float64),
                   "int": np.dtype(np.int32), "long long": np.dtype(np.int64),
                   "unsigned int": np.dtype(np.uint32), "unsigned long long": np.dtype(np.uint64)}
 
-FUSION_PREAMBLE = PREAMBLE + r"""
-__device__ __forceinline__ float flamefx_f16_to_float(unsigned short h) {
-  float f; asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h)); return f;
-}
-__device__ __forceinline__ unsigned short flamefx_float_to_f16(float f) {
-  unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f)); return h;
-}
-"""
+
+# A fused kernel is a RawKernel, without CuPy's half type: it stores float16 as raw bits too,
+# and otherwise loads and stores as the elementwise kernels do.
 
 
 def storage_ctype(dtype) -> str:
@@ -64,21 +65,15 @@ def storage_ctype(dtype) -> str:
 
 
 def load(dtype, raw: str) -> str:
-    name = np.dtype(dtype).name
-    if name == "bfloat16":
-        return f"flamefx_bf16_to_float({raw})"
-    if name == "float16":
-        return f"flamefx_f16_to_float({raw})"
-    return raw
+    if np.dtype(dtype) == dtypes.float16:
+        return f"flamefx_f16_load({raw})"
+    return load_expr(dtype, raw)
 
 
 def store(dtype, value: str) -> str:
-    name = np.dtype(dtype).name
-    if name == "bfloat16":
-        return f"flamefx_float_to_bf16((float)({value}))"
-    if name == "float16":
-        return f"flamefx_float_to_f16((float)({value}))"
-    return f"(({compute_ctype(dtype)})({value}))"
+    if np.dtype(dtype) == dtypes.float16:
+        return f"flamefx_f16_store((float)({value}))"
+    return store_expr(dtype, value)
 
 
 def c_literal(value, dtype) -> str:
@@ -342,7 +337,7 @@ def _generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
                 f"i < {n_total}; i += ({itype})gridDim.x * blockDim.x) {{")
         lines = [f'extern "C" __global__ void {kernel.name}({", ".join(params)}) {{', "  " + loop]
         lines += ["    " + s for s in coords + body + stores] + ["  }", "}"]
-        kernel.source = FUSION_PREAMBLE + "\n".join(lines) + "\n"
+        kernel.source = PREAMBLE + "\n".join(lines) + "\n"
         kernel.total, kernel.split, kernel.outer = n_total, 1, n_total
         kernel.layout, kernel.tiles = "elementwise", 0
         return
@@ -411,7 +406,7 @@ def _generate_reduction(kernel, params, body, stores, red, red_in, itype) -> Non
     step = (_column_reduction if columns else _row_reduction)
     lines = step(header, acc, identity, combine, outer, inner, itype,
                  coord_lines + body + stores + [reduce_line], target)
-    source = FUSION_PREAMBLE + "\n".join(lines) + "\n"
+    source = PREAMBLE + "\n".join(lines) + "\n"
     if split > 1:
         finish = kernel.name + "_finish"
         source += "\n".join([
