@@ -10,15 +10,14 @@ import pytest
 
 import flamefx.numpy as fnp
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                        "examples")
 # The examples import each other (`import train_mlp`) as scripts run from their folder do.
-sys.path.insert(0, EXAMPLES)
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                "examples"))
 
-import custom_primitive  # noqa: E402
-import per_example_grads  # noqa: E402
-import train_diffusion  # noqa: E402
-import train_mlp  # noqa: E402
+import custom_primitive
+import per_example_grads
+import train_diffusion
+import train_mlp
 
 TINY_DIFFUSION = {"batch_size": 16, "channels": 8, "timesteps": 10, "learning_rate": 3e-3,
                   "warmup_steps": 2, "num_samples": 4, "log_every": 1, "checkpoint_every": 4}
