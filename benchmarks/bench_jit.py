@@ -31,6 +31,14 @@ def _w5_input():
     return np.random.default_rng(1).standard_normal(W5_N).astype(np.float32)
 
 
+def _w4_loss(xnp):
+    """W4's loss in ``xnp`` (flamefx.numpy or jax.numpy), so both systems run the same math."""
+    def loss(x):
+        u = 1.5 * x + 0.25
+        return xnp.sum(0.5 * u * (1.0 + xnp.tanh(GELU_C * (u + 0.044715 * u ** 3))))
+    return loss
+
+
 # --- flamefx -----------------------------------------------------------------------------------
 
 
@@ -38,12 +46,8 @@ def flamefx_w4():
     import flamefx
     import flamefx.numpy as fnp
 
-    def loss(x):
-        u = 1.5 * x + 0.25
-        return fnp.sum(0.5 * u * (1.0 + fnp.tanh(GELU_C * (u + 0.044715 * u ** 3))))
-
     x = fnp.asarray(_w4_input())
-    step = flamefx.jit(flamefx.grad(loss))
+    step = flamefx.jit(flamefx.grad(_w4_loss(fnp)))
     lowered = step.lower(x)
     print(f"  flamefx W4: {lowered.kernel_count} kernel launch(es) per call")
     return lambda: step(x)
@@ -65,12 +69,8 @@ def jax_w4():
     import jax
     import jax.numpy as jnp
 
-    def loss(x):
-        u = 1.5 * x + 0.25
-        return jnp.sum(0.5 * u * (1.0 + jnp.tanh(GELU_C * (u + 0.044715 * u ** 3))))
-
     x = jnp.asarray(_w4_input())
-    step = jax.jit(jax.grad(loss))
+    step = jax.jit(jax.grad(_w4_loss(jnp)))
     return lambda: step(x)
 
 

@@ -65,48 +65,58 @@ def _w3_data(dtype=np.float32, seed=1):
     return [rng.normal(size=W3_SHAPE).astype(dtype) for _ in range(3)]
 
 
+def _sgd_step(lib, loss):
+    """The jitted W2 step, ``(p, x, t) -> (p - LR * grad, loss)``, in ``lib`` (flamefx or jax:
+    both spell jit, value_and_grad and tree_util.tree_map alike)."""
+    @lib.jit
+    def step(p, x, t):
+        value, grads = lib.value_and_grad(loss)(p, x, t)
+        return lib.tree_util.tree_map(lambda a, g: a - LR * g, p, grads), value
+    return step
+
+
 # --- flamefx -----------------------------------------------------------------------------------
+
+
+def _flamefx_w2_inputs():
+    """W2's parameters, input and target as flamefx arrays."""
+    import flamefx.numpy as fnp
+
+    raw, x, t = _w2_data()
+    return {k: fnp.asarray(v) for k, v in raw.items()}, fnp.asarray(x), fnp.asarray(t)
+
+
+def _flamefx_w2_block(p, x):
+    """W2's residual block in flamefx: conv, group norm, SiLU, conv, group norm, attention."""
+    import flamefx.numpy as fnp
+    from flamefx import nn
+
+    n, c, hh, ww = W2_SHAPE
+    h = nn.conv(x, p["w1"], padding="SAME") + p["b1"][:, None, None]
+    h = nn.silu(nn.group_norm(h, p["g1"], p["a1"], num_groups=W2_GROUPS))
+    h = nn.conv(h, p["w2"], padding="SAME") + p["b2"][:, None, None] + x
+    g = nn.group_norm(h, p["g2"], p["a2"], num_groups=W2_GROUPS)
+    tokens = fnp.transpose(fnp.reshape(g, (n, c, hh * ww)), (0, 2, 1))[:, None]
+    q, k, v = (tokens @ p[name] for name in ("wq", "wk", "wv"))
+    attended = nn.dot_product_attention(q, k, v)[:, 0] @ p["wo"]
+    return h + fnp.reshape(fnp.transpose(attended, (0, 2, 1)), (n, c, hh, ww))
 
 
 def flamefx_w2_parts():
     """The jitted W2 step, its parameter carry (a one-element list), input and target."""
     import flamefx
     import flamefx.numpy as fnp
-    from flamefx import nn
 
-    raw, x, t = _w2_data()
-    params = {k: fnp.asarray(v) for k, v in raw.items()}
-    x, t = fnp.asarray(x), fnp.asarray(t)
-    n, c, hh, ww = W2_SHAPE
-
-    def block(p, x):
-        h = nn.conv(x, p["w1"], padding="SAME") + p["b1"][:, None, None]
-        h = nn.silu(nn.group_norm(h, p["g1"], p["a1"], num_groups=W2_GROUPS))
-        h = nn.conv(h, p["w2"], padding="SAME") + p["b2"][:, None, None] + x
-        g = nn.group_norm(h, p["g2"], p["a2"], num_groups=W2_GROUPS)
-        tokens = fnp.transpose(fnp.reshape(g, (n, c, hh * ww)), (0, 2, 1))[:, None]
-        q, k, v = (tokens @ p[name] for name in ("wq", "wk", "wv"))
-        attended = nn.dot_product_attention(q, k, v)[:, 0] @ p["wo"]
-        return h + fnp.reshape(fnp.transpose(attended, (0, 2, 1)), (n, c, hh, ww))
+    params, x, t = _flamefx_w2_inputs()
 
     def loss(p, x, t):
-        return fnp.mean((block(p, x) - t) ** 2)
+        return fnp.mean((_flamefx_w2_block(p, x) - t) ** 2)
 
-    @flamefx.jit
-    def step(p, x, t):
-        value, grads = flamefx.value_and_grad(loss)(p, x, t)
-        return flamefx.tree_util.tree_map(lambda a, g: a - LR * g, p, grads), value
-
-    return step, [params], x, t
+    return _sgd_step(flamefx, loss), [params], x, t
 
 
 def flamefx_w2():
-    step, carry, x, t = flamefx_w2_parts()
-
-    def run():
-        carry[0], value = step(carry[0], x, t)
-        return value
-    return run
+    return harness.carried(*flamefx_w2_parts())
 
 
 def flamefx_w3(dtype=np.float32, fused=True):
@@ -166,17 +176,7 @@ def jax_w2():
         h = h + attended.transpose(0, 2, 1).reshape(n, c, hh, ww)
         return jnp.mean((h - t) ** 2)
 
-    @jax.jit
-    def step(p, x, t):
-        value, grads = jax.value_and_grad(loss)(p, x, t)
-        return jax.tree_util.tree_map(lambda a, g: a - LR * g, p, grads), value
-
-    carry = [params]
-
-    def run():
-        carry[0], value = step(carry[0], x, t)
-        return value
-    return run
+    return harness.carried(_sgd_step(jax, loss), [params], x, t)
 
 
 def jax_w3(dtype=np.float32, implementation=None):
@@ -202,7 +202,9 @@ def jax_w3(dtype=np.float32, implementation=None):
 # --- PyTorch (eager) --------------------------------------------------------------------------
 
 
-def torch_w2():
+def _torch_w2(bf16: bool):
+    """W2's step in eager torch; ``bf16``: the block under bfloat16 autocast, the loss and
+    SGD in float32."""
     import torch
     import torch.nn.functional as F
 
@@ -213,21 +215,26 @@ def torch_w2():
     n, c, hh, ww = W2_SHAPE
 
     def run():
-        h = F.conv2d(x, p["w1"], p["b1"], padding=1)
-        h = F.silu(F.group_norm(h, W2_GROUPS, p["g1"], p["a1"]))
-        h = F.conv2d(h, p["w2"], p["b2"], padding=1) + x
-        g = F.group_norm(h, W2_GROUPS, p["g2"], p["a2"])
-        tokens = g.reshape(n, c, hh * ww).transpose(1, 2)[:, None]
-        q, k, v = (tokens @ p[name] for name in ("wq", "wk", "wv"))
-        attended = F.scaled_dot_product_attention(q, k, v)[:, 0] @ p["wo"]
-        h = h + attended.transpose(1, 2).reshape(n, c, hh, ww)
-        loss = torch.mean((h - t) ** 2)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            h = F.conv2d(x, p["w1"], p["b1"], padding=1)
+            h = F.silu(F.group_norm(h, W2_GROUPS, p["g1"], p["a1"]))
+            h = F.conv2d(h, p["w2"], p["b2"], padding=1) + x
+            g = F.group_norm(h, W2_GROUPS, p["g2"], p["a2"])
+            tokens = g.reshape(n, c, hh * ww).transpose(1, 2)[:, None]
+            q, k, v = (tokens @ p[name] for name in ("wq", "wk", "wv"))
+            attended = F.scaled_dot_product_attention(q, k, v)[:, 0] @ p["wo"]
+            h = h + attended.transpose(1, 2).reshape(n, c, hh, ww)
+        loss = torch.mean((h.float() - t) ** 2)
         grads = torch.autograd.grad(loss, list(p.values()))
         with torch.no_grad():
             for a, g in zip(p.values(), grads):
                 a -= LR * g
         return loss
     return run
+
+
+def torch_w2():
+    return _torch_w2(bf16=False)
 
 
 def torch_w3(dtype=np.float32):
@@ -250,39 +257,17 @@ def torch_w3(dtype=np.float32):
 def flamefx_w2_bf16():
     import flamefx
     import flamefx.numpy as fnp
-    from flamefx import nn, optim
+    from flamefx import optim
 
     policy = optim.get_policy("params=float32,compute=bfloat16,output=float32")
-    raw, x, t = _w2_data()
-    params = {k: fnp.asarray(v) for k, v in raw.items()}
-    x, t = fnp.asarray(x), fnp.asarray(t)
-    n, c, hh, ww = W2_SHAPE
-
-    def block(p, x):
-        h = nn.conv(x, p["w1"], padding="SAME") + p["b1"][:, None, None]
-        h = nn.silu(nn.group_norm(h, p["g1"], p["a1"], num_groups=W2_GROUPS))
-        h = nn.conv(h, p["w2"], padding="SAME") + p["b2"][:, None, None] + x
-        g = nn.group_norm(h, p["g2"], p["a2"], num_groups=W2_GROUPS)
-        tokens = fnp.transpose(fnp.reshape(g, (n, c, hh * ww)), (0, 2, 1))[:, None]
-        q, k, v = (tokens @ p[name] for name in ("wq", "wk", "wv"))
-        attended = nn.dot_product_attention(q, k, v)[:, 0] @ p["wo"]
-        return h + fnp.reshape(fnp.transpose(attended, (0, 2, 1)), (n, c, hh, ww))
+    params, x, t = _flamefx_w2_inputs()
 
     def loss(p, x, t):
-        out = policy.cast_to_output(block(policy.cast_to_compute(p), policy.cast_to_compute(x)))
+        out = policy.cast_to_output(
+            _flamefx_w2_block(policy.cast_to_compute(p), policy.cast_to_compute(x)))
         return fnp.mean((out - t) ** 2)
 
-    @flamefx.jit
-    def step(p, x, t):
-        value, grads = flamefx.value_and_grad(loss)(p, x, t)
-        return flamefx.tree_util.tree_map(lambda a, g: a - LR * g, p, grads), value
-
-    carry = [params]
-
-    def run():
-        carry[0], value = step(carry[0], x, t)
-        return value
-    return run
+    return harness.carried(_sgd_step(flamefx, loss), [params], x, t)
 
 
 def jax_w2_bf16():
@@ -318,46 +303,11 @@ def jax_w2_bf16():
         h = h + attended.transpose(0, 2, 1).reshape(n, c, hh, ww)
         return jnp.mean((h.astype(jnp.float32) - t) ** 2)
 
-    @jax.jit
-    def step(p, x, t):
-        value, grads = jax.value_and_grad(loss)(p, x, t)
-        return jax.tree_util.tree_map(lambda a, g: a - LR * g, p, grads), value
-
-    carry = [params]
-
-    def run():
-        carry[0], value = step(carry[0], x, t)
-        return value
-    return run
+    return harness.carried(_sgd_step(jax, loss), [params], x, t)
 
 
 def torch_w2_bf16():
-    import torch
-    import torch.nn.functional as F
-
-    raw, x, t = _w2_data()
-    dev = "cuda"
-    p = {k: torch.tensor(v, device=dev, requires_grad=True) for k, v in raw.items()}
-    x, t = torch.tensor(x, device=dev), torch.tensor(t, device=dev)
-    n, c, hh, ww = W2_SHAPE
-
-    def run():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            h = F.conv2d(x, p["w1"], p["b1"], padding=1)
-            h = F.silu(F.group_norm(h, W2_GROUPS, p["g1"], p["a1"]))
-            h = F.conv2d(h, p["w2"], p["b2"], padding=1) + x
-            g = F.group_norm(h, W2_GROUPS, p["g2"], p["a2"])
-            tokens = g.reshape(n, c, hh * ww).transpose(1, 2)[:, None]
-            q, k, v = (tokens @ p[name] for name in ("wq", "wk", "wv"))
-            attended = F.scaled_dot_product_attention(q, k, v)[:, 0] @ p["wo"]
-            h = h + attended.transpose(1, 2).reshape(n, c, hh, ww)
-        loss = torch.mean((h.float() - t) ** 2)
-        grads = torch.autograd.grad(loss, list(p.values()))
-        with torch.no_grad():
-            for a, g in zip(p.values(), grads):
-                a -= LR * g
-        return loss
-    return run
+    return _torch_w2(bf16=True)
 
 
 # --- table ------------------------------------------------------------------------------------
@@ -412,10 +362,7 @@ def profile_w2(top: int = 12) -> None:
     launches with the most GPU time and the totals per kind."""
     import flamefx
     step, carry, x, t = flamefx_w2_parts()
-
-    def run():
-        carry[0], value = step(carry[0], x, t)
-        return value
+    run = harness.carried(step, carry, x, t)
     for _ in range(4):
         harness.flamefx_sync(run())
     entry, _, device = step._lookup((carry[0], x, t), {})

@@ -54,12 +54,7 @@ def pmap_w1(n_devices: int, platform: str = "gpu"):
     x, y = _data(W1_BATCH * n_devices, W1_SIZES[0], W1_SIZES[-1])
     x = fnp.asarray(x.reshape(n_devices, W1_BATCH, -1))
     y = fnp.asarray(y.reshape(n_devices, W1_BATCH))
-    carry = [params, state]
-
-    def run():
-        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
-        return value
-    return run
+    return harness.carried(step, [params, state], x, y)
 
 
 def _apply(optim, opt, grads, state, params):

@@ -32,6 +32,14 @@ def _data(batch, dim, classes, seed=1):
             rng.integers(0, classes, batch).astype(np.int32))
 
 
+def _inputs(sizes, batch, asarray):
+    """``(params, x, y)`` of an MLP of layer ``sizes`` and one batch, as ``asarray`` makes
+    arrays (flamefx.numpy's or jax.numpy's)."""
+    params = [(asarray(w), asarray(b)) for w, b in _mlp_params(sizes)]
+    x, y = (asarray(a) for a in _data(batch, sizes[0], sizes[-1]))
+    return params, x, y
+
+
 def w1_flops():
     per_layer = sum(a * b for a, b in zip(W1_SIZES[:-1], W1_SIZES[1:]))
     return 6 * W1_BATCH * per_layer  # forward 2, backward 4 per multiply-add
@@ -40,23 +48,33 @@ def w1_flops():
 # --- flamefx -----------------------------------------------------------------------------------
 
 
-def flamefx_w1(dtype="float32"):
-    step, carry, x, y = flamefx_w1_parts(dtype)
+def _flamefx_adam(loss, params):
+    """W1's jitted Adam step on ``loss(params, x, y)`` and its carry ``[params, state]`` (the
+    state in float32, like the parameters)."""
+    import flamefx
+    from flamefx import optim
 
-    def run():
-        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
-        return value
-    return run
+    opt = optim.adam(1e-3)
+
+    @flamefx.jit
+    def step(params, state, x, y):
+        value, grads = flamefx.value_and_grad(loss)(params, x, y)
+        updates, state = opt.update(grads, state, params)
+        return optim.apply_updates(params, updates), state, value
+
+    return step, [params, opt.init(params)]
+
+
+def flamefx_w1(dtype="float32"):
+    return harness.carried(*flamefx_w1_parts(dtype))
 
 
 def flamefx_w1_parts(dtype="float32"):
     """The jitted W1 step and its inputs: (step, [params, adam_state], x, y)."""
-    import flamefx
     import flamefx.numpy as fnp
-    from flamefx import nn, optim
+    from flamefx import nn
 
-    params = [(fnp.asarray(w), fnp.asarray(b)) for w, b in _mlp_params(W1_SIZES)]
-    x, y = (fnp.asarray(a) for a in _data(W1_BATCH, W1_SIZES[0], W1_SIZES[-1]))
+    params, x, y = _inputs(W1_SIZES, W1_BATCH, fnp.asarray)
     compute = fnp.bfloat16 if dtype == "bfloat16" else None
 
     def loss(params, x, y):
@@ -69,16 +87,8 @@ def flamefx_w1_parts(dtype="float32"):
                 h = nn.relu(h)
         return fnp.mean(nn.softmax_cross_entropy_with_integer_labels(h.astype(fnp.float32), y))
 
-    opt = optim.adam(1e-3)
-    state = opt.init(params)
-
-    @flamefx.jit
-    def step(params, state, x, y):
-        value, grads = flamefx.value_and_grad(loss)(params, x, y)
-        updates, state = opt.update(grads, state, params)
-        return optim.apply_updates(params, updates), state, value
-
-    return step, [params, state], x, y
+    step, carry = _flamefx_adam(loss, params)
+    return step, carry, x, y
 
 
 def flamefx_w6():
@@ -86,8 +96,7 @@ def flamefx_w6():
     import flamefx.numpy as fnp
     from flamefx import nn
 
-    params = [(fnp.asarray(w), fnp.asarray(b)) for w, b in _mlp_params(W6_SIZES)]
-    x, y = (fnp.asarray(a) for a in _data(W6_BATCH, W6_SIZES[0], W6_SIZES[-1]))
+    params, x, y = _inputs(W6_SIZES, W6_BATCH, fnp.asarray)
 
     def loss(params, x, y):
         h = nn.relu(x @ params[0][0] + params[0][1])
@@ -101,24 +110,11 @@ def flamefx_w6():
 # --- JAX -------------------------------------------------------------------------------------
 
 
-def jax_w1():
+def _jax_adam(loss, params):
+    """W1's jitted Adam step on ``loss(params, x, y)``, written out in JAX, and its carry
+    ``[params, (m, v, count)]``."""
     import jax
     import jax.numpy as jnp
-    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in _mlp_params(W1_SIZES)]
-    x, y = (jnp.asarray(a) for a in _data(W1_BATCH, W1_SIZES[0], W1_SIZES[-1]))
-
-    def loss(params, x, y):
-        h = x
-        for i, (w, b) in enumerate(params):
-            h = h @ w + b
-            if i < len(params) - 1:
-                h = jax.nn.relu(h)
-        logp = jax.nn.log_softmax(h)
-        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
-
-    def adam_init(p):
-        zeros = jax.tree_util.tree_map(jnp.zeros_like, p)
-        return (zeros, zeros, jnp.zeros((), jnp.int32))
 
     @jax.jit
     def step(params, state, x, y):
@@ -132,19 +128,31 @@ def jax_w1():
             lambda p, m, v: p - 1e-3 * (m / c1) / (jnp.sqrt(v / c2) + 1e-8), params, m, v)
         return params, (m, v, t), value
 
-    carry = [params, adam_init(params)]
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
+    return step, [params, (zeros, zeros, jnp.zeros((), jnp.int32))]
 
-    def run():
-        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
-        return value
-    return run
+
+def jax_w1():
+    import jax
+    import jax.numpy as jnp
+    params, x, y = _inputs(W1_SIZES, W1_BATCH, jnp.asarray)
+
+    def loss(params, x, y):
+        h = x
+        for i, (w, b) in enumerate(params):
+            h = h @ w + b
+            if i < len(params) - 1:
+                h = jax.nn.relu(h)
+        logp = jax.nn.log_softmax(h)
+        return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
+
+    return harness.carried(*_jax_adam(loss, params), x, y)
 
 
 def jax_w6():
     import jax
     import jax.numpy as jnp
-    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in _mlp_params(W6_SIZES)]
-    x, y = (jnp.asarray(a) for a in _data(W6_BATCH, W6_SIZES[0], W6_SIZES[-1]))
+    params, x, y = _inputs(W6_SIZES, W6_BATCH, jnp.asarray)
 
     def loss(params, x, y):
         h = jax.nn.relu(x @ params[0][0] + params[0][1])
@@ -158,7 +166,8 @@ def jax_w6():
 # --- PyTorch (eager) --------------------------------------------------------------------------
 
 
-def torch_w1():
+def _torch_w1_inputs():
+    """W1's parameters (weights and biases alternating), batch and Adam optimizer in torch."""
     import torch
     dev = "cuda"
     params = [torch.tensor(a, device=dev, requires_grad=True)
@@ -166,6 +175,12 @@ def torch_w1():
     x, y = _data(W1_BATCH, W1_SIZES[0], W1_SIZES[-1])
     x, y = torch.tensor(x, device=dev), torch.tensor(y, device=dev, dtype=torch.long)
     opt = torch.optim.Adam(params, lr=1e-3)
+    return params, x, y, opt
+
+
+def torch_w1():
+    import torch
+    params, x, y, opt = _torch_w1_inputs()
 
     def run():
         h = x
@@ -209,13 +224,11 @@ def w1_bf16_floor_ms() -> float:
 
 
 def flamefx_w1_bf16():
-    import flamefx
     import flamefx.numpy as fnp
     from flamefx import nn, optim
 
     policy = optim.get_policy("params=float32,compute=bfloat16,output=float32")
-    params = [(fnp.asarray(w), fnp.asarray(b)) for w, b in _mlp_params(W1_SIZES)]
-    x, y = (fnp.asarray(a) for a in _data(W1_BATCH, W1_SIZES[0], W1_SIZES[-1]))
+    params, x, y = _inputs(W1_SIZES, W1_BATCH, fnp.asarray)
 
     def loss(params, x, y):
         h = policy.cast_to_compute(x)
@@ -227,28 +240,13 @@ def flamefx_w1_bf16():
         logits = policy.cast_to_output(h)
         return fnp.mean(nn.softmax_cross_entropy_with_integer_labels(logits, y))
 
-    opt = optim.adam(1e-3)
-    state = opt.init(params)  # float32, like the master parameters
-
-    @flamefx.jit
-    def step(params, state, x, y):
-        value, grads = flamefx.value_and_grad(loss)(params, x, y)
-        updates, state = opt.update(grads, state, params)
-        return optim.apply_updates(params, updates), state, value
-
-    carry = [params, state]
-
-    def run():
-        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
-        return value
-    return run
+    return harness.carried(*_flamefx_adam(loss, params), x, y)
 
 
 def jax_w1_bf16():
     import jax
     import jax.numpy as jnp
-    params = [(jnp.asarray(w), jnp.asarray(b)) for w, b in _mlp_params(W1_SIZES)]
-    x, y = (jnp.asarray(a) for a in _data(W1_BATCH, W1_SIZES[0], W1_SIZES[-1]))
+    params, x, y = _inputs(W1_SIZES, W1_BATCH, jnp.asarray)
 
     def loss(params, x, y):
         h = x.astype(jnp.bfloat16)
@@ -259,35 +257,12 @@ def jax_w1_bf16():
         logp = jax.nn.log_softmax(h.astype(jnp.float32))
         return -jnp.mean(jnp.take_along_axis(logp, y[:, None], axis=1))
 
-    @jax.jit
-    def step(params, state, x, y):
-        value, grads = jax.value_and_grad(loss)(params, x, y)
-        m, v, t = state
-        t = t + 1
-        m = jax.tree_util.tree_map(lambda m, g: 0.9 * m + 0.1 * g, m, grads)
-        v = jax.tree_util.tree_map(lambda v, g: 0.999 * v + 0.001 * g * g, v, grads)
-        c1, c2 = 1 - 0.9 ** t, 1 - 0.999 ** t
-        params = jax.tree_util.tree_map(
-            lambda p, m, v: p - 1e-3 * (m / c1) / (jnp.sqrt(v / c2) + 1e-8), params, m, v)
-        return params, (m, v, t), value
-
-    zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-    carry = [params, (zeros, zeros, jnp.zeros((), jnp.int32))]
-
-    def run():
-        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
-        return value
-    return run
+    return harness.carried(*_jax_adam(loss, params), x, y)
 
 
 def torch_w1_bf16():
     import torch
-    dev = "cuda"
-    params = [torch.tensor(a, device=dev, requires_grad=True)
-              for w, b in _mlp_params(W1_SIZES) for a in (w, b)]
-    x, y = _data(W1_BATCH, W1_SIZES[0], W1_SIZES[-1])
-    x, y = torch.tensor(x, device=dev), torch.tensor(y, device=dev, dtype=torch.long)
-    opt = torch.optim.Adam(params, lr=1e-3)
+    params, x, y, opt = _torch_w1_inputs()
 
     def run():
         with torch.autocast("cuda", dtype=torch.bfloat16):

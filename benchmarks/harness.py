@@ -29,6 +29,20 @@ def time_calls(fn: Callable[[], object], sync: Callable[[object], None], n: int 
     return statistics.median(samples)
 
 
+def carried(step, carry: list, *data) -> Callable[[], object]:
+    """The timed call of a training step: ``step(*carry, *data)`` returns the new carry (the
+    parameters, optimizer state...) followed by the loss; the carry is kept in ``carry`` for
+    the next call and the loss is returned.
+
+    >>> run = carried(step, [params, opt_state], x, y)   # doctest: +SKIP
+    """
+    def run():
+        out = step(*carry, *data)
+        carry[:] = out[:-1]
+        return out[-1]
+    return run
+
+
 def flamefx_sync(out) -> None:
     import flamefx
     flamefx.block_until_ready(out)

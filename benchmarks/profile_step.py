@@ -56,9 +56,7 @@ def first_call_phases():
 
 
 def steady_state(step, carry, x, y, n=50) -> dict[str, float]:
-    def run():
-        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
-        return value
+    run = harness.carried(step, carry, x, y)
     times = {}
     for graphs in (False, True):
         with flamefx.config.override("cuda_graphs", graphs):
@@ -71,9 +69,7 @@ def graph_mode_split(step, carry, x, y, n=20) -> dict[str, float]:
     """Host ms per graph-mode call (queued behind a held GPU) and the GPU ms of one replay."""
     from flamefx.kernels import executor
 
-    def run():
-        carry[0], carry[1], value = step(carry[0], carry[1], x, y)
-        return value
+    run = harness.carried(step, carry, x, y)
     for _ in range(4):  # both graphs captured
         run()
     harness.flamefx_sync(run())
@@ -97,8 +93,7 @@ def w6_split(top: int) -> None:
     import flamefx.numpy as fnp
     from flamefx import nn
     from flamefx.transforms import passes
-    params = [(fnp.asarray(w), fnp.asarray(b)) for w, b in bt._mlp_params(bt.W6_SIZES)]
-    x, y = (fnp.asarray(a) for a in bt._data(bt.W6_BATCH, bt.W6_SIZES[0], bt.W6_SIZES[-1]))
+    params, x, y = bt._inputs(bt.W6_SIZES, bt.W6_BATCH, fnp.asarray)
 
     def loss(params, x, y):
         h = nn.relu(x @ params[0][0] + params[0][1])
