@@ -120,17 +120,20 @@ def _check_nonempty(name, a, axis):
                                 f"identity; pass an axis that is not empty\n  at {user_frame()}")
 
 
+def _extremum(name, reduce, bool_reduce, a, axis, keepdims):
+    """max or min: zero-size reductions have no identity, and on bools max is any, min all."""
+    a = as_operand(a)
+    _check_nonempty(name, a, axis)
+    return _reduce(bool_reduce if a.dtype == dtypes.bool_ else reduce, a, axis, keepdims)
+
+
 def max(a, axis=None, keepdims: bool = False):
     """The maximum over ``axis`` (NaN propagates).
 
     >>> max([1, 5, 3]).item()
     5
     """
-    a = as_operand(a)
-    _check_nonempty("max", a, axis)
-    if a.dtype == dtypes.bool_:
-        return _reduce(lax.reduce_or, a, axis, keepdims)
-    return _reduce(lax.reduce_max, a, axis, keepdims)
+    return _extremum("max", lax.reduce_max, lax.reduce_or, a, axis, keepdims)
 
 
 def min(a, axis=None, keepdims: bool = False):
@@ -139,11 +142,7 @@ def min(a, axis=None, keepdims: bool = False):
     >>> min([4, 2, 3]).item()
     2
     """
-    a = as_operand(a)
-    _check_nonempty("min", a, axis)
-    if a.dtype == dtypes.bool_:
-        return _reduce(lax.reduce_and, a, axis, keepdims)
-    return _reduce(lax.reduce_min, a, axis, keepdims)
+    return _extremum("min", lax.reduce_min, lax.reduce_and, a, axis, keepdims)
 
 
 amax = max
