@@ -118,11 +118,11 @@ ATTENTION_CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", range(len(ATTENTION_CASES)))
-def test_attention_kernels_match_numpy(tmp_path, case):
-    c = ATTENTION_CASES[case]
+def _attention_inputs(c, seed):
+    """q, k, v, the optional masked bias (as a list), dout and dlse for one ATTENTION_CASES
+    entry ``c``."""
     dtype = np.dtype(c.get("dtype", np.float32))
-    rng = np.random.default_rng(case)
+    rng = np.random.default_rng(seed)
     b, h, sq, sk, d, dv = (c[key] for key in ("b", "h", "sq", "sk", "d", "dv"))
     q = rng.standard_normal((b, h, sq, d)).astype(dtype)
     k = rng.standard_normal((b, h, sk, d)).astype(dtype)
@@ -136,6 +136,15 @@ def test_attention_kernels_match_numpy(tmp_path, case):
         extra = [np.where(hidden, attention.masked_score(dtype), bias).astype(dtype)]
     dout = rng.standard_normal((b, h, sq, dv)).astype(dtype)
     dlse = rng.standard_normal((b, h, sq)).astype(dtype)
+    return q, k, v, extra, dout, dlse
+
+
+@pytest.mark.parametrize("case", range(len(ATTENTION_CASES)))
+def test_attention_kernels_match_numpy(tmp_path, case):
+    c = ATTENTION_CASES[case]
+    q, k, v, extra, dout, dlse = _attention_inputs(c, case)
+    dtype = q.dtype
+    b, h, sq, sk, d, dv = (c[key] for key in ("b", "h", "sq", "sk", "d", "dv"))
     scale = 1 / np.sqrt(d)
     source = cuda_attention.kernel_source(dtype, cuda_attention._padded(d),
                                           cuda_attention._padded(dv), c["causal"], bool(extra))
@@ -211,21 +220,9 @@ int main(int argc, char** argv) {
 @pytest.mark.parametrize("case", range(len(ATTENTION_CASES)))
 def test_attention_gemm_path_row_kernels_match_numpy(tmp_path, case):
     c = ATTENTION_CASES[case]
-    dtype = np.dtype(c.get("dtype", np.float32))
-    rng = np.random.default_rng(10 + case)
+    q, k, v, extra, dout, dlse = _attention_inputs(c, 10 + case)
+    dtype = q.dtype
     b, h, sq, sk, d, dv = (c[key] for key in ("b", "h", "sq", "sk", "d", "dv"))
-    q = rng.standard_normal((b, h, sq, d)).astype(dtype)
-    k = rng.standard_normal((b, h, sk, d)).astype(dtype)
-    v = rng.standard_normal((b, h, sk, dv)).astype(dtype)
-    extra = []
-    if c["bias"]:
-        bias = rng.standard_normal(c["bias"]).astype(dtype)
-        hidden = rng.random(c["bias"]) < c["masked"]
-        if "hide_row" in c:
-            hidden[..., c["hide_row"], :] = True
-        extra = [np.where(hidden, attention.masked_score(dtype), bias).astype(dtype)]
-    dout = rng.standard_normal((b, h, sq, dv)).astype(dtype)
-    dlse = rng.standard_normal((b, h, sq)).astype(dtype)
     scale = 1 / np.sqrt(d)
     params = {"is_causal": c["causal"], "scale": scale}
     out, lse = attention._fwd_impl(q, k, v, *extra, **params)
