@@ -59,6 +59,16 @@ def _trace_primal(fun, nondiff, flat, in_tree, who):
     return closed, out_tree_box[0]
 
 
+def _prepare_call(fun, args, kwargs, nondiff_argnums, who):
+    """Splits the arguments, flattens the differentiable ones and traces ``fun`` on them:
+    returns (nondiff args by position, flat arrays, their tree, closed jaxpr, output tree)."""
+    nondiff, diff = _split_args(fun, args, kwargs, nondiff_argnums)
+    flat, in_tree = tree_util.tree_flatten(diff)
+    flat = [core.ensure_array(x) for x in flat]
+    closed, out_tree = _trace_primal(fun, nondiff, flat, in_tree, who)
+    return nondiff, flat, in_tree, closed, out_tree
+
+
 def _zeros_for(cts, like):
     from flamefx.transforms.ad import zeros_like
     return [zeros_like(o) if c is None else c for c, o in zip(cts, like)]
@@ -115,10 +125,8 @@ class custom_vjp:
         if self.fwd is None:
             raise FlamefxError(f"custom_vjp function {self.fun.__name__!r} was called before "
                                f"defvjp(fwd, bwd)\n  at {user_frame()}")
-        nondiff, diff = _split_args(self.fun, args, kwargs, self.nondiff_argnums)
-        flat, in_tree = tree_util.tree_flatten(diff)
-        flat = [core.ensure_array(x) for x in flat]
-        closed, out_tree = _trace_primal(self.fun, nondiff, flat, in_tree, "custom_vjp")
+        nondiff, flat, in_tree, closed, out_tree = _prepare_call(
+            self.fun, args, kwargs, self.nondiff_argnums, "custom_vjp")
         outs = core.bind_list(custom_vjp_call_p, *flat, jaxpr=closed,
                               fwd=self._flat_fwd(nondiff, in_tree),
                               bwd=self._flat_bwd(nondiff, in_tree, out_tree, flat))
@@ -227,10 +235,8 @@ class custom_jvp:
         if self.jvp_rule is None:
             raise FlamefxError(f"custom_jvp function {self.fun.__name__!r} was called before "
                                f"defjvp(rule)\n  at {user_frame()}")
-        nondiff, diff = _split_args(self.fun, args, kwargs, self.nondiff_argnums)
-        flat, in_tree = tree_util.tree_flatten(diff)
-        flat = [core.ensure_array(x) for x in flat]
-        closed, out_tree = _trace_primal(self.fun, nondiff, flat, in_tree, "custom_jvp")
+        nondiff, flat, in_tree, closed, out_tree = _prepare_call(
+            self.fun, args, kwargs, self.nondiff_argnums, "custom_jvp")
         nondiff_args = [nondiff[i] for i in sorted(nondiff)]
 
         def flat_jvp(primals, tangents):
