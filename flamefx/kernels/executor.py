@@ -252,6 +252,10 @@ class GpuExecutable:
         read_by_opaque = {s for ins, fused in zip(self.slots.step_ins, self.contiguous_ins)
                           if not fused for s in ins}
         self.recyclable = [s not in read_by_opaque for s in self.slots.in_slots]
+        # Arguments returned as outputs: a graph must not hand a caller's buffer back as
+        # its own output, so these are always staged.
+        out_slots = set(self.slots.out_slots)
+        self.passed_through = {i for i, s in enumerate(self.slots.in_slots) if s in out_slots}
         self.cp = cp
         self.single = self._single_kernel()
         # Graphs pay off when a call launches several kernels.
@@ -283,7 +287,9 @@ class GpuExecutable:
             # outputs while it passes them back in (params = step(params)): the two
             # graphs then take turns.
             if self.calls >= 2 and len(self.graphs) < MAX_GRAPHS:
-                graph = _capture(self, bufs, copy_out=len(self.graphs) == MAX_GRAPHS - 1)
+                copy_out = len(self.graphs) == MAX_GRAPHS - 1
+                graph = _capture(self, bufs, copy_out=copy_out,
+                                 direct=() if copy_out else self._direct_args(bufs))
                 if graph is None:
                     self.graph_eligible = False  # capture failed: remember, run plain
                 else:
@@ -291,6 +297,16 @@ class GpuExecutable:
                     if graph.ready(bufs, donated):
                         return graph(bufs)
         return self.run_steps(bufs, donated)
+
+    def _direct_args(self, bufs) -> list[int]:
+        """The arguments a new graph reads in place instead of copying them in: outputs of
+        this executable's other graphs, handed back in by a training loop (params =
+        step(params)). The graph replays only while they stay at those addresses, which
+        is exactly while the loop alternates between the graphs."""
+        graph_outs = {o.data.ptr for g in self.graphs for o in g.outs}
+        return [i for i, b in enumerate(bufs)
+                if i not in self.passed_through and b.flags.c_contiguous
+                and b.data.ptr in graph_outs]
 
     def _single_kernel(self):
         """(launch, input positions) when the whole call is one fused kernel reading only
@@ -365,15 +381,16 @@ class GpuExecutable:
 
     def profile_graph(self, bufs, replays: int = 20, hold_ms: float = 100.0) -> dict | None:
         """GPU time of one graph replay and of its argument copy-in, each measured with the
-        stream held (see ``profile``) so host gaps are excluded. None without a graph.
+        stream held (see ``profile``) so host gaps are excluded. None without a graph that
+        can read these arguments.
 
         >>> exe.profile_graph(bufs)   # doctest: +SKIP
         {'copy_in_ms': 0.012, 'replay_ms': 0.31, 'replays': 20}
         """
-        if not self.graphs:
+        graph = next((g for g in self.graphs if g.reads(bufs)), None)
+        if graph is None:
             return None
         cp = cupy()
-        graph = self.graphs[0]
         stream = graph.stream
         with stream:
             hold_gpu(hold_ms)
@@ -429,20 +446,28 @@ def _give(free: dict, buf) -> None:
 class _GraphReplay:
     """A whole call captured as a CUDA graph, replayed with one launch.
 
-    The graph reads fixed staging buffers (arguments are copied in) and writes fixed
-    output buffers, so it may only replay once nobody holds the previous call's outputs
-    (they were dropped, or donated back in): ``ready()`` checks exactly that, and a call
-    that finds them still held runs the plain executable instead. All memory the capture
-    touched comes from a private pool that lives as long as the graph, so nothing else can
-    be handed a block the graph writes to.
+    The graph reads each argument either in place (``direct``: the argument must be at
+    the address it had at capture) or from a private staging buffer the argument is
+    copied into, and writes fixed output buffers. So it may only replay while the direct
+    arguments sit where they were and nobody holds the previous call's outputs (they were
+    dropped, or donated back in): ``ready()`` checks exactly that, and a call that finds
+    them otherwise runs another graph or the plain executable. All memory the capture
+    allocated comes from a private pool that lives as long as the graph, so nothing else
+    can be handed a block the graph writes to.
     """
 
-    def __init__(self, graph, stream, pool, staging, outs, keepalive, copy_out=False):
+    def __init__(self, graph, stream, pool, inputs, direct, outs, keepalive, copy_out=False):
         self.graph, self.stream, self.pool = graph, stream, pool
         self.copy_out = copy_out  # outputs copied into fresh buffers: always ready
         self.replays = 0
-        self.staging, self.outs, self.keepalive = staging, outs, keepalive
-        self.copies = [(st.data.ptr, st.nbytes) for st in staging]
+        self.outs, self.keepalive = outs, keepalive
+        self.inputs = inputs  # what the graph reads: staging buffers and direct arguments
+        direct = set(direct)
+        self.direct = [(i, inputs[i].data.ptr) for i in sorted(direct)]
+        self.copies = [(i, st.data.ptr, st.nbytes) for i, st in enumerate(inputs)
+                       if i not in direct and st.nbytes]
+        for i in direct:  # the graph must not keep a caller's argument alive
+            inputs[i] = None
         self.baseline = None
         cp = cupy()
         self.memcpy = cp.cuda.runtime.memcpyAsync
@@ -450,17 +475,25 @@ class _GraphReplay:
         self.entered = cp.cuda.Event(disable_timing=True)
         self.finished = cp.cuda.Event(disable_timing=True)
 
+    def reads(self, bufs) -> bool:
+        """Whether the direct arguments in ``bufs`` sit where the graph reads them."""
+        for i, ptr in self.direct:
+            if bufs[i].data.ptr != ptr or not bufs[i].flags.c_contiguous:
+                return False
+        return True
+
     def ready(self, bufs, donated) -> bool:
+        if not self.reads(bufs):
+            return False
         if self.copy_out:
             return True
         if self.baseline is None:  # first use: nobody but the replay holds the outputs yet
-            self.baseline = [_holders(o) for o in self.outs]
+            self.baseline = _holders_of(self.outs)
             return True
         # An output handed back in through donation may be overwritten (the caller deletes
         # its Array); it must just have no views, which would share its memory.
         donated_ids = {id(bufs[i]) for i in donated}
-        for o, base in zip(self.outs, self.baseline):
-            held = _holders(o)
+        for o, base, held in zip(self.outs, self.baseline, _holders_of(self.outs)):
             if id(o) in donated_ids:
                 held, base = held[1:], base[1:]
             if held != base:
@@ -468,14 +501,14 @@ class _GraphReplay:
         return True
 
     def copy_in(self, bufs) -> None:
-        """Copies the call's arguments into the staging buffers the graph reads (queued on
-        the graph's stream)."""
+        """Copies the staged arguments into the buffers the graph reads (queued on the
+        graph's stream); direct arguments are read where they are."""
         memcpy, stream = self.memcpy, self.stream.ptr
-        for (dst, nbytes), src in zip(self.copies, bufs):
-            if nbytes:
-                if not src.flags.c_contiguous:
-                    src = cupy().ascontiguousarray(src)
-                memcpy(dst, src.data.ptr, nbytes, self.device_to_device, stream)
+        for i, dst, nbytes in self.copies:
+            src = bufs[i]
+            if not src.flags.c_contiguous:
+                src = cupy().ascontiguousarray(src)
+            memcpy(dst, src.data.ptr, nbytes, self.device_to_device, stream)
 
     def __call__(self, bufs) -> list:
         # The events are reused: a wait takes the event's state when it is queued.
@@ -501,9 +534,8 @@ class _GraphReplay:
         baseline: who keeps ``ready()`` false (for profiles)."""
         if self.baseline is None or self.copy_out:
             return []
-        return [(i, base, _holders(o)) for i, (o, base) in enumerate(zip(self.outs,
-                                                                         self.baseline))
-                if _holders(o) != base]
+        return [(i, base, now) for i, (base, now) in
+                enumerate(zip(self.baseline, _holders_of(self.outs))) if now != base]
 
 
 def _holders(buf) -> tuple:
@@ -511,8 +543,17 @@ def _holders(buf) -> tuple:
     return sys.getrefcount(buf), sys.getrefcount(buf.data), sys.getrefcount(buf.data.mem)
 
 
-def _capture(exe: GpuExecutable, bufs, copy_out: bool = False) -> _GraphReplay | None:
-    """Captures one call of ``exe``; None when some step cannot be captured."""
+def _holders_of(bufs: list) -> list[tuple]:
+    # Always counted the same way: a loop such as ``for o, b in zip(outs, ...)`` would add
+    # a reference of its own (zip keeps its last tuple), so baseline and check could never
+    # agree.
+    return [_holders(bufs[i]) for i in range(len(bufs))]
+
+
+def _capture(exe: GpuExecutable, bufs, copy_out: bool = False,
+             direct=()) -> _GraphReplay | None:
+    """Captures one call of ``exe`` reading the arguments at positions ``direct`` in place
+    (the others from staging copies); None when some step cannot be captured."""
     cp = cupy()
     pool = cp.cuda.MemoryPool()
     stream = cp.cuda.Stream(non_blocking=True)
@@ -520,19 +561,24 @@ def _capture(exe: GpuExecutable, bufs, copy_out: bool = False) -> _GraphReplay |
         # GEMMs (kernels/cublas.py) set cuBLAS's stream to the current one on every call.
         with cp.cuda.using_allocator(pool.malloc), stream:
             stream.wait_event(cp.cuda.get_current_stream().record())
-            staging = [_empty(cp, b.shape, b.dtype) for b in bufs]
-            for st, b in zip(staging, bufs):
+            inputs = list(bufs)
+            for i, b in enumerate(bufs):
+                if i in direct:
+                    continue
+                inputs[i] = _empty(cp, b.shape, b.dtype)
                 b = b if b.flags.c_contiguous else cp.ascontiguousarray(b)
-                cp.cuda.runtime.memcpyAsync(st.data.ptr, b.data.ptr, st.nbytes,
+                cp.cuda.runtime.memcpyAsync(inputs[i].data.ptr, b.data.ptr, b.nbytes,
                                             cp.cuda.runtime.memcpyDeviceToDevice, stream.ptr)
             # A dry run fills the private pool with every block the capture will ask for.
-            exe.run_steps(staging, release=False)
+            exe.run_steps(inputs, release=False)
             exe.last_env = None  # its blocks go back to the private pool for the capture
             stream.synchronize()
             stream.begin_capture()
             try:
-                outs = exe.run_steps(staging, release=False)
+                outs = exe.run_steps(inputs, release=False)
                 keepalive = exe.last_env
+                for i in direct:  # the caller's arguments, not the graph's to keep
+                    keepalive[exe.slots.in_slots[i]] = None
             finally:
                 exe.last_env = None
                 graph = stream.end_capture()
@@ -541,4 +587,4 @@ def _capture(exe: GpuExecutable, bufs, copy_out: bool = False) -> _GraphReplay |
         log.info("CUDA graph capture failed (%s); running the plain executable",
                  exe.capture_error)
         return None
-    return _GraphReplay(graph, stream, pool, staging, outs, keepalive, copy_out)
+    return _GraphReplay(graph, stream, pool, inputs, direct, outs, keepalive, copy_out)
