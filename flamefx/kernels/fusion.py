@@ -265,62 +265,72 @@ def _index_type(n: int) -> str:
     return "long long" if n >= 2**31 - 1 else "int"
 
 
-def _generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
-    shape = kernel.shape
-    red = kernel.reduction
-    names: dict[int, str] = {}
-    inputs: list[Var] = []
-    body: list[str] = []
-    need_coords = False
+class _Body:
+    """The per-element C lines of a fused kernel, reading its inputs through ``read``.
 
-    def ref(v) -> str:
-        nonlocal need_coords
+    ``read(j, index)`` gives the stored element of input ``j`` at C index ``index`` ("i":
+    the flat position, "0": a 0-d value, or broadcast coordinates), so one walk over the
+    equations serves the scalar loop and each lane of the vectorized one alike.
+    """
+
+    def __init__(self, kernel: FusedKernel, read):
+        self.inputs: list[Var] = []
+        self.indices: list[str] = []  # how each input is indexed
+        self.names: dict[int, str] = {}
+        self.lines: list[str] = []
+        self.need_coords = False
+        self.read = read
+        red = kernel.reduction
+        for n, eqn in enumerate(kernel.eqns):
+            if eqn is not red:
+                self._equation(n, eqn)
+        self.red_in = self.ref(red.invars[0]) if red is not None else None
+
+    def _input(self, v: Var, index: str) -> str:
+        j = len(self.inputs)
+        self.inputs.append(v)
+        self.indices.append(index)
+        return load(v.aval.dtype, self.read(j, index))
+
+    def ref(self, v) -> str:
         if isinstance(v, Literal):
             return c_literal(v.val.item(), v.aval.dtype)
-        if v.id in names:
-            return names[v.id]
-        # An external value of the kernel's shape (or 0-d): read it.
-        j = len(inputs)
-        inputs.append(v)
-        name = names[v.id] = f"in{j}v"
-        index = "0" if v.aval.shape == () else "i"
-        body.append(f"const {compute_ctype(v.aval.dtype)} {name} = "
-                    f"{load(v.aval.dtype, f'in{j}[{index}]')};")
-        return name
+        if v.id not in self.names:  # an external value of the kernel's shape (or 0-d)
+            name = self.names[v.id] = f"in{len(self.inputs)}v"
+            value = self._input(v, "0" if v.aval.shape == () else "i")
+            self.lines.append(f"const {compute_ctype(v.aval.dtype)} {name} = {value};")
+        return self.names[v.id]
 
-    for n, eqn in enumerate(kernel.eqns):
+    def _equation(self, n: int, eqn: JaxprEqn) -> None:
         out = eqn.outvars[0]
-        if eqn is red:
-            continue
         if eqn.prim.name == "broadcast_in_dim" and _kind(eqn) == "broadcast":
             src = eqn.invars[0]
             if isinstance(src, Literal):
-                names[out.id] = c_literal(src.val.item(), src.aval.dtype)
-                continue
-            j = len(inputs)
-            inputs.append(src)
+                self.names[out.id] = c_literal(src.val.item(), src.aval.dtype)
+                return
             dims = eqn.params["broadcast_dimensions"]
-            src_strides = _strides(src.aval.shape)
-            terms = [f"c{d} * {s}" for d, s, size in zip(dims, src_strides, src.aval.shape)
-                     if size != 1]
-            need_coords = need_coords or bool(terms)
-            index = " + ".join(terms) or "0"
-            names[out.id] = f"v{n}"
-            body.append(f"const {compute_ctype(out.aval.dtype)} v{n} = "
-                        f"{load(src.aval.dtype, f'in{j}[{index}]')};")
-            continue
-        args = [ref(v) for v in eqn.invars]
+            terms = [f"c{d} * {s}" for d, s, size in
+                     zip(dims, _strides(src.aval.shape), src.aval.shape) if size != 1]
+            self.need_coords = self.need_coords or bool(terms)
+            value = self._input(src, " + ".join(terms) or "0")
+            self.names[out.id] = f"v{n}"
+            self.lines.append(f"const {compute_ctype(out.aval.dtype)} v{n} = {value};")
+            return
+        args = [self.ref(v) for v in eqn.invars]
         expr = eqn.prim.fusion.render(tuple(v.aval.dtype for v in eqn.invars), **eqn.params)
         for k in range(len(args) - 1, -1, -1):  # x10 before x1
             expr = _replace_operand(expr, k, args[k])
-        names[out.id] = f"v{n}"
-        body.append(f"const {compute_ctype(out.aval.dtype)} v{n} = {expr};")
+        self.names[out.id] = f"v{n}"
+        self.lines.append(f"const {compute_ctype(out.aval.dtype)} v{n} = {expr};")
 
+
+def _generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
+    shape = kernel.shape
+    red = kernel.reduction
+    scalar = _Body(kernel, lambda j, index: f"in{j}[{index}]")
+    inputs, names, body = scalar.inputs, scalar.names, scalar.lines
     outputs = [v for e in kernel.eqns if e is not red for v in e.outvars
                if used_later.get(v.id)]
-    if red is not None:
-        src = red.invars[0]
-        red_in = ref(src)
     kernel.inputs, kernel.outputs = inputs, outputs
     params = [f"const {storage_ctype(v.aval.dtype)}* __restrict__ in{j}"
               for j, v in enumerate(inputs)]
@@ -331,17 +341,147 @@ def _generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
     itype = _index_type(n_total)
     digest_src = "\n".join(body + stores) + repr((shape, red and red.params))
     kernel.name = "flamefx_fused_" + hashlib.sha1(digest_src.encode()).hexdigest()[:12]
-    if red is None:
-        coords = _coords_from_flat("i", shape, itype) if need_coords else []
-        loop = (f"for ({itype} i = ({itype})blockIdx.x * blockDim.x + threadIdx.x; "
-                f"i < {n_total}; i += ({itype})gridDim.x * blockDim.x) {{")
-        lines = [f'extern "C" __global__ void {kernel.name}({", ".join(params)}) {{', "  " + loop]
-        lines += ["    " + s for s in coords + body + stores] + ["  }", "}"]
-        kernel.source = PREAMBLE + "\n".join(lines) + "\n"
-        kernel.total, kernel.split, kernel.outer = n_total, 1, n_total
-        kernel.layout, kernel.tiles = "elementwise", 0
+    if red is not None:
+        _generate_reduction(kernel, params, body, stores, red, scalar.red_in, itype)
         return
-    _generate_reduction(kernel, params, body, stores, red, red_in, itype)
+    lanes = _vector_lanes(kernel, scalar, n_total)
+    lines = [f'extern "C" __global__ void {kernel.name}({", ".join(params)}) {{',
+             f"  const {itype} stride = ({itype})gridDim.x * blockDim.x;",
+             f"  const {itype} first = ({itype})blockIdx.x * blockDim.x + threadIdx.x;"]
+    if lanes:
+        lines += ["  " + s for s in _vector_loop(kernel, scalar, lanes, n_total, itype)]
+    coords = _coords_from_flat("i", shape, itype) if scalar.need_coords else []
+    start = f"(vectorized ? {n_total - n_total % lanes} : 0) + " if lanes else ""
+    lines += [f"  for ({itype} i = {start}first; i < {n_total}; i += stride) {{"]
+    lines += ["    " + s for s in coords + body + stores] + ["  }", "}"]
+    kernel.source = PREAMBLE + "\n".join(lines) + "\n"
+    # A work item is one vector of ``lanes`` elements (the scalar tail rides along).
+    kernel.total = -(-n_total // lanes) if lanes else n_total
+    kernel.split, kernel.outer = 1, n_total
+    kernel.layout, kernel.tiles = "elementwise", 0
+
+
+# --- vectorized elementwise kernels ----------------------------------------------------------
+# A thread moves up to 16 bytes of every array per iteration (several elements, independent,
+# so their loads are in flight together): the W4 gradient streams 134 MB and one 4-byte
+# load per thread leaves the memory system under-occupied. The kernel tests alignment
+# itself (inputs can be views at any offset) and falls back to the scalar loop.
+
+_WORD_VECTOR = {1: "unsigned int", 2: "uint2", 4: "uint4"}  # 32-bit words -> load type
+_LANE_FIELDS = "xyzw"
+
+
+def _vector_lanes(kernel: FusedKernel, scalar: _Body, n_total: int) -> int:
+    """Elements per thread-iteration of the vectorized loop; 0 for the scalar loop only.
+
+    Every array must be read at the flat index (or be 0-d): broadcasts that need
+    coordinates keep the scalar loop. Lanes fill 16 bytes of the widest array, 4 to 8 of
+    them (two 16-byte words of float64, 8 bytes of bool).
+    """
+    if kernel.reduction is not None or scalar.need_coords or not kernel.outputs:
+        return 0
+    flat = [v for v, index in zip(scalar.inputs, scalar.indices) if index == "i"]
+    widest = max(np.dtype(v.aval.dtype).itemsize for v in flat + kernel.outputs)
+    lanes = min(8, max(4, 16 // widest))
+    return lanes if n_total >= lanes else 0
+
+
+def _words(prefix: str, itemsize: int, lanes: int) -> tuple[str, int, list[str]]:
+    """(load type, loads per vector, C names of the 32-bit words) of one array's vector."""
+    count = itemsize * lanes // 4
+    per_load = min(4, count)
+    names = []
+    for k in range(count):
+        load_name = f"{prefix}{k // per_load}"
+        names.append(load_name if per_load == 1 else f"{load_name}.{_LANE_FIELDS[k % per_load]}")
+    return _WORD_VECTOR[per_load], count // per_load, names
+
+
+def _lane_from_words(dtype, words: list[str], e: int) -> str:
+    """The stored element (storage C type) of lane ``e`` out of its vector's words."""
+    dtype = np.dtype(dtype)
+    ctype, size = storage_ctype(dtype), dtype.itemsize
+    if size == 8:
+        lo, hi = words[2 * e], words[2 * e + 1]
+        if dtype == dtypes.float64:
+            return f"__hiloint2double((int)({hi}), (int)({lo}))"
+        return f"(({ctype})(((unsigned long long)({hi}) << 32) | ({lo})))"
+    if size == 4:
+        word = words[e]
+        return f"__uint_as_float({word})" if dtype == dtypes.float32 else f"(({ctype})({word}))"
+    per_word = 4 // size
+    bits = "unsigned short" if size == 2 else "unsigned char"
+    word, shift = words[e // per_word], 8 * size * (e % per_word)
+    return f"(({ctype})({bits})(({word}) >> {shift}))"
+
+
+def _words_from_lanes(dtype, values: list[str]) -> list[str]:
+    """The inverse of ``_lane_from_words``: 32-bit words holding stored ``values``."""
+    dtype = np.dtype(dtype)
+    size = dtype.itemsize
+    if size == 8:
+        words = []
+        for v in values:
+            if dtype == dtypes.float64:
+                words += [f"(unsigned int)__double2loint({v})",
+                          f"(unsigned int)__double2hiint({v})"]
+            else:
+                words += [f"(unsigned int)((unsigned long long)({v}))",
+                          f"(unsigned int)((unsigned long long)({v}) >> 32)"]
+        return words
+    if size == 4:
+        return [f"__float_as_uint({v})" if dtype == dtypes.float32 else f"(unsigned int)({v})"
+                for v in values]
+    per_word = 4 // size
+    bits = "unsigned short" if size == 2 else "unsigned char"
+    return [" | ".join(f"((unsigned int)({bits})({v}) << {8 * size * k})"
+                       for k, v in enumerate(values[w:w + per_word]))
+            for w in range(0, len(values), per_word)]
+
+
+def _vector_loop(kernel: FusedKernel, scalar: _Body, lanes: int, n_total: int,
+                 itype: str) -> list[str]:
+    """Lines that set ``vectorized`` (every array 16-byte aligned, or as its vector needs)
+    and, if so, run the vectorized loop over the first ``n_total // lanes`` vectors."""
+    arrays = [(f"in{j}", v.aval.dtype) for j, (v, index) in
+              enumerate(zip(scalar.inputs, scalar.indices)) if index == "i"]
+    arrays += [(f"out{j}", v.aval.dtype) for j, v in enumerate(kernel.outputs)]
+    misaligned = " | ".join(
+        f"((unsigned long long){name} & {min(16, np.dtype(dtype).itemsize * lanes) - 1}ull)"
+        for name, dtype in arrays)
+    lines = [f"const bool vectorized = ({misaligned}) == 0;",
+             "if (vectorized) {",
+             f"  for ({itype} q = first; q < {n_total // lanes}; q += stride) {{"]
+    lane_reads: dict[int, list[str]] = {}
+    for j, (v, index) in enumerate(zip(scalar.inputs, scalar.indices)):
+        if index != "i":
+            continue
+        vector, loads, words = _words(f"in{j}w", np.dtype(v.aval.dtype).itemsize, lanes)
+        for k in range(loads):
+            lines.append(f"    const {vector} in{j}w{k} = "
+                         f"reinterpret_cast<const {vector}*>(in{j})[q * {loads} + {k}];")
+        lane_reads[j] = [_lane_from_words(v.aval.dtype, words, e) for e in range(lanes)]
+    for j, v in enumerate(kernel.outputs):
+        lines.append(f"    {storage_ctype(v.aval.dtype)} "
+                     + ", ".join(f"out{j}l{e}" for e in range(lanes)) + ";")
+    for e in range(lanes):
+        lane = _Body(kernel, lambda j, index, e=e: lane_reads[j][e] if index == "i"
+                     else f"in{j}[{index}]")
+        lines.append("    {")
+        lines += ["      " + s for s in lane.lines]
+        lines += [f"      out{j}l{e} = {store(v.aval.dtype, lane.names[v.id])};"
+                  for j, v in enumerate(kernel.outputs)]
+        lines.append("    }")
+    for j, v in enumerate(kernel.outputs):
+        vector, loads, _ = _words("", np.dtype(v.aval.dtype).itemsize, lanes)
+        words = _words_from_lanes(v.aval.dtype, [f"out{j}l{e}" for e in range(lanes)])
+        per_load = len(words) // loads
+        for k in range(loads):
+            part = words[k * per_load:(k + 1) * per_load]
+            value = part[0] if per_load == 1 else f"make_{vector}({', '.join(part)})"
+            lines.append(f"    reinterpret_cast<{vector}*>(out{j})[q * {loads} + {k}] = "
+                         f"{value};")
+    return lines + ["  }", "}"]
 
 
 def _replace_operand(expr: str, k: int, value: str) -> str:
