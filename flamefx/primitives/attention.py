@@ -114,16 +114,21 @@ def _fwd_impl(q, k, v, *bias, is_causal, scale):
     return [out.astype(q.dtype), lse]
 
 
-def _cuda_kernels(q, k):
-    """cuBLAS GEMMs plus row kernels while the score matrix is moderate (seq <= ~2048,
-    tensor cores for the half types), the fused flash kernels (linear memory) beyond."""
-    from flamefx.kernels import cuda_attention, cuda_attention_gemm
+def _cuda_kernels(q, k, v, bias):
+    """The tensor-core flash kernels for float16/bfloat16 without bias and head dims of
+    16s up to 128 (any sequence length, linear memory); otherwise cuBLAS GEMMs plus row
+    kernels while the score matrix is moderate (seq <= ~2048), the fused flash kernels on
+    CUDA cores (linear memory) beyond."""
+    from flamefx.kernels import cuda_attention, cuda_attention_gemm, cuda_attention_mma
+    if cuda_attention_mma.supports(q, k, v, bias):
+        return cuda_attention_mma
     return cuda_attention_gemm if cuda_attention_gemm.fits(q.shape, k.shape) else cuda_attention
 
 
 def _fwd_cuda(q, k, v, *bias, is_causal, scale):
-    return _cuda_kernels(q, k).attention_forward(q, k, v, bias[0] if bias else None,
-                                                 is_causal=is_causal, scale=scale)
+    bias = bias[0] if bias else None
+    return _cuda_kernels(q, k, v, bias).attention_forward(q, k, v, bias, is_causal=is_causal,
+                                                          scale=scale)
 
 
 def _fwd_vjp(cts, primals, outs, *, is_causal, scale):
@@ -213,9 +218,9 @@ def _bwd_impl(q, k, v, *rest, is_causal, scale):
 
 def _bwd_cuda(q, k, v, *rest, is_causal, scale):
     bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
-    return _cuda_kernels(q, k).attention_backward(q, k, v, bias[0] if bias else None, out,
-                                                  lse, dout, dlse, is_causal=is_causal,
-                                                  scale=scale)
+    bias = bias[0] if bias else None
+    return _cuda_kernels(q, k, v, bias).attention_backward(q, k, v, bias, out, lse, dout, dlse,
+                                                           is_causal=is_causal, scale=scale)
 
 
 def naive_attention_bwd(q, k, v, *rest, is_causal, scale):

@@ -1,0 +1,502 @@
+"""Flash attention on tensor cores for float16 and bfloat16 (FlashAttention-2 style).
+
+Every product goes through ``mma.sync.aligned.m16n8k16`` (half inputs, float32
+accumulation) from one device helper, ``mma_m16n8k16``. Layout (batch, heads, seq, dim),
+contiguous; head dims multiples of 16 up to 128; no bias (``supports`` says which calls
+qualify; the rest take cuda_attention_gemm or cuda_attention). Memory is linear in the
+sequence: no score matrix is ever stored.
+
+Forward: one block of 4 warps per 64 query rows, each warp owning 16 rows whose Q
+fragments stay in registers. Key tiles of 64 stream through shared memory (K row-major,
+V transposed so every B fragment is one 32-bit load); S = Q Kᵀ, the online softmax and
+P·V all stay in registers: an S accumulator pair (row g, columns 2t, 2t+1) is exactly an
+A-operand register of the next product, so P never touches shared memory.
+
+Backward: one block per 64 keys (each warp owns 16 keys, K and V fragments in registers)
+walks the query tiles: Sᵀ = K Qᵀ, Pᵀ = exp(Sᵀ·scale - lse), dV += Pᵀ dO, dPᵀ = V dOᵀ,
+dSᵀ = Pᵀ (dPᵀ - delta), dK += dSᵀ Q; dS goes through shared memory so each warp then
+forms 16 query rows of dS K, added with float32 atomics into a dQ accumulator that a last
+kernel scales and converts. delta = rowsum(dO * out) - dlse comes from
+cuda_attention.row_delta.
+
+>>> supports_shapes(np.dtype("float16"), (8, 8, 1024, 64), (8, 8, 1024, 64), None)
+True
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+
+from flamefx import devices
+from flamefx.kernels.cuda_attention import DELTA_SOURCE, row_delta
+from flamefx.kernels.cuda_scalar import empty, raw_view, scalar_prelude, set_dynamic_shared_memory
+
+_ROWS = 64  # query rows of a forward block, keys of a backward block, and every tile
+_THREADS = 128  # 4 warps of 16 rows (or keys)
+_PAD = 8  # halves added to each shared-memory row: consecutive rows start 4 banks apart
+_LOG2E = 1.4426950408889634
+_HALF_DTYPES = ("float16", "bfloat16")
+
+_COMMON = r"""
+#define ROWS 64
+#define PAD 8
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
+
+// d += a b for one warp: a is 16 x 16 (row-major fragments), b 16 x 8 (column fragments),
+// d 16 x 8 in float32. Fragment layouts: see tests/kernel_emulator/cuda_on_cpu.h.
+__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const unsigned (&a)[4],
+                                             unsigned b0, unsigned b1) {
+#if defined(FLAMEFX_EMULATED_MMA)
+  emulated_mma_m16n8k16(d, a, b0, b1, IS_BF16);
+#elif IS_BF16
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#else
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// Two floats rounded to T and packed into one register, `lo` in the low half.
+__device__ __forceinline__ unsigned pack2(float lo, float hi) {
+#if defined(FLAMEFX_EMULATED_MMA)
+  return (unsigned)STORE(lo) | ((unsigned)STORE(hi) << 16);
+#elif IS_BF16
+  unsigned r;
+  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#else
+  unsigned r;
+  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+  return r;
+#endif
+}
+
+__device__ __forceinline__ unsigned word_at(const T* p) {
+  return *reinterpret_cast<const unsigned*>(p);
+}
+
+// A fragments (16 rows x 16 columns from column c0) of a row-major matrix with row stride
+// `ld`, rows at or past `valid` read as zero.
+__device__ __forceinline__ void load_a(unsigned (&a)[4], const T* m, long long ld, int r0,
+                                       int c0, int valid) {
+  const int g = (threadIdx.x & 31) >> 2, c = c0 + (threadIdx.x & 3) * 2;
+  a[0] = r0 + g < valid ? word_at(m + (r0 + g) * ld + c) : 0u;
+  a[1] = r0 + g + 8 < valid ? word_at(m + (r0 + g + 8) * ld + c) : 0u;
+  a[2] = r0 + g < valid ? word_at(m + (r0 + g) * ld + c + 8) : 0u;
+  a[3] = r0 + g + 8 < valid ? word_at(m + (r0 + g + 8) * ld + c + 8) : 0u;
+}
+
+// d += A Bᵀ-style product of one 16 x 16 A block with 8 columns: B's column n is row n0 + g
+// of `bt` (row stride `ld`), read at columns c0 + 2t (+8). Shared memory.
+__device__ __forceinline__ void mma_rows(float (&d)[4], const unsigned (&a)[4], const T* bt,
+                                         int ld, int n0, int c0) {
+  const int g = (threadIdx.x & 31) >> 2, c = c0 + (threadIdx.x & 3) * 2;
+  const T* row = bt + (n0 + g) * ld + c;
+  mma_m16n8k16(d, a, word_at(row), word_at(row + 8));
+}
+
+// ROWS rows of COLS halves (row stride COLS in global, COLS + PAD in shared memory), zero
+// past `valid` rows, in 16-byte pieces.
+template <int COLS>
+__device__ __forceinline__ void load_rows(T* dst, const T* src, int valid) {
+  for (int i = threadIdx.x; i < ROWS * COLS / 8; i += blockDim.x) {
+    const int r = i / (COLS / 8), c = (i % (COLS / 8)) * 8;
+    uint4 piece = {0u, 0u, 0u, 0u};
+    if (r < valid) piece = *reinterpret_cast<const uint4*>(src + (long long)r * COLS + c);
+    *reinterpret_cast<uint4*>(dst + r * (COLS + PAD) + c) = piece;
+  }
+}
+
+// The same rows stored transposed: dst[c * (ROWS + PAD) + r]. Consecutive threads take
+// consecutive rows, so the 16-bit stores of a warp fill consecutive words.
+template <int COLS>
+__device__ __forceinline__ void load_transposed(T* dst, const T* src, int valid) {
+  for (int i = threadIdx.x; i < ROWS * COLS / 8; i += blockDim.x) {
+    const int r = i % ROWS, c = (i / ROWS) * 8;
+    uint4 piece = {0u, 0u, 0u, 0u};
+    if (r < valid) piece = *reinterpret_cast<const uint4*>(src + (long long)r * COLS + c);
+    const T* h = reinterpret_cast<const T*>(&piece);
+    #pragma unroll
+    for (int j = 0; j < 8; ++j) dst[(c + j) * (ROWS + PAD) + r] = h[j];
+  }
+}
+
+// A fragments for the next product straight from an accumulator tile s[n][4] (16 x 8 per
+// n): columns 16 kk .. 16 kk + 15 are accumulator tiles 2 kk and 2 kk + 1.
+__device__ __forceinline__ void accumulators_as_a(unsigned (&a)[4], const float (&s0)[4],
+                                                  const float (&s1)[4]) {
+  a[0] = pack2(s0[0], s0[1]);
+  a[1] = pack2(s0[2], s0[3]);
+  a[2] = pack2(s1[0], s1[1]);
+  a[3] = pack2(s1[2], s1[3]);
+}
+"""
+
+_FORWARD = r"""
+// grid (query tiles, batch * heads); lse in natural log, -inf for a row that sees no key.
+extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_forward(
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+    T* __restrict__ out, float* __restrict__ lse, int sq, int sk, float scale_log2) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* ks = reinterpret_cast<T*>(smem);  // [ROWS][D + PAD]   keys
+  T* vt = ks + ROWS * (D + PAD);       // [DV][ROWS + PAD]  values transposed
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const long long bh = blockIdx.y;
+  const int block_q0 = blockIdx.x * ROWS, q0 = block_q0 + warp * 16;
+  q += bh * sq * D;
+  k += bh * sk * D;
+  v += bh * sk * DV;
+  out += bh * sq * DV;
+  lse += bh * sq;
+  unsigned qa[D / 16][4];
+  #pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) load_a(qa[kk], q, D, q0, kk * 16, sq);
+  float o[DV / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  #pragma unroll
+  for (int n = 0; n < DV / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
+  const int k_end = CAUSAL ? min(sk, block_q0 + ROWS) : sk;
+  for (int k0 = 0; k0 < k_end; k0 += ROWS) {
+    __syncthreads();  // every warp is done with the previous tile
+    load_rows<D>(ks, k + (long long)k0 * D, sk - k0);
+    load_transposed<DV>(vt, v + (long long)k0 * DV, sk - k0);
+    __syncthreads();
+    if (CAUSAL && k0 > q0 + 15) continue;  // this warp's rows see none of these keys
+    float s[ROWS / 8][4];
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; ++n) {
+      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+      #pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) mma_rows(s[n], qa[kk], ks, D + PAD, n * 8, kk * 16);
+    }
+    // Scores in the log2 domain; keys past the end, or after the row when causal, hidden.
+    const bool edge = k0 + ROWS > sk || (CAUSAL && k0 + ROWS - 1 > q0);
+    float row_max[2] = {m[0], m[1]};
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; ++n)
+      #pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        float x = s[n][e] * scale_log2;
+        if (edge) {
+          const int row = q0 + g + (e >> 1) * 8, col = k0 + n * 8 + t * 2 + (e & 1);
+          if (col >= sk || (CAUSAL && col > row)) x = -INFINITY;
+        }
+        s[n][e] = x;
+        row_max[e >> 1] = fmaxf(row_max[e >> 1], x);
+      }
+    float alpha[2], m_use[2];
+    #pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      // The four lanes t = 0..3 share a row.
+      row_max[r] = fmaxf(row_max[r], __shfl_xor_sync(0xffffffffu, row_max[r], 1));
+      row_max[r] = fmaxf(row_max[r], __shfl_xor_sync(0xffffffffu, row_max[r], 2));
+      m_use[r] = row_max[r] == -INFINITY ? 0.f : row_max[r];  // no key seen yet
+      alpha[r] = exp2f(m[r] - m_use[r]);
+      m[r] = row_max[r];
+      l[r] *= alpha[r];  // this lane's share of the row sum, summed over lanes at the end
+    }
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; ++n)
+      #pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        s[n][e] = exp2f(s[n][e] - m_use[e >> 1]);
+        l[e >> 1] += s[n][e];
+      }
+    #pragma unroll
+    for (int n = 0; n < DV / 8; ++n)
+      #pragma unroll
+      for (int e = 0; e < 4; ++e) o[n][e] *= alpha[e >> 1];
+    #pragma unroll
+    for (int kk = 0; kk < ROWS / 16; ++kk) {
+      unsigned pa[4];
+      accumulators_as_a(pa, s[2 * kk], s[2 * kk + 1]);
+      #pragma unroll
+      for (int n = 0; n < DV / 8; ++n) mma_rows(o[n], pa, vt, ROWS + PAD, n * 8, kk * 16);
+    }
+  }
+  #pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    const int row = q0 + g + r * 8;
+    if (row >= sq) continue;
+    const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;  // a row that sees no key gives zeros
+    #pragma unroll
+    for (int n = 0; n < DV / 8; ++n)
+      *reinterpret_cast<unsigned*>(out + (long long)row * DV + n * 8 + t * 2) =
+          pack2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+    if (t == 0) lse[row] = l[r] > 0.f ? (m[r] + log2f(l[r])) * LN2 : -INFINITY;
+  }
+}
+"""
+
+_BACKWARD = r"""
+// Two adjacent float32 accumulations into global memory (one vector reduction on sm_90).
+__device__ __forceinline__ void add_pair(float* at, float a, float b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};" :: "l"(at), "f"(a), "f"(b) : "memory");
+#else
+  atomicAdd(at, a);
+  atomicAdd(at + 1, b);
+#endif
+}
+
+// grid (key tiles, batch * heads). dK, dV written in T; dQ * scale added into dq_acc
+// (float32, zeroed by the caller). lse_log2 / delta per query row as float32.
+extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward(
+    const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
+    const T* __restrict__ dout, const float* __restrict__ lse,
+    const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv,
+    float* __restrict__ dq_acc, int sq, int sk, float scale, float scale_log2) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  T* qs = reinterpret_cast<T*>(smem);  // [ROWS][D + PAD]    queries
+  T* qt = qs + ROWS * (D + PAD);       // [D][ROWS + PAD]    queries transposed
+  T* dos = qt + D * (ROWS + PAD);      // [ROWS][DV + PAD]   output cotangents
+  T* dot = dos + ROWS * (DV + PAD);    // [DV][ROWS + PAD]   ... transposed
+  T* kt = dot + DV * (ROWS + PAD);     // [D][ROWS + PAD]    this block's keys transposed
+  T* dss = kt + D * (ROWS + PAD);      // [ROWS][ROWS + PAD] dS as [query][key]
+  float* lse_log2 = reinterpret_cast<float*>(dss + ROWS * (ROWS + PAD));  // [ROWS]
+  float* deltas = lse_log2 + ROWS;                                        // [ROWS]
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const long long bh = blockIdx.y;
+  const int k0 = blockIdx.x * ROWS, kw = k0 + warp * 16;  // this block's and warp's keys
+  q += bh * sq * D;
+  dout += bh * sq * DV;
+  lse += bh * sq;
+  delta += bh * sq;
+  dq_acc += bh * sq * D;
+  k += bh * sk * D;
+  v += bh * sk * DV;
+  unsigned ka[D / 16][4], va[DV / 16][4];
+  #pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) load_a(ka[kk], k, D, kw, kk * 16, sk);
+  #pragma unroll
+  for (int kk = 0; kk < DV / 16; ++kk) load_a(va[kk], v, DV, kw, kk * 16, sk);
+  load_transposed<D>(kt, k + (long long)k0 * D, sk - k0);
+  float dk_acc[D / 8][4], dv_acc[DV / 8][4];
+  #pragma unroll
+  for (int n = 0; n < D / 8; ++n) dk_acc[n][0] = dk_acc[n][1] = dk_acc[n][2] = dk_acc[n][3] = 0.f;
+  #pragma unroll
+  for (int n = 0; n < DV / 8; ++n) dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] = dv_acc[n][3] = 0.f;
+  // Causal: query tiles before this key tile see none of it.
+  for (int q0 = CAUSAL ? k0 : 0; q0 < sq; q0 += ROWS) {
+    __syncthreads();  // every warp is done with the previous query tile
+    load_rows<D>(qs, q + (long long)q0 * D, sq - q0);
+    load_transposed<D>(qt, q + (long long)q0 * D, sq - q0);
+    load_rows<DV>(dos, dout + (long long)q0 * DV, sq - q0);
+    load_transposed<DV>(dot, dout + (long long)q0 * DV, sq - q0);
+    for (int r = threadIdx.x; r < ROWS; r += blockDim.x) {
+      // A missing row, or one that saw no key (lse = -inf), gets P = 0 through lse = +inf.
+      const float row_lse = q0 + r < sq ? lse[q0 + r] : INFINITY;
+      lse_log2[r] = row_lse == -INFINITY ? INFINITY : row_lse * LOG2E;
+      deltas[r] = q0 + r < sq ? delta[q0 + r] : 0.f;
+    }
+    __syncthreads();
+    // Pᵀ (16 keys x 64 queries) = exp2(K Qᵀ scale log2e - lse log2e)
+    float pt[ROWS / 8][4];
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; ++n) {
+      pt[n][0] = pt[n][1] = pt[n][2] = pt[n][3] = 0.f;
+      #pragma unroll
+      for (int kk = 0; kk < D / 16; ++kk) mma_rows(pt[n], ka[kk], qs, D + PAD, n * 8, kk * 16);
+    }
+    const bool edge = k0 + ROWS > sk || (CAUSAL && q0 < kw + 15);
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; ++n)
+      #pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int key = kw + g + (e >> 1) * 8, qr = n * 8 + t * 2 + (e & 1);
+        float p = exp2f(pt[n][e] * scale_log2 - lse_log2[qr]);
+        if (edge && (key >= sk || (CAUSAL && q0 + qr < key))) p = 0.f;
+        pt[n][e] = p;
+      }
+    // dV += Pᵀ dO
+    #pragma unroll
+    for (int kk = 0; kk < ROWS / 16; ++kk) {
+      unsigned pa[4];
+      accumulators_as_a(pa, pt[2 * kk], pt[2 * kk + 1]);
+      #pragma unroll
+      for (int n = 0; n < DV / 8; ++n) mma_rows(dv_acc[n], pa, dot, ROWS + PAD, n * 8, kk * 16);
+    }
+    // dSᵀ = Pᵀ (V dOᵀ - delta)
+    float dst[ROWS / 8][4];
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; ++n) {
+      dst[n][0] = dst[n][1] = dst[n][2] = dst[n][3] = 0.f;
+      #pragma unroll
+      for (int kk = 0; kk < DV / 16; ++kk)
+        mma_rows(dst[n], va[kk], dos, DV + PAD, n * 8, kk * 16);
+      #pragma unroll
+      for (int e = 0; e < 4; ++e)
+        dst[n][e] = pt[n][e] * (dst[n][e] - deltas[n * 8 + t * 2 + (e & 1)]);
+    }
+    // dK += dSᵀ Q (scaled at the end); dS to shared memory as [query][key] for dQ.
+    #pragma unroll
+    for (int kk = 0; kk < ROWS / 16; ++kk) {
+      unsigned dsa[4];
+      accumulators_as_a(dsa, dst[2 * kk], dst[2 * kk + 1]);
+      #pragma unroll
+      for (int n = 0; n < D / 8; ++n) mma_rows(dk_acc[n], dsa, qt, ROWS + PAD, n * 8, kk * 16);
+    }
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; ++n)
+      #pragma unroll
+      for (int e = 0; e < 4; ++e)
+        dss[(n * 8 + t * 2 + (e & 1)) * (ROWS + PAD) + warp * 16 + g + (e >> 1) * 8] =
+            STORE(dst[n][e]);
+    __syncthreads();
+    // dQ rows q0 + 16 warp .. + 15 += dS K * scale over this block's 64 keys.
+    const int qw = q0 + warp * 16;
+    if (qw >= sq) continue;
+    float dq[D / 8][4];
+    #pragma unroll
+    for (int n = 0; n < D / 8; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+    #pragma unroll
+    for (int kk = 0; kk < ROWS / 16; ++kk) {
+      unsigned dsa[4];
+      load_a(dsa, dss, ROWS + PAD, warp * 16, kk * 16, ROWS);
+      #pragma unroll
+      for (int n = 0; n < D / 8; ++n) mma_rows(dq[n], dsa, kt, ROWS + PAD, n * 8, kk * 16);
+    }
+    #pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = qw + g + r * 8;
+      if (row >= sq) continue;
+      #pragma unroll
+      for (int n = 0; n < D / 8; ++n)
+        add_pair(dq_acc + (long long)row * D + n * 8 + t * 2, dq[n][2 * r] * scale,
+                 dq[n][2 * r + 1] * scale);
+    }
+  }
+  #pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = kw + g + r * 8;
+    if (key >= sk) continue;
+    const long long at = bh * sk + key;
+    #pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+      *reinterpret_cast<unsigned*>(dk + at * D + n * 8 + t * 2) =
+          pack2(dk_acc[n][2 * r] * scale, dk_acc[n][2 * r + 1] * scale);
+    #pragma unroll
+    for (int n = 0; n < DV / 8; ++n)
+      *reinterpret_cast<unsigned*>(dv + at * DV + n * 8 + t * 2) =
+          pack2(dv_acc[n][2 * r], dv_acc[n][2 * r + 1]);
+  }
+}
+
+// dq = T(dq_acc): the float32 accumulation of every key block's share.
+extern "C" __global__ void flamefx_mma_attention_dq_convert(
+    const float* __restrict__ dq_acc, T* __restrict__ dq, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x)
+    dq[i] = STORE(dq_acc[i]);
+}
+"""
+
+
+def supports_shapes(dtype, q_shape, v_shape, bias) -> bool:
+    """Whether these kernels take attention of this dtype and these (batch, heads, seq, dim)
+    shapes: half dtypes, no bias, head dims that are multiples of 16 up to 128."""
+    return (np.dtype(dtype).name in _HALF_DTYPES and bias is None
+            and all(dim % 16 == 0 and 16 <= dim <= 128 for dim in (q_shape[3], v_shape[3]))
+            and q_shape[0] * q_shape[1] <= 65535)  # batch * heads is grid dimension y
+
+
+def supports(q, k, v, bias) -> bool:
+    """Whether ``attention_forward`` / ``attention_backward`` take these CuPy operands."""
+    return q.dtype == k.dtype == v.dtype and supports_shapes(q.dtype, q.shape, v.shape, bias)
+
+
+def kernel_source(dtype, d: int, dv: int, is_causal: bool) -> str:
+    """The CUDA source of the forward, backward, dQ conversion and delta kernels."""
+    defines = (f"#define D {d}\n#define DV {dv}\n#define CAUSAL {int(is_causal)}\n"
+               f"#define IS_BF16 {int(np.dtype(dtype).name == 'bfloat16')}\n"
+               "#ifndef INFINITY\n#define INFINITY __int_as_float(0x7f800000)\n#endif\n")
+    return scalar_prelude(dtype) + defines + _COMMON + _FORWARD + _BACKWARD + DELTA_SOURCE
+
+
+def forward_shared_bytes(d: int, dv: int) -> int:
+    return 2 * (_ROWS * (d + _PAD) + dv * (_ROWS + _PAD))
+
+
+def backward_shared_bytes(d: int, dv: int) -> int:
+    halves = (_ROWS * (d + _PAD) + 2 * d * (_ROWS + _PAD) + _ROWS * (dv + _PAD)
+              + dv * (_ROWS + _PAD) + _ROWS * (_ROWS + _PAD))
+    return 2 * halves + 2 * 4 * _ROWS
+
+
+@functools.cache
+def _module(dtype_name: str, d: int, dv: int, is_causal: bool):
+    source = kernel_source(np.dtype(dtype_name), d, dv, is_causal)
+    return devices.cupy().RawModule(code=source, options=("--std=c++17",))
+
+
+def _kernel(module, name: str, nbytes: int):
+    fn = module.get_function(name)
+    set_dynamic_shared_memory(fn, nbytes)
+    return fn
+
+
+def _aligned(x):
+    """``x`` C-contiguous and 16-byte aligned (the tile loads read 16 bytes at a time)."""
+    cp = devices.cupy()
+    if x.flags.c_contiguous and x.data.ptr % 16 == 0:
+        return x
+    return cp.array(raw_view(x), order="C").view(x.dtype)
+
+
+def attention_forward(q, k, v, bias, *, is_causal, scale):
+    """``[out, lse]`` of softmax(q kᵀ * scale) v on CuPy arrays (B, H, S, D) of float16 or
+    bfloat16 (``supports`` must hold; ``bias`` is None)."""
+    cp = devices.cupy()
+    q, k, v = (_aligned(a) for a in (q, k, v))
+    b, h, sq, d = q.shape
+    sk, dv = k.shape[2], v.shape[3]
+    out = empty((b, h, sq, dv), q.dtype)
+    lse = cp.empty((b, h, sq), np.float32)
+    if out.size == 0:
+        return [out, lse]
+    nbytes = forward_shared_bytes(d, dv)
+    fn = _kernel(_module(q.dtype.name, d, dv, bool(is_causal)),
+                 "flamefx_mma_attention_forward", nbytes)
+    fn((math.ceil(sq / _ROWS), b * h), (_THREADS,),
+       (raw_view(q), raw_view(k), raw_view(v), raw_view(out), lse, np.int32(sq),
+        np.int32(sk), np.float32(scale * _LOG2E)), shared_mem=nbytes)
+    return [out, lse]
+
+
+def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale):
+    """``[dq, dk, dv]`` from the forward's ``out`` and ``lse`` and the cotangents ``dout``,
+    ``dlse`` (``supports`` must hold; ``bias`` is None)."""
+    cp = devices.cupy()
+    q, k, v, out, dout = (_aligned(a) for a in (q, k, v, out, dout))
+    lse = cp.ascontiguousarray(lse, np.float32)
+    dlse = cp.ascontiguousarray(dlse, np.float32)
+    b, h, sq, d = q.shape
+    sk, dv = k.shape[2], v.shape[3]
+    dq, dk, dv_grad = (empty(a.shape, a.dtype) for a in (q, k, v))
+    if q.size == 0:
+        raw_view(dk).fill(0)
+        raw_view(dv_grad).fill(0)
+        return [dq, dk, dv_grad]
+    module = _module(q.dtype.name, d, dv, bool(is_causal))
+    delta = row_delta(module, out, dout, dlse)
+    dq_acc = cp.zeros(q.shape, np.float32)
+    nbytes = backward_shared_bytes(d, dv)
+    fn = _kernel(module, "flamefx_mma_attention_backward", nbytes)
+    fn((math.ceil(sk / _ROWS), b * h), (_THREADS,),
+       (raw_view(q), raw_view(k), raw_view(v), raw_view(dout), lse, delta, raw_view(dk),
+        raw_view(dv_grad), dq_acc, np.int32(sq), np.int32(sk), np.float32(scale),
+        np.float32(scale * _LOG2E)), shared_mem=nbytes)
+    n = dq_acc.size
+    module.get_function("flamefx_mma_attention_dq_convert")(
+        (min(math.ceil(n / 256), 65535),), (256,), (dq_acc, raw_view(dq), np.int64(n)))
+    return [dq, dk, dv_grad]

@@ -1,0 +1,192 @@
+"""The tensor-core attention kernels (flamefx/kernels/cuda_attention_mma.py).
+
+On the CPU the kernels' CUDA source runs under tests/kernel_emulator/cuda_on_cpu.h with
+FLAMEFX_EMULATED_MMA, which replaces the inline-PTX mma.sync by a warp-level emulation in
+the documented fragment layouts, so the tiling, masking, online softmax and fragment
+shuffling are checked against a NumPy float64 reference without a GPU. The ``gpu`` tests
+run the real kernels (through the flash_attention primitives) against the same reference,
+and check that a bfloat16 sequence of 8192 stays linear in memory.
+"""
+
+import ml_dtypes
+import numpy as np
+import pytest
+
+import flamefx
+import flamefx.numpy as fnp
+from flamefx import core
+from flamefx.kernels import cuda_attention_mma
+from flamefx.primitives import attention
+from tests.test_kernels_on_cpu import _assert_close, _host_source, _run
+
+BF16 = np.dtype(ml_dtypes.bfloat16)
+F16 = np.dtype(np.float16)
+
+EMULATOR_MAIN = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+int main(int argc, char** argv) {
+  const std::string dir = argv[1];
+  const int bh = atoi(argv[2]), sq = atoi(argv[3]), sk = atoi(argv[4]);
+  const float scale = atof(argv[5]);
+  const int fwd_smem = atoi(argv[6]), bwd_smem = atoi(argv[7]);
+  FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
+  auto q = read_array<T>(f, (size_t)bh * sq * D);
+  auto k = read_array<T>(f, (size_t)bh * sk * D);
+  auto v = read_array<T>(f, (size_t)bh * sk * DV);
+  auto dout = read_array<T>(f, (size_t)bh * sq * DV);
+  auto dlse = read_array<float>(f, (size_t)bh * sq);
+  fclose(f);
+  if (fwd_smem > (int)sizeof(smem) || bwd_smem > (int)sizeof(smem)) return 3;
+  std::vector<T> out(dout.size()), dq(q.size()), dk(k.size()), dvs(v.size());
+  std::vector<float> lse(dlse.size()), delta(dlse.size()), dq_acc(q.size(), 0.f);
+  const long long rows = (long long)bh * sq;
+  launch(Dim3{(unsigned)(sq + 63) / 64, (unsigned)bh, 1}, Dim3{128, 1, 1}, [&] {
+    flamefx_mma_attention_forward(q.data(), k.data(), v.data(), out.data(), lse.data(), sq,
+                                  sk, scale * 1.4426950408889634f); });
+  launch(Dim3{(unsigned)((rows * 32 + 255) / 256), 1, 1}, Dim3{256, 1, 1}, [&] {
+    flamefx_flash_delta(out.data(), dout.data(), dlse.data(), delta.data(), rows, DV); });
+  launch(Dim3{(unsigned)(sk + 63) / 64, (unsigned)bh, 1}, Dim3{128, 1, 1}, [&] {
+    flamefx_mma_attention_backward(q.data(), k.data(), v.data(), dout.data(), lse.data(),
+                                   delta.data(), dk.data(), dvs.data(), dq_acc.data(), sq, sk,
+                                   scale, scale * 1.4426950408889634f); });
+  launch(Dim3{4, 1, 1}, Dim3{64, 1, 1}, [&] {
+    flamefx_mma_attention_dq_convert(dq_acc.data(), dq.data(), (long long)dq.size()); });
+  FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
+  write_array(o, out); write_array(o, lse); write_array(o, dq); write_array(o, dk);
+  write_array(o, dvs);
+  fclose(o);
+}
+"""
+
+# Small enough for the emulator (one thread per CUDA thread) to finish in seconds.
+EMULATOR_CASES = [
+    # two query and key tiles with partial last tiles, causal, both half types
+    {"bh": 2, "sq": 70, "sk": 70, "d": 64, "dv": 64, "causal": True, "dtype": BF16},
+    {"bh": 1, "sq": 70, "sk": 75, "d": 64, "dv": 64, "causal": True, "dtype": F16},
+    # a single query and key
+    {"bh": 1, "sq": 1, "sk": 1, "d": 32, "dv": 32, "causal": False, "dtype": BF16},
+    # cross attention, different head dims, three key tiles
+    {"bh": 1, "sq": 20, "sk": 130, "d": 128, "dv": 32, "causal": False, "dtype": BF16},
+    # causal with more queries than keys: late rows see every key
+    {"bh": 1, "sq": 100, "sk": 40, "d": 32, "dv": 64, "causal": True, "dtype": F16},
+]
+
+
+def _inputs(bh, sq, sk, d, dv, dtype, seed):
+    rng = np.random.default_rng(seed)
+    q, k = (rng.standard_normal((1, bh, s, d)).astype(dtype) for s in (sq, sk))
+    v = rng.standard_normal((1, bh, sk, dv)).astype(dtype)
+    dout = rng.standard_normal((1, bh, sq, dv)).astype(dtype)
+    dlse = rng.standard_normal((1, bh, sq)).astype(np.float32)
+    return q, k, v, dout, dlse
+
+
+def _reference(q, k, v, dout, dlse, is_causal, scale):
+    """Forward and backward in float64 from the half inputs: [out, lse, dq, dk, dv]."""
+    q, k, v, dout = (a.astype(np.float64) for a in (q, k, v, dout))
+    params = {"is_causal": is_causal, "scale": scale}
+    out, lse = attention._fwd_impl(q, k, v, **params)
+    grads = attention._bwd_impl(q, k, v, out, lse, dout, dlse.astype(np.float64), **params)
+    return [out, lse] + grads
+
+
+# Half outputs, P and dS rounded to the half type before their products: a few ulps of
+# bfloat16 relative to each output's largest entry.
+TOLERANCE = {BF16: 2e-2, F16: 4e-3}
+
+
+@pytest.mark.parametrize("case", range(len(EMULATOR_CASES)))
+def test_mma_kernels_on_the_cpu_emulator_match_numpy(tmp_path, case):
+    c = EMULATOR_CASES[case]
+    dtype, bh, sq, sk, d, dv = (c[key] for key in ("dtype", "bh", "sq", "sk", "d", "dv"))
+    q, k, v, dout, dlse = _inputs(bh, sq, sk, d, dv, dtype, case)
+    scale = 1 / np.sqrt(d)
+    source = "#define FLAMEFX_EMULATED_MMA\n" + _host_source(
+        cuda_attention_mma.kernel_source(dtype, d, dv, c["causal"]), dtype)
+    shapes = [(dtype, (bh, sq, dv)), (np.float32, (bh, sq)), (dtype, (bh, sq, d)),
+              (dtype, (bh, sk, d)), (dtype, (bh, sk, dv))]
+    got = _run(tmp_path, source, EMULATOR_MAIN,
+               [bh, sq, sk, repr(float(scale)), cuda_attention_mma.forward_shared_bytes(d, dv),
+                cuda_attention_mma.backward_shared_bytes(d, dv)],
+               [q, k, v, dout, dlse], shapes)
+    want = _reference(q, k, v, dout, dlse, c["causal"], scale)
+    for name, g, w in zip(("out", "lse", "dq", "dk", "dv"), got, want):
+        _assert_close(g.astype(np.float64), w.reshape(g.shape), name, TOLERANCE[dtype])
+
+
+def test_supports_only_half_types_without_bias_and_head_dims_of_16s():
+    shape = (2, 4, 100, 64)
+    assert cuda_attention_mma.supports_shapes(BF16, shape, shape, None)
+    assert cuda_attention_mma.supports_shapes(F16, shape, (2, 4, 100, 128), None)
+    assert not cuda_attention_mma.supports_shapes(np.float32, shape, shape, None)
+    assert not cuda_attention_mma.supports_shapes(BF16, shape, shape, object())
+    assert not cuda_attention_mma.supports_shapes(BF16, (2, 4, 100, 40), shape, None)
+    assert not cuda_attention_mma.supports_shapes(BF16, shape, (2, 4, 100, 256), None)
+
+
+# --- GPU ---------------------------------------------------------------------------------------
+
+GPU_CASES = [
+    {"b": 2, "h": 3, "sq": 77, "sk": 130, "d": 64, "dv": 64, "causal": False},
+    {"b": 1, "h": 2, "sq": 129, "sk": 129, "d": 64, "dv": 64, "causal": True},
+    {"b": 1, "h": 1, "sq": 1, "sk": 1, "d": 32, "dv": 32, "causal": False},
+    {"b": 1, "h": 2, "sq": 100, "sk": 90, "d": 128, "dv": 128, "causal": True},
+    {"b": 2, "h": 2, "sq": 300, "sk": 200, "d": 16, "dv": 48, "causal": True},
+    {"b": 8, "h": 8, "sq": 1024, "sk": 1024, "d": 64, "dv": 64, "causal": False},
+]
+
+
+def _on(device, *arrays):
+    return [core.to_array(a, device=device) for a in arrays]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [BF16, F16])
+@pytest.mark.parametrize("case", range(len(GPU_CASES)))
+def test_gpu_mma_attention_matches_numpy(case, dtype):
+    c = GPU_CASES[case]
+    b, h, sq, sk, d, dv = (c[key] for key in ("b", "h", "sq", "sk", "d", "dv"))
+    q, k, v, dout, dlse = _inputs(b * h, sq, sk, d, dv, dtype, 100 + case)
+    q, k, v, dout = (a.reshape((b, h) + a.shape[2:]) for a in (q, k, v, dout))
+    dlse = dlse.reshape(b, h, sq)
+    assert cuda_attention_mma.supports_shapes(dtype, q.shape, v.shape, None)
+    params = {"is_causal": c["causal"], "scale": 1 / np.sqrt(d)}
+    want = _reference(q, k, v, dout, dlse, **params)
+    gpu = flamefx.devices("gpu")[0]
+    gq, gk, gv, gdout, gdlse = _on(gpu, q, k, v, dout, dlse)
+    out, lse = attention.flash_attention_p.bind(gq, gk, gv, **params)
+    # The backward from the reference forward, so its error is the backward's own.
+    g_out, g_lse = _on(gpu, want[0].astype(dtype), want[1].astype(np.float32))
+    grads = attention.flash_attention_bwd_p.bind(gq, gk, gv, g_out, g_lse, gdout, gdlse,
+                                                 **params)
+    for name, g, w in zip(("out", "lse", "dq", "dk", "dv"), [out, lse] + list(grads), want):
+        assert g.device.platform == "gpu"
+        _assert_close(np.asarray(g, np.float64), w, name, TOLERANCE[dtype])
+
+
+@pytest.mark.gpu
+def test_gpu_mma_attention_grad_at_sequence_8192_stays_linear_in_memory():
+    import cupy
+    seq, heads, dim = 8192, 2, 64
+    score_bytes = heads * seq * seq * 4
+    rng = np.random.default_rng(7)
+    gpu = flamefx.devices("gpu")[0]
+    q, k, v = _on(gpu, *(rng.standard_normal((1, heads, seq, dim)).astype(BF16)
+                        for _ in range(3)))
+    pool = cupy.get_default_memory_pool()
+    cupy.cuda.Device().synchronize()
+    pool.free_all_blocks()
+    before = pool.total_bytes()
+
+    def loss(q, k, v):
+        return fnp.sum(attention.dot_product_attention(q, k, v, is_causal=True)
+                       .astype(fnp.float32))
+    grads = flamefx.grad(loss, argnums=(0, 1, 2))(q, k, v)
+    for g in grads:
+        g.block_until_ready()
+        assert np.isfinite(np.asarray(g, np.float32)).all()
+    peak = pool.total_bytes() - before
+    assert peak < score_bytes / 8, f"attention held {peak / 2**20:.0f} MiB; the score " \
+                                   f"matrix alone is {score_bytes / 2**20:.0f} MiB"
