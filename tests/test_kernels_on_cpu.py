@@ -340,44 +340,66 @@ IM2COL_MAIN = r"""
 #include <string>
 int main(int argc, char** argv) {
   const std::string dir = argv[1];
-  const long long x_size = atoll(argv[2]), total = atoll(argv[3]);
-  const int batch = atoi(argv[4]), channels = atoi(argv[5]);
-  int geometry[21];
-  for (int i = 0; i < 21; ++i) geometry[i] = atoi(argv[6 + i]);
+  const long long x_size = atoll(argv[2]), col_size = atoll(argv[3]);
+  const Dim3 grid{(unsigned)atoi(argv[4]), (unsigned)atoi(argv[5]), 1};
+  const Dim3 block{(unsigned)atoi(argv[6]), 1, 1};
+  long long a[26];
+  for (int i = 0; i < 26; ++i) a[i] = atoll(argv[7 + i]);
   FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
   auto x = read_array<T>(f, x_size);
   fclose(f);
-  std::vector<T> col(total);
-  const int* g = geometry;
-  launch(Dim3{4, 1, 1}, Dim3{64, 1, 1}, [&] {
-    flamefx_im2col(x.data(), col.data(), total, batch, 0, channels, g[0], g[1], g[2], g[3],
-                   g[4], g[5], g[6], g[7], g[8], g[9], g[10], g[11], g[12], g[13], g[14],
-                   g[15], g[16], g[17], g[18], g[19], g[20]); });
+  std::vector<T> col(col_size, (T)-777);  // a position the kernel misses shows up
+  launch(grid, block, [&] {
+    flamefx_im2col(x.data(), col.data(), a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8],
+                   a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16], a[17], a[18], a[19],
+                   a[20], a[21], a[22], a[23], a[24], a[25]); });
   FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
   write_array(o, col);
   fclose(o);
 }
 """
 
+# x shape, w shape, strides, padding, lhs dilation, rhs dilation, groups, example-major
+# patch layout, 64-bit indices, patch rows per block (small: row chunks end mid-channel).
+IM2COL_CASES = [
+    ((2, 4, 7, 5), (6, 2, 3, 2), (2, 1), ((1, 2), (-1, 1)), (1, 2), (2, 1), 2, False, False, 16),
+    ((3, 3, 6, 5), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 1, True, False, 5),
+    ((3, 3, 6, 5), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 1, False, True, 4),
+    ((2, 2, 4, 3, 5), (3, 2, 2, 2, 3), (1, 2, 1), ((0, 1), (1, 1), (1, 0)), (1, 1, 1),
+     (1, 1, 2), 1, True, True, 7),
+    ((2, 6, 8), (4, 3, 3), (2,), ((2, -1),), (3,), (2,), 2, True, False, 3),
+]
 
-def test_im2col_kernel_gives_the_loop_reference_conv(tmp_path):
+
+@pytest.mark.parametrize("case", range(len(IM2COL_CASES)))
+def test_im2col_kernel_gives_the_loop_reference_conv(tmp_path, case):
     from flamefx.kernels import cuda_conv
     from flamefx.primitives.nn_ops import conv_output_spatial
     from tests.samples.nn_ops import conv_reference
 
-    rng = np.random.default_rng(0)
-    x, w = rng.standard_normal((2, 4, 7, 5)), rng.standard_normal((6, 2, 3, 2))
-    strides, padding, lhs, rhs, groups = (2, 1), ((1, 2), (-1, 1)), (1, 2), (2, 1), 2
+    (x_shape, w_shape, strides, padding, lhs, rhs, groups, example_major, wide_index,
+     rows_per_block) = IM2COL_CASES[case]
+    rng = np.random.default_rng(case)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    n, c, o = x.shape[0], x.shape[1], w.shape[0]
     out_spatial = conv_output_spatial(x.shape[2:], w.shape[2:], strides, padding, lhs, rhs)
-    positions, taps = int(np.prod(out_spatial)), int(np.prod(w.shape[2:]))
+    positions, group_rows = int(np.prod(out_spatial)), c // groups * int(np.prod(w.shape[2:]))
     geometry = cuda_conv._geometry(x.shape[2:], out_spatial, w.shape[2:], strides, padding,
                                    lhs, rhs)
-    total = x.shape[1] * taps * x.shape[0] * positions
-    source = _host_source(cuda_conv.kernel_source(np.float64), np.float64)
+    grid, block, args, _ = cuda_conv.im2col_launch(n, c, geometry, example_major,
+                                                   rows_per_block)
+    assert grid[1] > 1, "the case should span several row chunks"
+    source = _host_source(cuda_conv.kernel_source(np.float64, any(d != 1 for d in lhs),
+                                                  wide_index), np.float64)
+    col_size = groups * group_rows * n * positions
     (col,) = _run(tmp_path, source, IM2COL_MAIN,
-                  [x.size, total, x.shape[0], x.shape[1]] + [int(v) for v in geometry], [x],
-                  [(np.float64, (groups, x.shape[1] // groups * taps, x.shape[0] * positions))])
-    out = np.matmul(w.reshape(groups, w.shape[0] // groups, -1), col)
-    out = out.reshape(groups, -1, x.shape[0], positions).transpose(2, 0, 1, 3)
+                  [x.size, col_size, *grid, *block] + [int(v) for v in args], [x],
+                  [(np.float64, (col_size,))])
+    weights = w.reshape(groups, o // groups, group_rows)
+    if example_major:  # col is (N, G, C/G * taps, P)
+        out = np.matmul(weights, col.reshape(n, groups, group_rows, positions))
+    else:  # col is (G, C/G * taps, N * P)
+        out = np.matmul(weights, col.reshape(groups, group_rows, n * positions))
+        out = out.reshape(groups, o // groups, n, positions).transpose(2, 0, 1, 3)
     want = conv_reference(x, w, strides, padding, lhs, rhs, groups)
     np.testing.assert_allclose(out.reshape(want.shape), want, atol=1e-12)

@@ -172,6 +172,55 @@ def test_gpu_conv_forward_and_grads(case, dtype):
                      scale_tol=4)
 
 
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
+def test_gpu_conv_w2_block_shapes(dtype):
+    """The benchmark's 3x3 conv: forward and input gradient take the example-major patch
+    layout (1024 positions), the weight gradient (a 32x32 'kernel', 9 positions) the
+    row-major one with K = 32768."""
+    rng = _rng(7)
+    x = rng.standard_normal((32, 64, 32, 32)).astype(dtype)
+    w = (rng.standard_normal((64, 64, 3, 3)) / 24).astype(dtype)
+    ct = rng.standard_normal((32, 64, 32, 32)).astype(dtype)
+
+    def conv(x, w):
+        return conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)))
+    _compare_gpu_cpu(conv, [x, w], dtype)
+    _compare_gpu_cpu(lambda x, w, ct: flamefx.vjp(conv, x, w)[1](ct), [x, w, ct], dtype,
+                     scale_tol=4)
+
+
+# x, w, strides, padding, lhs dilation, rhs dilation, groups: batches of 5 cut in chunks
+CONV_CHUNK_CASES = [
+    ((5, 4, 16, 16), (6, 2, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 2),  # 256 pos.
+    ((5, 6, 9, 7), (4, 3, 3, 2), (2, 1), ((1, 2), (-1, 1)), (1, 2), (2, 1), 2),
+    ((5, 3, 300), (4, 3, 5), (1,), ((2, 2),), (1,), (1,), 1),  # 300 positions
+    ((5, 2, 4, 5, 6), (3, 2, 2, 3, 2), (1, 2, 1), ((0, 1), (1, 1), (0, 0)), (2, 1, 1),
+     (1, 1, 2), 1),
+]
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("wide_index", [False, True])
+@pytest.mark.parametrize("case", range(len(CONV_CHUNK_CASES)))
+def test_gpu_conv_in_batch_chunks_and_with_64_bit_indices(case, wide_index, monkeypatch):
+    from flamefx.kernels import cuda_conv
+    from flamefx.primitives.nn_ops import conv_output_spatial
+
+    x_shape, w_shape, strides, padding, lhs, rhs, groups = CONV_CHUNK_CASES[case]
+    out_spatial = conv_output_spatial(x_shape[2:], w_shape[2:], strides, padding, lhs, rhs)
+    per_example = x_shape[1] * int(np.prod(w_shape[2:]) * np.prod(out_spatial)) * 8
+    monkeypatch.setattr(cuda_conv, "_COL_BYTES_LIMIT", 2 * per_example)  # chunks 2, 2, 1
+    if wide_index:
+        monkeypatch.setattr(cuda_conv, "_INT32_LIMIT", 0)
+    rng = _rng(case)
+    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+
+    def conv(x, w):
+        return conv_general_dilated(x, w, strides, padding, lhs, rhs, groups)
+    _compare_gpu_cpu(conv, [x, w], np.float64)
+
+
 ATTENTION_GPU_CASES = [
     {"b": 2, "h": 3, "sq": 77, "sk": 130, "d": 40, "dv": 24},
     {"b": 1, "h": 2, "sq": 129, "sk": 129, "d": 64, "dv": 64, "is_causal": True},

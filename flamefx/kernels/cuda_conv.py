@@ -1,11 +1,20 @@
-"""Convolution on the GPU: an im2col RawKernel, then one cuBLAS GEMM per feature group.
+"""Convolution on the GPU: an im2col RawKernel, then cuBLAS GEMMs.
 
-For each group g the patch matrix ``col[g]`` (C/G * taps, N * out_positions) is built by
-``flamefx_im2col`` — reading the input through its lhs dilation, padding (negative crops)
-and kernel dilation by index arithmetic, zeros where a tap falls outside — and
-``out[g] = w[g] (O/G, C/G * taps) @ col[g]`` runs as a strided-batched GEMM over the
-groups (flamefx/kernels/cublas.py; float32 accumulation for the half types). A final
-transpose puts N first. Large batches go through in chunks so ``col`` stays bounded.
+``flamefx_im2col`` builds the patch matrix: row ``c * taps + tap`` holds, for every example
+and output position, the input element that tap reads — through the lhs dilation, padding
+(negative crops) and kernel dilation, zero where the tap falls outside. Then, per feature
+group g, ``out = w[g] (O/G, C/G * taps) @ patches`` (flamefx/kernels/cublas.py; float32
+accumulation for the half types). Two layouts of the patch matrix:
+
+- example-major ``(N, G, C/G * taps, P)``: one strided-batched GEMM over examples and groups
+  writes the (N, O, P) output in place. Used when the output positions P are many (the
+  per-example GEMM is then still large) and the kernel copied once per example (cuBLAS
+  takes no stride-0 batch through ``gemm_into``) costs less than a transpose of the output.
+- row-major ``(G, C/G * taps, N * P)``: one GEMM per group over the whole batch, then a
+  transpose to (N, O, P). Used for few output positions, e.g. the weight gradient, a conv
+  whose 'kernel' is the output gradient and whose P is the 3x3 of the real kernel.
+
+Large batches go through in chunks so the patch matrix stays bounded.
 
 >>> conv_forward(x, w, window_strides=(1, 1), padding=((1, 1), (1, 1)),
 ...              lhs_dilation=(1, 1), rhs_dilation=(1, 1), feature_group_count=1,
@@ -22,60 +31,79 @@ from flamefx import devices
 from flamefx.kernels import cublas
 from flamefx.kernels.cuda_scalar import contiguous, empty, raw_view, scalar_prelude
 
-_THREADS = 256
+_THREADS = 128
+_ROWS_PER_BLOCK = 16  # patch rows one thread writes: its division work is shared by them
+_MAX_GRID_Y = 65535
 _COL_BYTES_LIMIT = 1 << 30  # patch-matrix budget per chunk of the batch
+_INT32_LIMIT = 2**31
 
 # Spatial dims are padded to 3 (size-1 dims in front), so one kernel serves 1-D to 3-D.
+# IDX is int when every index of the chunk fits (the common case: 32-bit division and
+# multiplies are several times cheaper), long long otherwise. A thread owns one column
+# (example n, output position p) and splits it into coordinates once; it then walks
+# ROWS_PER_BLOCK consecutive patch rows, stepping (channel, tap) with carries, so per
+# element there is no division at all without lhs dilation (LHS_DILATED 0).
 _IM2COL = r"""
-extern "C" __global__ void flamefx_im2col(
-    const T* __restrict__ x, T* __restrict__ col, long long total, int n_batch,
-    int batch_start, int channels,
+extern "C" __global__ void __launch_bounds__(128) flamefx_im2col(
+    const T* __restrict__ x, T* __restrict__ col, int n_batch, int channels,
     int in0, int in1, int in2, int out0, int out1, int out2, int k0, int k1, int k2,
     int s0, int s1, int s2, int lo0, int lo1, int lo2, int ld0, int ld1, int ld2,
-    int rd0, int rd1, int rd2) {
-  const int in[3] = {in0, in1, in2}, stride[3] = {s0, s1, s2}, pad_lo[3] = {lo0, lo1, lo2};
-  const int lhs_dil[3] = {ld0, ld1, ld2}, rhs_dil[3] = {rd0, rd1, rd2};
-  const long long positions = (long long)out0 * out1 * out2;
+    int rd0, int rd1, int rd2, IDX row_stride, IDX example_stride, int rows_per_block) {
+  const IDX positions = (IDX)out0 * out1 * out2;
+  const IDX column = blockIdx.x * (IDX)blockDim.x + threadIdx.x;
+  if (column >= n_batch * positions) return;
+  const IDX n = column / positions, p = column - n * positions;
+  const int o0 = (int)(p / ((IDX)out1 * out2)), o1 = (int)(p / out2 % out1),
+            o2 = (int)(p % out2);
+  // Coordinates, in the dilated input without padding, that tap 0 reads.
+  const int first0 = o0 * s0 - lo0, first1 = o1 * s1 - lo1, first2 = o2 * s2 - lo2;
+  const IDX in_size = (IDX)in0 * in1 * in2;
   const int taps = k0 * k1 * k2;
-  const long long in_size = (long long)in0 * in1 * in2;
-  for (long long idx = blockIdx.x * (long long)blockDim.x + threadIdx.x; idx < total;
-       idx += (long long)gridDim.x * blockDim.x) {
-    // col is (channels * taps, n_batch * positions): idx = ((c * taps + tap) * n_batch + n)
-    // * positions + p, so consecutive threads write consecutive output positions.
-    const long long p = idx % positions;
-    long long rest = idx / positions;
-    const int n = (int)(rest % n_batch);
-    rest /= n_batch;
-    const int tap = (int)(rest % taps);
-    const int c = (int)(rest / taps);
-    const int out_pos[3] = {(int)(p / ((long long)out1 * out2)), (int)((p / out2) % out1),
-                            (int)(p % out2)};
-    const int tap_pos[3] = {tap / (k1 * k2), (tap / k2) % k1, tap % k2};
-    long long offset = 0;
-    bool inside = true;
-    for (int d = 0; d < 3; ++d) {
-      // Coordinate in the dilated input without padding: negative, past the end or between
-      // dilated elements reads a zero.
-      const int q = out_pos[d] * stride[d] + tap_pos[d] * rhs_dil[d] - pad_lo[d];
-      if (q < 0 || q % lhs_dil[d] != 0 || q / lhs_dil[d] >= in[d]) { inside = false; break; }
-      offset = offset * in[d] + q / lhs_dil[d];
+  IDX row = (IDX)blockIdx.y * rows_per_block;
+  const IDX rows = (IDX)channels * taps;
+  const IDX row_end = row + rows_per_block < rows ? row + rows_per_block : rows;
+  const IDX c = row / taps;
+  const int tap = (int)(row - c * taps);
+  int t0 = tap / (k1 * k2), t1 = tap / k2 % k1, t2 = tap % k2;
+  const T* x_c = x + (n * channels + c) * in_size;
+  T* out = col + n * example_stride + p + row * row_stride;
+  for (; row < row_end; ++row, out += row_stride) {
+    const int q0 = first0 + t0 * rd0, q1 = first1 + t1 * rd1, q2 = first2 + t2 * rd2;
+#if LHS_DILATED
+    // Between two dilated input elements reads a zero too.
+    const bool inside = q0 >= 0 && q1 >= 0 && q2 >= 0 && q0 % ld0 == 0 && q1 % ld1 == 0 &&
+                        q2 % ld2 == 0 && q0 / ld0 < in0 && q1 / ld1 < in1 && q2 / ld2 < in2;
+    const IDX offset = ((IDX)(q0 / ld0) * in1 + q1 / ld1) * in2 + q2 / ld2;
+#else
+    const bool inside = (unsigned)q0 < (unsigned)in0 && (unsigned)q1 < (unsigned)in1 &&
+                        (unsigned)q2 < (unsigned)in2;
+    const IDX offset = ((IDX)q0 * in1 + q1) * in2 + q2;
+#endif
+    *out = inside ? x_c[offset] : STORE((ACC)0);
+    if (++t2 == k2) {
+      t2 = 0;
+      if (++t1 == k1) {
+        t1 = 0;
+        if (++t0 == k0) { t0 = 0; x_c += in_size; }
+      }
     }
-    const long long base = ((long long)(batch_start + n) * channels + c) * in_size;
-    col[idx] = inside ? x[base + offset] : STORE((ACC)0);
   }
 }
 """
 
 
-def kernel_source(dtype) -> str:
-    """The CUDA source of the im2col kernel for ``dtype``."""
-    return scalar_prelude(dtype) + _IM2COL
+def kernel_source(dtype, lhs_dilated: bool, wide_index: bool) -> str:
+    """The CUDA source of the im2col kernel for ``dtype``; ``lhs_dilated`` compiles the
+    divisibility checks in, ``wide_index`` makes the indices 64-bit."""
+    switches = (f"#define LHS_DILATED {int(lhs_dilated)}\n"
+                f"typedef {'long long' if wide_index else 'int'} IDX;\n")
+    return scalar_prelude(dtype) + switches + _IM2COL
 
 
 @functools.cache
-def _im2col_kernel(dtype_name: str):
-    module = devices.cupy().RawModule(code=kernel_source(np.dtype(dtype_name)),
-                                      options=("--std=c++17",))
+def _im2col_kernel(dtype_name: str, lhs_dilated: bool, wide_index: bool):
+    source = kernel_source(np.dtype(dtype_name), lhs_dilated, wide_index)
+    module = devices.cupy().RawModule(code=source, options=("--std=c++17",))
     return module.get_function("flamefx_im2col")
 
 
@@ -88,7 +116,26 @@ def _geometry(x_spatial, out_spatial, kernel, strides, padding, lhs_dilation, rh
         return [pad_value] * fill + [int(v) for v in values]
     groups = [three(x_spatial), three(out_spatial), three(kernel), three(strides),
               three([lo for lo, _ in padding], 0), three(lhs_dilation), three(rhs_dilation)]
-    return tuple(np.int32(v) for group in groups for v in group)
+    return tuple(v for group in groups for v in group)
+
+
+def im2col_launch(n_batch, channels, geometry, example_major: bool,
+                  rows_per_block: int = _ROWS_PER_BLOCK):
+    """(grid, block, the int arguments after the two pointers, wide_index) of one im2col
+    launch over ``n_batch`` examples; ``example_major`` picks the (N, C * taps, P) patch
+    layout over (C * taps, N * P). The CPU emulator test launches through this too."""
+    in_size, positions = (int(np.prod(geometry[i:i + 3])) for i in (0, 3))
+    rows = channels * int(np.prod(geometry[6:9]))
+    columns = n_batch * positions
+    row_stride, example_stride = ((positions, rows * positions) if example_major
+                                  else (columns, positions))
+    wide_index = max(n_batch * channels * in_size, rows * columns) >= _INT32_LIMIT
+    rows_per_block = max(rows_per_block, -(-rows // _MAX_GRID_Y))
+    grid = (-(-columns // _THREADS), -(-rows // rows_per_block))
+    index = np.int64 if wide_index else np.int32
+    args = tuple(np.int32(v) for v in (n_batch, channels) + tuple(geometry))
+    args += (index(row_stride), index(example_stride), np.int32(rows_per_block))
+    return grid, (_THREADS,), args, wide_index
 
 
 def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
@@ -96,6 +143,7 @@ def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
     """The forward convolution on CuPy arrays (NCHW input, OIHW kernel); returns a CuPy array."""
     from flamefx.primitives.nn_ops import conv_output_spatial
 
+    cp = devices.cupy()
     x, w = contiguous(x), contiguous(w)
     n, c = x.shape[:2]
     o, g = w.shape[0], feature_group_count
@@ -107,29 +155,51 @@ def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
     out = empty((n, o) + out_spatial, out_dtype)
     if out.size == 0:
         return out
-    if c // g * taps == 0:
+    group_rows = c // g * taps
+    if group_rows == 0:
         raw_view(out).fill(0)
         return out
     geometry = _geometry(x.shape[2:], out_spatial, kernel, window_strides, padding,
                          lhs_dilation, rhs_dilation)
-    weights = w.reshape(g, o // g, c // g * taps)
-    per_example = c * taps * positions * x.dtype.itemsize
-    chunk = max(1, min(n, _COL_BYTES_LIMIT // max(per_example, 1)))
-    kernel_fn = _im2col_kernel(x.dtype.name)
+    lhs_dilated = any(d != 1 for d in lhs_dilation)
+    weights = w.reshape(g, o // g, group_rows)
+    precision = _cublas_precision(precision)
+    chunk = max(1, min(n, _COL_BYTES_LIMIT // (c * taps * positions * x.dtype.itemsize)))
     for start in range(0, n, chunk):
         size = min(chunk, n - start)
-        col = empty((g, c // g * taps, size * positions), x.dtype)
-        total = col.size
-        blocks = min((total + _THREADS - 1) // _THREADS, 65535 * 8)
-        kernel_fn((blocks,), (_THREADS,),
-                  (raw_view(x), raw_view(col), np.int64(total), np.int32(size), np.int32(start),
-                   np.int32(c)) + geometry)
+        example_major = _example_major(size, positions, group_rows)
+        col = (empty((size * g, group_rows, positions), x.dtype) if example_major
+               else empty((g, group_rows, size * positions), x.dtype))
+        grid, block, args, wide_index = im2col_launch(size, c, geometry, example_major)
+        _im2col_kernel(x.dtype.name, lhs_dilated, wide_index)(
+            grid, block, (raw_view(x)[start:start + size], raw_view(col)) + args)
+        if example_major:
+            # out[n, g] = w[g] @ col[n, g], written in place. cuBLAS would take the kernel
+            # with a zero batch stride, gemm_into takes it copied per example.
+            per_example = cp.ascontiguousarray(cp.broadcast_to(
+                raw_view(weights)[None], (size,) + weights.shape)).view(w.dtype)
+            cublas.gemm_into(out[start:start + size].reshape(size * g, o // g, positions),
+                             per_example.reshape((size * g,) + weights.shape[1:]), col,
+                             precision=precision)
+            continue
         product = empty((g, o // g, size * positions), out_dtype)
-        cublas.gemm_into(product, weights, col, precision=_cublas_precision(precision))
+        cublas.gemm_into(product, weights, col, precision=precision)
         # (G, O/G, size, P) -> (size, O, P)
         raw_view(out)[start:start + size] = raw_view(product).reshape(
             g, o // g, size, positions).transpose(2, 0, 1, 3).reshape((size, o) + out_spatial)
     return out
+
+
+def _example_major(n_batch: int, positions: int, group_rows: int) -> bool:
+    """Whether the (N, G, C/G * taps, P) patch layout is the cheaper one: for one example
+    the layouts coincide; otherwise it needs enough positions for an efficient GEMM per
+    example, and its per-example copy of the kernel (``group_rows`` per output channel) must
+    cost less than the row-major layout's transpose of the output (2 * P per channel)."""
+    return n_batch == 1 or (positions >= _EXAMPLE_MAJOR_MIN_POSITIONS
+                            and group_rows <= 2 * positions)
+
+
+_EXAMPLE_MAJOR_MIN_POSITIONS = 256
 
 
 def _cublas_precision(precision) -> str:
