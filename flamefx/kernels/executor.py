@@ -291,7 +291,6 @@ class GpuExecutable:
         self.graphs: list[_GraphReplay] = []
         self.capture_error: str | None = None  # why capture failed, for profiles and logs
         self.calls = 0
-        self.last_env = None
 
     @property
     def kernel_count(self) -> int:
@@ -434,7 +433,7 @@ class GpuExecutable:
                 "replay_ms": cp.cuda.get_elapsed_time(events[1], events[2]) / replays,
                 "replays": replays}
 
-    def run_steps(self, bufs, donated=(), release: bool = True, on_step=None) -> list:
+    def run_steps(self, bufs, donated=(), on_step=None) -> list:
         cp = self.cp
         env = self.slots.template.copy()
         for s, b in zip(self.slots.in_slots, bufs):
@@ -456,13 +455,11 @@ class GpuExecutable:
                 args = [a if a.flags.c_contiguous else cp.ascontiguousarray(a) for a in args]
             for s, r in zip(outs, launch(cp, args, free)):
                 env[s] = r
-            if release:
-                for s in release_slots:
-                    env[s] = None
+            for s in release_slots:
+                env[s] = None
             if donated_at and k in donated_at:
                 for i in donated_at[k]:
                     _give(free, bufs[i])
-        self.last_env = None if release else env
         return [env[s] for s in self.slots.out_slots]
 
 
@@ -484,11 +481,11 @@ class _GraphReplay:
     can be handed a block the graph writes to.
     """
 
-    def __init__(self, graph, stream, pool, inputs, direct, outs, keepalive, copy_out=False):
+    def __init__(self, graph, stream, pool, inputs, direct, outs, copy_out=False):
         self.graph, self.stream, self.pool = graph, stream, pool
         self.copy_out = copy_out  # outputs copied into fresh buffers: always ready
         self.replays = 0
-        self.outs, self.keepalive = outs, keepalive
+        self.outs = outs
         self.inputs = inputs  # what the graph reads: staging buffers and direct arguments
         direct = set(direct)
         self.direct = [(i, inputs[i].data.ptr) for i in sorted(direct)]
@@ -613,21 +610,20 @@ def _capture(exe: GpuExecutable, bufs, copy_out: bool = False,
                 cp.cuda.runtime.memcpyAsync(inputs[i].data.ptr, b.data.ptr, b.nbytes,
                                             cp.cuda.runtime.memcpyDeviceToDevice, stream.ptr)
             # A dry run fills the private pool with every block the capture will ask for.
-            exe.run_steps(inputs, release=False)
-            exe.last_env = None  # its blocks go back to the private pool for the capture
+            # Intermediates go back to that pool after their last use, so later steps of
+            # the graph reuse their blocks (the stream runs the steps in order), and the
+            # pool, which nobody else allocates from, keeps them for the graph's lifetime:
+            # a graph holds one step's peak memory, not the sum of its intermediates.
+            exe.run_steps(inputs)
             stream.synchronize()
             stream.begin_capture()
             try:
-                outs = exe.run_steps(inputs, release=False)
-                keepalive = exe.last_env
-                for i in direct:  # the caller's arguments, not the graph's to keep
-                    keepalive[exe.slots.in_slots[i]] = None
+                outs = exe.run_steps(inputs)
             finally:
-                exe.last_env = None
                 graph = stream.end_capture()
     except Exception as e:  # noqa: BLE001  (CuPy or the driver refused: run without a graph)
         exe.capture_error = f"{type(e).__name__}: {e}"
         log.info("CUDA graph capture failed (%s); running the plain executable",
                  exe.capture_error)
         return None
-    return _GraphReplay(graph, stream, pool, inputs, direct, outs, keepalive, copy_out)
+    return _GraphReplay(graph, stream, pool, inputs, direct, outs, copy_out)
