@@ -412,7 +412,8 @@ def _lane_from_words(dtype, words: list[str], e: int) -> str:
     per_word = 4 // size
     bits = "unsigned short" if size == 2 else "unsigned char"
     word, shift = words[e // per_word], 8 * size * (e % per_word)
-    return f"(({ctype})({bits})(({word}) >> {shift}))"
+    value = f"({bits})(({word}) >> {shift})" if shift else f"({bits})({word})"
+    return value if ctype == bits else f"(({ctype}){value})"
 
 
 def _words_from_lanes(dtype, values: list[str]) -> list[str]:
@@ -434,9 +435,15 @@ def _words_from_lanes(dtype, values: list[str]) -> list[str]:
                 for v in values]
     per_word = 4 // size
     bits = "unsigned short" if size == 2 else "unsigned char"
-    return [" | ".join(f"((unsigned int)({bits})({v}) << {8 * size * k})"
+    return [" | ".join(f"((unsigned int)({bits})({v}) << {8 * size * k})" if k
+                       else f"(unsigned int)({bits})({v})"
                        for k, v in enumerate(values[w:w + per_word]))
             for w in range(0, len(values), per_word)]
+
+
+def _vector_index(loads: int, k: int) -> str:
+    """Index of the ``k``-th of ``loads`` consecutive loads of vector ``q``."""
+    return "q" if loads == 1 else f"q * {loads} + {k}"
 
 
 def _vector_loop(kernel: FusedKernel, scalar: _Body, lanes: int, n_total: int,
@@ -459,7 +466,7 @@ def _vector_loop(kernel: FusedKernel, scalar: _Body, lanes: int, n_total: int,
         vector, loads, words = _words(f"in{j}w", np.dtype(v.aval.dtype).itemsize, lanes)
         for k in range(loads):
             lines.append(f"    const {vector} in{j}w{k} = "
-                         f"reinterpret_cast<const {vector}*>(in{j})[q * {loads} + {k}];")
+                         f"reinterpret_cast<const {vector}*>(in{j})[{_vector_index(loads, k)}];")
         lane_reads[j] = [_lane_from_words(v.aval.dtype, words, e) for e in range(lanes)]
     for j, v in enumerate(kernel.outputs):
         lines.append(f"    {storage_ctype(v.aval.dtype)} "
@@ -479,7 +486,7 @@ def _vector_loop(kernel: FusedKernel, scalar: _Body, lanes: int, n_total: int,
         for k in range(loads):
             part = words[k * per_load:(k + 1) * per_load]
             value = part[0] if per_load == 1 else f"make_{vector}({', '.join(part)})"
-            lines.append(f"    reinterpret_cast<{vector}*>(out{j})[q * {loads} + {k}] = "
+            lines.append(f"    reinterpret_cast<{vector}*>(out{j})[{_vector_index(loads, k)}] = "
                          f"{value};")
     return lines + ["  }", "}"]
 
