@@ -25,6 +25,7 @@ import glob
 import logging
 import math
 import os
+import time
 
 log = logging.getLogger("flamefx.cublaslt")
 
@@ -228,11 +229,13 @@ def alignment_of(*addresses: int) -> int:
     return combined & -combined
 
 
-def time_candidates(cp, launches: list, max_reps: int = 10) -> list[float]:
+def time_candidates(cp, launches: list, max_reps: int = 10, rounds: int = 2) -> list[float]:
     """Milliseconds per call of each launch (a callable queuing work on the current stream),
-    math.inf for one that raises. Each is warmed up, then timed between CUDA events behind
-    a short hold of the stream, so that the launches queue back to back and the events
-    measure GPU time rather than the host's queuing."""
+    math.inf for one that raises; the best of ``rounds`` interleaved rounds, so that a clock
+    change during one candidate does not decide. Each launch is timed between CUDA events
+    queued behind a hold of the stream long enough for the host to queue every repetition:
+    the events then measure GPU time, not the host's queuing (cublasGemmEx costs the host
+    twice what cublasLtMatmul does, which would otherwise decide tiny products)."""
     try:
         from flamefx.kernels.executor import hold_gpu
     except ImportError:  # timing without the hold only overstates tiny kernels
@@ -240,26 +243,35 @@ def time_candidates(cp, launches: list, max_reps: int = 10) -> list[float]:
             pass
     stream = cp.cuda.get_current_stream()
     start, stop = cp.cuda.Event(), cp.cuda.Event()
-    times = []
-    for launch in launches:
-        try:
-            launch()  # warm-up: first-use initialization stays out of the timing
-            hold_gpu(0.2)
-            start.record(stream)
-            launch()
-            stop.record(stream)
-            stop.synchronize()
-            single = cp.cuda.get_elapsed_time(start, stop)
-            reps = max(1, min(max_reps, int(1.0 / max(single, 1e-3))))
-            hold_gpu(0.2 + 0.05 * reps)
-            start.record(stream)
-            for _ in range(reps):
-                launch()
-            stop.record(stream)
-            stop.synchronize()
-            times.append(min(single, cp.cuda.get_elapsed_time(start, stop) / reps))
-        except Exception as e:  # noqa: BLE001  (a candidate that fails is not chosen)
-            log.info("GEMM candidate %d failed while timing: %s", len(times), e)
-            stream.synchronize()
-            times.append(math.inf)
+    times = [math.inf] * len(launches)
+    settings: list[tuple[int, float] | None] = [None] * len(launches)  # (reps, host ms)
+    for _ in range(rounds):
+        for i, launch in enumerate(launches):
+            try:
+                if settings[i] is None:  # first use: lazy kernel loading, then the rep count
+                    launch()
+                    stream.synchronize()
+                    before = time.perf_counter()
+                    launch()
+                    host_ms = (time.perf_counter() - before) * 1e3
+                    single = _elapsed(cp, stream, start, stop, launch, 1, host_ms, hold_gpu)
+                    settings[i] = max(1, min(max_reps, int(0.5 / max(single, 1e-3)))), host_ms
+                elif times[i] == math.inf:
+                    continue  # failed in an earlier round
+                times[i] = min(times[i], _elapsed(cp, stream, start, stop, launch, *settings[i],
+                                                  hold_gpu))
+            except Exception as e:  # noqa: BLE001  (a candidate that fails is not chosen)
+                log.info("GEMM candidate %d failed while timing: %s", i, e)
+                stream.synchronize()
+                times[i], settings[i] = math.inf, (0, 0.0)
     return times
+
+
+def _elapsed(cp, stream, start, stop, launch, count: int, host_ms: float, hold_gpu) -> float:
+    hold_gpu(0.05 + 2.0 * count * host_ms)
+    start.record(stream)
+    for _ in range(count):
+        launch()
+    stop.record(stream)
+    stop.synchronize()
+    return cp.cuda.get_elapsed_time(start, stop) / count
