@@ -114,6 +114,14 @@ def test_lt_descriptors_compute_the_product(a_transposed, b_transposed, batch, m
     np.testing.assert_allclose(_host_lt_product(a3, b3), a3 @ b3, rtol=1e-5, atol=1e-5)
 
 
+def test_pick_keeps_the_heuristics_first_candidate_unless_another_is_clearly_faster():
+    # times: [cublasGemmEx, Lt candidate 0, 1, ...] in milliseconds
+    assert cublas.pick([1.0, 1.0, 0.97]) == 1
+    assert cublas.pick([1.0, 1.0, 0.90]) == 2
+    assert cublas.pick([0.5, 1.0, 0.99]) == 0
+    assert cublas.pick([1.0, float("inf"), 1.2]) == 0
+
+
 def test_alignment_of_pointers():
     assert cublaslt.alignment_of(0, 512) == 256
     assert cublaslt.alignment_of(1024, 1028) == 4
