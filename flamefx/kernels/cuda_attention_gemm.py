@@ -127,6 +127,21 @@ extern "C" __global__ void flamefx_attention_score_grads(
     ds[at] = STORE(dsv * scale);
   }
 }
+
+// One block per score row, from the probabilities the forward kept (float32/float64):
+// dS = P (dP - delta), written over dP times scale and, with a bias, unscaled to dbias.
+extern "C" __global__ void flamefx_attention_probs_grads(
+    const ACC* __restrict__ p, ACC* ds, const ACC* __restrict__ delta,
+    ACC* __restrict__ dbias_full, int sk, ACC scale) {
+  const long long row = blockIdx.x;
+  const ACC row_delta = delta[row];
+  for (int c = threadIdx.x; c < sk; c += blockDim.x) {
+    const long long at = row * sk + c;
+    const ACC dsv = p[at] * (ds[at] - row_delta);
+    if (HAS_BIAS) dbias_full[at] = dsv;
+    ds[at] = dsv * scale;
+  }
+}
 """
 
 
@@ -187,22 +202,29 @@ def _as_bh(x):
     return x.reshape((x.shape[0] * x.shape[1],) + x.shape[2:])
 
 
-def attention_forward(q, k, v, bias, *, is_causal, scale):
-    """``[out, lse]`` of softmax(q kᵀ * scale + bias) v on CuPy arrays (B, H, S, D)."""
+def attention_forward(q, k, v, bias, *, is_causal, scale, keep_probs=False):
+    """``[out, lse]`` of softmax(q kᵀ * scale + bias) v on CuPy arrays (B, H, S, D), and
+    with ``keep_probs`` (float32/float64) the probabilities too, for
+    ``attention_backward_from_probs``."""
     cp = devices.cupy()
     q, k, v, bias = (contiguous(a) for a in (q, k, v, bias))
     plan = _Plan(q, k, v, bias, is_causal, scale)
     out = empty(q.shape[:3] + (plan.dv,), q.dtype)
     lse = cp.empty(q.shape[:3], plan.acc)
+    # Kept probabilities are the whole batch's score matrices: no chunks then.
+    probs = plan.scores(plan.bh, plan.acc) if keep_probs else None
+    kept = [probs.reshape(q.shape[:3] + (plan.sk,))] if keep_probs else []
     if out.size == 0:
-        return [out, lse]
+        if keep_probs:
+            probs.fill(0)
+        return [out, lse] + kept
     q3, k3, v3, out3 = (_as_bh(a) for a in (q, k, v, out))
     lse2 = lse.reshape(plan.bh, plan.sq)
     softmax = plan.module.get_function("flamefx_attention_softmax")
     bias_arg = plan.bias if bias is not None else lse
-    for start, stop in plan.chunks():
+    for start, stop in [(0, plan.bh)] if keep_probs else plan.chunks():
         n = stop - start
-        s = plan.scores(n, plan.acc)
+        s = probs if keep_probs else plan.scores(n, plan.acc)
         plan.gemm(s, q3[start:stop], k3[start:stop].transpose(0, 2, 1))
         p = s if plan.in_place else plan.scores(n, q.dtype)
         rows = n * plan.sq
@@ -210,7 +232,7 @@ def attention_forward(q, k, v, bias, *, is_causal, scale):
                 (s, raw_view(p), bias_arg, lse2[start:stop], np.int64(rows))
                 + plan.dims(start) + plan.tail)
         plan.gemm(out3[start:stop], p, v3[start:stop])
-    return [out, lse]
+    return [out, lse] + kept
 
 
 def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale):
@@ -244,6 +266,41 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
                          (s, dp, plan.bias if bias is not None else s, lse2[start:stop],
                           delta2[start:stop], raw_view(p), raw_view(ds), dbias_arg)
                          + plan.dims(start) + plan.tail)
+            plan.gemm(dv3[start:stop], p.transpose(0, 2, 1), dout3[start:stop])
+            plan.gemm(dq3[start:stop], ds, k3[start:stop])
+            plan.gemm(dk3[start:stop], ds.transpose(0, 2, 1), q3[start:stop])
+    else:
+        for g in (dq, dk, dv):
+            raw_view(g).fill(0)
+    return grads_with_bias(dq, dk, dv, bias, dbias_full)
+
+
+def attention_backward_from_probs(q, k, v, bias, out, dout, dlse, probs, *, scale):
+    """``[dq, dk, dv(, dbias)]`` from the probabilities ``attention_forward`` kept
+    (float32/float64): dP = dO Vᵀ, one row kernel for dS, then dV = Pᵀ dO, dQ = dS K,
+    dK = dSᵀ Q. No score GEMM, and no causal or bias logic: hidden keys have P = 0."""
+    cp = devices.cupy()
+    q, k, v, bias, out, dout, probs = (contiguous(a) for a in (q, k, v, bias, out, dout, probs))
+    plan = _Plan(q, k, v, bias, False, scale)
+    dlse = cp.ascontiguousarray(dlse, plan.acc)
+    dq, dk, dv = (empty(a.shape, a.dtype) for a in (q, k, v))
+    dbias_full = (cp.zeros((plan.b, plan.h, plan.sq, plan.sk), plan.acc)
+                  if bias is not None else None)
+    if q.size and k.size:
+        delta = row_delta(plan.module, out, dout, dlse).reshape(plan.bh, plan.sq)
+        q3, k3, v3, dout3, dq3, dk3, dv3, p3 = (_as_bh(a) for a in (q, k, v, dout, dq, dk, dv,
+                                                                    probs))
+        dbias3 = dbias_full.reshape(plan.bh, plan.sq, plan.sk) if bias is not None else None
+        grads_kernel = plan.module.get_function("flamefx_attention_probs_grads")
+        threads = min(_THREADS, -(-plan.sk // 32) * 32)
+        for start, stop in plan.chunks():
+            n = stop - start
+            p = p3[start:stop]
+            ds = plan.scores(n, plan.acc)
+            plan.gemm(ds, dout3[start:stop], v3[start:stop].transpose(0, 2, 1))
+            grads_kernel((n * plan.sq,), (threads,),
+                         (p, ds, delta[start:stop], dbias3[start:stop] if bias is not None
+                          else ds, np.int32(plan.sk), plan.acc.type(scale)))
             plan.gemm(dv3[start:stop], p.transpose(0, 2, 1), dout3[start:stop])
             plan.gemm(dq3[start:stop], ds, k3[start:stop])
             plan.gemm(dk3[start:stop], ds.transpose(0, 2, 1), q3[start:stop])

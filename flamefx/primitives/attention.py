@@ -3,9 +3,13 @@
 ``flash_attention(q, k, v[, bias])`` over (batch, heads, seq, dim) returns ``(out, lse)``:
 the attention output and the log-sum-exp of each query's scores. Saving ``lse`` lets the
 backward (``flash_attention_bwd``) recompute the softmax, so the forward keeps no
-probabilities for it. On the GPU, moderate sequences go through cuBLAS GEMMs (a chunk of
-score matrices at a time), long ones through fused flash kernels that never store a
-seq x seq matrix. Order-2 derivatives go through the naive formula
+probabilities for it. With ``keep_probs`` (float32/float64 attention whose score matrices
+stay moderate: see ``_keeps_probs``) the forward also returns the probabilities and the
+backward takes them, as JAX's softmax-then-matmul form keeps them: one GEMM fewer on
+the backward for seq x seq memory between the passes. On the GPU, moderate sequences go
+through cuBLAS GEMMs, long ones through fused flash kernels that never store a seq x seq
+matrix, and float16/bfloat16 through tensor-core flash kernels. Order-2 derivatives go
+through the naive formula
 written in flamefx ops (see ``_flash_attention_bwd_vjp``): correct, but they materialize
 the score matrix.
 
@@ -71,13 +75,34 @@ def _check_bias(bias, q, k):
         raise FlamefxTypeError(f"bias dtype {bias.dtype} differs from q's {q.dtype}")
 
 
-def _fwd_abstract_eval(q, k, v, *bias, is_causal, scale):
+def _fwd_abstract_eval(q, k, v, *bias, is_causal, scale, keep_probs=False):
     _check_qkv(q, k, v)
     if bias:
         _check_bias(bias[0], q, k)
     weak = q.weak_type and k.weak_type and v.weak_type
-    return [ShapedArray(q.shape[:3] + v.shape[3:], q.dtype, weak),
-            ShapedArray(q.shape[:3], accumulation_dtype(q.dtype))]
+    acc = accumulation_dtype(q.dtype)
+    outs = [ShapedArray(q.shape[:3] + v.shape[3:], q.dtype, weak), ShapedArray(q.shape[:3], acc)]
+    if keep_probs:
+        if acc != q.dtype:
+            raise FlamefxTypeError(f"keep_probs is for float32/float64 attention, got {q.dtype}")
+        outs.append(ShapedArray(q.shape[:3] + k.shape[2:3], acc))
+    return outs
+
+
+# Kept probabilities may take this much memory (the whole batch's score matrices).
+_KEPT_PROBS_BYTES = 512 * 2**20
+
+
+def _keeps_probs(q, k) -> bool:
+    """Whether attention of these avals keeps its probabilities for the backward: float32 or
+    float64 (half types take the tensor-core flash kernels), score matrices the GEMM path
+    takes (see cuda_attention_gemm.fits), all of them within ``_KEPT_PROBS_BYTES``."""
+    from flamefx.kernels import cuda_attention_gemm
+    if q.dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        return False
+    scores = math.prod(q.shape[:3]) * k.shape[2]
+    return (cuda_attention_gemm.fits(q.shape, k.shape)
+            and scores * q.dtype.itemsize <= _KEPT_PROBS_BYTES)
 
 
 def masked_score(dtype) -> float:
@@ -102,16 +127,17 @@ def _finite_or_zero(x):
     return np.where(np.isfinite(x), x, 0.0)
 
 
-def _fwd_impl(q, k, v, *bias, is_causal, scale):
+def _fwd_impl(q, k, v, *bias, is_causal, scale, keep_probs=False):
     acc = accumulation_dtype(q.dtype)
     s = _scores_numpy(q, k, bias[0] if bias else None, is_causal, scale, acc)
     m = _finite_or_zero(s.max(axis=-1, keepdims=True))  # rows that see no key: all -inf
     p = np.exp(s - m)
     total = p.sum(axis=-1, keepdims=True)
-    out = np.einsum("bhqk,bhkd->bhqd", p / np.where(total > 0, total, 1.0), v.astype(acc))
+    probs = p / np.where(total > 0, total, 1.0)
+    out = np.einsum("bhqk,bhkd->bhqd", probs, v.astype(acc))
     with np.errstate(divide="ignore"):
         lse = (m + np.log(total))[..., 0]
-    return [out.astype(q.dtype), lse]
+    return [out.astype(q.dtype), lse] + ([probs] if keep_probs else [])
 
 
 def _cuda_kernels(q, k, v, bias):
@@ -125,23 +151,53 @@ def _cuda_kernels(q, k, v, bias):
     return cuda_attention_gemm if cuda_attention_gemm.fits(q.shape, k.shape) else cuda_attention
 
 
-def _fwd_cuda(q, k, v, *bias, is_causal, scale):
+def _fwd_cuda(q, k, v, *bias, is_causal, scale, keep_probs=False):
     bias = bias[0] if bias else None
+    if keep_probs:
+        from flamefx.kernels import cuda_attention_gemm
+        return cuda_attention_gemm.attention_forward(q, k, v, bias, is_causal=is_causal,
+                                                     scale=scale, keep_probs=True)
     return _cuda_kernels(q, k, v, bias).attention_forward(q, k, v, bias, is_causal=is_causal,
                                                           scale=scale)
 
 
-def _fwd_vjp(cts, primals, outs, *, is_causal, scale):
-    ct_out, ct_lse = cts
-    if ct_out is None and ct_lse is None:
+def _fwd_vjp(cts, primals, outs, *, is_causal, scale, keep_probs=False):
+    ct_out, ct_lse = cts[:2]
+    ct_probs = cts[2] if keep_probs else None
+    if ct_out is None and ct_lse is None and ct_probs is None:
         return [None] * len(primals)
-    out, lse = outs
+    out, lse = outs[:2]
     if ct_out is None:
         ct_out = _full(out, core.get_aval(out).shape, 0, core.get_aval(out).dtype)
     if ct_lse is None:
         ct_lse = _full(lse, core.get_aval(lse).shape, 0, core.get_aval(lse).dtype)
-    return flash_attention_bwd_p.bind(*primals, out, lse, ct_out, ct_lse, is_causal=is_causal,
-                                      scale=scale)
+    grads = flash_attention_bwd_p.bind(*primals, out, lse, ct_out, ct_lse, *outs[2:],
+                                       is_causal=is_causal, scale=scale, keep_probs=keep_probs)
+    if ct_probs is not None:  # only order-2 derivatives reach the kept probabilities
+        grads = [add(g, e) for g, e in zip(grads, _probs_vjp(ct_probs, primals, outs[2],
+                                                               scale))]
+    return grads
+
+
+def _probs_vjp(ct_probs, primals, probs, scale):
+    """[dq, dk, dv(, dbias)] of <ct_probs, softmax(q kᵀ * scale + bias)>: the softmax
+    Jacobian gives dS = P (ct - rowsum(ct P)), then dq = dS k, dk = dSᵀ q (times scale)."""
+    q, k, v = primals[:3]
+    acc = core.get_aval(probs).dtype
+    shape = core.get_aval(probs).shape
+    ct_probs = _cast(ct_probs, acc)
+    row = broadcast_in_dim(reduce_sum(mul(ct_probs, probs), (3,)), shape, (0, 1, 2))
+    ds = mul(probs, sub(ct_probs, row))
+    batch_dims = ((0, 1), (0, 1))
+    dtype = core.get_aval(q).dtype
+    grads = [_scale_by(dot_general(ds, _cast(k, acc), (((3,), (2,)), batch_dims)), scale),
+             _scale_by(dot_general(ds, _cast(q, acc), (((2,), (2,)), batch_dims)), scale),
+             _full(v, core.get_aval(v).shape, 0, acc)]
+    if len(primals) == 4:
+        bias_shape = core.get_aval(primals[3]).shape
+        axes = tuple(i for i in range(2) if bias_shape[i] == 1 and shape[i] != 1)
+        grads.append(reshape(reduce_sum(ds, axes), bias_shape) if axes else ds)
+    return [_cast(g, dtype) for g in grads]
 
 
 def _fold_batch(axis_size, args, bdims):
@@ -168,10 +224,11 @@ def _unfold(axis_size, x):
     return reshape(x, (axis_size, shape[0] // axis_size) + shape[1:])
 
 
-def _fwd_batch(axis_size, args, bdims, *, is_causal, scale):
+def _fwd_batch(axis_size, args, bdims, *, is_causal, scale, keep_probs=False):
     folded = _fold_batch(axis_size, args, bdims)
-    outs = flash_attention_p.bind(*folded, is_causal=is_causal, scale=scale)
-    return [_unfold(axis_size, o) for o in outs], [0, 0]
+    outs = flash_attention_p.bind(*folded, is_causal=is_causal, scale=scale,
+                                  keep_probs=keep_probs)
+    return [_unfold(axis_size, o) for o in outs], [0] * len(outs)
 
 
 flash_attention_p = Primitive(
@@ -182,11 +239,20 @@ flash_attention_p = Primitive(
 # --- backward ---------------------------------------------------------------------------------
 
 
-def _bwd_abstract_eval(q, k, v, *rest, is_causal, scale):
-    bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
-    outs = _fwd_abstract_eval(q, k, v, *bias, is_causal=is_causal, scale=scale)
-    for name, aval, want in (("out", out, outs[0]), ("lse", lse, outs[1]),
-                             ("dout", dout, outs[0]), ("dlse", dlse, outs[1])):
+def _split_bwd(rest, keep_probs):
+    """(bias operands, (out, lse, dout, dlse), probs or None) from the operands after v."""
+    probs = rest[-1] if keep_probs else None
+    rest = rest[:-1] if keep_probs else rest
+    return rest[:-4], rest[-4:], probs
+
+
+def _bwd_abstract_eval(q, k, v, *rest, is_causal, scale, keep_probs=False):
+    bias, (out, lse, dout, dlse), probs = _split_bwd(rest, keep_probs)
+    outs = _fwd_abstract_eval(q, k, v, *bias, is_causal=is_causal, scale=scale,
+                              keep_probs=keep_probs)
+    given = [("out", out, outs[0]), ("lse", lse, outs[1]), ("dout", dout, outs[0]),
+             ("dlse", dlse, outs[1])] + ([("probs", probs, outs[2])] if keep_probs else [])
+    for name, aval, want in given:
         if aval.shape != want.shape or aval.dtype != want.dtype:
             raise FlamefxTypeError(f"{name} is {aval.str_short()}, expected "
                                    f"{want.str_short()}")
@@ -198,11 +264,12 @@ def _reduce_to_bias_shape(ds, bias_shape):
     return ds.sum(axis=axes, keepdims=True) if axes else ds
 
 
-def _bwd_impl(q, k, v, *rest, is_causal, scale):
-    bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
+def _bwd_impl(q, k, v, *rest, is_causal, scale, keep_probs=False):
+    bias, (out, lse, dout, dlse), p = _split_bwd(rest, keep_probs)
     acc = accumulation_dtype(q.dtype)
-    s = _scores_numpy(q, k, bias[0] if bias else None, is_causal, scale, acc)
-    p = np.where(np.isfinite(s), np.exp(s - _finite_or_zero(lse)[..., None]), 0.0)
+    if p is None:
+        s = _scores_numpy(q, k, bias[0] if bias else None, is_causal, scale, acc)
+        p = np.where(np.isfinite(s), np.exp(s - _finite_or_zero(lse)[..., None]), 0.0)
     dout = dout.astype(acc)
     dv = np.einsum("bhqk,bhqd->bhkd", p, dout)
     dp = np.einsum("bhqd,bhkd->bhqk", dout, v.astype(acc))
@@ -216,17 +283,23 @@ def _bwd_impl(q, k, v, *rest, is_causal, scale):
     return grads
 
 
-def _bwd_cuda(q, k, v, *rest, is_causal, scale):
-    bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
+def _bwd_cuda(q, k, v, *rest, is_causal, scale, keep_probs=False):
+    bias, (out, lse, dout, dlse), probs = _split_bwd(rest, keep_probs)
     bias = bias[0] if bias else None
+    if keep_probs:
+        from flamefx.kernels import cuda_attention_gemm
+        return cuda_attention_gemm.attention_backward_from_probs(
+            q, k, v, bias, out, dout, dlse, probs, scale=scale)
     return _cuda_kernels(q, k, v, bias).attention_backward(q, k, v, bias, out, lse, dout, dlse,
                                                            is_causal=is_causal, scale=scale)
 
 
-def naive_attention_bwd(q, k, v, *rest, is_causal, scale):
-    """flash_attention_bwd's formula in flamefx ops (materializes the score matrix)."""
-    bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
-    acc = core.get_aval(lse).dtype
+def naive_attention_bwd(q, k, v, *rest, is_causal, scale, keep_probs=False):
+    """flash_attention_bwd's formula in flamefx ops (materializes the score matrix); with
+    kept probabilities they replace the recomputed ones (derivatives then reach q, k and
+    bias through the forward's probabilities output: see _probs_vjp)."""
+    bias, (out, lse, dout, dlse), probs = _split_bwd(rest, keep_probs)
+    dtype, acc = core.get_aval(dout).dtype, core.get_aval(lse).dtype
     q, k, v, out, dout = (_cast(a, acc) for a in (q, k, v, out, dout))
     b, h, sq, _ = core.get_aval(q).shape
     sk = core.get_aval(k).shape[2]
@@ -246,7 +319,9 @@ def naive_attention_bwd(q, k, v, *rest, is_causal, scale):
     # so that its derivative stays finite where select_n drops it.
     lse = select_n(is_finite(lse), _full(lse, core.get_aval(lse).shape, 0, acc), lse)
     lse_full = broadcast_in_dim(lse, shape, (0, 1, 2))
-    if hidden is None:
+    if probs is not None:
+        p = _cast(probs, acc)
+    elif hidden is None:
         p = exp(sub(s, lse_full))
     else:
         p = exp(sub(select_n(hidden, s, lse_full), lse_full))
@@ -262,27 +337,27 @@ def naive_attention_bwd(q, k, v, *rest, is_causal, scale):
         bias_shape = core.get_aval(bias[0]).shape
         axes = tuple(i for i in range(2) if bias_shape[i] == 1 and shape[i] != 1)
         grads.append(reshape(reduce_sum(ds, axes), bias_shape) if axes else ds)
-    dtype = core.get_aval(rest[-2]).dtype
     return [_cast(g, dtype) for g in grads]
 
 
-def _bwd_vjp(cts, primals, outs, *, is_causal, scale):
+def _bwd_vjp(cts, primals, outs, *, is_causal, scale, keep_probs=False):
     """Order 2: differentiate the naive formula (flamefx.vjp of it inside this rule)."""
     from flamefx.transforms.ad import vjp
     if all(ct is None for ct in cts):
         return [None] * len(primals)
     cts = [ct if ct is not None else _full(o, core.get_aval(o).shape, 0, core.get_aval(o).dtype)
            for ct, o in zip(cts, outs)]
-    _, pullback = vjp(lambda *a: naive_attention_bwd(*a, is_causal=is_causal, scale=scale),
-                      *primals)
+    _, pullback = vjp(lambda *a: naive_attention_bwd(*a, is_causal=is_causal, scale=scale,
+                                                     keep_probs=keep_probs), *primals)
     return list(pullback(cts))
 
 
-def _bwd_batch(axis_size, args, bdims, *, is_causal, scale):
+def _bwd_batch(axis_size, args, bdims, *, is_causal, scale, keep_probs=False):
     folded = _fold_batch(axis_size, args, bdims)
-    grads = flash_attention_bwd_p.bind(*folded, is_causal=is_causal, scale=scale)
+    grads = flash_attention_bwd_p.bind(*folded, is_causal=is_causal, scale=scale,
+                                       keep_probs=keep_probs)
     grads = [_unfold(axis_size, g) for g in grads]
-    if len(args) == 8:  # dbias: sum back over a batch the bias was shared by
+    if len(args) - keep_probs == 8:  # dbias: sum back over a batch the bias was shared by
         bias_shape = list(core.get_aval(args[3]).shape)
         if bdims[3] is not None:
             del bias_shape[bdims[3]]
@@ -334,5 +409,7 @@ def dot_product_attention(q, k, v, bias=None, mask=None, is_causal=False, scale=
         bias = select_n(mask, _full(q, shape, masked_score(q_aval.dtype), q_aval.dtype), bias)
     if bias is not None:
         operands.append(bias)
-    out, lse = flash_attention_p.bind(*operands, is_causal=bool(is_causal), scale=scale)
+    out, lse, *_ = flash_attention_p.bind(
+        *operands, is_causal=bool(is_causal), scale=scale,
+        keep_probs=_keeps_probs(core.get_aval(q), core.get_aval(k)))
     return (out, lse) if return_lse else out

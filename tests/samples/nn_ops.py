@@ -83,19 +83,23 @@ def _reference_scores(q, k, bias, is_causal, scale):
     return s
 
 
-def attention_reference(q, k, v, bias=None, *, is_causal, scale):
-    """softmax(q k^T * scale + bias) v and the log-sum-exp of each row, in float64 (no row
-    of the samples is fully masked)."""
+def attention_reference(q, k, v, bias=None, *, is_causal, scale, keep_probs=False):
+    """softmax(q k^T * scale + bias) v and the log-sum-exp of each row (and the softmax
+    itself with ``keep_probs``), in float64 (no row of the samples is fully masked)."""
     s = _reference_scores(q, k, bias, is_causal, scale)
     lse = np.log(np.sum(np.exp(s - s.max(-1, keepdims=True)), -1)) + s.max(-1)
-    return [np.einsum("bhqk,bhkd->bhqd", np.exp(s - lse[..., None]), v), lse]
+    p = np.exp(s - lse[..., None])
+    return [np.einsum("bhqk,bhkd->bhqd", p, v), lse] + ([p] if keep_probs else [])
 
 
-def attention_bwd_reference(q, k, v, *rest, is_causal, scale):
-    """Gradients of <dout, out> + <dlse, lse> by the textbook softmax derivative."""
+def attention_bwd_reference(q, k, v, *rest, is_causal, scale, keep_probs=False):
+    """Gradients of <dout, out> + <dlse, lse> by the textbook softmax derivative, with the
+    given probabilities in place of softmax(q k^T) when they were kept."""
+    if keep_probs:
+        rest, kept = rest[:-1], rest[-1]
     bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
     s = _reference_scores(q, k, bias[0] if bias else None, is_causal, scale)
-    p = np.exp(s - lse[..., None])
+    p = kept if keep_probs else np.exp(s - lse[..., None])
     dp = np.einsum("bhqd,bhkd->bhqk", dout, v)
     ds = p * (dp - np.sum(dout * out, -1, keepdims=True)) + p * dlse[..., None]
     grads = [np.einsum("bhqk,bhkd->bhqd", ds, k) * scale,
@@ -122,31 +126,30 @@ def _attention_inputs(rng, shapes, masked_fraction):
 
 
 def _attention_sample(b, h, sq, sk, d, dv, *, is_causal=False, scale=0.4, bias_shape=None,
-                      masked_fraction=0.0, name=""):
+                      masked_fraction=0.0, keep_probs=False, name=""):
     shapes = _attention_shapes(b, h, sq, sk, d, dv, bias_shape)
+    params = {"is_causal": is_causal, "scale": scale, "keep_probs": keep_probs}
     return Sample(
         make=lambda rng: _attention_inputs(rng, shapes, masked_fraction),
-        params={"is_causal": is_causal, "scale": scale},
-        reference=lambda *a: attention_reference(*a, is_causal=is_causal, scale=scale),
+        params=params, reference=lambda *a: attention_reference(*a, **params),
         grad_argnums=tuple(range(len(shapes))), name=name)
 
 
 def _attention_bwd_sample(b, h, sq, sk, d, dv, *, is_causal=False, scale=0.4, bias_shape=None,
-                          masked_fraction=0.0, name=""):
+                          masked_fraction=0.0, keep_probs=False, name=""):
     shapes = _attention_shapes(b, h, sq, sk, d, dv, bias_shape)
+    params = {"is_causal": is_causal, "scale": scale, "keep_probs": keep_probs}
 
     def make(rng):
         inputs = _attention_inputs(rng, shapes, masked_fraction)
-        out, lse = attention_reference(*inputs, is_causal=is_causal, scale=scale)
+        out, lse, *probs = attention_reference(*inputs, **params)
         return inputs + [out, lse, rng.standard_normal(out.shape),
-                         rng.standard_normal(lse.shape)]
+                         rng.standard_normal(lse.shape)] + probs
 
-    n_inputs = len(shapes)
     return Sample(
-        make=make, params={"is_causal": is_causal, "scale": scale},
-        reference=lambda *a: attention_bwd_reference(*a, is_causal=is_causal, scale=scale),
-        # out and lse enter linearly or through exp; all are smooth inputs of the formula.
-        grad_argnums=tuple(range(n_inputs + 4)), name=name)
+        make=make, params=params, reference=lambda *a: attention_bwd_reference(*a, **params),
+        # out, lse and the kept probabilities enter linearly or through exp: all smooth.
+        grad_argnums=tuple(range(len(shapes) + 4 + keep_probs)), name=name)
 
 
 ATTENTION_CASES = [
@@ -159,6 +162,10 @@ ATTENTION_CASES = [
      "masked_fraction": 0.4, "is_causal": True,
      "name": "keys hidden by the bias (lowest value) and causally"},
 ]
+
+
+def _kept(case):
+    return {**case, "name": case["name"] + ", probabilities kept"}
 
 
 # --- normalizations ------------------------------------------------------------------------
@@ -259,8 +266,10 @@ NORM_CASES = [
 
 SAMPLES = {
     "conv_general_dilated": CONV_SAMPLES,
-    "flash_attention": [_attention_sample(**case) for case in ATTENTION_CASES],
-    "flash_attention_bwd": [_attention_bwd_sample(**case) for case in ATTENTION_CASES],
+    "flash_attention": [_attention_sample(**case) for case in ATTENTION_CASES]
+    + [_attention_sample(**_kept(case), keep_probs=True) for case in ATTENTION_CASES[::2]],
+    "flash_attention_bwd": [_attention_bwd_sample(**case) for case in ATTENTION_CASES]
+    + [_attention_bwd_sample(**_kept(case), keep_probs=True) for case in ATTENTION_CASES[::2]],
     "layer_norm": [_norm_sample(*c) for c in NORM_CASES if c[0] == "layer_norm"],
     "group_norm": [_norm_sample(*c) for c in NORM_CASES if c[0] == "group_norm"],
     "rms_norm": [_norm_sample(*c) for c in NORM_CASES if c[0] == "rms_norm"],
