@@ -1,0 +1,204 @@
+"""Fused elementwise kernels: the vectorized generator, its kernels run on the CPU with g++."""
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import flamefx
+import flamefx.numpy as fnp
+from tests.test_jit import _gpu_plan, _on_gpu, _single_kernel, _x, w4_loss
+
+# --- vectorized elementwise kernels (16-byte loads; checked on the CPU) ----------------------
+
+BF16 = flamefx.dtypes.bfloat16
+VECTOR_N = 2051  # not a multiple of 4 or 8: the scalar loop finishes the tail
+
+
+def _mixed_dtypes(x, h, b, flag, i8, d, i64, s):
+    y = x * s + h.astype(np.float32) * b.astype(np.float32)  # s is 0-d
+    z = fnp.where(flag, y, -y)
+    return (z.astype(np.float16), (z * 2.0).astype(BF16), d * 2.0 + z.astype(np.float64),
+            i64 + i8.astype(np.int64), z > 0, i8 * 3)
+
+
+def _vector_cases(n=VECTOR_N):
+    """name -> (function, args, lanes): each one fused kernel of the vectorized kind."""
+    rng = np.random.default_rng(5)
+
+    def draw(dtype, shape=(n,)):
+        return fnp.asarray((rng.standard_normal(shape) * 4).astype(dtype))
+    flags = fnp.asarray(rng.standard_normal(n) > 0)
+    return {
+        "mixed": (_mixed_dtypes, (draw(np.float32), draw(np.float16), draw(BF16), flags,
+                                  draw(np.int8), draw(np.float64), draw(np.int64),
+                                  draw(np.float32, ())), 4),
+        "halves": (lambda h, g: (h * g + 1.0, (h - g).astype(BF16)),
+                   (draw(np.float16), draw(np.float16)), 8),
+        "bytes": (lambda f, i8: (fnp.logical_and(f, i8 > 0), i8 + i8), (flags, draw(np.int8)),
+                  8),
+        "w4 gradient": (flamefx.grad(w4_loss), (draw(np.float32),), 4),
+    }
+
+
+def test_elementwise_kernels_vectorize_only_flat_reads():
+    for name, (fun, args, lanes) in _vector_cases().items():
+        kernel = _single_kernel(fun, args)
+        assert "vectorized" in kernel.source and kernel.total == -(-VECTOR_N // lanes), name
+    broadcast = _single_kernel(lambda x, b: x * b, (_x(700, 3), _x(3)))  # coordinates
+    tiny = _single_kernel(lambda x: x * 2.0, (_x(3),))  # fewer elements than lanes
+    row_sum = _gpu_plan(lambda x: fnp.sum(x * 2.0, axis=1), (_x(8, 300),)).kernels()[0]
+    for kernel, total in ((broadcast, 2100), (tiny, 3), (row_sum, 2400)):
+        assert "vectorized" not in kernel.source and kernel.total == total
+
+
+EMULATED_PRELUDE = r"""
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+using namespace std;
+struct Dim3 { unsigned x = 1, y = 1, z = 1; };
+Dim3 threadIdx, blockIdx, blockDim, gridDim;
+#define __global__
+#define __device__
+#define __forceinline__ inline
+#define __restrict__
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(8) uint2 { unsigned x, y; };
+uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
+template <class To, class From> To bits(From v) { To t; memcpy(&t, &v, sizeof t); return t; }
+float __uint_as_float(unsigned u) { return bits<float>(u); }
+float __int_as_float(int u) { return bits<float>(u); }
+unsigned __float_as_uint(float f) { return bits<unsigned>(f); }
+double __hiloint2double(int hi, int lo) {
+  return bits<double>(((unsigned long long)(unsigned)hi << 32) | (unsigned)lo);
+}
+int __double2loint(double d) { return (int)bits<unsigned long long>(d); }
+int __double2hiint(double d) { return (int)(bits<unsigned long long>(d) >> 32); }
+float flamefx_f16_load(unsigned short h) { return (float)bits<_Float16>(h); }
+unsigned short flamefx_f16_store(float f) { return bits<unsigned short>((_Float16)f); }
+"""
+
+EMULATED_MAIN = r"""
+alignas(16) unsigned char pool[1 << 20];
+int main(int argc, char** argv) {  // argv: directory, elements past a 16-byte boundary
+  const std::string dir = argv[1];
+  const size_t shift = atol(argv[2]);
+  unsigned char* next = pool;
+  auto place = [&](size_t bytes, size_t itemsize) {
+    unsigned char* at = next + shift * itemsize;
+    next += (bytes + shift * itemsize + 31) / 16 * 16;
+    return at;
+  };
+  FILE* in = fopen((dir + "/in.bin").c_str(), "rb");
+  @PLACE@
+  gridDim.x = 1;  // one block: every thread strides over several vectors
+  blockDim.x = 256;
+  blockIdx.x = 0;
+  for (threadIdx.x = 0; threadIdx.x < blockDim.x; ++threadIdx.x) @KERNEL@(@ARGS@);
+  FILE* out = fopen((dir + "/out" + argv[2] + ".bin").c_str(), "wb");
+  @WRITE@
+}
+"""
+
+
+def _emulate(tmp_path, kernel, inputs, shifts):
+    """Runs an elementwise fused kernel on the CPU, the threads one after another (such a
+    kernel never synchronizes), with its arrays ``shift`` elements past 16-byte boundaries;
+    the outputs (raw) for each shift."""
+    from flamefx.kernels import cuda_scalar, fusion
+    arrays = [(np.asarray(a), "const ") for a in inputs]
+    arrays += [(np.zeros(v.aval.shape, v.aval.dtype), "") for v in kernel.outputs]
+    place, args, write = [], [], []
+    for j, (a, const) in enumerate(arrays):
+        place.append(f"unsigned char* a{j} = place({a.nbytes}, {a.itemsize});")
+        if const:
+            place.append(f"if (fread(a{j}, 1, {a.nbytes}, in) != {a.nbytes}) abort();")
+        else:
+            write.append(f"fwrite(a{j}, 1, {a.nbytes}, out);")
+        args.append(f"({const}{fusion.storage_ctype(a.dtype)}*)a{j}")
+    bf16_helpers = cuda_scalar.HALF_CONVERSIONS[
+        cuda_scalar.HALF_CONVERSIONS.index("__device__ __forceinline__ float flamefx_bf16"):]
+    source = EMULATED_PRELUDE + kernel.source.replace(cuda_scalar.HALF_CONVERSIONS,
+                                                      bf16_helpers)
+    main = (EMULATED_MAIN.replace("@PLACE@", "\n  ".join(place)).replace("@ARGS@", ", ".join(args))
+            .replace("@KERNEL@", kernel.name).replace("@WRITE@", "\n  ".join(write)))
+    (tmp_path / "kernel.cpp").write_text(source + main)
+    build = subprocess.run(["g++", "-O1", "-fno-strict-aliasing", "-std=c++17", "-w", "-o",
+                            str(tmp_path / "kernel"), str(tmp_path / "kernel.cpp")],
+                           capture_output=True, text=True, check=False)
+    assert build.returncode == 0, build.stderr[-3000:]
+    (tmp_path / "in.bin").write_bytes(b"".join(a.tobytes() for a, const in arrays if const))
+    results = []
+    for shift in shifts:
+        subprocess.run([str(tmp_path / "kernel"), str(tmp_path), str(shift)], check=True,
+                       timeout=60)
+        raw, pos, outs = (tmp_path / f"out{shift}.bin").read_bytes(), 0, []
+        for a, const in arrays:
+            if not const:
+                outs.append(np.frombuffer(raw[pos:pos + a.nbytes], a.dtype).reshape(a.shape))
+                pos += a.nbytes
+        results.append(outs)
+    return results
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+@pytest.mark.parametrize("name", sorted(_vector_cases(8)))
+def test_vectorized_kernel_equals_its_scalar_path_on_the_cpu(tmp_path, name):
+    fun, args, _ = _vector_cases()[name]
+    plan = _gpu_plan(fun, args)
+    (kernel,) = plan.kernels()
+    position = {v.id: k for k, v in enumerate(plan.jaxpr.invars)}
+    inputs = [args[position[v.id]] for v in kernel.inputs]
+    # Aligned: the vector loop and the tail; one element off: the scalar loop throughout.
+    vector, scalar = _emulate(tmp_path, kernel, inputs, shifts=(0, 1))
+    want = dict(zip((v.id for v in plan.jaxpr.outvars),
+                    flamefx.tree_util.tree_leaves(fun(*args))))
+    for v, got, reference in zip(kernel.outputs, vector, scalar):
+        np.testing.assert_array_equal(got.view(np.uint8), reference.view(np.uint8))
+        tol = 1e-2 if got.itemsize == 2 else 1e-5  # the half types round in float32 here
+        np.testing.assert_allclose(got.astype(np.float64), np.asarray(want[v.id], np.float64),
+                                   rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc to compile-check")
+def test_vectorized_kernels_compile_with_nvcc(tmp_path):
+    kernels = [_single_kernel(fun, args) for fun, args, _ in _vector_cases().values()]
+    kernels += [_single_kernel(lambda x, b: x * b, (_x(700, 3), _x(3))),
+                _single_kernel(lambda x: x * 2.0, (_x(3),))]
+    for i, kernel in enumerate(kernels):
+        path = tmp_path / f"k{i}.cu"
+        path.write_text(kernel.source)
+        result = subprocess.run(["nvcc", "-arch=sm_90", "--ptx", "-o", str(tmp_path / "k.ptx"),
+                                 str(path)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr + kernel.source
+        if "vectorized" in kernel.source:
+            ptx = (tmp_path / "k.ptx").read_text()
+            assert "ld.global.nc.v4" in ptx or "ld.global.nc.v2" in ptx, kernel.name
+
+
+# --- on the GPU ------------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", sorted(_vector_cases(8)))
+def test_gpu_vectorized_kernels_aligned_and_one_element_off(name):
+    import cupy
+    fun, args, _ = _vector_cases()[name]
+    want = flamefx.tree_util.tree_leaves(fun(*args))
+
+    def one_element_off(a):  # a view past the start of its allocation: the scalar loop
+        padded = cupy.from_dlpack(_on_gpu(fnp.concatenate([a[:1], a])))
+        return flamefx.from_dlpack(padded[1:])
+    shifted = [a if a.ndim == 0 else one_element_off(a) for a in args]
+    assert any(cupy.from_dlpack(a).data.ptr % 16 for a in shifted if a.ndim)
+    for gpu_args in (_on_gpu(args), shifted):
+        got = flamefx.tree_util.tree_leaves(flamefx.jit(fun)(*gpu_args))
+        for g, w in zip(got, want):
+            tol = 1e-2 if w.dtype.itemsize == 2 else 1e-5
+            np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(w, np.float64),
+                                       rtol=tol, atol=tol)
