@@ -143,6 +143,7 @@ def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
     """The forward convolution on CuPy arrays (NCHW input, OIHW kernel); returns a CuPy array."""
     from flamefx.primitives.nn_ops import conv_output_spatial
 
+    cp = devices.cupy()
     x, w = contiguous(x), contiguous(w)
     n, c = x.shape[:2]
     o, g = w.shape[0], feature_group_count
@@ -175,7 +176,8 @@ def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
         if example_major:
             # out[n, g] = w[g] @ col[n, g], written in place. cuBLAS would take the kernel
             # with a zero batch stride, gemm_into takes it copied per example.
-            per_example = _tiled(raw_view(weights), size).view(w.dtype)
+            per_example = cp.ascontiguousarray(cp.broadcast_to(
+                raw_view(weights)[None], (size,) + weights.shape)).view(w.dtype)
             cublas.gemm_into(out[start:start + size].reshape(size * g, o // g, positions),
                              per_example.reshape((size * g,) + weights.shape[1:]), col,
                              precision=precision)
@@ -193,30 +195,14 @@ def _example_major(n_batch: int, positions: int, group_rows: int, dtype) -> bool
     the layouts coincide; otherwise it needs enough positions for an efficient GEMM per
     example, and its per-example copy of the kernel (``group_rows`` per output channel) must
     cost less than the row-major layout's transpose of the output (2 * P per channel).
-    H100, W2's 3x3 conv: the batched GEMM is as fast as the single one in float32 but twice
-    as slow in bfloat16 (0.074 against 0.039 ms), so the half types stay row-major."""
+    H100, W2's 3x3 conv: the batched GEMM is as fast as the single one in float32 (the
+    layouts tie, 0.103 against 0.107 ms a conv) but twice as slow in bfloat16 (0.074
+    against 0.039 ms), so the half types stay row-major."""
     return n_batch == 1 or (dtype.itemsize >= 4 and positions >= _EXAMPLE_MAJOR_MIN_POSITIONS
                             and group_rows <= 2 * positions)
 
 
 _EXAMPLE_MAJOR_MIN_POSITIONS = 256
-
-
-def _tiled(array, copies: int):
-    """``copies`` back-to-back copies of the C-contiguous ``array``, by doubling device
-    memcpys (CuPy's broadcast copy kernel spends most of its time on index arithmetic)."""
-    cp = devices.cupy()
-    if copies == 1:
-        return array[None]
-    out = cp.empty((copies,) + array.shape, array.dtype)
-    nbytes = array.nbytes
-    out.data.copy_from_device_async(array.data, nbytes)
-    done = 1
-    while done < copies:
-        step = min(done, copies - done)
-        (out.data + done * nbytes).copy_from_device_async(out.data, step * nbytes)
-        done += step
-    return out
 
 
 def _cublas_precision(precision) -> str:
