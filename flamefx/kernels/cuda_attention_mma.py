@@ -7,10 +7,11 @@ qualify; the rest take cuda_attention_gemm or cuda_attention). Memory is linear 
 sequence: no score matrix is ever stored.
 
 Forward: one block of 4 warps per 64 query rows, each warp owning 16 rows whose Q
-fragments stay in registers. Key tiles of 64 stream through shared memory (K row-major,
-V transposed so every B fragment is one 32-bit load); S = Q Kᵀ, the online softmax and
-P·V all stay in registers: an S accumulator pair (row g, columns 2t, 2t+1) is exactly an
-A-operand register of the next product, so P never touches shared memory.
+fragments stay in registers. Key tiles of 64 stream through shared memory, row-major;
+``ldmatrix`` (``.trans`` where the product needs the tile transposed) delivers B fragments
+for two mma tiles per instruction. S = Q Kᵀ, the online softmax and P·V all stay in
+registers: an S accumulator pair (row g, columns 2t, 2t+1) is exactly an A-operand
+register of the next product, so P never touches shared memory.
 
 Backward: one block per 64 keys (each warp owns 16 keys, K and V fragments in registers)
 walks the query tiles: Sᵀ = K Qᵀ, Pᵀ = exp(Sᵀ·scale - lse), dV += Pᵀ dO, dPᵀ = V dOᵀ,
@@ -95,13 +96,54 @@ __device__ __forceinline__ void load_a(unsigned (&a)[4], const T* m, long long l
   a[3] = r0 + g + 8 < valid ? word_at(m + (r0 + g + 8) * ld + c + 8) : 0u;
 }
 
-// d += A Bᵀ-style product of one 16 x 16 A block with 8 columns: B's column n is row n0 + g
-// of `bt` (row stride `ld`), read at columns c0 + 2t (+8). Shared memory.
-__device__ __forceinline__ void mma_rows(float (&d)[4], const unsigned (&a)[4], const T* bt,
-                                         int ld, int n0, int c0) {
-  const int g = (threadIdx.x & 31) >> 2, c = c0 + (threadIdx.x & 3) * 2;
-  const T* row = bt + (n0 + g) * ld + c;
-  mma_m16n8k16(d, a, word_at(row), word_at(row + 8));
+// Four 8 x 8 matrices of halves from shared memory in one instruction: lane l gives the
+// address of row l % 8 of matrix l / 8, and register i receives matrix i in the mma fragment
+// layout (row l / 4, columns 2 (l % 4) and + 1), or with TRANS the matrix transposed.
+template <bool TRANS>
+__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const T* row) {
+#if defined(FLAMEFX_EMULATED_MMA)
+  emulated_ldmatrix_x4(r, row, TRANS);
+#else
+  unsigned address;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }"
+      : "=r"(address) : "l"(row));
+  if (TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address) : "memory");
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address) : "memory");
+#endif
+}
+
+// d0, d1 += a B for B's columns n0 .. n0 + 15 (two 8-column tiles) at rows k0 .. k0 + 15,
+// B stored transposed in shared memory: bt[n][k], row stride `ld` (Q Kᵀ reads K this way).
+__device__ __forceinline__ void mma_b_transposed(float (&d0)[4], float (&d1)[4],
+                                                 const unsigned (&a)[4], const T* bt, int ld,
+                                                 int n0, int k0) {
+  const int i = (threadIdx.x & 31) >> 3, r = threadIdx.x & 7;
+  unsigned b[4];
+  ldmatrix_x4<false>(b, bt + (n0 + (i >> 1) * 8 + r) * ld + k0 + (i & 1) * 8);
+  mma_m16n8k16(d0, a, b[0], b[1]);
+  mma_m16n8k16(d1, a, b[2], b[3]);
+}
+
+// The same with B stored as is, b[k][n] (P V reads V this way): transposed loads.
+__device__ __forceinline__ void mma_b(float (&d0)[4], float (&d1)[4], const unsigned (&a)[4],
+                                      const T* b, int ld, int n0, int k0) {
+  const int i = (threadIdx.x & 31) >> 3, r = threadIdx.x & 7;
+  unsigned f[4];
+  ldmatrix_x4<true>(f, b + (k0 + (i & 1) * 8 + r) * ld + n0 + (i >> 1) * 8);
+  mma_m16n8k16(d0, a, f[0], f[1]);
+  mma_m16n8k16(d1, a, f[2], f[3]);
+}
+
+// A fragments (rows m0 .. m0 + 15, columns k0 .. k0 + 15) of a matrix stored transposed in
+// shared memory, at[k][m] with row stride `ld`.
+__device__ __forceinline__ void load_a_transposed(unsigned (&a)[4], const T* at, int ld,
+                                                  int m0, int k0) {
+  const int i = (threadIdx.x & 31) >> 3, r = threadIdx.x & 7;
+  ldmatrix_x4<true>(a, at + (k0 + (i >> 1) * 8 + r) * ld + m0 + (i & 1) * 8);
 }
 
 // ROWS rows of COLS halves (row stride COLS in global, COLS + PAD in shared memory), zero
@@ -113,20 +155,6 @@ __device__ __forceinline__ void load_rows(T* dst, const T* src, int valid) {
     uint4 piece = {0u, 0u, 0u, 0u};
     if (r < valid) piece = *reinterpret_cast<const uint4*>(src + (long long)r * COLS + c);
     *reinterpret_cast<uint4*>(dst + r * (COLS + PAD) + c) = piece;
-  }
-}
-
-// The same rows stored transposed: dst[c * (ROWS + PAD) + r]. Consecutive threads take
-// consecutive rows, so the 16-bit stores of a warp fill consecutive words.
-template <int COLS>
-__device__ __forceinline__ void load_transposed(T* dst, const T* src, int valid) {
-  for (int i = threadIdx.x; i < ROWS * COLS / 8; i += blockDim.x) {
-    const int r = i % ROWS, c = (i / ROWS) * 8;
-    uint4 piece = {0u, 0u, 0u, 0u};
-    if (r < valid) piece = *reinterpret_cast<const uint4*>(src + (long long)r * COLS + c);
-    const T* h = reinterpret_cast<const T*>(&piece);
-    #pragma unroll
-    for (int j = 0; j < 8; ++j) dst[(c + j) * (ROWS + PAD) + r] = h[j];
   }
 }
 
@@ -148,7 +176,7 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_forward(
     T* __restrict__ out, float* __restrict__ lse, int sq, int sk, float scale_log2) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* ks = reinterpret_cast<T*>(smem);  // [ROWS][D + PAD]   keys
-  T* vt = ks + ROWS * (D + PAD);       // [DV][ROWS + PAD]  values transposed
+  T* vs = ks + ROWS * (D + PAD);       // [ROWS][DV + PAD]  values
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long long bh = blockIdx.y;
   const int block_q0 = blockIdx.x * ROWS, q0 = block_q0 + warp * 16;
@@ -167,16 +195,17 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_forward(
   for (int k0 = 0; k0 < k_end; k0 += ROWS) {
     __syncthreads();  // every warp is done with the previous tile
     load_rows<D>(ks, k + (long long)k0 * D, sk - k0);
-    load_transposed<DV>(vt, v + (long long)k0 * DV, sk - k0);
+    load_rows<DV>(vs, v + (long long)k0 * DV, sk - k0);
     __syncthreads();
     if (CAUSAL && k0 > q0 + 15) continue;  // this warp's rows see none of these keys
     float s[ROWS / 8][4];
     #pragma unroll
-    for (int n = 0; n < ROWS / 8; ++n) {
-      s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    for (int n = 0; n < ROWS / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; n += 2)
       #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) mma_rows(s[n], qa[kk], ks, D + PAD, n * 8, kk * 16);
-    }
+      for (int kk = 0; kk < D / 16; ++kk)
+        mma_b_transposed(s[n], s[n + 1], qa[kk], ks, D + PAD, n * 8, kk * 16);
     // Scores in the log2 domain; keys past the end, or after the row when causal, hidden.
     const bool edge = k0 + ROWS > sk || (CAUSAL && k0 + ROWS - 1 > q0);
     float row_max[2] = {m[0], m[1]};
@@ -219,7 +248,7 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_forward(
       unsigned pa[4];
       accumulators_as_a(pa, s[2 * kk], s[2 * kk + 1]);
       #pragma unroll
-      for (int n = 0; n < DV / 8; ++n) mma_rows(o[n], pa, vt, ROWS + PAD, n * 8, kk * 16);
+      for (int n = 0; n < DV / 8; n += 2) mma_b(o[n], o[n + 1], pa, vs, DV + PAD, n * 8, kk * 16);
     }
   }
   #pragma unroll
@@ -258,11 +287,9 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward
     float* __restrict__ dq_acc, int sq, int sk, float scale, float scale_log2) {
   extern __shared__ __align__(16) unsigned char smem[];
   T* qs = reinterpret_cast<T*>(smem);  // [ROWS][D + PAD]    queries
-  T* qt = qs + ROWS * (D + PAD);       // [D][ROWS + PAD]    queries transposed
-  T* dos = qt + D * (ROWS + PAD);      // [ROWS][DV + PAD]   output cotangents
-  T* dot = dos + ROWS * (DV + PAD);    // [DV][ROWS + PAD]   ... transposed
-  T* kt = dot + DV * (ROWS + PAD);     // [D][ROWS + PAD]    this block's keys transposed
-  T* dss = kt + D * (ROWS + PAD);      // [ROWS][ROWS + PAD] dS as [query][key]
+  T* dos = qs + ROWS * (D + PAD);      // [ROWS][DV + PAD]   output cotangents
+  T* ks = dos + ROWS * (DV + PAD);     // [ROWS][D + PAD]    this block's keys
+  T* dss = ks + ROWS * (D + PAD);      // [ROWS][ROWS + PAD] dSᵀ as [key][query]
   float* lse_log2 = reinterpret_cast<float*>(dss + ROWS * (ROWS + PAD));  // [ROWS]
   float* deltas = lse_log2 + ROWS;                                        // [ROWS]
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -280,7 +307,7 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward
   for (int kk = 0; kk < D / 16; ++kk) load_a(ka[kk], k, D, kw, kk * 16, sk);
   #pragma unroll
   for (int kk = 0; kk < DV / 16; ++kk) load_a(va[kk], v, DV, kw, kk * 16, sk);
-  load_transposed<D>(kt, k + (long long)k0 * D, sk - k0);
+  load_rows<D>(ks, k + (long long)k0 * D, sk - k0);  // read after the loop's first sync
   float dk_acc[D / 8][4], dv_acc[DV / 8][4];
   #pragma unroll
   for (int n = 0; n < D / 8; ++n) dk_acc[n][0] = dk_acc[n][1] = dk_acc[n][2] = dk_acc[n][3] = 0.f;
@@ -290,9 +317,7 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward
   for (int q0 = CAUSAL ? k0 : 0; q0 < sq; q0 += ROWS) {
     __syncthreads();  // every warp is done with the previous query tile
     load_rows<D>(qs, q + (long long)q0 * D, sq - q0);
-    load_transposed<D>(qt, q + (long long)q0 * D, sq - q0);
     load_rows<DV>(dos, dout + (long long)q0 * DV, sq - q0);
-    load_transposed<DV>(dot, dout + (long long)q0 * DV, sq - q0);
     for (int r = threadIdx.x; r < ROWS; r += blockDim.x) {
       // A missing row, or one that saw no key (lse = -inf), gets P = 0 through lse = +inf.
       const float row_lse = q0 + r < sq ? lse[q0 + r] : INFINITY;
@@ -303,11 +328,12 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward
     // Pᵀ (16 keys x 64 queries) = exp2(K Qᵀ scale log2e - lse log2e)
     float pt[ROWS / 8][4];
     #pragma unroll
-    for (int n = 0; n < ROWS / 8; ++n) {
-      pt[n][0] = pt[n][1] = pt[n][2] = pt[n][3] = 0.f;
+    for (int n = 0; n < ROWS / 8; ++n) pt[n][0] = pt[n][1] = pt[n][2] = pt[n][3] = 0.f;
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; n += 2)
       #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) mma_rows(pt[n], ka[kk], qs, D + PAD, n * 8, kk * 16);
-    }
+      for (int kk = 0; kk < D / 16; ++kk)
+        mma_b_transposed(pt[n], pt[n + 1], ka[kk], qs, D + PAD, n * 8, kk * 16);
     const bool edge = k0 + ROWS > sk || (CAUSAL && q0 < kw + 15);
     #pragma unroll
     for (int n = 0; n < ROWS / 8; ++n)
@@ -324,34 +350,38 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward
       unsigned pa[4];
       accumulators_as_a(pa, pt[2 * kk], pt[2 * kk + 1]);
       #pragma unroll
-      for (int n = 0; n < DV / 8; ++n) mma_rows(dv_acc[n], pa, dot, ROWS + PAD, n * 8, kk * 16);
+      for (int n = 0; n < DV / 8; n += 2)
+        mma_b(dv_acc[n], dv_acc[n + 1], pa, dos, DV + PAD, n * 8, kk * 16);
     }
     // dSᵀ = Pᵀ (V dOᵀ - delta)
     float dst[ROWS / 8][4];
     #pragma unroll
-    for (int n = 0; n < ROWS / 8; ++n) {
-      dst[n][0] = dst[n][1] = dst[n][2] = dst[n][3] = 0.f;
+    for (int n = 0; n < ROWS / 8; ++n) dst[n][0] = dst[n][1] = dst[n][2] = dst[n][3] = 0.f;
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; n += 2)
       #pragma unroll
       for (int kk = 0; kk < DV / 16; ++kk)
-        mma_rows(dst[n], va[kk], dos, DV + PAD, n * 8, kk * 16);
+        mma_b_transposed(dst[n], dst[n + 1], va[kk], dos, DV + PAD, n * 8, kk * 16);
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; ++n)
       #pragma unroll
       for (int e = 0; e < 4; ++e)
         dst[n][e] = pt[n][e] * (dst[n][e] - deltas[n * 8 + t * 2 + (e & 1)]);
-    }
-    // dK += dSᵀ Q (scaled at the end); dS to shared memory as [query][key] for dQ.
+    // dK += dSᵀ Q (scaled at the end); dSᵀ to shared memory for dQ.
     #pragma unroll
     for (int kk = 0; kk < ROWS / 16; ++kk) {
       unsigned dsa[4];
       accumulators_as_a(dsa, dst[2 * kk], dst[2 * kk + 1]);
       #pragma unroll
-      for (int n = 0; n < D / 8; ++n) mma_rows(dk_acc[n], dsa, qt, ROWS + PAD, n * 8, kk * 16);
+      for (int n = 0; n < D / 8; n += 2)
+        mma_b(dk_acc[n], dk_acc[n + 1], dsa, qs, D + PAD, n * 8, kk * 16);
     }
     #pragma unroll
     for (int n = 0; n < ROWS / 8; ++n)
       #pragma unroll
-      for (int e = 0; e < 4; ++e)
-        dss[(n * 8 + t * 2 + (e & 1)) * (ROWS + PAD) + warp * 16 + g + (e >> 1) * 8] =
-            STORE(dst[n][e]);
+      for (int r = 0; r < 2; ++r)
+        *reinterpret_cast<unsigned*>(dss + (warp * 16 + g + r * 8) * (ROWS + PAD) + n * 8 + t * 2)
+            = pack2(dst[n][2 * r], dst[n][2 * r + 1]);
     __syncthreads();
     // dQ rows q0 + 16 warp .. + 15 += dS K * scale over this block's 64 keys.
     const int qw = q0 + warp * 16;
@@ -362,9 +392,9 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward
     #pragma unroll
     for (int kk = 0; kk < ROWS / 16; ++kk) {
       unsigned dsa[4];
-      load_a(dsa, dss, ROWS + PAD, warp * 16, kk * 16, ROWS);
+      load_a_transposed(dsa, dss, ROWS + PAD, warp * 16, kk * 16);
       #pragma unroll
-      for (int n = 0; n < D / 8; ++n) mma_rows(dq[n], dsa, kt, ROWS + PAD, n * 8, kk * 16);
+      for (int n = 0; n < D / 8; n += 2) mma_b(dq[n], dq[n + 1], dsa, ks, D + PAD, n * 8, kk * 16);
     }
     #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -424,12 +454,11 @@ def kernel_source(dtype, d: int, dv: int, is_causal: bool) -> str:
 
 
 def forward_shared_bytes(d: int, dv: int) -> int:
-    return 2 * (_ROWS * (d + _PAD) + dv * (_ROWS + _PAD))
+    return 2 * _ROWS * (d + _PAD + dv + _PAD)
 
 
 def backward_shared_bytes(d: int, dv: int) -> int:
-    halves = (_ROWS * (d + _PAD) + 2 * d * (_ROWS + _PAD) + _ROWS * (dv + _PAD)
-              + dv * (_ROWS + _PAD) + _ROWS * (_ROWS + _PAD))
+    halves = _ROWS * (2 * (d + _PAD) + dv + _PAD + _ROWS + _PAD)
     return 2 * halves + 2 * 4 * _ROWS
 
 

@@ -5,9 +5,9 @@
 // per warp for __shfl_xor_sync (which exchanges through a buffer); a thread that returns
 // early drops out of both barriers, as an exited thread does on the GPU. Blocks run one
 // after another; dynamic shared memory is one static buffer. The half-type conversions
-// (PTX on the GPU) and the m16n8k16 tensor-core product (emulated_mma_m16n8k16, which a
-// kernel calls instead of its inline PTX when FLAMEFX_EMULATED_MMA is defined) are
-// emulated here too.
+// (PTX on the GPU), the m16n8k16 tensor-core product and ldmatrix (emulated_mma_m16n8k16,
+// emulated_ldmatrix_x4, which a kernel calls instead of its inline PTX when
+// FLAMEFX_EMULATED_MMA is defined) are emulated here too.
 #include <algorithm>
 #include <atomic>
 #include <barrier>
@@ -123,6 +123,26 @@ inline void emulated_mma_m16n8k16(float (&d)[4], const unsigned (&a)[4], unsigne
     float sum = d[i];
     for (int kk = 0; kk < 16; ++kk) sum += a_at(row, kk) * b_at(kk, col);
     d[i] = sum;
+  }
+  warp_barrier[t / 32]->arrive_and_wait();
+}
+
+// ldmatrix.sync.aligned.m8n8.x4(.trans).shared.b16: lane l gives the address of row l % 8 of
+// matrix l / 8 (8 halves each); register i of lane l gets matrix i's row l / 4, columns
+// 2 (l % 4) and 2 (l % 4) + 1, or with `trans` its column l / 4, rows 2 (l % 4) and
+// 2 (l % 4) + 1 (the lower index in the low 16 bits).
+const unsigned short* ldmatrix_slots[1024];
+
+inline void emulated_ldmatrix_x4(unsigned (&r)[4], const unsigned short* row, bool trans) {
+  const int t = threadIdx.x, base = t & ~31, lane = t & 31;
+  ldmatrix_slots[t] = row;
+  warp_barrier[t / 32]->arrive_and_wait();
+  const int pair = 2 * (lane % 4), other = lane / 4;
+  for (int i = 0; i < 4; ++i) {
+    const unsigned short* const* rows = ldmatrix_slots + base + 8 * i;
+    const unsigned lo = trans ? rows[pair][other] : rows[other][pair];
+    const unsigned hi = trans ? rows[pair + 1][other] : rows[other][pair + 1];
+    r[i] = lo | (hi << 16);
   }
   warp_barrier[t / 32]->arrive_and_wait();
 }
