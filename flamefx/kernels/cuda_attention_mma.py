@@ -146,15 +146,44 @@ __device__ __forceinline__ void load_a_transposed(unsigned (&a)[4], const T* at,
   ldmatrix_x4<true>(a, at + (k0 + (i >> 1) * 8 + r) * ld + m0 + (i & 1) * 8);
 }
 
-// ROWS rows of COLS halves (row stride COLS in global, COLS + PAD in shared memory), zero
-// past `valid` rows, in 16-byte pieces.
+// 16 bytes from global to shared memory without a round trip through registers (cp.async;
+// zeros when !valid), complete after the cp_async_wait that follows its commit.
+__device__ __forceinline__ void copy_16_async(T* dst, const T* src, bool valid) {
+#if defined(FLAMEFX_EMULATED_MMA)
+  uint4 piece = {0u, 0u, 0u, 0u};
+  if (valid) piece = *reinterpret_cast<const uint4*>(src);
+  *reinterpret_cast<uint4*>(dst) = piece;
+#else
+  unsigned address;
+  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }"
+      : "=r"(address) : "l"(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
+               :: "r"(address), "l"(src), "r"(valid ? 16 : 0) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void cp_async_commit() {
+#if !defined(FLAMEFX_EMULATED_MMA)
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+
+// Waits until at most `PENDING` committed groups of this thread are still in flight.
+template <int PENDING>
+__device__ __forceinline__ void cp_async_wait() {
+#if !defined(FLAMEFX_EMULATED_MMA)
+  asm volatile("cp.async.wait_group %0;" :: "n"(PENDING) : "memory");
+#endif
+}
+
+// Starts copying ROWS rows of COLS halves (row stride COLS in global, COLS + PAD in shared
+// memory) in 16-byte pieces, zeros past `valid` rows.
 template <int COLS>
-__device__ __forceinline__ void load_rows(T* dst, const T* src, int valid) {
+__device__ __forceinline__ void load_rows_async(T* dst, const T* src, int valid) {
   for (int i = threadIdx.x; i < ROWS * COLS / 8; i += blockDim.x) {
     const int r = i / (COLS / 8), c = (i % (COLS / 8)) * 8;
-    uint4 piece = {0u, 0u, 0u, 0u};
-    if (r < valid) piece = *reinterpret_cast<const uint4*>(src + (long long)r * COLS + c);
-    *reinterpret_cast<uint4*>(dst + r * (COLS + PAD) + c) = piece;
+    copy_16_async(dst + r * (COLS + PAD) + c, r < valid ? src + (long long)r * COLS + c : src,
+                  r < valid);
   }
 }
 
@@ -170,13 +199,15 @@ __device__ __forceinline__ void accumulators_as_a(unsigned (&a)[4], const float 
 """
 
 _FORWARD = r"""
+#define KV_HALVES (ROWS * (D + PAD + DV + PAD))
 // grid (query tiles, batch * heads); lse in natural log, -inf for a row that sees no key.
 extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_forward(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     T* __restrict__ out, float* __restrict__ lse, int sq, int sk, float scale_log2) {
   extern __shared__ __align__(16) unsigned char smem[];
-  T* ks = reinterpret_cast<T*>(smem);  // [ROWS][D + PAD]   keys
-  T* vs = ks + ROWS * (D + PAD);       // [ROWS][DV + PAD]  values
+  // Two buffers of KV_HALVES: keys [ROWS][D + PAD], then values [ROWS][DV + PAD].
+  T* ks = reinterpret_cast<T*>(smem);
+  T* vs = ks + ROWS * (D + PAD);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long long bh = blockIdx.y;
   const int block_q0 = blockIdx.x * ROWS, q0 = block_q0 + warp * 16;
@@ -192,64 +223,82 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_forward(
   #pragma unroll
   for (int n = 0; n < DV / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   const int k_end = CAUSAL ? min(sk, block_q0 + ROWS) : sk;
-  for (int k0 = 0; k0 < k_end; k0 += ROWS) {
-    __syncthreads();  // every warp is done with the previous tile
-    load_rows<D>(ks, k + (long long)k0 * D, sk - k0);
-    load_rows<DV>(vs, v + (long long)k0 * DV, sk - k0);
-    __syncthreads();
-    if (CAUSAL && k0 > q0 + 15) continue;  // this warp's rows see none of these keys
-    float s[ROWS / 8][4];
-    #pragma unroll
-    for (int n = 0; n < ROWS / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-    #pragma unroll
-    for (int n = 0; n < ROWS / 8; n += 2)
+  const int tiles = (k_end + ROWS - 1) / ROWS;
+  // Double buffering: tile i + 1 streams in (cp.async) while the warps work on tile i.
+  load_rows_async<D>(ks, k, sk);
+  load_rows_async<DV>(vs, v, sk);
+  cp_async_commit();
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int k0 = tile * ROWS;
+    T* const tile_ks = ks + (tile & 1) * KV_HALVES;
+    if (tile + 1 < tiles) {
+      T* const next_ks = ks + ((tile + 1) & 1) * KV_HALVES;
+      load_rows_async<D>(next_ks, k + (long long)(k0 + ROWS) * D, sk - k0 - ROWS);
+      load_rows_async<DV>(next_ks + ROWS * (D + PAD), v + (long long)(k0 + ROWS) * DV,
+                          sk - k0 - ROWS);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // tile `tile` is in shared memory for every warp
+    const T* const tile_vs = tile_ks + ROWS * (D + PAD);
+    if (!CAUSAL || k0 <= q0 + 15) {  // else this warp's rows see none of these keys
+      float s[ROWS / 8][4];
       #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        mma_b_transposed(s[n], s[n + 1], qa[kk], ks, D + PAD, n * 8, kk * 16);
-    // Scores in the log2 domain; keys past the end, or after the row when causal, hidden.
-    const bool edge = k0 + ROWS > sk || (CAUSAL && k0 + ROWS - 1 > q0);
-    float row_max[2] = {m[0], m[1]};
-    #pragma unroll
-    for (int n = 0; n < ROWS / 8; ++n)
+      for (int n = 0; n < ROWS / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
       #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        float x = s[n][e] * scale_log2;
-        if (edge) {
-          const int row = q0 + g + (e >> 1) * 8, col = k0 + n * 8 + t * 2 + (e & 1);
-          if (col >= sk || (CAUSAL && col > row)) x = -INFINITY;
+      for (int n = 0; n < ROWS / 8; n += 2)
+        #pragma unroll
+        for (int kk = 0; kk < D / 16; ++kk)
+          mma_b_transposed(s[n], s[n + 1], qa[kk], tile_ks, D + PAD, n * 8, kk * 16);
+      // Scores in the log2 domain; keys past the end, or after the row when causal, hidden.
+      const bool edge = k0 + ROWS > sk || (CAUSAL && k0 + ROWS - 1 > q0);
+      float row_max[2] = {m[0], m[1]};
+      #pragma unroll
+      for (int n = 0; n < ROWS / 8; ++n)
+        #pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          float x = s[n][e] * scale_log2;
+          if (edge) {
+            const int row = q0 + g + (e >> 1) * 8, col = k0 + n * 8 + t * 2 + (e & 1);
+            if (col >= sk || (CAUSAL && col > row)) x = -INFINITY;
+          }
+          s[n][e] = x;
+          row_max[e >> 1] = fmaxf(row_max[e >> 1], x);
         }
-        s[n][e] = x;
-        row_max[e >> 1] = fmaxf(row_max[e >> 1], x);
+      float alpha[2], m_use[2];
+      #pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        // The four lanes t = 0..3 share a row.
+        row_max[r] = fmaxf(row_max[r], __shfl_xor_sync(0xffffffffu, row_max[r], 1));
+        row_max[r] = fmaxf(row_max[r], __shfl_xor_sync(0xffffffffu, row_max[r], 2));
+        m_use[r] = row_max[r] == -INFINITY ? 0.f : row_max[r];  // no key seen yet
+        alpha[r] = exp2f(m[r] - m_use[r]);
+        m[r] = row_max[r];
+        l[r] *= alpha[r];  // this lane's share of the row sum, summed over lanes at the end
       }
-    float alpha[2], m_use[2];
-    #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      // The four lanes t = 0..3 share a row.
-      row_max[r] = fmaxf(row_max[r], __shfl_xor_sync(0xffffffffu, row_max[r], 1));
-      row_max[r] = fmaxf(row_max[r], __shfl_xor_sync(0xffffffffu, row_max[r], 2));
-      m_use[r] = row_max[r] == -INFINITY ? 0.f : row_max[r];  // no key seen yet
-      alpha[r] = exp2f(m[r] - m_use[r]);
-      m[r] = row_max[r];
-      l[r] *= alpha[r];  // this lane's share of the row sum, summed over lanes at the end
-    }
-    #pragma unroll
-    for (int n = 0; n < ROWS / 8; ++n)
       #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        s[n][e] = exp2f(s[n][e] - m_use[e >> 1]);
-        l[e >> 1] += s[n][e];
+      for (int n = 0; n < ROWS / 8; ++n)
+        #pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          s[n][e] = exp2f(s[n][e] - m_use[e >> 1]);
+          l[e >> 1] += s[n][e];
+        }
+      #pragma unroll
+      for (int n = 0; n < DV / 8; ++n)
+        #pragma unroll
+        for (int e = 0; e < 4; ++e) o[n][e] *= alpha[e >> 1];
+      #pragma unroll
+      for (int kk = 0; kk < ROWS / 16; ++kk) {
+        unsigned pa[4];
+        accumulators_as_a(pa, s[2 * kk], s[2 * kk + 1]);
+        #pragma unroll
+        for (int n = 0; n < DV / 8; n += 2)
+          mma_b(o[n], o[n + 1], pa, tile_vs, DV + PAD, n * 8, kk * 16);
       }
-    #pragma unroll
-    for (int n = 0; n < DV / 8; ++n)
-      #pragma unroll
-      for (int e = 0; e < 4; ++e) o[n][e] *= alpha[e >> 1];
-    #pragma unroll
-    for (int kk = 0; kk < ROWS / 16; ++kk) {
-      unsigned pa[4];
-      accumulators_as_a(pa, s[2 * kk], s[2 * kk + 1]);
-      #pragma unroll
-      for (int n = 0; n < DV / 8; n += 2) mma_b(o[n], o[n + 1], pa, vs, DV + PAD, n * 8, kk * 16);
     }
+    __syncthreads();  // every warp is done with this buffer before it is refilled
   }
   #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -268,6 +317,7 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_forward(
 """
 
 _BACKWARD = r"""
+#define QDO_HALVES (ROWS * (D + PAD + DV + PAD))
 // Two adjacent float32 accumulations into global memory (one vector reduction on sm_90).
 __device__ __forceinline__ void add_pair(float* at, float a, float b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -286,12 +336,12 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward
     const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv,
     float* __restrict__ dq_acc, int sq, int sk, float scale, float scale_log2) {
   extern __shared__ __align__(16) unsigned char smem[];
-  T* qs = reinterpret_cast<T*>(smem);  // [ROWS][D + PAD]    queries
-  T* dos = qs + ROWS * (D + PAD);      // [ROWS][DV + PAD]   output cotangents
-  T* ks = dos + ROWS * (DV + PAD);     // [ROWS][D + PAD]    this block's keys
-  T* dss = ks + ROWS * (D + PAD);      // [ROWS][ROWS + PAD] dSᵀ as [key][query]
-  float* lse_log2 = reinterpret_cast<float*>(dss + ROWS * (ROWS + PAD));  // [ROWS]
-  float* deltas = lse_log2 + ROWS;                                        // [ROWS]
+  // Two buffers of QDO_HALVES: queries [ROWS][D + PAD], output cotangents [ROWS][DV + PAD].
+  T* qdo = reinterpret_cast<T*>(smem);
+  T* ks = qdo + 2 * QDO_HALVES;   // [ROWS][D + PAD]    this block's keys
+  T* dss = ks + ROWS * (D + PAD);  // [ROWS][ROWS + PAD] dSᵀ as [key][query]
+  // Two buffers of the query tile's lse * log2(e), then its delta: [2][2][ROWS].
+  float* row_terms = reinterpret_cast<float*>(dss + ROWS * (ROWS + PAD));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long long bh = blockIdx.y;
   const int k0 = blockIdx.x * ROWS, kw = k0 + warp * 16;  // this block's and warp's keys
@@ -307,24 +357,45 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward
   for (int kk = 0; kk < D / 16; ++kk) load_a(ka[kk], k, D, kw, kk * 16, sk);
   #pragma unroll
   for (int kk = 0; kk < DV / 16; ++kk) load_a(va[kk], v, DV, kw, kk * 16, sk);
-  load_rows<D>(ks, k + (long long)k0 * D, sk - k0);  // read after the loop's first sync
   float dk_acc[D / 8][4], dv_acc[DV / 8][4];
   #pragma unroll
   for (int n = 0; n < D / 8; ++n) dk_acc[n][0] = dk_acc[n][1] = dk_acc[n][2] = dk_acc[n][3] = 0.f;
   #pragma unroll
   for (int n = 0; n < DV / 8; ++n) dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] = dv_acc[n][3] = 0.f;
-  // Causal: query tiles before this key tile see none of it.
-  for (int q0 = CAUSAL ? k0 : 0; q0 < sq; q0 += ROWS) {
-    __syncthreads();  // every warp is done with the previous query tile
-    load_rows<D>(qs, q + (long long)q0 * D, sq - q0);
-    load_rows<DV>(dos, dout + (long long)q0 * DV, sq - q0);
+  // Starts loading query tile q0 into buffer `buffer` (the lse and delta rows synchronously).
+  auto load_query_tile = [&](int q0, int buffer) {
+    T* const tile_qs = qdo + buffer * QDO_HALVES;
+    load_rows_async<D>(tile_qs, q + (long long)q0 * D, sq - q0);
+    load_rows_async<DV>(tile_qs + ROWS * (D + PAD), dout + (long long)q0 * DV, sq - q0);
+    float* const terms = row_terms + buffer * 2 * ROWS;
     for (int r = threadIdx.x; r < ROWS; r += blockDim.x) {
       // A missing row, or one that saw no key (lse = -inf), gets P = 0 through lse = +inf.
       const float row_lse = q0 + r < sq ? lse[q0 + r] : INFINITY;
-      lse_log2[r] = row_lse == -INFINITY ? INFINITY : row_lse * LOG2E;
-      deltas[r] = q0 + r < sq ? delta[q0 + r] : 0.f;
+      terms[r] = row_lse == -INFINITY ? INFINITY : row_lse * LOG2E;
+      terms[ROWS + r] = q0 + r < sq ? delta[q0 + r] : 0.f;
     }
-    __syncthreads();
+  };
+  // Causal: query tiles before this key tile see none of it. Double buffering: tile i + 1
+  // streams in while the warps work on tile i.
+  const int q_first = CAUSAL ? k0 : 0, tiles = (sq - q_first + ROWS - 1) / ROWS;
+  load_rows_async<D>(ks, k + (long long)k0 * D, sk - k0);
+  if (tiles > 0) load_query_tile(q_first, 0);
+  cp_async_commit();
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int q0 = q_first + tile * ROWS;
+    // Buffer (tile + 1) & 1 was last read before the previous tile's second barrier.
+    if (tile + 1 < tiles) {
+      load_query_tile(q0 + ROWS, (tile + 1) & 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // query tile `tile` is in shared memory for every warp
+    const T* const qs = qdo + (tile & 1) * QDO_HALVES;
+    const T* const dos = qs + ROWS * (D + PAD);
+    const float* const lse_log2 = row_terms + (tile & 1) * 2 * ROWS;
+    const float* const deltas = lse_log2 + ROWS;
     // Pᵀ (16 keys x 64 queries) = exp2(K Qᵀ scale log2e - lse log2e)
     float pt[ROWS / 8][4];
     #pragma unroll
@@ -454,12 +525,15 @@ def kernel_source(dtype, d: int, dv: int, is_causal: bool) -> str:
 
 
 def forward_shared_bytes(d: int, dv: int) -> int:
-    return 2 * _ROWS * (d + _PAD + dv + _PAD)
+    """Two buffers of a key and a value tile."""
+    return 2 * 2 * _ROWS * (d + _PAD + dv + _PAD)
 
 
 def backward_shared_bytes(d: int, dv: int) -> int:
-    halves = _ROWS * (2 * (d + _PAD) + dv + _PAD + _ROWS + _PAD)
-    return 2 * halves + 2 * 4 * _ROWS
+    """Two buffers of a query and an output-cotangent tile, the key tile, dSᵀ, and two
+    buffers of lse and delta rows."""
+    halves = _ROWS * (2 * (d + _PAD + dv + _PAD) + d + _PAD + _ROWS + _PAD)
+    return 2 * halves + 2 * 2 * 4 * _ROWS
 
 
 @functools.cache
