@@ -1,4 +1,5 @@
-"""Fused elementwise kernels: the vectorized generator, its kernels run on the CPU with g++."""
+"""Fused elementwise kernels: the vectorized generator (flat and broadcast reads), its
+kernels run on the CPU with g++, and per-example gradients' outer products on the GPU."""
 
 import shutil
 import subprocess
@@ -8,6 +9,9 @@ import pytest
 
 import flamefx
 import flamefx.numpy as fnp
+from flamefx import lax
+from flamefx.kernels import fusion
+from flamefx.transforms import passes
 from tests.test_jit import _gpu_plan, _on_gpu, _single_kernel, _x, w4_loss
 
 # --- vectorized elementwise kernels (16-byte loads; checked on the CPU) ----------------------
@@ -80,6 +84,7 @@ double __hiloint2double(int hi, int lo) {
 int __double2loint(double d) { return (int)bits<unsigned long long>(d); }
 int __double2hiint(double d) { return (int)(bits<unsigned long long>(d) >> 32); }
 float flamefx_f16_load(unsigned short h) { return (float)bits<_Float16>(h); }
+template <class T> void __stcs(T* p, T v) { *p = v; }
 unsigned short flamefx_f16_store(float f) { return bits<unsigned short>((_Float16)f); }
 """
 
@@ -150,6 +155,10 @@ def _emulate(tmp_path, kernel, inputs, shifts):
 @pytest.mark.parametrize("name", sorted(_vector_cases(8)))
 def test_vectorized_kernel_equals_its_scalar_path_on_the_cpu(tmp_path, name):
     fun, args, _ = _vector_cases()[name]
+    _assert_vector_path_equals_scalar_path_and_eager(tmp_path, fun, args)
+
+
+def _assert_vector_path_equals_scalar_path_and_eager(tmp_path, fun, args):
     plan = _gpu_plan(fun, args)
     (kernel,) = plan.kernels()
     position = {v.id: k for k, v in enumerate(plan.jaxpr.invars)}
@@ -163,6 +172,7 @@ def test_vectorized_kernel_equals_its_scalar_path_on_the_cpu(tmp_path, name):
         tol = 1e-2 if got.itemsize == 2 else 1e-5  # the half types round in float32 here
         np.testing.assert_allclose(got.astype(np.float64), np.asarray(want[v.id], np.float64),
                                    rtol=tol, atol=tol)
+    return kernel
 
 
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc to compile-check")
@@ -179,6 +189,94 @@ def test_vectorized_kernels_compile_with_nvcc(tmp_path):
         if "vectorized" in kernel.source:
             ptx = (tmp_path / "k.ptx").read_text()
             assert "ld.global.nc.v4" in ptx or "ld.global.nc.v2" in ptx, kernel.name
+
+
+# --- broadcast reads: vectors along the innermost axis ---------------------------------------
+
+
+def _broadcast(x, shape, dims):
+    return lax.broadcast_in_dim(x, shape, dims)
+
+
+def _broadcast_cases():
+    """name -> (function, args, vectorized): one fused kernel each, reading broadcasts that
+    are constant along the innermost axis or contiguous along it."""
+    rng = np.random.default_rng(9)
+
+    def draw(dtype, *shape):
+        return fnp.asarray((rng.standard_normal(shape) * 4).astype(dtype))
+    f16, f32, f64 = np.float16, np.float32, np.float64
+    return {
+        # W6's per-example weight gradient: a[b, i] constant along j, c[b, j] contiguous.
+        "outer product": (lambda a, c: (_broadcast(a, (6, 5, 12), (0, 1))
+                                        * _broadcast(c, (6, 5, 12), (0, 2))),
+                          (draw(f32, 6, 5), draw(f32, 6, 12)), True),
+        "scaled bias with a 0-d": (
+            lambda x, s, b, k: fnp.tanh(x * _broadcast(s, (7, 16), (0,)) * k
+                                        + _broadcast(b, (7, 16), (1,))),
+            (draw(f32, 7, 16), draw(f32, 7), draw(f32, 16), draw(f32)), True),
+        "halves": (lambda h, b, g: (h * _broadcast(b, (5, 24), (1,)),
+                                    (h - _broadcast(g, (5, 24), (0,))).astype(BF16)),
+                   (draw(f16, 5, 24), draw(f16, 24), draw(f16, 5)), True),
+        "float64 rows": (lambda d, e, w: d * _broadcast(e, (3, 6, 8), (2,))
+                         + _broadcast(w, (3, 6, 8), (0, 1)).astype(f64),
+                         (draw(f64, 3, 6, 8), draw(f64, 8), draw(f32, 3, 6)), True),
+        "bytes": (lambda i, j: i + _broadcast(j, (9, 16), (1,)),
+                  (draw(np.int8, 9, 16), draw(np.int8, 16)), True),
+        # Rows that do not hold whole vectors keep the scalar loop.
+        "innermost 10": (lambda x, b: x * _broadcast(b, (12, 10), (1,)),
+                         (draw(f32, 12, 10), draw(f32, 10)), False),
+        "innermost 12 halves": (lambda h, b: h + _broadcast(b, (4, 12), (1,)),
+                                (draw(f16, 4, 12), draw(f16, 12)), False),
+    }
+
+
+def test_broadcast_kernels_vectorize_when_rows_hold_whole_vectors():
+    for name, (fun, args, vectorized) in _broadcast_cases().items():
+        kernel = _single_kernel(fun, args)
+        assert ("vectorized" in kernel.source) == vectorized, name
+        n_total = int(np.prod(kernel.shape))
+        lanes = 8 if "halves" in name or name == "bytes" else 4
+        assert kernel.total == (n_total // lanes if vectorized else n_total), name
+    # One scalar load per vector for the constant operand, one 16-byte load for the other.
+    source = _single_kernel(*_broadcast_cases()["outer product"][:2]).source
+    assert "const float in0b = in0[c0 * 5 + c1 * 1];" in source
+    assert "reinterpret_cast<const uint4*>(in1 + (c0 * 12 + c2 * 1))[0]" in source
+    assert "const int c2 = (q % 3) * 4;" in source and "__stcs" not in source
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+@pytest.mark.parametrize("name", sorted(_broadcast_cases()))
+def test_broadcast_kernel_equals_its_scalar_path_on_the_cpu(tmp_path, name):
+    fun, args, _ = _broadcast_cases()[name]
+    _assert_vector_path_equals_scalar_path_and_eager(tmp_path, fun, args)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
+def test_streaming_stores_write_the_same_values(tmp_path, monkeypatch):
+    monkeypatch.setattr(fusion, "STREAMING_STORE_BYTES", 0)
+    for name in ("outer product", "float64 rows"):
+        fun, args, _ = _broadcast_cases()[name]
+        kernel = _assert_vector_path_equals_scalar_path_and_eager(tmp_path, fun, args)
+        assert "__stcs(" in kernel.source, name
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc to compile-check")
+def test_broadcast_kernels_compile_with_nvcc(tmp_path, monkeypatch):
+    kernels = [_single_kernel(fun, args) for fun, args, _ in _broadcast_cases().values()]
+    monkeypatch.setattr(fusion, "STREAMING_STORE_BYTES", 0)
+    kernels.append(_single_kernel(*_broadcast_cases()["outer product"][:2]))
+    for i, kernel in enumerate(kernels):
+        path = tmp_path / f"k{i}.cu"
+        path.write_text(kernel.source)
+        result = subprocess.run(["nvcc", "-arch=sm_90", "--ptx", "-o", str(tmp_path / "k.ptx"),
+                                 str(path)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stderr + kernel.source
+        ptx = (tmp_path / "k.ptx").read_text()
+        if "vectorized" in kernel.source:
+            assert "st.global.v4" in ptx or "st.global.v2" in ptx or "st.global.cs.v" in ptx
+        if "__stcs(" in kernel.source:
+            assert "st.global.cs.v4" in ptx, kernel.name
 
 
 # --- on the GPU ------------------------------------------------------------------------------
@@ -202,3 +300,54 @@ def test_gpu_vectorized_kernels_aligned_and_one_element_off(name):
             tol = 1e-2 if w.dtype.itemsize == 2 else 1e-5
             np.testing.assert_allclose(np.asarray(g, np.float64), np.asarray(w, np.float64),
                                        rtol=tol, atol=tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("expand", [False, True])
+def test_gpu_jitted_outer_product(monkeypatch, expand):
+    import cupy
+    monkeypatch.setattr(passes, "EXPAND_OUTER_PRODUCTS", expand)
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((64, 1, 96)).astype(np.float32)
+    c = rng.standard_normal((64, 1, 128)).astype(np.float32)
+
+    def outer(a, c):
+        return lax.dot_general(a, c, (((1,), (1,)), ((0,), (0,))))
+
+    want = np.einsum("bi,bj->bij", a[:, 0].astype(np.float64), c[:, 0].astype(np.float64))
+
+    def one_element_off(x):  # a view past the start of its allocation: the scalar loop
+        padded = cupy.from_dlpack(_on_gpu(fnp.asarray(np.concatenate([x.ravel()[:1],
+                                                                      x.ravel()]))))
+        return flamefx.from_dlpack(padded[1:].reshape(x.shape))
+    for gpu_args in (_on_gpu((fnp.asarray(a), fnp.asarray(c))),
+                     (one_element_off(a), one_element_off(c))):
+        np.testing.assert_allclose(np.asarray(flamefx.jit(outer)(*gpu_args)), want,
+                                   rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("expand", [False, True])
+def test_gpu_per_example_grads_equal_a_loop_over_examples(monkeypatch, expand):
+    """An MLP 784-256-10 over 96 examples: the first layer's per-example weight gradients
+    are 77 MB, enough for streaming stores."""
+    from flamefx import nn
+    monkeypatch.setattr(passes, "EXPAND_OUTER_PRODUCTS", expand)
+    rng = np.random.default_rng(4)
+    sizes = [(784, 256), (256, 10)]
+    params = [(fnp.asarray(rng.normal(0, 1 / np.sqrt(m), (m, n)).astype(np.float32)),
+               fnp.asarray(rng.normal(0, 0.1, n).astype(np.float32))) for m, n in sizes]
+    x = fnp.asarray(rng.standard_normal((96, 784)).astype(np.float32))
+    y = fnp.asarray(rng.integers(0, 10, 96).astype(np.int32))
+
+    def loss(params, x, y):
+        h = nn.relu(x @ params[0][0] + params[0][1])
+        return nn.softmax_cross_entropy_with_integer_labels(h @ params[1][0] + params[1][1], y)
+
+    per_example = flamefx.jit(flamefx.vmap(flamefx.grad(loss), in_axes=(None, 0, 0)))
+    got = flamefx.tree_util.tree_leaves(per_example(*_on_gpu((params, x, y))))
+    loop = [flamefx.tree_util.tree_leaves(flamefx.grad(loss)(params, x[b], y[b]))
+            for b in range(96)]
+    for k, g in enumerate(got):
+        want = np.stack([np.asarray(leaves[k]) for leaves in loop])
+        np.testing.assert_allclose(np.asarray(g), want, rtol=2e-4, atol=2e-6)
