@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   const int bh = atoi(argv[2]), sq = atoi(argv[3]), sk = atoi(argv[4]);
   const float scale = atof(argv[5]);
   const int fwd_smem = atoi(argv[6]), bwd_smem = atoi(argv[7]);
+  const unsigned fwd_rows = 16 * FWD_WARPS, bwd_keys = 16 * BWD_WARPS;
   FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
   auto q = read_array<T>(f, (size_t)bh * sq * D);
   auto k = read_array<T>(f, (size_t)bh * sk * D);
@@ -42,12 +43,12 @@ int main(int argc, char** argv) {
   std::vector<T> out(dout.size()), dq(q.size()), dk(k.size()), dvs(v.size());
   std::vector<float> lse(dlse.size()), delta(dlse.size()), dq_acc(q.size(), 0.f);
   const long long rows = (long long)bh * sq;
-  launch(Dim3{(unsigned)(sq + 63) / 64, (unsigned)bh, 1}, Dim3{128, 1, 1}, [&] {
+  launch(Dim3{(sq + fwd_rows - 1) / fwd_rows, (unsigned)bh, 1}, Dim3{2 * fwd_rows, 1, 1}, [&] {
     flamefx_mma_attention_forward(q.data(), k.data(), v.data(), out.data(), lse.data(), sq,
                                   sk, scale * 1.4426950408889634f); });
   launch(Dim3{(unsigned)((rows * 32 + 255) / 256), 1, 1}, Dim3{256, 1, 1}, [&] {
     flamefx_flash_delta(out.data(), dout.data(), dlse.data(), delta.data(), rows, DV); });
-  launch(Dim3{(unsigned)(sk + 63) / 64, (unsigned)bh, 1}, Dim3{128, 1, 1}, [&] {
+  launch(Dim3{(sk + bwd_keys - 1) / bwd_keys, (unsigned)bh, 1}, Dim3{2 * bwd_keys, 1, 1}, [&] {
     flamefx_mma_attention_backward(q.data(), k.data(), v.data(), dout.data(), lse.data(),
                                    delta.data(), dk.data(), dvs.data(), dq_acc.data(), sq, sk,
                                    scale, scale * 1.4426950408889634f); });
@@ -60,17 +61,25 @@ int main(int argc, char** argv) {
 }
 """
 
-# Small enough for the emulator (one thread per CUDA thread) to finish in seconds.
+# Small enough for the emulator (one thread per CUDA thread) to finish in seconds. "warps":
+# warps per forward and backward block (16 query rows or keys each).
 EMULATOR_CASES = [
     # two query and key tiles with partial last tiles, causal, both half types
-    {"bh": 2, "sq": 70, "sk": 70, "d": 64, "dv": 64, "causal": True, "dtype": BF16},
-    {"bh": 1, "sq": 70, "sk": 75, "d": 64, "dv": 64, "causal": True, "dtype": F16},
+    {"bh": 2, "sq": 70, "sk": 70, "d": 64, "dv": 64, "causal": True, "dtype": BF16,
+     "warps": (4, 4)},
+    {"bh": 1, "sq": 70, "sk": 75, "d": 64, "dv": 64, "causal": True, "dtype": F16,
+     "warps": (8, 8)},
     # a single query and key
-    {"bh": 1, "sq": 1, "sk": 1, "d": 32, "dv": 32, "causal": False, "dtype": BF16},
+    {"bh": 1, "sq": 1, "sk": 1, "d": 32, "dv": 32, "causal": False, "dtype": BF16,
+     "warps": (4, 4)},
     # cross attention, different head dims, three key tiles
-    {"bh": 1, "sq": 20, "sk": 130, "d": 128, "dv": 32, "causal": False, "dtype": BF16},
-    # causal with more queries than keys: late rows see every key
-    {"bh": 1, "sq": 100, "sk": 40, "d": 32, "dv": 64, "causal": True, "dtype": F16},
+    {"bh": 1, "sq": 20, "sk": 130, "d": 128, "dv": 32, "causal": False, "dtype": BF16,
+     "warps": (4, 8)},
+    # causal with more queries than keys (late rows see every key), more keys than queries
+    {"bh": 1, "sq": 100, "sk": 40, "d": 32, "dv": 64, "causal": True, "dtype": F16,
+     "warps": (8, 8)},
+    {"bh": 1, "sq": 40, "sk": 150, "d": 16, "dv": 16, "causal": True, "dtype": BF16,
+     "warps": (8, 4)},
 ]
 
 
@@ -103,13 +112,15 @@ def test_mma_kernels_on_the_cpu_emulator_match_numpy(tmp_path, case):
     dtype, bh, sq, sk, d, dv = (c[key] for key in ("dtype", "bh", "sq", "sk", "d", "dv"))
     q, k, v, dout, dlse = _inputs(bh, sq, sk, d, dv, dtype, case)
     scale = 1 / np.sqrt(d)
+    forward_warps, backward_warps = c["warps"]
     source = "#define FLAMEFX_EMULATED_MMA\n" + _host_source(
-        cuda_attention_mma.kernel_source(dtype, d, dv, c["causal"]), dtype)
+        cuda_attention_mma.kernel_source(dtype, d, dv, c["causal"], forward_warps,
+                                         backward_warps), dtype)
     shapes = [(dtype, (bh, sq, dv)), (np.float32, (bh, sq)), (dtype, (bh, sq, d)),
               (dtype, (bh, sk, d)), (dtype, (bh, sk, dv))]
     got = _run(tmp_path, source, EMULATOR_MAIN,
                [bh, sq, sk, repr(float(scale)), cuda_attention_mma.forward_shared_bytes(d, dv),
-                cuda_attention_mma.backward_shared_bytes(d, dv)],
+                cuda_attention_mma.backward_shared_bytes(d, dv, backward_warps)],
                [q, k, v, dout, dlse], shapes)
     want = _reference(q, k, v, dout, dlse, c["causal"], scale)
     for name, g, w in zip(("out", "lse", "dq", "dk", "dv"), got, want):
@@ -143,9 +154,12 @@ def _on(device, *arrays):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", [BF16, F16])
+@pytest.mark.parametrize("dtype, warps", [(BF16, (4, 4)), (BF16, (8, 8)), (F16, None)])
 @pytest.mark.parametrize("case", range(len(GPU_CASES)))
-def test_gpu_mma_attention_matches_numpy(case, dtype):
+def test_gpu_mma_attention_matches_numpy(case, dtype, warps, monkeypatch):
+    if warps is not None:  # both block shapes, whichever the module picks by default
+        monkeypatch.setattr(cuda_attention_mma, "_FORWARD_WARPS", warps[0])
+        monkeypatch.setattr(cuda_attention_mma, "_BACKWARD_WARPS", warps[1])
     c = GPU_CASES[case]
     b, h, sq, sk, d, dv = (c[key] for key in ("b", "h", "sq", "sk", "d", "dv"))
     q, k, v, dout, dlse = _inputs(b * h, sq, sk, d, dv, dtype, 100 + case)

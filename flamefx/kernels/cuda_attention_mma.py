@@ -35,8 +35,10 @@ from flamefx import devices
 from flamefx.kernels.cuda_attention import DELTA_SOURCE, row_delta
 from flamefx.kernels.cuda_scalar import empty, raw_view, scalar_prelude, set_dynamic_shared_memory
 
-_ROWS = 64  # query rows of a forward block, keys of a backward block, and every tile
-_THREADS = 128  # 4 warps of 16 rows (or keys)
+_ROWS = 64  # the rows of every tile streamed through shared memory
+# Warps (of 16 query rows in the forward, 16 keys in the backward) per block.
+_FORWARD_WARPS = 4
+_BACKWARD_WARPS = 4
 _PAD = 8  # halves added to each shared-memory row: consecutive rows start 4 banks apart
 _LOG2E = 1.4426950408889634
 _HALF_DTYPES = ("float16", "bfloat16")
@@ -176,11 +178,11 @@ __device__ __forceinline__ void cp_async_wait() {
 #endif
 }
 
-// Starts copying ROWS rows of COLS halves (row stride COLS in global, COLS + PAD in shared
-// memory) in 16-byte pieces, zeros past `valid` rows.
-template <int COLS>
+// Starts copying N rows (ROWS unless given) of COLS halves (row stride COLS in global,
+// COLS + PAD in shared memory) in 16-byte pieces, zeros past `valid` rows.
+template <int COLS, int N = ROWS>
 __device__ __forceinline__ void load_rows_async(T* dst, const T* src, int valid) {
-  for (int i = threadIdx.x; i < ROWS * COLS / 8; i += blockDim.x) {
+  for (int i = threadIdx.x; i < N * COLS / 8; i += blockDim.x) {
     const int r = i / (COLS / 8), c = (i % (COLS / 8)) * 8;
     copy_16_async(dst + r * (COLS + PAD) + c, r < valid ? src + (long long)r * COLS + c : src,
                   r < valid);
@@ -200,8 +202,10 @@ __device__ __forceinline__ void accumulators_as_a(unsigned (&a)[4], const float 
 
 _FORWARD = r"""
 #define KV_HALVES (ROWS * (D + PAD + DV + PAD))
-// grid (query tiles, batch * heads); lse in natural log, -inf for a row that sees no key.
-extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_forward(
+#define FWD_ROWS (16 * FWD_WARPS)  // query rows of a block
+// grid (FWD_ROWS query rows, batch * heads), FWD_WARPS warps of 16 rows; lse in natural
+// log, -inf for a row that sees no key.
+extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attention_forward(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     T* __restrict__ out, float* __restrict__ lse, int sq, int sk, float scale_log2) {
   extern __shared__ __align__(16) unsigned char smem[];
@@ -210,7 +214,7 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_forward(
   T* vs = ks + ROWS * (D + PAD);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long long bh = blockIdx.y;
-  const int block_q0 = blockIdx.x * ROWS, q0 = block_q0 + warp * 16;
+  const int block_q0 = blockIdx.x * FWD_ROWS, q0 = block_q0 + warp * 16;
   q += bh * sq * D;
   k += bh * sk * D;
   v += bh * sk * DV;
@@ -222,7 +226,7 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_forward(
   float o[DV / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   #pragma unroll
   for (int n = 0; n < DV / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
-  const int k_end = CAUSAL ? min(sk, block_q0 + ROWS) : sk;
+  const int k_end = CAUSAL ? min(sk, block_q0 + FWD_ROWS) : sk;
   const int tiles = (k_end + ROWS - 1) / ROWS;
   // Double buffering: tile i + 1 streams in (cp.async) while the warps work on tile i.
   load_rows_async<D>(ks, k, sk);
@@ -318,6 +322,8 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_forward(
 
 _BACKWARD = r"""
 #define QDO_HALVES (ROWS * (D + PAD + DV + PAD))
+#define BWD_KEYS (16 * BWD_WARPS)  // keys of a block
+#define DQ_COLS (D * 4 / BWD_WARPS)  // dQ columns per warp: 4 warps of 16 rows cover a tile
 // Two adjacent float32 accumulations into global memory (one vector reduction on sm_90).
 __device__ __forceinline__ void add_pair(float* at, float a, float b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -328,9 +334,9 @@ __device__ __forceinline__ void add_pair(float* at, float a, float b) {
 #endif
 }
 
-// grid (key tiles, batch * heads). dK, dV written in T; dQ * scale added into dq_acc
-// (float32, zeroed by the caller). lse_log2 / delta per query row as float32.
-extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward(
+// grid (BWD_KEYS keys, batch * heads), BWD_WARPS warps of 16 keys. dK, dV written in T;
+// dQ * scale added into dq_acc (float32, zeroed by the caller).
+extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attention_backward(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     const T* __restrict__ dout, const float* __restrict__ lse,
     const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv,
@@ -338,13 +344,13 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward
   extern __shared__ __align__(16) unsigned char smem[];
   // Two buffers of QDO_HALVES: queries [ROWS][D + PAD], output cotangents [ROWS][DV + PAD].
   T* qdo = reinterpret_cast<T*>(smem);
-  T* ks = qdo + 2 * QDO_HALVES;   // [ROWS][D + PAD]    this block's keys
-  T* dss = ks + ROWS * (D + PAD);  // [ROWS][ROWS + PAD] dSᵀ as [key][query]
+  T* ks = qdo + 2 * QDO_HALVES;       // [BWD_KEYS][D + PAD]    this block's keys
+  T* dss = ks + BWD_KEYS * (D + PAD);  // [BWD_KEYS][ROWS + PAD] dSᵀ as [key][query]
   // Two buffers of the query tile's lse * log2(e), then its delta: [2][2][ROWS].
-  float* row_terms = reinterpret_cast<float*>(dss + ROWS * (ROWS + PAD));
+  float* row_terms = reinterpret_cast<float*>(dss + BWD_KEYS * (ROWS + PAD));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long long bh = blockIdx.y;
-  const int k0 = blockIdx.x * ROWS, kw = k0 + warp * 16;  // this block's and warp's keys
+  const int k0 = blockIdx.x * BWD_KEYS, kw = k0 + warp * 16;  // the block's, warp's keys
   q += bh * sq * D;
   dout += bh * sq * DV;
   lse += bh * sq;
@@ -375,10 +381,10 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward
       terms[ROWS + r] = q0 + r < sq ? delta[q0 + r] : 0.f;
     }
   };
-  // Causal: query tiles before this key tile see none of it. Double buffering: tile i + 1
+  // Causal: query tiles before this key block see none of it. Double buffering: tile i + 1
   // streams in while the warps work on tile i.
   const int q_first = CAUSAL ? k0 : 0, tiles = (sq - q_first + ROWS - 1) / ROWS;
-  load_rows_async<D>(ks, k + (long long)k0 * D, sk - k0);
+  load_rows_async<D, BWD_KEYS>(ks, k + (long long)k0 * D, sk - k0);
   if (tiles > 0) load_query_tile(q_first, 0);
   cp_async_commit();
   for (int tile = 0; tile < tiles; ++tile) {
@@ -405,7 +411,7 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward
       #pragma unroll
       for (int kk = 0; kk < D / 16; ++kk)
         mma_b_transposed(pt[n], pt[n + 1], ka[kk], qs, D + PAD, n * 8, kk * 16);
-    const bool edge = k0 + ROWS > sk || (CAUSAL && q0 < kw + 15);
+    const bool edge = kw + 16 > sk || (CAUSAL && q0 < kw + 15);
     #pragma unroll
     for (int n = 0; n < ROWS / 8; ++n)
       #pragma unroll
@@ -454,26 +460,28 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_mma_attention_backward
         *reinterpret_cast<unsigned*>(dss + (warp * 16 + g + r * 8) * (ROWS + PAD) + n * 8 + t * 2)
             = pack2(dst[n][2 * r], dst[n][2 * r + 1]);
     __syncthreads();
-    // dQ rows q0 + 16 warp .. + 15 += dS K * scale over this block's 64 keys.
-    const int qw = q0 + warp * 16;
+    // dQ += dS K * scale over this block's keys: warp w takes query rows 16 (w % 4) .. + 15
+    // and DQ_COLS columns from DQ_COLS (w / 4).
+    const int qw = q0 + (warp & 3) * 16, c0 = (warp >> 2) * DQ_COLS;
     if (qw >= sq) continue;
-    float dq[D / 8][4];
+    float dq[DQ_COLS / 8][4];
     #pragma unroll
-    for (int n = 0; n < D / 8; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
+    for (int n = 0; n < DQ_COLS / 8; ++n) dq[n][0] = dq[n][1] = dq[n][2] = dq[n][3] = 0.f;
     #pragma unroll
-    for (int kk = 0; kk < ROWS / 16; ++kk) {
+    for (int kk = 0; kk < BWD_KEYS / 16; ++kk) {
       unsigned dsa[4];
-      load_a_transposed(dsa, dss, ROWS + PAD, warp * 16, kk * 16);
+      load_a_transposed(dsa, dss, ROWS + PAD, (warp & 3) * 16, kk * 16);
       #pragma unroll
-      for (int n = 0; n < D / 8; n += 2) mma_b(dq[n], dq[n + 1], dsa, ks, D + PAD, n * 8, kk * 16);
+      for (int n = 0; n < DQ_COLS / 8; n += 2)
+        mma_b(dq[n], dq[n + 1], dsa, ks, D + PAD, c0 + n * 8, kk * 16);
     }
     #pragma unroll
     for (int r = 0; r < 2; ++r) {
       const int row = qw + g + r * 8;
       if (row >= sq) continue;
       #pragma unroll
-      for (int n = 0; n < D / 8; ++n)
-        add_pair(dq_acc + (long long)row * D + n * 8 + t * 2, dq[n][2 * r] * scale,
+      for (int n = 0; n < DQ_COLS / 8; ++n)
+        add_pair(dq_acc + (long long)row * D + c0 + n * 8 + t * 2, dq[n][2 * r] * scale,
                  dq[n][2 * r + 1] * scale);
     }
   }
@@ -516,9 +524,17 @@ def supports(q, k, v, bias) -> bool:
     return q.dtype == k.dtype == v.dtype and supports_shapes(q.dtype, q.shape, v.shape, bias)
 
 
-def kernel_source(dtype, d: int, dv: int, is_causal: bool) -> str:
+def backward_warps(d: int) -> int:
+    """Warps per backward block: each warp's share of a dQ tile (d * 4 / warps columns)
+    must be whole pairs of 8-column mma tiles."""
+    return _BACKWARD_WARPS if (d * 4 // _BACKWARD_WARPS) % 16 == 0 else 4
+
+
+def kernel_source(dtype, d: int, dv: int, is_causal: bool, forward_warps: int = 4,
+                  backward_warps: int = 4) -> str:
     """The CUDA source of the forward, backward, dQ conversion and delta kernels."""
     defines = (f"#define D {d}\n#define DV {dv}\n#define CAUSAL {int(is_causal)}\n"
+               f"#define FWD_WARPS {forward_warps}\n#define BWD_WARPS {backward_warps}\n"
                f"#define IS_BF16 {int(np.dtype(dtype).name == 'bfloat16')}\n"
                "#ifndef INFINITY\n#define INFINITY __int_as_float(0x7f800000)\n#endif\n")
     return scalar_prelude(dtype) + defines + _COMMON + _FORWARD + _BACKWARD + DELTA_SOURCE
@@ -529,16 +545,19 @@ def forward_shared_bytes(d: int, dv: int) -> int:
     return 2 * 2 * _ROWS * (d + _PAD + dv + _PAD)
 
 
-def backward_shared_bytes(d: int, dv: int) -> int:
-    """Two buffers of a query and an output-cotangent tile, the key tile, dSᵀ, and two
+def backward_shared_bytes(d: int, dv: int, warps: int) -> int:
+    """Two buffers of a query and an output-cotangent tile, the block's keys, dSᵀ, and two
     buffers of lse and delta rows."""
-    halves = _ROWS * (2 * (d + _PAD + dv + _PAD) + d + _PAD + _ROWS + _PAD)
+    keys = 16 * warps
+    halves = 2 * _ROWS * (d + _PAD + dv + _PAD) + keys * (d + _PAD + _ROWS + _PAD)
     return 2 * halves + 2 * 2 * 4 * _ROWS
 
 
 @functools.cache
-def _module(dtype_name: str, d: int, dv: int, is_causal: bool):
-    source = kernel_source(np.dtype(dtype_name), d, dv, is_causal)
+def _module(dtype_name: str, d: int, dv: int, is_causal: bool, forward_warps: int,
+            backward_warps: int):
+    source = kernel_source(np.dtype(dtype_name), d, dv, is_causal, forward_warps,
+                           backward_warps)
     return devices.cupy().RawModule(code=source, options=("--std=c++17",))
 
 
@@ -568,9 +587,9 @@ def attention_forward(q, k, v, bias, *, is_causal, scale):
     if out.size == 0:
         return [out, lse]
     nbytes = forward_shared_bytes(d, dv)
-    fn = _kernel(_module(q.dtype.name, d, dv, bool(is_causal)),
-                 "flamefx_mma_attention_forward", nbytes)
-    fn((math.ceil(sq / _ROWS), b * h), (_THREADS,),
+    module = _module(q.dtype.name, d, dv, bool(is_causal), _FORWARD_WARPS, backward_warps(d))
+    fn = _kernel(module, "flamefx_mma_attention_forward", nbytes)
+    fn((math.ceil(sq / (16 * _FORWARD_WARPS)), b * h), (32 * _FORWARD_WARPS,),
        (raw_view(q), raw_view(k), raw_view(v), raw_view(out), lse, np.int32(sq),
         np.int32(sk), np.float32(scale * _LOG2E)), shared_mem=nbytes)
     return [out, lse]
@@ -590,12 +609,13 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
         raw_view(dk).fill(0)
         raw_view(dv_grad).fill(0)
         return [dq, dk, dv_grad]
-    module = _module(q.dtype.name, d, dv, bool(is_causal))
+    warps = backward_warps(d)
+    module = _module(q.dtype.name, d, dv, bool(is_causal), _FORWARD_WARPS, warps)
     delta = row_delta(module, out, dout, dlse)
     dq_acc = cp.zeros(q.shape, np.float32)
-    nbytes = backward_shared_bytes(d, dv)
+    nbytes = backward_shared_bytes(d, dv, warps)
     fn = _kernel(module, "flamefx_mma_attention_backward", nbytes)
-    fn((math.ceil(sk / _ROWS), b * h), (_THREADS,),
+    fn((math.ceil(sk / (16 * warps)), b * h), (32 * warps,),
        (raw_view(q), raw_view(k), raw_view(v), raw_view(dout), lse, delta, raw_view(dk),
         raw_view(dv_grad), dq_acc, np.int32(sq), np.int32(sk), np.float32(scale),
         np.float32(scale * _LOG2E)), shared_mem=nbytes)
