@@ -6,19 +6,24 @@ contiguous; head dims multiples of 16 up to 128; no bias (``supports`` says whic
 qualify; the rest take cuda_attention_gemm or cuda_attention). Memory is linear in the
 sequence: no score matrix is ever stored.
 
-Forward: one block of 4 warps per 64 query rows, each warp owning 16 rows whose Q
-fragments stay in registers. Key tiles of 64 stream through shared memory, row-major;
-``ldmatrix`` (``.trans`` where the product needs the tile transposed) delivers B fragments
-for two mma tiles per instruction. S = Q Kᵀ, the online softmax and P·V all stay in
-registers: an S accumulator pair (row g, columns 2t, 2t+1) is exactly an A-operand
-register of the next product, so P never touches shared memory.
+Forward: one block of 8 warps per 128 query rows, each warp owning 16 rows whose Q
+fragments stay in registers. Key tiles of 64 stream through shared memory, row-major and
+double-buffered (cp.async fetches tile i + 1 during tile i); ``ldmatrix`` (``.trans`` where
+the product needs the tile transposed) delivers B fragments for two mma tiles per
+instruction. S = Q Kᵀ, the online softmax and P·V all stay in registers: an S accumulator
+pair (row g, columns 2t, 2t+1) is exactly an A-operand register of the next product, so P
+never touches shared memory.
 
-Backward: one block per 64 keys (each warp owns 16 keys, K and V fragments in registers)
-walks the query tiles: Sᵀ = K Qᵀ, Pᵀ = exp(Sᵀ·scale - lse), dV += Pᵀ dO, dPᵀ = V dOᵀ,
-dSᵀ = Pᵀ (dPᵀ - delta), dK += dSᵀ Q; dS goes through shared memory so each warp then
-forms 16 query rows of dS K, added with float32 atomics into a dQ accumulator that a last
-kernel scales and converts. delta = rowsum(dO * out) - dlse comes from
-cuda_attention.row_delta.
+Backward: one block per 128 keys (8 warps of 16 keys, K and V fragments in registers)
+walks the 64-row query tiles (double-buffered likewise): Sᵀ = K Qᵀ,
+Pᵀ = exp(Sᵀ·scale - lse), dV += Pᵀ dO, dPᵀ = V dOᵀ, dSᵀ = Pᵀ (dPᵀ - delta), dK += dSᵀ Q;
+dSᵀ goes through shared memory so the warps then split the tile's dS K (16 rows by half
+the columns each), added with float32 atomics into a dQ accumulator that a last kernel
+converts. delta = rowsum(dO * out) - dlse comes from cuda_attention.row_delta.
+
+Measured (H100, 2026-11-24), W3 bf16 (8, 8, 1024, 64): forward 0.084 ms (205 TF/s),
+backward 0.287 ms (150 TF/s); grad of sum(attention) end to end 0.41 ms (cuBLAS path
+before: 1.13 ms; JAX cuDNN 0.27 ms). 4 warps per block: forward 0.098, backward 0.294 ms.
 
 >>> supports_shapes(np.dtype("float16"), (8, 8, 1024, 64), (8, 8, 1024, 64), None)
 True
@@ -36,9 +41,10 @@ from flamefx.kernels.cuda_attention import DELTA_SOURCE, row_delta
 from flamefx.kernels.cuda_scalar import empty, raw_view, scalar_prelude, set_dynamic_shared_memory
 
 _ROWS = 64  # the rows of every tile streamed through shared memory
-# Warps (of 16 query rows in the forward, 16 keys in the backward) per block.
-_FORWARD_WARPS = 4
-_BACKWARD_WARPS = 4
+# Warps (of 16 query rows in the forward, 16 keys in the backward) per block: 8 measured
+# faster than 4 for W3 (forward 0.084 against 0.098 ms, backward 0.287 against 0.294 ms).
+_FORWARD_WARPS = 8
+_BACKWARD_WARPS = 8
 _PAD = 8  # halves added to each shared-memory row: consecutive rows start 4 banks apart
 _LOG2E = 1.4426950408889634
 _HALF_DTYPES = ("float16", "bfloat16")
