@@ -384,9 +384,10 @@ def dot_product_attention(q, k, v, bias=None, mask=None, is_causal=False, scale=
     value (or -inf) masks the same way. A query that sees no key gets zeros (as in
     FlashAttention and cuDNN). ``is_causal``
     lets query i see keys j <= i (top-left aligned, like PyTorch and JAX). On the GPU,
-    sequences up to ~2048 run as cuBLAS GEMMs around fused softmax kernels (tensor cores
-    for float16/bfloat16); longer ones run fused flash-attention kernels, memory linear in
-    the sequence length.
+    float16/bfloat16 without a bias run tensor-core flash-attention kernels (memory linear
+    in the sequence length); otherwise sequences up to ~2048 run as cuBLAS GEMMs around
+    fused softmax kernels (float32 keeps the probabilities for the backward, as JAX's
+    softmax form does) and longer ones run flash-attention kernels on the CUDA cores.
 
     >>> import numpy as np
     >>> q, k = np.zeros((1, 1, 1, 2)), np.zeros((1, 1, 3, 2))
