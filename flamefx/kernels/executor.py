@@ -15,12 +15,10 @@ as a CUDA graph.
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import logging
 import os
 import sys
-import threading
 from time import perf_counter as _perf_counter
 
 import numpy as np
@@ -232,34 +230,6 @@ class _FusedLaunch:
         return outs
 
 
-class _PointerLaunch:
-    """One kernel whose parameters are all device pointers, launched by cuLaunchKernel from
-    a parameter block reused across calls: CuPy's kernel call spends ~10 us of host time
-    marshalling its arguments, this a fraction of it (what a tiny jitted call costs)."""
-
-    __slots__ = ("function", "grid", "block", "values", "params", "lock", "launch")
-
-    def __init__(self, function, grid, block, n_params: int):
-        self.function = function.ptr
-        self.grid = tuple(grid) + (1,) * (3 - len(grid))
-        self.block = tuple(block) + (1,) * (3 - len(block))
-        self.values = (ctypes.c_uint64 * n_params)()
-        base = ctypes.addressof(self.values)
-        self.params = (ctypes.c_void_p * n_params)(*[base + 8 * i for i in range(n_params)])
-        # The driver copies the parameters during the launch; the lock keeps two threads
-        # from interleaving their pointers in the shared block.
-        self.lock = threading.Lock()
-        self.launch = cupy().cuda.driver.launchKernel
-
-    def __call__(self, arrays, stream_ptr: int) -> None:
-        with self.lock:
-            values = self.values
-            for i, a in enumerate(arrays):
-                values[i] = a.data.ptr
-            self.launch(self.function, *self.grid, *self.block, 0, stream_ptr,
-                        ctypes.addressof(self.params), 0)
-
-
 class _OpaqueLaunch:
     """One equation through its primitive's cuda_impl."""
 
@@ -377,18 +347,16 @@ class GpuExecutable:
         if launch.finish is not None or list(outs) != list(self.slots.out_slots) or \
                 len(set(outs)) != len(outs) or not all(s in position for s in ins):
             return None
-        direct = _PointerLaunch(launch.kernel, launch.grid, launch.block,
-                                len(ins) + len(outs))
-        return launch, direct, [position[s] for s in ins]
+        return launch, [position[s] for s in ins]
 
     def _run_single(self, bufs) -> list:
-        launch, direct, positions = self.single
+        launch, positions = self.single
         args = [bufs[i] for i in positions]
         for a in args:
             if not a.flags.c_contiguous:
                 return self.run_steps(bufs)
         outs = [_empty(self.cp, shape, dtype) for shape, dtype in launch.out_specs]
-        direct(args + outs, self.cp.cuda.get_current_stream().ptr)
+        launch.kernel(launch.grid, launch.block, tuple(args + outs))
         return outs
 
     def describe_step(self, k: int) -> tuple[str, str]:
