@@ -1,4 +1,5 @@
-"""The attention and normalization CUDA kernels, run on the CPU against the NumPy impls.
+"""CUDA kernels (attention, normalization, im2col, graph copy-in) run on the CPU against
+NumPy.
 
 CI has no GPU, so these tests compile the kernels' CUDA source with g++ against
 tests/kernel_emulator/cuda_on_cpu.h (threads, barriers and warp shuffles emulated) and
@@ -403,3 +404,39 @@ def test_im2col_kernel_gives_the_loop_reference_conv(tmp_path, case):
         out = out.reshape(groups, o // groups, n, positions).transpose(2, 0, 1, 3)
     want = conv_reference(x, w, strides, padding, lhs, rhs, groups)
     np.testing.assert_allclose(out.reshape(want.shape), want, atol=1e-12)
+
+
+_COPY_MAIN = r"""
+#include <cstdio>
+#include <cstring>
+int main(int argc, char** argv) {
+  alignas(16) static unsigned char src[512], dst[512];
+  std::string dir = argv[1];
+  FILE* in = fopen((dir + "/in.bin").c_str(), "rb");
+  fread(src, 1, 512, in);
+  fclose(in);
+  // (source offset, destination offset, bytes): aligned with a tail, tiny, misaligned.
+  const long long copies[3][3] = {{0, 0, 28}, {64, 96, 13}, {132, 160, 200}};
+  auto at = [](unsigned char* base, long long offset) {
+    return (unsigned long long)(base + offset); };
+  launch(Dim3{2, 3, 1}, Dim3{256, 1, 1}, [&] {
+    flamefx_copy_in(at(src, copies[0][0]), at(dst, copies[0][1]), copies[0][2],
+                    at(src, copies[1][0]), at(dst, copies[1][1]), copies[1][2],
+                    at(src, copies[2][0]), at(dst, copies[2][1]), copies[2][2]);
+  });
+  FILE* out = fopen((dir + "/out.bin").c_str(), "wb");
+  fwrite(dst, 1, 512, out);
+  fclose(out);
+}
+"""
+
+
+def test_graph_copy_in_kernel_copies_aligned_tiny_and_misaligned_buffers(tmp_path):
+    from flamefx.kernels.executor import _copy_source
+    source = f'#include "{EMULATOR}"\n' + _copy_source(3)
+    src = np.random.default_rng(0).integers(0, 256, 512).astype(np.uint8)
+    (got,) = _run(tmp_path, source, _COPY_MAIN, [], [src], [(np.uint8, (512,))])
+    want = np.zeros(512, np.uint8)
+    for s, d, n in [(0, 0, 28), (64, 96, 13), (132, 160, 200)]:
+        want[d:d + n] = src[s:s + n]
+    np.testing.assert_array_equal(got, want)

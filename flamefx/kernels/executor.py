@@ -158,27 +158,31 @@ def hold_gpu(ms: float) -> None:
 def _copy_source(count: int) -> str:
     """A kernel that copies ``count`` buffers in one launch (a graph's staged arguments:
     one memcpy each costs a few microseconds of GPU time however small): grid row ``c``
-    copies buffer ``c``, 16 bytes per thread where both ends are aligned."""
-    def listed(prefix):
-        return ", ".join(f"{prefix}{c}" for c in range(count))
+    copies buffer ``c``, 16 bytes per thread where both ends are aligned. The row picks its
+    buffer through a switch: an array indexed by blockIdx.y would live in local memory,
+    written by every thread (that made W1's copy-in 1.5 ms)."""
     params = ", ".join(f"unsigned long long s{c}, unsigned long long d{c}, long long n{c}"
                        for c in range(count))
+    cases = "\n".join(f"    case {c}: src = s{c}; dst = d{c}; n = n{c}; break;"
+                      for c in range(count))
     return f"""
 extern "C" __global__ void flamefx_copy_in({params}) {{
-  const unsigned long long srcs[{count}] = {{{listed("s")}}}, dsts[{count}] = {{{listed("d")}}};
-  const long long sizes[{count}] = {{{listed("n")}}};
-  const int c = blockIdx.y;
-  const char* src = (const char*)srcs[c];
-  char* dst = (char*)dsts[c];
-  const long long n = sizes[c], stride = (long long)gridDim.x * blockDim.x;
+  unsigned long long src = 0, dst = 0;
+  long long n = 0;
+  switch (blockIdx.y) {{
+{cases}
+  }}
+  const long long stride = (long long)gridDim.x * blockDim.x;
   const long long start = (long long)blockIdx.x * blockDim.x + threadIdx.x;
   long long done = 0;
-  if (((srcs[c] | dsts[c]) & 15) == 0) {{
+  if (((src | dst) & 15) == 0) {{
     const long long words = n >> 4;
-    for (long long w = start; w < words; w += stride) ((uint4*)dst)[w] = ((const uint4*)src)[w];
+    const uint4* from = (const uint4*)src;
+    uint4* to = (uint4*)dst;
+    for (long long w = start; w < words; w += stride) to[w] = from[w];
     done = words << 4;
   }}
-  for (long long b = done + start; b < n; b += stride) dst[b] = src[b];
+  for (long long b = done + start; b < n; b += stride) ((char*)dst)[b] = ((const char*)src)[b];
 }}
 """
 
