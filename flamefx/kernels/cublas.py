@@ -11,12 +11,6 @@ graph, cuBLAS does not. Each call sets the handle's stream to the current stream
 preallocated workspace (cuBLAS must not allocate during capture). Where the library
 cannot be found the CuPy wrappers are the fallback (no graph capture then).
 
-Each product shape (with its dtypes, compute type, layouts and pointer alignment) is timed
-once, outside any graph capture, on cublasGemmEx and on cuBLASLt's candidates
-(flamefx/kernels/cublaslt.py); the choice is kept in memory. cuBLASLt takes the stream and
-workspace per call and costs the host half as much. FLAMEFX_GEMM_AUTOTUNE=0 keeps every
-product on cublasGemmEx.
-
 >>> _operand_layout((1, 4, 3), (48, 12, 4), 4)      # C-contiguous (4, 3): no transpose
 (0, 3)
 >>> _operand_layout((1, 4, 3), (48, 4, 16), 4)      # the transpose of a (3, 4) array
@@ -33,8 +27,6 @@ import logging
 import os
 
 import numpy as np
-
-from flamefx.kernels import cublaslt
 
 log = logging.getLogger("flamefx.cublas")
 
@@ -85,8 +77,6 @@ def gemm_into(out, a, b, precision: str = "highest") -> None:
     or (m, n). float16/bfloat16/float32 accumulate in float32 ('tf32' and 'bf16' allow
     tensor-core inputs of that precision for float32); float64 in float64. Other dtypes
     (integers, bool) go through a CuPy matmul in a wide type. Transposed views need no copy.
-    The first product of each shape times cublasGemmEx against cuBLASLt's candidates and
-    keeps one (see ``_choose`` and ``pick``).
 
     >>> gemm_into(out, a, b, precision="highest")    # doctest: +SKIP
     """
@@ -113,39 +103,16 @@ def gemm_into(out, a, b, precision: str = "highest") -> None:
     if layout_b is None:
         b3 = cp.ascontiguousarray(b3)
         layout_b = _OP_N, n
-    a_ptr, b_ptr, out_ptr = a3.data.ptr, b3.data.ptr, out.data.ptr
-    device_id = cp.cuda.Device().id
-    stream = cp.cuda.get_current_stream()
-    workspace = _workspace(device_id)
-    batch_strides = (m * k * a3.itemsize, k * n * a3.itemsize, m * n * out.itemsize)
-    key = (device_id, a3.dtype.name, out.dtype.name, _compute_type(a3.dtype, precision),
-           batch, m, n, k, layout_a, layout_b,
-           cublaslt.alignment_of(a_ptr, b_ptr, out_ptr, *(batch_strides if batch > 1 else ())))
-    choice = _choices.get(key, _UNTUNED) if AUTOTUNE else _GEMM_EX
-
-    def gemm_ex():
-        args = gemm_arguments(a3.dtype, out.dtype, precision, batch, m, n, k,
-                              (a_ptr, *layout_a), (b_ptr, *layout_b), out_ptr)
-        from cupy.cuda import device
-        library = _library()
-        if library is not None:
-            _call_direct(library, device.get_cublas_handle(), stream.ptr, workspace, args)
-        else:
-            _call_cupy_wrappers(device.get_cublas_handle(), args)
-
-    if choice is _UNTUNED:
-        choice = _choose(cp, key, stream, gemm_ex, (a_ptr, b_ptr, out_ptr), workspace)
-    if choice is _GEMM_EX:
-        gemm_ex()
+    args = gemm_arguments(a3.dtype, out.dtype, precision, batch, m, n, k,
+                          (a3.data.ptr, *layout_a), (b3.data.ptr, *layout_b), out.data.ptr)
+    from cupy.cuda import device
+    handle = device.get_cublas_handle()
+    stream = cp.cuda.get_current_stream().ptr
+    library = _library()
+    if library is not None:
+        _call_direct(library, handle, stream, _workspace(cp.cuda.Device().id), args)
     else:
-        plan, index = choice
-        plan.launch(index, a_ptr, b_ptr, out_ptr, stream.ptr, workspace)
-
-
-def _compute_type(in_dtype: np.dtype, precision: str) -> int:
-    if in_dtype == np.float64:
-        return _COMPUTE_64F
-    return _COMPUTE_32F if in_dtype.name in _HALF_TYPES else _PRECISION_COMPUTE[precision]
+        _call_cupy_wrappers(handle, args)
 
 
 def gemm_arguments(in_dtype, out_dtype, precision, batch, m, n, k, a, b, out_ptr) -> tuple:
@@ -153,8 +120,12 @@ def gemm_arguments(in_dtype, out_dtype, precision, batch, m, n, k, a, b, out_ptr
     handle. ``a`` and ``b`` are (device pointer, transpose flag, leading dimension); the
     host scalars alpha and beta come last (they must stay alive through the call)."""
     in_dtype, out_dtype = np.dtype(in_dtype), np.dtype(out_dtype)
-    compute = _compute_type(in_dtype, precision)
-    scalar_type = np.float64 if in_dtype == np.float64 else np.float32
+    if in_dtype == np.float64:
+        compute, scalar_type = _COMPUTE_64F, np.float64
+    else:
+        compute = (_COMPUTE_32F if in_dtype.name in _HALF_TYPES
+                   else _PRECISION_COMPUTE[precision])
+        scalar_type = np.float32
     alpha, beta = np.ones((), scalar_type), np.zeros((), scalar_type)
     in_type, out_type = _CUDA_DATA_TYPE[in_dtype.name], _CUDA_DATA_TYPE[out_dtype.name]
     (a_ptr, a_op, lda), (b_ptr, b_op, ldb) = a, b
@@ -167,79 +138,6 @@ def gemm_arguments(in_dtype, out_dtype, precision, batch, m, n, k, a, b, out_ptr
             (b_op, a_op, n, m, k, alpha.ctypes.data, b_ptr, in_type, ldb, k * n,
              a_ptr, in_type, lda, m * k, beta.ctypes.data, out_ptr, out_type, n, m * n, batch,
              compute, _GEMM_DEFAULT), (alpha, beta))
-
-
-# --- per-shape choice between cublasGemmEx and cuBLASLt's algorithms ---------------------------
-
-# FLAMEFX_GEMM_AUTOTUNE=0 keeps every product on cublasGemmEx (no timing, no cuBLASLt).
-AUTOTUNE = os.environ.get("FLAMEFX_GEMM_AUTOTUNE", "1") != "0"
-_GEMM_EX, _UNTUNED = "cublasGemmEx", "untuned"
-_REQUIRED_SPEEDUP = 1.05
-# key -> _GEMM_EX or (cublaslt.LtMatmul, candidate index); the key holds device, dtypes,
-# compute type, batch, m, n, k, both operand layouts and the pointers' alignment.
-_choices: dict[tuple, object] = {}
-# key -> milliseconds of [cublasGemmEx, Lt candidate 0, 1, ...], for profiles and tests.
-timings: dict[tuple, list[float]] = {}
-
-
-def _choose(cp, key: tuple, stream, gemm_ex, pointers: tuple, workspace: int):
-    """Times cublasGemmEx and each cuBLASLt candidate on this product (its output is
-    overwritten, the real call comes after) and remembers ``pick``'s choice for ``key``. During a
-    graph capture nothing may be timed: cublasGemmEx runs and the shape stays untuned."""
-    try:
-        capturing = stream.is_capturing()
-    except Exception:  # noqa: BLE001  (the legacy stream cannot be asked during a capture)
-        capturing = True
-    if capturing:
-        return _GEMM_EX
-    plan = _lt_plan(key, workspace)
-    if plan is None:
-        _choices[key] = _GEMM_EX
-        return _GEMM_EX
-    a_ptr, b_ptr, out_ptr = pointers
-    launches = [gemm_ex] + [functools.partial(plan.launch, i, a_ptr, b_ptr, out_ptr, stream.ptr,
-                                              workspace) for i in range(len(plan.algos))]
-    times = timings[key] = cublaslt.time_candidates(cp, launches)
-    best = pick(times)
-    _choices[key] = _GEMM_EX if best == 0 else (plan, best - 1)
-    log.debug("GEMM %s: %s ms, candidate %d chosen", key, times, best)
-    return _choices[key]
-
-
-def pick(times: list[float]) -> int:
-    """Which of [cublasGemmEx, Lt candidate 0, 1, ...] to keep, from their milliseconds.
-
-    The heuristic's first candidate runs the kernel cublasGemmEx picks (the same GPU time on
-    every shape measured) at under half the host cost per call (H100: gemm_into 47 against
-    107 us), so it is the default. Another displaces it only when clearly faster: gains of
-    3-4% timed alone did not carry over into whole steps (H100: W1 4% slower with them).
-
-    >>> pick([1.0, 1.0, 0.97]), pick([1.0, 1.0, 0.9]), pick([0.5, 1.0])
-    (1, 2, 0)
-    """
-    best = min(range(len(times)), key=times.__getitem__)
-    return 1 if times[best] * _REQUIRED_SPEEDUP > times[1] else best
-
-
-def _lt_plan(key: tuple, workspace: int):
-    """cuBLASLt's descriptors and candidates for ``key``, or None (no library, no candidate,
-    or the heuristic refused the shape)."""
-    lib = cublaslt.library()
-    if lib is None:
-        return None
-    device_id, in_name, out_name, compute, batch, m, n, k, layout_a, layout_b, alignment = key
-    wide = compute == _COMPUTE_64F
-    try:
-        plan = cublaslt.LtMatmul(
-            lib, cublaslt.handle(lib, device_id), in_type=_CUDA_DATA_TYPE[in_name],
-            out_type=_CUDA_DATA_TYPE[out_name], compute=compute,
-            scale_type=_CUDA_DATA_TYPE["float64" if wide else "float32"],
-            scale_ctype=ctypes.c_double if wide else ctypes.c_float, batch=batch, m=m, n=n,
-            k=k, a=layout_a, b=layout_b, alignment=alignment, workspace_bytes=WORKSPACE_BYTES)
-    except cublaslt.CublasLtError as e:
-        log.info("cuBLASLt cannot run GEMM %s: %s", key, e)
-        return None
-    return plan if plan.algos else None
 
 
 # --- the direct path: libcublas through ctypes -------------------------------------------------
