@@ -265,6 +265,7 @@ int main(int argc, char** argv) {
   const int groups = atoi(argv[4]), centered = atoi(argv[6]);
   const long long n_params = atoll(argv[7]);
   const ACC epsilon = atof(argv[8]);
+  const int chunks = atoi(argv[9]);
   FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
   auto x = read_array<T>(f, rows * row_len);
   auto scale = read_array<T>(f, n_params);
@@ -274,7 +275,7 @@ int main(int argc, char** argv) {
   auto drstd = read_array<ACC>(f, rows);
   fclose(f);
   std::vector<T> y(x.size()), dx(x.size()), dscale(n_params), dbias(n_params);
-  std::vector<ACC> mean(rows, 0), rstd(rows);
+  std::vector<ACC> mean(rows, 0), rstd(rows), partial(2 * chunks * n_params, (ACC)-777);
   const Dim3 block{256, 1, 1}, per_row{(unsigned)rows, 1, 1};
   launch(per_row, block, [&] {
     flamefx_norm_forward(x.data(), scale.data(), bias.data(), y.data(), mean.data(),
@@ -283,9 +284,13 @@ int main(int argc, char** argv) {
     flamefx_norm_backward_input(x.data(), scale.data(), dy.data(), mean.data(), rstd.data(),
                                 dmean.data(), drstd.data(), dx.data(), row_len, groups, inner,
                                 centered); });
-  launch(Dim3{(unsigned)n_params, 1, 1}, block, [&] {
-    flamefx_norm_backward_params(x.data(), dy.data(), mean.data(), rstd.data(), dscale.data(),
-                                 dbias.data(), rows, row_len, groups, inner, centered, 1); });
+  launch(Dim3{(unsigned)n_params, (unsigned)chunks, 1}, block, [&] {
+    flamefx_norm_backward_params_partial(x.data(), dy.data(), mean.data(), rstd.data(),
+                                         partial.data(), rows, row_len, groups, inner,
+                                         centered); });
+  launch(Dim3{(unsigned)((n_params + 255) / 256), 1, 1}, block, [&] {
+    flamefx_norm_backward_params_finish(partial.data(), dscale.data(), dbias.data(), n_params,
+                                        chunks, 1); });
   FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
   write_array(o, y); write_array(o, mean); write_array(o, rstd); write_array(o, dx);
   write_array(o, dscale); write_array(o, dbias);
@@ -293,12 +298,15 @@ int main(int argc, char** argv) {
 }
 """
 
-NORM_CASES = [("layer", (3, 4, 70), 0), ("group", (2, 8, 6, 5), 4), ("rms", (5, 40), 0)]
+# kind, shape, groups, chunks of each parameter's rows in the parameter-gradient pass (more
+# chunks than rows leaves empty chunks).
+NORM_CASES = [("layer", (3, 4, 70), 0, 5), ("group", (2, 8, 6, 5), 4, 1),
+              ("group", (5, 6, 7), 3, 2), ("rms", (5, 40), 0, 8)]
 
 
 @pytest.mark.parametrize("case", range(len(NORM_CASES)))
 def test_norm_kernels_match_numpy(tmp_path, case):
-    kind, shape, num_groups = NORM_CASES[case]
+    kind, shape, num_groups, chunks = NORM_CASES[case]
     dtype = np.dtype(np.float32)
     rng = np.random.default_rng(case)
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
@@ -312,7 +320,7 @@ def test_norm_kernels_match_numpy(tmp_path, case):
     centered = kind != "rms"
     got = _run(tmp_path, _host_source(cuda_norm.kernel_source(dtype), dtype), NORM_MAIN,
                [rows, x.size // rows, max(num_groups, 1), inner, int(centered), scale.size,
-                1e-5], [x, scale, bias, dy, dmean, drstd],
+                1e-5, chunks], [x, scale, bias, dy, dmean, drstd],
                [(dtype, shape), (dtype, (rows,)), (dtype, (rows,)), (dtype, shape),
                 (dtype, param_shape), (dtype, param_shape)])
     axes = (x.ndim - 1,)
