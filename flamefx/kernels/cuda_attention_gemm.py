@@ -235,6 +235,16 @@ def attention_forward(q, k, v, bias, *, is_causal, scale, keep_probs=False):
     return [out, lse] + kept
 
 
+def _input_grads(plan, rows, p, ds, inputs, grads) -> None:
+    """dV = Pᵀ dO, dQ = dS K, dK = dSᵀ Q for the batch * heads ``rows`` of one chunk (``ds``
+    already scaled)."""
+    q3, k3, dout3 = inputs
+    dq3, dk3, dv3 = grads
+    plan.gemm(dv3[rows], p.transpose(0, 2, 1), dout3[rows])
+    plan.gemm(dq3[rows], ds, k3[rows])
+    plan.gemm(dk3[rows], ds.transpose(0, 2, 1), q3[rows])
+
+
 def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale):
     """``[dq, dk, dv(, dbias)]`` from the forward's ``out`` and ``lse`` and the cotangents
     ``dout``, ``dlse``."""
@@ -266,9 +276,7 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
                          (s, dp, plan.bias if bias is not None else s, lse2[start:stop],
                           delta2[start:stop], raw_view(p), raw_view(ds), dbias_arg)
                          + plan.dims(start) + plan.tail)
-            plan.gemm(dv3[start:stop], p.transpose(0, 2, 1), dout3[start:stop])
-            plan.gemm(dq3[start:stop], ds, k3[start:stop])
-            plan.gemm(dk3[start:stop], ds.transpose(0, 2, 1), q3[start:stop])
+            _input_grads(plan, slice(start, stop), p, ds, (q3, k3, dout3), (dq3, dk3, dv3))
     else:
         for g in (dq, dk, dv):
             raw_view(g).fill(0)
@@ -301,9 +309,7 @@ def attention_backward_from_probs(q, k, v, bias, out, dout, dlse, probs, *, scal
             grads_kernel((n * plan.sq,), (threads,),
                          (p, ds, delta[start:stop], dbias3[start:stop] if bias is not None
                           else ds, np.int32(plan.sk), plan.acc.type(scale)))
-            plan.gemm(dv3[start:stop], p.transpose(0, 2, 1), dout3[start:stop])
-            plan.gemm(dq3[start:stop], ds, k3[start:stop])
-            plan.gemm(dk3[start:stop], ds.transpose(0, 2, 1), q3[start:stop])
+            _input_grads(plan, slice(start, stop), p, ds, (q3, k3, dout3), (dq3, dk3, dv3))
     else:
         for g in (dq, dk, dv):
             raw_view(g).fill(0)
