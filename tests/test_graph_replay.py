@@ -1,4 +1,5 @@
-"""CUDA-graph replay of jitted calls: staged and in-place arguments (GPU only)."""
+"""How jitted GPU calls reuse memory: CUDA-graph replay with staged and in-place arguments,
+and single-kernel calls writing again into outputs nobody holds (GPU only)."""
 
 import numpy as np
 import pytest
@@ -47,3 +48,28 @@ def test_gpu_graph_copy_in_of_odd_sized_and_strided_arguments():
     assert exe.capture_error is None, exe.capture_error
     assert sum(g.replays for g in exe.graphs) >= 3
     assert any(g.copy_kernel is not None for g in exe.graphs)
+
+
+@pytest.mark.gpu
+def test_gpu_single_kernel_call_reuses_only_outputs_nobody_holds():
+    gpu = flamefx.devices("gpu")[0]
+    x = flamefx.device_put(np.arange(1000, dtype=np.float32), gpu)
+    f = flamefx.jit(lambda x: x * 2 + 1)
+    a = f(x)
+    a_ptr = a.buffer.data.ptr
+    b = f(x + 1.0)
+    assert b.buffer.data.ptr != a_ptr  # a is held
+    del a
+    c = f(x + 2.0)  # a's buffer is free again: written in place
+    assert c.buffer.data.ptr == a_ptr
+    view = c[:10]  # an alias of c's memory keeps it from being reused
+    dlpack = c.buffer.__dlpack__()  # so does an exported capsule
+    del c
+    d = f(x + 3.0)
+    e = f(x + 4.0)
+    assert a_ptr not in (d.buffer.data.ptr, e.buffer.data.ptr)
+    want = np.arange(1000, dtype=np.float32)
+    np.testing.assert_array_equal(np.asarray(view), (want[:10] + 2) * 2 + 1)
+    for got, shift in ((b, 1), (d, 3), (e, 4)):
+        np.testing.assert_array_equal(np.asarray(got), (want + shift) * 2 + 1)
+    del dlpack
