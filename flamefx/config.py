@@ -51,11 +51,16 @@ def update(name: str, value) -> None:
     _values[name] = value
 
 
+# The flag objects, looked up once: every jitted call reads an option.
+_FLAG_OBJECTS = {name: flags.FLAGS[f"flamefx_{name}"] for name in _DEFAULTS}
+
+
 def read(name: str):
     """Returns an option's value; absl flags, once parsed, override the defaults."""
-    flag = flags.FLAGS[f"flamefx_{name}"]
-    if flags.FLAGS.is_parsed() and flag.present:
-        return flag.value
+    if flags.FLAGS.is_parsed():
+        flag = _FLAG_OBJECTS[name]
+        if flag.present:
+            return flag.value
     return _values[name]
 
 

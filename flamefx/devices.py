@@ -23,10 +23,11 @@ from flamefx.errors import FlamefxError
 class Device:
     """One place arrays live: ``platform`` is 'cpu' or 'gpu', ``id`` its index."""
 
-    __slots__ = ("platform", "id")
+    __slots__ = ("platform", "id", "_hash")
 
     def __init__(self, platform: str, id: int):
         self.platform, self.id = platform, id
+        self._hash = hash((platform, id))  # devices key every jit cache lookup
 
     def __repr__(self):
         return f"{'Cpu' if self.platform == 'cpu' else 'Cuda'}Device(id={self.id})"
@@ -35,7 +36,7 @@ class Device:
         return isinstance(other, Device) and (self.platform, self.id) == (other.platform, other.id)
 
     def __hash__(self):
-        return hash((self.platform, self.id))
+        return self._hash
 
     @property
     def xp(self):
