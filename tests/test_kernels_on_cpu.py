@@ -116,7 +116,7 @@ ATTENTION_CASES = [
     # float64, a row that sees no key at all
     {"b": 1, "h": 1, "sq": 3, "sk": 5, "d": 4, "dv": 4, "causal": False,
      "bias": (1, 1, 3, 5), "masked": 0.0, "dtype": np.float64, "hide_row": 1},
-    # key counts that are multiples of 4 (the GEMM path's softmax moves 4 scores per access)
+    # key counts that are multiples of 4
     {"b": 1, "h": 2, "sq": 9, "sk": 36, "d": 8, "dv": 8, "causal": True,
      "bias": (1, 2, 9, 36), "masked": 0.3},
     {"b": 2, "h": 1, "sq": 5, "sk": 12, "d": 4, "dv": 4, "causal": False,

@@ -44,12 +44,12 @@ _ROW_KERNELS = r"""
 #define LOG2E 1.4426950408889634
 #define LN2 0.6931471805599453
 
-// The scaled, biased score of (query qi, key c) from its raw score `raw`, or false where
-// the key is hidden from the query (causal, or a bias at or below mask_value).
-__device__ __forceinline__ bool biased_value(ACC raw, const T* brow, int qi, int c, ACC scale,
-                                             ACC mask_value, ACC* x) {
+// The scaled, biased score of (query qi, key c), or false where the key is hidden from the
+// query (causal, or a bias at or below mask_value).
+__device__ __forceinline__ bool biased_score(const ACC* srow, const T* brow, int qi, int c,
+                                             ACC scale, ACC mask_value, ACC* x) {
   if (CAUSAL && c > qi) return false;
-  *x = raw * scale;
+  *x = srow[c] * scale;
   if (HAS_BIAS) {
     const ACC b = LOAD(brow[c]);
     if (b <= mask_value) return false;
@@ -58,38 +58,9 @@ __device__ __forceinline__ bool biased_value(ACC raw, const T* brow, int qi, int
   return true;
 }
 
-__device__ __forceinline__ bool biased_score(const ACC* srow, const T* brow, int qi, int c,
-                                             ACC scale, ACC mask_value, ACC* x) {
-  return biased_value(srow[c], brow, qi, c, scale, mask_value, x);
-}
-
-// Adds score x to a running (max m, sum l of exp(score - m)): one exp per score.
-__device__ __forceinline__ void online_add(ACC x, ACC* m, ACC* l) {
-  if (x > *m) {
-    *l = *l * EXP2((*m - x) * (ACC)LOG2E) + (ACC)1;
-    *m = x;
-  } else {
-    *l += EXP2((x - *m) * (ACC)LOG2E);
-  }
-}
-
-// Four probabilities to T; one 16-byte store when T is float.
-__device__ __forceinline__ void store4(T* dst, const ACC* v) {
-  if (sizeof(T) == 4 && sizeof(ACC) == 4) {
-    float4 w;
-    w.x = v[0]; w.y = v[1]; w.z = v[2]; w.w = v[3];
-    *reinterpret_cast<float4*>(dst) = w;
-  } else {
-    for (int i = 0; i < 4; ++i) dst[i] = STORE(v[i]);
-  }
-}
-
 // One warp per score row: an online max and sum (one exp per score), merged across the
-// warp, then a second pass (the row is still in L1/L2) writes P = exp(x - lse). When the
-// row length is a multiple of 4, each lane moves 4 scores per load and store (the rows are
-// then 16-byte aligned): one scalar access per lane left the pass well short of the
-// memory bandwidth. `p` may be `s` itself (float32, float64): each element is read before
-// the same thread writes it.
+// warp, then a second pass (the row is still in L1/L2) writes P = exp(x - lse). `p` may be
+// `s` itself (float32, float64): each element is read before the same thread writes it.
 extern "C" __global__ void flamefx_attention_softmax(
     const ACC* s, T* p, const T* __restrict__ bias, ACC* __restrict__ lse, long long rows,
     int heads, int sq, int sk, int bh_start, long long bias_sb, long long bias_sh,
@@ -101,19 +72,16 @@ extern "C" __global__ void flamefx_attention_softmax(
   const ACC* srow = s + row * sk;
   const T* brow = bias;
   if (HAS_BIAS) brow += (bh / heads) * bias_sb + (bh % heads) * bias_sh + (long long)qi * sk;
-  const bool vec = (sk & 3) == 0;
-  const int first = vec ? sk : 0;  // where the scalar loops start
   ACC m = NEG_INF, l = 0, x;
-  if (vec) {
-    for (int c = lane * 4; c < sk; c += 128) {
-      ACC raw[4];
-      LOAD_ACC4(raw, srow + c);
-      for (int i = 0; i < 4; ++i)
-        if (biased_value(raw[i], brow, qi, c + i, scale, mask_value, &x)) online_add(x, &m, &l);
+  for (int c = lane; c < sk; c += 32) {
+    if (!biased_score(srow, brow, qi, c, scale, mask_value, &x)) continue;
+    if (x > m) {
+      l = l * EXP2((m - x) * (ACC)LOG2E) + (ACC)1;
+      m = x;
+    } else {
+      l += EXP2((x - m) * (ACC)LOG2E);
     }
   }
-  for (int c = first + lane; c < sk; c += 32)
-    if (biased_score(srow, brow, qi, c, scale, mask_value, &x)) online_add(x, &m, &l);
   #pragma unroll
   for (int off = 16; off > 0; off >>= 1) {
     const ACC m2 = __shfl_xor_sync(0xffffffffu, m, off);
@@ -125,17 +93,7 @@ extern "C" __global__ void flamefx_attention_softmax(
   }
   const ACC row_lse = m + LOG2(l) * (ACC)LN2;  // -inf for a row that sees no key
   T* prow = p + row * sk;
-  if (vec) {
-    for (int c = lane * 4; c < sk; c += 128) {
-      ACC raw[4], pv[4];
-      LOAD_ACC4(raw, srow + c);
-      for (int i = 0; i < 4; ++i)
-        pv[i] = biased_value(raw[i], brow, qi, c + i, scale, mask_value, &x)
-            ? EXP2((x - row_lse) * (ACC)LOG2E) : (ACC)0;
-      store4(prow + c, pv);
-    }
-  }
-  for (int c = first + lane; c < sk; c += 32) {
+  for (int c = lane; c < sk; c += 32) {
     const ACC pv = biased_score(srow, brow, qi, c, scale, mask_value, &x)
         ? EXP2((x - row_lse) * (ACC)LOG2E) : (ACC)0;
     prow[c] = STORE(pv);
