@@ -6,11 +6,7 @@ import pytest
 
 import flamefx
 import flamefx.numpy as fnp
-
-
-def _executable(jitted):
-    entry = next(iter(jitted._cache.values()))
-    return next(iter(entry.program.executables.values()))
+from tests.test_jit import _executable
 
 
 @pytest.mark.gpu

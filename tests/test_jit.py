@@ -50,6 +50,26 @@ def _mlp_args():
     return params, _x(5, 4), y
 
 
+def _mlp_sgd_step(params, x, y):
+    grads = flamefx.grad(mlp_loss)(params, x, y)
+    return flamefx.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
+
+
+def _plain_sgd_steps(params, x, y, n):
+    """``[params, then after each of n SGD steps]``, jitted without CUDA graphs."""
+    with flamefx.config.override("cuda_graphs", False):
+        steps = [params]
+        for _ in range(n):
+            steps.append(flamefx.jit(_mlp_sgd_step)(steps[-1], x, y))
+    return steps
+
+
+def _executable(jitted):
+    """The executable of a jitted function's only cache entry and device."""
+    entry = next(iter(jitted._cache.values()))
+    return next(iter(entry.program.executables.values()))
+
+
 PROGRAMS = {
     "elementwise": (lambda x: fnp.exp(fnp.sin(x) * 2.0 + 1.0) - x, lambda: (_x(7, 3),)),
     "w4": (w4_loss, lambda: (_x(1000),)),
@@ -430,13 +450,8 @@ def test_gpu_grad_of_jit_and_donation():
     _assert_trees_close(flamefx.grad(flamefx.jit(mlp_loss))(params, x, y), want, rtol=1e-3,
                         atol=1e-5)
 
-    @flamefx.jit
-    def step(params, x, y):
-        grads = flamefx.grad(mlp_loss)(params, x, y)
-        return flamefx.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
-
-    step_donating = flamefx.jit(step.__wrapped__, donate_argnums=0)
-    expected = step(params, x, y)
+    step_donating = flamefx.jit(_mlp_sgd_step, donate_argnums=0)
+    expected = flamefx.jit(_mlp_sgd_step)(params, x, y)
     copied = flamefx.tree_util.tree_map(lambda a: a * 1.0, params)
     got = step_donating(copied, x, y)
     _assert_trees_close(got, expected, rtol=1e-5)
@@ -451,30 +466,20 @@ def test_jit_call_is_a_primitive_with_every_rule():
 @pytest.mark.gpu
 def test_gpu_cuda_graph_replay_matches_plain_and_respects_held_outputs():
     params, x, y = _on_gpu(_mlp_args())
-
-    def step(params, x, y):
-        grads = flamefx.grad(mlp_loss)(params, x, y)
-        return flamefx.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
-
-    with flamefx.config.override("cuda_graphs", False):
-        want = [params]
-        for _ in range(4):
-            want.append(flamefx.jit(step)(want[-1], x, y))
+    want = _plain_sgd_steps(params, x, y, 4)
     with flamefx.config.override("cuda_graphs", True):
-        jstep = flamefx.jit(step)
+        jstep = flamefx.jit(_mlp_sgd_step)
         held = [params]
         for _ in range(4):  # outputs all held: every replay must leave earlier ones intact
             held.append(jstep(held[-1], x, y))
         for got, expected in zip(held, want):
             _assert_trees_close(got, expected, rtol=1e-5)
-        donating = flamefx.jit(step, donate_argnums=0)
+        donating = flamefx.jit(_mlp_sgd_step, donate_argnums=0)
         p = flamefx.tree_util.tree_map(lambda a: a * 1.0, params)
         for _ in range(4):  # steady state of a training loop: outputs donated back in
             p = donating(p, x, y)
         _assert_trees_close(p, want[-1], rtol=1e-5)
-        program = donating._cache[next(iter(donating._cache))].program
-        exe = next(iter(program.executables.values()))
-        print("graph captured:", exe.graph is not None)
+        assert _executable(donating).capture_error is None
 
 
 def test_grad_and_jvp_of_jit_with_integer_inputs_and_outputs():
@@ -659,23 +664,14 @@ def test_gpu_column_reductions_match_numpy():
 @pytest.mark.gpu
 def test_gpu_mlp_step_replayed_as_graphs_equals_the_plain_executable():
     params, x, y = _on_gpu(_mlp_args())
-
-    def step(params, x, y):
-        grads = flamefx.grad(mlp_loss)(params, x, y)
-        return flamefx.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads)
-
-    with flamefx.config.override("cuda_graphs", False):
-        want = [params]
-        for _ in range(6):
-            want.append(flamefx.jit(step)(want[-1], x, y))
+    want = _plain_sgd_steps(params, x, y, 6)
     with flamefx.config.override("cuda_graphs", True):
-        jstep = flamefx.jit(step)
+        jstep = flamefx.jit(_mlp_sgd_step)
         p = params
         for expected in want[1:]:  # params = step(params): the two graphs take turns
             p = jstep(p, x, y)
             _assert_trees_close(p, expected, rtol=1e-5)
-        exe = next(iter(jstep._cache.values())).program.executables
-        exe = next(iter(exe.values()))
+        exe = _executable(jstep)
         assert exe.capture_error is None, exe.capture_error
         # A loop that hands each step's outputs back in alternates between two graphs (the
         # copying third one is never needed), and the second reads the first one's
@@ -690,7 +686,7 @@ def test_gpu_single_kernel_fast_path_and_profile():
     x = _on_gpu(fnp.asarray(_x(1000)))
     f = flamefx.jit(lambda x: x * 2 + 1)
     np.testing.assert_allclose(np.asarray(f(x)), np.asarray(x) * 2 + 1, rtol=1e-6)
-    exe = next(iter(next(iter(f._cache.values())).program.executables.values()))
+    exe = _executable(f)
     assert exe.single is not None
     params, xs, ys = _on_gpu(_mlp_args())
     jgrad = flamefx.jit(flamefx.grad(mlp_loss))
@@ -717,7 +713,7 @@ def test_gpu_graph_replays_when_every_earlier_output_is_kept():
     kept = [jgrad(params, x, y) for _ in range(8)]
     for got in kept:
         _assert_trees_close(got, want, rtol=1e-5)
-    exe = next(iter(next(iter(jgrad._cache.values())).program.executables.values()))
+    exe = _executable(jgrad)
     assert len(exe.graphs) == 3 and exe.graphs[-1].copy_out
     assert exe.graphs[-1].replays >= 5, [g.replays for g in exe.graphs]
 

@@ -272,6 +272,19 @@ def _cast_args(name, args, dtype):
     return out
 
 
+def _low_precision_args(name, i, dtype):
+    """Sample ``i`` of ``name`` and its arguments cast to ``dtype``; skips the test when a
+    finite input overflows ``dtype``."""
+    sample = SAMPLES[name][i]
+    args = sample.make(np.random.default_rng(i))
+    low_args = _cast_args(name, args, dtype)
+    for a, low in zip(args, low_args):
+        if _is_float_array(a) and low.dtype == dtype and np.any(
+                np.isfinite(a) & ~np.isfinite(low.astype(np.float32))):
+            pytest.skip(f"the sample's inputs lie beyond {dtype}'s range")
+    return sample, low_args
+
+
 def _run(name, args, params, device=None):
     arrays = [core.to_array(a, device=device) if isinstance(a, (np.ndarray, np.generic)) else a
               for a in args]
@@ -295,13 +308,7 @@ def _assert_matches_float32(name, low_outs, f32_outs, rtol):
 @pytest.mark.parametrize("dtype,rtol", LOW_PRECISION)
 @pytest.mark.parametrize("name,i", _low_precision_cases())
 def test_primitive_in_low_precision_matches_float32(name, i, dtype, rtol):
-    sample = SAMPLES[name][i]
-    args = sample.make(np.random.default_rng(i))
-    low_args = _cast_args(name, args, dtype)
-    for a, low in zip(args, low_args):
-        if _is_float_array(a) and low.dtype == dtype and np.any(
-                np.isfinite(a) & ~np.isfinite(low.astype(np.float32))):
-            pytest.skip(f"the sample's inputs lie beyond {dtype}'s range")
+    sample, low_args = _low_precision_args(name, i, dtype)
     # float32 on the same (rounded) inputs: the comparison measures the op, not the inputs.
     f32_outs = _run(name, _cast_args(name, low_args, np.float32), sample.params)
     low_outs = _run(name, low_args, sample.params)
@@ -315,13 +322,7 @@ def test_primitive_in_low_precision_matches_float32(name, i, dtype, rtol):
 @pytest.mark.parametrize("dtype,rtol", LOW_PRECISION)
 @pytest.mark.parametrize("name,i", _low_precision_cases())
 def test_gpu_primitive_in_low_precision_matches_float32_on_cpu(name, i, dtype, rtol):
-    sample = SAMPLES[name][i]
-    args = sample.make(np.random.default_rng(i))
-    low_args = _cast_args(name, args, dtype)
-    for a, low in zip(args, low_args):
-        if _is_float_array(a) and low.dtype == dtype and np.any(
-                np.isfinite(a) & ~np.isfinite(low.astype(np.float32))):
-            pytest.skip(f"the sample's inputs lie beyond {dtype}'s range")
+    sample, low_args = _low_precision_args(name, i, dtype)
     f32_outs = _run(name, _cast_args(name, low_args, np.float32), sample.params)
     gpu_outs = _run(name, low_args, sample.params, device=flamefx.devices("gpu")[0])
     _assert_matches_float32(name, gpu_outs, f32_outs, rtol)

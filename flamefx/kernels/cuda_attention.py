@@ -32,6 +32,7 @@ from flamefx.kernels.cuda_scalar import (
     raw_view,
     scalar_prelude,
     set_dynamic_shared_memory,
+    zeros,
 )
 from flamefx.primitives.attention import masked_score
 
@@ -497,6 +498,15 @@ def row_delta(module, out, dout, dlse):
     return delta
 
 
+def gradient_buffers(q, k, v, bias, acc):
+    """``dq, dk, dv`` for a backward to write (zeros when there is no query or no key) and,
+    with a bias, the zeroed (B, H, Sq, Sk) score gradient in ``acc``."""
+    make = empty if q.size and k.size else zeros
+    dq, dk, dv = (make(a.shape, a.dtype) for a in (q, k, v))
+    dbias_full = zeros(q.shape[:3] + k.shape[2:3], acc) if bias is not None else None
+    return dq, dk, dv, dbias_full
+
+
 def grads_with_bias(dq, dk, dv, bias, dbias_full):
     """``[dq, dk, dv]``, plus dbias when there is a bias: the (B, H, Sq, Sk) score gradient
     ``dbias_full`` summed over the batch and head axes that ``bias`` broadcasts."""
@@ -516,9 +526,7 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
     launch = _Launch(q, k, v, bias, is_causal)
     lse = cp.ascontiguousarray(lse, launch.acc)
     dlse = cp.ascontiguousarray(dlse, launch.acc)
-    dq, dk, dv = (empty(a.shape, a.dtype) for a in (q, k, v))
-    dbias_full = (cp.zeros((launch.b, launch.h, launch.sq, launch.sk), launch.acc)
-                  if bias is not None else None)
+    dq, dk, dv, dbias_full = gradient_buffers(q, k, v, bias, launch.acc)
     if q.size and k.size:
         delta = row_delta(launch.module, out, dout, dlse)
         bias_arg = raw_view(bias) if bias is not None else raw_view(q)
@@ -531,7 +539,4 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
         fn((math.ceil(launch.sk / _TILE), launch.b * launch.h), (_THREADS,),
            common + (raw_view(dk), raw_view(dv)) + launch.shape_args(scale),
            shared_mem=nbytes)
-    else:
-        for g in (dq, dk, dv):
-            raw_view(g).fill(0)
     return grads_with_bias(dq, dk, dv, bias, dbias_full)

@@ -26,7 +26,12 @@ import numpy as np
 
 from flamefx import config, devices
 from flamefx.kernels import cublas
-from flamefx.kernels.cuda_attention import DELTA_SOURCE, grads_with_bias, row_delta
+from flamefx.kernels.cuda_attention import (
+    DELTA_SOURCE,
+    gradient_buffers,
+    grads_with_bias,
+    row_delta,
+)
 from flamefx.kernels.cuda_scalar import (
     acc_numpy_dtype,
     contiguous,
@@ -253,9 +258,7 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
     plan = _Plan(q, k, v, bias, is_causal, scale)
     lse = cp.ascontiguousarray(lse, plan.acc)
     dlse = cp.ascontiguousarray(dlse, plan.acc)
-    dq, dk, dv = (empty(a.shape, a.dtype) for a in (q, k, v))
-    dbias_full = (cp.zeros((plan.b, plan.h, plan.sq, plan.sk), plan.acc)
-                  if bias is not None else None)
+    dq, dk, dv, dbias_full = gradient_buffers(q, k, v, bias, plan.acc)
     if q.size and k.size:
         delta = row_delta(plan.module, out, dout, dlse)
         q3, k3, v3, dout3, dq3, dk3, dv3 = (_as_bh(a) for a in (q, k, v, dout, dq, dk, dv))
@@ -277,9 +280,6 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
                           delta2[start:stop], raw_view(p), raw_view(ds), dbias_arg)
                          + plan.dims(start) + plan.tail)
             _input_grads(plan, slice(start, stop), p, ds, (q3, k3, dout3), (dq3, dk3, dv3))
-    else:
-        for g in (dq, dk, dv):
-            raw_view(g).fill(0)
     return grads_with_bias(dq, dk, dv, bias, dbias_full)
 
 
@@ -291,9 +291,7 @@ def attention_backward_from_probs(q, k, v, bias, out, dout, dlse, probs, *, scal
     q, k, v, bias, out, dout, probs = (contiguous(a) for a in (q, k, v, bias, out, dout, probs))
     plan = _Plan(q, k, v, bias, False, scale)
     dlse = cp.ascontiguousarray(dlse, plan.acc)
-    dq, dk, dv = (empty(a.shape, a.dtype) for a in (q, k, v))
-    dbias_full = (cp.zeros((plan.b, plan.h, plan.sq, plan.sk), plan.acc)
-                  if bias is not None else None)
+    dq, dk, dv, dbias_full = gradient_buffers(q, k, v, bias, plan.acc)
     if q.size and k.size:
         delta = row_delta(plan.module, out, dout, dlse).reshape(plan.bh, plan.sq)
         q3, k3, v3, dout3, dq3, dk3, dv3, p3 = (_as_bh(a) for a in (q, k, v, dout, dq, dk, dv,
@@ -310,7 +308,4 @@ def attention_backward_from_probs(q, k, v, bias, out, dout, dlse, probs, *, scal
                          (p, ds, delta[start:stop], dbias3[start:stop] if bias is not None
                           else ds, np.int32(plan.sk), plan.acc.type(scale)))
             _input_grads(plan, slice(start, stop), p, ds, (q3, k3, dout3), (dq3, dk3, dv3))
-    else:
-        for g in (dq, dk, dv):
-            raw_view(g).fill(0)
     return grads_with_bias(dq, dk, dv, bias, dbias_full)

@@ -37,7 +37,7 @@ import math
 import numpy as np
 
 from flamefx import devices
-from flamefx.kernels.cuda_attention import DELTA_SOURCE, row_delta
+from flamefx.kernels.cuda_attention import DELTA_SOURCE, gradient_buffers, row_delta
 from flamefx.kernels.cuda_scalar import empty, raw_view, scalar_prelude, set_dynamic_shared_memory
 
 _ROWS = 64  # the rows of every tile streamed through shared memory
@@ -610,10 +610,8 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
     dlse = cp.ascontiguousarray(dlse, np.float32)
     b, h, sq, d = q.shape
     sk, dv = k.shape[2], v.shape[3]
-    dq, dk, dv_grad = (empty(a.shape, a.dtype) for a in (q, k, v))
+    dq, dk, dv_grad, _ = gradient_buffers(q, k, v, None, np.float32)
     if q.size == 0:
-        raw_view(dk).fill(0)
-        raw_view(dv_grad).fill(0)
         return [dq, dk, dv_grad]
     warps = backward_warps(d)
     module = _module(q.dtype.name, d, dv, bool(is_causal), _FORWARD_WARPS, warps)
