@@ -115,9 +115,13 @@ def move_buffer(buf, device: Device):
     cp = cupy()
     if cp is None:
         raise FlamefxError("cannot move an array to the GPU: no GPU found")
-    with cp.cuda.Device(device.id):
-        if isinstance(buf, cp.ndarray) and buf.device.id == device.id:
+    if isinstance(buf, cp.ndarray):
+        if buf.device.id == device.id:
             return buf
+        if not buf.flags.c_contiguous:  # CuPy copies between GPUs only contiguous arrays
+            with buf.device:
+                buf = cp.ascontiguousarray(buf)
+    with cp.cuda.Device(device.id):
         return cp.asarray(buf)
 
 

@@ -215,8 +215,10 @@ def test_pmap_on_gpus_matches_cpu():
         pytest.skip("needs >= 2 GPUs")
     n = _gpu_count()
     code = (_PMAP_VS_VMAP.replace('assert len(flamefx.devices("cpu")) == 4', "")
-            .replace("4, 4, 3", f"{n}, {n}, 3").replace("only 4 cpu", "only")
-            .replace("np.ones((5, 2))", f"np.ones(({n + 1}, 2))"))
+            .replace("4, 4, 3", f"{n}, {n}, 3").replace("only 4 cpu", f"only {n} gpu")
+            .replace("np.ones((5, 2))", f"np.ones(({n + 1}, 2))")
+            .replace("np.arange(4)", f"np.arange({n})")
+            .replace("[6, 7, 8, 9]", repr([i + n * (n - 1) // 2 for i in range(n)])))
     assert "ok" in _run_with_devices(code, platform="gpu")
 
 

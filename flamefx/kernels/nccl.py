@@ -14,6 +14,7 @@ import numpy as np
 
 from flamefx import dtypes
 from flamefx.devices import cupy
+from flamefx.kernels.cuda_scalar import contiguous
 
 
 def _nccl():
@@ -48,7 +49,7 @@ def collective(name: str, bufs: list, params: dict, devs: list) -> list:
     n = len(devs)
     if name == "all_gather":
         axis, tiled = params["axis"], params["tiled"]
-        ins = [cp.ascontiguousarray(b) for b in bufs]
+        ins = [_contiguous_on_its_device(b) for b in bufs]
         outs = [_empty_on(cp, d, (n,) + b.shape, b.dtype) for d, b in zip(devs, ins)]
         _group(cp, nccl, devs, lambda c, i, o, s: c.allGather(
             i.data.ptr, o.data.ptr, i.size, kind, s), comms, ins, outs)
@@ -77,7 +78,7 @@ def collective(name: str, bufs: list, params: dict, devs: list) -> list:
                 result.append(cp.ascontiguousarray(cp.moveaxis(o, 0, d_) if tiled else o))
         return result
     op = nccl.NCCL_MAX if name == "pmax" else nccl.NCCL_SUM
-    ins = [cp.ascontiguousarray(b) for b in bufs]
+    ins = [_contiguous_on_its_device(b) for b in bufs]
     outs = [_empty_on(cp, d, b.shape, b.dtype) for d, b in zip(devs, ins)]
     _group(cp, nccl, devs, lambda c, i, o, s: c.allReduce(
         i.data.ptr, o.data.ptr, i.size, kind, op, s), comms, ins, outs)
@@ -86,6 +87,12 @@ def collective(name: str, bufs: list, params: dict, devs: list) -> list:
             with cp.cuda.Device(d.id):
                 o *= o.dtype.type(1.0 / n)
     return outs
+
+
+def _contiguous_on_its_device(buf):
+    # cupy.ascontiguousarray would turn a 0-d array into shape (1,).
+    with buf.device:
+        return contiguous(buf)
 
 
 def _empty_on(cp, device, shape, dtype):
