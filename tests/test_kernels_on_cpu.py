@@ -258,6 +258,64 @@ def test_attention_gemm_path_row_kernels_match_numpy(tmp_path, case):
         _assert_close(dbias, grads[3], "dbias", tol)
 
 
+ROWS_MAIN = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+// The row-cotangent pass over every head at once, blocks of 64 threads (sk = 100 needs two
+// column chunks, the second partial) and slices of `slice_rows` rows.
+int main(int argc, char** argv) {
+  const std::string dir = argv[1];
+  const int heads = atoi(argv[2]), sq = atoi(argv[3]), sk = atoi(argv[4]);
+  const int slice_rows = atoi(argv[5]);
+  const ACC scale = atof(argv[6]);
+  const long long n_scores = (long long)heads * sq * sk, rows = (long long)heads * sq;
+  FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
+  auto p = read_array<ACC>(f, n_scores);
+  auto g = read_array<ACC>(f, rows);
+  auto vsum = read_array<ACC>(f, (size_t)heads * sk);
+  auto delta = read_array<ACC>(f, rows);
+  fclose(f);
+  const int slices = (sq + slice_rows - 1) / slice_rows, chunks = (sk + 63) / 64;
+  std::vector<ACC> ds(n_scores, -777), dbias(n_scores, -777);
+  std::vector<ACC> partial((size_t)slices * heads * sk, -777);
+  launch(Dim3{(unsigned)(chunks * slices * heads), 1, 1}, Dim3{64, 1, 1}, [&] {
+    flamefx_attention_probs_grads_rows(p.data(), ds.data(), g.data(), vsum.data(),
+                                       delta.data(), dbias.data(), partial.data(), heads, sq,
+                                       sk, slice_rows, scale); });
+  FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
+  write_array(o, ds); write_array(o, dbias); write_array(o, partial);
+  fclose(o);
+}
+"""
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_row_cotangent_pass_gives_ds_and_dv_of_a_broadcast_dout(tmp_path, dtype):
+    """dO constant along the value dim: the pass's dS and column sums equal the full
+    formula's dS = P (dO Vᵀ - delta) and dV = Pᵀ dO with dO broadcast."""
+    rng = np.random.default_rng(3)
+    heads, sq, sk, dv, slice_rows, scale = 3, 37, 100, 5, 16, 0.3
+    p = rng.random((heads, sq, sk)).astype(dtype)
+    v = rng.standard_normal((heads, sk, dv)).astype(dtype)
+    g = rng.standard_normal((heads, sq)).astype(dtype)
+    delta = rng.standard_normal((heads, sq)).astype(dtype)
+    dout = np.broadcast_to(g[..., None], (heads, sq, dv))
+    slices = -(-sq // slice_rows)
+    source = cuda_attention_gemm.kernel_source(np.dtype(dtype), False, True)
+    ds, dbias, partial = _run(
+        tmp_path, _host_source(source, dtype), ROWS_MAIN,
+        [heads, sq, sk, slice_rows, repr(scale)], [p, g, v.sum(-1), delta],
+        [(dtype, (heads, sq, sk)), (dtype, (heads, sq, sk)), (dtype, (slices, heads, sk))])
+    want_ds = p * (np.einsum("hqd,hkd->hqk", dout, v) - delta[..., None])
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    _assert_close(dbias, want_ds, "dbias", tol)
+    _assert_close(ds, want_ds * scale, "ds", tol)
+    want_dv = np.einsum("hqk,hqd->hkd", p, dout)
+    _assert_close(np.broadcast_to(partial.sum(0)[..., None], want_dv.shape), want_dv, "dv",
+                  tol)
+
+
 # --- normalizations ----------------------------------------------------------------------------
 
 NORM_MAIN = r"""

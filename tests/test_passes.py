@@ -1,6 +1,7 @@
 """jit's optimization passes: each shrinks the jaxpr and leaves the results unchanged."""
 
 import numpy as np
+import pytest
 
 import flamefx
 import flamefx.numpy as fnp
@@ -195,3 +196,60 @@ def test_per_example_gradient_plan_fuses_the_outer_product(monkeypatch):
     assert not [s for s in plan.steps if getattr(s, "eqn", None) is not None
                 and s.eqn.prim.name == "dot_general"], plan.describe()
     np.testing.assert_allclose(np.asarray(per_example(w, x)), np.ones((8, 6, 5)))
+
+
+def _attention_bwd_douts(closed) -> list[tuple]:
+    """The shape of the dout operand of each flash_attention_bwd (third before last)."""
+    return [e.invars[-3].aval.shape for e in closed.eqns if e.prim.name == "flash_attention_bwd"]
+
+
+def test_broadcast_attention_cotangent_is_narrowed():
+    """The gradient of sum(attention) gives the backward one cotangent per query row; the
+    gradients stay those of the full (unoptimized) formula."""
+    from flamefx import nn
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 3, 5, 4)) for _ in range(3))
+    weights = rng.standard_normal((2, 3, 5, 4))
+
+    def loss(q, k, v):
+        return fnp.sum(nn.dot_product_attention(q, k, v, scale=0.5))
+
+    def weighted(q, k, v):  # dout = weights varies along dv: not narrowed
+        return fnp.sum(nn.dot_product_attention(q, k, v, scale=0.5) * weights)
+
+    for fun, dout_shape in ((loss, (2, 3, 5, 1)), (weighted, (2, 3, 5, 4))):
+        grad = flamefx.grad(fun, argnums=(0, 1, 2))
+        closed = flamefx.make_jaxpr(grad)(q, k, v)
+        assert _attention_bwd_douts(closed) == [(2, 3, 5, 4)]
+        optimized = _jaxpr_pass(passes.narrow_attention_cotangents)(closed)
+        assert _attention_bwd_douts(optimized) == [dout_shape]
+        for got, want in zip(_run(optimized, q, k, v), _run(closed, q, k, v)):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        jitted = flamefx.jit(grad)(q, k, v)
+        for got, want in zip(jitted, _run(closed, q, k, v)):
+            np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gpu_narrowed_attention_backward_matches_the_cpu(dtype):
+    """The GPU's row-cotangent backward (several row slices and column chunks per head, a
+    bias) against the CPU's full formula in float64."""
+    from flamefx import core, nn
+    rng = np.random.default_rng(1)
+    q, k, v = (rng.standard_normal((2, 3, 150, 32)).astype(dtype) for _ in range(3))
+    bias = rng.standard_normal((1, 3, 150, 150)).astype(dtype)
+
+    def loss(q, k, v, bias):
+        return fnp.sum(nn.dot_product_attention(q, k, v, bias=bias, scale=0.2))
+    grad = flamefx.jit(flamefx.grad(loss, argnums=(0, 1, 2, 3)))
+    gpu = flamefx.devices("gpu")[0]
+    got = grad(*(core.to_array(a, device=gpu) for a in (q, k, v, bias)))
+    assert _attention_bwd_douts(grad.lower(q, k, v, bias).jaxpr) == [(2, 3, 150, 1)]
+    want = flamefx.grad(loss, argnums=(0, 1, 2, 3))(*(a.astype(np.float64)
+                                                      for a in (q, k, v, bias)))
+    tol = 2e-4 if dtype == np.float32 else 1e-10
+    for g, w in zip(got, want):
+        w = np.asarray(w)
+        np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=tol,
+                                   atol=tol * np.abs(w).max())

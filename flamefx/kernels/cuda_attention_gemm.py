@@ -147,6 +147,40 @@ extern "C" __global__ void flamefx_attention_probs_grads(
     ds[at] = dsv * scale;
   }
 }
+
+// As flamefx_attention_probs_grads when dO is the same along the value dim (dO[i, :] = g_i):
+// then dP[i, j] = g_i vsum_j (vsum_j = sum of V's row j) needs no product, and
+// dV[j, :] = sum_i P[i, j] g_i is a column sum of P that this pass takes while it reads P.
+// One block per (head, row slice, column chunk), numbered in that order: each thread owns a
+// column and walks the slice's rows (coalesced across the warp), writes dS times scale and
+// its column's partial sum of P g into dv_partial[slice][head][column]; the slices are
+// summed afterwards (deterministic, no atomics).
+extern "C" __global__ void flamefx_attention_probs_grads_rows(
+    const ACC* __restrict__ p, ACC* __restrict__ ds, const ACC* __restrict__ g,
+    const ACC* __restrict__ vsum, const ACC* __restrict__ delta, ACC* __restrict__ dbias_full,
+    ACC* __restrict__ dv_partial, int heads, int sq, int sk, int slice_rows, ACC scale) {
+  const int chunks = (sk + blockDim.x - 1) / blockDim.x;
+  const int slices = (sq + slice_rows - 1) / slice_rows;
+  const int c = (blockIdx.x % chunks) * blockDim.x + threadIdx.x;
+  const int slice = (blockIdx.x / chunks) % slices;
+  const long long head = blockIdx.x / ((long long)chunks * slices);
+  if (c >= sk) return;
+  const int first = slice * slice_rows;
+  const int last = min(sq, first + slice_rows);
+  const ACC key_sum = vsum[head * sk + c];
+  ACC column = 0;
+  #pragma unroll 4
+  for (int r = first; r < last; ++r) {
+    const long long row = head * sq + r;
+    const long long at = row * sk + c;
+    const ACC pv = p[at], gr = g[row];
+    const ACC dsv = pv * (gr * key_sum - delta[row]);
+    if (HAS_BIAS) dbias_full[at] = dsv;
+    ds[at] = dsv * scale;
+    column += pv * gr;
+  }
+  dv_partial[((long long)slice * heads + head) * sk + c] = column;
+}
 """
 
 
@@ -286,13 +320,18 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
 def attention_backward_from_probs(q, k, v, bias, out, dout, dlse, probs, *, scale):
     """``[dq, dk, dv(, dbias)]`` from the probabilities ``attention_forward`` kept
     (float32/float64): dP = dO Vᵀ, one row kernel for dS, then dV = Pᵀ dO, dQ = dS K,
-    dK = dSᵀ Q. No score GEMM, and no causal or bias logic: hidden keys have P = 0."""
+    dK = dSᵀ Q. No score GEMM, and no causal or bias logic: hidden keys have P = 0.
+    A ``dout`` of shape (B, H, S, 1) stands for one value per row: see
+    ``_grads_from_row_cotangents``."""
     cp = devices.cupy()
     q, k, v, bias, out, dout, probs = (contiguous(a) for a in (q, k, v, bias, out, dout, probs))
     plan = _Plan(q, k, v, bias, False, scale)
     dlse = cp.ascontiguousarray(dlse, plan.acc)
     dq, dk, dv, dbias_full = gradient_buffers(q, k, v, bias, plan.acc)
-    if q.size and k.size:
+    if q.size and k.size and dout.shape != out.shape:
+        _grads_from_row_cotangents(plan, (q, k, v, out, dout, dlse, probs), (dq, dk, dv),
+                                   dbias_full, scale)
+    elif q.size and k.size:
         delta = row_delta(plan.module, out, dout, dlse).reshape(plan.bh, plan.sq)
         q3, k3, v3, dout3, dq3, dk3, dv3, p3 = (_as_bh(a) for a in (q, k, v, dout, dq, dk, dv,
                                                                     probs))
@@ -309,3 +348,34 @@ def attention_backward_from_probs(q, k, v, bias, out, dout, dlse, probs, *, scal
                           else ds, np.int32(plan.sk), plan.acc.type(scale)))
             _input_grads(plan, slice(start, stop), p, ds, (q3, k3, dout3), (dq3, dk3, dv3))
     return grads_with_bias(dq, dk, dv, bias, dbias_full)
+
+
+_SLICE_ROWS = 64  # rows per block of the row-cotangent pass: ~4k blocks at W3's size
+
+
+def _grads_from_row_cotangents(plan, inputs, grads, dbias_full, scale) -> None:
+    """The backward from kept probabilities when dO[i, :] = g_i (shape (B, H, S, 1)):
+    delta_i = g_i sum(out_i) - dlse_i, one pass over P writes dS and the column sums
+    dV[j, :] = sum_i P[i, j] g_i, then dQ = dS K and dK = dSᵀ Q. Two products instead of
+    four, and P is read once."""
+    cp = devices.cupy()
+    q, k, v, out, dout, dlse, probs = inputs
+    bh, sq, sk = plan.bh, plan.sq, plan.sk
+    g = dout.reshape(bh, sq).astype(plan.acc, copy=False)
+    delta = g * out.sum(axis=-1, dtype=plan.acc).reshape(bh, sq) - dlse.reshape(bh, sq)
+    vsum = v.sum(axis=-1, dtype=plan.acc).reshape(bh, sk)
+    q3, k3, p3, dq3, dk3, dv3 = (_as_bh(a) for a in (q, k, probs) + tuple(grads))
+    dbias3 = dbias_full.reshape(bh, sq, sk) if dbias_full is not None else None
+    kernel = plan.module.get_function("flamefx_attention_probs_grads_rows")
+    slices = -(-sq // _SLICE_ROWS)
+    for start, stop in plan.chunks():
+        n = stop - start
+        ds = plan.scores(n, plan.acc)
+        dv_partial = cp.empty((slices, n, sk), plan.acc)
+        kernel((-(-sk // _THREADS) * slices * n,), (_THREADS,),
+               (p3[start:stop], ds, g[start:stop], vsum[start:stop], delta[start:stop],
+                dbias3[start:stop] if dbias3 is not None else ds, dv_partial, np.int32(n),
+                np.int32(sq), np.int32(sk), np.int32(_SLICE_ROWS), plan.acc.type(scale)))
+        dv3[start:stop] = dv_partial.sum(axis=0)[..., None]
+        plan.gemm(dq3[start:stop], ds, k3[start:stop])
+        plan.gemm(dk3[start:stop], ds.transpose(0, 2, 1), q3[start:stop])

@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from flamefx import core, dtypes
+from flamefx import core, devices, dtypes
 from flamefx.core import Primitive, ShapedArray
 from flamefx.errors import FlamefxTypeError
 from flamefx.primitives.elementwise import (
@@ -240,7 +240,12 @@ flash_attention_p = Primitive(
 
 
 def _split_bwd(rest, keep_probs):
-    """(bias operands, (out, lse, dout, dlse), probs or None) from the operands after v."""
+    """(bias operands, (out, lse, dout, dlse), probs or None) from the operands after v.
+
+    ``dout`` is out's shape, or (batch, heads, q_seq, 1) when it is the same for every value
+    dim: jit's ``narrow_attention_cotangents`` pass passes it so when it is a broadcast
+    (the loss ``sum(attention(...))``), and the backward then needs neither dP = dO Vᵀ nor
+    dV = Pᵀ dO as products (see ``dout_rows``)."""
     probs = rest[-1] if keep_probs else None
     rest = rest[:-1] if keep_probs else rest
     return rest[:-4], rest[-4:], probs
@@ -253,7 +258,8 @@ def _bwd_abstract_eval(q, k, v, *rest, is_causal, scale, keep_probs=False):
     given = [("out", out, outs[0]), ("lse", lse, outs[1]), ("dout", dout, outs[0]),
              ("dlse", dlse, outs[1])] + ([("probs", probs, outs[2])] if keep_probs else [])
     for name, aval, want in given:
-        if aval.shape != want.shape or aval.dtype != want.dtype:
+        shapes = (want.shape, want.shape[:-1] + (1,)) if name == "dout" else (want.shape,)
+        if aval.shape not in shapes or aval.dtype != want.dtype:
             raise FlamefxTypeError(f"{name} is {aval.str_short()}, expected "
                                    f"{want.str_short()}")
     return [ShapedArray(a.shape, a.dtype, a.weak_type) for a in (q, k, v) + tuple(bias)]
@@ -270,7 +276,7 @@ def _bwd_impl(q, k, v, *rest, is_causal, scale, keep_probs=False):
     if p is None:
         s = _scores_numpy(q, k, bias[0] if bias else None, is_causal, scale, acc)
         p = np.where(np.isfinite(s), np.exp(s - _finite_or_zero(lse)[..., None]), 0.0)
-    dout = dout.astype(acc)
+    dout = np.broadcast_to(dout, out.shape).astype(acc)
     dv = np.einsum("bhqk,bhqd->bhkd", p, dout)
     dp = np.einsum("bhqd,bhkd->bhqk", dout, v.astype(acc))
     delta = (dout * out.astype(acc)).sum(axis=-1) - dlse
@@ -290,6 +296,8 @@ def _bwd_cuda(q, k, v, *rest, is_causal, scale, keep_probs=False):
         from flamefx.kernels import cuda_attention_gemm
         return cuda_attention_gemm.attention_backward_from_probs(
             q, k, v, bias, out, dout, dlse, probs, scale=scale)
+    if dout.shape != out.shape:  # the flash kernels read a full dout
+        dout = devices.cupy().broadcast_to(dout, out.shape)
     return _cuda_kernels(q, k, v, bias).attention_backward(q, k, v, bias, out, lse, dout, dlse,
                                                            is_causal=is_causal, scale=scale)
 
@@ -301,6 +309,9 @@ def naive_attention_bwd(q, k, v, *rest, is_causal, scale, keep_probs=False):
     bias, (out, lse, dout, dlse), probs = _split_bwd(rest, keep_probs)
     dtype, acc = core.get_aval(dout).dtype, core.get_aval(lse).dtype
     q, k, v, out, dout = (_cast(a, acc) for a in (q, k, v, out, dout))
+    out_shape = core.get_aval(out).shape
+    if core.get_aval(dout).shape != out_shape:
+        dout = broadcast_in_dim(reshape(dout, out_shape[:-1]), out_shape, (0, 1, 2))
     b, h, sq, _ = core.get_aval(q).shape
     sk = core.get_aval(k).shape[2]
     batch_dims = ((0, 1), (0, 1))

@@ -2,9 +2,9 @@
 
 Each pass is a small function from a (closed) jaxpr to a new one; none mutates its input.
 ``optimize`` chains them: inline nested jit calls, drop no-op reshapes/transposes/converts,
-fold transposes of matrix products into the products, turn outer products into fused
-multiplies (EXPAND_OUTER_PRODUCTS), fold constants, merge common subexpressions, eliminate
-dead code.
+fold transposes of matrix products into the products, narrow broadcast attention
+cotangents, turn outer products into fused multiplies (EXPAND_OUTER_PRODUCTS), fold
+constants, merge common subexpressions, eliminate dead code.
 
 >>> import flamefx, flamefx.numpy as fnp
 >>> closed = flamefx.make_jaxpr(lambda x: fnp.sin(x) + fnp.sin(x))(fnp.ones(3))
@@ -218,6 +218,36 @@ def expand_outer_products(jaxpr: Jaxpr) -> Jaxpr:
     return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns) if changed else jaxpr
 
 
+def narrow_attention_cotangents(jaxpr: Jaxpr) -> Jaxpr:
+    """Hands ``flash_attention_bwd`` (with kept probabilities) a (batch, heads, q_seq, 1)
+    ``dout`` where the full one is a broadcast that is constant along the value dim, as the
+    gradient of ``sum(attention(...))`` is. The backward then needs neither dP = dO Vᵀ nor
+    dV = Pᵀ dO as products (primitives/attention.py, ``_split_bwd``): two of its four
+    GEMMs. XLA's algebraic simplifier does the same to the softmax form, where a product
+    with a broadcast operand becomes a reduction.
+    """
+    producers = {v.id: e for e in jaxpr.eqns for v in e.outvars}
+    eqns = []
+    changed = False
+    for eqn in jaxpr.eqns:
+        if eqn.prim.name == "flash_attention_bwd" and eqn.params.get("keep_probs"):
+            at = len(eqn.invars) - 3  # ..., out, lse, dout, dlse, probs
+            dout = eqn.invars[at]
+            source = producers.get(dout.id) if isinstance(dout, Var) else None
+            shape = dout.aval.shape
+            if (source is not None and source.prim.name == "broadcast_in_dim"
+                    and shape[-1] > 1
+                    and len(shape) - 1 not in source.params["broadcast_dimensions"]):
+                narrow = Var(dout.aval.update(shape=shape[:-1] + (1,)))
+                eqns.append(JaxprEqn(source.prim, source.invars, [narrow],
+                                     {**source.params, "shape": narrow.aval.shape},
+                                     source.source))
+                eqn = eqn.replace(invars=eqn.invars[:at] + [narrow] + eqn.invars[at + 1:])
+                changed = True
+        eqns.append(eqn)
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns) if changed else jaxpr
+
+
 def _is_outer_product(eqn: JaxprEqn) -> bool:
     from flamefx import dtypes
     lhs, rhs = eqn.invars
@@ -348,8 +378,8 @@ def _foldable(eqn: JaxprEqn, known) -> bool:
 
 
 def optimize(closed: ClosedJaxpr) -> ClosedJaxpr:
-    """Runs every pass: inline, no-ops, transposed products, outer products, constant
-    folding, CSE, dead code; prunes constants.
+    """Runs every pass: inline, no-ops, transposed products, attention cotangents, outer
+    products, constant folding, CSE, dead code; prunes constants.
 
     >>> import flamefx, flamefx.numpy as fnp
     >>> f = lambda x: (fnp.exp(x.reshape(3)), fnp.cos(x))[0]   # a no-op reshape, a dead cos
@@ -357,6 +387,7 @@ def optimize(closed: ClosedJaxpr) -> ClosedJaxpr:
     ['exp']
     """
     jaxpr = fold_transposes_into_products(remove_noops(inline_jit_calls(closed.jaxpr)))
+    jaxpr = narrow_attention_cotangents(jaxpr)
     if EXPAND_OUTER_PRODUCTS:
         jaxpr = expand_outer_products(jaxpr)
     folded = fold_constants(ClosedJaxpr(jaxpr, closed.consts))

@@ -98,6 +98,7 @@ def attention_bwd_reference(q, k, v, *rest, is_causal, scale, keep_probs=False):
     if keep_probs:
         rest, kept = rest[:-1], rest[-1]
     bias, (out, lse, dout, dlse) = rest[:-4], rest[-4:]
+    dout = np.broadcast_to(dout, out.shape)  # a (b, h, q, 1) dout is constant along dv
     s = _reference_scores(q, k, bias[0] if bias else None, is_causal, scale)
     p = kept if keep_probs else np.exp(s - lse[..., None])
     dp = np.einsum("bhqd,bhkd->bhqk", dout, v)
@@ -136,14 +137,15 @@ def _attention_sample(b, h, sq, sk, d, dv, *, is_causal=False, scale=0.4, bias_s
 
 
 def _attention_bwd_sample(b, h, sq, sk, d, dv, *, is_causal=False, scale=0.4, bias_shape=None,
-                          masked_fraction=0.0, keep_probs=False, name=""):
+                          masked_fraction=0.0, keep_probs=False, dout_rows=False, name=""):
     shapes = _attention_shapes(b, h, sq, sk, d, dv, bias_shape)
     params = {"is_causal": is_causal, "scale": scale, "keep_probs": keep_probs}
 
     def make(rng):
         inputs = _attention_inputs(rng, shapes, masked_fraction)
         out, lse, *probs = attention_reference(*inputs, **params)
-        return inputs + [out, lse, rng.standard_normal(out.shape),
+        dout_shape = out.shape[:-1] + (1,) if dout_rows else out.shape
+        return inputs + [out, lse, rng.standard_normal(dout_shape),
                          rng.standard_normal(lse.shape)] + probs
 
     return Sample(
@@ -166,6 +168,12 @@ ATTENTION_CASES = [
 
 def _kept(case):
     return {**case, "name": case["name"] + ", probabilities kept"}
+
+
+def _rows(case):
+    """dout of shape (b, h, q, 1): one cotangent per query row, as jit passes the gradient
+    of sum(attention(...)) (passes.narrow_attention_cotangents)."""
+    return {**case, "dout_rows": True, "name": case["name"] + ", dout constant along dv"}
 
 
 # --- normalizations ------------------------------------------------------------------------
@@ -269,7 +277,10 @@ SAMPLES = {
     "flash_attention": [_attention_sample(**case) for case in ATTENTION_CASES]
     + [_attention_sample(**_kept(case), keep_probs=True) for case in ATTENTION_CASES[::2]],
     "flash_attention_bwd": [_attention_bwd_sample(**case) for case in ATTENTION_CASES]
-    + [_attention_bwd_sample(**_kept(case), keep_probs=True) for case in ATTENTION_CASES[::2]],
+    + [_attention_bwd_sample(**_kept(case), keep_probs=True) for case in ATTENTION_CASES[::2]]
+    + [_attention_bwd_sample(**_rows(_kept(case)), keep_probs=True)
+       for case in ATTENTION_CASES[:3]]
+    + [_attention_bwd_sample(**_rows(ATTENTION_CASES[1]))],
     "layer_norm": [_norm_sample(*c) for c in NORM_CASES if c[0] == "layer_norm"],
     "group_norm": [_norm_sample(*c) for c in NORM_CASES if c[0] == "group_norm"],
     "rms_norm": [_norm_sample(*c) for c in NORM_CASES if c[0] == "rms_norm"],
