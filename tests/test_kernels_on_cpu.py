@@ -445,9 +445,11 @@ IM2COL_CASES = [
 
 @pytest.mark.parametrize("case", range(len(IM2COL_CASES)))
 def test_im2col_kernel_gives_the_loop_reference_conv(tmp_path, case):
+    """The forward conv and the weight gradient, contracted from the kernel's patches the
+    way cuda_conv's GEMMs contract them in that layout, against the direct loops."""
     from flamefx.kernels import cuda_conv
     from flamefx.primitives.nn_ops import conv_output_spatial
-    from tests.samples.nn_ops import conv_reference
+    from tests.samples.nn_ops import conv_reference, conv_weight_grad_reference
 
     (x_shape, w_shape, strides, padding, lhs, rhs, groups, example_major, wide_index,
      rows_per_block) = IM2COL_CASES[case]
@@ -468,13 +470,67 @@ def test_im2col_kernel_gives_the_loop_reference_conv(tmp_path, case):
                   [x.size, col_size, *grid, *block] + [int(v) for v in args], [x],
                   [(np.float64, (col_size,))])
     weights = w.reshape(groups, o // groups, group_rows)
+    ct = rng.standard_normal((n, o) + out_spatial)
     if example_major:  # col is (N, G, C/G * taps, P)
-        out = np.matmul(weights, col.reshape(n, groups, group_rows, positions))
+        col = col.reshape(n, groups, group_rows, positions)
+        out = np.matmul(weights, col)
+        # per-example partials ct[n, g] @ col[n, g]^T, summed over the examples
+        dw = np.matmul(ct.reshape(n, groups, o // groups, positions),
+                       col.transpose(0, 1, 3, 2)).sum(0)
     else:  # col is (G, C/G * taps, N * P)
-        out = np.matmul(weights, col.reshape(groups, group_rows, n * positions))
+        col = col.reshape(groups, group_rows, n * positions)
+        out = np.matmul(weights, col)
         out = out.reshape(groups, o // groups, n, positions).transpose(2, 0, 1, 3)
+        ct_rows = ct.reshape(n, groups, o // groups, positions).transpose(1, 2, 0, 3)
+        dw = np.matmul(ct_rows.reshape(groups, o // groups, n * positions),
+                       col.transpose(0, 2, 1))
     want = conv_reference(x, w, strides, padding, lhs, rhs, groups)
     np.testing.assert_allclose(out.reshape(want.shape), want, atol=1e-12)
+    want_dw = conv_weight_grad_reference(ct, x, w.shape, strides, padding, lhs, rhs, groups)
+    np.testing.assert_allclose(dw.reshape(w.shape), want_dw, atol=1e-11)
+
+
+SUM_OVER_EXAMPLES_MAIN = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+int main(int argc, char** argv) {
+  const std::string dir = argv[1];
+  const int n = atoi(argv[2]), first_chunk = atoi(argv[3]);
+  const long long size = atoll(argv[4]);
+  FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
+  auto partial = read_array<ACC>(f, (size_t)n * size);
+  fclose(f);
+  std::vector<ACC> carry(size, (ACC)-777);
+  std::vector<T> whole(size), chunked(size);
+  const Dim3 grid{(unsigned)((size + 255) / 256), 1, 1}, block{256, 1, 1};
+  // The whole batch at once, then as two chunks carried through `carry`.
+  launch(grid, block, [&] {
+    flamefx_sum_over_examples(partial.data(), carry.data(), whole.data(), n, size, 0, 0); });
+  launch(grid, block, [&] {
+    flamefx_sum_over_examples(partial.data(), carry.data(), chunked.data(), first_chunk, size,
+                              0, 1); });
+  launch(grid, block, [&] {
+    flamefx_sum_over_examples(partial.data() + first_chunk * size, carry.data(),
+                              chunked.data(), n - first_chunk, size, 1, 0); });
+  FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
+  write_array(o, whole);
+  write_array(o, chunked);
+  fclose(o);
+}
+"""
+
+
+def test_weight_gradient_sum_over_examples_whole_and_in_chunks(tmp_path):
+    from flamefx.kernels import cuda_conv
+
+    n, size = 5, 300  # two blocks, the second partial
+    partial = np.random.default_rng(0).standard_normal((n, size))
+    source = _host_source(cuda_conv.sum_over_examples_source(np.float64), np.float64)
+    whole, chunked = _run(tmp_path, source, SUM_OVER_EXAMPLES_MAIN, [n, 2, size], [partial],
+                          [(np.float64, (size,)), (np.float64, (size,))])
+    np.testing.assert_allclose(whole, partial.sum(0), atol=1e-12)
+    np.testing.assert_allclose(chunked, partial.sum(0), atol=1e-12)
 
 
 _COPY_MAIN = r"""

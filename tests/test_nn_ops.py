@@ -176,8 +176,8 @@ def test_gpu_conv_forward_and_grads(case, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
 def test_gpu_conv_w2_block_shapes(dtype):
     """The benchmark's 3x3 conv: in float32 forward and input gradient take the
-    example-major patch layout (1024 positions), the weight gradient (a 32x32 'kernel', 9
-    positions) the row-major one with K = 32768; bfloat16 is row-major throughout."""
+    example-major patch layout (1024 positions), bfloat16 the row-major one; the weight
+    gradient sums per-example partials (576 patch rows per example, 1024 positions)."""
     rng = _rng(7)
     x = rng.standard_normal((32, 64, 32, 32)).astype(dtype)
     w = (rng.standard_normal((64, 64, 3, 3)) / 24).astype(dtype)
@@ -201,24 +201,32 @@ CONV_CHUNK_CASES = [
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float64, ml_dtypes.bfloat16])
 @pytest.mark.parametrize("wide_index", [False, True])
 @pytest.mark.parametrize("case", range(len(CONV_CHUNK_CASES)))
-def test_gpu_conv_in_batch_chunks_and_with_64_bit_indices(case, wide_index, monkeypatch):
+def test_gpu_conv_in_batch_chunks_and_with_64_bit_indices(case, wide_index, dtype,
+                                                          monkeypatch):
     from flamefx.kernels import cuda_conv
     from flamefx.primitives.nn_ops import conv_output_spatial
 
     x_shape, w_shape, strides, padding, lhs, rhs, groups = CONV_CHUNK_CASES[case]
     out_spatial = conv_output_spatial(x_shape[2:], w_shape[2:], strides, padding, lhs, rhs)
-    per_example = x_shape[1] * int(np.prod(w_shape[2:]) * np.prod(out_spatial)) * 8
+    per_example = (x_shape[1] * int(np.prod(w_shape[2:]) * np.prod(out_spatial))
+                   * np.dtype(dtype).itemsize)
     monkeypatch.setattr(cuda_conv, "_COL_BYTES_LIMIT", 2 * per_example)  # chunks 2, 2, 1
     if wide_index:
         monkeypatch.setattr(cuda_conv, "_INT32_LIMIT", 0)
     rng = _rng(case)
-    x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
+    x = rng.standard_normal(x_shape).astype(dtype)
+    w = (rng.standard_normal(w_shape) / np.sqrt(np.prod(w_shape[1:]))).astype(dtype)
 
     def conv(x, w):
         return conv_general_dilated(x, w, strides, padding, lhs, rhs, groups)
-    _compare_gpu_cpu(conv, [x, w], np.float64)
+    _compare_gpu_cpu(conv, [x, w], dtype)
+    # The weight gradient's chunks carry a float32/float64 running sum between them.
+    ct = rng.standard_normal(conv(x, w).shape).astype(dtype)
+    _compare_gpu_cpu(lambda x, w, ct: flamefx.vjp(conv, x, w)[1](ct), [x, w, ct], dtype,
+                     scale_tol=4)
 
 
 ATTENTION_GPU_CASES = [

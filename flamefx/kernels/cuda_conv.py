@@ -11,10 +11,17 @@ accumulation for the half types). Two layouts of the patch matrix:
   P are many (the per-example GEMM is then still large) and the kernel copied once per
   example (``gemm_into`` takes no stride-0 batch) costs less than a transpose of the output.
 - row-major ``(G, C/G * taps, N * P)``: one GEMM per group over the whole batch, then a
-  transpose to (N, O, P). Used for few output positions, e.g. the weight gradient, a conv
-  whose 'kernel' is the output gradient and whose P is the 3x3 of the real kernel.
+  transpose to (N, O, P). Used for few output positions and for the half types.
 
-Large batches go through in chunks so the patch matrix stays bounded.
+The weight gradient (``conv_weight_grad``) reads the input and the output gradient in their
+own NCHW layouts: ``dw[g] = sum_n ct[n, g] (O/G, P) @ patches[n, g]^T (P, C/G * taps)``, one
+strided-batched GEMM over examples and groups into per-example partial gradients (float32
+for the half types), then ``flamefx_sum_over_examples`` adds them up and stores the kernel's
+dtype. Where the partials would outweigh the output gradient (few positions, many
+channels), the output gradient is instead transposed to (G, O/G, N * P) and one GEMM per
+group contracts over N * P.
+
+Large batches go through in chunks so the patch matrix (and the partials) stay bounded.
 
 >>> conv_forward(x, w, window_strides=(1, 1), padding=((1, 1), (1, 1)),
 ...              lhs_dilation=(1, 1), rhs_dilation=(1, 1), feature_group_count=1,
@@ -29,7 +36,13 @@ import numpy as np
 
 from flamefx import devices
 from flamefx.kernels import cublas
-from flamefx.kernels.cuda_scalar import contiguous, empty, raw_view, scalar_prelude
+from flamefx.kernels.cuda_scalar import (
+    acc_numpy_dtype,
+    contiguous,
+    empty,
+    raw_view,
+    scalar_prelude,
+)
 
 _THREADS = 128
 _ROWS_PER_BLOCK = 16  # patch rows one thread writes: its division work is shared by them
@@ -90,6 +103,39 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_im2col(
   }
 }
 """
+
+
+# Weight gradient: adds the per-example partial gradients (ACC, n_examples rows of `size`)
+# into `out` (the kernel's dtype). Chunks of a large batch carry their running sum in ACC
+# (`carry`), so the half types round once.
+_SUM_OVER_EXAMPLES = r"""
+extern "C" __global__ void __launch_bounds__(256) flamefx_sum_over_examples(
+    const ACC* __restrict__ partial, ACC* __restrict__ carry, T* __restrict__ out,
+    int n_examples, long long size, int add_carry, int store_carry) {
+  const long long r = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+  if (r >= size) return;
+  ACC total = add_carry ? carry[r] : (ACC)0;
+  for (int n = 0; n < n_examples; ++n) total += partial[n * size + r];
+  if (store_carry) {
+    carry[r] = total;
+  } else {
+    out[r] = STORE(total);
+  }
+}
+"""
+_SUM_THREADS = 256
+
+
+def sum_over_examples_source(dtype) -> str:
+    """The CUDA source of the weight gradient's sum over per-example partials."""
+    return scalar_prelude(dtype) + _SUM_OVER_EXAMPLES
+
+
+@functools.cache
+def _sum_over_examples_kernel(dtype_name: str):
+    module = devices.cupy().RawModule(code=sum_over_examples_source(np.dtype(dtype_name)),
+                                      options=("--std=c++17",))
+    return module.get_function("flamefx_sum_over_examples")
 
 
 def kernel_source(dtype, lhs_dilated: bool, wide_index: bool) -> str:
@@ -188,6 +234,61 @@ def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
         raw_view(out)[start:start + size] = raw_view(product).reshape(
             g, o // g, size, positions).transpose(2, 0, 1, 3).reshape((size, o) + out_spatial)
     return out
+
+
+def conv_weight_grad(ct, x, *, kernel_shape, window_strides, padding, lhs_dilation,
+                     rhs_dilation, feature_group_count, precision):
+    """d(conv)/dw on CuPy arrays: output gradient ``ct`` (N, O, out...) and input ``x``
+    (N, C, in...) of one dtype, both read in place; returns the (O, C/G, k...) gradient in
+    that dtype (module docstring: the two ways it is computed)."""
+    ct, x = contiguous(ct), contiguous(x)
+    n, c = x.shape[:2]
+    o, g = kernel_shape[0], feature_group_count
+    kernel, out_spatial = tuple(kernel_shape[2:]), ct.shape[2:]
+    dw = empty(tuple(kernel_shape), ct.dtype)
+    positions, taps = int(np.prod(out_spatial)), int(np.prod(kernel))
+    group_rows = c // g * taps
+    if dw.size == 0:
+        return dw
+    if n == 0 or positions == 0:
+        raw_view(dw).fill(0)
+        return dw
+    acc = acc_numpy_dtype(ct.dtype)
+    geometry = _geometry(x.shape[2:], out_spatial, kernel, window_strides, padding,
+                         lhs_dilation, rhs_dilation)
+    lhs_dilated = any(d != 1 for d in lhs_dilation)
+    precision = _cublas_precision(precision)
+    # Per-example partials only where they weigh no more than the output gradient.
+    example_major = group_rows <= positions
+    per_example_bytes = c * taps * positions * x.dtype.itemsize
+    if example_major:
+        per_example_bytes = max(per_example_bytes, o * group_rows * acc.itemsize)
+    chunk = max(1, min(n, _COL_BYTES_LIMIT // per_example_bytes))
+    carry = empty((dw.size,), acc) if chunk < n else None
+    for start in range(0, n, chunk):
+        size = min(chunk, n - start)
+        ct_chunk = ct[start:start + size]
+        grid, block, args, wide_index = im2col_launch(size, c, geometry, example_major)
+        if example_major:
+            col = empty((size * g, group_rows, positions), x.dtype)
+            partial = empty((size * g, o // g, group_rows), acc)
+            lhs = ct_chunk.reshape(size * g, o // g, positions)
+        else:
+            col = empty((g, group_rows, size * positions), x.dtype)
+            partial = empty((g, o // g, group_rows), acc)
+            # (size, G, O/G, P) -> (G, O/G, size * P): the contraction runs over N * P.
+            lhs = contiguous(ct_chunk.reshape(size, g, o // g, positions).transpose(1, 2, 0, 3))
+            lhs = lhs.reshape(g, o // g, size * positions)
+        _im2col_kernel(x.dtype.name, lhs_dilated, wide_index)(
+            grid, block, (raw_view(x)[start:start + size], raw_view(col)) + args)
+        cublas.gemm_into(partial, lhs, col.transpose(0, 2, 1), precision=precision)
+        last = start + size == n
+        rows = size if example_major else 1
+        _sum_over_examples_kernel(ct.dtype.name)(
+            (-(-dw.size // _SUM_THREADS),), (_SUM_THREADS,),
+            (partial, carry if carry is not None else partial, raw_view(dw), np.int32(rows),
+             np.int64(dw.size), np.int32(start > 0), np.int32(not last)))
+    return dw
 
 
 def _example_major(n_batch: int, positions: int, group_rows: int, dtype) -> bool:

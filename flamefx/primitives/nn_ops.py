@@ -112,6 +112,15 @@ def dilate_and_pad_numpy(x, lhs_dilation, padding):
     return out[(Ellipsis,) + crop]
 
 
+def _tap_patches(padded, kernel, out_spatial, window_strides, rhs_dilation):
+    """(tap, the (n, g, c, out...) slice of the padded input that tap reads) per kernel tap."""
+    for tap in np.ndindex(*kernel):
+        window = tuple(slice(t * rd, t * rd + (size - 1) * s + 1, s)
+                       for t, rd, size, s in zip(tap, rhs_dilation, out_spatial,
+                                                 window_strides))
+        yield tap, padded[(slice(None), slice(None), slice(None)) + window]
+
+
 def _conv_impl(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
                feature_group_count, precision, preferred_element_type):
     acc = accumulation_dtype(x.dtype)
@@ -124,10 +133,7 @@ def _conv_impl(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
     wg = w.astype(acc).reshape((g, o // g, c // g) + kernel)
     out = np.zeros((n, g, o // g) + spatial, acc)
     # One tensor contraction per kernel tap: (n, g, c, out...) x (g, o, c) -> (n, g, o, out...)
-    for tap in np.ndindex(*kernel):
-        window = tuple(slice(t * rd, t * rd + (size - 1) * s + 1, s)
-                       for t, rd, size, s in zip(tap, rhs_dilation, spatial, window_strides))
-        patch = padded[(slice(None), slice(None), slice(None)) + window]
+    for tap, patch in _tap_patches(padded, kernel, spatial, window_strides, rhs_dilation):
         out += np.einsum("ngc...,goc->ngo...", patch, wg[(Ellipsis,) + tap])
     return [out.reshape((n, o) + spatial).astype(preferred_element_type or x.dtype)]
 
@@ -173,26 +179,11 @@ def _conv_input_grad(ct, w, x_shape, *, window_strides, padding, lhs_dilation, r
                                 window_strides, rhs_dilation, g, precision)
 
 
-def _conv_weight_grad(ct, x, w_shape, *, window_strides, padding, lhs_dilation, rhs_dilation,
-                      feature_group_count, precision, preferred_element_type):
-    """d(conv)/dw: a conv of the input (channels as batch) with the output gradient as kernel.
-
-    Groups fold into the feature groups of that conv: input (Cg, G*N, ...), kernel
-    (G*Og, N, ...), so no batch-grouped convolution is needed.
-    """
-    n, c = x.shape[0], x.shape[1]
-    o, g = w_shape[0], feature_group_count
-    n_spatial = len(w_shape) - 2
-    rest = tuple(range(3, 3 + n_spatial))
-    xt = transpose(reshape(x, (n, g, c // g) + x.shape[2:]), (2, 1, 0) + rest)
-    xt = reshape(xt, (c // g, g * n) + x.shape[2:])
-    ctt = transpose(reshape(ct, (n, g, o // g) + ct.shape[2:]), (1, 2, 0) + rest)
-    ctt = reshape(ctt, (o, n) + ct.shape[2:])
-    pads = _conv_rhs_padding(x.shape[2:], w_shape[2:], window_strides, ct.shape[2:], padding,
-                             lhs_dilation, rhs_dilation)
-    dw = conv_general_dilated(_cast(xt, core.get_aval(ct).dtype), ctt, rhs_dilation, pads,
-                              lhs_dilation, window_strides, g, precision)
-    return transpose(dw, (1, 0) + tuple(range(2, 2 + n_spatial)))
+def _conv_weight_grad(ct, x, w_shape, *, preferred_element_type, **params):
+    """d(conv)/dw, in the output gradient's dtype (conv_weight_grad_p)."""
+    del preferred_element_type  # the gradient takes ct's dtype; the VJP casts it to w's
+    return conv_weight_grad_p.bind(ct, _cast(x, core.get_aval(ct).dtype),
+                                   kernel_shape=tuple(w_shape), **params)
 
 
 def _conv_vjp(cts, primals, outs, **params):
@@ -218,6 +209,21 @@ def _conv_jvp(primals, tangents, **params):
     return [out], [tangent]
 
 
+def _members_as_channels(x, bdim, axis_size):
+    """(N, C, spatial...) with a vmap axis (or none: broadcast) -> (N, axis_size * C,
+    spatial...): each vmap member's channels become their own feature groups."""
+    from flamefx.transforms.batching import move_axis
+
+    if bdim is None:
+        shape = core.get_aval(x).shape
+        x = broadcast_in_dim(x, (shape[0], axis_size) + shape[1:],
+                             (0,) + tuple(range(2, len(shape) + 1)))
+    else:
+        x = move_axis(x, bdim, 1)
+    shape = core.get_aval(x).shape
+    return reshape(x, (shape[0], axis_size * shape[2]) + shape[3:])
+
+
 def _conv_batch(axis_size, args, bdims, **params):
     from flamefx.transforms.batching import move_axis
 
@@ -235,16 +241,8 @@ def _conv_batch(axis_size, args, bdims, **params):
     w = move_axis(w, w_bdim, 0)
     w_shape = core.get_aval(w).shape
     w = reshape(w, (axis_size * w_shape[1],) + w_shape[2:])
-    if x_bdim is None:
-        x_shape = core.get_aval(x).shape
-        x = broadcast_in_dim(x, (x_shape[0], axis_size) + x_shape[1:],
-                             (0,) + tuple(range(2, len(x_shape) + 1)))
-    else:
-        x = move_axis(x, x_bdim, 1)
-    x_shape = core.get_aval(x).shape
-    x = reshape(x, (x_shape[0], axis_size * x_shape[2]) + x_shape[3:])
     params = dict(params, feature_group_count=groups * axis_size)
-    out = conv_general_dilated_p.bind(x, w, **params)
+    out = conv_general_dilated_p.bind(_members_as_channels(x, x_bdim, axis_size), w, **params)
     out_shape = core.get_aval(out).shape
     return [reshape(out, (out_shape[0], axis_size, w_shape[1]) + out_shape[2:])], [1]
 
@@ -279,6 +277,93 @@ def conv_general_dilated(x, w, window_strides, padding, lhs_dilation=None, rhs_d
         "preferred_element_type": (None if preferred_element_type is None
                                 else np.dtype(preferred_element_type))}
     return conv_general_dilated_p.bind(x, w, **params)
+
+
+# --- the weight gradient ------------------------------------------------------------------
+
+
+def _conv_params(**params):
+    """A weight gradient's params as the params of its convolution."""
+    return dict(params, preferred_element_type=None)
+
+
+def _weight_grad_abstract_eval(ct, x, *, kernel_shape, **params):
+    if ct.dtype != x.dtype:
+        raise FlamefxTypeError(f"output gradient dtype {ct.dtype} and input dtype {x.dtype} "
+                               f"differ")
+    if len(kernel_shape) != x.ndim:
+        raise FlamefxTypeError(f"kernel_shape {kernel_shape} does not match an input of rank "
+                               f"{x.ndim}")
+    (out,) = _conv_abstract_eval(x, ShapedArray(kernel_shape, x.dtype), **_conv_params(**params))
+    if out.shape != ct.shape:
+        raise FlamefxTypeError(f"output gradient has shape {ct.shape}, the convolution's "
+                               f"output has {out.shape}")
+    return [ShapedArray(tuple(kernel_shape), ct.dtype, ct.weak_type and x.weak_type)]
+
+
+def _weight_grad_impl(ct, x, *, kernel_shape, window_strides, padding, lhs_dilation,
+                      rhs_dilation, feature_group_count, precision):
+    acc = accumulation_dtype(ct.dtype)
+    n, c, o, g = x.shape[0], x.shape[1], kernel_shape[0], feature_group_count
+    kernel, spatial = tuple(kernel_shape[2:]), ct.shape[2:]
+    padded = dilate_and_pad_numpy(x.astype(acc), lhs_dilation, padding)
+    padded = padded.reshape((n, g, c // g) + padded.shape[2:])
+    ctg = ct.astype(acc).reshape(n, g, o // g, -1)
+    dw = np.zeros((g, o // g, c // g) + kernel, acc)
+    # Per tap: (n, g, c, out...) x (n, g, o, out...) -> (g, o, c), summed over n and out.
+    for tap, patch in _tap_patches(padded, kernel, spatial, window_strides, rhs_dilation):
+        dw[(Ellipsis,) + tap] = np.einsum("ngcp,ngop->goc", patch.reshape(n, g, c // g, -1),
+                                          ctg)
+    return [dw.reshape(kernel_shape).astype(ct.dtype)]
+
+
+def _weight_grad_cuda_impl(ct, x, **params):
+    from flamefx.kernels import cuda_conv
+    return [cuda_conv.conv_weight_grad(ct, x, **params)]
+
+
+def _weight_grad_vjp(cts, primals, outs, *, kernel_shape, **params):
+    """The weight gradient is linear in each operand: <dw, v> = <ct, conv(x, v)>, so the
+    cotangent ``v`` maps to conv(x, v) for ct and to the input gradient of (ct, v) for x."""
+    (v,), (ct, x) = cts, primals
+    if v is None:
+        return [None, None]
+    conv_params = _conv_params(**params)
+    v = _cast(v, core.get_aval(ct).dtype)
+    d_ct = conv_general_dilated_p.bind(x, v, **conv_params)
+    d_x = _conv_input_grad(ct, v, core.get_aval(x).shape, **conv_params)
+    return [d_ct, d_x]
+
+
+def _weight_grad_jvp(primals, tangents, **params):
+    ct, x = primals
+    t_ct, t_x = tangents
+    out = conv_weight_grad_p.bind(ct, x, **params)
+    terms = []
+    if t_ct is not None:
+        terms.append(conv_weight_grad_p.bind(t_ct, x, **params))
+    if t_x is not None:
+        terms.append(conv_weight_grad_p.bind(ct, t_x, **params))
+    tangent = None if not terms else terms[0] if len(terms) == 1 else add(*terms)
+    return [out], [tangent]
+
+
+def _weight_grad_batch(axis_size, args, bdims, *, kernel_shape, feature_group_count,
+                       **params):
+    # Each vmap member's channels (of ct and of x) become their own feature groups, so one
+    # weight gradient of axis_size * G groups holds every member's, member-major.
+    ct, x = (_members_as_channels(a, d, axis_size) for a, d in zip(args, bdims))
+    dw = conv_weight_grad_p.bind(ct, x, kernel_shape=(axis_size * kernel_shape[0],)
+                                 + tuple(kernel_shape[1:]),
+                                 feature_group_count=feature_group_count * axis_size,
+                                 **params)
+    return [reshape(dw, (axis_size,) + tuple(kernel_shape))], [0]
+
+
+conv_weight_grad_p = Primitive(
+    "conv_weight_grad", abstract_eval=_weight_grad_abstract_eval, impl=_weight_grad_impl,
+    cuda_impl=_weight_grad_cuda_impl, vjp=_weight_grad_vjp, jvp=_weight_grad_jvp,
+    batch=_weight_grad_batch)
 
 
 # Attention and the normalizations have their own modules; importing them here registers

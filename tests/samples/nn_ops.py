@@ -11,34 +11,67 @@ from tests.samples import Sample
 # --- convolution ---------------------------------------------------------------------------
 
 
-def conv_reference(x, w, strides, padding, lhs_dilation, rhs_dilation, groups):
-    """A direct loop: out[n, o, p] = sum over in-group channels and taps of x * w, reading
-    the input through its dilation and padding by index arithmetic."""
-    n = x.shape[0]
-    o, cg = w.shape[:2]
-    og = o // groups
-    spatial, kernel = x.shape[2:], w.shape[2:]
-    out_spatial = [((s - 1) * ld + 1 + lo + hi - ((k - 1) * rd + 1)) // st + 1
-                   for s, k, st, (lo, hi), ld, rd in zip(spatial, kernel, strides, padding,
-                                                         lhs_dilation, rhs_dilation)]
-    out = np.zeros((n, o) + tuple(max(0, s) for s in out_spatial))
+def _conv_out_spatial(spatial, kernel, strides, padding, lhs_dilation, rhs_dilation):
+    return tuple(max(0, ((s - 1) * ld + 1 + lo + hi - ((k - 1) * rd + 1)) // st + 1)
+                 for s, k, st, (lo, hi), ld, rd in zip(spatial, kernel, strides, padding,
+                                                       lhs_dilation, rhs_dilation))
+
+
+def _input_coords(pos, tap, strides, padding, lhs_dilation, rhs_dilation, spatial):
+    """The input element that kernel tap ``tap`` reads for output position ``pos``, read
+    through the input's dilation and padding by index arithmetic; None where it is a zero."""
+    coords = []
+    for p, t, st, rd, (lo, _), ld, size in zip(pos, tap, strides, rhs_dilation, padding,
+                                               lhs_dilation, spatial):
+        q = p * st + t * rd - lo  # coordinate in the dilated input
+        if q < 0 or q % ld or q // ld >= size:
+            return None
+        coords.append(q // ld)
+    return tuple(coords)
+
+
+def _conv_terms(x_shape, w_shape, strides, padding, lhs_dilation, rhs_dilation, groups):
+    """Every (example, output channel, output position, input channel, tap, input coords)
+    product term of a convolution, as a direct loop enumerates them."""
+    n, (o, cg), og = x_shape[0], w_shape[:2], w_shape[0] // groups
+    spatial, kernel = x_shape[2:], w_shape[2:]
+    out_spatial = _conv_out_spatial(spatial, kernel, strides, padding, lhs_dilation,
+                                    rhs_dilation)
     for b, oc in itertools.product(range(n), range(o)):
         g = oc // og
-        for pos in np.ndindex(*out.shape[2:]):
-            total = 0.0
+        for pos in np.ndindex(*out_spatial):
             for ci in range(cg):
                 for tap in np.ndindex(*kernel):
-                    coords = []
-                    for p, t, st, rd, (lo, _), ld, size in zip(pos, tap, strides, rhs_dilation,
-                                                               padding, lhs_dilation, spatial):
-                        q = p * st + t * rd - lo  # coordinate in the dilated input
-                        if q < 0 or q % ld or q // ld >= size:
-                            break
-                        coords.append(q // ld)
-                    else:
-                        total += x[(b, g * cg + ci) + tuple(coords)] * w[(oc, ci) + tap]
-            out[(b, oc) + pos] = total
+                    coords = _input_coords(pos, tap, strides, padding, lhs_dilation,
+                                           rhs_dilation, spatial)
+                    if coords is not None:
+                        yield b, oc, pos, ci, tap, (b, g * cg + ci) + coords
+
+
+def conv_reference(x, w, strides, padding, lhs_dilation, rhs_dilation, groups):
+    """A direct loop: out[n, o, p] = sum over in-group channels and taps of x * w."""
+    out_spatial = _conv_out_spatial(x.shape[2:], w.shape[2:], strides, padding, lhs_dilation,
+                                    rhs_dilation)
+    out = np.zeros((x.shape[0], w.shape[0]) + out_spatial)
+    for b, oc, pos, ci, tap, at in _conv_terms(x.shape, w.shape, strides, padding,
+                                               lhs_dilation, rhs_dilation, groups):
+        out[(b, oc) + pos] += x[at] * w[(oc, ci) + tap]
     return out
+
+
+def conv_weight_grad_reference(ct, x, w_shape, strides, padding, lhs_dilation, rhs_dilation,
+                               groups):
+    """A direct loop: dw[o, c, tap] = sum over examples and output positions of ct * x."""
+    dw = np.zeros(w_shape)
+    for b, oc, pos, ci, tap, at in _conv_terms(x.shape, w_shape, strides, padding,
+                                               lhs_dilation, rhs_dilation, groups):
+        dw[(oc, ci) + tap] += ct[(b, oc) + pos] * x[at]
+    return dw
+
+
+def _conv_params(strides, padding, lhs_dilation, rhs_dilation, groups):
+    return {"window_strides": strides, "padding": padding, "lhs_dilation": lhs_dilation,
+            "rhs_dilation": rhs_dilation, "feature_group_count": groups, "precision": None}
 
 
 def _conv_sample(x_shape, w_shape, strides, padding, lhs_dilation=None, rhs_dilation=None,
@@ -46,9 +79,8 @@ def _conv_sample(x_shape, w_shape, strides, padding, lhs_dilation=None, rhs_dila
     n_spatial = len(x_shape) - 2
     lhs_dilation = lhs_dilation or (1,) * n_spatial
     rhs_dilation = rhs_dilation or (1,) * n_spatial
-    params = {"window_strides": strides, "padding": padding, "lhs_dilation": lhs_dilation,
-                  "rhs_dilation": rhs_dilation, "feature_group_count": groups, "precision": None,
-                  "preferred_element_type": None}
+    params = dict(_conv_params(strides, padding, lhs_dilation, rhs_dilation, groups),
+                  preferred_element_type=None)
     return Sample(
         make=lambda rng: [rng.standard_normal(x_shape), rng.standard_normal(w_shape)],
         params=params,
@@ -57,17 +89,39 @@ def _conv_sample(x_shape, w_shape, strides, padding, lhs_dilation=None, rhs_dila
         grad_argnums=(0, 1), name=name)
 
 
-CONV_SAMPLES = [
-    _conv_sample((2, 3, 5, 6), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), name="3x3 same"),
-    _conv_sample((1, 2, 7, 5), (3, 2, 3, 2), (2, 2), ((1, 0), (0, 1)), rhs_dilation=(1, 2),
-                 name="stride 2, odd input, dilated kernel"),
-    _conv_sample((2, 4, 6), (6, 2, 3), (1,), ((2, 1),), lhs_dilation=(2,), groups=2,
-                 name="1-D grouped, lhs dilation (transposed conv)"),
-    _conv_sample((1, 5, 4, 3), (5, 1, 2, 2), (1, 1), ((0, 0), (-1, 1)), groups=5,
-                 name="depthwise, 5 channels, negative padding"),
-    _conv_sample((1, 2, 3, 4, 3), (2, 2, 2, 2, 2), (1, 2, 1), ((0, 0), (1, 1), (0, 1)),
-                 name="3-D"),
+def _weight_grad_sample(x_shape, w_shape, strides, padding, lhs_dilation=None,
+                        rhs_dilation=None, groups=1, name=""):
+    """The weight gradient of the conv sample of the same arguments: (ct, x) -> dw."""
+    n_spatial = len(x_shape) - 2
+    lhs_dilation = lhs_dilation or (1,) * n_spatial
+    rhs_dilation = rhs_dilation or (1,) * n_spatial
+    ct_shape = (x_shape[0], w_shape[0]) + _conv_out_spatial(
+        x_shape[2:], w_shape[2:], strides, padding, lhs_dilation, rhs_dilation)
+    params = dict(_conv_params(strides, padding, lhs_dilation, rhs_dilation, groups),
+                  kernel_shape=w_shape)
+    return Sample(
+        make=lambda rng: [rng.standard_normal(ct_shape), rng.standard_normal(x_shape)],
+        params=params,
+        reference=lambda ct, x: conv_weight_grad_reference(
+            ct, x, w_shape, strides, padding, lhs_dilation, rhs_dilation, groups),
+        grad_argnums=(0, 1), name=name)
+
+
+# (x shape, w shape, strides, padding, keyword arguments), one conv per entry.
+CONV_CASES = [
+    ((2, 3, 5, 6), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), {"name": "3x3 same"}),
+    ((1, 2, 7, 5), (3, 2, 3, 2), (2, 2), ((1, 0), (0, 1)),
+     {"rhs_dilation": (1, 2), "name": "stride 2, odd input, dilated kernel"}),
+    ((2, 4, 6), (6, 2, 3), (1,), ((2, 1),),
+     {"lhs_dilation": (2,), "groups": 2, "name": "1-D grouped, lhs dilation (transposed conv)"}),
+    ((1, 5, 4, 3), (5, 1, 2, 2), (1, 1), ((0, 0), (-1, 1)),
+     {"groups": 5, "name": "depthwise, 5 channels, negative padding"}),
+    ((1, 2, 3, 4, 3), (2, 2, 2, 2, 2), (1, 2, 1), ((0, 0), (1, 1), (0, 1)), {"name": "3-D"}),
+    # Few output positions, many in-group rows: the weight gradient's (G, O/G, N * P) path.
+    ((3, 4, 4, 4), (2, 4, 2, 2), (2, 2), ((0, 0), (0, 0)),
+     {"name": "stride 2, four output positions"}),
 ]
+CONV_SAMPLES = [_conv_sample(*case[:4], **case[4]) for case in CONV_CASES]
 
 
 # --- attention -----------------------------------------------------------------------------
@@ -274,6 +328,7 @@ NORM_CASES = [
 
 SAMPLES = {
     "conv_general_dilated": CONV_SAMPLES,
+    "conv_weight_grad": [_weight_grad_sample(*case[:4], **case[4]) for case in CONV_CASES],
     "flash_attention": [_attention_sample(**case) for case in ATTENTION_CASES]
     + [_attention_sample(**_kept(case), keep_probs=True) for case in ATTENTION_CASES[::2]],
     "flash_attention_bwd": [_attention_bwd_sample(**case) for case in ATTENTION_CASES]
