@@ -253,3 +253,64 @@ def test_gpu_narrowed_attention_backward_matches_the_cpu(dtype):
         w = np.asarray(w)
         np.testing.assert_allclose(np.asarray(g, np.float64), w, rtol=tol,
                                    atol=tol * np.abs(w).max())
+
+
+def _count(closed, name) -> int:
+    return sum(e.prim.name == name for e in closed.eqns)
+
+
+def test_products_with_broadcast_operands_become_reductions():
+    rng = np.random.default_rng(2)
+    x, y = rng.standard_normal((2, 5, 3)), rng.standard_normal((2, 5))
+    row, col = rng.standard_normal((2, 4)), rng.standard_normal((2, 1, 3))
+
+    def batched(x, row):  # rhs[b, k, j] = row[b, j]: constant along the contracted k
+        rhs = lax.broadcast_in_dim(row, (2, 3, 4), (0, 2))
+        return lax.dot_general(x, rhs, (((2,), (1,)), ((0,), (0,))))
+
+    def lhs_broadcast(y, col):  # lhs[b, i, k] = col[b, 0, k] with the size-1 axis on i
+        lhs = lax.broadcast_in_dim(col, (2, 5, 3), (0, 1, 2))
+        return lax.dot_general(lhs, x, (((1,), (1,)), ((0,), (0,))))
+
+    def sum_gradient(y):  # the gradient of sum(y @ w) w.r.t. w: dot(yᵀ, ones)
+        return flamefx.grad(lambda w: fnp.sum(y @ w))(np.ones((5, 7)))
+
+    for fun, args in ((batched, (x, row)), (lhs_broadcast, (y, col)), (sum_gradient, (y,))):
+        closed = flamefx.make_jaxpr(fun)(*args)
+        optimized = _jaxpr_pass(passes.reduce_products_with_broadcast_operands)(closed)
+        assert _count(optimized, "dot_general") < _count(closed, "dot_general")
+        for got, want in zip(_run(optimized, *args), _run(closed, *args)):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_products_whose_broadcast_varies_along_the_contraction_stay():
+    rng = np.random.default_rng(3)
+    x, col = rng.standard_normal((4, 3)), rng.standard_normal(3)
+
+    def f(x, col):  # rhs[k, j] = col[k] varies along the contracted k
+        return x @ lax.broadcast_in_dim(col, (3, 6), (0,))
+    closed = flamefx.make_jaxpr(f)(x, col)
+    optimized = _jaxpr_pass(passes.reduce_products_with_broadcast_operands)(closed)
+    assert _count(optimized, "dot_general") == 1
+
+
+def test_elementwise_ops_on_large_broadcasts_run_on_the_sources():
+    rng = np.random.default_rng(4)
+    rows = rng.random(1024) + 0.5
+    n = passes.SINK_MIN_ELEMENTS // 1024
+
+    def f(rows):  # 1 / broadcast(rows), then a multiply by a broadcast scalar
+        full = lax.broadcast_in_dim(rows, (1024, n), (0,))
+        return (1.0 / full) * lax.broadcast_in_dim(np.float64(3.0), (1024, n), ())
+    closed = flamefx.make_jaxpr(f)(rows)
+    optimized = _jaxpr_pass(passes.sink_broadcasts)(closed)
+    big_ops = [e for e in optimized.eqns if e.prim.name in ("div", "mul")
+               and e.outvars[0].aval.size > 1024]
+    assert not big_ops, str(optimized)
+    for got, want in zip(_run(optimized, rows), _run(closed, rows)):
+        np.testing.assert_allclose(got, want, rtol=1e-15)
+
+    def small(rows):
+        return 1.0 / lax.broadcast_in_dim(rows[:8], (8, 4), (0,))
+    closed = flamefx.make_jaxpr(small)(rows)
+    assert _jaxpr_pass(passes.sink_broadcasts)(closed).eqns == closed.eqns

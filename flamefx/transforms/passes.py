@@ -32,6 +32,9 @@ FOLD_MAX_ELEMENTS = 1024
 # W1, W1-bf16 and W2 have no k = 1 products.
 EXPAND_OUTER_PRODUCTS = True
 
+# sink_broadcasts leaves smaller ops alone (see there).
+SINK_MIN_ELEMENTS = 2**20
+
 _NOOP_IF_SAME_AVAL = frozenset({"reshape", "convert_element_type", "broadcast_in_dim",
                                 "squeeze", "expand_dims", "copy"})
 
@@ -248,6 +251,140 @@ def narrow_attention_cotangents(jaxpr: Jaxpr) -> Jaxpr:
     return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns) if changed else jaxpr
 
 
+def _broadcasts(jaxpr: Jaxpr) -> dict[int, JaxprEqn]:
+    """The broadcast_in_dim equations of ``jaxpr`` by the id of their output."""
+    return {e.outvars[0].id: e for e in jaxpr.eqns if e.prim.name == "broadcast_in_dim"}
+
+
+def _constant_axes_source(var, axes, broadcasts) -> JaxprEqn | None:
+    """The broadcast_in_dim that makes ``var``, when ``var`` does not vary along ``axes``
+    (none of them comes from a source axis longer than 1); None otherwise."""
+    eqn = broadcasts.get(var.id) if isinstance(var, Var) else None
+    if eqn is None:
+        return None
+    source_shape = eqn.invars[0].aval.shape
+    from_axis = {d: i for i, d in enumerate(eqn.params["broadcast_dimensions"])}
+    if any(a in from_axis and source_shape[from_axis[a]] > 1 for a in axes):
+        return None
+    return eqn
+
+
+def reduce_products_with_broadcast_operands(jaxpr: Jaxpr) -> Jaxpr:
+    """Rewrites a ``dot_general`` one of whose operands is a broadcast that does not vary
+    along its contracting axes (``dot(ones, v)``: the backward of ``sum(x @ v)``) as a
+    sum of the other operand over its contracting axes times the broadcast's source: a
+    reduction and a fused multiply instead of a GEMM that reads a materialized broadcast.
+    XLA's algebraic simplifier does the same.
+    """
+    from flamefx.primitives import elementwise, reductions
+    broadcasts = _broadcasts(jaxpr)
+    eqns = []
+    changed = False
+    for eqn in jaxpr.eqns:
+        if eqn.prim.name != "dot_general" or not _same_float_product(eqn):
+            eqns.append(eqn)
+            continue
+        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+        lhs, rhs = eqn.invars
+        free = [[d for d in range(x.aval.ndim) if d not in c and d not in b]
+                for x, c, b in ((lhs, lc, lb), (rhs, rc, rb))]
+        # Output position of each operand axis: batch axes, lhs free, then rhs free.
+        position = [{d: i for i, d in enumerate(b)} | {d: len(lb) + offset + i
+                                                       for i, d in enumerate(f)}
+                    for b, f, offset in ((lb, free[0], 0), (rb, free[1], len(free[0])))]
+        side = next((i for i, (x, c) in enumerate(((lhs, lc), (rhs, rc)))
+                     if _constant_axes_source(x, c, broadcasts) is not None), None)
+        if side is None:
+            eqns.append(eqn)
+            continue
+        other, contracting = (rhs, rc) if side == 0 else (lhs, lc)
+        kept_axes = [d for d in range(other.aval.ndim) if d not in contracting]
+        summed = Var(other.aval.update(shape=tuple(other.aval.shape[d] for d in kept_axes)))
+        eqns.append(JaxprEqn(reductions.reduce_sum_p, [other], [summed],
+                             {"axes": tuple(contracting)}, eqn.source))
+        source_eqn = _constant_axes_source(eqn.invars[side], (lc, rc)[side], broadcasts)
+        source = source_eqn.invars[0]
+        source_axes = source_eqn.params["broadcast_dimensions"]
+        # The source's axes that land on contracting axes have size 1: dropped as views.
+        source_keep = [i for i, d in enumerate(source_axes) if d not in (lc, rc)[side]]
+        out_aval = eqn.outvars[0].aval
+        made = []
+        for var, keep, positions in (
+                (summed, list(range(len(kept_axes))),
+                 [position[1 - side][d] for d in kept_axes]),
+                (source, source_keep, [position[side][source_axes[i]] for i in source_keep])):
+            views, broadcast = _outer_product_operand(var, keep, positions,
+                                                      out_aval.update(weak_type=False),
+                                                      eqn.source)
+            eqns += views
+            made.append(broadcast)
+        eqns += made
+        eqns.append(JaxprEqn(elementwise.mul_p, [b.outvars[0] for b in made], eqn.outvars, {},
+                             eqn.source))
+        changed = True
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns) if changed else jaxpr
+
+
+def _same_float_product(eqn: JaxprEqn) -> bool:
+    """A dot_general of two Vars of one float dtype that returns that dtype."""
+    from flamefx import dtypes
+    lhs, rhs = eqn.invars
+    preferred = eqn.params.get("preferred_element_type")
+    return (isinstance(lhs, Var) and isinstance(rhs, Var)
+            and dtypes.is_float(lhs.aval.dtype) and lhs.aval.dtype == rhs.aval.dtype
+            and (preferred is None or preferred == lhs.aval.dtype)
+            and eqn.outvars[0].aval.dtype == lhs.aval.dtype)
+
+
+def sink_broadcasts(jaxpr: Jaxpr) -> Jaxpr:
+    """Computes an elementwise op whose operands are all broadcasts of one shape (or of
+    scalars) on the small operands, then broadcasts its result: ``1 / broadcast(rowsum)``
+    becomes ``broadcast(1 / rowsum)``. The fused kernels then read the row vector through
+    index arithmetic instead of a full-size array the op would otherwise write. Only for
+    outputs of at least SINK_MIN_ELEMENTS: the small op may take a launch of its own, which
+    pays only where the full-size array it avoids is large.
+    """
+    from flamefx.kernels.cuda_elementwise import Elementwise
+    from flamefx.primitives import structural
+    broadcasts = _broadcasts(jaxpr)
+    eqns = []
+    changed = False
+    for eqn in jaxpr.eqns:
+        sources = [broadcasts.get(v.id) if isinstance(v, Var) else None for v in eqn.invars]
+        if (not isinstance(eqn.prim.fusion, Elementwise) or len(eqn.outvars) != 1
+                or eqn.outvars[0].aval.size < SINK_MIN_ELEMENTS
+                or not eqn.invars or any(b is None for b in sources)):
+            eqns.append(eqn)
+            continue
+        patterns = {(b.invars[0].aval.shape, tuple(b.params["broadcast_dimensions"]))
+                    for b in sources}
+        wide = [p for p in patterns if p[0] != ()]
+        if len(wide) > 1:
+            eqns.append(eqn)
+            continue
+        small_shape, dims = wide[0] if wide else ((), ())
+        smalls = []
+        for b in sources:
+            small = b.invars[0]
+            if small.aval.shape != small_shape:  # a scalar next to a wider pattern
+                widened = Var(small.aval.update(shape=small_shape))
+                eqns.append(JaxprEqn(structural.broadcast_in_dim_p, [small], [widened],
+                                     {"shape": small_shape, "broadcast_dimensions": ()},
+                                     eqn.source))
+                small = widened
+            smalls.append(small)
+        out = eqn.outvars[0]
+        result = Var(out.aval.update(shape=small_shape))
+        eqns.append(eqn.replace(invars=smalls, outvars=[result]))
+        broadcast = JaxprEqn(structural.broadcast_in_dim_p, [result], [out],
+                             {"shape": out.aval.shape, "broadcast_dimensions": dims},
+                             eqn.source)
+        eqns.append(broadcast)
+        broadcasts[out.id] = broadcast  # its readers may sink in turn
+        changed = True
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns) if changed else jaxpr
+
+
 def _is_outer_product(eqn: JaxprEqn) -> bool:
     from flamefx import dtypes
     lhs, rhs = eqn.invars
@@ -388,6 +525,7 @@ def optimize(closed: ClosedJaxpr) -> ClosedJaxpr:
     """
     jaxpr = fold_transposes_into_products(remove_noops(inline_jit_calls(closed.jaxpr)))
     jaxpr = narrow_attention_cotangents(jaxpr)
+    jaxpr = sink_broadcasts(reduce_products_with_broadcast_operands(jaxpr))
     if EXPAND_OUTER_PRODUCTS:
         jaxpr = expand_outer_products(jaxpr)
     folded = fold_constants(ClosedJaxpr(jaxpr, closed.consts))
