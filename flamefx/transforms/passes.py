@@ -341,8 +341,8 @@ def sink_broadcasts(jaxpr: Jaxpr) -> Jaxpr:
     scalars) on the small operands, then broadcasts its result: ``1 / broadcast(rowsum)``
     becomes ``broadcast(1 / rowsum)``. The fused kernels then read the row vector through
     index arithmetic instead of a full-size array the op would otherwise write. Only for
-    outputs of at least SINK_MIN_ELEMENTS: the small op may take a launch of its own, which
-    pays only where the full-size array it avoids is large.
+    outputs of at least SINK_MIN_ELEMENTS, or ops on literals (which then fold): the small
+    op may take a launch of its own, which pays only where the array it avoids is large.
     """
     from flamefx.kernels.cuda_elementwise import Elementwise
     from flamefx.primitives import structural
@@ -352,8 +352,9 @@ def sink_broadcasts(jaxpr: Jaxpr) -> Jaxpr:
     for eqn in jaxpr.eqns:
         sources = [broadcasts.get(v.id) if isinstance(v, Var) else None for v in eqn.invars]
         if (not isinstance(eqn.prim.fusion, Elementwise) or len(eqn.outvars) != 1
-                or eqn.outvars[0].aval.size < SINK_MIN_ELEMENTS
-                or not eqn.invars or any(b is None for b in sources)):
+                or not eqn.invars or any(b is None for b in sources)
+                or (eqn.outvars[0].aval.size < SINK_MIN_ELEMENTS
+                    and not all(isinstance(b.invars[0], Literal) for b in sources))):
             eqns.append(eqn)
             continue
         patterns = {(b.invars[0].aval.shape, tuple(b.params["broadcast_dimensions"]))
@@ -525,7 +526,9 @@ def optimize(closed: ClosedJaxpr) -> ClosedJaxpr:
     """
     jaxpr = fold_transposes_into_products(remove_noops(inline_jit_calls(closed.jaxpr)))
     jaxpr = narrow_attention_cotangents(jaxpr)
-    jaxpr = sink_broadcasts(reduce_products_with_broadcast_operands(jaxpr))
+    # Sunk broadcasts expose products with broadcast operands (a converted cotangent), and
+    # the products' replacements expose more broadcasts.
+    jaxpr = sink_broadcasts(reduce_products_with_broadcast_operands(sink_broadcasts(jaxpr)))
     if EXPAND_OUTER_PRODUCTS:
         jaxpr = expand_outer_products(jaxpr)
     folded = fold_constants(ClosedJaxpr(jaxpr, closed.consts))
