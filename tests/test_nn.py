@@ -131,6 +131,45 @@ def test_cross_entropies():
                 (fnp.asarray(logits),), order=2)
 
 
+def _integer_label_cross_entropy_f64(logits, labels):
+    """NumPy float64 reference with optax's label rules: a label in [-C, 0) counts from
+    the end, any other out-of-range label gives a NaN loss and the softmax as gradient."""
+    classes = logits.shape[-1]
+    shifted = logits - logits.max(-1, keepdims=True)
+    softmax = np.exp(shifted) / np.exp(shifted).sum(-1, keepdims=True)
+    logp = np.log(softmax)
+    in_range = (labels >= -classes) & (labels < classes)
+    picked = np.where(in_range, labels % classes, 0)
+    loss = np.where(in_range, -np.take_along_axis(logp, picked[..., None], -1)[..., 0], np.nan)
+    grads = softmax - np.where(in_range[..., None], np.eye(classes)[picked], 0.0)
+    return loss, grads
+
+
+@pytest.mark.parametrize("transform", ["plain", "jit", "vmap", "jit_vmap"])
+def test_integer_label_cross_entropy_labels_in_and_out_of_range(transform):
+    logits = _f64((6, 5))
+    labels = np.array([0, 4, -1, -5, 5, -6], np.int32)  # the last two are out of range
+    expected_loss, expected_grads = _integer_label_cross_entropy_f64(logits, labels)
+
+    def loss(z, y):
+        return nn.softmax_cross_entropy_with_integer_labels(z, y)
+
+    def grads(z, y):  # per-example gradients of the summed loss
+        return flamefx.grad(lambda z: loss(z, y).sum())(z)
+
+    if transform == "vmap":
+        loss, grads = flamefx.vmap(loss), flamefx.vmap(flamefx.grad(loss))
+    elif transform == "jit":
+        loss, grads = flamefx.jit(loss), flamefx.jit(grads)
+    elif transform == "jit_vmap":
+        loss, grads = flamefx.jit(flamefx.vmap(loss)), flamefx.jit(flamefx.vmap(flamefx.grad(loss)))
+    z, y = fnp.asarray(logits), fnp.asarray(labels)
+    actual = np.asarray(loss(z, y))
+    assert np.isnan(actual[4:]).all()
+    _close(actual[:4], expected_loss[:4])
+    _close(grads(z, y), expected_grads)
+
+
 def test_cross_entropy_stable_at_extremes():
     logits = fnp.asarray(np.array([[1000.0, -1000.0], [-1000.0, 1000.0]], np.float32))
     labels = fnp.asarray([1, 1])

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 import flamefx.numpy as fnp
 from flamefx.nn.activations import log_softmax, logsumexp, softplus
 
@@ -25,12 +27,24 @@ def softmax_cross_entropy(logits, labels, axis=-1):
 def softmax_cross_entropy_with_integer_labels(logits, labels):
     """Cross-entropy of ``logits[..., num_classes]`` with integer class ``labels[...]``.
 
+    The label's logit is picked by comparing ``labels`` with every class index and summing
+    the matching logit, not by a gather: on the GPU the comparison fuses into the row
+    kernels forward and backward (a gather's transpose under vmap is a scatter, with an
+    iota and a concatenate, each a launch of its own). As in optax and JAX's indexing, a
+    label in ``[-num_classes, 0)`` counts from the end, and any other out-of-range label
+    gives a NaN loss (its gradient is the softmax alone).
+
     >>> round(float(softmax_cross_entropy_with_integer_labels(
     ...     fnp.array([0.0, 0.0]), fnp.array(1))), 4)
     0.6931
     """
-    labels = fnp.asarray(labels)
-    label_logits = fnp.take_along_axis(logits, labels[..., None], axis=-1)[..., 0]
+    num_classes = logits.shape[-1]
+    labels = fnp.broadcast_to(fnp.asarray(labels)[..., None], logits.shape)
+    classes = np.arange(num_classes, dtype=labels.dtype)  # constants, not traced values
+    is_label = (labels == classes) | (labels == classes - num_classes)
+    # A row with no label in range sums NaNs; the select sends no gradient through them.
+    missing = fnp.where((labels >= -num_classes) & (labels < num_classes), 0.0, fnp.nan)
+    label_logits = fnp.sum(fnp.where(is_label, logits, missing), axis=-1)
     return logsumexp(logits, axis=-1) - label_logits
 
 
