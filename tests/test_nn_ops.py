@@ -175,9 +175,9 @@ def test_gpu_conv_forward_and_grads(case, dtype):
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
 def test_gpu_conv_w2_block_shapes(dtype):
-    """The benchmark's 3x3 conv: in float32 forward and input gradient take the
-    example-major patch layout (1024 positions), bfloat16 the row-major one; the weight
-    gradient sums per-example partials (576 patch rows per example, 1024 positions)."""
+    """The benchmark's 3x3 conv: forward and input gradient take the example-major patch
+    layout (1024 positions), the weight gradient sums per-example partials (576 patch rows
+    per example)."""
     rng = _rng(7)
     x = rng.standard_normal((32, 64, 32, 32)).astype(dtype)
     w = (rng.standard_normal((64, 64, 3, 3)) / 24).astype(dtype)

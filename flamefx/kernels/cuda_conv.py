@@ -7,11 +7,11 @@ group g, ``out = w[g] (O/G, C/G * taps) @ patches`` (flamefx/kernels/cublas.py; 
 accumulation for the half types). Two layouts of the patch matrix:
 
 - example-major ``(N, G, C/G * taps, P)``: one strided-batched GEMM over examples and groups
-  writes the (N, O, P) output in place. Used for float32/float64 when the output positions
-  P are many (the per-example GEMM is then still large) and the kernel copied once per
-  example (``gemm_into`` takes no stride-0 batch) costs less than a transpose of the output.
+  writes the (N, O, P) output in place. Used when the output positions P are many (the
+  per-example GEMM is then still large) and the kernel copied once per example
+  (``gemm_into`` takes no stride-0 batch) costs less than a transpose of the output.
 - row-major ``(G, C/G * taps, N * P)``: one GEMM per group over the whole batch, then a
-  transpose to (N, O, P). Used for few output positions and for the half types.
+  transpose to (N, O, P). Used for few output positions.
 
 The weight gradient (``conv_weight_grad``) reads the input and the output gradient in their
 own NCHW layouts: ``dw[g] = sum_n ct[n, g] (O/G, P) @ patches[n, g]^T (P, C/G * taps)``, one
@@ -213,7 +213,7 @@ def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
     chunk = max(1, min(n, _COL_BYTES_LIMIT // (c * taps * positions * x.dtype.itemsize)))
     for start in range(0, n, chunk):
         size = min(chunk, n - start)
-        example_major = _example_major(size, positions, group_rows, x.dtype)
+        example_major = _example_major(size, positions, group_rows)
         col = (empty((size * g, group_rows, positions), x.dtype) if example_major
                else empty((g, group_rows, size * positions), x.dtype))
         grid, block, args, wide_index = im2col_launch(size, c, geometry, example_major)
@@ -258,8 +258,7 @@ def conv_weight_grad(ct, x, *, kernel_shape, window_strides, padding, lhs_dilati
                          lhs_dilation, rhs_dilation)
     lhs_dilated = any(d != 1 for d in lhs_dilation)
     precision = _cublas_precision(precision)
-    # Per-example partials only where they weigh no more than the output gradient.
-    example_major = group_rows <= positions
+    example_major = _weight_grad_per_example(positions, group_rows)
     per_example_bytes = c * taps * positions * x.dtype.itemsize
     if example_major:
         per_example_bytes = max(per_example_bytes, o * group_rows * acc.itemsize)
@@ -291,15 +290,22 @@ def conv_weight_grad(ct, x, *, kernel_shape, window_strides, padding, lhs_dilati
     return dw
 
 
-def _example_major(n_batch: int, positions: int, group_rows: int, dtype) -> bool:
+def _weight_grad_per_example(positions: int, group_rows: int) -> bool:
+    """Whether the weight gradient sums per-example partials (no copy) rather than
+    transposing the output gradient for one GEMM over N * P: where the partials (``group_rows``
+    per output channel and example) weigh no more than the output gradient (P)."""
+    return group_rows <= positions
+
+
+def _example_major(n_batch: int, positions: int, group_rows: int) -> bool:
     """Whether the (N, G, C/G * taps, P) patch layout is the cheaper one: for one example
     the layouts coincide; otherwise it needs enough positions for an efficient GEMM per
     example, and its per-example copy of the kernel (``group_rows`` per output channel) must
     cost less than the row-major layout's transpose of the output (2 * P per channel).
-    H100, W2's 3x3 conv: the batched GEMM is as fast as the single one in float32 (the
-    layouts tie, 0.103 against 0.107 ms a conv) but twice as slow in bfloat16 (0.074
-    against 0.039 ms), so the half types stay row-major."""
-    return n_batch == 1 or (dtype.itemsize >= 4 and positions >= _EXAMPLE_MAJOR_MIN_POSITIONS
+    H100, W2's three 3x3 convs a step: float32 layouts tie (0.103 against 0.107 ms a conv);
+    bfloat16 GEMMs 0.048 against 0.041 ms, kernel copies 0.021 against output transposes
+    0.033 ms, so example-major by 0.006 ms (GPU time of the step 0.785 against 0.792)."""
+    return n_batch == 1 or (positions >= _EXAMPLE_MAJOR_MIN_POSITIONS
                             and group_rows <= 2 * positions)
 
 
