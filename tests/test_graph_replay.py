@@ -6,14 +6,38 @@ import pytest
 
 import flamefx
 import flamefx.numpy as fnp
-from tests.test_jit import _executable
+from flamefx.kernels.executor import MAX_GRAPHS
+from tests.test_jit import (
+    _assert_trees_close,
+    _executable,
+    _mlp_args,
+    _mlp_sgd_step,
+    _on_gpu,
+    _plain_sgd_steps,
+    mlp_loss,
+)
+
+N_PARAMS = 3  # _mlp_args: (w1, b1, w2), then x and y
+
+
+def _plain_steps_over(params, xs, y):
+    """The SGD steps over the batches ``xs``, jitted without CUDA graphs."""
+    with flamefx.config.override("cuda_graphs", False):
+        step, steps = flamefx.jit(_mlp_sgd_step), [params]
+        for x in xs:
+            steps.append(step(steps[-1], x, y))
+    return steps
 
 
 @pytest.mark.gpu
-def test_gpu_graph_copy_in_of_odd_sized_and_strided_arguments():
+@pytest.mark.parametrize("keep_outputs", [True, False])
+def test_gpu_graph_copy_in_of_odd_sized_and_strided_arguments(keep_outputs):
     # Buffers of 7 floats (28 bytes: one 16-byte word and a tail), int8 of 13 bytes, a
     # transposed (non-contiguous) argument and a scalar go through the one-launch copy
-    # kernel; every replay must equal the plain executable.
+    # kernel; every replay must equal the plain executable. Kept outputs leave only the
+    # graph that stages every argument ready; outputs handed back let the two
+    # output-owning graphs read each other's outputs in place (the first one recaptured,
+    # writing into its old output buffers).
     rng = np.random.default_rng(0)
     gpu = flamefx.devices("gpu")[0]
     a = flamefx.device_put(rng.standard_normal(7).astype(np.float32), gpu)
@@ -26,11 +50,13 @@ def test_gpu_graph_copy_in_of_odd_sized_and_strided_arguments():
                 fnp.sum(m * m) + fnp.sum(i8.astype(np.float32)))
 
     def loop(jitted, n=6):
-        outs, carry = [], (a, m, i8, s)
+        outs, carry, kept = [], (a, m, i8, s), []
         for k in range(n):
             out = jitted(*carry, fnp.transpose(m)[:, :2] * (k + 1.0))
             outs.append([np.asarray(o) for o in out])
             carry = (out[0], carry[1], out[2], out[3])
+            if keep_outputs:
+                kept.append(out)
         return outs
 
     with flamefx.config.override("cuda_graphs", False):
@@ -43,7 +69,12 @@ def test_gpu_graph_copy_in_of_odd_sized_and_strided_arguments():
     exe = _executable(jitted)
     assert exe.capture_error is None, exe.capture_error
     assert sum(g.replays for g in exe.graphs) >= 3
-    assert any(g.copy_kernel is not None for g in exe.graphs)
+    if keep_outputs:
+        assert exe.graphs[-1].copy_out and exe.graphs[-1].copy_kernel is not None
+    else:
+        assert len(exe.graphs) == 2
+        assert all([i for i, _ in g.direct] == [0, 2, 3] for g in exe.graphs), [
+            g.direct for g in exe.graphs]
 
 
 @pytest.mark.gpu
@@ -69,3 +100,75 @@ def test_gpu_single_kernel_call_reuses_only_outputs_nobody_holds():
     for got, shift in ((b, 1), (d, 3), (e, 4)):
         np.testing.assert_array_equal(np.asarray(got), (want + shift) * 2 + 1)
     del dlpack
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("batches", ["kept", "fresh"])
+def test_gpu_loop_with_a_new_x_every_call_replays_and_matches_the_plain_path(batches):
+    # "kept": every batch is a live array at its own address, so x is always staged.
+    # "fresh": each batch is made for its call and dropped after it, so it usually lands at
+    # the address of the last one and is read in place, with new contents every call.
+    params, x0, y = _on_gpu(_mlp_args())
+    rng = np.random.default_rng(1)
+    host = [rng.standard_normal(x0.shape).astype(np.float32) for _ in range(10)]
+    gpu = flamefx.devices("gpu")[0]
+    want = _plain_steps_over(params, [flamefx.device_put(h, gpu) for h in host], y)
+    jstep = flamefx.jit(_mlp_sgd_step)
+    kept = [flamefx.device_put(h, gpu) for h in host] if batches == "kept" else None
+    p = params
+    for k, expected in enumerate(want[1:]):
+        p = jstep(p, kept[k] if kept else flamefx.device_put(host[k], gpu), y)
+        _assert_trees_close(p, expected, rtol=1e-5)
+    exe = _executable(jstep)
+    assert exe.capture_error is None, exe.capture_error
+    # Every call after the first replays a graph, and the two graphs read each other's
+    # outputs in place: no parameter is copied in once both exist.
+    assert len(exe.graphs) == 2, [(g.replays, g.copy_out) for g in exe.graphs]
+    assert sum(g.replays for g in exe.graphs) == len(host) - 1, [g.replays for g in exe.graphs]
+    for g in exe.graphs:
+        assert [i for i, _ in g.direct] == list(range(N_PARAMS)), g.direct
+    if kept:
+        assert all(N_PARAMS in {i for i, _, _ in g.copies} for g in exe.graphs)
+
+
+@pytest.mark.gpu
+def test_gpu_stable_arguments_are_read_in_place_and_a_moved_one_is_not():
+    params, x, y = _on_gpu(_mlp_args())
+    grad = flamefx.jit(flamefx.grad(mlp_loss))
+    with flamefx.config.override("cuda_graphs", False):
+        plain = flamefx.jit(flamefx.grad(mlp_loss))
+        want = plain(params, x, y)
+        x2 = x * 3.0
+        want2 = plain(params, x2, y)
+    for _ in range(4):
+        _assert_trees_close(grad(params, x, y), want, rtol=1e-5)
+    exe = _executable(grad)
+    first = exe.graphs[0]
+    assert first.copies == [] and len(first.stable) >= N_PARAMS + 2, (first.copies,
+                                                                        first.stable)
+    assert first.replays >= 2
+    for _ in range(4):  # x elsewhere: the graph reading x in place must not replay
+        _assert_trees_close(grad(params, x2, y), want2, rtol=1e-5)
+    _assert_trees_close(grad(params, x, y), want, rtol=1e-5)
+    assert len(exe.graphs) <= MAX_GRAPHS
+
+
+@pytest.mark.gpu
+def test_gpu_an_old_output_kept_and_passed_back_is_never_overwritten():
+    params, x, y = _on_gpu(_mlp_args())
+    want = _plain_sgd_steps(params, x, y, 8)
+    jstep = flamefx.jit(_mlp_sgd_step)
+    p = params
+    for _ in range(3):  # the plain call, then both graphs
+        p = jstep(p, x, y)
+    old = p  # an output of one of the graphs, kept and passed back again and again
+    snapshot = [np.asarray(a).copy() for a in old]
+    _assert_trees_close(old, want[3], rtol=1e-5)
+    for _ in range(5):
+        _assert_trees_close(jstep(old, x, y), want[4], rtol=1e-5)
+        p = jstep(p, x, y)
+    for a, s in zip(old, snapshot):
+        np.testing.assert_array_equal(np.asarray(a), s)
+    _assert_trees_close(p, want[8], rtol=1e-5)
+    assert _executable(jstep).capture_error is None
+

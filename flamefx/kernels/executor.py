@@ -220,9 +220,12 @@ class _FusedLaunch:
             else:
                 self.finish, self.partial = None, None
 
-    def __call__(self, cp, args: list, free: dict | None) -> list:
+    def __call__(self, cp, args: list, free: dict | None, targets: list | None = None) -> list:
         outs = []
-        for shape, dtype in self.out_specs:
+        for j, (shape, dtype) in enumerate(self.out_specs):
+            if targets and targets[j] is not None:
+                outs.append(targets[j])
+                continue
             reused = free.get((shape, dtype)) if free else None
             outs.append(reused.pop() if reused else _empty(cp, shape, dtype))
         if self.finish is None:
@@ -244,7 +247,8 @@ class _OpaqueLaunch:
         self.params = eqn.params
         self.out_dtypes = [v.aval.dtype for v in eqn.outvars]
 
-    def __call__(self, cp, args: list, free) -> list:
+    def __call__(self, cp, args: list, free, targets=None) -> list:
+        # A cuda_impl allocates its own outputs: given buffers are filled after the call.
         outs = self.impl(*args, **self.params)
         return [o if o.dtype == dt else o.astype(dt) for o, dt in zip(outs, self.out_dtypes)]
 
@@ -297,6 +301,9 @@ class GpuExecutable:
         # Graphs pay off when a call launches several kernels.
         self.graph_eligible = self.plan.kernel_count >= 2
         self.graphs: list[_GraphReplay] = []
+        # Argument addresses of the last call that found no graph ready: an argument at the
+        # same address again is read in place by a graph captured now.
+        self.last_ptrs: list[int] | None = None
         self.capture_error: str | None = None  # why capture failed, for profiles and logs
         self.calls = 0
 
@@ -313,35 +320,82 @@ class GpuExecutable:
         if self.single is not None and not donated:
             return self._run_single(bufs)
         if self.graph_eligible and config.read("cuda_graphs"):
-            for graph in self.graphs:
+            for k, graph in enumerate(self.graphs):
                 if graph.ready(bufs, donated):
+                    if graph.recapturable and self._direct_args(bufs, graph, staged_by=graph):
+                        graph = self._recapture(k, bufs)
                     return graph(bufs)
             self.calls += 1
+            ptrs = [b.data.ptr for b in bufs]
+            stable = self._stable_args(bufs, ptrs, donated)
+            self.last_ptrs = ptrs
             # The first call is the warm-up (compiles, fills the pools). A second graph,
             # writing other output buffers, serves a loop that holds the previous step's
             # outputs while it passes them back in (params = step(params)): the two
-            # graphs then take turns.
+            # graphs then take turns. The third copies its outputs out and stages every
+            # argument, so it is always ready.
             if self.calls >= 2 and len(self.graphs) < MAX_GRAPHS:
                 copy_out = len(self.graphs) == MAX_GRAPHS - 1
-                graph = _capture(self, bufs, copy_out=copy_out,
-                                 direct=() if copy_out else self._direct_args(bufs))
+                direct = () if copy_out else self._direct_args(bufs)
+                graph = _capture(self, bufs, copy_out=copy_out, direct=direct,
+                                 stable=() if copy_out else
+                                 [i for i in stable if i not in direct])
                 if graph is None:
                     self.graph_eligible = False  # capture failed: remember, run plain
                 else:
+                    self._mark_read_in_place(bufs, direct)
                     self.graphs.append(graph)
                     if graph.ready(bufs, donated):
                         return graph(bufs)
         return self.run_steps(bufs, donated)
 
-    def _direct_args(self, bufs) -> list[int]:
+    def _direct_args(self, bufs, exclude=None, staged_by=None) -> list[int]:
         """The arguments a new graph reads in place instead of copying them in: outputs of
-        this executable's other graphs, handed back in by a training loop (params =
-        step(params)). The graph replays only while they stay at those addresses, which
-        is exactly while the loop alternates between the graphs."""
-        graph_outs = {o.data.ptr for g in self.graphs for o in g.outs}
+        this executable's other output-owning graphs (not ``exclude``), handed back in by
+        a training loop (params = step(params)); with ``staged_by``, only those that graph
+        copies in. The graph replays only while they stay at those addresses, which is
+        exactly while the loop alternates between the graphs."""
+        graph_outs = {o.data.ptr for g in self.graphs if g is not exclude and not g.copy_out
+                      for o in g.outs}
+        staged = None if staged_by is None else {i for i, _, _ in staged_by.copies}
         return [i for i, b in enumerate(bufs)
-                if i not in self.passed_through and b.flags.c_contiguous
-                and b.data.ptr in graph_outs]
+                if i not in self.passed_through and (staged is None or i in staged)
+                and b.flags.c_contiguous and b.data.ptr in graph_outs]
+
+    def _mark_read_in_place(self, bufs, direct) -> None:
+        """Marks the graphs whose outputs a new graph reads in place (see _recapture)."""
+        read = {bufs[i].data.ptr for i in direct}
+        for graph in self.graphs:
+            if any(o.data.ptr in read for o in graph.outs):
+                graph.recapturable = True
+
+    def _stable_args(self, bufs, ptrs: list[int], donated) -> list[int]:
+        """Arguments at the address they had in the last call that found no graph ready
+        (parameters, inputs or constants passed every call): a graph captured now reads
+        them in place, and is not ready should one move. A new array each call is at a new
+        address, so it is staged; so is a donated one (outputs may land in its buffer)."""
+        last = self.last_ptrs
+        if last is None:
+            return []
+        return [i for i, b in enumerate(bufs)
+                if ptrs[i] == last[i] and i not in self.passed_through and i not in donated
+                and b.flags.c_contiguous]
+
+    def _recapture(self, k: int, bufs) -> _GraphReplay:
+        """Graph ``k`` captured again, reading in place the arguments that are another
+        graph's outputs (it copied them in: it was captured before that graph existed), and
+        writing into its own output buffers, which the other graph reads in place. Once per
+        graph; the old graph stays where capture fails."""
+        old = self.graphs[k]
+        old.recapturable = False
+        direct = self._direct_args(bufs, exclude=old)
+        stable = [i for i, _ in old.direct + old.stable if i not in direct]
+        graph = _capture(self, bufs, direct=direct, stable=stable, replacing=old)
+        if graph is None:
+            return old
+        graph.replays, graph.recapturable, graph.baseline = old.replays, False, old.baseline
+        self.graphs[k] = graph
+        return graph
 
     def _single_kernel(self):
         """(launch, input positions) when the whole call is one fused kernel reading only
@@ -454,7 +508,11 @@ class GpuExecutable:
                 "replay_ms": cp.cuda.get_elapsed_time(events[1], events[2]) / replays,
                 "replays": replays}
 
-    def run_steps(self, bufs, donated=(), on_step=None) -> list:
+    def run_steps(self, bufs, donated=(), on_step=None, into=None) -> list:
+        """One call, kernel by kernel. ``donated`` argument positions may be recycled for
+        outputs; ``on_step(k)`` is called before step ``k``; ``into`` maps output slots to
+        buffers the outputs must be left in (a recaptured graph keeps its output
+        addresses): fused kernels write there, other steps' results are copied there."""
         cp = self.cp
         env = self.slots.template.copy()
         for s, b in zip(self.slots.in_slots, bufs):
@@ -474,14 +532,32 @@ class GpuExecutable:
             args = [env[s] for s in ins]
             if contiguous:
                 args = [a if a.flags.c_contiguous else cp.ascontiguousarray(a) for a in args]
-            for s, r in zip(outs, launch(cp, args, free)):
+            targets = [into.get(s) for s in outs] if into else None
+            for s, r in zip(outs, launch(cp, args, free, targets)):
                 env[s] = r
             for s in release_slots:
                 env[s] = None
             if donated_at and k in donated_at:
                 for i in donated_at[k]:
                     _give(free, bufs[i])
+        if into:
+            return [_place(cp, env[s], into.get(s)) for s in self.slots.out_slots]
         return [env[s] for s in self.slots.out_slots]
+
+
+def _place(cp, value, target):
+    """``value`` left in ``target`` (copied on the current stream unless it is there)."""
+    if target is None or value is target:
+        return value
+    if value.data.ptr == target.data.ptr and value.strides == target.strides:
+        return target
+    if not value.flags.c_contiguous:
+        value = cp.ascontiguousarray(value)
+    if value.nbytes:
+        cp.cuda.runtime.memcpyAsync(target.data.ptr, value.data.ptr, value.nbytes,
+                                    cp.cuda.runtime.memcpyDeviceToDevice,
+                                    cp.cuda.get_current_stream().ptr)
+    return target
 
 
 def _give(free: dict, buf) -> None:
@@ -492,27 +568,33 @@ def _give(free: dict, buf) -> None:
 class _GraphReplay:
     """A whole call captured as a CUDA graph, replayed with one launch.
 
-    The graph reads each argument either in place (``direct``: the argument must be at
-    the address it had at capture) or from a private staging buffer the argument is
-    copied into, and writes fixed output buffers. So it may only replay while the direct
-    arguments sit where they were and nobody holds the previous call's outputs (they were
-    dropped, or donated back in): ``ready()`` checks exactly that, and a call that finds
-    them otherwise runs another graph or the plain executable. All memory the capture
-    allocated comes from a private pool that lives as long as the graph, so nothing else
-    can be handed a block the graph writes to.
+    The graph reads each argument either in place (``direct``: another graph's output
+    handed back in; ``stable``: an argument that sat at the same address call after call;
+    either must be at the address it had at capture) or from a private staging buffer the
+    argument is copied into, and writes fixed output buffers. So it may only replay while
+    the in-place arguments sit where they were and nobody holds the previous call's
+    outputs (they were dropped, or donated back in): ``ready()`` checks exactly that, and
+    a call that finds them otherwise runs another graph or the plain executable. All
+    memory the capture allocated comes from a private pool that lives as long as the
+    graph, so nothing else can be handed a block the graph writes to.
     """
 
-    def __init__(self, graph, stream, pool, inputs, direct, outs, copy_out=False):
+    def __init__(self, graph, stream, pool, inputs, direct, stable, outs, copy_out=False):
         self.graph, self.stream, self.pool = graph, stream, pool
         self.copy_out = copy_out  # outputs copied into fresh buffers: always ready
         self.replays = 0
+        # Set once a later graph reads this one's outputs in place: then this one is
+        # captured again to read that graph's outputs in place (GpuExecutable._recapture).
+        self.recapturable = False
         self.outs = outs
-        self.inputs = inputs  # what the graph reads: staging buffers and direct arguments
-        direct = set(direct)
+        self.inputs = inputs  # what the graph reads: staging buffers and in-place arguments
         self.direct = [(i, inputs[i].data.ptr) for i in sorted(direct)]
+        self.stable = [(i, inputs[i].data.ptr) for i in sorted(stable)]
+        self.in_place = self.direct + self.stable
+        in_place = set(direct) | set(stable)
         self.copies = [(i, st.data.ptr, st.nbytes) for i, st in enumerate(inputs)
-                       if i not in direct and st.nbytes]
-        for i in direct:  # the graph must not keep a caller's argument alive
+                       if i not in in_place and st.nbytes]
+        for i in in_place:  # the graph must not keep a caller's argument alive
             inputs[i] = None
         self.copy_kernel = None
         if len(self.copies) > 1:
@@ -528,8 +610,8 @@ class _GraphReplay:
         self.finished = cp.cuda.Event(disable_timing=True)
 
     def reads(self, bufs) -> bool:
-        """Whether the direct arguments in ``bufs`` sit where the graph reads them."""
-        for i, ptr in self.direct:
+        """Whether the in-place arguments in ``bufs`` sit where the graph reads them."""
+        for i, ptr in self.in_place:
             if bufs[i].data.ptr != ptr or not bufs[i].flags.c_contiguous:
                 return False
         return True
@@ -611,22 +693,34 @@ def _holders_of(bufs: list) -> list[tuple]:
     return [_holders(bufs[i]) for i in range(len(bufs))]
 
 
-def _capture(exe: GpuExecutable, bufs, copy_out: bool = False,
-             direct=()) -> _GraphReplay | None:
-    """Captures one call of ``exe`` reading the arguments at positions ``direct`` in place
-    (the others from staging copies); None when some step cannot be captured."""
+def _capture(exe: GpuExecutable, bufs, copy_out: bool = False, direct=(), stable=(),
+             replacing: _GraphReplay | None = None) -> _GraphReplay | None:
+    """Captures one call of ``exe`` reading the arguments at positions ``direct`` and
+    ``stable`` in place (the others from staging copies); None when some step cannot be
+    captured. ``replacing``: a graph of ``exe`` whose staging and output buffers (pool and
+    stream) the new one takes over, so the graphs that read its outputs in place still find
+    them; it must be ready (nobody holds its outputs)."""
     cp = cupy()
-    pool = cp.cuda.MemoryPool()
-    stream = cp.cuda.Stream(non_blocking=True)
+    if replacing is None:
+        pool, stream = cp.cuda.MemoryPool(), cp.cuda.Stream(non_blocking=True)
+    else:
+        pool, stream = replacing.pool, replacing.stream
+    in_place = set(direct) | set(stable)
+    into = None
+    if replacing is not None:
+        kept = set(exe.slots.in_slots)
+        into = {s: o for s, o in zip(exe.slots.out_slots, replacing.outs)
+                if s not in kept and exe.slots.template[s] is None}
     try:
         # GEMMs (kernels/cublas.py) set cuBLAS's stream to the current one on every call.
         with cp.cuda.using_allocator(pool.malloc), stream:
             stream.wait_event(cp.cuda.get_current_stream().record())
             inputs = list(bufs)
             for i, b in enumerate(bufs):
-                if i in direct:
+                if i in in_place:
                     continue
-                inputs[i] = _empty(cp, b.shape, b.dtype)
+                staged = replacing.inputs[i] if replacing is not None else None
+                inputs[i] = _empty(cp, b.shape, b.dtype) if staged is None else staged
                 b = b if b.flags.c_contiguous else cp.ascontiguousarray(b)
                 cp.cuda.runtime.memcpyAsync(inputs[i].data.ptr, b.data.ptr, b.nbytes,
                                             cp.cuda.runtime.memcpyDeviceToDevice, stream.ptr)
@@ -635,11 +729,11 @@ def _capture(exe: GpuExecutable, bufs, copy_out: bool = False,
             # the graph reuse their blocks (the stream runs the steps in order), and the
             # pool, which nobody else allocates from, keeps them for the graph's lifetime:
             # a graph holds one step's peak memory, not the sum of its intermediates.
-            exe.run_steps(inputs)
+            exe.run_steps(inputs, into=into)
             stream.synchronize()
             stream.begin_capture()
             try:
-                outs = exe.run_steps(inputs)
+                outs = exe.run_steps(inputs, into=into)
             finally:
                 graph = stream.end_capture()
     except Exception as e:  # noqa: BLE001  (CuPy or the driver refused: run without a graph)
@@ -647,4 +741,16 @@ def _capture(exe: GpuExecutable, bufs, copy_out: bool = False,
         log.info("CUDA graph capture failed (%s); running the plain executable",
                  exe.capture_error)
         return None
-    return _GraphReplay(graph, stream, pool, inputs, direct, outs, copy_out)
+    # An output that is a view of an argument read in place would hand the caller's own
+    # memory back as the graph's: stage such arguments.
+    aliased = {i for i in in_place
+               if any(o.nbytes and o.data.mem is bufs[i].data.mem for o in outs)}
+    if aliased:
+        return _capture(exe, bufs, copy_out, [i for i in direct if i not in aliased],
+                        [i for i in stable if i not in aliased], replacing)
+    if replacing is not None:
+        # The very list, not one holding the same buffers: the holder counts of the
+        # outputs, which ready() compares with its baseline, must not change when the old
+        # graph goes (and a loop variable may keep it alive a while).
+        outs = replacing.outs
+    return _GraphReplay(graph, stream, pool, inputs, direct, stable, outs, copy_out)
