@@ -172,3 +172,27 @@ def test_gpu_an_old_output_kept_and_passed_back_is_never_overwritten():
     _assert_trees_close(p, want[8], rtol=1e-5)
     assert _executable(jstep).capture_error is None
 
+
+@pytest.mark.gpu
+def test_gpu_single_kernel_calls_replay_a_graph_and_keep_held_outputs():
+    gpu = flamefx.devices("gpu")[0]
+    host = np.arange(1000, dtype=np.float32)
+    x = flamefx.device_put(host, gpu)
+    x2 = flamefx.device_put(host + 100.0, gpu)
+    f = flamefx.jit(lambda x: x * 2 + 1)
+    out = None
+    for _ in range(6):  # like a timing loop: the previous output is held during each call
+        out = f(x)
+        np.testing.assert_array_equal(np.asarray(out), host * 2 + 1)
+    exe = _executable(f)
+    assert exe.single_replays >= 2 and exe.capture_error is None, exe.capture_error
+    del out
+    kept = f(x)  # held from here on: no later call may write into it
+    replays = exe.single_replays
+    last = None
+    for _ in range(6):
+        last = f(x2)
+        np.testing.assert_array_equal(np.asarray(last), (host + 100.0) * 2 + 1)
+    assert exe.single_replays > replays  # a graph captured for x2's address
+    np.testing.assert_array_equal(np.asarray(kept), host * 2 + 1)
+    assert kept.buffer.data.ptr != last.buffer.data.ptr
