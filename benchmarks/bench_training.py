@@ -308,25 +308,51 @@ def first_call_seconds(cache_dir: str) -> tuple[float, float]:
     return float(step), float(process)
 
 
+def _graph_pools() -> dict:
+    """The private memory pools of every live flamefx CUDA graph, by id (pools that
+    several graphs share once)."""
+    import gc
+
+    from flamefx.kernels.executor import _GraphReplay
+    return {id(p): p for g in gc.get_objects() if isinstance(g, _GraphReplay)
+            for p in g.pools}
+
+
 def peak_memory_mb(system: str, make) -> float | None:
-    """Peak GPU memory of a warm step, by each framework's own allocator statistics."""
+    """Peak GPU memory in use during six warm steps, by each framework's allocator: for
+    JAX ``peak_bytes_in_use`` (live buffers, not its allocator's cached free memory), for
+    PyTorch ``max_memory_allocated``, for flamefx the same count: the peak over the run of
+    CuPy's default pool's ``used_bytes()`` (arguments, outputs, the plain call's
+    buffers; not the free blocks it caches), sampled at every allocation and after every
+    step, plus the whole of this workload's CUDA-graph pools that exist at that moment
+    (a graph's memory stays in use for the graph's lifetime; its pools only grow while
+    the steps that capture it run, and are re-read after each step).
+    """
     if system == "flamefx":
         import gc
 
         import cupy
-
-        from flamefx.kernels.executor import _GraphReplay
         gc.collect()
         pool = cupy.get_default_memory_pool()
         pool.free_all_blocks()  # blocks cached from earlier workloads are not this one's
-        run = make()
-        for _ in range(6):  # the plain call, then both graphs captured and replayed
-            out = run()
-        harness.flamefx_sync(out)
-        # Each CUDA graph owns a private pool (its intermediates and outputs) beside
-        # CuPy's default pool, which holds the arguments and the plain calls' memory.
-        graphs = [g for g in gc.get_objects() if isinstance(g, _GraphReplay)]
-        return (pool.total_bytes() + sum(g.pool.total_bytes() for g in graphs)) / 2 ** 20
+        earlier = set(_graph_pools())  # graphs of workloads still alive are not this one's
+        graph_bytes = 0
+        peak = [pool.used_bytes()]
+
+        def malloc(size):
+            memory = pool.malloc(size)
+            peak[0] = max(peak[0], pool.used_bytes() + graph_bytes)
+            return memory
+
+        with cupy.cuda.using_allocator(malloc):  # the pool's malloc again after the block
+            run = make()
+            for _ in range(6):  # the plain call, then both graphs captured and replayed
+                out = run()
+                graph_bytes = sum(p.total_bytes() for i, p in _graph_pools().items()
+                                  if i not in earlier)
+                peak[0] = max(peak[0], pool.used_bytes() + graph_bytes)
+            harness.flamefx_sync(out)
+        return peak[0] / 2 ** 20
     if system == "torch":
         import torch
         torch.cuda.reset_peak_memory_stats()

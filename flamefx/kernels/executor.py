@@ -292,6 +292,10 @@ class GpuExecutable:
         # its own output, so these are always staged.
         out_slots = set(self.slots.out_slots)
         self.passed_through = {i for i, s in enumerate(self.slots.in_slots) if s in out_slots}
+        # Steps that write an output of the call: during a capture they allocate from the
+        # graph's own pool (see _CaptureAllocator).
+        self.output_steps = {k for k, outs in enumerate(self.slots.step_outs)
+                             if out_slots.intersection(outs)}
         self.cp = cp
         self.single = self._single_kernel()
         # The outputs of the last two single-kernel calls. A call writes again into a set
@@ -305,6 +309,10 @@ class GpuExecutable:
         # Graphs pay off when a call launches several kernels.
         self.graph_eligible = self.plan.kernel_count >= 2
         self.graphs: list[_GraphReplay] = []
+        # The executable's graphs replay one at a time on one stream, so the intermediates
+        # of all of them share one pool (made at the first capture).
+        self.graph_stream = None
+        self.graph_pool = None
         # Argument addresses of the last call that found no graph ready: an argument at the
         # same address again is read in place by a graph captured now.
         self.last_ptrs: list[int] | None = None
@@ -627,13 +635,16 @@ class _GraphReplay:
     argument is copied into, and writes fixed output buffers. So it may only replay while
     the in-place arguments sit where they were and nobody holds the previous call's
     outputs (they were dropped, or donated back in): ``ready()`` checks exactly that, and
-    a call that finds them otherwise runs another graph or the plain executable. All
-    memory the capture allocated comes from a private pool that lives as long as the
-    graph, so nothing else can be handed a block the graph writes to.
+    a call that finds them otherwise runs another graph or the plain executable. Its
+    staging and output buffers come from its own pool (``pool``), which lives as long as
+    the graph, so nothing else can be handed a block the graph writes to; its other
+    intermediates from the pool its executable's graphs share (``pools`` holds both): they
+    all replay on one stream (``stream``), one after the other.
     """
 
-    def __init__(self, graph, stream, pool, inputs, direct, stable, outs, copy_out=False):
-        self.graph, self.stream, self.pool = graph, stream, pool
+    def __init__(self, graph, stream, pools, inputs, direct, stable, outs, copy_out=False):
+        self.graph, self.stream, self.pools = graph, stream, pools
+        self.pool = pools[0]
         self.copy_out = copy_out  # outputs copied into fresh buffers: always ready
         self.replays = 0
         # Set once a later graph reads this one's outputs in place: then this one is
@@ -746,18 +757,44 @@ def _holders_of(bufs: list) -> list[tuple]:
     return [_holders(bufs[i]) for i in range(len(bufs))]
 
 
+class _CaptureAllocator:
+    """Where a capture's memory comes from. Staging buffers and the steps that write the
+    call's outputs use the graph's own pool, which only this graph (and its recapture)
+    allocates from: no other capture is handed a block this graph keeps. Other steps'
+    intermediates use the pool the executable's graphs share: they are dead between
+    replays, which run one at a time on one stream. An output that still lands in a shared
+    block (a view of an intermediate) is caught after the capture (``shared_blocks``)."""
+
+    def __init__(self, own, shared, output_steps):
+        self.own, self.shared, self.output_steps = own, shared, output_steps
+        self.pool = own
+        self.shared_blocks: set[int] = set()
+
+    def step(self, k: int) -> None:
+        self.pool = self.own if k in self.output_steps else self.shared
+
+    def malloc(self, size: int):
+        mem = self.pool.malloc(size)
+        if self.pool is not self.own:
+            self.shared_blocks.add(mem.mem.ptr)
+        return mem
+
+
 def _capture(exe: GpuExecutable, bufs, copy_out: bool = False, direct=(), stable=(),
-             replacing: _GraphReplay | None = None) -> _GraphReplay | None:
+             replacing: _GraphReplay | None = None,
+             share: bool = True) -> _GraphReplay | None:
     """Captures one call of ``exe`` reading the arguments at positions ``direct`` and
     ``stable`` in place (the others from staging copies); None when some step cannot be
-    captured. ``replacing``: a graph of ``exe`` whose staging and output buffers (pool and
-    stream) the new one takes over, so the graphs that read its outputs in place still find
+    captured. ``replacing``: a graph of ``exe`` whose staging and output buffers (and own
+    pool) the new one takes over, so the graphs that read its outputs in place still find
     them; it must be ready (nobody holds its outputs)."""
     cp = cupy()
-    if replacing is None:
-        pool, stream = cp.cuda.MemoryPool(), cp.cuda.Stream(non_blocking=True)
-    else:
-        pool, stream = replacing.pool, replacing.stream
+    if exe.graph_stream is None:
+        exe.graph_stream = cp.cuda.Stream(non_blocking=True)
+        exe.graph_pool = cp.cuda.MemoryPool()
+    stream = exe.graph_stream
+    own = cp.cuda.MemoryPool() if replacing is None else replacing.pool
+    allocator = _CaptureAllocator(own, exe.graph_pool if share else own, exe.output_steps)
     in_place = set(direct) | set(stable)
     into = None
     if replacing is not None:
@@ -766,7 +803,7 @@ def _capture(exe: GpuExecutable, bufs, copy_out: bool = False, direct=(), stable
                 if s not in kept and exe.slots.template[s] is None}
     try:
         # GEMMs (kernels/cublas.py) set cuBLAS's stream to the current one on every call.
-        with cp.cuda.using_allocator(pool.malloc), stream:
+        with cp.cuda.using_allocator(allocator.malloc), stream:
             stream.wait_event(cp.cuda.get_current_stream().record())
             inputs = list(bufs)
             for i, b in enumerate(bufs):
@@ -777,16 +814,18 @@ def _capture(exe: GpuExecutable, bufs, copy_out: bool = False, direct=(), stable
                 b = b if b.flags.c_contiguous else cp.ascontiguousarray(b)
                 cp.cuda.runtime.memcpyAsync(inputs[i].data.ptr, b.data.ptr, b.nbytes,
                                             cp.cuda.runtime.memcpyDeviceToDevice, stream.ptr)
-            # A dry run fills the private pool with every block the capture will ask for.
-            # Intermediates go back to that pool after their last use, so later steps of
+            # A dry run fills the pools with every block the capture will ask for.
+            # Intermediates go back to their pool after their last use, so later steps of
             # the graph reuse their blocks (the stream runs the steps in order), and the
-            # pool, which nobody else allocates from, keeps them for the graph's lifetime:
-            # a graph holds one step's peak memory, not the sum of its intermediates.
-            exe.run_steps(inputs, into=into)
+            # pools, which only captures allocate from, keep them for the graph's
+            # lifetime: the graphs hold one step's peak memory, not the sum of their
+            # intermediates.
+            exe.run_steps(inputs, on_step=allocator.step, into=into)
             stream.synchronize()
+            allocator.shared_blocks.clear()
             stream.begin_capture()
             try:
-                outs = exe.run_steps(inputs, into=into)
+                outs = exe.run_steps(inputs, on_step=allocator.step, into=into)
             finally:
                 graph = stream.end_capture()
     except Exception as e:  # noqa: BLE001  (CuPy or the driver refused: run without a graph)
@@ -795,15 +834,19 @@ def _capture(exe: GpuExecutable, bufs, copy_out: bool = False, direct=(), stable
                  exe.capture_error)
         return None
     # An output that is a view of an argument read in place would hand the caller's own
-    # memory back as the graph's: stage such arguments.
+    # memory back as the graph's: stage such arguments. One in a shared block could be
+    # overwritten by another graph's intermediates: keep all of this graph's memory own.
     aliased = {i for i in in_place
                if any(o.nbytes and o.data.mem is bufs[i].data.mem for o in outs)}
     if aliased:
         return _capture(exe, bufs, copy_out, [i for i in direct if i not in aliased],
-                        [i for i in stable if i not in aliased], replacing)
+                        [i for i in stable if i not in aliased], replacing, share)
+    if share and any(o.nbytes and o.data.mem.ptr in allocator.shared_blocks for o in outs):
+        return _capture(exe, bufs, copy_out, direct, stable, replacing, share=False)
+    pools = [own] if own is allocator.shared else [own, exe.graph_pool]
     if replacing is not None:
         # The very list, not one holding the same buffers: the holder counts of the
         # outputs, which ready() compares with its baseline, must not change when the old
         # graph goes (and a loop variable may keep it alive a while).
         outs = replacing.outs
-    return _GraphReplay(graph, stream, pool, inputs, direct, stable, outs, copy_out)
+    return _GraphReplay(graph, stream, pools, inputs, direct, stable, outs, copy_out)
