@@ -313,8 +313,8 @@ def _graph_pools() -> dict:
     several graphs share once)."""
     import gc
 
-    from flamefx.kernels.executor import _GraphReplay
-    return {id(p): p for g in gc.get_objects() if isinstance(g, _GraphReplay)
+    from flamefx.kernels.graphs import GraphReplay
+    return {id(p): p for g in gc.get_objects() if isinstance(g, GraphReplay)
             for p in g.pools}
 
 

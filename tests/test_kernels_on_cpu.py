@@ -432,14 +432,20 @@ int main(int argc, char** argv) {
 """
 
 # x shape, w shape, strides, padding, lhs dilation, rhs dilation, groups, example-major
-# patch layout, 64-bit indices, patch rows per block (small: row chunks end mid-channel).
+# patch layout, 64-bit indices, patch rows per block (small: row chunks end mid-channel),
+# output positions per thread (VEC: 4 when the innermost output size allows, else 2, 1).
 IM2COL_CASES = [
-    ((2, 4, 7, 5), (6, 2, 3, 2), (2, 1), ((1, 2), (-1, 1)), (1, 2), (2, 1), 2, False, False, 16),
-    ((3, 3, 6, 5), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 1, True, False, 5),
-    ((3, 3, 6, 5), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 1, False, True, 4),
+    ((2, 4, 7, 5), (6, 2, 3, 2), (2, 1), ((1, 2), (-1, 1)), (1, 2), (2, 1), 2, False, False, 16,
+     4),
+    ((3, 3, 6, 5), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 1, True, False, 5, 1),
+    ((3, 3, 6, 5), (4, 3, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 1, False, True, 4, 1),
     ((2, 2, 4, 3, 5), (3, 2, 2, 2, 3), (1, 2, 1), ((0, 1), (1, 1), (1, 0)), (1, 1, 1),
-     (1, 1, 2), 1, True, True, 7),
-    ((2, 6, 8), (4, 3, 3), (2,), ((2, -1),), (3,), (2,), 2, True, False, 3),
+     (1, 1, 2), 1, True, True, 7, 2),
+    ((2, 6, 8), (4, 3, 3), (2,), ((2, -1),), (3,), (2,), 2, True, False, 3, 2),
+    # W2's 3x3 'same' conv in small: rows of 8 positions, padding read on both edges
+    ((3, 4, 5, 8), (6, 4, 3, 3), (1, 1), ((1, 1), (1, 1)), (1, 1), (1, 1), 1, True, True, 7, 4),
+    ((2, 4, 6, 8), (4, 2, 3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), (1, 1), 2, False, False, 5,
+     4),
 ]
 
 
@@ -452,7 +458,7 @@ def test_im2col_kernel_gives_the_loop_reference_conv(tmp_path, case):
     from tests.samples.nn_ops import conv_reference, conv_weight_grad_reference
 
     (x_shape, w_shape, strides, padding, lhs, rhs, groups, example_major, wide_index,
-     rows_per_block) = IM2COL_CASES[case]
+     rows_per_block, vectors) = IM2COL_CASES[case]
     rng = np.random.default_rng(case)
     x, w = rng.standard_normal(x_shape), rng.standard_normal(w_shape)
     n, c, o = x.shape[0], x.shape[1], w.shape[0]
@@ -460,11 +466,12 @@ def test_im2col_kernel_gives_the_loop_reference_conv(tmp_path, case):
     positions, group_rows = int(np.prod(out_spatial)), c // groups * int(np.prod(w.shape[2:]))
     geometry = cuda_conv._geometry(x.shape[2:], out_spatial, w.shape[2:], strides, padding,
                                    lhs, rhs)
-    grid, block, args, _ = cuda_conv.im2col_launch(n, c, geometry, example_major,
-                                                   rows_per_block)
+    grid, block, args, _, vector = cuda_conv.im2col_launch(n, c, geometry, example_major,
+                                                           rows_per_block)
     assert grid[1] > 1, "the case should span several row chunks"
+    assert vector == vectors, "the case should have this many positions per thread"
     source = _host_source(cuda_conv.kernel_source(np.float64, any(d != 1 for d in lhs),
-                                                  wide_index), np.float64)
+                                                  wide_index, vector), np.float64)
     col_size = groups * group_rows * n * positions
     (col,) = _run(tmp_path, source, IM2COL_MAIN,
                   [x.size, col_size, *grid, *block] + [int(v) for v in args], [x],
@@ -559,8 +566,8 @@ int main(int argc, char** argv) {
 
 
 def test_graph_copy_in_kernel_copies_aligned_tiny_and_misaligned_buffers(tmp_path):
-    from flamefx.kernels.executor import _copy_source
-    source = f'#include "{EMULATOR}"\n' + _copy_source(3)
+    from flamefx.kernels.graphs import copy_source
+    source = f'#include "{EMULATOR}"\n' + copy_source(3)
     src = np.random.default_rng(0).integers(0, 256, 512).astype(np.uint8)
     (got,) = _run(tmp_path, source, _COPY_MAIN, [], [src], [(np.uint8, (512,))])
     want = np.zeros(512, np.uint8)
