@@ -349,10 +349,10 @@ def main(table: harness.Table | None = None) -> harness.Table:
 
 def extras() -> str:
     """Peak GPU memory of a warm W2 step, flamefx against JAX and PyTorch."""
-    from bench_training import peak_memory_mb
+    from bench_training import peak_memory_in_fresh_process
     lines = []
-    for system, make in [("flamefx", flamefx_w2), ("jax", jax_w2), ("torch", torch_w2)]:
-        mb = harness.safe(lambda system=system, make=make: peak_memory_mb(system, make))
+    for system in ("flamefx", "jax", "torch"):
+        mb = harness.safe(lambda: peak_memory_in_fresh_process(system, "bench_nn", "w2"))
         lines.append(f"W2 peak GPU memory, {system}: {mb if mb is None else round(mb, 1)} MiB")
     return "\n".join(lines)
 

@@ -308,6 +308,27 @@ def first_call_seconds(cache_dir: str) -> tuple[float, float]:
     return float(step), float(process)
 
 
+_PEAK_MEMORY = """
+import sys
+sys.path.insert(0, {bench_dir!r})
+import {module} as bench, bench_training, harness
+harness.configure_precision()
+print(bench_training.peak_memory_mb({system!r}, bench.{system}_{workload}))
+"""
+
+
+def peak_memory_in_fresh_process(system: str, module: str, workload: str) -> float | None:
+    """``peak_memory_mb`` of ``module.<system>_<workload>`` measured alone in a fresh
+    process: JAX's ``peak_bytes_in_use`` only grows over a process, so it would otherwise
+    include every workload run before."""
+    code = _PEAK_MEMORY.format(bench_dir=os.path.dirname(os.path.abspath(__file__)),
+                               module=module, system=system, workload=workload)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    last = out.stdout.strip().splitlines()[-1]
+    return None if last == "None" else float(last)
+
+
 def _graph_pools() -> dict:
     """The private memory pools of every live flamefx CUDA graph, by id (pools that
     several graphs share once)."""
@@ -402,8 +423,8 @@ def extras() -> str:
         lines.append(f"W1 first step (trace + compile + run), fresh process: empty kernel "
                      f"cache {cold[0]:.3f} s, warm {warm[0]:.3f} s ({cold[0] / warm[0]:.1f}x); "
                      f"whole process to the first result: {cold[1]:.2f} s vs {warm[1]:.2f} s")
-    for system, make in [("flamefx", flamefx_w1), ("jax", jax_w1), ("torch", torch_w1)]:
-        mb = harness.safe(lambda: peak_memory_mb(system, make))
+    for system in ("flamefx", "jax", "torch"):
+        mb = harness.safe(lambda: peak_memory_in_fresh_process(system, "bench_training", "w1"))
         lines.append(f"W1 peak GPU memory, {system}: {mb if mb is None else round(mb, 1)} MiB")
     return "\n".join(lines)
 
