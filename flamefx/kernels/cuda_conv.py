@@ -52,18 +52,23 @@ _INT32_LIMIT = 2**31
 
 # Spatial dims are padded to 3 (size-1 dims in front), so one kernel serves 1-D to 3-D.
 # IDX is int when every index of the chunk fits (the common case: 32-bit division and
-# multiplies are several times cheaper), long long otherwise. A thread owns one column
-# (example n, output position p) and splits it into coordinates once; it then walks
+# multiplies are several times cheaper), long long otherwise. A thread owns VEC consecutive
+# columns (example n, output positions p .. p + VEC - 1 of one output row: VEC divides the
+# innermost output size) and splits the first into coordinates once; it then walks
 # ROWS_PER_BLOCK consecutive patch rows, stepping (channel, tap) with carries, so per
-# element there is no division at all without lhs dilation (LHS_DILATED 0).
+# element there is no division at all without lhs dilation (LHS_DILATED 0). Each row's VEC
+# loads are independent (with one load a row the kernel is bound by the loads in flight,
+# not by bandwidth) and its VEC elements go out in one vector store.
 _IM2COL = r"""
+struct alignas(sizeof(T) * VEC) Columns { T v[VEC]; };
+
 extern "C" __global__ void __launch_bounds__(128) flamefx_im2col(
     const T* __restrict__ x, T* __restrict__ col, int n_batch, int channels,
     int in0, int in1, int in2, int out0, int out1, int out2, int k0, int k1, int k2,
     int s0, int s1, int s2, int lo0, int lo1, int lo2, int ld0, int ld1, int ld2,
     int rd0, int rd1, int rd2, IDX row_stride, IDX example_stride, int rows_per_block) {
   const IDX positions = (IDX)out0 * out1 * out2;
-  const IDX column = blockIdx.x * (IDX)blockDim.x + threadIdx.x;
+  const IDX column = (blockIdx.x * (IDX)blockDim.x + threadIdx.x) * VEC;
   if (column >= n_batch * positions) return;
   const IDX n = column / positions, p = column - n * positions;
   const int o0 = (int)(p / ((IDX)out1 * out2)), o1 = (int)(p / out2 % out1),
@@ -81,18 +86,25 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_im2col(
   const T* x_c = x + (n * channels + c) * in_size;
   T* out = col + n * example_stride + p + row * row_stride;
   for (; row < row_end; ++row, out += row_stride) {
-    const int q0 = first0 + t0 * rd0, q1 = first1 + t1 * rd1, q2 = first2 + t2 * rd2;
+    const int q0 = first0 + t0 * rd0, q1 = first1 + t1 * rd1;
+    Columns values;
+#pragma unroll
+    for (int v = 0; v < VEC; ++v) {
+      const int q2 = first2 + v * s2 + t2 * rd2;
 #if LHS_DILATED
-    // Between two dilated input elements reads a zero too.
-    const bool inside = q0 >= 0 && q1 >= 0 && q2 >= 0 && q0 % ld0 == 0 && q1 % ld1 == 0 &&
-                        q2 % ld2 == 0 && q0 / ld0 < in0 && q1 / ld1 < in1 && q2 / ld2 < in2;
-    const IDX offset = ((IDX)(q0 / ld0) * in1 + q1 / ld1) * in2 + q2 / ld2;
+      // Between two dilated input elements reads a zero too.
+      const bool inside = q0 >= 0 && q1 >= 0 && q2 >= 0 && q0 % ld0 == 0 &&
+                          q1 % ld1 == 0 && q2 % ld2 == 0 && q0 / ld0 < in0 &&
+                          q1 / ld1 < in1 && q2 / ld2 < in2;
+      const IDX offset = ((IDX)(q0 / ld0) * in1 + q1 / ld1) * in2 + q2 / ld2;
 #else
-    const bool inside = (unsigned)q0 < (unsigned)in0 && (unsigned)q1 < (unsigned)in1 &&
-                        (unsigned)q2 < (unsigned)in2;
-    const IDX offset = ((IDX)q0 * in1 + q1) * in2 + q2;
+      const bool inside = (unsigned)q0 < (unsigned)in0 && (unsigned)q1 < (unsigned)in1 &&
+                          (unsigned)q2 < (unsigned)in2;
+      const IDX offset = ((IDX)q0 * in1 + q1) * in2 + q2;
 #endif
-    *out = inside ? x_c[offset] : STORE((ACC)0);
+      values.v[v] = inside ? x_c[offset] : STORE((ACC)0);
+    }
+    *reinterpret_cast<Columns*>(out) = values;
     if (++t2 == k2) {
       t2 = 0;
       if (++t1 == k1) {
@@ -103,7 +115,6 @@ extern "C" __global__ void __launch_bounds__(128) flamefx_im2col(
   }
 }
 """
-
 
 # Weight gradient: adds the per-example partial gradients (ACC, n_examples rows of `size`)
 # into `out` (the kernel's dtype). Chunks of a large batch carry their running sum in ACC
@@ -138,19 +149,27 @@ def _sum_over_examples_kernel(dtype_name: str):
     return module.get_function("flamefx_sum_over_examples")
 
 
-def kernel_source(dtype, lhs_dilated: bool, wide_index: bool) -> str:
+def kernel_source(dtype, lhs_dilated: bool, wide_index: bool, vector: int) -> str:
     """The CUDA source of the im2col kernel for ``dtype``; ``lhs_dilated`` compiles the
-    divisibility checks in, ``wide_index`` makes the indices 64-bit."""
-    switches = (f"#define LHS_DILATED {int(lhs_dilated)}\n"
+    divisibility checks in, ``wide_index`` makes the indices 64-bit, ``vector`` is VEC, the
+    consecutive output positions one thread writes."""
+    switches = (f"#define LHS_DILATED {int(lhs_dilated)}\n#define VEC {int(vector)}\n"
                 f"typedef {'long long' if wide_index else 'int'} IDX;\n")
     return scalar_prelude(dtype) + switches + _IM2COL
 
 
 @functools.cache
-def _im2col_kernel(dtype_name: str, lhs_dilated: bool, wide_index: bool):
-    source = kernel_source(np.dtype(dtype_name), lhs_dilated, wide_index)
+def _im2col_kernel(dtype_name: str, lhs_dilated: bool, wide_index: bool, vector: int):
+    source = kernel_source(np.dtype(dtype_name), lhs_dilated, wide_index, vector)
     module = devices.cupy().RawModule(code=source, options=("--std=c++17",))
     return module.get_function("flamefx_im2col")
+
+
+def positions_per_thread(innermost_out: int) -> int:
+    """VEC: 4 consecutive output positions per im2col thread where the innermost output
+    size allows (they then share an output row and their vector store is aligned), else
+    2, else 1."""
+    return next(v for v in (4, 2, 1) if innermost_out % v == 0)
 
 
 def _geometry(x_spatial, out_spatial, kernel, strides, padding, lhs_dilation, rhs_dilation):
@@ -167,9 +186,9 @@ def _geometry(x_spatial, out_spatial, kernel, strides, padding, lhs_dilation, rh
 
 def im2col_launch(n_batch, channels, geometry, example_major: bool,
                   rows_per_block: int = _ROWS_PER_BLOCK):
-    """(grid, block, the int arguments after the two pointers, wide_index) of one im2col
-    launch over ``n_batch`` examples; ``example_major`` picks the (N, C * taps, P) patch
-    layout over (C * taps, N * P). The CPU emulator test launches through this too."""
+    """(grid, block, the int arguments after the two pointers, wide_index, VEC) of one
+    im2col launch over ``n_batch`` examples; ``example_major`` picks the (N, C * taps, P)
+    patch layout over (C * taps, N * P). The CPU emulator test launches through this too."""
     in_size, positions = (int(np.prod(geometry[i:i + 3])) for i in (0, 3))
     rows = channels * int(np.prod(geometry[6:9]))
     columns = n_batch * positions
@@ -177,11 +196,12 @@ def im2col_launch(n_batch, channels, geometry, example_major: bool,
                                   else (columns, positions))
     wide_index = max(n_batch * channels * in_size, rows * columns) >= _INT32_LIMIT
     rows_per_block = max(rows_per_block, -(-rows // _MAX_GRID_Y))
-    grid = (-(-columns // _THREADS), -(-rows // rows_per_block))
+    vector = positions_per_thread(geometry[5])
+    grid = (-(-columns // (_THREADS * vector)), -(-rows // rows_per_block))
     index = np.int64 if wide_index else np.int32
     args = tuple(np.int32(v) for v in (n_batch, channels) + tuple(geometry))
     args += (index(row_stride), index(example_stride), np.int32(rows_per_block))
-    return grid, (_THREADS,), args, wide_index
+    return grid, (_THREADS,), args, wide_index, vector
 
 
 def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
@@ -216,8 +236,9 @@ def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
         example_major = _example_major(size, positions, group_rows)
         col = (empty((size * g, group_rows, positions), x.dtype) if example_major
                else empty((g, group_rows, size * positions), x.dtype))
-        grid, block, args, wide_index = im2col_launch(size, c, geometry, example_major)
-        _im2col_kernel(x.dtype.name, lhs_dilated, wide_index)(
+        grid, block, args, wide_index, vector = im2col_launch(size, c, geometry,
+                                                              example_major)
+        _im2col_kernel(x.dtype.name, lhs_dilated, wide_index, vector)(
             grid, block, (raw_view(x)[start:start + size], raw_view(col)) + args)
         if example_major:
             # out[n, g] = w[g] @ col[n, g], written in place. cuBLAS would take the kernel
@@ -267,7 +288,8 @@ def conv_weight_grad(ct, x, *, kernel_shape, window_strides, padding, lhs_dilati
     for start in range(0, n, chunk):
         size = min(chunk, n - start)
         ct_chunk = ct[start:start + size]
-        grid, block, args, wide_index = im2col_launch(size, c, geometry, example_major)
+        grid, block, args, wide_index, vector = im2col_launch(size, c, geometry,
+                                                              example_major)
         if example_major:
             col = empty((size * g, group_rows, positions), x.dtype)
             partial = empty((size * g, o // g, group_rows), acc)
@@ -278,7 +300,7 @@ def conv_weight_grad(ct, x, *, kernel_shape, window_strides, padding, lhs_dilati
             # (size, G, O/G, P) -> (G, O/G, size * P): the contraction runs over N * P.
             lhs = contiguous(ct_chunk.reshape(size, g, o // g, positions).transpose(1, 2, 0, 3))
             lhs = lhs.reshape(g, o // g, size * positions)
-        _im2col_kernel(x.dtype.name, lhs_dilated, wide_index)(
+        _im2col_kernel(x.dtype.name, lhs_dilated, wide_index, vector)(
             grid, block, (raw_view(x)[start:start + size], raw_view(col)) + args)
         cublas.gemm_into(partial, lhs, col.transpose(0, 2, 1), precision=precision)
         last = start + size == n
