@@ -138,7 +138,11 @@ _SUM_THREADS = 256
 
 
 def sum_over_examples_source(dtype) -> str:
-    """The CUDA source of the weight gradient's sum over per-example partials."""
+    """The CUDA source of the weight gradient's sum over per-example partials.
+
+    >>> "flamefx_sum_over_examples" in sum_over_examples_source(np.dtype("float32"))
+    True
+    """
     return scalar_prelude(dtype) + _SUM_OVER_EXAMPLES
 
 
@@ -168,7 +172,11 @@ def _im2col_kernel(dtype_name: str, lhs_dilated: bool, wide_index: bool, vector:
 def positions_per_thread(innermost_out: int) -> int:
     """VEC: 4 consecutive output positions per im2col thread where the innermost output
     size allows (they then share an output row and their vector store is aligned), else
-    2, else 1."""
+    2, else 1.
+
+    >>> positions_per_thread(32), positions_per_thread(10), positions_per_thread(7)
+    (4, 2, 1)
+    """
     return next(v for v in (4, 2, 1) if innermost_out % v == 0)
 
 
@@ -261,7 +269,12 @@ def conv_weight_grad(ct, x, *, kernel_shape, window_strides, padding, lhs_dilati
                      rhs_dilation, feature_group_count, precision):
     """d(conv)/dw on CuPy arrays: output gradient ``ct`` (N, O, out...) and input ``x``
     (N, C, in...) of one dtype, both read in place; returns the (O, C/G, k...) gradient in
-    that dtype (module docstring: the two ways it is computed)."""
+    that dtype (module docstring: the two ways it is computed).
+
+    >>> conv_weight_grad(ct, x, kernel_shape=(64, 64, 3, 3), window_strides=(1, 1),
+    ...                  padding=((1, 1), (1, 1)), lhs_dilation=(1, 1), rhs_dilation=(1, 1),
+    ...                  feature_group_count=1, precision=None)   # doctest: +SKIP
+    """
     ct, x = contiguous(ct), contiguous(x)
     n, c = x.shape[:2]
     o, g = kernel_shape[0], feature_group_count

@@ -1,8 +1,10 @@
 """Convolution and normalization primitives: the heavy layers of conv nets and diffusion models.
 
 ``conv_general_dilated`` (N, C, spatial...) x (O, C/groups, kernel...) in 1, 2 or 3 spatial
-dimensions. Its VJP is written in flamefx ops — both gradients are themselves convolutions —
-so grad of grad, jit of grad and vmap of grad follow. The rest of the family lives beside it
+dimensions. Its VJP is written in flamefx ops: the input gradient is itself a convolution,
+the weight gradient is ``conv_weight_grad`` (a primitive so that the GPU reads the input and
+the output gradient in their NCHW layouts; its own VJP is a convolution and an input
+gradient), so grad of grad, jit of grad and vmap of grad follow. The rest of the family lives beside it
 and is re-exported here: attention (flamefx/primitives/attention.py) and the
 normalizations (flamefx/primitives/normalization.py).
 
