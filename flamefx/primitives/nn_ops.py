@@ -372,12 +372,12 @@ conv_weight_grad_p = Primitive(
 # their primitives with the rest of the NN family (flamefx imports nn_ops) and gives
 # flamefx.nn one import site for the NN lax ops. They import this module's helpers (_cast,
 # _full, ...), so they are imported last, once those exist.
-from flamefx.primitives.attention import (  # noqa: E402, F401
+from flamefx.primitives.attention import (  # noqa: F401
     dot_product_attention,
     flash_attention_bwd_p,
     flash_attention_p,
 )
-from flamefx.primitives.normalization import (  # noqa: E402, F401
+from flamefx.primitives.normalization import (  # noqa: F401
     group_norm,
     group_norm_p,
     layer_norm,
