@@ -351,3 +351,36 @@ def test_gpu_per_example_grads_equal_a_loop_over_examples(monkeypatch, expand):
     for k, g in enumerate(got):
         want = np.stack([np.asarray(leaves[k]) for leaves in loop])
         np.testing.assert_allclose(np.asarray(g), want, rtol=2e-4, atol=2e-6)
+
+
+def test_scalar_broadcasts_are_literals_and_label_masks_join_a_kernel():
+    """W6 in small (per-example gradients of an MLP with integer labels). Scalars broadcast
+    to arrays (relu's zero made (6,) then (8, 6) under vmap, the cross entropy's -1 and 0)
+    are read as C literals, so no kernel is made of broadcasts alone, and the label mask,
+    computed from the inputs only, joins a kernel that needs it. The plan, run step by step
+    with NumPy (each kernel seeing only its declared inputs), matches the CPU backend."""
+    from flamefx import nn
+    from tests.test_jit import _run_plan_on_cpu
+    rng = np.random.default_rng(5)
+    params = [(fnp.asarray(rng.normal(size=(m, n)).astype(np.float32)),
+               fnp.asarray(rng.normal(size=n).astype(np.float32))) for m, n in ((12, 6), (6, 4))]
+    x = fnp.asarray(rng.normal(size=(8, 12)).astype(np.float32))
+    y = fnp.asarray(np.array([0, 3, 1, 2, 3, -1, 0, 2], np.int32))
+
+    def loss(params, x, y):
+        h = nn.relu(x @ params[0][0] + params[0][1])
+        return nn.softmax_cross_entropy_with_integer_labels(h @ params[1][0] + params[1][1], y)
+
+    per_example = flamefx.jit(flamefx.vmap(flamefx.grad(loss), in_axes=(None, 0, 0)))
+    lowered = per_example.lower(params, x, y, platform="gpu")
+    kernels = lowered.plan.kernels()
+    assert all(any(e.prim.name != "broadcast_in_dim" for e in k.eqns) for k in kernels), \
+        lowered.as_text()
+    assert not any(v.id in k.constants for k in kernels for v in k.inputs), lowered.as_text()
+    assert lowered.kernel_count <= 13, lowered.as_text()
+    entry, leaves, _ = per_example._lookup((params, x, y), {})
+    got = _run_plan_on_cpu(lowered.plan, [np.asarray(a) for a in list(entry.consts) + leaves])
+    want = flamefx.tree_util.tree_leaves(per_example(params, x, y))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-6)
