@@ -43,8 +43,9 @@ MAX_SPLIT = 1024
 # and COLUMN_ROWS rows tall; enough blocks to give every SM of a large GPU two.
 COLUMN_ROWS = 8
 TARGET_BLOCKS = 264
-# Views in CuPy: these opaque steps launch no kernel.
-_VIEW_PRIMS = frozenset({"reshape", "squeeze", "expand_dims"})
+# Views in CuPy, and stop_gradient (its cuda_impl returns its argument): these opaque steps
+# launch no kernel.
+_VIEW_PRIMS = frozenset({"reshape", "squeeze", "expand_dims", "stop_gradient"})
 # Dtypes whose accumulator __shfl_down_sync can move.
 _REDUCIBLE = frozenset({dtypes.float16, dtypes.bfloat16, dtypes.float32, dtypes.float64,
                         dtypes.int32, dtypes.int64, dtypes.uint32, dtypes.uint64})
