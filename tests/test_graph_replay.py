@@ -196,3 +196,38 @@ def test_gpu_single_kernel_calls_replay_a_graph_and_keep_held_outputs():
     assert exe.single_replays > replays  # a graph captured for x2's address
     np.testing.assert_array_equal(np.asarray(kept), host * 2 + 1)
     assert kept.buffer.data.ptr != last.buffer.data.ptr
+
+
+@pytest.mark.gpu
+def test_gpu_a_replay_on_another_stream_waits_for_the_last_replay():
+    # Replays launch on the caller's stream, and the graphs of one executable share their
+    # intermediates: a replay on another stream than the last one must wait for it, or the
+    # two could overlap. A delay kernel holds the first stream; the replay queued on the
+    # second may not finish before the hold ends.
+    import time
+
+    import cupy
+
+    from flamefx.kernels.executor import hold_gpu
+    params, x, y = _on_gpu(_mlp_args())
+    want = _plain_steps_over(params, [x], y)[1]
+    jstep = flamefx.jit(_mlp_sgd_step)
+    for _ in range(4):  # the plain call, then both graphs captured and replayed
+        out = jstep(params, x, y)
+    del out
+    exe = _executable(jstep)
+    replays = sum(g.replays for g in exe.graphs)
+    first, second = (cupy.cuda.Stream(non_blocking=True) for _ in range(2))
+    with first:
+        hold_gpu(200.0)
+        a = jstep(params, x, y)
+    with second:
+        b = jstep(params, x, y)
+        finished = second.record()
+    time.sleep(0.05)
+    assert not finished.done, "the replay on the second stream did not wait for the first"
+    first.synchronize()
+    second.synchronize()
+    assert sum(g.replays for g in exe.graphs) == replays + 2, [g.replays for g in exe.graphs]
+    _assert_trees_close(a, want, rtol=1e-5)
+    _assert_trees_close(b, want, rtol=1e-5)

@@ -62,6 +62,25 @@ def _copy_kernel(count: int):
     return cupy().RawModule(code=copy_source(count)).get_function("flamefx_copy_in")
 
 
+class ReplayOrder:
+    """Keeps the replays of one executable's graphs in order: they share intermediate
+    memory. A replay launches on the caller's current stream, so a loop on one stream
+    needs no event between its steps (each cross-stream wait costs the GPU a few
+    microseconds); a replay on another stream than the last one first waits for it."""
+
+    def __init__(self):
+        self.stream = None  # where the last replay (or capture) ran
+        self.done = cupy().cuda.Event(disable_timing=True)
+
+    def join(self, stream) -> None:
+        if self.stream is not None and self.stream != stream.ptr:
+            stream.wait_event(self.done)
+
+    def leave(self, stream) -> None:
+        self.done.record(stream)
+        self.stream = stream.ptr
+
+
 class GraphReplay:
     """A whole call captured as a CUDA graph, replayed with one launch.
 
@@ -75,11 +94,11 @@ class GraphReplay:
     staging and output buffers come from its own pool (``pool``), which lives as long as
     the graph, so nothing else can be handed a block the graph writes to; its other
     intermediates from the pool its executable's graphs share (``pools`` holds both): they
-    all replay on one stream (``stream``), one after the other.
+    replay one after the other (``order``), on the caller's stream.
     """
 
-    def __init__(self, graph, stream, pools, inputs, direct, stable, outs, copy_out=False):
-        self.graph, self.stream, self.pools = graph, stream, pools
+    def __init__(self, graph, order, pools, inputs, direct, stable, outs, copy_out=False):
+        self.graph, self.order, self.pools = graph, order, pools
         self.pool = pools[0]
         self.copy_out = copy_out  # outputs copied into fresh buffers: always ready
         self.replays = 0
@@ -105,8 +124,6 @@ class GraphReplay:
         cp = cupy()
         self.memcpy = cp.cuda.runtime.memcpyAsync
         self.device_to_device = cp.cuda.runtime.memcpyDeviceToDevice
-        self.entered = cp.cuda.Event(disable_timing=True)
-        self.finished = cp.cuda.Event(disable_timing=True)
 
     def reads(self, bufs) -> bool:
         """Whether the in-place arguments in ``bufs`` sit where the graph reads them."""
@@ -133,32 +150,28 @@ class GraphReplay:
                 return False
         return True
 
-    def copy_in(self, bufs) -> None:
-        """Queues, on the graph's stream and after the caller's work so far, the copies of
-        the staged arguments into the buffers the graph reads (direct arguments are read
-        where they are)."""
+    def copy_in(self, bufs, stream) -> None:
+        """Queues on ``stream`` the copies of the staged arguments into the buffers the graph
+        reads (in-place arguments are read where they are)."""
         cp = cupy()
         sources = []
         for i, _, _ in self.copies:
             src = bufs[i]
-            # Made contiguous on the caller's stream, before the graph's stream waits.
             sources.append(src if src.flags.c_contiguous else cp.ascontiguousarray(src))
-        self.entered.record(cp.cuda.get_current_stream())
-        self.stream.wait_event(self.entered)
         if self.copy_kernel is not None:
             args = []
             for src, (_, dst, nbytes) in zip(sources, self.copies):
                 args += (np.uint64(src.data.ptr), np.uint64(dst), np.int64(nbytes))
-            with self.stream:
-                self.copy_kernel(self.copy_grid, (256,), tuple(args))
+            self.copy_kernel(self.copy_grid, (256,), tuple(args))
             return
         for src, (_, dst, nbytes) in zip(sources, self.copies):
-            self.memcpy(dst, src.data.ptr, nbytes, self.device_to_device, self.stream.ptr)
+            self.memcpy(dst, src.data.ptr, nbytes, self.device_to_device, stream.ptr)
 
     def __call__(self, bufs) -> list:
-        # The events are reused: a wait takes the event's state when it is queued.
-        self.copy_in(bufs)
-        self.graph.launch(self.stream)
+        stream = cupy().cuda.get_current_stream()
+        self.order.join(stream)
+        self.copy_in(bufs, stream)
+        self.graph.launch(stream)
         self.replays += 1
         outs = self.outs
         if self.copy_out:
@@ -166,9 +179,8 @@ class GraphReplay:
             for o, src in zip(outs, self.outs):
                 if o.nbytes:
                     self.memcpy(o.data.ptr, src.data.ptr, o.nbytes, self.device_to_device,
-                                self.stream.ptr)
-        self.finished.record(self.stream)
-        cupy().cuda.get_current_stream().wait_event(self.finished)
+                                stream.ptr)
+        self.order.leave(stream)
         return list(outs)
 
     def holders_changed(self) -> list[tuple]:
@@ -227,7 +239,9 @@ def capture(exe, bufs, copy_out: bool = False, direct=(), stable=(),
     if exe.graph_stream is None:
         exe.graph_stream = cp.cuda.Stream(non_blocking=True)
         exe.graph_pool = cp.cuda.MemoryPool()
+        exe.replay_order = ReplayOrder()
     stream = exe.graph_stream
+    exe.replay_order.join(stream)  # the dry run reuses the replays' intermediates
     own = cp.cuda.MemoryPool() if replacing is None else replacing.pool
     allocator = _CaptureAllocator(own, exe.graph_pool if share else own, exe.output_steps)
     in_place = set(direct) | set(stable)
@@ -284,4 +298,5 @@ def capture(exe, bufs, copy_out: bool = False, direct=(), stable=(),
         # outputs, which ready() compares with its baseline, must not change when the old
         # graph goes (and a loop variable may keep it alive a while).
         outs = replacing.outs
-    return GraphReplay(graph, stream, pools, inputs, direct, stable, outs, copy_out)
+    exe.replay_order.leave(stream)
+    return GraphReplay(graph, exe.replay_order, pools, inputs, direct, stable, outs, copy_out)
