@@ -4,9 +4,9 @@
 dimensions. Its VJP is written in flamefx ops: the input gradient is itself a convolution,
 the weight gradient is ``conv_weight_grad`` (a primitive so that the GPU reads the input and
 the output gradient in their NCHW layouts; its own VJP is a convolution and an input
-gradient), so grad of grad, jit of grad and vmap of grad follow. The rest of the family lives beside it
-and is re-exported here: attention (flamefx/primitives/attention.py) and the
-normalizations (flamefx/primitives/normalization.py).
+gradient), so grad of grad, jit of grad and vmap of grad follow. The rest of the family
+lives beside it and is re-exported here: attention (flamefx/primitives/attention.py) and
+the normalizations (flamefx/primitives/normalization.py).
 
 >>> import numpy as np
 >>> x = np.ones((1, 1, 4), np.float32); w = np.ones((1, 1, 3), np.float32)
@@ -198,17 +198,22 @@ def _conv_vjp(cts, primals, outs, **params):
     return [dx, dw]
 
 
-def _conv_jvp(primals, tangents, **params):
-    x, w = primals
-    tx, tw = tangents
-    out = conv_general_dilated_p.bind(x, w, **params)
+def _bilinear_jvp(prim, primals, tangents, **params):
+    """The JVP of a primitive linear in each of its two operands: f(ta, b) + f(a, tb)."""
+    a, b = primals
+    ta, tb = tangents
+    out = prim.bind(a, b, **params)
     terms = []
-    if tx is not None:
-        terms.append(conv_general_dilated_p.bind(tx, w, **params))
-    if tw is not None:
-        terms.append(conv_general_dilated_p.bind(x, tw, **params))
+    if ta is not None:
+        terms.append(prim.bind(ta, b, **params))
+    if tb is not None:
+        terms.append(prim.bind(a, tb, **params))
     tangent = None if not terms else terms[0] if len(terms) == 1 else add(*terms)
     return [out], [tangent]
+
+
+def _conv_jvp(primals, tangents, **params):
+    return _bilinear_jvp(conv_general_dilated_p, primals, tangents, **params)
 
 
 def _members_as_channels(x, bdim, axis_size):
@@ -338,16 +343,7 @@ def _weight_grad_vjp(cts, primals, outs, *, kernel_shape, **params):
 
 
 def _weight_grad_jvp(primals, tangents, **params):
-    ct, x = primals
-    t_ct, t_x = tangents
-    out = conv_weight_grad_p.bind(ct, x, **params)
-    terms = []
-    if t_ct is not None:
-        terms.append(conv_weight_grad_p.bind(t_ct, x, **params))
-    if t_x is not None:
-        terms.append(conv_weight_grad_p.bind(ct, t_x, **params))
-    tangent = None if not terms else terms[0] if len(terms) == 1 else add(*terms)
-    return [out], [tangent]
+    return _bilinear_jvp(conv_weight_grad_p, primals, tangents, **params)
 
 
 def _weight_grad_batch(axis_size, args, bdims, *, kernel_shape, feature_group_count,
@@ -372,12 +368,12 @@ conv_weight_grad_p = Primitive(
 # their primitives with the rest of the NN family (flamefx imports nn_ops) and gives
 # flamefx.nn one import site for the NN lax ops. They import this module's helpers (_cast,
 # _full, ...), so they are imported last, once those exist.
-from flamefx.primitives.attention import (  # noqa: F401
+from flamefx.primitives.attention import (  # noqa: E402, F401
     dot_product_attention,
     flash_attention_bwd_p,
     flash_attention_p,
 )
-from flamefx.primitives.normalization import (  # noqa: F401
+from flamefx.primitives.normalization import (  # noqa: E402, F401
     group_norm,
     group_norm_p,
     layer_norm,

@@ -387,15 +387,8 @@ def sink_broadcasts(jaxpr: Jaxpr) -> Jaxpr:
 
 
 def _is_outer_product(eqn: JaxprEqn) -> bool:
-    from flamefx import dtypes
-    lhs, rhs = eqn.invars
     (lc, _), _ = eqn.params["dimension_numbers"]
-    preferred = eqn.params.get("preferred_element_type")
-    return (dtypes.is_float(lhs.aval.dtype) and lhs.aval.dtype == rhs.aval.dtype
-            and (preferred is None or preferred == lhs.aval.dtype)
-            and eqn.outvars[0].aval.dtype == lhs.aval.dtype
-            and isinstance(lhs, Var) and isinstance(rhs, Var)
-            and all(lhs.aval.shape[d] == 1 for d in lc))
+    return _same_float_product(eqn) and all(eqn.invars[0].aval.shape[d] == 1 for d in lc)
 
 
 def _params_key(params: dict):
