@@ -1,6 +1,7 @@
 """Fused elementwise kernels: the vectorized generator (flat and broadcast reads), its
 kernels run on the CPU with g++, and per-example gradients' outer products on the GPU."""
 
+import itertools
 import shutil
 import subprocess
 
@@ -381,6 +382,86 @@ def test_scalar_broadcasts_are_literals_and_label_masks_join_a_kernel():
     entry, leaves, _ = per_example._lookup((params, x, y), {})
     got = _run_plan_on_cpu(lowered.plan, [np.asarray(a) for a in list(entry.consts) + leaves])
     want = flamefx.tree_util.tree_leaves(per_example(params, x, y))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-6)
+
+
+# --- reduction epilogues: the softmax cross entropy's row work --------------------------------
+
+
+def _mlp_params(sizes, seed):
+    rng = np.random.default_rng(seed)
+    return [(fnp.asarray(rng.normal(0, 1 / np.sqrt(m), (m, n)).astype(np.float32)),
+             fnp.asarray(rng.normal(0, 0.1, n).astype(np.float32)))
+            for m, n in itertools.pairwise(sizes)]
+
+
+def _mlp_logits(params, x):
+    from flamefx import nn
+    h = x
+    for i, (w, b) in enumerate(params):
+        h = h @ w + b
+        h = nn.relu(h) if i < len(params) - 1 else h
+    return h
+
+
+def _w1_in_small():
+    """W1's Adam step on a 12-16-16-5 MLP, batch 8 (a label counted from the end)."""
+    from flamefx import nn, optim
+    params = _mlp_params((12, 16, 16, 5), 6)
+    x = fnp.asarray(np.random.default_rng(7).standard_normal((8, 12)).astype(np.float32))
+    y = fnp.asarray(np.array([0, 4, 1, 2, 3, -1, 0, 2], np.int32))
+    opt = optim.adam(1e-3)
+
+    def loss(params, x, y):
+        return fnp.mean(nn.softmax_cross_entropy_with_integer_labels(_mlp_logits(params, x), y))
+
+    @flamefx.jit
+    def step(params, state, x, y):
+        value, grads = flamefx.value_and_grad(loss)(params, x, y)
+        updates, state = opt.update(grads, state, params)
+        return flamefx.optim.apply_updates(params, updates), state, value
+
+    return step, (params, opt.init(params), x, y)
+
+
+def _w6_in_small():
+    """W6: per-example gradients of a 12-6-4 MLP with integer labels, batch 8."""
+    from flamefx import nn
+    params = _mlp_params((12, 6, 4), 5)
+    x = fnp.asarray(np.random.default_rng(5).standard_normal((8, 12)).astype(np.float32))
+    y = fnp.asarray(np.array([0, 3, 1, 2, 3, -1, 0, 2], np.int32))
+
+    def loss(params, x, y):
+        return nn.softmax_cross_entropy_with_integer_labels(_mlp_logits(params, x), y)
+
+    return flamefx.jit(flamefx.vmap(flamefx.grad(loss), in_axes=(None, 0, 0))), (params, x, y)
+
+
+@pytest.mark.parametrize("workload, launches", [("w1", 20), ("w6", 10)])
+def test_cross_entropy_row_work_runs_in_reduction_epilogues(workload, launches):
+    """The loss's row values ((8, 1) and (8,): the max made finite, log of the row sum plus
+    it, the label logit subtracted, 1 / row sum times the mean's weight) are computed by
+    the threads that write each row's reduced value, the max is a fused reduction like the
+    sums, and the Adam step's scalars ride in the epilogue of the loss's sum (here the bias
+    updates too, their gradients being one-block column sums): no kernel is left of
+    row-sized or scalar elementwise work alone (before: W1 27, W6 12 launches in small).
+    The plan, run step by step with NumPy, equals the CPU backend."""
+    from tests.test_jit import _run_plan_on_cpu
+    fun, args = _w1_in_small() if workload == "w1" else _w6_in_small()
+    lowered = fun.lower(*args, platform="gpu")
+    text = lowered.as_text()
+    assert lowered.kernel_count <= launches, text
+    opaque = {s.eqn.prim.name for s in lowered.plan.steps if isinstance(s, fusion.OpaqueStep)}
+    assert opaque <= {"dot_general", "reshape", "stop_gradient", "squeeze", "expand_dims"}, text
+    for kernel in lowered.plan.kernels():
+        size = int(np.prod(kernel.shape))
+        assert kernel.reduction is not None or size not in (1, 8), text
+    assert sum(bool(k.epilogue) for k in lowered.plan.kernels()) >= 2, text
+    entry, leaves, _ = fun._lookup(args, {})
+    got = _run_plan_on_cpu(lowered.plan, [np.asarray(a) for a in list(entry.consts) + leaves])
+    want = flamefx.tree_util.tree_leaves(fun(*args))
     assert len(got) == len(want)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-6)

@@ -574,3 +574,107 @@ def test_graph_copy_in_kernel_copies_aligned_tiny_and_misaligned_buffers(tmp_pat
     for s, d, n in [(0, 0, 28), (64, 96, 13), (132, 160, 200)]:
         want[d:d + n] = src[s:s + n]
     np.testing.assert_array_equal(got, want)
+
+
+# --- fused row reductions with an epilogue -----------------------------------------------------
+
+# The fused reductions shuffle with __shfl_down_sync, which the header leaves out.
+_SHUFFLE_DOWN = r"""
+template <class V>
+V __shfl_down_sync(unsigned, V v, int offset) {
+  const int t = threadIdx.x;
+  shuffle_slots[t] = (double)v;
+  warp_barrier[t / 32]->arrive_and_wait();
+  const int from = (t & 31) + offset < 32 ? t + offset : t;
+  const V out = (V)shuffle_slots[from];
+  warp_barrier[t / 32]->arrive_and_wait();
+  return out;
+}
+using std::isfinite;
+"""
+
+
+def _emulate_fused_rows(tmp_path, kernel, inputs):
+    """Runs a fused row reduction (one block per reduced value, no split) on the CPU; its
+    outputs in kernel order."""
+    from flamefx.kernels import cuda_scalar, fusion
+    arrays = [np.ascontiguousarray(a) for a in inputs]
+    ctype = [fusion.storage_ctype(v.aval.dtype) for v in list(kernel.inputs) + kernel.outputs]
+    lines = ['#include <cstdio>', '#include <string>', 'int main(int argc, char** argv) {',
+             '  FILE* f = fopen((std::string(argv[1]) + "/in.bin").c_str(), "rb");']
+    for j, a in enumerate(arrays):
+        lines.append(f"  auto in{j} = read_array<{ctype[j]}>(f, {max(a.size, 1)});")
+    for j, v in enumerate(kernel.outputs):
+        lines.append(f"  std::vector<{ctype[len(arrays) + j]}> out{j}({max(v.aval.size, 1)});")
+    args = [f"in{j}.data()" for j in range(len(arrays))]
+    args += [f"out{j}.data()" for j in range(len(kernel.outputs))]
+    lines += [f"  launch(Dim3{{1, {kernel.outer}, 1}}, Dim3{{{fusion.BLOCK}, 1, 1}}, [&] {{",
+              f"    {kernel.name}({', '.join(args)}); }});",
+              '  FILE* o = fopen((std::string(argv[1]) + "/out.bin").c_str(), "wb");']
+    lines += [f"  write_array(o, out{j});" for j in range(len(kernel.outputs))] + ["}"]
+    source = (f'#include "{EMULATOR}"\n' + _SHUFFLE_DOWN
+              + kernel.source.replace(cuda_scalar.HALF_CONVERSIONS, "").replace(
+                  "__shared__", "static") + "\n")
+    outputs = [(v.aval.dtype, v.aval.shape) for v in kernel.outputs]
+    return _run(tmp_path, source, "\n".join(lines), [], arrays, outputs)
+
+
+def _epilogue_cases():
+    """name -> (function, args): plans with row reductions whose results feed epilogues."""
+    import flamefx.numpy as fnp
+    from flamefx import dtypes, lax, nn, value_and_grad
+
+    rng = np.random.default_rng(11)
+    logits = fnp.asarray(rng.standard_normal((6, 10)).astype(np.float32) * 3)
+    labels = fnp.asarray(np.array([0, 9, 3, -1, 5, 2], np.int32))
+    h = fnp.asarray(rng.standard_normal((6, 40)).astype(dtypes.bfloat16))
+    c = fnp.asarray(rng.standard_normal(6).astype(dtypes.bfloat16))
+    x = fnp.asarray(rng.standard_normal(300).astype(np.float32))
+
+    def cross_entropy(z, y):
+        return fnp.mean(nn.softmax_cross_entropy_with_integer_labels(z, y))
+    return {
+        # the max made finite, log-sum-exp, label logit, 1 / row sum times the mean's weight
+        "cross entropy and gradient": (value_and_grad(cross_entropy), (logits, labels)),
+        # the epilogue reads the sum as stored in bfloat16 (rounded: the float32 output
+        # tells), then an outside value
+        "bfloat16 rows": (lambda h, c: (lax.reduce_sum(h, (1,)) * 3.0 + c,
+                                        lax.reduce_sum(h, (1,)).astype(np.float32) * 3.0),
+                          (h, c)),
+        "0-d result": (lambda x: fnp.sqrt(fnp.sum(x * x)) + 1.0, (x,)),
+    }
+
+
+@pytest.mark.parametrize("name", ["cross entropy and gradient", "bfloat16 rows", "0-d result"])
+def test_fused_reduction_epilogues_match_the_plan_run_by_numpy(tmp_path, name):
+    import flamefx
+    from flamefx.jaxpr import Literal
+    from flamefx.kernels.fusion import FusedKernel
+
+    fun, args = _epilogue_cases()[name]
+    jitted = flamefx.jit(fun)
+    plan = jitted.lower(*args, platform="gpu").plan
+    entry, leaves, _ = jitted._lookup(args, {})
+    env = {v.id: np.asarray(a) for v, a in zip(plan.jaxpr.invars, list(entry.consts) + leaves)}
+    checked = 0
+    for step in plan.steps:
+        fused = isinstance(step, FusedKernel)
+        scope = dict(env)
+        for eqn in step.eqns if fused else [step.eqn]:
+            ins = [np.asarray(v.val) if isinstance(v, Literal) else scope[v.id]
+                   for v in eqn.invars]
+            outs = eqn.prim.impl_for("cpu")(*ins, **eqn.params)
+            scope.update({v.id: np.asarray(o) for v, o in zip(eqn.outvars, outs)})
+        if fused and step.epilogue and step.layout == "rows" and step.split == 1:
+            got = _emulate_fused_rows(tmp_path, step, [env[v.id] for v in step.inputs])
+            for v, g in zip(step.outputs, got):
+                want = scope[v.id]
+                tol = 1e-2 if want.dtype.itemsize == 2 else 1e-5
+                if want.dtype == np.bool_:
+                    np.testing.assert_array_equal(g, want)
+                else:
+                    np.testing.assert_allclose(g.astype(np.float64), want.astype(np.float64),
+                                               rtol=tol, atol=tol, err_msg=step.name)
+            checked += 1
+        env.update(scope)
+    assert checked >= (2 if name.startswith("cross") else 1), plan.describe()

@@ -124,6 +124,9 @@ class FusedKernel:
         self.constants = constants  # var id -> the scalar literal it broadcasts
         self.eqns: list[JaxprEqn] = []
         self.reduction: JaxprEqn | None = None
+        self.split = 1                    # blocks per reduced value (see _reduction_layout)
+        self.epilogue: list[JaxprEqn] = []  # after the reduction, on its result
+        self.epilogue_defined: set[int] = set()
         self.defined: set[int] = set()
         self.inputs: list[Var] = []       # external values, in kernel-argument order
         self.outputs: list[Var] = []      # values written to memory, in argument order
@@ -138,7 +141,7 @@ class FusedKernel:
 
     def accepts(self, eqn: JaxprEqn, kind: str) -> bool:
         if self.closed:
-            return False
+            return self._accepts_in_epilogue(eqn, kind)
         if kind == "elementwise":
             return eqn.outvars[0].aval.shape == self.shape
         if kind == "broadcast":  # read through indexing: only of a value from outside
@@ -146,17 +149,53 @@ class FusedKernel:
             return eqn.outvars[0].aval.shape == self.shape and not (
                 isinstance(src, Var) and src.id in self.defined)
         if kind == "reduction":
-            if not self.eqns or eqn.invars[0].aval.shape != self.shape:
+            if eqn.invars[0].aval.shape != self.shape:
                 return False
             axes = eqn.params["axes"]
             inner = int(np.prod([self.shape[d] for d in axes], dtype=np.int64))
+            # A reduction alone opens a kernel only where it is one launch, as its cuda_impl
+            # is: what it gains is the epilogue.
+            if not self.eqns and _reduction_layout(self.shape, axes)[1] > 1:
+                return False
             # One block per output row: short rows of many outputs run better unfused.
             return inner >= 64 or np.prod(self.shape, dtype=np.int64) <= 4096 * max(inner, 1)
         return False
 
+    def _accepts_in_epilogue(self, eqn: JaxprEqn, kind: str) -> bool:
+        """Work on the reduction's result, computed by the thread that writes each reduced
+        value: elementwise equations, views and relabelling broadcasts of the result's
+        element count, whose operands are the result, epilogue values, literals and
+        outside values of that count (or 0-d). Flat positions are the same for all of
+        them (a reshape keeps the order), so (512, 1) and (512,) values mix."""
+        if self.split > 1 or len(eqn.outvars) != 1:
+            return False
+        count = self.reduction.outvars[0].aval.size
+        out = eqn.outvars[0].aval
+        if out.size != count:
+            return False
+        if kind == "broadcast":
+            if eqn.invars[0].aval.size not in (1, count):
+                return False
+        elif kind != "elementwise" and not (eqn.prim.name in _VIEW_PRIMS
+                                            and len(eqn.invars) == 1):
+            return False
+        for v in eqn.invars:
+            if isinstance(v, Literal) or v.id in self.constants or v.id in self.epilogue_defined:
+                continue
+            if v.id in self.defined:  # a per-element value of the reduced input
+                return False
+            if kind == "elementwise" and v.aval.shape not in ((), out.shape):
+                return False
+        return True
+
     def add(self, eqn: JaxprEqn, kind: str) -> None:
-        if kind == "reduction":
+        if self.closed:
+            self.epilogue.append(eqn)
+            self.epilogue_defined.update(v.id for v in eqn.outvars)
+        elif kind == "reduction":
             self.reduction = eqn
+            self.split = _reduction_layout(self.shape, eqn.params["axes"])[1]
+            self.epilogue_defined.add(eqn.outvars[0].id)
         self.eqns.append(eqn)
         self.defined.update(v.id for v in eqn.outvars)
 
@@ -187,14 +226,19 @@ class Plan:
         return "\n".join(f"#  {s.describe()}" for s in self.steps)
 
 
+def _is_view(eqn: JaxprEqn) -> bool:
+    return eqn.prim.name in _VIEW_PRIMS and len(eqn.invars) == 1 and len(eqn.outvars) == 1
+
+
 def _constant_broadcasts(jaxpr: Jaxpr, kinds: list[str]) -> tuple[dict[int, Literal], set]:
     """Values that only broadcast a scalar literal (directly or through other such
-    broadcasts: a zero for relu's select, made (256,) then (1024, 256)): var id -> literal.
+    broadcasts or views: a zero for relu's select, made (256,) then (1024, 256)): var id ->
+    literal.
     Fused kernels read them as C constants, so their equations are skipped (the second
     result) unless an opaque step or the jaxpr's outputs need the array itself."""
     constants: dict[int, Literal] = {}
     for i, eqn in enumerate(jaxpr.eqns):
-        if kinds[i] != "broadcast":
+        if kinds[i] != "broadcast" and not _is_view(eqn):
             continue
         src = eqn.invars[0]
         root = src if isinstance(src, Literal) else constants.get(src.id)
@@ -202,7 +246,7 @@ def _constant_broadcasts(jaxpr: Jaxpr, kinds: list[str]) -> tuple[dict[int, Lite
             constants[eqn.outvars[0].id] = root
     needed = {v.id for v in jaxpr.outvars if isinstance(v, Var)}
     for i, eqn in enumerate(jaxpr.eqns):
-        if kinds[i] not in ("elementwise", "broadcast"):
+        if kinds[i] not in ("elementwise", "broadcast") and eqn.outvars[0].id not in constants:
             needed.update(v.id for v in eqn.invars if isinstance(v, Var))
     # A needed constant needs the broadcasts it is made from.
     for i in range(len(jaxpr.eqns) - 1, -1, -1):
@@ -266,9 +310,14 @@ def _schedule(jaxpr: Jaxpr) -> list:
             pass
         elif joins:
             group.add(eqn, kind)
-        elif kind in ("opaque", "reduction"):  # a reduction fuses only as a closing one
+        elif kind == "opaque" or (kind == "reduction" and not FusedKernel(
+                eqn.invars[0].aval.shape, constants).accepts(eqn, kind)):
             group = None
             steps.append(OpaqueStep(eqn))
+        elif kind == "reduction":
+            group = FusedKernel(eqn.invars[0].aval.shape, constants)
+            group.add(eqn, kind)
+            steps.append(group)
         else:
             group = FusedKernel(eqn.outvars[0].aval.shape, constants)
             group.add(eqn, kind)
@@ -300,7 +349,7 @@ def plan(jaxpr: Jaxpr) -> Plan:
         if isinstance(v, Var):
             used_later[v.id] = used_later.get(v.id, 0) + 1
     made_by = {eqn.outvars[0].id: (i, eqn) for i, eqn in enumerate(jaxpr.eqns)
-               if _kind(eqn) == "broadcast"}
+               if _kind(eqn) == "broadcast" or _is_view(eqn)}
     for step in steps:
         if isinstance(step, FusedKernel):
             _generate(step, used_later)
@@ -327,6 +376,31 @@ def _constants_read(kernel: FusedKernel, made_by: dict) -> list[JaxprEqn]:
 # --- code generation -----------------------------------------------------------------------
 
 
+def _epilogue(kernel: FusedKernel, inputs: list[Var], first_output: int,
+              outputs: list[Var]) -> list[str]:
+    """C lines of ``kernel``'s epilogue, at reduced value ``m`` whose result is ``acc``:
+    they compute the epilogue equations and store ``outputs`` (kernel outputs from
+    ``first_output`` on). Outside values it reads are appended to ``inputs`` (those the
+    main body reads already are shared)."""
+    if not kernel.epilogue:
+        return []
+    red_out = kernel.reduction.outvars[0]
+    dtype = red_out.aval.dtype
+    seed = {red_out.id: "red"}
+    found = _Body(kernel, lambda j, index: "0", kernel.epilogue, "m", seed).inputs
+    position = {v.id: j for j, v in enumerate(inputs)}
+    for v in found:
+        if v.id not in position:
+            position[v.id] = len(inputs)
+            inputs.append(v)
+    body = _Body(kernel, lambda j, index: f"in{position[found[j].id]}[{index}]",
+                 kernel.epilogue, "m", seed)
+    # The result as stored: the epilogue computes what an unfused consumer would read.
+    lines = [f"const {compute_ctype(dtype)} red = {load(dtype, store(dtype, 'acc'))};"]
+    return lines + body.lines + [f"out{first_output + j}[m] = {store(v.aval.dtype, body.names[v.id])};"
+                                 for j, v in enumerate(outputs)]
+
+
 def _strides(shape) -> list[int]:
     strides, acc = [], 1
     for d in reversed(shape):
@@ -347,7 +421,9 @@ class _Body:
     equations serves the scalar loop and each lane of the vectorized one alike.
     """
 
-    def __init__(self, kernel: FusedKernel, read):
+    def __init__(self, kernel: FusedKernel, read, eqns=None, flat: str = "i",
+                 names: dict[int, str] | None = None):
+        self.flat = flat  # the C index of a value of the walked equations' shape
         self.inputs: list[Var] = []
         self.indices: list[str] = []  # how each input is indexed
         # Per input, the (output axis, element stride) terms of a broadcast read's index;
@@ -359,11 +435,12 @@ class _Body:
         self.read = read
         for vid, literal in kernel.constants.items():
             self.names[vid] = c_literal(literal.val.item(), literal.aval.dtype)
+        self.names.update(names or {})
         red = kernel.reduction
-        for n, eqn in enumerate(kernel.eqns):
+        for n, eqn in enumerate(kernel.eqns if eqns is None else eqns):
             if eqn is not red:
                 self._equation(n, eqn)
-        self.red_in = self.ref(red.invars[0]) if red is not None else None
+        self.red_in = self.ref(red.invars[0]) if red is not None and eqns is None else None
 
     def _input(self, v: Var, index: str, terms=None) -> str:
         j = len(self.inputs)
@@ -377,12 +454,23 @@ class _Body:
             return c_literal(v.val.item(), v.aval.dtype)
         if v.id not in self.names:  # an external value of the kernel's shape (or 0-d)
             name = self.names[v.id] = f"in{len(self.inputs)}v"
-            value = self._input(v, "0" if v.aval.shape == () else "i")
+            value = self._input(v, "0" if v.aval.shape == () else self.flat)
             self.lines.append(f"const {compute_ctype(v.aval.dtype)} {name} = {value};")
         return self.names[v.id]
 
     def _equation(self, n: int, eqn: JaxprEqn) -> None:
         out = eqn.outvars[0]
+        if self.flat != "i" and (_is_view(eqn) or _kind(eqn) == "broadcast"):
+            # An epilogue's views and broadcasts relabel a value at the same flat position,
+            # or broadcast a single element.
+            src = eqn.invars[0]
+            if isinstance(src, Var) and src.id not in self.names and src.aval.size == 1 \
+                    and out.aval.size > 1:
+                self.names[src.id] = f"in{len(self.inputs)}v"
+                self.lines.append(f"const {compute_ctype(src.aval.dtype)} "
+                                  f"{self.names[src.id]} = {self._input(src, '0')};")
+            self.names[out.id] = self.ref(src)
+            return
         if eqn.prim.name == "broadcast_in_dim" and _kind(eqn) == "broadcast":
             src = eqn.invars[0]
             if out.id in self.names:  # a broadcast scalar literal (see _constant_broadcasts)
@@ -407,26 +495,30 @@ class _Body:
 def _generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
     shape = kernel.shape
     red = kernel.reduction
-    scalar = _Body(kernel, lambda j, index: f"in{j}[{index}]")
-    inputs, names, body = scalar.inputs, scalar.names, scalar.lines
-    outputs = [v for e in kernel.eqns if e is not red for v in e.outvars
-               if used_later.get(v.id)]
-    kernel.inputs, kernel.outputs = inputs, outputs
+    main_eqns = [e for e in kernel.eqns if e is not red and e not in kernel.epilogue]
+    scalar = _Body(kernel, lambda j, index: f"in{j}[{index}]", main_eqns)
+    if red is not None:
+        scalar.red_in = scalar.ref(red.invars[0])
+    inputs, names, body = list(scalar.inputs), scalar.names, scalar.lines
+    outputs = [v for e in main_eqns for v in e.outvars if used_later.get(v.id)]
+    epilogue_outputs = [v for e in kernel.epilogue for v in e.outvars if used_later.get(v.id)]
+    epilogue = _epilogue(kernel, inputs, len(outputs), epilogue_outputs)
+    kernel.inputs, kernel.outputs = inputs, outputs + epilogue_outputs
     params = [f"const {storage_ctype(v.aval.dtype)}* __restrict__ in{j}"
               for j, v in enumerate(inputs)]
     params += [f"{storage_ctype(v.aval.dtype)}* __restrict__ out{j}"
-               for j, v in enumerate(outputs)]
+               for j, v in enumerate(kernel.outputs)]
     stores = [f"out{j}[i] = {store(v.aval.dtype, names[v.id])};" for j, v in enumerate(outputs)]
     n_total = int(np.prod(shape, dtype=np.int64))
     itype = _index_type(n_total)
     lanes = _vector_lanes(kernel, scalar, n_total)
     written = sum(n_total * np.dtype(v.aval.dtype).itemsize for v in outputs)
     streaming = bool(lanes) and written >= STREAMING_STORE_BYTES
-    digest_src = "\n".join(body + stores) + repr((shape, red and red.params))
+    digest_src = "\n".join(body + stores + epilogue) + repr((shape, red and red.params))
     digest_src += " streaming" if streaming else ""
     kernel.name = "flamefx_fused_" + hashlib.sha1(digest_src.encode()).hexdigest()[:12]
     if red is not None:
-        _generate_reduction(kernel, params, body, stores, red, scalar.red_in, itype)
+        _generate_reduction(kernel, params, body, stores, red, scalar.red_in, itype, epilogue)
         return
     lines = [f'extern "C" __global__ void {kernel.name}({", ".join(params)}) {{',
              f"  const {itype} stride = ({itype})gridDim.x * blockDim.x;",
@@ -646,7 +738,7 @@ def _coords_from_flat(flat: str, shape, itype) -> list[str]:
     return lines
 
 
-def _generate_reduction(kernel, params, body, stores, red, red_in, itype) -> None:
+def _generate_reduction(kernel, params, body, stores, red, red_in, itype, epilogue) -> None:
     """Map-reduce over the kernel's shape, in one of two layouts.
 
     'rows' (the last axis is reduced): grid (split, outer), a block walks one output's
@@ -661,15 +753,8 @@ def _generate_reduction(kernel, params, body, stores, red, red_in, itype) -> Non
     kept = [d for d in range(len(shape)) if d not in axes]
     outer = int(np.prod([shape[d] for d in kept], dtype=np.int64))
     inner = int(np.prod([shape[d] for d in axes], dtype=np.int64))
-    columns = bool(kept) and kept[-1] == len(shape) - 1 and shape[-1] > 1
-    if columns:
-        kernel.layout, kernel.tiles = "columns", -(-outer // 32)
-        # Enough blocks to fill the GPU (~2 per SM), each thread still summing >= 8 rows.
-        split = max(1, min(MAX_SPLIT, -(-TARGET_BLOCKS // kernel.tiles),
-                           inner // (COLUMN_ROWS * 8)))
-    else:
-        kernel.layout, kernel.tiles = "rows", 0
-        split = max(1, min(MAX_SPLIT, inner // (BLOCK * 8), max(1, 2048 // max(outer, 1))))
+    columns, split = _reduction_layout(shape, axes)
+    kernel.layout, kernel.tiles = ("columns", -(-outer // 32)) if columns else ("rows", 0)
     descriptor: Reduction = red.prim.fusion
     in_dtype = red.invars[0].aval.dtype
     out_dtype = red.outvars[0].aval.dtype
@@ -688,7 +773,7 @@ def _generate_reduction(kernel, params, body, stores, red, red_in, itype) -> Non
     final_store = store(out_dtype, "acc")
     split_axis = "y" if columns else "x"
     target = (f"part[m * gridDim.{split_axis} + blockIdx.{split_axis}] = acc;" if split > 1
-              else f"red_out[m] = {final_store};")
+              else " ".join(epilogue + [f"red_out[m] = {final_store};"]))
     out_param = (f"{partial_ctype}* __restrict__ part" if split > 1
                  else f"{storage_ctype(out_dtype)}* __restrict__ red_out")
     header = f'extern "C" __global__ void {kernel.name}({", ".join(params + [out_param])}) {{'
@@ -716,6 +801,19 @@ def _generate_reduction(kernel, params, body, stores, red, red_in, itype) -> Non
     kernel.total, kernel.split, kernel.outer = outer * inner, split, outer
     kernel.outputs = kernel.outputs + [red.outvars[0]]
     kernel.partial_dtype = _PARTIAL_DTYPE[acc]
+
+
+def _reduction_layout(shape, axes) -> tuple[bool, int]:
+    """(columns, split) of a reduction of ``shape`` over ``axes``: whether the kept axes
+    are the fastest-varying, and how many blocks share each reduced value."""
+    kept = [d for d in range(len(shape)) if d not in axes]
+    outer = int(np.prod([shape[d] for d in kept], dtype=np.int64))
+    inner = int(np.prod([shape[d] for d in axes], dtype=np.int64))
+    if bool(kept) and kept[-1] == len(shape) - 1 and shape[-1] > 1:
+        # Enough blocks to fill the GPU (~2 per SM), each thread still summing >= 8 rows.
+        return True, max(1, min(MAX_SPLIT, -(-TARGET_BLOCKS // -(-outer // 32)),
+                                inner // (COLUMN_ROWS * 8)))
+    return False, max(1, min(MAX_SPLIT, inner // (BLOCK * 8), max(1, 2048 // max(outer, 1))))
 
 
 def _row_reduction(header, acc, identity, combine, outer, inner, itype, body, target):
