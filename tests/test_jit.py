@@ -600,7 +600,7 @@ def test_cublas_operand_layouts_that_need_a_copy():
     x = np.zeros((4, 6, 8), np.float32)
     assert cublas._operand_layout(x[:, :, ::2].shape, x[:, :, ::2].strides, 4) is None
     assert cublas._operand_layout(x[:, :3].shape, x[:, :3].strides, 4) is None  # batch gap
-    assert cublas._operand_layout((1, 1, 1), (4, 4, 4), 4) == (0, 1)
+    assert cublas._operand_layout((1, 1, 1), (4, 4, 4), 4) == (0, 1, 1)
 
 
 def test_cublas_failure_status_raises():

@@ -61,6 +61,19 @@ def test_per_example_conv_weight_grads_match_a_loop():
                                    np.asarray(flamefx.grad(loss)(w, x[i])), rtol=1e-10)
 
 
+@pytest.mark.parametrize("groups", [1, 3])
+def test_conv_gemm_shares_the_kernel_across_examples_for_one_group(groups):
+    """The example-major GEMM's kernel operand, entry n * G + g holding w[g]: with one group
+    a batch-stride-0 view (cuBLAS reads it in place), with several a copy per example."""
+    from flamefx.kernels import cuda_conv
+    weights = np.arange(groups * 4 * 5).astype(ml_dtypes.bfloat16).reshape(groups, 4, 5)
+    per_example = cuda_conv._kernel_per_example(np, weights, 3)
+    assert per_example.dtype == weights.dtype and per_example.shape == (3 * groups, 4, 5)
+    np.testing.assert_array_equal(per_example.astype(np.float32),
+                                  np.tile(weights, (3, 1, 1)).astype(np.float32))
+    assert (per_example.strides[0] == 0) == (groups == 1)
+
+
 def test_conv_matches_loop_reference_for_transposed_and_strided_cases():
     rng = _rng(2)
     x, w = rng.standard_normal((2, 3, 7, 4)), rng.standard_normal((6, 1, 2, 3))
@@ -188,6 +201,35 @@ def test_gpu_conv_w2_block_shapes(dtype):
     _compare_gpu_cpu(conv, [x, w], dtype)
     _compare_gpu_cpu(lambda x, w, ct: flamefx.vjp(conv, x, w)[1](ct), [x, w, ct], dtype,
                      scale_tol=4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
+def test_gpu_conv_forward_reads_the_kernel_without_per_example_copies(dtype, monkeypatch):
+    """One feature group, example-major patches (256 positions): the GEMM takes the kernel
+    with batch stride 0, so the forward copies nothing."""
+    from flamefx import devices
+    from flamefx.kernels import cuda_conv
+    from flamefx.kernels.cuda_scalar import raw_view
+    cp = devices.cupy()
+    rng = _rng(8)
+    x = rng.standard_normal((4, 8, 16, 16)).astype(dtype)
+    w = (rng.standard_normal((6, 8, 3, 3)) / 8).astype(dtype)
+    assert cuda_conv._example_major(4, 16 * 16, 8 * 9)
+    x_gpu, w_gpu = (cp.asarray(raw_view(a)).view(dtype) for a in (x, w))
+
+    def no_copy(*args, **kwargs):
+        raise AssertionError("conv_forward copied an array")
+    with monkeypatch.context() as patch:
+        patch.setattr(cp, "ascontiguousarray", no_copy)
+        got = cuda_conv.conv_forward(
+            x_gpu, w_gpu, window_strides=(1, 1), padding=((1, 1), (1, 1)),
+            lhs_dilation=(1, 1), rhs_dilation=(1, 1), feature_group_count=1, precision=None,
+            preferred_element_type=None)
+    got = cp.asnumpy(raw_view(got)).view(dtype).astype(np.float64)
+    want = np.asarray(conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1))), np.float64)
+    tol = DTYPE_TOLERANCE[np.dtype(dtype)]
+    np.testing.assert_allclose(got, want, rtol=tol, atol=tol * np.abs(want).max())
 
 
 # x, w, strides, padding, lhs dilation, rhs dilation, groups: batches of 5 cut in chunks

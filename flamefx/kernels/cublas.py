@@ -3,7 +3,8 @@
 cuBLAS is column-major. A row-major (m, k) array is, to cuBLAS, its (k, m) transpose, so
 C = A @ B is computed as C^T = B^T @ A^T without moving any data. An operand that is a
 transposed view of a C-contiguous array (what dot_general's VJP produces) is passed with
-the transpose flag instead of being copied.
+the transpose flag instead of being copied, and so is an operand broadcast over the batch
+(batch stride 0: cuBLAS reads the same matrix for every batch entry).
 
 The calls go through ctypes into the libcublas that CuPy itself loaded, with CuPy's handle:
 CuPy's own cublas wrappers refuse to run while a stream is being captured into a CUDA
@@ -12,9 +13,11 @@ preallocated workspace (cuBLAS must not allocate during capture). Where the libr
 cannot be found the CuPy wrappers are the fallback (no graph capture then).
 
 >>> _operand_layout((1, 4, 3), (48, 12, 4), 4)      # C-contiguous (4, 3): no transpose
-(0, 3)
+(0, 3, 12)
 >>> _operand_layout((1, 4, 3), (48, 4, 16), 4)      # the transpose of a (3, 4) array
-(1, 4)
+(1, 4, 12)
+>>> _operand_layout((5, 4, 3), (0, 12, 4), 4)       # one (4, 3) array for all 5 entries
+(0, 3, 0)
 """
 
 from __future__ import annotations
@@ -53,20 +56,23 @@ def _direct(in_dtype: np.dtype, out_dtype: np.dtype) -> bool:
     return in_dtype == out_dtype or (in_dtype.name in _HALF_TYPES and out_dtype.name == "float32")
 
 
-def _operand_layout(shape, strides, itemsize) -> tuple[int, int] | None:
-    """(transpose flag, leading dimension) for a (batch, rows, cols) operand, or None when
-    it must be copied: cuBLAS takes row-major matrices and their transposes, each batch
-    entry ``rows * cols`` elements after the previous one."""
+def _operand_layout(shape, strides, itemsize) -> tuple[int, int, int] | None:
+    """(transpose flag, leading dimension, batch stride in elements) for a (batch, rows,
+    cols) operand, or None when it must be copied: cuBLAS takes row-major matrices and
+    their transposes, each batch entry ``rows * cols`` elements after the previous one or
+    all of them the same matrix (batch stride 0, a broadcast operand)."""
     batch, rows, cols = shape
     s_batch, s_rows, s_cols = (st // itemsize for st in strides)
     if any(st * itemsize != full for st, full in zip((s_batch, s_rows, s_cols), strides)):
         return None
-    if batch > 1 and s_batch != rows * cols:
+    if batch == 1:
+        s_batch = rows * cols  # never read (cublasGemmEx); the dense stride, for a clear value
+    elif s_batch not in (0, rows * cols):
         return None
     if (cols == 1 or s_cols == 1) and (rows == 1 or s_rows == cols):
-        return _OP_N, max(cols, 1)
+        return _OP_N, max(cols, 1), s_batch
     if (rows == 1 or s_rows == 1) and (cols == 1 or s_cols == rows):
-        return _OP_T, max(rows, 1)
+        return _OP_T, max(rows, 1), s_batch
     return None
 
 
@@ -76,7 +82,9 @@ def gemm_into(out, a, b, precision: str = "highest") -> None:
     ``a``: (batch, m, k) or (m, k); ``b``: (batch, k, n) or (k, n); ``out``: (batch, m, n)
     or (m, n). float16/bfloat16/float32 accumulate in float32 ('tf32' and 'bf16' allow
     tensor-core inputs of that precision for float32); float64 in float64. Other dtypes
-    (integers, bool) go through a CuPy matmul in a wide type. Transposed views need no copy.
+    (integers, bool) go through a CuPy matmul in a wide type. Transposed views and operands
+    broadcast over the batch (stride 0, e.g. ``cupy.broadcast_to(w, (batch, m, k))``) need
+    no copy.
 
     >>> gemm_into(out, a, b, precision="highest")    # doctest: +SKIP
     """
@@ -98,11 +106,11 @@ def gemm_into(out, a, b, precision: str = "highest") -> None:
     layout_a = _operand_layout(a3.shape, a3.strides, a3.itemsize)
     if layout_a is None:
         a3 = cp.ascontiguousarray(a3)
-        layout_a = _OP_N, k
+        layout_a = _OP_N, k, m * k
     layout_b = _operand_layout(b3.shape, b3.strides, b3.itemsize)
     if layout_b is None:
         b3 = cp.ascontiguousarray(b3)
-        layout_b = _OP_N, n
+        layout_b = _OP_N, n, k * n
     args = gemm_arguments(a3.dtype, out.dtype, precision, batch, m, n, k,
                           (a3.data.ptr, *layout_a), (b3.data.ptr, *layout_b), out.data.ptr)
     from cupy.cuda import device
@@ -117,8 +125,15 @@ def gemm_into(out, a, b, precision: str = "highest") -> None:
 
 def gemm_arguments(in_dtype, out_dtype, precision, batch, m, n, k, a, b, out_ptr) -> tuple:
     """The cublasGemmEx (batch 1) or cublasGemmStridedBatchedEx argument list, after the
-    handle. ``a`` and ``b`` are (device pointer, transpose flag, leading dimension); the
-    host scalars alpha and beta come last (they must stay alive through the call)."""
+    handle. ``a`` and ``b`` are (device pointer, transpose flag, leading dimension, batch
+    stride in elements: 0 for one matrix shared by every batch entry); the host scalars
+    alpha and beta come last (they must stay alive through the call).
+
+    >>> name, args, _ = gemm_arguments("float32", "float32", "highest", 8, 4, 3, 2,
+    ...                                (1000, 0, 2, 0), (2000, 0, 3, 6), 3000)
+    >>> name, args[9], args[13], args[18]   # B's stride, A's (shared), the output's
+    ('cublasGemmStridedBatchedEx', 6, 0, 12)
+    """
     in_dtype, out_dtype = np.dtype(in_dtype), np.dtype(out_dtype)
     if in_dtype == np.float64:
         compute, scalar_type = _COMPUTE_64F, np.float64
@@ -128,15 +143,15 @@ def gemm_arguments(in_dtype, out_dtype, precision, batch, m, n, k, a, b, out_ptr
         scalar_type = np.float32
     alpha, beta = np.ones((), scalar_type), np.zeros((), scalar_type)
     in_type, out_type = _CUDA_DATA_TYPE[in_dtype.name], _CUDA_DATA_TYPE[out_dtype.name]
-    (a_ptr, a_op, lda), (b_ptr, b_op, ldb) = a, b
+    (a_ptr, a_op, lda, a_stride), (b_ptr, b_op, ldb, b_stride) = a, b
     # Column-major view: C^T (n x m) = op(B)^T (n x k) @ op(A)^T (k x m).
     if batch == 1:
         return ("cublasGemmEx", (b_op, a_op, n, m, k, alpha.ctypes.data, b_ptr, in_type, ldb,
                                  a_ptr, in_type, lda, beta.ctypes.data, out_ptr, out_type, n,
                                  compute, _GEMM_DEFAULT), (alpha, beta))
     return ("cublasGemmStridedBatchedEx",
-            (b_op, a_op, n, m, k, alpha.ctypes.data, b_ptr, in_type, ldb, k * n,
-             a_ptr, in_type, lda, m * k, beta.ctypes.data, out_ptr, out_type, n, m * n, batch,
+            (b_op, a_op, n, m, k, alpha.ctypes.data, b_ptr, in_type, ldb, b_stride,
+             a_ptr, in_type, lda, a_stride, beta.ctypes.data, out_ptr, out_type, n, m * n, batch,
              compute, _GEMM_DEFAULT), (alpha, beta))
 
 

@@ -8,8 +8,10 @@ accumulation for the half types). Two layouts of the patch matrix:
 
 - example-major ``(N, G, C/G * taps, P)``: one strided-batched GEMM over examples and groups
   writes the (N, O, P) output in place. Used when the output positions P are many (the
-  per-example GEMM is then still large) and the kernel copied once per example
-  (``gemm_into`` takes no stride-0 batch) costs less than a transpose of the output.
+  per-example GEMM is then still large). With one group the kernel goes to cuBLAS with
+  batch stride 0 (the same matrix for every example); with several, the (example, group)
+  batch has no single stride over the kernel, which is copied once per example, and the
+  layout is used only where that copy costs less than a transpose of the output.
 - row-major ``(G, C/G * taps, N * P)``: one GEMM per group over the whole batch, then a
   transpose to (N, O, P). Used for few output positions.
 
@@ -249,13 +251,9 @@ def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
         _im2col_kernel(x.dtype.name, lhs_dilated, wide_index, vector)(
             grid, block, (raw_view(x)[start:start + size], raw_view(col)) + args)
         if example_major:
-            # out[n, g] = w[g] @ col[n, g], written in place. cuBLAS would take the kernel
-            # with a zero batch stride, gemm_into takes it copied per example.
-            per_example = cp.ascontiguousarray(cp.broadcast_to(
-                raw_view(weights)[None], (size,) + weights.shape)).view(w.dtype)
+            # out[n, g] = w[g] @ col[n, g], written in place.
             cublas.gemm_into(out[start:start + size].reshape(size * g, o // g, positions),
-                             per_example.reshape((size * g,) + weights.shape[1:]), col,
-                             precision=precision)
+                             _kernel_per_example(cp, weights, size), col, precision=precision)
             continue
         product = empty((g, o // g, size * positions), out_dtype)
         cublas.gemm_into(product, weights, col, precision=precision)
@@ -263,6 +261,23 @@ def conv_forward(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation,
         raw_view(out)[start:start + size] = raw_view(product).reshape(
             g, o // g, size, positions).transpose(2, 0, 1, 3).reshape((size, o) + out_spatial)
     return out
+
+
+def _kernel_per_example(xp, weights, size: int):
+    """The (G, O/G, C/G * taps) kernel as the (size * G, O/G, C/G * taps) operand of the
+    example-major GEMM: with one group a broadcast view (batch stride 0, no copy); with
+    several, entry n * G + g lies at g * O/G * C/G * taps, no one stride: copied per example.
+
+    >>> _kernel_per_example(np, np.ones((1, 8, 27), np.float32), 4).strides
+    (0, 108, 4)
+    """
+    groups = weights.shape[0]
+    if groups == 1:
+        return xp.broadcast_to(raw_view(weights), (size,) + weights.shape[1:]).view(
+            weights.dtype)
+    per_example = xp.ascontiguousarray(xp.broadcast_to(raw_view(weights)[None],
+                                                       (size,) + weights.shape))
+    return per_example.reshape((size * groups,) + weights.shape[1:]).view(weights.dtype)
 
 
 def conv_weight_grad(ct, x, *, kernel_shape, window_strides, padding, lhs_dilation,
@@ -337,9 +352,13 @@ def _example_major(n_batch: int, positions: int, group_rows: int) -> bool:
     the layouts coincide; otherwise it needs enough positions for an efficient GEMM per
     example, and its per-example copy of the kernel (``group_rows`` per output channel) must
     cost less than the row-major layout's transpose of the output (2 * P per channel).
-    H100, W2's three 3x3 convs a step: float32 layouts tie (0.103 against 0.107 ms a conv);
-    bfloat16 GEMMs 0.048 against 0.041 ms, kernel copies 0.021 against output transposes
-    0.033 ms, so example-major by 0.006 ms (GPU time of the step 0.785 against 0.792)."""
+    H100, W2's three 3x3 convs a step, when the kernel was copied for every G: float32
+    layouts tie (0.103 against 0.107 ms a conv); bfloat16 GEMMs 0.048 against 0.041 ms,
+    kernel copies 0.021 against output transposes 0.033 ms, so example-major by 0.006 ms.
+    With one group the kernel is no longer copied (batch stride 0), yet the bound stays: the
+    forward alone with each layout forced, one group, group_rows > 2 * P (N 32, C 256,
+    16x16): bfloat16 example-major 0.198 against 0.234 ms, float32 0.400 against 0.377 ms
+    (event times of single calls, noisy): no clear winner to move the bound for."""
     return n_batch == 1 or (positions >= _EXAMPLE_MAJOR_MIN_POSITIONS
                             and group_rows <= 2 * positions)
 
