@@ -126,6 +126,40 @@ def test_mma_kernels_on_the_cpu_emulator_match_numpy(tmp_path, case):
         _assert_close(g.astype(np.float64), w.reshape(g.shape), name, TOLERANCE[dtype])
 
 
+# The backward with one output cotangent per query row (jit's narrow_attention_cotangents):
+# dout comes in as (bh, sq) and the delta from flamefx_mma_row_delta.
+ROWS_MAIN = EMULATOR_MAIN.replace(
+    "auto dout = read_array<T>(f, (size_t)bh * sq * DV);",
+    "auto dout = read_array<T>(f, (size_t)bh * sq);").replace(
+    "std::vector<T> out(dout.size()),", "std::vector<T> out((size_t)bh * sq * DV),").replace(
+    "flamefx_flash_delta(out.data(), dout.data(), dlse.data(), delta.data(), rows, DV);",
+    "flamefx_mma_row_delta(out.data(), dout.data(), dlse.data(), delta.data(), rows);")
+
+
+@pytest.mark.parametrize("case", [0, 3, 5])
+def test_mma_backward_with_row_cotangents_on_the_cpu_emulator(tmp_path, case):
+    c = EMULATOR_CASES[case]
+    dtype, bh, sq, sk, d, dv = (c[key] for key in ("dtype", "bh", "sq", "sk", "d", "dv"))
+    q, k, v, _, dlse = _inputs(bh, sq, sk, d, dv, dtype, case)
+    g = np.random.default_rng(case).standard_normal((1, bh, sq, 1)).astype(dtype)
+    scale = 1 / np.sqrt(d)
+    forward_warps, backward_warps = c["warps"]
+    source = "#define FLAMEFX_EMULATED_MMA\n" + _host_source(
+        cuda_attention_mma.kernel_source(dtype, d, dv, c["causal"], forward_warps,
+                                         backward_warps, dout_rows=True), dtype)
+    assert ROWS_MAIN.count("flamefx_mma_row_delta") == 1
+    shapes = [(dtype, (bh, sq, dv)), (np.float32, (bh, sq)), (dtype, (bh, sq, d)),
+              (dtype, (bh, sk, d)), (dtype, (bh, sk, dv))]
+    got = _run(tmp_path, source, ROWS_MAIN,
+               [bh, sq, sk, repr(float(scale)), cuda_attention_mma.forward_shared_bytes(d, dv),
+                cuda_attention_mma.backward_shared_bytes(d, dv, backward_warps)],
+               [q, k, v, g, dlse], shapes)
+    want = _reference(q, k, v, np.broadcast_to(g, (1, bh, sq, dv)), dlse, c["causal"], scale)
+    for name, got_one, w in zip(("out", "lse", "dq", "dk", "dv"), got, want):
+        _assert_close(got_one.astype(np.float64), w.reshape(got_one.shape), name,
+                      TOLERANCE[dtype])
+
+
 def test_supports_only_half_types_without_bias_and_head_dims_of_16s():
     shape = (2, 4, 100, 64)
     assert cuda_attention_mma.supports_shapes(BF16, shape, shape, None)
@@ -153,9 +187,11 @@ def _on(device, *arrays):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype, warps", [(BF16, (4, 4)), (BF16, (8, 8)), (F16, None)])
+@pytest.mark.parametrize("dtype, warps, rows", [  # rows: dout one per query row (DOUT_ROWS)
+    (BF16, (4, 4), False), (BF16, (8, 8), False), (F16, None, False), (BF16, (8, 8), True),
+    (F16, None, True)])
 @pytest.mark.parametrize("case", range(len(GPU_CASES)))
-def test_gpu_mma_attention_matches_numpy(case, dtype, warps, monkeypatch):
+def test_gpu_mma_attention_matches_numpy(case, dtype, warps, rows, monkeypatch):
     if warps is not None:  # both block shapes, whichever the module picks by default
         monkeypatch.setattr(cuda_attention_mma, "_FORWARD_WARPS", warps[0])
         monkeypatch.setattr(cuda_attention_mma, "_BACKWARD_WARPS", warps[1])
@@ -164,6 +200,8 @@ def test_gpu_mma_attention_matches_numpy(case, dtype, warps, monkeypatch):
     q, k, v, dout, dlse = _inputs(b * h, sq, sk, d, dv, dtype, 100 + case)
     q, k, v, dout = (a.reshape((b, h) + a.shape[2:]) for a in (q, k, v, dout))
     dlse = dlse.reshape(b, h, sq)
+    if rows:
+        dout = np.ascontiguousarray(dout[..., :1])
     assert cuda_attention_mma.supports_shapes(dtype, q.shape, v.shape, None)
     params = {"is_causal": c["causal"], "scale": 1 / np.sqrt(d)}
     want = _reference(q, k, v, dout, dlse, **params)

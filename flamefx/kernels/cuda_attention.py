@@ -36,6 +36,9 @@ from flamefx.kernels.cuda_scalar import (
 )
 from flamefx.primitives.attention import masked_score
 
+# Whether attention_backward takes a (B, H, S, 1) dout (the flash kernels read a full one).
+TAKES_ROW_COTANGENTS = False
+
 _TILE = 64  # rows per tile, both sides
 _THREADS = 256
 

@@ -41,6 +41,9 @@ from flamefx.kernels.cuda_scalar import (
 )
 from flamefx.primitives.attention import masked_score
 
+# Whether attention_backward takes a (B, H, S, 1) dout (its backward reads a full one).
+TAKES_ROW_COTANGENTS = False
+
 _MAX_SCORES_PER_HEAD = 2048 * 2048  # longer sequences use the fused kernels
 _CHUNK_SCORE_BYTES = 256 * 2**20  # one score matrix of one chunk of batch * heads
 _THREADS = 256

@@ -40,6 +40,9 @@ from flamefx import devices
 from flamefx.kernels.cuda_attention import DELTA_SOURCE, gradient_buffers, row_delta
 from flamefx.kernels.cuda_scalar import empty, raw_view, scalar_prelude, set_dynamic_shared_memory
 
+# Whether attention_backward takes a (B, H, S, 1) dout (see attention_backward).
+TAKES_ROW_COTANGENTS = True
+
 _ROWS = 64  # the rows of every tile streamed through shared memory
 # Warps (of 16 query rows in the forward, 16 keys in the backward) per block: 8 measured
 # faster than 4 for W3 (forward 0.084 against 0.098 ms, backward 0.287 against 0.294 ms).
@@ -329,6 +332,8 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
 _BACKWARD = r"""
 #define QDO_HALVES (ROWS * (D + PAD + DV + PAD))
 #define BWD_KEYS (16 * BWD_WARPS)  // keys of a block
+// DOUT_ROWS: dO is one value per query row (dO[i, :] = g_i, passed as g), so dV = Pᵀ dO and
+// dPᵀ = V dOᵀ need no products: dV[j, :] = sum_i P[i, j] g_i, dPᵀ[j, i] = vsum_j g_i.
 #define DQ_COLS (D * 4 / BWD_WARPS)  // dQ columns per warp: 4 warps of 16 rows cover a tile
 // Two adjacent float32 accumulations into global memory (one vector reduction on sm_90).
 __device__ __forceinline__ void add_pair(float* at, float a, float b) {
@@ -339,6 +344,21 @@ __device__ __forceinline__ void add_pair(float* at, float a, float b) {
   atomicAdd(at + 1, b);
 #endif
 }
+
+#if DOUT_ROWS
+// delta_i = g_i sum(out_i) - dlse_i, one warp per row.
+extern "C" __global__ void flamefx_mma_row_delta(
+    const T* __restrict__ out, const T* __restrict__ g, const float* __restrict__ dlse,
+    float* __restrict__ delta, long long rows) {
+  const long long row = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
+  const int lane = threadIdx.x & 31;
+  if (row >= rows) return;
+  float sum = 0.f;
+  for (int c = lane; c < DV; c += 32) sum += LOAD(out[row * DV + c]);
+  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  if (lane == 0) delta[row] = LOAD(g[row]) * sum - dlse[row];
+}
+#endif
 
 // grid (BWD_KEYS keys, batch * heads), BWD_WARPS warps of 16 keys. dK, dV written in T;
 // dQ * scale added into dq_acc (float32, zeroed by the caller).
@@ -352,39 +372,58 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
   T* qdo = reinterpret_cast<T*>(smem);
   T* ks = qdo + 2 * QDO_HALVES;       // [BWD_KEYS][D + PAD]    this block's keys
   T* dss = ks + BWD_KEYS * (D + PAD);  // [BWD_KEYS][ROWS + PAD] dSᵀ as [key][query]
-  // Two buffers of the query tile's lse * log2(e), then its delta: [2][2][ROWS].
+  // Two buffers of the query tile's lse * log2(e), its delta, its g (DOUT_ROWS): [2][3][ROWS].
   float* row_terms = reinterpret_cast<float*>(dss + BWD_KEYS * (ROWS + PAD));
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long long bh = blockIdx.y;
   const int k0 = blockIdx.x * BWD_KEYS, kw = k0 + warp * 16;  // the block's, warp's keys
   q += bh * sq * D;
-  dout += bh * sq * DV;
+  dout += bh * sq * (DOUT_ROWS ? 1 : DV);
   lse += bh * sq;
   delta += bh * sq;
   dq_acc += bh * sq * D;
   k += bh * sk * D;
   v += bh * sk * DV;
-  unsigned ka[D / 16][4], va[DV / 16][4];
+  unsigned ka[D / 16][4];
   #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) load_a(ka[kk], k, D, kw, kk * 16, sk);
-  #pragma unroll
-  for (int kk = 0; kk < DV / 16; ++kk) load_a(va[kk], v, DV, kw, kk * 16, sk);
-  float dk_acc[D / 8][4], dv_acc[DV / 8][4];
+  float dk_acc[D / 8][4];
   #pragma unroll
   for (int n = 0; n < D / 8; ++n) dk_acc[n][0] = dk_acc[n][1] = dk_acc[n][2] = dk_acc[n][3] = 0.f;
+#if DOUT_ROWS
+  // This lane's keys kw + g and kw + g + 8: the row sums of V, and dV's running sums.
+  float vsum[2], dv_rows[2] = {0.f, 0.f};
+  #pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int key = kw + g + r * 8;
+    float sum = 0.f;
+    if (key < sk)
+      for (int c = t; c < DV; c += 4) sum += LOAD(v[(long long)key * DV + c]);
+    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
+    vsum[r] = sum + __shfl_xor_sync(0xffffffffu, sum, 2);
+  }
+#else
+  unsigned va[DV / 16][4];
+  #pragma unroll
+  for (int kk = 0; kk < DV / 16; ++kk) load_a(va[kk], v, DV, kw, kk * 16, sk);
+  float dv_acc[DV / 8][4];
   #pragma unroll
   for (int n = 0; n < DV / 8; ++n) dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] = dv_acc[n][3] = 0.f;
+#endif
   // Starts loading query tile q0 into buffer `buffer` (the lse and delta rows synchronously).
   auto load_query_tile = [&](int q0, int buffer) {
     T* const tile_qs = qdo + buffer * QDO_HALVES;
     load_rows_async<D>(tile_qs, q + (long long)q0 * D, sq - q0);
+#if !DOUT_ROWS
     load_rows_async<DV>(tile_qs + ROWS * (D + PAD), dout + (long long)q0 * DV, sq - q0);
-    float* const terms = row_terms + buffer * 2 * ROWS;
+#endif
+    float* const terms = row_terms + buffer * 3 * ROWS;
     for (int r = threadIdx.x; r < ROWS; r += blockDim.x) {
       // A missing row, or one that saw no key (lse = -inf), gets P = 0 through lse = +inf.
       const float row_lse = q0 + r < sq ? lse[q0 + r] : INFINITY;
       terms[r] = row_lse == -INFINITY ? INFINITY : row_lse * LOG2E;
       terms[ROWS + r] = q0 + r < sq ? delta[q0 + r] : 0.f;
+      if (DOUT_ROWS) terms[2 * ROWS + r] = q0 + r < sq ? LOAD(dout[q0 + r]) : 0.f;
     }
   };
   // Causal: query tiles before this key block see none of it. Double buffering: tile i + 1
@@ -405,8 +444,7 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
     }
     __syncthreads();  // query tile `tile` is in shared memory for every warp
     const T* const qs = qdo + (tile & 1) * QDO_HALVES;
-    const T* const dos = qs + ROWS * (D + PAD);
-    const float* const lse_log2 = row_terms + (tile & 1) * 2 * ROWS;
+    const float* const lse_log2 = row_terms + (tile & 1) * 3 * ROWS;
     const float* const deltas = lse_log2 + ROWS;
     // Pᵀ (16 keys x 64 queries) = exp2(K Qᵀ scale log2e - lse log2e)
     float pt[ROWS / 8][4];
@@ -427,6 +465,20 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
         if (edge && (key >= sk || (CAUSAL && q0 + qr < key))) p = 0.f;
         pt[n][e] = p;
       }
+#if DOUT_ROWS
+    const float* const grows = deltas + ROWS;
+    // dV[key, :] += Pᵀ g; dSᵀ = Pᵀ (vsum g - delta)
+    float dst[ROWS / 8][4];
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; ++n)
+      #pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int qr = n * 8 + t * 2 + (e & 1);
+        dv_rows[e >> 1] += pt[n][e] * grows[qr];
+        dst[n][e] = pt[n][e] * (vsum[e >> 1] * grows[qr] - deltas[qr]);
+      }
+#else
+    const T* const dos = qs + ROWS * (D + PAD);
     // dV += Pᵀ dO
     #pragma unroll
     for (int kk = 0; kk < ROWS / 16; ++kk) {
@@ -450,6 +502,7 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
       #pragma unroll
       for (int e = 0; e < 4; ++e)
         dst[n][e] = pt[n][e] * (dst[n][e] - deltas[n * 8 + t * 2 + (e & 1)]);
+#endif
     // dK += dSᵀ Q (scaled at the end); dSᵀ to shared memory for dQ.
     #pragma unroll
     for (int kk = 0; kk < ROWS / 16; ++kk) {
@@ -491,6 +544,13 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
                  dq[n][2 * r + 1] * scale);
     }
   }
+#if DOUT_ROWS
+  #pragma unroll
+  for (int r = 0; r < 2; ++r) {  // the four lanes of a key row summed different queries
+    dv_rows[r] += __shfl_xor_sync(0xffffffffu, dv_rows[r], 1);
+    dv_rows[r] += __shfl_xor_sync(0xffffffffu, dv_rows[r], 2);
+  }
+#endif
   #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int key = kw + g + r * 8;
@@ -500,10 +560,14 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
     for (int n = 0; n < D / 8; ++n)
       *reinterpret_cast<unsigned*>(dk + at * D + n * 8 + t * 2) =
           pack2(dk_acc[n][2 * r] * scale, dk_acc[n][2 * r + 1] * scale);
+#if DOUT_ROWS
+    for (int c = t; c < DV; c += 4) dv[at * DV + c] = STORE(dv_rows[r]);
+#else
     #pragma unroll
     for (int n = 0; n < DV / 8; ++n)
       *reinterpret_cast<unsigned*>(dv + at * DV + n * 8 + t * 2) =
           pack2(dv_acc[n][2 * r], dv_acc[n][2 * r + 1]);
+#endif
   }
 }
 
@@ -537,9 +601,11 @@ def backward_warps(d: int) -> int:
 
 
 def kernel_source(dtype, d: int, dv: int, is_causal: bool, forward_warps: int = 4,
-                  backward_warps: int = 4) -> str:
-    """The CUDA source of the forward, backward, dQ conversion and delta kernels."""
+                  backward_warps: int = 4, dout_rows: bool = False) -> str:
+    """The CUDA source of the forward, backward, dQ conversion and delta kernels; with
+    ``dout_rows`` the backward takes one output cotangent per query row."""
     defines = (f"#define D {d}\n#define DV {dv}\n#define CAUSAL {int(is_causal)}\n"
+               f"#define DOUT_ROWS {int(dout_rows)}\n"
                f"#define FWD_WARPS {forward_warps}\n#define BWD_WARPS {backward_warps}\n"
                f"#define IS_BF16 {int(np.dtype(dtype).name == 'bfloat16')}\n"
                "#ifndef INFINITY\n#define INFINITY __int_as_float(0x7f800000)\n#endif\n")
@@ -553,17 +619,17 @@ def forward_shared_bytes(d: int, dv: int) -> int:
 
 def backward_shared_bytes(d: int, dv: int, warps: int) -> int:
     """Two buffers of a query and an output-cotangent tile, the block's keys, dSᵀ, and two
-    buffers of lse and delta rows."""
+    buffers of lse, delta and row-cotangent rows."""
     keys = 16 * warps
     halves = 2 * _ROWS * (d + _PAD + dv + _PAD) + keys * (d + _PAD + _ROWS + _PAD)
-    return 2 * halves + 2 * 2 * 4 * _ROWS
+    return 2 * halves + 2 * 3 * 4 * _ROWS
 
 
 @functools.cache
 def _module(dtype_name: str, d: int, dv: int, is_causal: bool, forward_warps: int,
-            backward_warps: int):
+            backward_warps: int, dout_rows: bool = False):
     source = kernel_source(np.dtype(dtype_name), d, dv, is_causal, forward_warps,
-                           backward_warps)
+                           backward_warps, dout_rows)
     return devices.cupy().RawModule(code=source, options=("--std=c++17",))
 
 
@@ -603,7 +669,8 @@ def attention_forward(q, k, v, bias, *, is_causal, scale):
 
 def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale):
     """``[dq, dk, dv]`` from the forward's ``out`` and ``lse`` and the cotangents ``dout``,
-    ``dlse`` (``supports`` must hold; ``bias`` is None)."""
+    ``dlse`` (``supports`` must hold; ``bias`` is None). A ``dout`` of shape (B, H, S, 1)
+    is one cotangent per query row (the same for every value dim)."""
     cp = devices.cupy()
     q, k, v, out, dout = (_aligned(a) for a in (q, k, v, out, dout))
     lse = cp.ascontiguousarray(lse, np.float32)
@@ -614,8 +681,16 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
     if q.size == 0:
         return [dq, dk, dv_grad]
     warps = backward_warps(d)
-    module = _module(q.dtype.name, d, dv, bool(is_causal), _FORWARD_WARPS, warps)
-    delta = row_delta(module, out, dout, dlse)
+    rows = dout.shape[-1] != dv
+    module = _module(q.dtype.name, d, dv, bool(is_causal), _FORWARD_WARPS, warps, rows)
+    if rows:
+        delta = cp.empty(out.shape[:-1], np.float32)
+        n_rows = delta.size
+        module.get_function("flamefx_mma_row_delta")(
+            (math.ceil(n_rows * 32 / 256),), (256,),
+            (raw_view(out), raw_view(dout), dlse, delta, np.int64(n_rows)))
+    else:
+        delta = row_delta(module, out, dout, dlse)
     dq_acc = cp.zeros(q.shape, np.float32)
     nbytes = backward_shared_bytes(d, dv, warps)
     fn = _kernel(module, "flamefx_mma_attention_backward", nbytes)

@@ -296,10 +296,11 @@ def _bwd_cuda(q, k, v, *rest, is_causal, scale, keep_probs=False):
         from flamefx.kernels import cuda_attention_gemm
         return cuda_attention_gemm.attention_backward_from_probs(
             q, k, v, bias, out, dout, dlse, probs, scale=scale)
-    if dout.shape != out.shape:  # the flash kernels read a full dout
+    kernels = _cuda_kernels(q, k, v, bias)
+    if dout.shape != out.shape and not kernels.TAKES_ROW_COTANGENTS:
         dout = devices.cupy().broadcast_to(dout, out.shape)
-    return _cuda_kernels(q, k, v, bias).attention_backward(q, k, v, bias, out, lse, dout, dlse,
-                                                           is_causal=is_causal, scale=scale)
+    return kernels.attention_backward(q, k, v, bias, out, lse, dout, dlse, is_causal=is_causal,
+                                      scale=scale)
 
 
 def naive_attention_bwd(q, k, v, *rest, is_causal, scale, keep_probs=False):

@@ -32,6 +32,8 @@ FOLD_MAX_ELEMENTS = 1024
 # W1, W1-bf16 and W2 have no k = 1 products.
 EXPAND_OUTER_PRODUCTS = True
 
+_HALF_FLOATS = ("float16", "bfloat16")
+
 # sink_broadcasts leaves smaller ops alone (see there).
 SINK_MIN_ELEMENTS = 2**20
 
@@ -222,19 +224,21 @@ def expand_outer_products(jaxpr: Jaxpr) -> Jaxpr:
 
 
 def narrow_attention_cotangents(jaxpr: Jaxpr) -> Jaxpr:
-    """Hands ``flash_attention_bwd`` (with kept probabilities) a (batch, heads, q_seq, 1)
-    ``dout`` where the full one is a broadcast that is constant along the value dim, as the
-    gradient of ``sum(attention(...))`` is. The backward then needs neither dP = dO Vᵀ nor
-    dV = Pᵀ dO as products (primitives/attention.py, ``_split_bwd``): two of its four
-    GEMMs. XLA's algebraic simplifier does the same to the softmax form, where a product
+    """Hands ``flash_attention_bwd`` a (batch, heads, q_seq, 1) ``dout`` where the full one
+    is a broadcast that is constant along the value dim, as the gradient of
+    ``sum(attention(...))`` is. The backwards that take it (kept probabilities in float32,
+    the tensor-core kernels in float16/bfloat16) then compute neither dP = dO Vᵀ nor
+    dV = Pᵀ dO as products (primitives/attention.py, ``_split_bwd``); the others broadcast
+    it back. XLA's algebraic simplifier does the same to the softmax form, where a product
     with a broadcast operand becomes a reduction.
     """
     producers = {v.id: e for e in jaxpr.eqns for v in e.outvars}
     eqns = []
     changed = False
     for eqn in jaxpr.eqns:
-        if eqn.prim.name == "flash_attention_bwd" and eqn.params.get("keep_probs"):
-            at = len(eqn.invars) - 3  # ..., out, lse, dout, dlse, probs
+        if eqn.prim.name == "flash_attention_bwd" and (
+                eqn.params.get("keep_probs") or eqn.invars[0].aval.dtype.name in _HALF_FLOATS):
+            at = len(eqn.invars) - 2 - eqn.params.get("keep_probs", False)  # dout, dlse[, P]
             dout = eqn.invars[at]
             source = producers.get(dout.id) if isinstance(dout, Var) else None
             shape = dout.aval.shape
@@ -518,10 +522,10 @@ def optimize(closed: ClosedJaxpr) -> ClosedJaxpr:
     ['exp']
     """
     jaxpr = fold_transposes_into_products(remove_noops(inline_jit_calls(closed.jaxpr)))
-    jaxpr = narrow_attention_cotangents(jaxpr)
-    # Sunk broadcasts expose products with broadcast operands (a converted cotangent), and
-    # the products' replacements expose more broadcasts.
-    jaxpr = sink_broadcasts(reduce_products_with_broadcast_operands(sink_broadcasts(jaxpr)))
+    # Sunk broadcasts expose broadcast cotangents (a cast of a broadcast 1.0) to the
+    # attention and product rewrites, whose replacements expose more broadcasts.
+    jaxpr = narrow_attention_cotangents(sink_broadcasts(jaxpr))
+    jaxpr = sink_broadcasts(reduce_products_with_broadcast_operands(jaxpr))
     if EXPAND_OUTER_PRODUCTS:
         jaxpr = expand_outer_products(jaxpr)
     folded = fold_constants(ClosedJaxpr(jaxpr, closed.consts))
