@@ -19,7 +19,9 @@ walks the 64-row query tiles (double-buffered likewise): Sᵀ = K Qᵀ,
 Pᵀ = exp(Sᵀ·scale - lse), dV += Pᵀ dO, dPᵀ = V dOᵀ, dSᵀ = Pᵀ (dPᵀ - delta), dK += dSᵀ Q;
 dSᵀ goes through shared memory so the warps then split the tile's dS K (16 rows by half
 the columns each), added with float32 atomics into a dQ accumulator that a last kernel
-converts. delta = rowsum(dO * out) - dlse comes from cuda_attention.row_delta.
+converts. delta = rowsum(dO * out) - dlse comes from cuda_attention.row_delta. When dO is
+one value per query row (the gradient of sum(attention), narrowed by jit), the DOUT_ROWS
+variant takes dV and dPᵀ from row sums instead of products (128 registers instead of 220).
 
 Measured (H100, 2026-11-24), W3 bf16 (8, 8, 1024, 64): forward 0.084 ms (205 TF/s),
 backward 0.287 ms (150 TF/s); grad of sum(attention) end to end 0.41 ms (cuBLAS path
