@@ -357,8 +357,9 @@ def _example_major(n_batch: int, positions: int, group_rows: int) -> bool:
     kernel copies 0.021 against output transposes 0.033 ms, so example-major by 0.006 ms.
     With one group the kernel is no longer copied (batch stride 0), yet the bound stays: the
     forward alone with each layout forced, one group, group_rows > 2 * P (N 32, C 256,
-    16x16): bfloat16 example-major 0.198 against 0.234 ms, float32 0.400 against 0.377 ms
-    (event times of single calls, noisy): no clear winner to move the bound for."""
+    16x16): bfloat16 example-major 0.198 against 0.234 ms, float32 0.400 against 0.377 ms,
+    and other shapes either way, with a second run disagreeing in places (event times of
+    single eager calls): no clear winner to move the bound for."""
     return n_batch == 1 or (positions >= _EXAMPLE_MAJOR_MIN_POSITIONS
                             and group_rows <= 2 * positions)
 
