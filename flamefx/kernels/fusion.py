@@ -123,7 +123,7 @@ class FusedKernel:
         self.shape = tuple(shape)
         self.constants = constants  # var id -> the scalar literal it broadcasts
         self.eqns: list[JaxprEqn] = []
-        self.reduction: JaxprEqn | None = None
+        self.reductions: list[JaxprEqn] = []  # one, or siblings over the same rows
         self.split = 1                    # blocks per reduced value (see _reduction_layout)
         self.epilogue: list[JaxprEqn] = []  # after the reduction, on its result
         self.epilogue_defined: set[int] = set()
@@ -136,8 +136,12 @@ class FusedKernel:
         self.layout = "elementwise"   # or 'rows' / 'columns' (how a reduction maps threads)
 
     @property
+    def reduction(self) -> JaxprEqn | None:
+        return self.reductions[0] if self.reductions else None
+
+    @property
     def closed(self) -> bool:
-        return self.reduction is not None
+        return bool(self.reductions)
 
     def accepts(self, eqn: JaxprEqn, kind: str) -> bool:
         if self.closed:
@@ -169,6 +173,8 @@ class FusedKernel:
         them (a reshape keeps the order), so (512, 1) and (512,) values mix."""
         if self.split > 1 or len(eqn.outvars) != 1:
             return False
+        if kind == "reduction":
+            return self._accepts_sibling(eqn)
         count = self.reduction.outvars[0].aval.size
         out = eqn.outvars[0].aval
         if out.size != count:
@@ -188,14 +194,23 @@ class FusedKernel:
                 return False
         return True
 
+    def _accepts_sibling(self, eqn: JaxprEqn) -> bool:
+        """Another reduction of the same rows (the loss's label logit sum and the logits'
+        max) accumulates in the same loop: one-block rows, one accumulator type."""
+        first, src = self.reduction, eqn.invars[0]
+        return (src.aval.shape == self.shape and src.id not in self.epilogue_defined
+                and tuple(eqn.params["axes"]) == tuple(first.params["axes"])
+                and _reduction_layout(self.shape, first.params["axes"]) == (False, 1)
+                and compute_ctype(src.aval.dtype) == compute_ctype(first.invars[0].aval.dtype))
+
     def add(self, eqn: JaxprEqn, kind: str) -> None:
-        if self.closed:
-            self.epilogue.append(eqn)
-            self.epilogue_defined.update(v.id for v in eqn.outvars)
-        elif kind == "reduction":
-            self.reduction = eqn
+        if kind == "reduction":
+            self.reductions.append(eqn)
             self.split = _reduction_layout(self.shape, eqn.params["axes"])[1]
             self.epilogue_defined.add(eqn.outvars[0].id)
+        elif self.closed:
+            self.epilogue.append(eqn)
+            self.epilogue_defined.update(v.id for v in eqn.outvars)
         self.eqns.append(eqn)
         self.defined.update(v.id for v in eqn.outvars)
 
@@ -378,15 +393,14 @@ def _constants_read(kernel: FusedKernel, made_by: dict) -> list[JaxprEqn]:
 
 def _epilogue(kernel: FusedKernel, inputs: list[Var], first_output: int,
               outputs: list[Var]) -> list[str]:
-    """C lines of ``kernel``'s epilogue, at reduced value ``m`` whose result is ``acc``:
+    """C lines of ``kernel``'s epilogue, at reduced value ``m`` (results in the
+    accumulators, see ``_accumulator``):
     they compute the epilogue equations and store ``outputs`` (kernel outputs from
     ``first_output`` on). Outside values it reads are appended to ``inputs`` (those the
     main body reads already are shared)."""
     if not kernel.epilogue:
         return []
-    red_out = kernel.reduction.outvars[0]
-    dtype = red_out.aval.dtype
-    seed = {red_out.id: "red"}
+    seed = {r.outvars[0].id: f"red{k}" for k, r in enumerate(kernel.reductions)}
     found = _Body(kernel, lambda j, index: "0", kernel.epilogue, "m", seed).inputs
     position = {v.id: j for j, v in enumerate(inputs)}
     for v in found:
@@ -395,8 +409,12 @@ def _epilogue(kernel: FusedKernel, inputs: list[Var], first_output: int,
             inputs.append(v)
     body = _Body(kernel, lambda j, index: f"in{position[found[j].id]}[{index}]",
                  kernel.epilogue, "m", seed)
-    # The result as stored: the epilogue computes what an unfused consumer would read.
-    lines = [f"const {compute_ctype(dtype)} red = {load(dtype, store(dtype, 'acc'))};"]
+    # The results as stored: the epilogue computes what an unfused consumer would read.
+    lines = []
+    for k, r in enumerate(kernel.reductions):
+        dtype = r.outvars[0].aval.dtype
+        lines.append(f"const {compute_ctype(dtype)} red{k} = "
+                     f"{load(dtype, store(dtype, _accumulator(k)))};")
     return lines + body.lines + [f"out{first_output + j}[m] = {store(v.aval.dtype, body.names[v.id])};"
                                  for j, v in enumerate(outputs)]
 
@@ -436,11 +454,9 @@ class _Body:
         for vid, literal in kernel.constants.items():
             self.names[vid] = c_literal(literal.val.item(), literal.aval.dtype)
         self.names.update(names or {})
-        red = kernel.reduction
         for n, eqn in enumerate(kernel.eqns if eqns is None else eqns):
-            if eqn is not red:
+            if eqn not in kernel.reductions:
                 self._equation(n, eqn)
-        self.red_in = self.ref(red.invars[0]) if red is not None and eqns is None else None
 
     def _input(self, v: Var, index: str, terms=None) -> str:
         j = len(self.inputs)
@@ -495,10 +511,9 @@ class _Body:
 def _generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
     shape = kernel.shape
     red = kernel.reduction
-    main_eqns = [e for e in kernel.eqns if e is not red and e not in kernel.epilogue]
+    main_eqns = [e for e in kernel.eqns if e not in kernel.reductions + kernel.epilogue]
     scalar = _Body(kernel, lambda j, index: f"in{j}[{index}]", main_eqns)
-    if red is not None:
-        scalar.red_in = scalar.ref(red.invars[0])
+    red_ins = [scalar.ref(r.invars[0]) for r in kernel.reductions]
     inputs, names, body = list(scalar.inputs), scalar.names, scalar.lines
     outputs = [v for e in main_eqns for v in e.outvars if used_later.get(v.id)]
     epilogue_outputs = [v for e in kernel.epilogue for v in e.outvars if used_later.get(v.id)]
@@ -518,7 +533,7 @@ def _generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
     digest_src += " streaming" if streaming else ""
     kernel.name = "flamefx_fused_" + hashlib.sha1(digest_src.encode()).hexdigest()[:12]
     if red is not None:
-        _generate_reduction(kernel, params, body, stores, red, scalar.red_in, itype, epilogue)
+        _generate_reduction(kernel, params, body, stores, red_ins, itype, epilogue)
         return
     lines = [f'extern "C" __global__ void {kernel.name}({", ".join(params)}) {{',
              f"  const {itype} stride = ({itype})gridDim.x * blockDim.x;",
@@ -738,7 +753,12 @@ def _coords_from_flat(flat: str, shape, itype) -> list[str]:
     return lines
 
 
-def _generate_reduction(kernel, params, body, stores, red, red_in, itype, epilogue) -> None:
+def _accumulator(k: int) -> str:
+    """C name of the accumulator of a fused kernel's reduction ``k``."""
+    return f"acc{k}" if k else "acc"
+
+
+def _generate_reduction(kernel, params, body, stores, red_ins, itype, epilogue) -> None:
     """Map-reduce over the kernel's shape, in one of two layouts.
 
     'rows' (the last axis is reduced): grid (split, outer), a block walks one output's
@@ -746,9 +766,12 @@ def _generate_reduction(kernel, params, body, stores, red, red_in, itype, epilog
     gradient summing a (rows, features) array over rows): block (32, COLUMN_ROWS), each
     thread owns one output and walks its rows, so a warp reads 32 neighbouring elements;
     grid (outputs / 32, split) with the rows split over blocks. A split > 1 leaves
-    partials (outer, split) that a second, tiny kernel combines.
+    partials (outer, split) that a second, tiny kernel combines. Sibling reductions (rows,
+    split 1) keep one accumulator each.
     """
     shape = kernel.shape
+    reds = kernel.reductions
+    red = reds[0]
     axes = tuple(sorted(red.params["axes"]))
     kept = [d for d in range(len(shape)) if d not in axes]
     outer = int(np.prod([shape[d] for d in kept], dtype=np.int64))
@@ -772,15 +795,23 @@ def _generate_reduction(kernel, params, body, stores, red, red_in, itype, epilog
     partial_ctype = acc
     final_store = store(out_dtype, "acc")
     split_axis = "y" if columns else "x"
+    accumulators = [(_accumulator(k), r.prim.fusion.identity(r.invars[0].aval.dtype),
+                     r.prim.fusion.combine) for k, r in enumerate(reds)]
+    red_outs = [f"red_out{k or ''}" for k in range(len(reds))]
     target = (f"part[m * gridDim.{split_axis} + blockIdx.{split_axis}] = acc;" if split > 1
-              else " ".join(epilogue + [f"red_out[m] = {final_store};"]))
-    out_param = (f"{partial_ctype}* __restrict__ part" if split > 1
-                 else f"{storage_ctype(out_dtype)}* __restrict__ red_out")
-    header = f'extern "C" __global__ void {kernel.name}({", ".join(params + [out_param])}) {{'
-    reduce_line = f"{{ const {acc} a = acc; const {acc} b = {red_in}; acc = {combine}; }}"
-    step = (_column_reduction if columns else _row_reduction)
-    lines = step(header, acc, identity, combine, outer, inner, itype,
-                 coord_lines + body + stores + [reduce_line], target)
+              else " ".join(epilogue + [
+                  f"{out}[m] = {store(r.outvars[0].aval.dtype, name)};"
+                  for out, r, (name, _, _) in zip(red_outs, reds, accumulators)]))
+    out_params = ([f"{partial_ctype}* __restrict__ part"] if split > 1 else
+                  [f"{storage_ctype(r.outvars[0].aval.dtype)}* __restrict__ {out}"
+                   for out, r in zip(red_outs, reds)])
+    header = f'extern "C" __global__ void {kernel.name}({", ".join(params + out_params)}) {{'
+    reduce_lines = [f"{{ const {acc} a = {name}; const {acc} b = {red_in}; {name} = {combine}; }}"
+                    for (name, _, combine), red_in in zip(accumulators, red_ins)]
+    body = coord_lines + body + stores + reduce_lines
+    lines = (_column_reduction(header, acc, identity, combine, outer, inner, itype, body, target)
+             if columns else
+             _row_reduction(header, acc, accumulators, outer, inner, itype, body, target))
     source = PREAMBLE + "\n".join(lines) + "\n"
     if split > 1:
         finish = kernel.name + "_finish"
@@ -799,7 +830,7 @@ def _generate_reduction(kernel, params, body, stores, red, red_in, itype, epilog
         kernel.launches = 2
     kernel.source = source
     kernel.total, kernel.split, kernel.outer = outer * inner, split, outer
-    kernel.outputs = kernel.outputs + [red.outvars[0]]
+    kernel.outputs = kernel.outputs + [r.outvars[0] for r in reds]
     kernel.partial_dtype = _PARTIAL_DTYPE[acc]
 
 
@@ -816,15 +847,18 @@ def _reduction_layout(shape, axes) -> tuple[bool, int]:
     return False, max(1, min(MAX_SPLIT, inner // (BLOCK * 8), max(1, 2048 // max(outer, 1))))
 
 
-def _row_reduction(header, acc, identity, combine, outer, inner, itype, body, target):
+def _row_reduction(header, acc, accumulators, outer, inner, itype, body, target):
     lines = [header,
              f"  __shared__ {acc} smem[{BLOCK // 32}];",
-             f"  for ({itype} m = blockIdx.y; m < {outer}; m += gridDim.y) {{",
-             f"    {acc} acc = {identity};",
-             (f"    for ({itype} r = ({itype})blockIdx.x * blockDim.x + threadIdx.x; "
-              f"r < {inner}; r += ({itype})gridDim.x * blockDim.x) {{")]
+             f"  for ({itype} m = blockIdx.y; m < {outer}; m += gridDim.y) {{"]
+    lines += [f"    {acc} {name} = {identity};" for name, identity, _ in accumulators]
+    lines += [(f"    for ({itype} r = ({itype})blockIdx.x * blockDim.x + threadIdx.x; "
+               f"r < {inner}; r += ({itype})gridDim.x * blockDim.x) {{")]
     lines += ["      " + s for s in body] + ["    }"]
-    lines += ["    " + s for s in _block_reduce(acc, combine, identity)]
+    for k, (name, identity, combine) in enumerate(accumulators):
+        if k:  # warp 0 may still read smem
+            lines.append("    __syncthreads();")
+        lines += ["    " + s for s in _block_reduce(acc, combine, identity, name)]
     lines += [f"    if (threadIdx.x == 0) {{ {target} }}", "    __syncthreads();", "  }", "}"]
     return lines
 
@@ -851,14 +885,15 @@ def _column_reduction(header, acc, identity, combine, outer, inner, itype, body,
             "}"]
 
 
-def _block_reduce(acc: str, combine: str, identity: str) -> list[str]:
-    """Warp shuffles, then one warp over the per-warp partials; thread 0 ends with acc."""
-    shuffle = (f"for (int o = 16; o > 0; o >>= 1) {{ const {acc} a = acc; "
-               f"const {acc} b = __shfl_down_sync(0xffffffffu, acc, o); acc = {combine}; }}")
+def _block_reduce(acc: str, combine: str, identity: str, name: str = "acc") -> list[str]:
+    """Warp shuffles, then one warp over the per-warp partials; thread 0 ends with the
+    block's value in accumulator ``name`` (of C type ``acc``)."""
+    shuffle = (f"for (int o = 16; o > 0; o >>= 1) {{ const {acc} a = {name}; "
+               f"const {acc} b = __shfl_down_sync(0xffffffffu, {name}, o); {name} = {combine}; }}")
     return [shuffle,
-            "if ((threadIdx.x & 31) == 0) smem[threadIdx.x >> 5] = acc;",
+            f"if ((threadIdx.x & 31) == 0) smem[threadIdx.x >> 5] = {name};",
             "__syncthreads();",
             "if (threadIdx.x < 32) {",
-            f"  acc = threadIdx.x < {BLOCK // 32} ? smem[threadIdx.x] : {identity};",
+            f"  {name} = threadIdx.x < {BLOCK // 32} ? smem[threadIdx.x] : {identity};",
             f"  {shuffle}",
             "}"]
