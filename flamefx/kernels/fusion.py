@@ -2,9 +2,10 @@
 
 ``plan(jaxpr)`` schedules the equations (a ready-list that keeps fusible work together)
 into steps: a ``FusedKernel`` is a maximal run of elementwise equations of one shape, the
-broadcast_in_dims that feed them (read through index arithmetic, never materialized) and
-at most one closing reduction; everything else is an ``OpaqueStep`` that runs the
-primitive's cuda_impl. Planning and code generation need no GPU (``lower(platform='gpu')``
+broadcast_in_dims that feed them (read through index arithmetic, never materialized), a
+closing reduction (with siblings over the same rows) and its epilogue, the elementwise
+work on the reduced values done by the threads that write them; everything else is an
+``OpaqueStep`` that runs the primitive's cuda_impl. Planning and code generation need no GPU (``lower(platform='gpu')``
 shows the sources anywhere); flamefx/kernels/executor.py compiles and launches them.
 
 Kernel contract (see cuda_elementwise.Elementwise / cuda_reduce.Reduction): every value
@@ -117,7 +118,8 @@ class OpaqueStep:
 
 
 class FusedKernel:
-    """Elementwise equations of one shape (+ fed broadcasts, + one closing reduction)."""
+    """Elementwise equations of one shape (+ fed broadcasts, + closing reductions and their
+    epilogue)."""
 
     def __init__(self, shape, constants: dict[int, Literal]):
         self.shape = tuple(shape)
