@@ -11,7 +11,7 @@ import pytest
 import flamefx
 import flamefx.numpy as fnp
 from flamefx import lax
-from flamefx.kernels import fusion
+from flamefx.kernels import codegen, fusion
 from flamefx.transforms import passes
 from tests.test_jit import _gpu_plan, _on_gpu, _single_kernel, _x, w4_loss
 
@@ -116,7 +116,7 @@ def _emulate(tmp_path, kernel, inputs, shifts):
     """Runs an elementwise fused kernel on the CPU, the threads one after another (such a
     kernel never synchronizes), with its arrays ``shift`` elements past 16-byte boundaries;
     the outputs (raw) for each shift."""
-    from flamefx.kernels import cuda_scalar, fusion
+    from flamefx.kernels import cuda_scalar
     arrays = [(np.asarray(a), "const ") for a in inputs]
     arrays += [(np.zeros(v.aval.shape, v.aval.dtype), "") for v in kernel.outputs]
     place, args, write = [], [], []
@@ -126,7 +126,7 @@ def _emulate(tmp_path, kernel, inputs, shifts):
             place.append(f"if (fread(a{j}, 1, {a.nbytes}, in) != {a.nbytes}) abort();")
         else:
             write.append(f"fwrite(a{j}, 1, {a.nbytes}, out);")
-        args.append(f"({const}{fusion.storage_ctype(a.dtype)}*)a{j}")
+        args.append(f"({const}{codegen.storage_ctype(a.dtype)}*)a{j}")
     bf16_helpers = cuda_scalar.HALF_CONVERSIONS[
         cuda_scalar.HALF_CONVERSIONS.index("__device__ __forceinline__ float flamefx_bf16"):]
     source = EMULATED_PRELUDE + kernel.source.replace(cuda_scalar.HALF_CONVERSIONS,
@@ -260,7 +260,7 @@ def test_broadcast_kernel_equals_its_scalar_path_on_the_cpu(tmp_path, name):
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++")
 def test_streaming_stores_write_the_same_values(tmp_path, monkeypatch):
-    monkeypatch.setattr(fusion, "STREAMING_STORE_BYTES", 0)
+    monkeypatch.setattr(codegen, "STREAMING_STORE_BYTES", 0)
     for name in ("outer product", "float64 rows"):
         fun, args, _ = _broadcast_cases()[name]
         kernel = _assert_vector_path_equals_scalar_path_and_eager(tmp_path, fun, args)
@@ -270,7 +270,7 @@ def test_streaming_stores_write_the_same_values(tmp_path, monkeypatch):
 @pytest.mark.skipif(shutil.which("nvcc") is None, reason="needs nvcc to compile-check")
 def test_broadcast_kernels_compile_with_nvcc(tmp_path, monkeypatch):
     kernels = [_single_kernel(fun, args) for fun, args, _ in _broadcast_cases().values()]
-    monkeypatch.setattr(fusion, "STREAMING_STORE_BYTES", 0)
+    monkeypatch.setattr(codegen, "STREAMING_STORE_BYTES", 0)
     kernels.append(_single_kernel(*_broadcast_cases()["outer product"][:2]))
     for kernel in kernels:
         ptx = _nvcc_ptx(tmp_path, kernel.source)

@@ -597,9 +597,9 @@ using std::isfinite;
 def _emulate_fused_rows(tmp_path, kernel, inputs):
     """Runs a fused row reduction (one block per reduced value, no split) on the CPU; its
     outputs in kernel order."""
-    from flamefx.kernels import cuda_scalar, fusion
+    from flamefx.kernels import codegen, cuda_scalar, fusion
     arrays = [np.ascontiguousarray(a) for a in inputs]
-    ctype = [fusion.storage_ctype(v.aval.dtype) for v in list(kernel.inputs) + kernel.outputs]
+    ctype = [codegen.storage_ctype(v.aval.dtype) for v in list(kernel.inputs) + kernel.outputs]
     held = ["unsigned char" if c == "bool" else c for c in ctype]  # no std::vector<bool>
     lines = ['#include <cstdio>', '#include <string>', 'int main(int argc, char** argv) {',
              '  FILE* f = fopen((std::string(argv[1]) + "/in.bin").c_str(), "rb");']
