@@ -181,6 +181,47 @@ def _structural():
     return structural
 
 
+def _output_positions(eqn: JaxprEqn) -> tuple[dict[int, int], dict[int, int]]:
+    """Where each batch or free axis of a dot_general's lhs and rhs lands in its output
+    (batch axes, then lhs free, then rhs free)."""
+    lhs, rhs = eqn.invars
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    free = [[d for d in range(x.aval.ndim) if d not in c and d not in b]
+            for x, c, b in ((lhs, lc, lb), (rhs, rc, rb))]
+    return tuple({d: i for i, d in enumerate(b)} | {d: len(b) + offset + i
+                                                    for i, d in enumerate(f)}
+                 for b, f, offset in ((lb, free[0], 0), (rb, free[1], len(free[0]))))
+
+
+def _broadcast_product(factors, eqn: JaxprEqn) -> list[JaxprEqn]:
+    """Equations that compute ``eqn``'s output as the product of ``factors``, each a (var,
+    kept axes, their output positions, weak type) broadcast to the output shape: the
+    factors' views, both broadcasts right before the multiply (so that fusion reads them
+    in its kernel), the multiply."""
+    from flamefx.primitives import elementwise
+    out_aval = eqn.outvars[0].aval
+    views, broadcasts = [], []
+    for var, keep, positions, weak in factors:
+        made, broadcast = _outer_product_operand(var, keep, positions,
+                                                 out_aval.update(weak_type=weak), eqn.source)
+        views += made
+        broadcasts.append(broadcast)
+    return views + broadcasts + [JaxprEqn(elementwise.mul_p, [b.outvars[0] for b in broadcasts],
+                                          eqn.outvars, {}, eqn.source)]
+
+
+def _rewrite_products(jaxpr: Jaxpr, rewrite) -> Jaxpr:
+    """``jaxpr`` with each dot_general for which ``rewrite(eqn)`` gives equations replaced
+    by them (``rewrite`` returns None to keep the product)."""
+    eqns = []
+    changed = False
+    for eqn in jaxpr.eqns:
+        made = rewrite(eqn) if eqn.prim.name == "dot_general" else None
+        eqns += [eqn] if made is None else made
+        changed = changed or made is not None
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns) if changed else jaxpr
+
+
 def expand_outer_products(jaxpr: Jaxpr) -> Jaxpr:
     """Rewrites a float ``dot_general`` whose contracting axes all have size 1 (an outer
     product: per-example weight gradients) as a product of two broadcasts.
@@ -189,38 +230,15 @@ def expand_outer_products(jaxpr: Jaxpr) -> Jaxpr:
     output needs; as broadcasts and a multiply it becomes one fused elementwise kernel
     that reads each operand through index arithmetic and writes the output once.
     """
-    from flamefx.primitives import elementwise
-    eqns = []
-    changed = False
-    for eqn in jaxpr.eqns:
-        if eqn.prim.name != "dot_general" or not _is_outer_product(eqn):
-            eqns.append(eqn)
-            continue
-        lhs, rhs = eqn.invars
-        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-        out_aval = eqn.outvars[0].aval
-        lhs_free = [d for d in range(lhs.aval.ndim) if d not in lc and d not in lb]
-        rhs_free = [d for d in range(rhs.aval.ndim) if d not in rc and d not in rb]
-        n_batch, n_lhs_free = len(lb), len(lhs_free)
-        lhs_pos = {d: i for i, d in enumerate(lb)} | {d: n_batch + i
-                                                      for i, d in enumerate(lhs_free)}
-        rhs_pos = {d: i for i, d in enumerate(rb)} | {d: n_batch + n_lhs_free + i
-                                                      for i, d in enumerate(rhs_free)}
-        wide_avals = out_aval.update(weak_type=lhs.aval.weak_type)
-        broadcasts = []
-        for var, pos, aval in ((lhs, lhs_pos, wide_avals),
-                               (rhs, rhs_pos, out_aval.update(weak_type=rhs.aval.weak_type))):
-            keep = sorted(pos)
-            views, broadcast = _outer_product_operand(var, keep, [pos[d] for d in keep], aval,
-                                                      eqn.source)
-            eqns += views
-            broadcasts.append(broadcast)
-        # Both broadcasts right before the multiply, so that fusion reads them in its kernel.
-        eqns += broadcasts
-        eqns.append(JaxprEqn(elementwise.mul_p, [b.outvars[0] for b in broadcasts],
-                             eqn.outvars, {}, eqn.source))
-        changed = True
-    return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns) if changed else jaxpr
+    def rewrite(eqn):
+        if not _is_outer_product(eqn):
+            return None
+        factors = []
+        for var, position in zip(eqn.invars, _output_positions(eqn)):
+            keep = sorted(position)
+            factors.append((var, keep, [position[d] for d in keep], var.aval.weak_type))
+        return _broadcast_product(factors, eqn)
+    return _rewrite_products(jaxpr, rewrite)
 
 
 def narrow_attention_cotangents(jaxpr: Jaxpr) -> Jaxpr:
@@ -280,53 +298,35 @@ def reduce_products_with_broadcast_operands(jaxpr: Jaxpr) -> Jaxpr:
     reduction and a fused multiply instead of a GEMM that reads a materialized broadcast.
     XLA's algebraic simplifier does the same.
     """
-    from flamefx.primitives import elementwise, reductions
+    from flamefx.primitives import reductions
     broadcasts = _broadcasts(jaxpr)
-    eqns = []
-    changed = False
-    for eqn in jaxpr.eqns:
-        if eqn.prim.name != "dot_general" or not _same_float_product(eqn):
-            eqns.append(eqn)
-            continue
-        (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
-        lhs, rhs = eqn.invars
-        free = [[d for d in range(x.aval.ndim) if d not in c and d not in b]
-                for x, c, b in ((lhs, lc, lb), (rhs, rc, rb))]
-        # Output position of each operand axis: batch axes, lhs free, then rhs free.
-        position = [{d: i for i, d in enumerate(b)} | {d: len(lb) + offset + i
-                                                       for i, d in enumerate(f)}
-                    for b, f, offset in ((lb, free[0], 0), (rb, free[1], len(free[0])))]
-        side = next((i for i, (x, c) in enumerate(((lhs, lc), (rhs, rc)))
-                     if _constant_axes_source(x, c, broadcasts) is not None), None)
+
+    def rewrite(eqn):
+        if not _same_float_product(eqn):
+            return None
+        (lc, rc), _ = eqn.params["dimension_numbers"]
+        contracting = (lc, rc)
+        side = next((i for i, x in enumerate(eqn.invars)
+                     if _constant_axes_source(x, contracting[i], broadcasts) is not None),
+                    None)
         if side is None:
-            eqns.append(eqn)
-            continue
-        other, contracting = (rhs, rc) if side == 0 else (lhs, lc)
-        kept_axes = [d for d in range(other.aval.ndim) if d not in contracting]
+            return None
+        position = _output_positions(eqn)
+        other = eqn.invars[1 - side]
+        kept_axes = [d for d in range(other.aval.ndim) if d not in contracting[1 - side]]
         summed = Var(other.aval.update(shape=tuple(other.aval.shape[d] for d in kept_axes)))
-        eqns.append(JaxprEqn(reductions.reduce_sum_p, [other], [summed],
-                             {"axes": tuple(contracting)}, eqn.source))
-        source_eqn = _constant_axes_source(eqn.invars[side], (lc, rc)[side], broadcasts)
-        source = source_eqn.invars[0]
+        reduce = JaxprEqn(reductions.reduce_sum_p, [other], [summed],
+                          {"axes": tuple(contracting[1 - side])}, eqn.source)
+        source_eqn = _constant_axes_source(eqn.invars[side], contracting[side], broadcasts)
         source_axes = source_eqn.params["broadcast_dimensions"]
         # The source's axes that land on contracting axes have size 1: dropped as views.
-        source_keep = [i for i, d in enumerate(source_axes) if d not in (lc, rc)[side]]
-        out_aval = eqn.outvars[0].aval
-        made = []
-        for var, keep, positions in (
-                (summed, list(range(len(kept_axes))),
-                 [position[1 - side][d] for d in kept_axes]),
-                (source, source_keep, [position[side][source_axes[i]] for i in source_keep])):
-            views, broadcast = _outer_product_operand(var, keep, positions,
-                                                      out_aval.update(weak_type=False),
-                                                      eqn.source)
-            eqns += views
-            made.append(broadcast)
-        eqns += made
-        eqns.append(JaxprEqn(elementwise.mul_p, [b.outvars[0] for b in made], eqn.outvars, {},
-                             eqn.source))
-        changed = True
-    return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns) if changed else jaxpr
+        source_keep = [i for i, d in enumerate(source_axes) if d not in contracting[side]]
+        return [reduce] + _broadcast_product(
+            [(summed, list(range(len(kept_axes))),
+              [position[1 - side][d] for d in kept_axes], False),
+             (source_eqn.invars[0], source_keep,
+              [position[side][source_axes[i]] for i in source_keep], False)], eqn)
+    return _rewrite_products(jaxpr, rewrite)
 
 
 def _same_float_product(eqn: JaxprEqn) -> bool:
