@@ -4,7 +4,7 @@
 flat list of slots (no ``bind``, no tracing, no per-equation dict lookups). The GPU
 executable (``GpuExecutable``) groups elementwise chains into generated CUDA kernels
 (flamefx/kernels/fusion.py), plans buffers, honours donation and can replay a whole call
-as a CUDA graph.
+as a CUDA graph (flamefx/kernels/graphs.py).
 
 >>> import flamefx, flamefx.numpy as fnp
 >>> closed = flamefx.make_jaxpr(lambda x: x * 2.0 + 1.0)(fnp.ones(3))
