@@ -105,27 +105,6 @@ def _reference(q, k, v, dout, dlse, is_causal, scale):
 TOLERANCE = {BF16: 2e-2, F16: 4e-3}
 
 
-@pytest.mark.parametrize("case", range(len(EMULATOR_CASES)))
-def test_mma_kernels_on_the_cpu_emulator_match_numpy(tmp_path, case):
-    c = EMULATOR_CASES[case]
-    dtype, bh, sq, sk, d, dv = (c[key] for key in ("dtype", "bh", "sq", "sk", "d", "dv"))
-    q, k, v, dout, dlse = _inputs(bh, sq, sk, d, dv, dtype, case)
-    scale = 1 / np.sqrt(d)
-    forward_warps, backward_warps = c["warps"]
-    source = "#define FLAMEFX_EMULATED_MMA\n" + _host_source(
-        cuda_attention_mma.kernel_source(dtype, d, dv, c["causal"], forward_warps,
-                                         backward_warps), dtype)
-    shapes = [(dtype, (bh, sq, dv)), (np.float32, (bh, sq)), (dtype, (bh, sq, d)),
-              (dtype, (bh, sk, d)), (dtype, (bh, sk, dv))]
-    got = _run(tmp_path, source, EMULATOR_MAIN,
-               [bh, sq, sk, repr(float(scale)), cuda_attention_mma.forward_shared_bytes(d, dv),
-                cuda_attention_mma.backward_shared_bytes(d, dv, backward_warps)],
-               [q, k, v, dout, dlse], shapes)
-    want = _reference(q, k, v, dout, dlse, c["causal"], scale)
-    for name, g, w in zip(("out", "lse", "dq", "dk", "dv"), got, want):
-        _assert_close(g.astype(np.float64), w.reshape(g.shape), name, TOLERANCE[dtype])
-
-
 # The backward with one output cotangent per query row (jit's narrow_attention_cotangents):
 # dout comes in as (bh, sq) and the delta from flamefx_mma_row_delta.
 ROWS_MAIN = EMULATOR_MAIN.replace(
@@ -136,28 +115,30 @@ ROWS_MAIN = EMULATOR_MAIN.replace(
     "flamefx_mma_row_delta(out.data(), dout.data(), dlse.data(), delta.data(), rows);")
 
 
-@pytest.mark.parametrize("case", [0, 3, 5])
-def test_mma_backward_with_row_cotangents_on_the_cpu_emulator(tmp_path, case):
+@pytest.mark.parametrize("case, rows", [(case, False) for case in range(len(EMULATOR_CASES))]
+                         + [(0, True), (3, True), (5, True)])
+def test_mma_kernels_on_the_cpu_emulator_match_numpy(tmp_path, case, rows):
     c = EMULATOR_CASES[case]
     dtype, bh, sq, sk, d, dv = (c[key] for key in ("dtype", "bh", "sq", "sk", "d", "dv"))
-    q, k, v, _, dlse = _inputs(bh, sq, sk, d, dv, dtype, case)
-    g = np.random.default_rng(case).standard_normal((1, bh, sq, 1)).astype(dtype)
+    q, k, v, dout, dlse = _inputs(bh, sq, sk, d, dv, dtype, case)
+    if rows:  # one cotangent per query row: the kernels read (bh, sq), NumPy the broadcast
+        dout = np.ascontiguousarray(dout[..., :1])
+        assert ROWS_MAIN.count("flamefx_mma_row_delta") == 1
     scale = 1 / np.sqrt(d)
     forward_warps, backward_warps = c["warps"]
     source = "#define FLAMEFX_EMULATED_MMA\n" + _host_source(
         cuda_attention_mma.kernel_source(dtype, d, dv, c["causal"], forward_warps,
-                                         backward_warps, dout_rows=True), dtype)
-    assert ROWS_MAIN.count("flamefx_mma_row_delta") == 1
+                                         backward_warps, dout_rows=rows), dtype)
     shapes = [(dtype, (bh, sq, dv)), (np.float32, (bh, sq)), (dtype, (bh, sq, d)),
               (dtype, (bh, sk, d)), (dtype, (bh, sk, dv))]
-    got = _run(tmp_path, source, ROWS_MAIN,
+    got = _run(tmp_path, source, ROWS_MAIN if rows else EMULATOR_MAIN,
                [bh, sq, sk, repr(float(scale)), cuda_attention_mma.forward_shared_bytes(d, dv),
                 cuda_attention_mma.backward_shared_bytes(d, dv, backward_warps)],
-               [q, k, v, g, dlse], shapes)
-    want = _reference(q, k, v, np.broadcast_to(g, (1, bh, sq, dv)), dlse, c["causal"], scale)
-    for name, got_one, w in zip(("out", "lse", "dq", "dk", "dv"), got, want):
-        _assert_close(got_one.astype(np.float64), w.reshape(got_one.shape), name,
-                      TOLERANCE[dtype])
+               [q, k, v, dout, dlse], shapes)
+    want = _reference(q, k, v, np.broadcast_to(dout, q.shape[:3] + (dv,)), dlse, c["causal"],
+                      scale)
+    for name, g, w in zip(("out", "lse", "dq", "dk", "dv"), got, want):
+        _assert_close(g.astype(np.float64), w.reshape(g.shape), name, TOLERANCE[dtype])
 
 
 def test_supports_only_half_types_without_bias_and_head_dims_of_16s():
