@@ -145,24 +145,18 @@ def _conv_cuda_impl(x, w, **params):
     return [cuda_conv.conv_forward(x, w, **params)]
 
 
-def _dilated_extents(in_spatial, kernel_spatial, window_strides, out_spatial, padding,
-                     lhs_dilation, rhs_dilation):
-    """Per spatial dim of a conv: (low padding, dilated input, dilated kernel, dilated
-    output) sizes, from which both gradient convs derive their padding."""
+def _conv_lhs_padding(in_spatial, kernel_spatial, window_strides, out_spatial, padding,
+                      lhs_dilation, rhs_dilation):
+    """Padding of the input-gradient conv so that its output has the input's exact shape:
+    per spatial dim, from the low padding and the dilated input, kernel and output sizes."""
+    pads = []
     for size, k, s, out, (lo, _), ld, rd in zip(in_spatial, kernel_spatial, window_strides,
                                                 out_spatial, padding, lhs_dilation,
                                                 rhs_dilation):
-        yield lo, (size - 1) * ld + 1, (k - 1) * rd + 1, (out - 1) * s + 1
-
-
-def _conv_lhs_padding(*geometry):
-    """Padding of the input-gradient conv so that its output has the input's exact shape."""
-    return tuple((dk - lo - 1, di - do + lo) for lo, di, dk, do in _dilated_extents(*geometry))
-
-
-def _conv_rhs_padding(*geometry):
-    """Padding of the weight-gradient conv so that its output has the kernel's exact shape."""
-    return tuple((lo, do - di + dk - lo - 1) for lo, di, dk, do in _dilated_extents(*geometry))
+        dilated_in, dilated_k, dilated_out = (size - 1) * ld + 1, (k - 1) * rd + 1, \
+            (out - 1) * s + 1
+        pads.append((dilated_k - lo - 1, dilated_in - dilated_out + lo))
+    return tuple(pads)
 
 
 def _conv_input_grad(ct, w, x_shape, *, window_strides, padding, lhs_dilation, rhs_dilation,

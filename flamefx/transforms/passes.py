@@ -41,15 +41,6 @@ _NOOP_IF_SAME_AVAL = frozenset({"reshape", "convert_element_type", "broadcast_in
                                 "squeeze", "expand_dims", "copy"})
 
 
-def _substitute(eqns, outvars, replace: dict[int, object]):
-    """Rewrites the inputs of ``eqns`` and ``outvars`` through ``replace`` (var id -> atom)."""
-    def sub(v):
-        return replace.get(v.id, v) if isinstance(v, Var) else v
-    new_eqns = [e if not any(isinstance(v, Var) and v.id in replace for v in e.invars)
-                else e.replace(invars=[sub(v) for v in e.invars]) for e in eqns]
-    return new_eqns, [sub(v) for v in outvars]
-
-
 def inline_jit_calls(jaxpr: Jaxpr) -> Jaxpr:
     """Splices the equations of nested ``jit_call``s into ``jaxpr`` (``jit(jit(f))``)."""
     if not any(e.prim.name == "jit_call" for e in jaxpr.eqns):
