@@ -439,7 +439,7 @@ def _w6_in_small():
     return flamefx.jit(flamefx.vmap(flamefx.grad(loss), in_axes=(None, 0, 0))), (params, x, y)
 
 
-@pytest.mark.parametrize("workload, launches", [("w1", 19), ("w6", 10)])
+@pytest.mark.parametrize("workload, launches", [("w1", 18), ("w6", 8)])
 def test_cross_entropy_row_work_runs_in_reduction_epilogues(workload, launches):
     """The loss's row values ((8, 1) and (8,): the max made finite, log of the row sum plus
     it, the label logit subtracted, 1 / row sum times the mean's weight) are computed by
@@ -447,8 +447,9 @@ def test_cross_entropy_row_work_runs_in_reduction_epilogues(workload, launches):
     sums, and the Adam step's scalars ride in the epilogue of the loss's sum (here the bias
     updates too, their gradients being one-block column sums): no kernel is left of
     row-sized or scalar elementwise work alone, and the label logit sum and the max
-    accumulate in one loop (before: W1 27, W6 12 launches in small). The plan, run step
-    by step with NumPy, equals the CPU backend."""
+    accumulate in one loop (before: W1 27, W6 12 launches in small). The softmax's
+    gradient is a third pass over the rows of the kernel that reduces them (before: W1
+    19, W6 10). The plan, run step by step with NumPy, equals the CPU backend."""
     from tests.test_jit import _run_plan_on_cpu
     fun, args = _w1_in_small() if workload == "w1" else _w6_in_small()
     lowered = fun.lower(*args, platform="gpu")
@@ -459,7 +460,9 @@ def test_cross_entropy_row_work_runs_in_reduction_epilogues(workload, launches):
     for kernel in lowered.plan.kernels():
         size = int(np.prod(kernel.shape))
         assert kernel.reduction is not None or size not in (1, 8), text
-    assert sum(bool(k.epilogue) for k in lowered.plan.kernels()) >= 2, text
+    assert sum(bool(k.epilogue) for k in lowered.plan.kernels()) >= (
+        2 if workload == "w1" else 1), text
+    assert [k.passes for k in lowered.plan.kernels() if k.passes > 1] == [3], text
     entry, leaves, _ = fun._lookup(args, {})
     got = _run_plan_on_cpu(lowered.plan, [np.asarray(a) for a in list(entry.consts) + leaves])
     want = flamefx.tree_util.tree_leaves(fun(*args))

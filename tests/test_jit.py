@@ -70,6 +70,16 @@ def _executable(jitted):
     return next(iter(entry.program.executables.values()))
 
 
+def layer_norm(x):
+    centred = x - fnp.mean(x, axis=-1, keepdims=True)
+    return centred / fnp.sqrt(fnp.mean(centred * centred, axis=-1, keepdims=True) + 1e-5)
+
+
+def softmax_weighted_sum(s, v):
+    from flamefx import nn
+    return fnp.sum(nn.softmax(s / 8.0, axis=-1) * v)
+
+
 PROGRAMS = {
     "elementwise": (lambda x: fnp.exp(fnp.sin(x) * 2.0 + 1.0) - x, lambda: (_x(7, 3),)),
     "w4": (w4_loss, lambda: (_x(1000),)),
@@ -82,6 +92,10 @@ PROGRAMS = {
     "mlp": (mlp_loss, _mlp_args),
     "indexing": (lambda x: x[1:, ::2].T + x[0, 0], lambda: (_x(4, 6),)),
     "pytree_out": (lambda x: {"a": x * 2.0, "b": [x.sum(), (x - 1.0,)]}, lambda: (_x(3),)),
+    # rows longer than a block, each walked several times by one kernel
+    "layer_norm": (layer_norm, lambda: (_x(5, 300),)),
+    "softmax_grad": (flamefx.grad(softmax_weighted_sum, argnums=(0, 1)),
+                     lambda: (_x(3, 300) * 4.0, _x(3, 300))),
 }
 
 
@@ -396,6 +410,15 @@ def test_generated_kernels_compile_with_nvcc(tmp_path):
 
 def _gpu_plan(fun, args):
     return flamefx.jit(fun).lower(*args, platform="gpu").plan
+
+
+@pytest.mark.parametrize("name, passes", [("layer_norm", [3]), ("softmax_grad", [4])])
+def test_row_work_after_a_row_reduction_is_a_later_pass_of_its_kernel(name, passes):
+    """The mean, the variance of the centred rows, the normalized rows: one kernel that
+    walks each row three times, instead of three kernels passing row-sized arrays."""
+    fun, make_args = PROGRAMS[name]
+    plan = _gpu_plan(fun, make_args())
+    assert [k.passes for k in plan.kernels()] == passes, plan.describe()
 
 
 def _single_kernel(fun, args):

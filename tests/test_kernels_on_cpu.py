@@ -623,7 +623,7 @@ def _emulate_fused_rows(tmp_path, kernel, inputs):
 def _epilogue_cases():
     """name -> (function, args): plans with row reductions whose results feed epilogues."""
     import flamefx.numpy as fnp
-    from flamefx import dtypes, lax, nn, value_and_grad
+    from flamefx import dtypes, grad, lax, nn, value_and_grad
 
     rng = np.random.default_rng(11)
     logits = fnp.asarray(rng.standard_normal((6, 10)).astype(np.float32) * 3)
@@ -632,6 +632,11 @@ def _epilogue_cases():
     h = fnp.asarray(rng.standard_normal((6, 40)).astype(dtypes.bfloat16))
     c = fnp.asarray(rng.standard_normal(6).astype(dtypes.bfloat16))
     x = fnp.asarray(rng.standard_normal(300).astype(np.float32))
+    scores = fnp.asarray(rng.standard_normal((2, 5, 300)).astype(np.float32) * 4)
+    values = fnp.asarray(rng.standard_normal((2, 300, 3)).astype(np.float32))
+
+    def attention_sum(s, v):  # W3's softmax form: rows longer than a block
+        return fnp.sum(fnp.einsum("bqk,bkd->bqd", nn.softmax(s / 8, axis=-1), v))
 
     def cross_entropy(z, b, y):  # z + b made in the kernel that reduces it, as in W1
         return fnp.mean(nn.softmax_cross_entropy_with_integer_labels(z + b, y))
@@ -645,10 +650,13 @@ def _epilogue_cases():
                                         lax.reduce_sum(h, (1,)).astype(np.float32) * 3.0),
                           (h, c)),
         "0-d result": (lambda x: fnp.sqrt(fnp.sum(x * x)) + 1.0, (x,)),
+        # max, exp sum, and the gradient's row sum: four passes over each row
+        "softmax gradient passes": (grad(attention_sum, argnums=(0, 1)), (scores, values)),
     }
 
 
-@pytest.mark.parametrize("name", ["cross entropy and gradient", "bfloat16 rows", "0-d result"])
+@pytest.mark.parametrize("name", ["cross entropy and gradient", "bfloat16 rows", "0-d result",
+                                  "softmax gradient passes"])
 def test_fused_reduction_epilogues_match_the_plan_run_by_numpy(tmp_path, name):
     import flamefx
     from flamefx.jaxpr import Literal
@@ -659,7 +667,7 @@ def test_fused_reduction_epilogues_match_the_plan_run_by_numpy(tmp_path, name):
     plan = jitted.lower(*args, platform="gpu").plan
     entry, leaves, _ = jitted._lookup(args, {})
     env = {v.id: np.asarray(a) for v, a in zip(plan.jaxpr.invars, list(entry.consts) + leaves)}
-    checked, siblings = 0, 0
+    checked, siblings, passes = 0, 0, 0
     for step in plan.steps:
         fused = isinstance(step, FusedKernel)
         scope = dict(env)
@@ -679,7 +687,12 @@ def test_fused_reduction_epilogues_match_the_plan_run_by_numpy(tmp_path, name):
                     np.testing.assert_allclose(g.astype(np.float64), want.astype(np.float64),
                                                rtol=tol, atol=tol, err_msg=step.name)
             checked, siblings = checked + 1, siblings + (len(step.reductions) > 1)
+            passes = max(passes, step.passes)
         env.update(scope)
+    # The softmax's gradient: max, then exp sum, then the row sum of the cotangent times
+    # the probabilities, then the stores.
+    assert passes == (4 if name.startswith("softmax") else 3 if name.startswith("cross")
+                      else 1), plan.describe()
     # The cross entropy's label logit sum and max share a kernel (sibling reductions).
     assert (checked, siblings) >= ((2, 1) if name.startswith("cross") else (1, 0)), \
         plan.describe()

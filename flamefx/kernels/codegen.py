@@ -121,8 +121,12 @@ class _Body:
     """
 
     def __init__(self, kernel: FusedKernel, read, eqns=None, flat: str = "i",
-                 names: dict[int, str] | None = None):
+                 names: dict[int, str] | None = None, registry: list[Var] | None = None,
+                 prefix: str = ""):
         self.flat = flat  # the C index of a value of the walked equations' shape
+        # With a registry (the kernel's inputs, shared by several bodies), ``read`` gets an
+        # input's position there; ``prefix`` keeps the locals of bodies in one scope apart.
+        self.registry, self.prefix = registry, prefix
         self.inputs: list[Var] = []
         self.indices: list[str] = []  # how each input is indexed
         # Per input, the (output axis, element stride) terms of a broadcast read's index;
@@ -144,13 +148,21 @@ class _Body:
         self.inputs.append(v)
         self.indices.append(index)
         self.terms.append(terms)
+        if self.registry is not None:
+            j = next((k for k, u in enumerate(self.registry) if u.id == v.id),
+                     len(self.registry))
+            if j == len(self.registry):
+                self.registry.append(v)
         return load(v.aval.dtype, self.read(j, index))
+
+    def _local(self, name: str) -> str:
+        return self.prefix + name
 
     def ref(self, v) -> str:
         if isinstance(v, Literal):
             return c_literal(v.val.item(), v.aval.dtype)
         if v.id not in self.names:  # an external value of the kernel's shape (or 0-d)
-            name = self.names[v.id] = f"in{len(self.inputs)}v"
+            name = self.names[v.id] = self._local(f"in{len(self.inputs)}v")
             value = self._input(v, "0" if v.aval.shape == () else self.flat)
             self.lines.append(f"const {compute_ctype(v.aval.dtype)} {name} = {value};")
         return self.names[v.id]
@@ -163,7 +175,7 @@ class _Body:
             src = eqn.invars[0]
             if isinstance(src, Var) and src.id not in self.names and src.aval.size == 1 \
                     and out.aval.size > 1:
-                self.names[src.id] = f"in{len(self.inputs)}v"
+                self.names[src.id] = self._local(f"in{len(self.inputs)}v")
                 self.lines.append(f"const {compute_ctype(src.aval.dtype)} "
                                   f"{self.names[src.id]} = {self._input(src, '0')};")
             self.names[out.id] = self.ref(src)
@@ -172,24 +184,33 @@ class _Body:
             src = eqn.invars[0]
             if out.id in self.names:  # a broadcast scalar literal (see _constant_broadcasts)
                 return
+            if isinstance(src, Var) and src.id in self.names:
+                # A row value along its row, in a row kernel's later pass.
+                self.names[out.id] = self.names[src.id]
+                return
             dims = eqn.params["broadcast_dimensions"]
             terms = [(d, s) for d, s, size in
                      zip(dims, _strides(src.aval.shape), src.aval.shape) if size != 1]
             self.need_coords = self.need_coords or bool(terms)
             index = " + ".join(f"c{d} * {s}" for d, s in terms) or "0"
             value = self._input(src, index, terms if terms else None)
-            self.names[out.id] = f"v{n}"
-            self.lines.append(f"const {compute_ctype(out.aval.dtype)} v{n} = {value};")
+            self.names[out.id] = self._local(f"v{n}")
+            self.lines.append(f"const {compute_ctype(out.aval.dtype)} {self.names[out.id]} "
+                              f"= {value};")
             return
         args = [self.ref(v) for v in eqn.invars]
         expr = eqn.prim.fusion.render(tuple(v.aval.dtype for v in eqn.invars), **eqn.params)
         for k in range(len(args) - 1, -1, -1):  # x10 before x1
             expr = _replace_operand(expr, k, args[k])
-        self.names[out.id] = f"v{n}"
-        self.lines.append(f"const {compute_ctype(out.aval.dtype)} v{n} = {expr};")
+        self.names[out.id] = self._local(f"v{n}")
+        self.lines.append(f"const {compute_ctype(out.aval.dtype)} {self.names[out.id]} "
+                          f"= {expr};")
 
 
 def generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
+    if kernel.passes > 1:
+        _generate_row_passes(kernel, used_later)
+        return
     shape = kernel.shape
     red = kernel.reduction
     main_eqns = [e for e in kernel.eqns if e not in kernel.reductions + kernel.epilogue]
@@ -463,14 +484,7 @@ def _generate_reduction(kernel, params, body, stores, red_ins, itype, epilogue) 
     in_dtype = red.invars[0].aval.dtype
     out_dtype = red.outvars[0].aval.dtype
     acc = compute_ctype(in_dtype)
-    full_strides = _strides(shape)
-    coord_lines = []
-    for name, dims in (("m", kept), ("r", axes)):
-        sub_strides = _strides([shape[d] for d in dims])
-        for d, st in zip(dims, sub_strides):
-            coord_lines.append(f"const {itype} c{d} = ({name} / {st}) % {shape[d]};")
-    flat = " + ".join(f"c{d} * {full_strides[d]}" for d in range(len(shape))) or "0"
-    coord_lines.append(f"const {itype} i = {flat};")
+    coord_lines = _row_coords(shape, axes, itype)
     combine = descriptor.combine
     identity = descriptor.identity(in_dtype)
     partial_ctype = acc
@@ -512,6 +526,101 @@ def _generate_reduction(kernel, params, body, stores, red_ins, itype, epilogue) 
     kernel.source = source
     kernel.total, kernel.split, kernel.outer = outer * inner, split, outer
     kernel.outputs = kernel.outputs + [r.outvars[0] for r in reds]
+    kernel.partial_dtype = PARTIAL_DTYPE[acc]
+
+
+def _row_coords(shape, axes, itype: str) -> list[str]:
+    """Coordinates ``c<d>`` and flat index ``i`` of element ``r`` of row ``m``."""
+    kept = [d for d in range(len(shape)) if d not in axes]
+    lines = []
+    for name, dims in (("m", kept), ("r", axes)):
+        for d, st in zip(dims, _strides([shape[d] for d in dims])):
+            lines.append(f"const {itype} c{d} = ({name} / {st}) % {shape[d]};")
+    full = _strides(shape)
+    flat = " + ".join(f"c{d} * {full[d]}" for d in range(len(shape))) or "0"
+    return lines + [f"const {itype} i = {flat};"]
+
+
+def _generate_row_passes(kernel: FusedKernel, used_later: dict[int, int]) -> None:
+    """A row kernel that walks each row ``kernel.passes`` times (see FusedKernel.pass_of).
+
+    One block per row. Pass p recomputes the element-wise values it needs (the row is in
+    L1 or L2 after the first pass, so a pass costs little memory traffic) and accumulates
+    the reductions of pass p; their results are shared with the whole block through shared
+    memory, then every thread computes the row values (epilogue equations) the next passes
+    use. The last pass writes the element-wise outputs; thread 0 writes the row outputs.
+    """
+    shape, reds = kernel.shape, kernel.reductions
+    axes = tuple(sorted(reds[0].params["axes"]))
+    outer = int(np.prod([shape[d] for d in range(len(shape)) if d not in axes], dtype=np.int64))
+    inner = int(np.prod([shape[d] for d in axes], dtype=np.int64))
+    itype = _index_type(outer * inner)
+    acc = compute_ctype(reds[0].invars[0].aval.dtype)
+    element_eqns = [e for e in kernel.eqns if e not in reds and e not in kernel.epilogue]
+    outputs = [v for e in element_eqns for v in e.outvars if used_later.get(v.id)]
+    row_outputs = [v for e in kernel.epilogue for v in e.outvars if used_later.get(v.id)]
+    inputs: list[Var] = []
+
+    def read(j, index):
+        return f"in{j}[{index}]"
+
+    row_names: dict[int, str] = {}  # var id -> C local of a row value
+    last = kernel.passes - 1
+    lines = [f"  __shared__ {acc} smem[{BLOCK // 32}];",
+             f"  __shared__ {acc} shared_rows[{len(reds)}];",
+             f"  for ({itype} m = blockIdx.y; m < {outer}; m += gridDim.y) {{"]
+    for p in range(kernel.passes):
+        body = _Body(kernel, read, [e for e in element_eqns
+                                    if kernel.pass_of[e.outvars[0].id] <= p],
+                     names=dict(row_names), registry=inputs)
+        mine = [(k, r) for k, r in enumerate(reds) if kernel.pass_of[r.outvars[0].id] == p]
+        accumulators = [(_accumulator(k), r.prim.fusion.identity(r.invars[0].aval.dtype),
+                         r.prim.fusion.combine, body.ref(r.invars[0])) for k, r in mine]
+        stores = [f"out{j}[i] = {store(v.aval.dtype, body.names[v.id])};"
+                  for j, v in enumerate(outputs)] if p == last else []
+        lines += [f"    {acc} {name} = {identity};" for name, identity, _, _ in accumulators]
+        # A constant stride (the block is BLOCK threads) lets nvcc unroll short rows, so
+        # each thread's loads are in flight together.
+        lines += [f"    for ({itype} r = threadIdx.x; r < {inner}; r += {BLOCK}) {{"]
+        lines += ["      " + s for s in _row_coords(shape, axes, itype) + body.lines + stores]
+        lines += [f"      {{ const {acc} a = {name}; const {acc} b = {value}; "
+                  f"{name} = {combine}; }}" for name, _, combine, value in accumulators]
+        lines.append("    }")
+        for n, ((k, r), (name, identity, combine, _)) in enumerate(zip(mine, accumulators)):
+            dtype = r.outvars[0].aval.dtype
+            lines.append("    __syncthreads();")  # smem is free again
+            lines += ["    " + s for s in _block_reduce(acc, combine, identity, name)]
+            lines += [f"    if (threadIdx.x == 0) shared_rows[{k}] = {name};",
+                      "    __syncthreads();",
+                      f"    {name} = shared_rows[{k}];",
+                      f"    const {compute_ctype(dtype)} red{k} = "
+                      f"{load(dtype, store(dtype, name))};"]
+            row_names[r.outvars[0].id] = f"red{k}"
+        row_eqns = [e for e in kernel.epilogue if kernel.ready_at[e.outvars[0].id] == p + 1]
+        row = _Body(kernel, read, row_eqns, "m", dict(row_names), inputs, prefix=f"p{p}_")
+        lines += ["    " + s for s in row.lines]
+        row_names.update((v.id, row.names[v.id]) for e in row_eqns for v in e.outvars)
+    row_stores = [f"red_out{k or ''}[m] = {store(r.outvars[0].aval.dtype, _accumulator(k))};"
+                  for k, r in enumerate(reds)]
+    row_stores += [f"out{len(outputs) + j}[m] = {store(v.aval.dtype, row_names[v.id])};"
+                   for j, v in enumerate(row_outputs)]
+    lines += [f"    if (threadIdx.x == 0) {{ {' '.join(row_stores)} }}",
+              "    __syncthreads();", "  }", "}"]
+    kernel.inputs, kernel.outputs = inputs, outputs + row_outputs
+    params = [f"const {storage_ctype(v.aval.dtype)}* __restrict__ in{j}"
+              for j, v in enumerate(inputs)]
+    params += [f"{storage_ctype(v.aval.dtype)}* __restrict__ out{j}"
+               for j, v in enumerate(kernel.outputs)]
+    params += [f"{storage_ctype(r.outvars[0].aval.dtype)}* __restrict__ red_out{k or ''}"
+               for k, r in enumerate(reds)]
+    text = "\n".join(lines)
+    kernel.name = "flamefx_fused_" + hashlib.sha1(
+        (", ".join(params) + text).encode()).hexdigest()[:12]
+    kernel.source = (PREAMBLE + f'extern "C" __global__ void {kernel.name}('
+                     f'{", ".join(params)}) {{\n' + text + "\n")
+    kernel.outputs = kernel.outputs + [r.outvars[0] for r in reds]
+    kernel.layout, kernel.tiles = "rows", 0
+    kernel.total, kernel.split, kernel.outer = outer * inner, 1, outer
     kernel.partial_dtype = PARTIAL_DTYPE[acc]
 
 

@@ -92,6 +92,16 @@ class FusedKernel:
         self.epilogue: list[JaxprEqn] = []  # after the reduction, on its result
         self.epilogue_defined: set[int] = set()
         self.defined: set[int] = set()
+        # A row kernel (one block per row, split 1) may walk its rows more than once:
+        # elementwise work on a row's reduced values (softmax's x - max, then / sum) is a
+        # later pass over the row, which re-reads it from cache. ``ready_at``: var id -> the
+        # first pass that can use the value (0 for outside values, p + 1 for what a
+        # reduction of pass p yields); ``pass_of``: the pass of each element-wise
+        # equation and reduction, by output id.
+        self.row_passes = False
+        self.ready_at: dict[int, int] = {}
+        self.pass_of: dict[int, int] = {}
+        self.passes = 1
         self.inputs: list[Var] = []       # external values, in kernel-argument order
         self.outputs: list[Var] = []      # values written to memory, in argument order
         self.name = ""
@@ -109,6 +119,9 @@ class FusedKernel:
 
     def accepts(self, eqn: JaxprEqn, kind: str) -> bool:
         if self.closed:
+            if self.row_passes and len(eqn.outvars) == 1 and \
+                    eqn.outvars[0].aval.shape == self.shape:
+                return self._accepts_in_later_pass(eqn, kind)
             return self._accepts_in_epilogue(eqn, kind)
         if kind == "elementwise":
             return eqn.outvars[0].aval.shape == self.shape
@@ -158,6 +171,37 @@ class FusedKernel:
                 return False
         return True
 
+    def _accepts_in_later_pass(self, eqn: JaxprEqn, kind: str) -> bool:
+        """Element-wise work after a row reduction: on the row's elements, outside values
+        of the kernel's shape (or 0-d), broadcasts of outside values read by indexing, and
+        row values broadcast along the row (see ``_broadcasts_row_value``)."""
+        if kind == "broadcast":
+            src = eqn.invars[0]
+            if isinstance(src, Var) and src.id in self.epilogue_defined:
+                return self._broadcasts_row_value(eqn)
+            return not (isinstance(src, Var) and src.id in self.defined)
+        if kind != "elementwise":
+            return False
+        for v in eqn.invars:
+            if isinstance(v, Literal) or v.id in self.constants:
+                continue
+            if v.id in self.epilogue_defined:  # a row value is used through a broadcast
+                return False
+            if v.id not in self.defined and v.aval.shape not in ((), self.shape):
+                return False
+        return True
+
+    def _broadcasts_row_value(self, eqn: JaxprEqn) -> bool:
+        """Whether a broadcast of a row value (a reduced result or epilogue value) gives each
+        element its own row's value: the source's axes are the kept axes, in order, so
+        the source's flat index is the row's."""
+        src = eqn.invars[0]
+        axes = self.reduction.params["axes"]
+        mapped = [d for d, size in zip(eqn.params["broadcast_dimensions"], src.aval.shape)
+                  if size != 1]
+        return mapped == [d for d in range(len(self.shape))
+                          if d not in axes and self.shape[d] != 1]
+
     def _accepts_sibling(self, eqn: JaxprEqn) -> bool:
         """Another reduction of the same rows (the loss's label logit sum and the logits'
         max) accumulates in the same loop: one-block rows, one accumulator type."""
@@ -168,13 +212,26 @@ class FusedKernel:
                 and compute_ctype(src.aval.dtype) == compute_ctype(first.invars[0].aval.dtype))
 
     def add(self, eqn: JaxprEqn, kind: str) -> None:
+        out = eqn.outvars[0].id
+        ready = max((self.ready_at.get(v.id, 0) for v in eqn.invars if isinstance(v, Var)),
+                    default=0)
         if kind == "reduction":
             self.reductions.append(eqn)
-            self.split = reduction_layout(self.shape, eqn.params["axes"])[1]
-            self.epilogue_defined.add(eqn.outvars[0].id)
-        elif self.closed:
+            axes = eqn.params["axes"]
+            columns, self.split = reduction_layout(self.shape, axes)
+            inner = int(np.prod([self.shape[d] for d in axes], dtype=np.int64))
+            self.row_passes = not columns and self.split == 1 and inner > 1
+            self.epilogue_defined.add(out)
+            self.pass_of[out], self.ready_at[out] = ready, ready + 1
+            self.passes = max(self.passes, ready + 1)
+        elif self.closed and not (self.row_passes and
+                                  eqn.outvars[0].aval.shape == self.shape):
             self.epilogue.append(eqn)
             self.epilogue_defined.update(v.id for v in eqn.outvars)
+            self.ready_at[out] = max(ready, 1)  # row values exist after the first pass
+        else:
+            self.pass_of[out] = self.ready_at[out] = ready
+            self.passes = max(self.passes, ready + 1)
         self.eqns.append(eqn)
         self.defined.update(v.id for v in eqn.outvars)
 
@@ -255,14 +312,33 @@ def _input_derived(jaxpr: Jaxpr, kinds: list[str], constants: dict[int, Literal]
     return derived
 
 
+def _reductions_of_inputs(jaxpr: Jaxpr, kinds: list[str]) -> set:
+    """Reductions of the jaxpr's inputs (through views). The scheduler runs them first,
+    when a kernel has to be opened anyway: their results are small, and element-wise
+    work that waits for one (the value gradient's row sums in W3's softmax backward)
+    can then join the kernel it fuses with instead of ending it."""
+    inputs = {v.id for v in jaxpr.invars} | {v.id for v in jaxpr.constvars}
+    found = set()
+    for i, eqn in enumerate(jaxpr.eqns):
+        if not all(isinstance(v, Literal) or v.id in inputs for v in eqn.invars):
+            continue
+        if is_view(eqn):
+            inputs.add(eqn.outvars[0].id)
+        elif kinds[i] == "reduction":
+            found.add(i)
+    return found
+
+
 def _schedule(jaxpr: Jaxpr) -> list:
     """Orders equations with a ready list that prefers whatever joins the open kernel and,
-    to open a new one, work that cannot wait (see ``_input_derived``)."""
+    to open a new one, reductions of inputs, then work that cannot wait (see
+    ``_input_derived``)."""
     kinds = [kind_of(e) for e in jaxpr.eqns]
     constants, skipped = _constant_broadcasts(jaxpr, kinds)
     # Broadcasts wait too: read through indexing, they belong in their consumer's kernel.
     deferrable = _input_derived(jaxpr, kinds, constants) | {
         i for i, kind in enumerate(kinds) if kind == "broadcast"}
+    early = _reductions_of_inputs(jaxpr, kinds)
     producer: dict[int, int] = {}
     for i, eqn in enumerate(jaxpr.eqns):
         for v in eqn.outvars:
@@ -283,7 +359,9 @@ def _schedule(jaxpr: Jaxpr) -> list:
             pick = next((i for i in ready if group.accepts(jaxpr.eqns[i], kinds[i])), None)
         joins = pick is not None
         if not joins:
-            pick = next((i for i in ready if i not in deferrable), ready[0])
+            pick = next((i for i in ready if i in early), None)
+            if pick is None:
+                pick = next((i for i in ready if i not in deferrable), ready[0])
         eqn, kind = jaxpr.eqns[pick], kinds[pick]
         if pick in skipped:  # a scalar broadcast: kernels read it as a literal
             pass
