@@ -66,6 +66,11 @@ __device__ __forceinline__ bool biased_score(const ACC* srow, const T* brow, int
   return true;
 }
 
+// Row loops take ILP elements per thread and trip, all loaded before any is used, so each
+// thread has ILP loads in flight (a loop of one element a trip leaves the memory system
+// under-occupied).
+#define ILP 4
+
 // One warp per score row: an online max and sum (one exp per score), merged across the
 // warp, then a second pass (the row is still in L1/L2) writes P = exp(x - lse). `p` may be
 // `s` itself (float32, float64): each element is read before the same thread writes it.
@@ -80,14 +85,24 @@ extern "C" __global__ void flamefx_attention_softmax(
   const ACC* srow = s + row * sk;
   const T* brow = bias;
   if (HAS_BIAS) brow += (bh / heads) * bias_sb + (bh % heads) * bias_sh + (long long)qi * sk;
-  ACC m = NEG_INF, l = 0, x;
-  for (int c = lane; c < sk; c += 32) {
-    if (!biased_score(srow, brow, qi, c, scale, mask_value, &x)) continue;
-    if (x > m) {
-      l = l * EXP2((m - x) * (ACC)LOG2E) + (ACC)1;
-      m = x;
-    } else {
-      l += EXP2((x - m) * (ACC)LOG2E);
+  ACC m = NEG_INF, l = 0;
+  for (int c0 = lane; c0 < sk; c0 += 32 * ILP) {
+    ACC xs[ILP];
+    bool seen[ILP];
+    #pragma unroll
+    for (int u = 0; u < ILP; ++u)
+      seen[u] = c0 + 32 * u < sk &&
+                biased_score(srow, brow, qi, c0 + 32 * u, scale, mask_value, &xs[u]);
+    #pragma unroll
+    for (int u = 0; u < ILP; ++u) {
+      if (!seen[u]) continue;
+      const ACC x = xs[u];
+      if (x > m) {
+        l = l * EXP2((m - x) * (ACC)LOG2E) + (ACC)1;
+        m = x;
+      } else {
+        l += EXP2((x - m) * (ACC)LOG2E);
+      }
     }
   }
   #pragma unroll
@@ -101,10 +116,17 @@ extern "C" __global__ void flamefx_attention_softmax(
   }
   const ACC row_lse = m + LOG2(l) * (ACC)LN2;  // -inf for a row that sees no key
   T* prow = p + row * sk;
-  for (int c = lane; c < sk; c += 32) {
-    const ACC pv = biased_score(srow, brow, qi, c, scale, mask_value, &x)
-        ? EXP2((x - row_lse) * (ACC)LOG2E) : (ACC)0;
-    prow[c] = STORE(pv);
+  for (int c0 = lane; c0 < sk; c0 += 32 * ILP) {
+    ACC xs[ILP];
+    bool seen[ILP];
+    #pragma unroll
+    for (int u = 0; u < ILP; ++u)
+      seen[u] = c0 + 32 * u < sk &&
+                biased_score(srow, brow, qi, c0 + 32 * u, scale, mask_value, &xs[u]);
+    #pragma unroll
+    for (int u = 0; u < ILP; ++u)
+      if (c0 + 32 * u < sk)
+        prow[c0 + 32 * u] = STORE(seen[u] ? EXP2((xs[u] - row_lse) * (ACC)LOG2E) : (ACC)0);
   }
   if (lane == 0) lse[row] = row_lse;
 }
@@ -143,11 +165,24 @@ extern "C" __global__ void flamefx_attention_probs_grads(
     ACC* __restrict__ dbias_full, int sk, ACC scale) {
   const long long row = blockIdx.x;
   const ACC row_delta = delta[row];
-  for (int c = threadIdx.x; c < sk; c += blockDim.x) {
-    const long long at = row * sk + c;
-    const ACC dsv = p[at] * (ds[at] - row_delta);
-    if (HAS_BIAS) dbias_full[at] = dsv;
-    ds[at] = dsv * scale;
+  for (int c0 = threadIdx.x; c0 < sk; c0 += ILP * blockDim.x) {
+    ACC pv[ILP], dp[ILP];
+    #pragma unroll
+    for (int u = 0; u < ILP; ++u) {
+      const int c = c0 + u * blockDim.x;
+      if (c < sk) {
+        pv[u] = p[row * sk + c];
+        dp[u] = ds[row * sk + c];
+      }
+    }
+    #pragma unroll
+    for (int u = 0; u < ILP; ++u) {
+      const int c = c0 + u * blockDim.x;
+      if (c >= sk) continue;
+      const ACC dsv = pv[u] * (dp[u] - row_delta);
+      if (HAS_BIAS) dbias_full[row * sk + c] = dsv;
+      ds[row * sk + c] = dsv * scale;
+    }
   }
 }
 
