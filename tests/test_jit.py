@@ -726,6 +726,35 @@ def test_gpu_single_kernel_fast_path_and_profile():
 
 
 @pytest.mark.gpu
+def test_gpu_training_loop_returns_to_its_two_graphs_after_keeping_a_step():
+    """A loop that keeps one step's parameters a while (a checkpoint) leaves the two
+    output-owning graphs unready, and the graph that copies its outputs out takes over;
+    once the kept parameters are dropped, the loop goes back to alternating between the
+    two (the moved arguments are copied where one of them reads them in place), and the
+    kept parameters were never written."""
+    params, x, y = _on_gpu(_mlp_args())
+    want = _plain_sgd_steps(params, x, y, 14)
+    with flamefx.config.override("cuda_graphs", True):
+        jstep = flamefx.jit(_mlp_sgd_step)
+        p, kept = params, None
+        for n in range(1, 15):
+            p = jstep(p, x, y)
+            _assert_trees_close(p, want[n], rtol=1e-5)
+            if n == 4:
+                kept = p
+            elif n == 8:
+                _assert_trees_close(kept, want[4], rtol=0)
+                kept = None
+            elif n == 10:
+                exe = _executable(jstep)
+                before = [(g.replays, g.copy_out) for g in exe.graphs]
+        after = [(g.replays, g.copy_out) for g in exe.graphs]
+    assert len(after) == 3 and after[2][1] and before[2][0] >= 1, after
+    assert after[2][0] == before[2][0], (before, after)  # no copying replay any more
+    assert after[0][0] >= before[0][0] + 2 and after[1][0] >= before[1][0] + 2, (before, after)
+
+
+@pytest.mark.gpu
 def test_gpu_graph_replays_when_every_earlier_output_is_kept():
     # Holding every step's outputs leaves neither output-owning graph ready; the third
     # graph copies its outputs out, so calls still replay and earlier results stay intact.

@@ -133,8 +133,11 @@ class GraphReplay:
         return True
 
     def ready(self, bufs, donated) -> bool:
-        if not self.reads(bufs):
-            return False
+        return self.reads(bufs) and self.outputs_free(bufs, donated)
+
+    def outputs_free(self, bufs=(), donated=()) -> bool:
+        """Whether nobody but the graph holds the outputs of its last replay, so the next
+        one may overwrite them (``bufs``, ``donated``: outputs handed back in donated)."""
         if self.copy_out:
             return True
         if self.baseline is None:  # first use: nobody but the replay holds the outputs yet
