@@ -2,8 +2,9 @@
 
 ``generate(kernel, used_later)`` writes one ``FusedKernel``'s source: the elementwise loop
 (vectorized 16 bytes a thread where the arrays allow, with streaming stores for large
-outputs), or a row or column reduction with its siblings and epilogue. Every value lives
-in a local of its compute C type; half types are stored as raw 16-bit words.
+outputs), or a row or column reduction with its siblings and epilogue, or a row kernel
+that walks each row in several passes. Every value lives in a local of its compute C type;
+half types are stored as raw 16-bit words.
 
 >>> storage_ctype("bfloat16"), c_literal(0.5, "float32")
 ('unsigned short', '((float)0.5)')

@@ -4,8 +4,11 @@
 into steps: a ``FusedKernel`` is a maximal run of elementwise equations of one shape, the
 broadcast_in_dims that feed them (read through index arithmetic, never materialized), a
 closing reduction (with siblings over the same rows) and its epilogue, the elementwise
-work on the reduced values done by the threads that write them; everything else is an
-``OpaqueStep`` that runs the primitive's cuda_impl. flamefx/kernels/codegen.py writes each
+work on the reduced values done by the threads that write them. A row kernel (one block
+per row) goes on in later passes over its rows: elementwise work that reads the rows'
+reduced values broadcast back along them, and further reductions of the same rows
+(softmax's max, exp sum and normalization, and its gradient's row sum, in one kernel).
+Everything else is an ``OpaqueStep`` that runs the primitive's cuda_impl. flamefx/kernels/codegen.py writes each
 fused kernel's source. Planning and code generation need no GPU (``lower(platform='gpu')``
 shows the sources anywhere); flamefx/kernels/executor.py compiles and launches them.
 
