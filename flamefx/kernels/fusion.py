@@ -8,9 +8,10 @@ work on the reduced values done by the threads that write them. A row kernel (on
 per row) goes on in later passes over its rows: elementwise work that reads the rows'
 reduced values broadcast back along them, and further reductions of the same rows
 (softmax's max, exp sum and normalization, and its gradient's row sum, in one kernel).
-Everything else is an ``OpaqueStep`` that runs the primitive's cuda_impl. flamefx/kernels/codegen.py writes each
-fused kernel's source. Planning and code generation need no GPU (``lower(platform='gpu')``
-shows the sources anywhere); flamefx/kernels/executor.py compiles and launches them.
+Everything else is an ``OpaqueStep`` that runs the primitive's cuda_impl.
+flamefx/kernels/codegen.py writes each fused kernel's source. Planning and code
+generation need no GPU (``lower(platform='gpu')`` shows the sources anywhere);
+flamefx/kernels/executor.py compiles and launches them.
 
 >>> import flamefx, flamefx.numpy as fnp
 >>> closed = flamefx.make_jaxpr(lambda x: fnp.sum(fnp.exp(x * 2.0)))(fnp.ones(8))
