@@ -71,6 +71,17 @@ __device__ __forceinline__ bool biased_score(const ACC* srow, const T* brow, int
 // under-occupied).
 #define ILP 4
 
+// The scores of columns c0, c0 + 32, ... (ILP of them, a warp's lane each 32 apart) and
+// whether each is seen (inside the row and not hidden).
+__device__ __forceinline__ void lane_scores(const ACC* srow, const T* brow, int qi, int c0,
+                                            int sk, ACC scale, ACC mask_value,
+                                            ACC (&xs)[ILP], bool (&seen)[ILP]) {
+  #pragma unroll
+  for (int u = 0; u < ILP; ++u)
+    seen[u] = c0 + 32 * u < sk &&
+              biased_score(srow, brow, qi, c0 + 32 * u, scale, mask_value, &xs[u]);
+}
+
 // One warp per score row: an online max and sum (one exp per score), merged across the
 // warp, then a second pass (the row is still in L1/L2) writes P = exp(x - lse). `p` may be
 // `s` itself (float32, float64): each element is read before the same thread writes it.
@@ -89,10 +100,7 @@ extern "C" __global__ void flamefx_attention_softmax(
   for (int c0 = lane; c0 < sk; c0 += 32 * ILP) {
     ACC xs[ILP];
     bool seen[ILP];
-    #pragma unroll
-    for (int u = 0; u < ILP; ++u)
-      seen[u] = c0 + 32 * u < sk &&
-                biased_score(srow, brow, qi, c0 + 32 * u, scale, mask_value, &xs[u]);
+    lane_scores(srow, brow, qi, c0, sk, scale, mask_value, xs, seen);
     #pragma unroll
     for (int u = 0; u < ILP; ++u) {
       if (!seen[u]) continue;
@@ -119,10 +127,7 @@ extern "C" __global__ void flamefx_attention_softmax(
   for (int c0 = lane; c0 < sk; c0 += 32 * ILP) {
     ACC xs[ILP];
     bool seen[ILP];
-    #pragma unroll
-    for (int u = 0; u < ILP; ++u)
-      seen[u] = c0 + 32 * u < sk &&
-                biased_score(srow, brow, qi, c0 + 32 * u, scale, mask_value, &xs[u]);
+    lane_scores(srow, brow, qi, c0, sk, scale, mask_value, xs, seen);
     #pragma unroll
     for (int u = 0; u < ILP; ++u)
       if (c0 + 32 * u < sk)
