@@ -466,6 +466,20 @@ def test_gpu_half_precision_fusion():
 
 
 @pytest.mark.gpu
+def test_gpu_softmax_gradient_in_row_passes_half_precision():
+    """The softmax form's gradient in bfloat16 and float16, one kernel walking each row four
+    times (rows longer than a block), against the CPU backend's step-by-step result."""
+    fun, make_args = PROGRAMS["softmax_grad"]
+    for dtype in (np.float16, flamefx.dtypes.bfloat16):
+        args = tuple(a.astype(dtype) for a in make_args())
+        assert [k.passes for k in _gpu_plan(fun, args).kernels()] == [4]
+        got = flamefx.jit(fun)(*_on_gpu(args))
+        for g, w in zip(got, fun(*args)):
+            np.testing.assert_allclose(np.asarray(g).astype(np.float32),
+                                       np.asarray(w).astype(np.float32), rtol=3e-2, atol=3e-3)
+
+
+@pytest.mark.gpu
 def test_gpu_grad_of_jit_and_donation():
     cpu_args = _mlp_args()
     params, x, y = _on_gpu(cpu_args)

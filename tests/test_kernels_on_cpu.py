@@ -652,11 +652,15 @@ def _epilogue_cases():
         "0-d result": (lambda x: fnp.sqrt(fnp.sum(x * x)) + 1.0, (x,)),
         # max, exp sum, and the gradient's row sum: four passes over each row
         "softmax gradient passes": (grad(attention_sum, argnums=(0, 1)), (scores, values)),
+        "softmax gradient passes, bfloat16": (
+            grad(attention_sum, argnums=(0, 1)),
+            (scores.astype(dtypes.bfloat16), values.astype(dtypes.bfloat16))),
     }
 
 
 @pytest.mark.parametrize("name", ["cross entropy and gradient", "bfloat16 rows", "0-d result",
-                                  "softmax gradient passes"])
+                                  "softmax gradient passes",
+                                  "softmax gradient passes, bfloat16"])
 def test_fused_reduction_epilogues_match_the_plan_run_by_numpy(tmp_path, name):
     import flamefx
     from flamefx.jaxpr import Literal
@@ -680,7 +684,9 @@ def test_fused_reduction_epilogues_match_the_plan_run_by_numpy(tmp_path, name):
             got = _emulate_fused_rows(tmp_path, step, [env[v.id] for v in step.inputs])
             for v, g in zip(step.outputs, got):
                 want = scope[v.id]
-                tol = 1e-2 if want.dtype.itemsize == 2 else 1e-5
+                # Fused kernels keep half-precision intermediates in float32 (as XLA's
+                # fusions do) where the plan run by NumPy rounds each of them.
+                tol = 1e-2 if want.dtype.itemsize == 2 or name.endswith("bfloat16") else 1e-5
                 if want.dtype == np.bool_:
                     np.testing.assert_array_equal(g, want)
                 else:
@@ -690,9 +696,11 @@ def test_fused_reduction_epilogues_match_the_plan_run_by_numpy(tmp_path, name):
             passes = max(passes, step.passes)
         env.update(scope)
     # The softmax's gradient: max, then exp sum, then the row sum of the cotangent times
-    # the probabilities, then the stores.
-    assert passes == (4 if name.startswith("softmax") else 3 if name.startswith("cross")
-                      else 1), plan.describe()
+    # the probabilities, then the stores. In bfloat16 the cotangent comes from a GEMM
+    # that runs after the kernel (jit's product simplification is for one float type).
+    passes_expected = {"softmax gradient passes": 4, "softmax gradient passes, bfloat16": 3,
+                       "cross entropy and gradient": 3}
+    assert passes == passes_expected.get(name, 1), plan.describe()
     # The cross entropy's label logit sum and max share a kernel (sibling reductions).
     assert (checked, siblings) >= ((2, 1) if name.startswith("cross") else (1, 0)), \
         plan.describe()
