@@ -658,15 +658,17 @@ def _epilogue_cases():
     }
 
 
-@pytest.mark.parametrize("name", ["cross entropy and gradient", "bfloat16 rows", "0-d result",
-                                  "softmax gradient passes",
-                                  "softmax gradient passes, bfloat16"])
-def test_fused_reduction_epilogues_match_the_plan_run_by_numpy(tmp_path, name):
+def _row_kernels_against_numpy(tmp_path, fun, args, half=False):
+    """Runs ``fun``'s GPU plan step by step with NumPy and each of its one-block-per-row
+    kernels on the CPU emulator; every output of those kernels must match. Returns the
+    plan, the number of kernels checked, of those with sibling reductions, and the most
+    passes one of them makes. ``half``: fused kernels keep half-precision intermediates in
+    float32 (as XLA's fusions do) where the plan run by NumPy rounds each of them, so
+    their float32 outputs get half-precision tolerances."""
     import flamefx
     from flamefx.jaxpr import Literal
     from flamefx.kernels.fusion import FusedKernel
 
-    fun, args = _epilogue_cases()[name]
     jitted = flamefx.jit(fun)
     plan = jitted.lower(*args, platform="gpu").plan
     entry, leaves, _ = jitted._lookup(args, {})
@@ -680,13 +682,11 @@ def test_fused_reduction_epilogues_match_the_plan_run_by_numpy(tmp_path, name):
                    for v in eqn.invars]
             outs = eqn.prim.impl_for("cpu")(*ins, **eqn.params)
             scope.update({v.id: np.asarray(o) for v, o in zip(eqn.outvars, outs)})
-        if fused and step.epilogue and step.layout == "rows" and step.split == 1:
+        if fused and step.closed and step.layout == "rows" and step.split == 1:
             got = _emulate_fused_rows(tmp_path, step, [env[v.id] for v in step.inputs])
             for v, g in zip(step.outputs, got):
                 want = scope[v.id]
-                # Fused kernels keep half-precision intermediates in float32 (as XLA's
-                # fusions do) where the plan run by NumPy rounds each of them.
-                tol = 1e-2 if want.dtype.itemsize == 2 or name.endswith("bfloat16") else 1e-5
+                tol = 1e-2 if want.dtype.itemsize == 2 or half else 1e-5
                 if want.dtype == np.bool_:
                     np.testing.assert_array_equal(g, want)
                 else:
@@ -695,6 +695,63 @@ def test_fused_reduction_epilogues_match_the_plan_run_by_numpy(tmp_path, name):
             checked, siblings = checked + 1, siblings + (len(step.reductions) > 1)
             passes = max(passes, step.passes)
         env.update(scope)
+    return plan, checked, siblings, passes
+
+
+def _random_row_program(rng):
+    """A random chain over (rows, columns) arrays: elementwise steps, row reductions
+    broadcast back along the rows (which make later passes), and a row value among the
+    outputs."""
+    import flamefx.numpy as fnp
+
+    steps = []
+    for _ in range(int(rng.integers(3, 7))):
+        steps.append(int(rng.integers(0, 7)))
+
+    def program(x, y):
+        h, rows = x, []
+        for kind in steps:
+            if kind == 0:
+                h = fnp.tanh(h) * 1.5 + y
+            elif kind == 1:
+                h = h - fnp.max(h, axis=-1, keepdims=True)
+            elif kind == 2:
+                h = h / (fnp.sum(fnp.abs(h), axis=-1, keepdims=True) + 1.0)
+            elif kind == 3:
+                h = fnp.exp(h * 0.1) * y
+            elif kind == 4:
+                mean = fnp.mean(h, axis=-1, keepdims=True)
+                h = (h - mean) * fnp.max(y, axis=-1, keepdims=True)
+            elif kind == 5:
+                rows.append(fnp.sum(h * h, axis=-1))
+            else:
+                h = fnp.maximum(h, fnp.min(h, axis=-1, keepdims=True) * 0.5)
+        return h, fnp.sum(h, axis=-1) + sum(rows)
+    return program, steps
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_row_pass_programs_match_the_plan_run_by_numpy(tmp_path, seed):
+    """Random chains of row reductions and the elementwise work around them: every
+    one-block-per-row kernel of the plan, however many passes it makes, computes what the
+    plan's equations compute one by one (rows of 300: each thread takes two elements a
+    pass, the second not for every thread)."""
+    import flamefx.numpy as fnp
+
+    rng = np.random.default_rng(seed)
+    program, steps = _random_row_program(rng)
+    x, y = (fnp.asarray(rng.standard_normal((6, 300)).astype(np.float32)) for _ in range(2))
+    plan, checked, _, passes = _row_kernels_against_numpy(tmp_path, program, (x, y))
+    assert checked >= 1, (steps, plan.describe())
+
+
+@pytest.mark.parametrize("name", ["cross entropy and gradient", "bfloat16 rows", "0-d result",
+                                  "softmax gradient passes",
+                                  "softmax gradient passes, bfloat16"])
+def test_fused_reduction_epilogues_match_the_plan_run_by_numpy(tmp_path, name):
+    fun, args = _epilogue_cases()[name]
+    plan, checked, siblings, passes = _row_kernels_against_numpy(
+        tmp_path, fun, args, half=name.endswith("bfloat16"))
     # The softmax's gradient: max, then exp sum, then the row sum of the cotangent times
     # the probabilities, then the stores. In bfloat16 the cotangent comes from a GEMM
     # that runs after the kernel (jit's product simplification is for one float type).
