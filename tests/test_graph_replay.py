@@ -37,7 +37,8 @@ def test_gpu_graph_copy_in_of_odd_sized_and_strided_arguments(keep_outputs):
     # kernel; every replay must equal the plain executable. Kept outputs leave only the
     # graph that stages every argument ready; outputs handed back let the two
     # output-owning graphs read each other's outputs in place (the first one recaptured,
-    # writing into its old output buffers).
+    # writing into its old output buffers), except the scalar: scalar outputs are copied
+    # out on every replay, so it comes back in a fresh array and is staged.
     rng = np.random.default_rng(0)
     gpu = flamefx.devices("gpu")[0]
     a = flamefx.device_put(rng.standard_normal(7).astype(np.float32), gpu)
@@ -73,7 +74,7 @@ def test_gpu_graph_copy_in_of_odd_sized_and_strided_arguments(keep_outputs):
         assert exe.graphs[-1].copy_out and exe.graphs[-1].copy_kernel is not None
     else:
         assert len(exe.graphs) == 2
-        assert all([i for i, _ in g.direct] == [0, 2, 3] for g in exe.graphs), [
+        assert all([i for i, _ in g.direct] == [0, 2] for g in exe.graphs), [
             g.direct for g in exe.graphs]
 
 

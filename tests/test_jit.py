@@ -768,6 +768,39 @@ def test_gpu_training_loop_returns_to_its_two_graphs_after_keeping_a_step():
     assert after[0][0] >= before[0][0] + 2 and after[1][0] >= before[1][0] + 2, (before, after)
 
 
+def _mlp_sgd_step_and_loss(params, x, y):
+    loss, grads = flamefx.value_and_grad(mlp_loss)(params, x, y)
+    return flamefx.tree_util.tree_map(lambda p, g: p - 0.1 * g, params, grads), loss
+
+
+@pytest.mark.gpu
+def test_gpu_training_loop_keeping_every_loss_alternates_two_graphs():
+    """A loop that keeps each step's loss to read later (logging without waiting for the
+    GPU) still alternates between the two output-owning graphs: scalar outputs are
+    copied out on every replay, so keeping them holds no graph's buffers."""
+    params, x, y = _on_gpu(_mlp_args())
+    with flamefx.config.override("cuda_graphs", False):
+        plain = flamefx.jit(_mlp_sgd_step_and_loss)
+        p, want = params, []
+        for _ in range(8):
+            p, loss = plain(p, x, y)
+            want.append((p, loss))
+    with flamefx.config.override("cuda_graphs", True):
+        jstep = flamefx.jit(_mlp_sgd_step_and_loss)
+        p, losses = params, []
+        for expected, _ in want:
+            p, loss = jstep(p, x, y)
+            losses.append(loss)
+            _assert_trees_close(p, expected, rtol=1e-5)
+        exe = _executable(jstep)
+    np.testing.assert_allclose([float(v) for v in losses], [float(v) for _, v in want],
+                               rtol=1e-5)
+    assert len({v.buffer.data.ptr for v in losses}) == len(losses)  # each its own
+    assert [g.copy_out for g in exe.graphs] == [False, False], [
+        (g.replays, g.copy_out) for g in exe.graphs]
+    assert all(g.replays >= 3 for g in exe.graphs), [g.replays for g in exe.graphs]
+
+
 @pytest.mark.gpu
 def test_gpu_graph_replays_when_every_earlier_output_is_kept():
     # Holding every step's outputs leaves neither output-owning graph ready; the third

@@ -90,7 +90,9 @@ class GraphReplay:
     argument is copied into, and writes fixed output buffers. So it may only replay while
     the in-place arguments sit where they were and nobody holds the previous call's
     outputs (they were dropped, or donated back in): ``ready()`` checks exactly that, and
-    a call that finds them otherwise runs another graph or the plain executable. Its
+    a call that finds them otherwise runs another graph or the plain executable. Scalar
+    outputs are the exception: each replay copies them into fresh arrays, so a caller may
+    keep them (the losses of the last steps, to read later). Its
     staging and output buffers come from its own pool (``pool``), which lives as long as
     the graph, so nothing else can be handed a block the graph writes to; its other
     intermediates from the pool its executable's graphs share (``pools`` holds both): they
@@ -106,6 +108,12 @@ class GraphReplay:
         # captured again to read that graph's outputs in place (GpuExecutable._recapture).
         self.recapturable = False
         self.outs = outs
+        # Scalar outputs (a loss, a step count, metrics) are copied into fresh arrays on
+        # every replay: a loop that keeps them to read later, without waiting for the GPU,
+        # would otherwise leave both output-owning graphs unready every step, and every
+        # call would replay the graph that copies all its outputs out.
+        self.scalars = frozenset() if copy_out else frozenset(
+            j for j, o in enumerate(outs) if o.size == 1)
         self.inputs = inputs  # what the graph reads: staging buffers and in-place arguments
         self.direct = [(i, inputs[i].data.ptr) for i in sorted(direct)]
         self.stable = [(i, inputs[i].data.ptr) for i in sorted(stable)]
@@ -146,7 +154,10 @@ class GraphReplay:
         # An output handed back in through donation may be overwritten (the caller deletes
         # its Array); it must just have no views, which would share its memory.
         donated_ids = {id(bufs[i]) for i in donated}
-        for o, base, held in zip(self.outs, self.baseline, holders_of(self.outs)):
+        for j, (o, base, held) in enumerate(zip(self.outs, self.baseline,
+                                                holders_of(self.outs))):
+            if j in self.scalars:  # never handed out
+                continue
             if id(o) in donated_ids:
                 held, base = held[1:], base[1:]
             if held != base:
@@ -176,15 +187,14 @@ class GraphReplay:
         self.copy_in(bufs, stream)
         self.graph.launch(stream)
         self.replays += 1
-        outs = self.outs
-        if self.copy_out:
-            outs = [empty(o.shape, o.dtype) for o in self.outs]
-            for o, src in zip(outs, self.outs):
-                if o.nbytes:
-                    self.memcpy(o.data.ptr, src.data.ptr, o.nbytes, self.device_to_device,
-                                stream.ptr)
+        outs = list(self.outs)
+        for j in range(len(outs)) if self.copy_out else self.scalars:
+            outs[j] = empty(outs[j].shape, outs[j].dtype)
+            if outs[j].nbytes:
+                self.memcpy(outs[j].data.ptr, self.outs[j].data.ptr, outs[j].nbytes,
+                            self.device_to_device, stream.ptr)
         self.order.leave(stream)
-        return list(outs)
+        return outs
 
     def holders_changed(self) -> list[tuple]:
         """(output index, baseline, now) for each output whose holders differ from the
@@ -192,7 +202,8 @@ class GraphReplay:
         if self.baseline is None or self.copy_out:
             return []
         return [(i, base, now) for i, (base, now) in
-                enumerate(zip(self.baseline, holders_of(self.outs))) if now != base]
+                enumerate(zip(self.baseline, holders_of(self.outs)))
+                if now != base and i not in self.scalars]
 
 
 def _holders(buf) -> tuple:
