@@ -594,9 +594,10 @@ using std::isfinite;
 """
 
 
-def _emulate_fused_rows(tmp_path, kernel, inputs):
-    """Runs a fused row reduction (one block per reduced value, no split) on the CPU; its
-    outputs in kernel order."""
+def _emulate_fused(tmp_path, kernel, inputs):
+    """Runs a fused row reduction (one block per reduced value, no split) or an elementwise
+    kernel of several components (a grid row each) on the CPU; its outputs in kernel
+    order."""
     from flamefx.kernels import codegen, cuda_scalar, fusion
     arrays = [np.ascontiguousarray(a) for a in inputs]
     ctype = [codegen.storage_ctype(v.aval.dtype) for v in list(kernel.inputs) + kernel.outputs]
@@ -609,7 +610,9 @@ def _emulate_fused_rows(tmp_path, kernel, inputs):
         lines.append(f"  std::vector<{held[len(arrays) + j]}> out{j}({max(v.aval.size, 1)});")
     args = [f"({ctype[j]}*)in{j}.data()" for j in range(len(arrays))]
     args += [f"({ctype[len(arrays) + j]}*)out{j}.data()" for j in range(len(kernel.outputs))]
-    lines += [f"  launch(Dim3{{1, {kernel.outer}, 1}}, Dim3{{{fusion.BLOCK}, 1, 1}}, [&] {{",
+    grid = ((1, kernel.outer) if kernel.layout == "rows" else
+            (-(-kernel.total // fusion.BLOCK), kernel.components))
+    lines += [f"  launch(Dim3{{{grid[0]}, {grid[1]}, 1}}, Dim3{{{fusion.BLOCK}, 1, 1}}, [&] {{",
               f"    {kernel.name}({', '.join(args)}); }});",
               '  FILE* o = fopen((std::string(argv[1]) + "/out.bin").c_str(), "wb");']
     lines += [f"  write_array(o, out{j});" for j in range(len(kernel.outputs))] + ["}"]
@@ -659,10 +662,10 @@ def _epilogue_cases():
 
 
 def _row_kernels_against_numpy(tmp_path, fun, args, half=False):
-    """Runs ``fun``'s GPU plan step by step with NumPy and each of its one-block-per-row
-    kernels on the CPU emulator; every output of those kernels must match. Returns the
-    plan, the number of kernels checked, of those with sibling reductions, and the most
-    passes one of them makes. ``half``: fused kernels keep half-precision intermediates in
+    """Runs ``fun``'s GPU plan step by step with NumPy, and on the CPU emulator each of its
+    one-block-per-row kernels and elementwise kernels of several components; every output
+    of those kernels must match. Returns the plan, the number of kernels checked, of those
+    with sibling reductions, and the most passes one of them makes. ``half``: fused kernels keep half-precision intermediates in
     float32 (as XLA's fusions do) where the plan run by NumPy rounds each of them, so
     their float32 outputs get half-precision tolerances."""
     import flamefx
@@ -682,8 +685,9 @@ def _row_kernels_against_numpy(tmp_path, fun, args, half=False):
                    for v in eqn.invars]
             outs = eqn.prim.impl_for("cpu")(*ins, **eqn.params)
             scope.update({v.id: np.asarray(o) for v, o in zip(eqn.outvars, outs)})
-        if fused and step.closed and step.layout == "rows" and step.split == 1:
-            got = _emulate_fused_rows(tmp_path, step, [env[v.id] for v in step.inputs])
+        if fused and (step.components > 1 or (step.closed and step.layout == "rows"
+                                               and step.split == 1)):
+            got = _emulate_fused(tmp_path, step, [env[v.id] for v in step.inputs])
             for v, g in zip(step.outputs, got):
                 want = scope[v.id]
                 tol = 1e-2 if want.dtype.itemsize == 2 or half else 1e-5
@@ -728,6 +732,39 @@ def _random_row_program(rng):
                 h = fnp.maximum(h, fnp.min(h, axis=-1, keepdims=True) * 0.5)
         return h, fnp.sum(h, axis=-1) + sum(rows)
     return program, steps
+
+
+def test_optimizer_update_of_small_parameters_runs_a_grid_row_per_parameter(tmp_path):
+    """Adam over a tree of small parameters of one shape is one kernel whose equations form
+    a chain per parameter; each chain runs in its own grid row, and the kernel computes
+    what the plan's equations compute one by one (3 parameters of 40 elements, plus a
+    0-d one of another shape: its own kernel)."""
+    import flamefx
+    import flamefx.numpy as fnp
+    from flamefx import optim
+
+    rng = np.random.default_rng(5)
+    params = {name: fnp.asarray(rng.standard_normal(40).astype(np.float32))
+              for name in ("a", "b", "c")}
+    params["s"] = fnp.asarray(np.float32(0.5))
+    grads = flamefx.tree_util.tree_map(lambda p: p * 0.1 + 0.01, params)
+    opt = optim.adam(1e-2)
+
+    def update(params, grads, state):
+        updates, state = opt.update(grads, state, params)
+        return optim.apply_updates(params, updates), state
+
+    plan, checked, _, _ = _row_kernels_against_numpy(tmp_path, update,
+                                                     (params, grads, opt.init(params)))
+    assert [k.components for k in plan.kernels() if k.shape == (40,)] == [3], plan.describe()
+    assert checked >= 1
+
+    def chains_and_a_broadcast(a, b, s):  # the broadcast is written out, read by no chain
+        return a * 2.0 + 1.0, fnp.exp(b) - b, fnp.broadcast_to(s, (40,))
+
+    plan, checked, _, _ = _row_kernels_against_numpy(
+        tmp_path, chains_and_a_broadcast, (params["a"], params["b"], params["s"]))
+    assert [k.components for k in plan.kernels()] == [3], plan.describe()
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -177,7 +177,7 @@ class _FusedLaunch:
             # than a capped grid-stride loop (H100, W6's 822 MB outer product: 0.265
             # against 0.288 ms at SMs x 32 blocks). The kernels loop, so any grid works.
             blocks = max(1, -(-fused.total // block))
-            self.grid, self.finish, self.partial = (blocks,), None, None
+            self.grid, self.finish, self.partial = (blocks, fused.components), None, None
         else:
             if fused.layout == "columns":
                 self.grid = (fused.tiles, fused.split)

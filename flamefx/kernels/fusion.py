@@ -112,6 +112,7 @@ class FusedKernel:
         self.source = ""
         self.launches = 1
         self.layout = "elementwise"   # or 'rows' / 'columns' (how a reduction maps threads)
+        self.components = 1  # grid rows of an elementwise kernel (codegen._components)
 
     @property
     def reduction(self) -> JaxprEqn | None:
