@@ -665,9 +665,10 @@ def _row_kernels_against_numpy(tmp_path, fun, args, half=False):
     """Runs ``fun``'s GPU plan step by step with NumPy, and on the CPU emulator each of its
     one-block-per-row kernels and elementwise kernels of several components; every output
     of those kernels must match. Returns the plan, the number of kernels checked, of those
-    with sibling reductions, and the most passes one of them makes. ``half``: fused kernels keep half-precision intermediates in
-    float32 (as XLA's fusions do) where the plan run by NumPy rounds each of them, so
-    their float32 outputs get half-precision tolerances."""
+    with sibling reductions, and the most passes one of them makes. ``half``: fused
+    kernels keep half-precision intermediates in float32 (as XLA's fusions do) where the
+    plan run by NumPy rounds each of them, so their float32 outputs get half-precision
+    tolerances."""
     import flamefx
     from flamefx.jaxpr import Literal
     from flamefx.kernels.fusion import FusedKernel
