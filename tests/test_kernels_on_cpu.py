@@ -738,7 +738,7 @@ def _random_row_program(rng):
 def test_optimizer_update_of_small_parameters_runs_a_grid_row_per_parameter(tmp_path):
     """Adam over a tree of small parameters of one shape is one kernel whose equations form
     a chain per parameter; each chain runs in its own grid row, and the kernel computes
-    what the plan's equations compute one by one (3 parameters of 40 elements, plus a
+    what the plan's equations compute one by one (4 parameters of 40 elements, plus a
     0-d one of another shape: its own kernel)."""
     import flamefx
     import flamefx.numpy as fnp
@@ -746,7 +746,7 @@ def test_optimizer_update_of_small_parameters_runs_a_grid_row_per_parameter(tmp_
 
     rng = np.random.default_rng(5)
     params = {name: fnp.asarray(rng.standard_normal(40).astype(np.float32))
-              for name in ("a", "b", "c")}
+              for name in ("a", "b", "c", "d")}
     params["s"] = fnp.asarray(np.float32(0.5))
     grads = flamefx.tree_util.tree_map(lambda p: p * 0.1 + 0.01, params)
     opt = optim.adam(1e-2)
@@ -757,15 +757,15 @@ def test_optimizer_update_of_small_parameters_runs_a_grid_row_per_parameter(tmp_
 
     plan, checked, _, _ = _row_kernels_against_numpy(tmp_path, update,
                                                      (params, grads, opt.init(params)))
-    assert [k.components for k in plan.kernels() if k.shape == (40,)] == [3], plan.describe()
+    assert [k.components for k in plan.kernels() if k.shape == (40,)] == [4], plan.describe()
     assert checked >= 1
 
-    def chains_and_a_broadcast(a, b, s):  # the broadcast is written out, read by no chain
-        return a * 2.0 + 1.0, fnp.exp(b) - b, fnp.broadcast_to(s, (40,))
+    def chains_and_a_broadcast(a, b, c, s):  # the broadcast is written out, read by no chain
+        return a * 2.0 + 1.0, fnp.exp(b) - b, fnp.tanh(c), fnp.broadcast_to(s, (40,))
 
     plan, checked, _, _ = _row_kernels_against_numpy(
-        tmp_path, chains_and_a_broadcast, (params["a"], params["b"], params["s"]))
-    assert [k.components for k in plan.kernels()] == [3], plan.describe()
+        tmp_path, chains_and_a_broadcast, (params["a"], params["b"], params["c"], params["s"]))
+    assert [k.components for k in plan.kernels()] == [4], plan.describe()
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -218,7 +218,7 @@ def generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
     n_total = int(np.prod(shape, dtype=np.int64))
     if red is None and n_total <= COMPONENT_ELEMENTS:
         components = _components(main_eqns)
-        if len(components) > 1:
+        if len(components) >= MIN_COMPONENTS:
             _generate_components(kernel, components, used_later, n_total)
             return
     scalar = _Body(kernel, lambda j, index: f"in{j}[{index}]", main_eqns)
@@ -267,6 +267,9 @@ def generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
 # Its equations form independent chains, one per parameter: grid row c runs chain c, so
 # the chains run side by side on different SMs.
 COMPONENT_ELEMENTS = 1 << 16  # larger kernels fill the GPU with their elements alone
+# Two or three chains run well enough in one vectorized grid row; the split pays where
+# many chains would each wait on their loads in turn.
+MIN_COMPONENTS = 4
 
 
 def _components(eqns: list[JaxprEqn]) -> list[list[JaxprEqn]]:
