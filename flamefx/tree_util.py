@@ -34,6 +34,7 @@ def register_pytree_node(node_type: type, flatten_fn, unflatten_fn) -> None:
     if node_type in _registry:
         raise ValueError(f"{node_type.__name__} is already registered as a pytree node")
     _registry[node_type] = _NodeType(lambda x: _as_list(flatten_fn(x)), unflatten_fn)
+    _leaf_types.discard(node_type)
 
 
 def _as_list(pair):
@@ -109,8 +110,8 @@ class PyTreeDef:
         self._hash = hash((kind, aux, children))
 
     def __eq__(self, other):
-        return (isinstance(other, PyTreeDef) and self.kind is other.kind
-                and self.aux == other.aux and self.children == other.children)
+        return self is other or (isinstance(other, PyTreeDef) and self.kind is other.kind
+                                 and self.aux == other.aux and self.children == other.children)
 
     def __hash__(self):
         return self._hash
@@ -143,17 +144,42 @@ class PyTreeDef:
 
 LEAF = PyTreeDef(None, None, ())
 
+# Every jitted call flattens its arguments and rebuilds its results in Python, so these
+# paths are kept short (the diffusion example's state, 444 leaves in 772 nodes: flattening
+# took 0.9 ms, the cache lookup compared the trees node by node). Leafness depends on
+# the type alone (given the registry), so leaf types are remembered; and each structure
+# is made once (``_interned``, keyed by its children's identities), so trees of one
+# structure share their PyTreeDef and compare by identity.
+_leaf_types: set[type] = set()
+_interned: dict[tuple, PyTreeDef] = {}
+
 
 def _flatten(x, is_leaf, leaves: list) -> PyTreeDef:
     if is_leaf is not None and is_leaf(x):
         leaves.append(x)
         return LEAF
-    node = _node_of(x)
-    if node is None:
+    kind = type(x)
+    if kind in _leaf_types:
         leaves.append(x)
         return LEAF
-    kind, children, aux = node
-    return PyTreeDef(kind, aux, tuple(_flatten(c, is_leaf, leaves) for c in children))
+    if kind is dict:
+        aux = tuple(sorted(x))
+        children = [x[k] for k in aux]
+    elif kind is list or kind is tuple:
+        children, aux = x, None
+    else:
+        node = _node_of(x)
+        if node is None:
+            _leaf_types.add(kind)
+            leaves.append(x)
+            return LEAF
+        kind, children, aux = node
+    defs = tuple([_flatten(c, is_leaf, leaves) for c in children])
+    key = (kind, aux, tuple(map(id, defs)))
+    treedef = _interned.get(key)
+    if treedef is None:
+        treedef = _interned[key] = PyTreeDef(kind, aux, defs)
+    return treedef
 
 
 def tree_flatten(tree, is_leaf=None) -> tuple[list, PyTreeDef]:
@@ -165,11 +191,11 @@ def tree_flatten(tree, is_leaf=None) -> tuple[list, PyTreeDef]:
 
 def tree_unflatten(treedef: PyTreeDef, leaves) -> Any:
     """Rebuilds a tree of structure ``treedef`` from ``leaves`` (any iterable)."""
-    it = iter(leaves)
-    out = _build(treedef, it)
-    if next(it, _SENTINEL) is not _SENTINEL:
-        raise ValueError(f"too many leaves for {treedef}")
-    return out
+    leaves = leaves if type(leaves) is list else list(leaves)
+    if len(leaves) != treedef.num_leaves:
+        raise ValueError(f"too {'many' if len(leaves) > treedef.num_leaves else 'few'} "
+                         f"leaves ({len(leaves)}) for {treedef}")
+    return _build(treedef, iter(leaves))
 
 
 _SENTINEL = object()
@@ -177,11 +203,8 @@ _SENTINEL = object()
 
 def _build(treedef: PyTreeDef, it):
     if treedef.kind is None:
-        leaf = next(it, _SENTINEL)
-        if leaf is _SENTINEL:
-            raise ValueError("too few leaves for the tree structure")
-        return leaf
-    children = [_build(c, it) for c in treedef.children]
+        return next(it)
+    children = [next(it) if c.kind is None else _build(c, it) for c in treedef.children]
     kind = treedef.kind
     if kind is tuple:
         return tuple(children)

@@ -139,6 +139,26 @@ def test_tree_util_round_trips_and_maps():
     assert "Point" in repr(treedef)
 
 
+def test_tree_util_structures_are_shared_and_leaf_counts_checked():
+    a = tree_util.tree_structure({"w": [1.0, 2.0], "b": (3.0, None)})
+    b = tree_util.tree_structure({"w": [4.0, 5.0], "b": (6.0, None)})
+    assert a is b  # one PyTreeDef per structure: jit's cache compares them by identity
+    assert a != tree_util.tree_structure({"w": [1.0, 2.0], "c": (3.0, None)})
+    assert a != tree_util.tree_structure({"w": [1.0], "b": (3.0, None)})
+    with pytest.raises(ValueError, match="too few leaves"):
+        tree_util.tree_unflatten(a, [1.0, 2.0])
+    with pytest.raises(ValueError, match="too many leaves"):
+        tree_util.tree_unflatten(a, range(4))
+
+    class Later:  # seen as a leaf first, then registered: a node from then on
+        def __init__(self, v):
+            self.v = v
+
+    assert tree_util.tree_leaves([Later(1)])[0].v == 1
+    tree_util.register_pytree_node(Later, lambda x: ((x.v,), None), lambda _, c: Later(*c))
+    assert tree_util.tree_leaves([Later(1)]) == [1]
+
+
 def test_tree_util_register_class():
     @tree_util.register_pytree_node_class
     class Box:
