@@ -760,6 +760,12 @@ def test_optimizer_update_of_small_parameters_runs_a_grid_row_per_parameter(tmp_
     assert [k.components for k in plan.kernels() if k.shape == (40,)] == [4], plan.describe()
     assert checked >= 1
 
+    half = {k: v.astype(flamefx.dtypes.bfloat16) for k, v in params.items()}
+    plan, checked, _, _ = _row_kernels_against_numpy(  # bfloat16 parameters and state
+        tmp_path, update, (half, flamefx.tree_util.tree_map(lambda p: p * 0.5, half),
+                           opt.init(half)), half=True)
+    assert [k.components for k in plan.kernels() if k.shape == (40,)] == [4], plan.describe()
+
     def chains_and_a_broadcast(a, b, c, s):  # the broadcast is written out, read by no chain
         return a * 2.0 + 1.0, fnp.exp(b) - b, fnp.tanh(c), fnp.broadcast_to(s, (40,))
 
