@@ -113,6 +113,24 @@ def _index_type(n: int) -> str:
     return "long long" if n >= 2**31 - 1 else "int"
 
 
+def _pointer_params(inputs: list[Var], outputs: list[Var]) -> list[str]:
+    """A fused kernel's parameters: ``in<j>`` for each input, ``out<j>`` for each output."""
+    return ([f"const {storage_ctype(v.aval.dtype)}* __restrict__ in{j}"
+             for j, v in enumerate(inputs)]
+            + [f"{storage_ctype(v.aval.dtype)}* __restrict__ out{j}"
+               for j, v in enumerate(outputs)])
+
+
+def _set_source(kernel: FusedKernel, params: list[str], lines: list[str]) -> None:
+    """Names ``kernel`` after a hash of its parameters and body ``lines`` (which close its
+    brace) and sets its source."""
+    text = "\n".join(lines)
+    kernel.name = "flamefx_fused_" + hashlib.sha1(
+        (", ".join(params) + text).encode()).hexdigest()[:12]
+    kernel.source = (PREAMBLE + f'extern "C" __global__ void {kernel.name}('
+                     f'{", ".join(params)}) {{\n' + text + "\n")
+
+
 class _Body:
     """The per-element C lines of a fused kernel, reading its inputs through ``read``.
 
@@ -228,10 +246,7 @@ def generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
     epilogue_outputs = [v for e in kernel.epilogue for v in e.outvars if used_later.get(v.id)]
     epilogue = _epilogue(kernel, inputs, len(outputs), epilogue_outputs)
     kernel.inputs, kernel.outputs = inputs, outputs + epilogue_outputs
-    params = [f"const {storage_ctype(v.aval.dtype)}* __restrict__ in{j}"
-              for j, v in enumerate(inputs)]
-    params += [f"{storage_ctype(v.aval.dtype)}* __restrict__ out{j}"
-               for j, v in enumerate(kernel.outputs)]
+    params = _pointer_params(inputs, kernel.outputs)
     stores = [f"out{j}[i] = {store(v.aval.dtype, names[v.id])};" for j, v in enumerate(outputs)]
     itype = _index_type(n_total)
     lanes = _vector_lanes(kernel, scalar, n_total)
@@ -322,17 +337,10 @@ def _generate_components(kernel: FusedKernel, components, used_later, n_total: i
         cases += ["        " + s for s in coords + body.lines + stores]
         cases += ["      }", "      break;"]
     kernel.inputs, kernel.outputs = inputs, outputs
-    params = [f"const {storage_ctype(v.aval.dtype)}* __restrict__ in{j}"
-              for j, v in enumerate(inputs)]
-    params += [f"{storage_ctype(v.aval.dtype)}* __restrict__ out{j}"
-               for j, v in enumerate(outputs)]
-    text = "\n".join([f"  const {itype} stride = ({itype})gridDim.x * blockDim.x;",
-                      f"  const {itype} first = ({itype})blockIdx.x * blockDim.x + threadIdx.x;",
-                      "  switch (blockIdx.y) {"] + cases + ["  }", "}"])
-    kernel.name = "flamefx_fused_" + hashlib.sha1(
-        (", ".join(params) + text).encode()).hexdigest()[:12]
-    kernel.source = (PREAMBLE + f'extern "C" __global__ void {kernel.name}('
-                     f'{", ".join(params)}) {{\n' + text + "\n")
+    _set_source(kernel, _pointer_params(inputs, outputs), [
+        f"  const {itype} stride = ({itype})gridDim.x * blockDim.x;",
+        f"  const {itype} first = ({itype})blockIdx.x * blockDim.x + threadIdx.x;",
+        "  switch (blockIdx.y) {"] + cases + ["  }", "}"])
     kernel.total, kernel.split, kernel.outer = n_total, 1, n_total
     kernel.layout, kernel.tiles, kernel.components = "elementwise", 0, len(components)
 
@@ -700,17 +708,10 @@ def _generate_row_passes(kernel: FusedKernel, used_later: dict[int, int]) -> Non
     lines += [f"    if (threadIdx.x == 0) {{ {' '.join(row_stores)} }}",
               "    __syncthreads();", "  }", "}"]
     kernel.inputs, kernel.outputs = inputs, outputs + row_outputs
-    params = [f"const {storage_ctype(v.aval.dtype)}* __restrict__ in{j}"
-              for j, v in enumerate(inputs)]
-    params += [f"{storage_ctype(v.aval.dtype)}* __restrict__ out{j}"
-               for j, v in enumerate(kernel.outputs)]
+    params = _pointer_params(inputs, kernel.outputs)
     params += [f"{storage_ctype(r.outvars[0].aval.dtype)}* __restrict__ red_out{k or ''}"
                for k, r in enumerate(reds)]
-    text = "\n".join(lines)
-    kernel.name = "flamefx_fused_" + hashlib.sha1(
-        (", ".join(params) + text).encode()).hexdigest()[:12]
-    kernel.source = (PREAMBLE + f'extern "C" __global__ void {kernel.name}('
-                     f'{", ".join(params)}) {{\n' + text + "\n")
+    _set_source(kernel, params, lines)
     kernel.outputs = kernel.outputs + [r.outvars[0] for r in reds]
     kernel.layout, kernel.tiles = "rows", 0
     kernel.total, kernel.split, kernel.outer = outer * inner, 1, outer
