@@ -13,6 +13,7 @@ Built in: tuple, list, dict (keys sorted), namedtuple, None (an empty node) and
 from __future__ import annotations
 
 import dataclasses
+import operator
 from typing import Any, Callable, NamedTuple
 
 _registry: dict[type, "_NodeType"] = {}
@@ -62,9 +63,13 @@ def register_dataclass(cls: type, data_fields=None, meta_fields=None) -> type:
     meta = tuple(meta_fields or [f.name for f in dataclasses.fields(cls)
                                  if f.metadata.get("static", False)])
     data = tuple(data_fields or [n for n in names if n not in meta])
+    # Every jitted call of a model flattens its layers (the diffusion example's state
+    # holds 225): attrgetter reads the fields in C.
+    get_data = _fields_getter(data)
+    get_meta = _fields_getter(meta)
 
     def flatten(x):
-        return [getattr(x, n) for n in data], tuple(getattr(x, n) for n in meta)
+        return list(get_data(x)), get_meta(x)
 
     def unflatten(aux, children):
         kwargs = dict(zip(data, children))
@@ -73,6 +78,13 @@ def register_dataclass(cls: type, data_fields=None, meta_fields=None) -> type:
 
     register_pytree_node(cls, flatten, unflatten)
     return cls
+
+
+def _fields_getter(names: tuple) -> Callable[[Any], tuple]:
+    """x -> the tuple of x's attributes ``names`` (attrgetter gives one bare value)."""
+    if len(names) == 1:
+        return lambda x: (getattr(x, names[0]),)
+    return operator.attrgetter(*names) if names else (lambda x: ())
 
 
 def _is_namedtuple(x) -> bool:
