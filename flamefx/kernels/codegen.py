@@ -113,6 +113,11 @@ def _index_type(n: int) -> str:
     return "long long" if n >= 2**31 - 1 else "int"
 
 
+def _read_input(j: int, index: str) -> str:
+    """How a fused kernel reads input ``j`` at C index ``index``."""
+    return f"in{j}[{index}]"
+
+
 def _pointer_params(inputs: list[Var], outputs: list[Var]) -> list[str]:
     """A fused kernel's parameters: ``in<j>`` for each input, ``out<j>`` for each output."""
     return ([f"const {storage_ctype(v.aval.dtype)}* __restrict__ in{j}"
@@ -239,7 +244,7 @@ def generate(kernel: FusedKernel, used_later: dict[int, int]) -> None:
         if len(components) >= MIN_COMPONENTS:
             _generate_components(kernel, components, used_later, n_total)
             return
-    scalar = _Body(kernel, lambda j, index: f"in{j}[{index}]", main_eqns)
+    scalar = _Body(kernel, _read_input, main_eqns)
     red_ins = [scalar.ref(r.invars[0]) for r in kernel.reductions]
     inputs, names, body = list(scalar.inputs), scalar.names, scalar.lines
     outputs = [v for e in main_eqns for v in e.outvars if used_later.get(v.id)]
@@ -328,7 +333,7 @@ def _generate_components(kernel: FusedKernel, components, used_later, n_total: i
     position = {v.id: j for j, v in enumerate(outputs)}
     cases = []
     for c, group in enumerate(components):
-        body = _Body(kernel, lambda j, index: f"in{j}[{index}]", group, registry=inputs)
+        body = _Body(kernel, _read_input, group, registry=inputs)
         coords = _coords_from_flat("i", kernel.shape, itype) if body.need_coords else []
         stores = [f"out{position[v.id]}[i] = {store(v.aval.dtype, body.names[v.id])};"
                   for e in group for v in e.outvars if v.id in position]
@@ -663,17 +668,13 @@ def _generate_row_passes(kernel: FusedKernel, used_later: dict[int, int]) -> Non
     outputs = [v for e in element_eqns for v in e.outvars if used_later.get(v.id)]
     row_outputs = [v for e in kernel.epilogue for v in e.outvars if used_later.get(v.id)]
     inputs: list[Var] = []
-
-    def read(j, index):
-        return f"in{j}[{index}]"
-
     row_names: dict[int, str] = {}  # var id -> C local of a row value
     last = kernel.passes - 1
     lines = [f"  __shared__ {acc} smem[{BLOCK // 32}];",
              f"  __shared__ {acc} shared_rows[{len(reds)}];",
              f"  for ({itype} m = blockIdx.y; m < {outer}; m += gridDim.y) {{"]
     for p in range(kernel.passes):
-        body = _Body(kernel, read, [e for e in element_eqns
+        body = _Body(kernel, _read_input, [e for e in element_eqns
                                     if kernel.pass_of[e.outvars[0].id] <= p],
                      names=dict(row_names), registry=inputs)
         mine = [(k, r) for k, r in enumerate(reds) if kernel.pass_of[r.outvars[0].id] == p]
@@ -687,7 +688,7 @@ def _generate_row_passes(kernel: FusedKernel, used_later: dict[int, int]) -> Non
         lines += [f"      {{ const {acc} a = {name}; const {acc} b = {value}; "
                   f"{name} = {combine}; }}" for name, _, combine, value in accumulators]
         lines.append("    }")
-        for n, ((k, r), (name, identity, combine, _)) in enumerate(zip(mine, accumulators)):
+        for (k, r), (name, identity, combine, _) in zip(mine, accumulators):
             dtype = r.outvars[0].aval.dtype
             lines.append("    __syncthreads();")  # smem is free again
             lines += ["    " + s for s in _block_reduce(acc, combine, identity, name)]
@@ -698,7 +699,8 @@ def _generate_row_passes(kernel: FusedKernel, used_later: dict[int, int]) -> Non
                       f"{load(dtype, store(dtype, name))};"]
             row_names[r.outvars[0].id] = f"red{k}"
         row_eqns = [e for e in kernel.epilogue if kernel.ready_at[e.outvars[0].id] == p + 1]
-        row = _Body(kernel, read, row_eqns, "m", dict(row_names), inputs, prefix=f"p{p}_")
+        row = _Body(kernel, _read_input, row_eqns, "m", dict(row_names), inputs,
+                    prefix=f"p{p}_")
         lines += ["    " + s for s in row.lines]
         row_names.update((v.id, row.names[v.id]) for e in row_eqns for v in e.outvars)
     row_stores = [f"red_out{k or ''}[m] = {store(r.outvars[0].aval.dtype, _accumulator(k))};"

@@ -105,7 +105,6 @@ class FusedKernel:
         self.row_passes = False
         self.ready_at: dict[int, int] = {}
         self.pass_of: dict[int, int] = {}
-        self.passes = 1
         self.inputs: list[Var] = []       # external values, in kernel-argument order
         self.outputs: list[Var] = []      # values written to memory, in argument order
         self.name = ""
@@ -117,6 +116,11 @@ class FusedKernel:
     @property
     def reduction(self) -> JaxprEqn | None:
         return self.reductions[0] if self.reductions else None
+
+    @property
+    def passes(self) -> int:
+        """How many times the kernel walks its rows (1 unless row_passes)."""
+        return max(self.pass_of.values(), default=0) + 1
 
     @property
     def closed(self) -> bool:
@@ -228,7 +232,6 @@ class FusedKernel:
             self.row_passes = not columns and self.split == 1 and inner > 1
             self.epilogue_defined.add(out)
             self.pass_of[out], self.ready_at[out] = ready, ready + 1
-            self.passes = max(self.passes, ready + 1)
         elif self.closed and not (self.row_passes and
                                   eqn.outvars[0].aval.shape == self.shape):
             self.epilogue.append(eqn)
@@ -236,7 +239,6 @@ class FusedKernel:
             self.ready_at[out] = max(ready, 1)  # row values exist after the first pass
         else:
             self.pass_of[out] = self.ready_at[out] = ready
-            self.passes = max(self.passes, ready + 1)
         self.eqns.append(eqn)
         self.defined.update(v.id for v in eqn.outvars)
 
