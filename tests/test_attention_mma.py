@@ -29,7 +29,7 @@ int main(int argc, char** argv) {
   const std::string dir = argv[1];
   const int bh = atoi(argv[2]), sq = atoi(argv[3]), sk = atoi(argv[4]);
   const float scale = atof(argv[5]);
-  const int fwd_smem = atoi(argv[6]), bwd_smem = atoi(argv[7]);
+  const int fwd_smem = atoi(argv[6]), kv_smem = atoi(argv[7]);
   const unsigned fwd_rows = 16 * FWD_WARPS, bwd_keys = 16 * BWD_WARPS;
   FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
   auto q = read_array<T>(f, (size_t)bh * sq * D);
@@ -38,21 +38,32 @@ int main(int argc, char** argv) {
   auto dout = read_array<T>(f, (size_t)bh * sq * DV);
   auto dlse = read_array<float>(f, (size_t)bh * sq);
   fclose(f);
-  if (fwd_smem > (int)sizeof(smem) || bwd_smem > (int)sizeof(smem)) return 3;
+  if (max(fwd_smem, kv_smem) > (int)sizeof(smem)) return 3;
   std::vector<T> out(dout.size()), dq(q.size()), dk(k.size()), dvs(v.size());
-  std::vector<float> lse(dlse.size()), delta(dlse.size()), dq_acc(q.size(), 0.f);
-  const long long rows = (long long)bh * sq;
+  std::vector<float> lse(dlse.size()), terms(4 * dlse.size());
+  const long long rows = (long long)bh * sq, key_rows = DOUT_ROWS ? (long long)bh * sk : 0;
+  const int sk_padded = (sk + 3) / 4 * 4;
+  std::vector<float> vsum((size_t)bh * sk_padded, 0.f);
+  float4* row_terms = reinterpret_cast<float4*>(terms.data());
   launch(Dim3{(sq + fwd_rows - 1) / fwd_rows, (unsigned)bh, 1}, Dim3{2 * fwd_rows, 1, 1}, [&] {
     flamefx_mma_attention_forward(q.data(), k.data(), v.data(), out.data(), lse.data(), sq,
                                   sk, scale * 1.4426950408889634f); });
-  launch(Dim3{(unsigned)((rows * 32 + 255) / 256), 1, 1}, Dim3{256, 1, 1}, [&] {
-    flamefx_flash_delta(out.data(), dout.data(), dlse.data(), delta.data(), rows, DV); });
+  launch(Dim3{(unsigned)(((rows + key_rows) * TERM_LANES + 255) / 256), 1, 1}, Dim3{256, 1, 1}, [&] {
+    flamefx_mma_backward_terms(out.data(), dout.data(), lse.data(), dlse.data(), row_terms,
+                               v.data(), vsum.data(), rows, key_rows, sk, sk_padded); });
+  std::vector<float> dq_acc(DOUT_ROWS ? 1 : q.size(), 0.f);
   launch(Dim3{(sk + bwd_keys - 1) / bwd_keys, (unsigned)bh, 1}, Dim3{2 * bwd_keys, 1, 1}, [&] {
-    flamefx_mma_attention_backward(q.data(), k.data(), v.data(), dout.data(), lse.data(),
-                                   delta.data(), dk.data(), dvs.data(), dq_acc.data(), sq, sk,
-                                   scale, scale * 1.4426950408889634f); });
+    flamefx_mma_attention_backward_kv(q.data(), k.data(), v.data(), dout.data(), row_terms,
+                                      vsum.data(), dk.data(), dvs.data(), dq_acc.data(), sq,
+                                      sk, sk_padded, scale, scale * 1.4426950408889634f); });
+#if DOUT_ROWS
+  launch(Dim3{(sq + fwd_rows - 1) / fwd_rows, (unsigned)bh, 1}, Dim3{2 * fwd_rows, 1, 1}, [&] {
+    flamefx_mma_attention_backward_q(q.data(), k.data(), row_terms, vsum.data(), dq.data(),
+                                     sq, sk, sk_padded, scale, scale * 1.4426950408889634f); });
+#else
   launch(Dim3{4, 1, 1}, Dim3{64, 1, 1}, [&] {
     flamefx_mma_attention_dq_convert(dq_acc.data(), dq.data(), (long long)dq.size()); });
+#endif
   FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
   write_array(o, out); write_array(o, lse); write_array(o, dq); write_array(o, dk);
   write_array(o, dvs);
@@ -106,13 +117,11 @@ TOLERANCE = {BF16: 2e-2, F16: 4e-3}
 
 
 # The backward with one output cotangent per query row (jit's narrow_attention_cotangents):
-# dout comes in as (bh, sq) and the delta from flamefx_mma_row_delta.
+# dout comes in as (bh, sq).
 ROWS_MAIN = EMULATOR_MAIN.replace(
     "auto dout = read_array<T>(f, (size_t)bh * sq * DV);",
     "auto dout = read_array<T>(f, (size_t)bh * sq);").replace(
-    "std::vector<T> out(dout.size()),", "std::vector<T> out((size_t)bh * sq * DV),").replace(
-    "flamefx_flash_delta(out.data(), dout.data(), dlse.data(), delta.data(), rows, DV);",
-    "flamefx_mma_row_delta(out.data(), dout.data(), dlse.data(), delta.data(), rows);")
+    "std::vector<T> out(dout.size()),", "std::vector<T> out((size_t)bh * sq * DV),")
 
 
 @pytest.mark.parametrize("case, rows", [(case, False) for case in range(len(EMULATOR_CASES))]
@@ -123,7 +132,7 @@ def test_mma_kernels_on_the_cpu_emulator_match_numpy(tmp_path, case, rows):
     q, k, v, dout, dlse = _inputs(bh, sq, sk, d, dv, dtype, case)
     if rows:  # one cotangent per query row: the kernels read (bh, sq), NumPy the broadcast
         dout = np.ascontiguousarray(dout[..., :1])
-        assert ROWS_MAIN.count("flamefx_mma_row_delta") == 1
+        assert ROWS_MAIN.count("auto dout = read_array<T>(f, (size_t)bh * sq);") == 1
     scale = 1 / np.sqrt(d)
     forward_warps, backward_warps = c["warps"]
     source = "#define FLAMEFX_EMULATED_MMA\n" + _host_source(
@@ -133,7 +142,7 @@ def test_mma_kernels_on_the_cpu_emulator_match_numpy(tmp_path, case, rows):
               (dtype, (bh, sk, d)), (dtype, (bh, sk, dv))]
     got = _run(tmp_path, source, ROWS_MAIN if rows else EMULATOR_MAIN,
                [bh, sq, sk, repr(float(scale)), cuda_attention_mma.forward_shared_bytes(d, dv),
-                cuda_attention_mma.backward_shared_bytes(d, dv, backward_warps)],
+                cuda_attention_mma.backward_kv_shared_bytes(d, dv, rows, backward_warps)],
                [q, k, v, dout, dlse], shapes)
     want = _reference(q, k, v, np.broadcast_to(dout, q.shape[:3] + (dv,)), dlse, c["causal"],
                       scale)

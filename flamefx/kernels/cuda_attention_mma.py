@@ -39,8 +39,9 @@ import math
 import numpy as np
 
 from flamefx import devices
-from flamefx.kernels.cuda_attention import DELTA_SOURCE, gradient_buffers, row_delta
-from flamefx.kernels.cuda_scalar import empty, raw_view, scalar_prelude, set_dynamic_shared_memory
+from flamefx.kernels.cuda_attention import gradient_buffers
+from flamefx.kernels.cuda_scalar import (empty, raw_view, scalar_prelude,
+                                         set_dynamic_shared_memory, zeros)
 
 # Whether attention_backward takes a (B, H, S, 1) dout (see attention_backward).
 TAKES_ROW_COTANGENTS = True
@@ -76,6 +77,23 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const unsigned (&a)[
                "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+// A compile-time flag for generic lambdas (`if (decltype(flag)::value)`).
+template <bool B>
+struct Flag {
+  static constexpr bool value = B;
+};
+
+// 2^x by the special-function unit (denormal results flush to zero; x = -inf gives 0).
+__device__ __forceinline__ float fast_exp2(float x) {
+#if defined(FLAMEFX_EMULATED_MMA)
+  return exp2f(x);
+#else
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
 #endif
 }
 
@@ -117,9 +135,7 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const T* row) {
 #if defined(FLAMEFX_EMULATED_MMA)
   emulated_ldmatrix_x4(r, row, TRANS);
 #else
-  unsigned address;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }"
-      : "=r"(address) : "l"(row));
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row));
   if (TRANS)
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address) : "memory");
@@ -151,6 +167,14 @@ __device__ __forceinline__ void mma_b(float (&d0)[4], float (&d1)[4], const unsi
   mma_m16n8k16(d1, a, f[2], f[3]);
 }
 
+// A fragments (rows m0 .. m0 + 15, columns k0 .. k0 + 15) of a row-major matrix in shared
+// memory with row stride `ld`.
+__device__ __forceinline__ void load_a_shared(unsigned (&a)[4], const T* m, int ld, int m0,
+                                              int k0) {
+  const int i = (threadIdx.x & 31) >> 3, r = threadIdx.x & 7;
+  ldmatrix_x4<false>(a, m + (m0 + (i & 1) * 8 + r) * ld + k0 + (i >> 1) * 8);
+}
+
 // A fragments (rows m0 .. m0 + 15, columns k0 .. k0 + 15) of a matrix stored transposed in
 // shared memory, at[k][m] with row stride `ld`.
 __device__ __forceinline__ void load_a_transposed(unsigned (&a)[4], const T* at, int ld,
@@ -161,15 +185,13 @@ __device__ __forceinline__ void load_a_transposed(unsigned (&a)[4], const T* at,
 
 // 16 bytes from global to shared memory without a round trip through registers (cp.async;
 // zeros when !valid), complete after the cp_async_wait that follows its commit.
-__device__ __forceinline__ void copy_16_async(T* dst, const T* src, bool valid) {
+__device__ __forceinline__ void copy_16_async(void* dst, const void* src, bool valid) {
 #if defined(FLAMEFX_EMULATED_MMA)
   uint4 piece = {0u, 0u, 0u, 0u};
   if (valid) piece = *reinterpret_cast<const uint4*>(src);
   *reinterpret_cast<uint4*>(dst) = piece;
 #else
-  unsigned address;
-  asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }"
-      : "=r"(address) : "l"(dst));
+  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
                :: "r"(address), "l"(src), "r"(valid ? 16 : 0) : "memory");
 #endif
@@ -198,6 +220,19 @@ __device__ __forceinline__ void load_rows_async(T* dst, const T* src, int valid)
     copy_16_async(dst + r * (COLS + PAD) + c, r < valid ? src + (long long)r * COLS + c : src,
                   r < valid);
   }
+}
+
+// s (16 x 64: this warp's 16 rows of A against a tile's 64 rows of B) = A Bᵀ over D, for A
+// in fragments a[D / 16] and the tile row-major in shared memory (row stride D + PAD).
+__device__ __forceinline__ void tile_scores(float (&s)[ROWS / 8][4], const unsigned (&a)[D / 16][4],
+                                            const T* tile) {
+  #pragma unroll
+  for (int n = 0; n < ROWS / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+  #pragma unroll
+  for (int n = 0; n < ROWS / 8; n += 2)
+    #pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk)
+      mma_b_transposed(s[n], s[n + 1], a[kk], tile, D + PAD, n * 8, kk * 16);
 }
 
 // A fragments for the next product straight from an accumulator tile s[n][4] (16 x 8 per
@@ -260,13 +295,7 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
     const T* const tile_vs = tile_ks + ROWS * (D + PAD);
     if (!CAUSAL || k0 <= q0 + 15) {  // else this warp's rows see none of these keys
       float s[ROWS / 8][4];
-      #pragma unroll
-      for (int n = 0; n < ROWS / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-      #pragma unroll
-      for (int n = 0; n < ROWS / 8; n += 2)
-        #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk)
-          mma_b_transposed(s[n], s[n + 1], qa[kk], tile_ks, D + PAD, n * 8, kk * 16);
+      tile_scores(s, qa, tile_ks);
       // Scores in the log2 domain; keys past the end, or after the row when causal, hidden.
       const bool edge = k0 + ROWS > sk || (CAUSAL && k0 + ROWS - 1 > q0);
       float row_max[2] = {m[0], m[1]};
@@ -289,7 +318,7 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
         row_max[r] = fmaxf(row_max[r], __shfl_xor_sync(0xffffffffu, row_max[r], 1));
         row_max[r] = fmaxf(row_max[r], __shfl_xor_sync(0xffffffffu, row_max[r], 2));
         m_use[r] = row_max[r] == -INFINITY ? 0.f : row_max[r];  // no key seen yet
-        alpha[r] = exp2f(m[r] - m_use[r]);
+        alpha[r] = fast_exp2(m[r] - m_use[r]);
         m[r] = row_max[r];
         l[r] *= alpha[r];  // this lane's share of the row sum, summed over lanes at the end
       }
@@ -297,7 +326,7 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
       for (int n = 0; n < ROWS / 8; ++n)
         #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s[n][e] = exp2f(s[n][e] - m_use[e >> 1]);
+          s[n][e] = fast_exp2(s[n][e] - m_use[e >> 1]);
           l[e >> 1] += s[n][e];
         }
       #pragma unroll
@@ -332,10 +361,65 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
 """
 
 _BACKWARD = r"""
-#define QDO_HALVES (ROWS * (D + PAD + DV + PAD))
-#define BWD_KEYS (16 * BWD_WARPS)  // keys of a block
+#define QDO_HALVES (ROWS * (D + PAD + (DOUT_ROWS ? 0 : DV + PAD)))
+#define BWD_KEYS (16 * BWD_WARPS)  // keys of a dK, dV block
 // DOUT_ROWS: dO is one value per query row (dO[i, :] = g_i, passed as g), so dV = Pᵀ dO and
-// dPᵀ = V dOᵀ need no products: dV[j, :] = sum_i P[i, j] g_i, dPᵀ[j, i] = vsum_j g_i.
+// dPᵀ = V dOᵀ need no products: dV[j, :] = sum_i P[i, j] g_i, dP[i, j] = g_i vsum_j.
+
+// The sum of 8 halves a[0..7], or of their products with b[0..7] when b is given: 16-byte
+// loads.
+__device__ __forceinline__ float sum8(const T* a, const T* b) {
+  const uint4 x = *reinterpret_cast<const uint4*>(a);
+  const uint4 y = b ? *reinterpret_cast<const uint4*>(b) : x;
+  const unsigned xw[4] = {x.x, x.y, x.z, x.w}, yw[4] = {y.x, y.y, y.z, y.w};
+  float sum = 0.f;
+  #pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float lo = LOAD((T)(xw[i] & 0xffffu)), hi = LOAD((T)(xw[i] >> 16));
+    sum += b ? lo * LOAD((T)(yw[i] & 0xffffu)) + hi * LOAD((T)(yw[i] >> 16)) : lo + hi;
+  }
+  return sum;
+}
+
+// TERM_LANES lanes (a power of two, 8 halves each) per row. Query row i of (batch * heads *
+// sq): terms[i] = {lse_i log2(e) (+inf for a row that saw no key, so that its P is 0),
+// delta_i, g_i (DOUT_ROWS), 0}, where delta_i = rowsum(dO_i * out_i) - dlse_i. DOUT_ROWS
+// adds the key rows of V (batch * heads * sk): vsum[bh][j] = rowsum(V[bh][j]), rows of
+// sk_padded (a multiple of 4, so that a tile's sums are whole 16-byte pieces; the caller
+// zeroes the padding).
+extern "C" __global__ void flamefx_mma_backward_terms(
+    const T* __restrict__ out, const T* __restrict__ dout, const float* __restrict__ lse,
+    const float* __restrict__ dlse, float4* __restrict__ terms, const T* __restrict__ v,
+    float* __restrict__ vsum, long long query_rows, long long key_rows, int sk,
+    int sk_padded) {
+  const long long row = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / TERM_LANES;
+  const int part = threadIdx.x % TERM_LANES;
+  const bool is_query = row < query_rows;
+  if (!is_query && (!DOUT_ROWS || row >= query_rows + key_rows)) return;
+  const T* const values = is_query ? out + row * DV : v + (row - query_rows) * DV;
+  const T* const weights = DOUT_ROWS || !is_query ? nullptr : dout + row * DV + part * 8;
+  float sum = part * 8 < DV ? sum8(values + part * 8, weights) : 0.f;
+  for (int off = TERM_LANES / 2; off > 0; off >>= 1)
+    sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  if (part != 0) return;
+  if (!is_query) {
+    const long long key = row - query_rows;
+    vsum[key / sk * sk_padded + key % sk] = sum;
+    return;
+  }
+  const float g = DOUT_ROWS ? LOAD(dout[row]) : 0.f, row_lse = lse[row];
+  terms[row] = float4{row_lse == -INFINITY ? INFINITY : row_lse * LOG2E,
+                      (DOUT_ROWS ? g * sum : sum) - dlse[row], g, 0.f};
+}
+
+// Starts copying N float4 (16-byte) entries, zeros past `valid`.
+template <int N>
+__device__ __forceinline__ void load_terms_async(float4* dst, const float4* src, int valid) {
+  for (int i = threadIdx.x; i < N; i += blockDim.x)
+    copy_16_async(dst + i, i < valid ? src + i : src, i < valid);
+}
+
+#if !DOUT_ROWS
 #define DQ_COLS (D * 4 / BWD_WARPS)  // dQ columns per warp: 4 warps of 16 rows cover a tile
 // Two adjacent float32 accumulations into global memory (one vector reduction on sm_90).
 __device__ __forceinline__ void add_pair(float* at, float a, float b) {
@@ -347,64 +431,57 @@ __device__ __forceinline__ void add_pair(float* at, float a, float b) {
 #endif
 }
 
-#if DOUT_ROWS
-// delta_i = g_i sum(out_i) - dlse_i, one warp per row.
-extern "C" __global__ void flamefx_mma_row_delta(
-    const T* __restrict__ out, const T* __restrict__ g, const float* __restrict__ dlse,
-    float* __restrict__ delta, long long rows) {
-  const long long row = (blockIdx.x * (long long)blockDim.x + threadIdx.x) >> 5;
-  const int lane = threadIdx.x & 31;
-  if (row >= rows) return;
-  float sum = 0.f;
-  for (int c = lane; c < DV; c += 32) sum += LOAD(out[row * DV + c]);
-  for (int off = 16; off > 0; off >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
-  if (lane == 0) delta[row] = LOAD(g[row]) * sum - dlse[row];
+// dq = T(dq_acc): the float32 accumulation of every key block's share.
+extern "C" __global__ void flamefx_mma_attention_dq_convert(
+    const float* __restrict__ dq_acc, T* __restrict__ dq, long long n) {
+  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+       i += (long long)gridDim.x * blockDim.x)
+    dq[i] = STORE(dq_acc[i]);
 }
 #endif
 
-// grid (BWD_KEYS keys, batch * heads), BWD_WARPS warps of 16 keys. dK, dV written in T;
-// dQ * scale added into dq_acc (float32, zeroed by the caller).
-extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attention_backward(
+// grid (BWD_KEYS keys, batch * heads), BWD_WARPS warps of 16 keys whose K (and V) fragments
+// stay in registers; the query tiles stream through shared memory. dK, dV written in T.
+// Without DOUT_ROWS, dQ * scale is added into dq_acc (float32, zeroed by the caller): dSᵀ
+// goes through shared memory and the warps split the tile's dS K (16 rows by DQ_COLS each).
+// With DOUT_ROWS, flamefx_mma_attention_backward_q computes dQ instead, and two blocks fit
+// an SM in 128 registers a thread without spilling.
+extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS, DOUT_ROWS ? 2 : 1)
+flamefx_mma_attention_backward_kv(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
-    const T* __restrict__ dout, const float* __restrict__ lse,
-    const float* __restrict__ delta, T* __restrict__ dk, T* __restrict__ dv,
-    float* __restrict__ dq_acc, int sq, int sk, float scale, float scale_log2) {
+    const T* __restrict__ dout, const float4* __restrict__ terms,
+    const float* __restrict__ vsum, T* __restrict__ dk, T* __restrict__ dv,
+    float* __restrict__ dq_acc, int sq, int sk, int sk_padded, float scale, float scale_log2) {
   extern __shared__ __align__(16) unsigned char smem[];
-  // Two buffers of QDO_HALVES: queries [ROWS][D + PAD], output cotangents [ROWS][DV + PAD].
+  // Two buffers of QDO_HALVES: queries [ROWS][D + PAD], output cotangents [ROWS][DV + PAD]
+  // (not with DOUT_ROWS); two buffers of the query rows' terms [ROWS]; the block's keys
+  // [BWD_KEYS][D + PAD]; without DOUT_ROWS then dSᵀ [BWD_KEYS][ROWS + PAD].
   T* qdo = reinterpret_cast<T*>(smem);
-  T* ks = qdo + 2 * QDO_HALVES;       // [BWD_KEYS][D + PAD]    this block's keys
-  T* dss = ks + BWD_KEYS * (D + PAD);  // [BWD_KEYS][ROWS + PAD] dSᵀ as [key][query]
-  // Two buffers of the query tile's lse * log2(e), its delta, its g (DOUT_ROWS): [2][3][ROWS].
-  float* row_terms = reinterpret_cast<float*>(dss + BWD_KEYS * (ROWS + PAD));
+  float4* tile_terms = reinterpret_cast<float4*>(qdo + 2 * QDO_HALVES);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long long bh = blockIdx.y;
   const int k0 = blockIdx.x * BWD_KEYS, kw = k0 + warp * 16;  // the block's, warp's keys
   q += bh * sq * D;
   dout += bh * sq * (DOUT_ROWS ? 1 : DV);
-  lse += bh * sq;
-  delta += bh * sq;
-  dq_acc += bh * sq * D;
+  terms += bh * sq;
   k += bh * sk * D;
   v += bh * sk * DV;
-  unsigned ka[D / 16][4];
-  #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) load_a(ka[kk], k, D, kw, kk * 16, sk);
+  // The block's keys [BWD_KEYS][D + PAD] in shared memory: a warp reads its K fragments there
+  // for each tile, which keeps them out of the registers the tile's other work needs.
+  T* ks = reinterpret_cast<T*>(tile_terms + 2 * ROWS);
+  load_rows_async<D, BWD_KEYS>(ks, k + (long long)k0 * D, sk - k0);
   float dk_acc[D / 8][4];
   #pragma unroll
   for (int n = 0; n < D / 8; ++n) dk_acc[n][0] = dk_acc[n][1] = dk_acc[n][2] = dk_acc[n][3] = 0.f;
 #if DOUT_ROWS
   // This lane's keys kw + g and kw + g + 8: the row sums of V, and dV's running sums.
-  float vsum[2], dv_rows[2] = {0.f, 0.f};
+  float vs[2], dv_rows[2] = {0.f, 0.f};
   #pragma unroll
-  for (int r = 0; r < 2; ++r) {
-    const int key = kw + g + r * 8;
-    float sum = 0.f;
-    if (key < sk)
-      for (int c = t; c < DV; c += 4) sum += LOAD(v[(long long)key * DV + c]);
-    sum += __shfl_xor_sync(0xffffffffu, sum, 1);
-    vsum[r] = sum + __shfl_xor_sync(0xffffffffu, sum, 2);
-  }
+  for (int r = 0; r < 2; ++r)
+    vs[r] = kw + g + r * 8 < sk ? vsum[bh * sk_padded + kw + g + r * 8] : 0.f;
 #else
+  T* dss = ks + BWD_KEYS * (D + PAD);
+  dq_acc += bh * sq * D;
   unsigned va[DV / 16][4];
   #pragma unroll
   for (int kk = 0; kk < DV / 16; ++kk) load_a(va[kk], v, DV, kw, kk * 16, sk);
@@ -412,31 +489,23 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
   #pragma unroll
   for (int n = 0; n < DV / 8; ++n) dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] = dv_acc[n][3] = 0.f;
 #endif
-  // Starts loading query tile q0 into buffer `buffer` (the lse and delta rows synchronously).
+  // Starts loading query tile q0 (queries, output cotangents, terms) into buffer `buffer`.
   auto load_query_tile = [&](int q0, int buffer) {
     T* const tile_qs = qdo + buffer * QDO_HALVES;
     load_rows_async<D>(tile_qs, q + (long long)q0 * D, sq - q0);
 #if !DOUT_ROWS
     load_rows_async<DV>(tile_qs + ROWS * (D + PAD), dout + (long long)q0 * DV, sq - q0);
 #endif
-    float* const terms = row_terms + buffer * 3 * ROWS;
-    for (int r = threadIdx.x; r < ROWS; r += blockDim.x) {
-      // A missing row, or one that saw no key (lse = -inf), gets P = 0 through lse = +inf.
-      const float row_lse = q0 + r < sq ? lse[q0 + r] : INFINITY;
-      terms[r] = row_lse == -INFINITY ? INFINITY : row_lse * LOG2E;
-      terms[ROWS + r] = q0 + r < sq ? delta[q0 + r] : 0.f;
-      if (DOUT_ROWS) terms[2 * ROWS + r] = q0 + r < sq ? LOAD(dout[q0 + r]) : 0.f;
-    }
+    load_terms_async<ROWS>(tile_terms + buffer * ROWS, terms + q0, sq - q0);
   };
   // Causal: query tiles before this key block see none of it. Double buffering: tile i + 1
   // streams in while the warps work on tile i.
   const int q_first = CAUSAL ? k0 : 0, tiles = (sq - q_first + ROWS - 1) / ROWS;
-  load_rows_async<D, BWD_KEYS>(ks, k + (long long)k0 * D, sk - k0);
   if (tiles > 0) load_query_tile(q_first, 0);
   cp_async_commit();
   for (int tile = 0; tile < tiles; ++tile) {
     const int q0 = q_first + tile * ROWS;
-    // Buffer (tile + 1) & 1 was last read before the previous tile's second barrier.
+    // Buffer (tile + 1) & 1 was last read before the previous tile's last barrier.
     if (tile + 1 < tiles) {
       load_query_tile(q0 + ROWS, (tile + 1) & 1);
       cp_async_commit();
@@ -446,41 +515,54 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
     }
     __syncthreads();  // query tile `tile` is in shared memory for every warp
     const T* const qs = qdo + (tile & 1) * QDO_HALVES;
-    const float* const lse_log2 = row_terms + (tile & 1) * 3 * ROWS;
-    const float* const deltas = lse_log2 + ROWS;
+    const float4* const row_terms = tile_terms + (tile & 1) * ROWS;
     // Pᵀ (16 keys x 64 queries) = exp2(K Qᵀ scale log2e - lse log2e)
-    float pt[ROWS / 8][4];
+    unsigned ka[D / 16][4];
     #pragma unroll
-    for (int n = 0; n < ROWS / 8; ++n) pt[n][0] = pt[n][1] = pt[n][2] = pt[n][3] = 0.f;
+    for (int kk = 0; kk < D / 16; ++kk) load_a_shared(ka[kk], ks, D + PAD, warp * 16, kk * 16);
+    float pt[ROWS / 8][4];
+    tile_scores(pt, ka, qs);
+    const bool edge = kw + 16 > sk || q0 + ROWS > sq || (CAUSAL && q0 < kw + 15);
+    float dst[ROWS / 8][4];
+#if !DOUT_ROWS
+    // dPᵀ = V dOᵀ
+    const T* const dos = qs + ROWS * (D + PAD);
+    #pragma unroll
+    for (int n = 0; n < ROWS / 8; ++n) dst[n][0] = dst[n][1] = dst[n][2] = dst[n][3] = 0.f;
     #pragma unroll
     for (int n = 0; n < ROWS / 8; n += 2)
       #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk)
-        mma_b_transposed(pt[n], pt[n + 1], ka[kk], qs, D + PAD, n * 8, kk * 16);
-    const bool edge = kw + 16 > sk || (CAUSAL && q0 < kw + 15);
-    #pragma unroll
-    for (int n = 0; n < ROWS / 8; ++n)
+      for (int kk = 0; kk < DV / 16; ++kk)
+        mma_b_transposed(dst[n], dst[n + 1], va[kk], dos, DV + PAD, n * 8, kk * 16);
+#endif
+    // Pᵀ, then dSᵀ = Pᵀ (dPᵀ - delta); with DOUT_ROWS dPᵀ = vsum g and dV[key, :] += Pᵀ g.
+    // Masked: keys past the end, queries past the end, queries before the key when causal;
+    // only edge tiles pay for the tests.
+    auto probabilities = [&](auto masked) {
       #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int key = kw + g + (e >> 1) * 8, qr = n * 8 + t * 2 + (e & 1);
-        float p = exp2f(pt[n][e] * scale_log2 - lse_log2[qr]);
-        if (edge && (key >= sk || (CAUSAL && q0 + qr < key))) p = 0.f;
-        pt[n][e] = p;
-      }
+      for (int n = 0; n < ROWS / 8; ++n)
+        #pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int key = kw + g + (e >> 1) * 8, qr = n * 8 + t * 2 + (e & 1);
+          const float4 terms_q = row_terms[qr];
+          float p = fast_exp2(pt[n][e] * scale_log2 - terms_q.x);
+          if (decltype(masked)::value
+              && (key >= sk || q0 + qr >= sq || (CAUSAL && q0 + qr < key)))
+            p = 0.f;
+          pt[n][e] = p;
 #if DOUT_ROWS
-    const float* const grows = deltas + ROWS;
-    // dV[key, :] += Pᵀ g; dSᵀ = Pᵀ (vsum g - delta)
-    float dst[ROWS / 8][4];
-    #pragma unroll
-    for (int n = 0; n < ROWS / 8; ++n)
-      #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int qr = n * 8 + t * 2 + (e & 1);
-        dv_rows[e >> 1] += pt[n][e] * grows[qr];
-        dst[n][e] = pt[n][e] * (vsum[e >> 1] * grows[qr] - deltas[qr]);
-      }
+          dv_rows[e >> 1] += p * terms_q.z;
+          dst[n][e] = p * (vs[e >> 1] * terms_q.z - terms_q.y);
 #else
-    const T* const dos = qs + ROWS * (D + PAD);
+          dst[n][e] = p * (dst[n][e] - terms_q.y);
+#endif
+        }
+    };
+    if (edge)
+      probabilities(Flag<true>());
+    else
+      probabilities(Flag<false>());
+#if !DOUT_ROWS
     // dV += Pᵀ dO
     #pragma unroll
     for (int kk = 0; kk < ROWS / 16; ++kk) {
@@ -490,22 +572,8 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
       for (int n = 0; n < DV / 8; n += 2)
         mma_b(dv_acc[n], dv_acc[n + 1], pa, dos, DV + PAD, n * 8, kk * 16);
     }
-    // dSᵀ = Pᵀ (V dOᵀ - delta)
-    float dst[ROWS / 8][4];
-    #pragma unroll
-    for (int n = 0; n < ROWS / 8; ++n) dst[n][0] = dst[n][1] = dst[n][2] = dst[n][3] = 0.f;
-    #pragma unroll
-    for (int n = 0; n < ROWS / 8; n += 2)
-      #pragma unroll
-      for (int kk = 0; kk < DV / 16; ++kk)
-        mma_b_transposed(dst[n], dst[n + 1], va[kk], dos, DV + PAD, n * 8, kk * 16);
-    #pragma unroll
-    for (int n = 0; n < ROWS / 8; ++n)
-      #pragma unroll
-      for (int e = 0; e < 4; ++e)
-        dst[n][e] = pt[n][e] * (dst[n][e] - deltas[n * 8 + t * 2 + (e & 1)]);
 #endif
-    // dK += dSᵀ Q (scaled at the end); dSᵀ to shared memory for dQ.
+    // dK += dSᵀ Q (scaled at the end)
     #pragma unroll
     for (int kk = 0; kk < ROWS / 16; ++kk) {
       unsigned dsa[4];
@@ -514,13 +582,16 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
       for (int n = 0; n < D / 8; n += 2)
         mma_b(dk_acc[n], dk_acc[n + 1], dsa, qs, D + PAD, n * 8, kk * 16);
     }
+#if DOUT_ROWS
+    __syncthreads();  // every warp is done with this buffer before it is refilled
+#else
     #pragma unroll
     for (int n = 0; n < ROWS / 8; ++n)
       #pragma unroll
       for (int r = 0; r < 2; ++r)
         *reinterpret_cast<unsigned*>(dss + (warp * 16 + g + r * 8) * (ROWS + PAD) + n * 8 + t * 2)
             = pack2(dst[n][2 * r], dst[n][2 * r + 1]);
-    __syncthreads();
+    __syncthreads();  // dSᵀ is whole, and every warp is done with the query buffer
     // dQ += dS K * scale over this block's keys: warp w takes query rows 16 (w % 4) .. + 15
     // and DQ_COLS columns from DQ_COLS (w / 4).
     const int qw = q0 + (warp & 3) * 16, c0 = (warp >> 2) * DQ_COLS;
@@ -545,6 +616,7 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
         add_pair(dq_acc + (long long)row * D + c0 + n * 8 + t * 2, dq[n][2 * r] * scale,
                  dq[n][2 * r + 1] * scale);
     }
+#endif
   }
 #if DOUT_ROWS
   #pragma unroll
@@ -563,7 +635,12 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
       *reinterpret_cast<unsigned*>(dk + at * D + n * 8 + t * 2) =
           pack2(dk_acc[n][2 * r] * scale, dk_acc[n][2 * r + 1] * scale);
 #if DOUT_ROWS
-    for (int c = t; c < DV; c += 4) dv[at * DV + c] = STORE(dv_rows[r]);
+    // The four lanes of the row hold the same value: each writes a quarter of the row in
+    // 8-byte pieces (2-byte stores, 32 a lane, stalled the memory pipe's queue).
+    const unsigned word = pack2(dv_rows[r], dv_rows[r]);
+    #pragma unroll
+    for (int c = t * (DV / 4); c < (t + 1) * (DV / 4); c += 4)
+      *reinterpret_cast<uint2*>(dv + at * DV + c) = uint2{word, word};
 #else
     #pragma unroll
     for (int n = 0; n < DV / 8; ++n)
@@ -573,15 +650,109 @@ extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attenti
   }
 }
 
-// dq = T(dq_acc): the float32 accumulation of every key block's share.
-extern "C" __global__ void flamefx_mma_attention_dq_convert(
-    const float* __restrict__ dq_acc, T* __restrict__ dq, long long n) {
-  for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-       i += (long long)gridDim.x * blockDim.x)
-    dq[i] = STORE(dq_acc[i]);
+#if DOUT_ROWS
+#define DQ_ROWS (16 * FWD_WARPS)  // query rows of a dQ block (the forward's block shape)
+#define KTILE_HALVES (ROWS * (D + PAD))
+// grid (DQ_ROWS query rows, batch * heads), FWD_WARPS warps of 16 query rows whose Q
+// fragments stay in registers; the key tiles stream through shared memory as in the
+// forward. dQ = scale dS K written in T, with dS = P (g vsum - delta) recomputed: no block
+// shares a dQ row, so no atomics. (With a full dO, recomputing dP = dO Vᵀ as well made the
+// backward slower than the atomics: W3's shape 0.33 against 0.29 ms.)
+extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attention_backward_q(
+    const T* __restrict__ q, const T* __restrict__ k, const float4* __restrict__ terms,
+    const float* __restrict__ vsum, T* __restrict__ dq, int sq, int sk, int sk_padded,
+    float scale, float scale_log2) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  // Two buffers of a key tile [ROWS][D + PAD], then two of its keys' vsum [ROWS].
+  T* ks = reinterpret_cast<T*>(smem);
+  float* tile_vsum = reinterpret_cast<float*>(ks + 2 * KTILE_HALVES);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const long long bh = blockIdx.y;
+  const int block_q0 = blockIdx.x * DQ_ROWS, q0 = block_q0 + warp * 16;
+  q += bh * sq * D;
+  terms += bh * sq;
+  k += bh * sk * D;
+  vsum += bh * sk_padded;
+  unsigned qa[D / 16][4];
+  #pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) load_a(qa[kk], q, D, q0, kk * 16, sq);
+  float4 row_terms[2];  // this lane's rows q0 + g and q0 + g + 8
+  #pragma unroll
+  for (int r = 0; r < 2; ++r)
+    row_terms[r] = q0 + g + r * 8 < sq ? terms[q0 + g + r * 8] : float4{INFINITY, 0.f, 0.f, 0.f};
+  float dq_acc[D / 8][4];
+  #pragma unroll
+  for (int n = 0; n < D / 8; ++n) dq_acc[n][0] = dq_acc[n][1] = dq_acc[n][2] = dq_acc[n][3] = 0.f;
+  // Starts loading key tile k0 and its vsum into buffer `buffer`.
+  auto load_key_tile = [&](int k0, int buffer) {
+    load_rows_async<D>(ks + buffer * KTILE_HALVES, k + (long long)k0 * D, sk - k0);
+    load_terms_async<ROWS / 4>(reinterpret_cast<float4*>(tile_vsum + buffer * ROWS),
+                               reinterpret_cast<const float4*>(vsum + k0), (sk - k0 + 3) / 4);
+  };
+  const int k_end = CAUSAL ? min(sk, block_q0 + DQ_ROWS) : sk;
+  const int tiles = (k_end + ROWS - 1) / ROWS;
+  if (tiles > 0) load_key_tile(0, 0);
+  cp_async_commit();
+  for (int tile = 0; tile < tiles; ++tile) {
+    const int k0 = tile * ROWS;
+    if (tile + 1 < tiles) {
+      load_key_tile(k0 + ROWS, (tile + 1) & 1);
+      cp_async_commit();
+      cp_async_wait<1>();
+    } else {
+      cp_async_wait<0>();
+    }
+    __syncthreads();  // key tile `tile` is in shared memory for every warp
+    const T* const tile_ks = ks + (tile & 1) * KTILE_HALVES;
+    const float* const vsum_keys = tile_vsum + (tile & 1) * ROWS;
+    if (!CAUSAL || k0 <= q0 + 15) {  // else this warp's rows see none of these keys
+      float s[ROWS / 8][4];
+      tile_scores(s, qa, tile_ks);
+      #pragma unroll
+      for (int n = 0; n < ROWS / 8; ++n)
+        #pragma unroll
+        for (int e = 0; e < 4; ++e)
+          s[n][e] = fast_exp2(s[n][e] * scale_log2 - row_terms[e >> 1].x);
+      if (k0 + ROWS > sk || (CAUSAL && k0 + ROWS - 1 > q0))  // keys past the end or the row
+        #pragma unroll
+        for (int n = 0; n < ROWS / 8; ++n)
+          #pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int row = q0 + g + (e >> 1) * 8, key = k0 + n * 8 + t * 2 + (e & 1);
+            if (key >= sk || (CAUSAL && key > row)) s[n][e] = 0.f;
+          }
+      // dS = P (g vsum - delta)
+      #pragma unroll
+      for (int n = 0; n < ROWS / 8; ++n)
+        #pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const float4& rt = row_terms[e >> 1];
+          s[n][e] *= vsum_keys[n * 8 + t * 2 + (e & 1)] * rt.z - rt.y;
+        }
+      // dQ += dS K
+      #pragma unroll
+      for (int kk = 0; kk < ROWS / 16; ++kk) {
+        unsigned dsa[4];
+        accumulators_as_a(dsa, s[2 * kk], s[2 * kk + 1]);
+        #pragma unroll
+        for (int n = 0; n < D / 8; n += 2)
+          mma_b(dq_acc[n], dq_acc[n + 1], dsa, tile_ks, D + PAD, n * 8, kk * 16);
+      }
+    }
+    __syncthreads();  // every warp is done with this buffer before it is refilled
+  }
+  #pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const int row = q0 + g + r * 8;
+    if (row >= sq) continue;
+    #pragma unroll
+    for (int n = 0; n < D / 8; ++n)
+      *reinterpret_cast<unsigned*>(dq + (bh * sq + row) * D + n * 8 + t * 2) =
+          pack2(dq_acc[n][2 * r] * scale, dq_acc[n][2 * r + 1] * scale);
+  }
 }
+#endif
 """
-
 
 def supports_shapes(dtype, q_shape, v_shape, bias) -> bool:
     """Whether these kernels take attention of this dtype and these (batch, heads, seq, dim)
@@ -596,22 +767,23 @@ def supports(q, k, v, bias) -> bool:
     return q.dtype == k.dtype == v.dtype and supports_shapes(q.dtype, q.shape, v.shape, bias)
 
 
-def backward_warps(d: int) -> int:
-    """Warps per backward block: each warp's share of a dQ tile (d * 4 / warps columns)
-    must be whole pairs of 8-column mma tiles."""
-    return _BACKWARD_WARPS if (d * 4 // _BACKWARD_WARPS) % 16 == 0 else 4
-
-
 def kernel_source(dtype, d: int, dv: int, is_causal: bool, forward_warps: int = 4,
                   backward_warps: int = 4, dout_rows: bool = False) -> str:
-    """The CUDA source of the forward, backward, dQ conversion and delta kernels; with
-    ``dout_rows`` the backward takes one output cotangent per query row."""
+    """The CUDA source of the forward and the three backward kernels (row terms, dK and dV,
+    dQ); with ``dout_rows`` the backward takes one output cotangent per query row."""
     defines = (f"#define D {d}\n#define DV {dv}\n#define CAUSAL {int(is_causal)}\n"
                f"#define DOUT_ROWS {int(dout_rows)}\n"
                f"#define FWD_WARPS {forward_warps}\n#define BWD_WARPS {backward_warps}\n"
                f"#define IS_BF16 {int(np.dtype(dtype).name == 'bfloat16')}\n"
+               f"#define TERM_LANES {_term_lanes(dv)}\n"
                "#ifndef INFINITY\n#define INFINITY __int_as_float(0x7f800000)\n#endif\n")
-    return scalar_prelude(dtype) + defines + _COMMON + _FORWARD + _BACKWARD + DELTA_SOURCE
+    return scalar_prelude(dtype) + defines + _COMMON + _FORWARD + _BACKWARD
+
+
+def _term_lanes(dv: int) -> int:
+    """Lanes per row of flamefx_mma_backward_terms: 8 halves each, rounded up to a power of
+    two so that a row's lanes reduce by xor shuffles."""
+    return 1 << (dv // 8 - 1).bit_length()
 
 
 def forward_shared_bytes(d: int, dv: int) -> int:
@@ -619,12 +791,24 @@ def forward_shared_bytes(d: int, dv: int) -> int:
     return 2 * 2 * _ROWS * (d + _PAD + dv + _PAD)
 
 
-def backward_shared_bytes(d: int, dv: int, warps: int) -> int:
-    """Two buffers of a query and an output-cotangent tile, the block's keys, dSᵀ, and two
-    buffers of lse, delta and row-cotangent rows."""
-    keys = 16 * warps
-    halves = 2 * _ROWS * (d + _PAD + dv + _PAD) + keys * (d + _PAD + _ROWS + _PAD)
-    return 2 * halves + 2 * 3 * 4 * _ROWS
+def backward_warps(d: int, dout_rows: bool) -> int:
+    """Warps per dK, dV block. With a full dO each warp's share of a dQ tile (d * 4 / warps
+    columns) must be whole pairs of 8-column mma tiles."""
+    return _BACKWARD_WARPS if dout_rows or (d * 4 // _BACKWARD_WARPS) % 16 == 0 else 4
+
+
+def backward_kv_shared_bytes(d: int, dv: int, dout_rows: bool, warps: int) -> int:
+    """Two buffers of a query and an output-cotangent tile and of its rows' terms, the
+    block's keys, and with a full dO dSᵀ."""
+    halves = 2 * _ROWS * (d + _PAD + (0 if dout_rows else dv + _PAD)) + 16 * warps * (d + _PAD)
+    if not dout_rows:
+        halves += 16 * warps * (_ROWS + _PAD)
+    return 2 * halves + 2 * 16 * _ROWS
+
+
+def backward_q_shared_bytes(d: int) -> int:
+    """Two buffers of a key tile and of its keys' value sums (``dout_rows`` only)."""
+    return 2 * 2 * _ROWS * (d + _PAD) + 2 * 4 * _ROWS
 
 
 @functools.cache
@@ -661,7 +845,8 @@ def attention_forward(q, k, v, bias, *, is_causal, scale):
     if out.size == 0:
         return [out, lse]
     nbytes = forward_shared_bytes(d, dv)
-    module = _module(q.dtype.name, d, dv, bool(is_causal), _FORWARD_WARPS, backward_warps(d))
+    module = _module(q.dtype.name, d, dv, bool(is_causal), _FORWARD_WARPS,
+                     backward_warps(d, False))
     fn = _kernel(module, "flamefx_mma_attention_forward", nbytes)
     fn((math.ceil(sq / (16 * _FORWARD_WARPS)), b * h), (32 * _FORWARD_WARPS,),
        (raw_view(q), raw_view(k), raw_view(v), raw_view(out), lse, np.int32(sq),
@@ -680,27 +865,34 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
     b, h, sq, d = q.shape
     sk, dv = k.shape[2], v.shape[3]
     dq, dk, dv_grad, _ = gradient_buffers(q, k, v, None, np.float32)
-    if q.size == 0:
+    if q.size == 0 or k.size == 0:
         return [dq, dk, dv_grad]
-    warps = backward_warps(d)
     rows = dout.shape[-1] != dv
+    warps = backward_warps(d, rows)
     module = _module(q.dtype.name, d, dv, bool(is_causal), _FORWARD_WARPS, warps, rows)
+    query_rows, sk_padded = b * h * sq, -(-sk // 4) * 4
+    key_rows = b * h * sk if rows else 0
+    terms = cp.empty((query_rows, 4), np.float32)
+    vsum = (zeros if sk_padded != sk else empty)((b * h, sk_padded if rows else 1), np.float32)
+    module.get_function("flamefx_mma_backward_terms")(
+        (math.ceil((query_rows + key_rows) * _term_lanes(dv) / 256),), (256,),
+        (raw_view(out), raw_view(dout), lse, dlse, terms, raw_view(v), vsum,
+         np.int64(query_rows), np.int64(key_rows), np.int32(sk), np.int32(sk_padded)))
+    sizes = (np.int32(sq), np.int32(sk), np.int32(sk_padded), np.float32(scale),
+             np.float32(scale * _LOG2E))
+    dq_acc = vsum if rows else cp.zeros(q.shape, np.float32)
+    nbytes = backward_kv_shared_bytes(d, dv, rows, warps)
+    _kernel(module, "flamefx_mma_attention_backward_kv", nbytes)(
+        (math.ceil(sk / (16 * warps)), b * h), (32 * warps,),
+        (raw_view(q), raw_view(k), raw_view(v), raw_view(dout), terms, vsum, raw_view(dk),
+         raw_view(dv_grad), dq_acc) + sizes, shared_mem=nbytes)
     if rows:
-        delta = cp.empty(out.shape[:-1], np.float32)
-        n_rows = delta.size
-        module.get_function("flamefx_mma_row_delta")(
-            (math.ceil(n_rows * 32 / 256),), (256,),
-            (raw_view(out), raw_view(dout), dlse, delta, np.int64(n_rows)))
+        nbytes = backward_q_shared_bytes(d)
+        _kernel(module, "flamefx_mma_attention_backward_q", nbytes)(
+            (math.ceil(sq / (16 * _FORWARD_WARPS)), b * h), (32 * _FORWARD_WARPS,),
+            (raw_view(q), raw_view(k), terms, vsum, raw_view(dq)) + sizes, shared_mem=nbytes)
     else:
-        delta = row_delta(module, out, dout, dlse)
-    dq_acc = cp.zeros(q.shape, np.float32)
-    nbytes = backward_shared_bytes(d, dv, warps)
-    fn = _kernel(module, "flamefx_mma_attention_backward", nbytes)
-    fn((math.ceil(sk / (16 * warps)), b * h), (32 * warps,),
-       (raw_view(q), raw_view(k), raw_view(v), raw_view(dout), lse, delta, raw_view(dk),
-        raw_view(dv_grad), dq_acc, np.int32(sq), np.int32(sk), np.float32(scale),
-        np.float32(scale * _LOG2E)), shared_mem=nbytes)
-    n = dq_acc.size
-    module.get_function("flamefx_mma_attention_dq_convert")(
-        (min(math.ceil(n / 256), 65535),), (256,), (dq_acc, raw_view(dq), np.int64(n)))
+        n = dq_acc.size
+        module.get_function("flamefx_mma_attention_dq_convert")(
+            (min(math.ceil(n / 256), 65535),), (256,), (dq_acc, raw_view(dq), np.int64(n)))
     return [dq, dk, dv_grad]
