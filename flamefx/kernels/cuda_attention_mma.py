@@ -14,18 +14,25 @@ instruction. S = Q Kᵀ, the online softmax and P·V all stay in registers: an S
 pair (row g, columns 2t, 2t+1) is exactly an A-operand register of the next product, so P
 never touches shared memory.
 
-Backward: one block per 128 keys (8 warps of 16 keys, K and V fragments in registers)
-walks the 64-row query tiles (double-buffered likewise): Sᵀ = K Qᵀ,
-Pᵀ = exp(Sᵀ·scale - lse), dV += Pᵀ dO, dPᵀ = V dOᵀ, dSᵀ = Pᵀ (dPᵀ - delta), dK += dSᵀ Q;
-dSᵀ goes through shared memory so the warps then split the tile's dS K (16 rows by half
-the columns each), added with float32 atomics into a dQ accumulator that a last kernel
-converts. delta = rowsum(dO * out) - dlse comes from cuda_attention.row_delta. When dO is
-one value per query row (the gradient of sum(attention), narrowed by jit), the DOUT_ROWS
-variant takes dV and dPᵀ from row sums instead of products (128 registers instead of 220).
+Backward: a first kernel gathers each query row's terms (lse·log2 e, delta = rowsum(dO *
+out) - dlse, and g below) into one 16-byte entry. The dK, dV kernel gives a block 128 keys
+(8 warps of 16 keys; V fragments in registers, K fragments read from shared memory each
+tile) and walks the 64-row query tiles with their terms (double-buffered likewise):
+Sᵀ = K Qᵀ, Pᵀ = exp(Sᵀ·scale - lse), dV += Pᵀ dO, dPᵀ = V dOᵀ, dSᵀ = Pᵀ (dPᵀ - delta),
+dK += dSᵀ Q; dSᵀ goes through shared memory so the warps then split the tile's dS K (16
+rows by half the columns each), added with float32 atomics into a dQ accumulator that a
+last kernel converts.
+When dO is one value per query row g (the gradient of sum(attention), narrowed by jit),
+the DOUT_ROWS variant takes dV and dP from row sums instead of products (dP[i, j] = g_i
+vsum_j), and dQ from a kernel of its own shaped like the forward: it recomputes P and
+dS = P (g vsum - delta) for its 128 query rows over the key tiles, so no block shares a dQ
+row and there are no atomics. With a full dO that recomputation costs two products and is
+slower than the atomics (W3's shape: 0.33 against 0.29 ms).
 
-Measured (H100, 2026-11-24), W3 bf16 (8, 8, 1024, 64): forward 0.084 ms (205 TF/s),
-backward 0.287 ms (150 TF/s); grad of sum(attention) end to end 0.41 ms (cuBLAS path
-before: 1.13 ms; JAX cuDNN 0.27 ms). 4 warps per block: forward 0.098, backward 0.294 ms.
+Measured (H100, 2026-11-24), W3 bf16 (8, 8, 1024, 64): forward 0.079 ms (218 TF/s); row
+backward 0.172 ms (terms, dK dV 0.096, dQ 0.073), full backward 0.26 ms; grad of
+sum(attention) end to end 0.25 ms (JAX cuDNN 0.25 ms). 4 warps per block: forward 0.098,
+row dK dV 0.112 against 0.105 ms.
 
 >>> supports_shapes(np.dtype("float16"), (8, 8, 1024, 64), (8, 8, 1024, 64), None)
 True
