@@ -81,6 +81,35 @@ def test_folding_does_not_materialize_broadcasts():
     assert all(c.size < 2000 for c in out.consts)
 
 
+def test_broadcasts_only_opaque_kernels_read_are_folded():
+    """The zero lse cotangent and the row ones that the gradient of sum(attention) hands
+    the attention backward (a kernel that reads them from memory) become constants made
+    once; a broadcast a fused kernel reads stays in the program."""
+    from flamefx import nn
+    rng = np.random.default_rng(0)
+    q, k, v = (rng.standard_normal((2, 3, 5, 4)) for _ in range(3))
+
+    def loss(q, k, v):
+        return fnp.sum(nn.dot_product_attention(q, k, v, scale=0.5))
+    grad = flamefx.grad(loss, argnums=(0, 1, 2))
+    closed = flamefx.make_jaxpr(grad)(q, k, v)
+    out = passes.optimize(closed)
+    bwd = [e for e in out.eqns if e.prim.name == "flash_attention_bwd"]
+    assert len(bwd) == 1
+    at = len(bwd[0].invars) - 2 - bwd[0].params["keep_probs"]  # dout, dlse[, P]
+    dout, dlse = bwd[0].invars[at:at + 2]
+    const_ids = {c.id for c in out.jaxpr.constvars}
+    assert dout.id in const_ids and dlse.id in const_ids
+    folded = dict(zip((c.id for c in out.jaxpr.constvars), out.consts))
+    np.testing.assert_array_equal(np.asarray(folded[dout.id]), np.ones((2, 3, 5, 1)))
+    np.testing.assert_array_equal(np.asarray(folded[dlse.id]), np.zeros((2, 3, 5)))
+    for got, want in zip(_run(out, q, k, v), _run(closed, q, k, v)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+    # Read by a fused multiply: kept as a broadcast.
+    closed = flamefx.make_jaxpr(lambda x: x * fnp.full((2000,), 3.0))(fnp.ones(2000))
+    assert all(c.size < 2000 for c in passes.optimize(closed).consts)
+
+
 def test_noop_reshape_transpose_convert_are_removed():
     def f(x):
         y = lax.reshape(x, (2, 3))

@@ -24,6 +24,13 @@ from flamefx.jaxpr import ClosedJaxpr, Jaxpr, JaxprEqn, Literal, Var
 # transfers of them) for no gain, so they are left to run inside the program.
 FOLD_MAX_ELEMENTS = 1024
 
+# Except a broadcast of a constant that only opaque kernels read (attention's backward
+# given the zero cotangent of an unused lse and the ones of sum's gradient, W3): no fused
+# kernel can absorb it, so it would be a kernel launch of its own on every call (3.6 us
+# each in W3's graph on the H100). Folded up to this many elements (4 MB of float32), it
+# is made once.
+FOLD_FOR_OPAQUE_MAX_ELEMENTS = 2**20
+
 # Whether optimize() turns k = 1 products into fused broadcast multiplies (see
 # expand_outer_products); benchmarks/profile_step.py times both ways. On: on the H100
 # (2026-11-24) the vectorized broadcast kernel wrote W6's 822 MB gradient in 0.290 ms
@@ -463,7 +470,8 @@ def fold_constants(closed: ClosedJaxpr) -> ClosedJaxpr:
     jaxpr = closed.jaxpr
     known: dict[int, core.Array] = {v.id: c for v, c in zip(jaxpr.constvars, closed.consts)
                                     if _small_concrete(c)}
-    if not any(_foldable(e, known) for e in jaxpr.eqns):
+    opaque_only = _read_only_by_opaque_kernels(jaxpr)
+    if not any(_foldable(e, known, opaque_only) for e in jaxpr.eqns):
         return closed
     device = next((c.device for c in closed.consts if isinstance(c, core.Array)), None)
     constvars, consts = list(jaxpr.constvars), list(closed.consts)
@@ -472,7 +480,7 @@ def fold_constants(closed: ClosedJaxpr) -> ClosedJaxpr:
     for eqn in jaxpr.eqns:
         invars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in eqn.invars]
         eqn = eqn.replace(invars=invars) if invars != eqn.invars else eqn
-        if not _foldable(eqn, known):
+        if not _foldable(eqn, known, opaque_only):
             kept.append(eqn)
             continue
         args = [np.asarray(v.val if isinstance(v, Literal) else known[v.id]) for v in invars]
@@ -493,14 +501,32 @@ def fold_constants(closed: ClosedJaxpr) -> ClosedJaxpr:
     return ClosedJaxpr(Jaxpr(constvars, jaxpr.invars, outvars, kept), consts)
 
 
-def _foldable(eqn: JaxprEqn, known) -> bool:
+def _foldable(eqn: JaxprEqn, known, opaque_only: set[int]) -> bool:
     if eqn.prim.name == "jit_call" or eqn.prim.impls.get("cpu") is None:
         return False
-    # Never grow data: a broadcast or iota is cheaper to run (or fuse) than to store.
-    largest_in = max([v.aval.size for v in eqn.invars], default=1)
-    if any(v.aval.size > min(FOLD_MAX_ELEMENTS, max(largest_in, 1)) for v in eqn.outvars):
+    if not all(isinstance(v, Literal) or v.id in known for v in eqn.invars):
         return False
-    return all(isinstance(v, Literal) or v.id in known for v in eqn.invars)
+    if all(v.id in opaque_only and v.aval.size <= FOLD_FOR_OPAQUE_MAX_ELEMENTS
+           for v in eqn.outvars):
+        return True
+    # Otherwise never grow data: a broadcast or iota is cheaper to run (or fuse) than to
+    # store.
+    largest_in = max([v.aval.size for v in eqn.invars], default=1)
+    return all(v.aval.size <= min(FOLD_MAX_ELEMENTS, max(largest_in, 1)) for v in eqn.outvars)
+
+
+def _read_only_by_opaque_kernels(jaxpr: Jaxpr) -> set[int]:
+    """Ids of the values that some equation reads and that only equations running as
+    kernels of their own read (no fused kernel, no view); the jaxpr's outputs excluded."""
+    from flamefx.kernels import fusion
+    readers: dict[int, list[JaxprEqn]] = {}
+    for eqn in jaxpr.eqns:
+        for v in eqn.invars:
+            if isinstance(v, Var):
+                readers.setdefault(v.id, []).append(eqn)
+    outputs = {v.id for v in jaxpr.outvars if isinstance(v, Var)}
+    return {i for i, eqns in readers.items() if i not in outputs and all(
+        fusion.kind_of(e) == "opaque" and not fusion.is_view(e) for e in eqns)}
 
 
 def optimize(closed: ClosedJaxpr) -> ClosedJaxpr:
