@@ -8,7 +8,8 @@ sequence: no score matrix is ever stored.
 
 Forward: one block of 8 warps per 128 query rows, each warp owning 16 rows whose Q
 fragments stay in registers. Key tiles of 64 stream through shared memory, row-major and
-double-buffered (cp.async fetches tile i + 1 during tile i); ``ldmatrix`` (``.trans`` where
+in STAGES = 3 buffers (cp.async fetches tile i + 1 during tile i; with three buffers the
+one refilled was last read two tiles ago, so one barrier a tile suffices); ``ldmatrix`` (``.trans`` where
 the product needs the tile transposed) delivers B fragments for two mma tiles per
 instruction. S = Q Kᵀ, the online softmax and P·V all stay in registers: an S accumulator
 pair (row g, columns 2t, 2t+1) is exactly an A-operand register of the next product, so P
@@ -17,7 +18,7 @@ never touches shared memory.
 Backward: a first kernel gathers each query row's terms (lse·log2 e, delta = rowsum(dO *
 out) - dlse, and g below) into one 16-byte entry. The dK, dV kernel gives a block 128 keys
 (8 warps of 16 keys; V fragments in registers, K fragments read from shared memory each
-tile) and walks the 64-row query tiles with their terms (double-buffered likewise):
+tile) and walks the 64-row query tiles with their terms (buffered likewise):
 Sᵀ = K Qᵀ, Pᵀ = exp(Sᵀ·scale - lse), dV += Pᵀ dO, dPᵀ = V dOᵀ, dSᵀ = Pᵀ (dPᵀ - delta),
 dK += dSᵀ Q; dSᵀ goes through shared memory so the warps then split the tile's dS K (16
 rows by half the columns each), added with float32 atomics into a dQ accumulator that a
@@ -59,6 +60,10 @@ _ROWS = 64  # the rows of every tile streamed through shared memory
 _FORWARD_WARPS = 8
 _BACKWARD_WARPS = 8
 _PAD = 8  # halves added to each shared-memory row: consecutive rows start 4 banks apart
+# Buffers of the streamed tiles: with three, the one refilled during tile i was last read
+# during tile i - 2, which every warp finished before the barrier of tile i - 1, so a tile
+# needs one barrier instead of two.
+_STAGES = 3
 _LOG2E = 1.4426950408889634
 _HALF_DTYPES = ("float16", "bfloat16")
 
@@ -262,7 +267,7 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     T* __restrict__ out, float* __restrict__ lse, int sq, int sk, float scale_log2) {
   extern __shared__ __align__(16) unsigned char smem[];
-  // Two buffers of KV_HALVES: keys [ROWS][D + PAD], then values [ROWS][DV + PAD].
+  // STAGES buffers of KV_HALVES: keys [ROWS][D + PAD], then values [ROWS][DV + PAD].
   T* ks = reinterpret_cast<T*>(smem);
   T* vs = ks + ROWS * (D + PAD);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -281,15 +286,15 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
   for (int n = 0; n < DV / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   const int k_end = CAUSAL ? min(sk, block_q0 + FWD_ROWS) : sk;
   const int tiles = (k_end + ROWS - 1) / ROWS;
-  // Double buffering: tile i + 1 streams in (cp.async) while the warps work on tile i.
+  // Tile i + 1 streams in (cp.async) while the warps work on tile i.
   load_rows_async<D>(ks, k, sk);
   load_rows_async<DV>(vs, v, sk);
   cp_async_commit();
   for (int tile = 0; tile < tiles; ++tile) {
     const int k0 = tile * ROWS;
-    T* const tile_ks = ks + (tile & 1) * KV_HALVES;
+    T* const tile_ks = ks + (tile % STAGES) * KV_HALVES;
     if (tile + 1 < tiles) {
-      T* const next_ks = ks + ((tile + 1) & 1) * KV_HALVES;
+      T* const next_ks = ks + ((tile + 1) % STAGES) * KV_HALVES;
       load_rows_async<D>(next_ks, k + (long long)(k0 + ROWS) * D, sk - k0 - ROWS);
       load_rows_async<DV>(next_ks + ROWS * (D + PAD), v + (long long)(k0 + ROWS) * DV,
                           sk - k0 - ROWS);
@@ -349,7 +354,6 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
           mma_b(o[n], o[n + 1], pa, tile_vs, DV + PAD, n * 8, kk * 16);
       }
     }
-    __syncthreads();  // every warp is done with this buffer before it is refilled
   }
   #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -460,11 +464,11 @@ flamefx_mma_attention_backward_kv(
     const float* __restrict__ vsum, T* __restrict__ dk, T* __restrict__ dv,
     float* __restrict__ dq_acc, int sq, int sk, int sk_padded, float scale, float scale_log2) {
   extern __shared__ __align__(16) unsigned char smem[];
-  // Two buffers of QDO_HALVES: queries [ROWS][D + PAD], output cotangents [ROWS][DV + PAD]
-  // (not with DOUT_ROWS); two buffers of the query rows' terms [ROWS]; the block's keys
+  // STAGES buffers of QDO_HALVES: queries [ROWS][D + PAD], output cotangents [ROWS][DV +
+  // PAD] (not with DOUT_ROWS); STAGES of the query rows' terms [ROWS]; the block's keys
   // [BWD_KEYS][D + PAD]; without DOUT_ROWS then dSᵀ [BWD_KEYS][ROWS + PAD].
   T* qdo = reinterpret_cast<T*>(smem);
-  float4* tile_terms = reinterpret_cast<float4*>(qdo + 2 * QDO_HALVES);
+  float4* tile_terms = reinterpret_cast<float4*>(qdo + STAGES * QDO_HALVES);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long long bh = blockIdx.y;
   const int k0 = blockIdx.x * BWD_KEYS, kw = k0 + warp * 16;  // the block's, warp's keys
@@ -475,7 +479,7 @@ flamefx_mma_attention_backward_kv(
   v += bh * sk * DV;
   // The block's keys [BWD_KEYS][D + PAD] in shared memory: a warp reads its K fragments there
   // for each tile, which keeps them out of the registers the tile's other work needs.
-  T* ks = reinterpret_cast<T*>(tile_terms + 2 * ROWS);
+  T* ks = reinterpret_cast<T*>(tile_terms + STAGES * ROWS);
   load_rows_async<D, BWD_KEYS>(ks, k + (long long)k0 * D, sk - k0);
   float dk_acc[D / 8][4];
   #pragma unroll
@@ -505,24 +509,23 @@ flamefx_mma_attention_backward_kv(
 #endif
     load_terms_async<ROWS>(tile_terms + buffer * ROWS, terms + q0, sq - q0);
   };
-  // Causal: query tiles before this key block see none of it. Double buffering: tile i + 1
-  // streams in while the warps work on tile i.
+  // Causal: query tiles before this key block see none of it. Tile i + 1 streams in while
+  // the warps work on tile i.
   const int q_first = CAUSAL ? k0 : 0, tiles = (sq - q_first + ROWS - 1) / ROWS;
   if (tiles > 0) load_query_tile(q_first, 0);
   cp_async_commit();
   for (int tile = 0; tile < tiles; ++tile) {
     const int q0 = q_first + tile * ROWS;
-    // Buffer (tile + 1) & 1 was last read before the previous tile's last barrier.
     if (tile + 1 < tiles) {
-      load_query_tile(q0 + ROWS, (tile + 1) & 1);
+      load_query_tile(q0 + ROWS, (tile + 1) % STAGES);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
     __syncthreads();  // query tile `tile` is in shared memory for every warp
-    const T* const qs = qdo + (tile & 1) * QDO_HALVES;
-    const float4* const row_terms = tile_terms + (tile & 1) * ROWS;
+    const T* const qs = qdo + (tile % STAGES) * QDO_HALVES;
+    const float4* const row_terms = tile_terms + (tile % STAGES) * ROWS;
     // Pᵀ (16 keys x 64 queries) = exp2(K Qᵀ scale log2e - lse log2e)
     unsigned ka[D / 16][4];
     #pragma unroll
@@ -589,16 +592,14 @@ flamefx_mma_attention_backward_kv(
       for (int n = 0; n < D / 8; n += 2)
         mma_b(dk_acc[n], dk_acc[n + 1], dsa, qs, D + PAD, n * 8, kk * 16);
     }
-#if DOUT_ROWS
-    __syncthreads();  // every warp is done with this buffer before it is refilled
-#else
+#if !DOUT_ROWS
     #pragma unroll
     for (int n = 0; n < ROWS / 8; ++n)
       #pragma unroll
       for (int r = 0; r < 2; ++r)
         *reinterpret_cast<unsigned*>(dss + (warp * 16 + g + r * 8) * (ROWS + PAD) + n * 8 + t * 2)
             = pack2(dst[n][2 * r], dst[n][2 * r + 1]);
-    __syncthreads();  // dSᵀ is whole, and every warp is done with the query buffer
+    __syncthreads();  // dSᵀ is whole
     // dQ += dS K * scale over this block's keys: warp w takes query rows 16 (w % 4) .. + 15
     // and DQ_COLS columns from DQ_COLS (w / 4).
     const int qw = q0 + (warp & 3) * 16, c0 = (warp >> 2) * DQ_COLS;
@@ -670,9 +671,9 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
     const float* __restrict__ vsum, T* __restrict__ dq, int sq, int sk, int sk_padded,
     float scale, float scale_log2) {
   extern __shared__ __align__(16) unsigned char smem[];
-  // Two buffers of a key tile [ROWS][D + PAD], then two of its keys' vsum [ROWS].
+  // STAGES buffers of a key tile [ROWS][D + PAD], then STAGES of its keys' vsum [ROWS].
   T* ks = reinterpret_cast<T*>(smem);
-  float* tile_vsum = reinterpret_cast<float*>(ks + 2 * KTILE_HALVES);
+  float* tile_vsum = reinterpret_cast<float*>(ks + STAGES * KTILE_HALVES);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long long bh = blockIdx.y;
   const int block_q0 = blockIdx.x * DQ_ROWS, q0 = block_q0 + warp * 16;
@@ -703,15 +704,15 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
   for (int tile = 0; tile < tiles; ++tile) {
     const int k0 = tile * ROWS;
     if (tile + 1 < tiles) {
-      load_key_tile(k0 + ROWS, (tile + 1) & 1);
+      load_key_tile(k0 + ROWS, (tile + 1) % STAGES);
       cp_async_commit();
       cp_async_wait<1>();
     } else {
       cp_async_wait<0>();
     }
     __syncthreads();  // key tile `tile` is in shared memory for every warp
-    const T* const tile_ks = ks + (tile & 1) * KTILE_HALVES;
-    const float* const vsum_keys = tile_vsum + (tile & 1) * ROWS;
+    const T* const tile_ks = ks + (tile % STAGES) * KTILE_HALVES;
+    const float* const vsum_keys = tile_vsum + (tile % STAGES) * ROWS;
     if (!CAUSAL || k0 <= q0 + 15) {  // else this warp's rows see none of these keys
       float s[ROWS / 8][4];
       tile_scores(s, qa, tile_ks);
@@ -746,7 +747,6 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
           mma_b(dq_acc[n], dq_acc[n + 1], dsa, tile_ks, D + PAD, n * 8, kk * 16);
       }
     }
-    __syncthreads();  // every warp is done with this buffer before it is refilled
   }
   #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -782,7 +782,7 @@ def kernel_source(dtype, d: int, dv: int, is_causal: bool, forward_warps: int = 
                f"#define DOUT_ROWS {int(dout_rows)}\n"
                f"#define FWD_WARPS {forward_warps}\n#define BWD_WARPS {backward_warps}\n"
                f"#define IS_BF16 {int(np.dtype(dtype).name == 'bfloat16')}\n"
-               f"#define TERM_LANES {_term_lanes(dv)}\n"
+               f"#define TERM_LANES {_term_lanes(dv)}\n#define STAGES {_STAGES}\n"
                "#ifndef INFINITY\n#define INFINITY __int_as_float(0x7f800000)\n#endif\n")
     return scalar_prelude(dtype) + defines + _COMMON + _FORWARD + _BACKWARD
 
@@ -794,8 +794,8 @@ def _term_lanes(dv: int) -> int:
 
 
 def forward_shared_bytes(d: int, dv: int) -> int:
-    """Two buffers of a key and a value tile."""
-    return 2 * 2 * _ROWS * (d + _PAD + dv + _PAD)
+    """STAGES buffers of a key and a value tile."""
+    return _STAGES * 2 * _ROWS * (d + _PAD + dv + _PAD)
 
 
 def backward_warps(d: int, dout_rows: bool) -> int:
@@ -805,17 +805,18 @@ def backward_warps(d: int, dout_rows: bool) -> int:
 
 
 def backward_kv_shared_bytes(d: int, dv: int, dout_rows: bool, warps: int) -> int:
-    """Two buffers of a query and an output-cotangent tile and of its rows' terms, the
+    """STAGES buffers of a query and an output-cotangent tile and of its rows' terms, the
     block's keys, and with a full dO dSᵀ."""
-    halves = 2 * _ROWS * (d + _PAD + (0 if dout_rows else dv + _PAD)) + 16 * warps * (d + _PAD)
+    halves = (_STAGES * _ROWS * (d + _PAD + (0 if dout_rows else dv + _PAD))
+              + 16 * warps * (d + _PAD))
     if not dout_rows:
         halves += 16 * warps * (_ROWS + _PAD)
-    return 2 * halves + 2 * 16 * _ROWS
+    return 2 * halves + _STAGES * 16 * _ROWS
 
 
 def backward_q_shared_bytes(d: int) -> int:
-    """Two buffers of a key tile and of its keys' value sums (``dout_rows`` only)."""
-    return 2 * 2 * _ROWS * (d + _PAD) + 2 * 4 * _ROWS
+    """STAGES buffers of a key tile and of its keys' value sums (``dout_rows`` only)."""
+    return _STAGES * 2 * _ROWS * (d + _PAD) + _STAGES * 4 * _ROWS
 
 
 @functools.cache
