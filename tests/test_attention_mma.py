@@ -48,7 +48,8 @@ int main(int argc, char** argv) {
   launch(Dim3{(sq + fwd_rows - 1) / fwd_rows, (unsigned)bh, 1}, Dim3{2 * fwd_rows, 1, 1}, [&] {
     flamefx_mma_attention_forward(q.data(), k.data(), v.data(), out.data(), lse.data(), sq,
                                   sk, scale * 1.4426950408889634f); });
-  launch(Dim3{(unsigned)(((rows + key_rows) * TERM_LANES + 255) / 256), 1, 1}, Dim3{256, 1, 1}, [&] {
+  const unsigned term_blocks = (unsigned)(((rows + key_rows) * TERM_LANES + 255) / 256);
+  launch(Dim3{term_blocks, 1, 1}, Dim3{256, 1, 1}, [&] {
     flamefx_mma_backward_terms(out.data(), dout.data(), lse.data(), dlse.data(), row_terms,
                                v.data(), vsum.data(), rows, key_rows, sk, sk_padded); });
   std::vector<float> dq_acc(DOUT_ROWS ? 1 : q.size(), 0.f);

@@ -1,19 +1,19 @@
 """Flash attention on tensor cores for float16 and bfloat16 (FlashAttention-2 style).
 
 Every product goes through ``mma.sync.aligned.m16n8k16`` (half inputs, float32
-accumulation) from one device helper, ``mma_m16n8k16``. Layout (batch, heads, seq, dim),
+accumulation), from the device helpers of cuda_mma. Layout (batch, heads, seq, dim),
 contiguous; head dims multiples of 16 up to 128; no bias (``supports`` says which calls
 qualify; the rest take cuda_attention_gemm or cuda_attention). Memory is linear in the
 sequence: no score matrix is ever stored.
 
 Forward: one block of 8 warps per 128 query rows, each warp owning 16 rows whose Q
-fragments stay in registers. Key tiles of 64 stream through shared memory, row-major and
-in STAGES = 3 buffers (cp.async fetches tile i + 1 during tile i; with three buffers the
-one refilled was last read two tiles ago, so one barrier a tile suffices); ``ldmatrix`` (``.trans`` where
-the product needs the tile transposed) delivers B fragments for two mma tiles per
-instruction. S = Q Kᵀ, the online softmax and P·V all stay in registers: an S accumulator
-pair (row g, columns 2t, 2t+1) is exactly an A-operand register of the next product, so P
-never touches shared memory.
+fragments stay in registers. Key tiles of 64 stream through shared memory, row-major, in
+STAGES = 3 buffers: cp.async fetches tile i + 1 during tile i, and with three buffers the
+one refilled was last read two tiles ago, so one barrier a tile suffices. ``ldmatrix``
+(``.trans`` where the product needs the tile transposed) delivers B fragments for two mma
+tiles per instruction. S = Q Kᵀ, the online softmax and P·V all stay in registers: an S
+accumulator pair (row g, columns 2t, 2t+1) is exactly an A-operand register of the next
+product, so P never touches shared memory.
 
 Backward: a first kernel gathers each query row's terms (lse·log2 e, delta = rowsum(dO *
 out) - dlse, and g below) into one 16-byte entry. The dK, dV kernel gives a block 128 keys
@@ -30,10 +30,10 @@ dS = P (g vsum - delta) for its 128 query rows over the key tiles, so no block s
 row and there are no atomics. With a full dO that recomputation costs two products and is
 slower than the atomics (W3's shape: 0.33 against 0.29 ms).
 
-Measured (H100, 2026-11-24), W3 bf16 (8, 8, 1024, 64): forward 0.079 ms (218 TF/s); row
-backward 0.172 ms (terms, dK dV 0.096, dQ 0.073), full backward 0.26 ms; grad of
-sum(attention) end to end 0.25 ms (JAX cuDNN 0.25 ms). 4 warps per block: forward 0.098,
-row dK dV 0.112 against 0.105 ms.
+Measured (H100, 2026-11-24), W3 bf16 (8, 8, 1024, 64): forward 0.077 ms (223 TF/s); row
+backward 0.16 ms (terms 0.004, dK dV 0.090, dQ 0.067), full backward 0.22 ms; grad of
+sum(attention) end to end 0.24 ms (JAX cuDNN 0.25-0.26 ms in the same processes). 4 warps
+per block: forward 0.098, row dK dV 0.112 against 0.105 ms (before the third buffer).
 
 >>> supports_shapes(np.dtype("float16"), (8, 8, 1024, 64), (8, 8, 1024, 64), None)
 True
@@ -48,6 +48,7 @@ import numpy as np
 
 from flamefx import devices
 from flamefx.kernels.cuda_attention import gradient_buffers
+from flamefx.kernels.cuda_mma import DEVICE_HELPERS
 from flamefx.kernels.cuda_scalar import (empty, raw_view, scalar_prelude,
                                          set_dynamic_shared_memory, zeros)
 
@@ -73,156 +74,6 @@ _COMMON = r"""
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
-// d += a b for one warp: a is 16 x 16 (row-major fragments), b 16 x 8 (column fragments),
-// d 16 x 8 in float32. Fragment layouts: see tests/kernel_emulator/cuda_on_cpu.h.
-__device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const unsigned (&a)[4],
-                                             unsigned b0, unsigned b1) {
-#if defined(FLAMEFX_EMULATED_MMA)
-  emulated_mma_m16n8k16(d, a, b0, b1, IS_BF16);
-#elif IS_BF16
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
-               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#else
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
-               "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
-
-// A compile-time flag for generic lambdas (`if (decltype(flag)::value)`).
-template <bool B>
-struct Flag {
-  static constexpr bool value = B;
-};
-
-// 2^x by the special-function unit (denormal results flush to zero; x = -inf gives 0).
-__device__ __forceinline__ float fast_exp2(float x) {
-#if defined(FLAMEFX_EMULATED_MMA)
-  return exp2f(x);
-#else
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-#endif
-}
-
-// Two floats rounded to T and packed into one register, `lo` in the low half.
-__device__ __forceinline__ unsigned pack2(float lo, float hi) {
-#if defined(FLAMEFX_EMULATED_MMA)
-  return (unsigned)STORE(lo) | ((unsigned)STORE(hi) << 16);
-#elif IS_BF16
-  unsigned r;
-  asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-#else
-  unsigned r;
-  asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-  return r;
-#endif
-}
-
-__device__ __forceinline__ unsigned word_at(const T* p) {
-  return *reinterpret_cast<const unsigned*>(p);
-}
-
-// A fragments (16 rows x 16 columns from column c0) of a row-major matrix with row stride
-// `ld`, rows at or past `valid` read as zero.
-__device__ __forceinline__ void load_a(unsigned (&a)[4], const T* m, long long ld, int r0,
-                                       int c0, int valid) {
-  const int g = (threadIdx.x & 31) >> 2, c = c0 + (threadIdx.x & 3) * 2;
-  a[0] = r0 + g < valid ? word_at(m + (r0 + g) * ld + c) : 0u;
-  a[1] = r0 + g + 8 < valid ? word_at(m + (r0 + g + 8) * ld + c) : 0u;
-  a[2] = r0 + g < valid ? word_at(m + (r0 + g) * ld + c + 8) : 0u;
-  a[3] = r0 + g + 8 < valid ? word_at(m + (r0 + g + 8) * ld + c + 8) : 0u;
-}
-
-// Four 8 x 8 matrices of halves from shared memory in one instruction: lane l gives the
-// address of row l % 8 of matrix l / 8, and register i receives matrix i in the mma fragment
-// layout (row l / 4, columns 2 (l % 4) and + 1), or with TRANS the matrix transposed.
-template <bool TRANS>
-__device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const T* row) {
-#if defined(FLAMEFX_EMULATED_MMA)
-  emulated_ldmatrix_x4(r, row, TRANS);
-#else
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(row));
-  if (TRANS)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address) : "memory");
-  else
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(address) : "memory");
-#endif
-}
-
-// d0, d1 += a B for B's columns n0 .. n0 + 15 (two 8-column tiles) at rows k0 .. k0 + 15,
-// B stored transposed in shared memory: bt[n][k], row stride `ld` (Q Kᵀ reads K this way).
-__device__ __forceinline__ void mma_b_transposed(float (&d0)[4], float (&d1)[4],
-                                                 const unsigned (&a)[4], const T* bt, int ld,
-                                                 int n0, int k0) {
-  const int i = (threadIdx.x & 31) >> 3, r = threadIdx.x & 7;
-  unsigned b[4];
-  ldmatrix_x4<false>(b, bt + (n0 + (i >> 1) * 8 + r) * ld + k0 + (i & 1) * 8);
-  mma_m16n8k16(d0, a, b[0], b[1]);
-  mma_m16n8k16(d1, a, b[2], b[3]);
-}
-
-// The same with B stored as is, b[k][n] (P V reads V this way): transposed loads.
-__device__ __forceinline__ void mma_b(float (&d0)[4], float (&d1)[4], const unsigned (&a)[4],
-                                      const T* b, int ld, int n0, int k0) {
-  const int i = (threadIdx.x & 31) >> 3, r = threadIdx.x & 7;
-  unsigned f[4];
-  ldmatrix_x4<true>(f, b + (k0 + (i & 1) * 8 + r) * ld + n0 + (i >> 1) * 8);
-  mma_m16n8k16(d0, a, f[0], f[1]);
-  mma_m16n8k16(d1, a, f[2], f[3]);
-}
-
-// A fragments (rows m0 .. m0 + 15, columns k0 .. k0 + 15) of a row-major matrix in shared
-// memory with row stride `ld`.
-__device__ __forceinline__ void load_a_shared(unsigned (&a)[4], const T* m, int ld, int m0,
-                                              int k0) {
-  const int i = (threadIdx.x & 31) >> 3, r = threadIdx.x & 7;
-  ldmatrix_x4<false>(a, m + (m0 + (i & 1) * 8 + r) * ld + k0 + (i >> 1) * 8);
-}
-
-// A fragments (rows m0 .. m0 + 15, columns k0 .. k0 + 15) of a matrix stored transposed in
-// shared memory, at[k][m] with row stride `ld`.
-__device__ __forceinline__ void load_a_transposed(unsigned (&a)[4], const T* at, int ld,
-                                                  int m0, int k0) {
-  const int i = (threadIdx.x & 31) >> 3, r = threadIdx.x & 7;
-  ldmatrix_x4<true>(a, at + (k0 + (i >> 1) * 8 + r) * ld + m0 + (i & 1) * 8);
-}
-
-// 16 bytes from global to shared memory without a round trip through registers (cp.async;
-// zeros when !valid), complete after the cp_async_wait that follows its commit.
-__device__ __forceinline__ void copy_16_async(void* dst, const void* src, bool valid) {
-#if defined(FLAMEFX_EMULATED_MMA)
-  uint4 piece = {0u, 0u, 0u, 0u};
-  if (valid) piece = *reinterpret_cast<const uint4*>(src);
-  *reinterpret_cast<uint4*>(dst) = piece;
-#else
-  const unsigned address = static_cast<unsigned>(__cvta_generic_to_shared(dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;"
-               :: "r"(address), "l"(src), "r"(valid ? 16 : 0) : "memory");
-#endif
-}
-
-__device__ __forceinline__ void cp_async_commit() {
-#if !defined(FLAMEFX_EMULATED_MMA)
-  asm volatile("cp.async.commit_group;" ::: "memory");
-#endif
-}
-
-// Waits until at most `PENDING` committed groups of this thread are still in flight.
-template <int PENDING>
-__device__ __forceinline__ void cp_async_wait() {
-#if !defined(FLAMEFX_EMULATED_MMA)
-  asm volatile("cp.async.wait_group %0;" :: "n"(PENDING) : "memory");
-#endif
-}
-
 // Starts copying N rows (ROWS unless given) of COLS halves (row stride COLS in global,
 // COLS + PAD in shared memory) in 16-byte pieces, zeros past `valid` rows.
 template <int COLS, int N = ROWS>
@@ -245,16 +96,6 @@ __device__ __forceinline__ void tile_scores(float (&s)[ROWS / 8][4], const unsig
     #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk)
       mma_b_transposed(s[n], s[n + 1], a[kk], tile, D + PAD, n * 8, kk * 16);
-}
-
-// A fragments for the next product straight from an accumulator tile s[n][4] (16 x 8 per
-// n): columns 16 kk .. 16 kk + 15 are accumulator tiles 2 kk and 2 kk + 1.
-__device__ __forceinline__ void accumulators_as_a(unsigned (&a)[4], const float (&s0)[4],
-                                                  const float (&s1)[4]) {
-  a[0] = pack2(s0[0], s0[1]);
-  a[1] = pack2(s0[2], s0[3]);
-  a[2] = pack2(s1[0], s1[1]);
-  a[3] = pack2(s1[2], s1[3]);
 }
 """
 
@@ -790,7 +631,8 @@ def kernel_source(dtype, d: int, dv: int, is_causal: bool, forward_warps: int = 
                f"#define IS_BF16 {int(np.dtype(dtype).name == 'bfloat16')}\n"
                f"#define TERM_LANES {_term_lanes(dv)}\n#define STAGES {_STAGES}\n"
                "#ifndef INFINITY\n#define INFINITY __int_as_float(0x7f800000)\n#endif\n")
-    return scalar_prelude(dtype) + defines + _COMMON + _FORWARD + _BACKWARD
+    return (scalar_prelude(dtype) + defines + DEVICE_HELPERS + _COMMON + _FORWARD
+            + _BACKWARD)
 
 
 def _term_lanes(dv: int) -> int:
