@@ -85,17 +85,49 @@ __device__ __forceinline__ void load_rows_async(T* dst, const T* src, int valid)
   }
 }
 
-// s (16 x 64: this warp's 16 rows of A against a tile's 64 rows of B) = A Bᵀ over D, for A
-// in fragments a[D / 16] and the tile row-major in shared memory (row stride D + PAD).
-__device__ __forceinline__ void tile_scores(float (&s)[ROWS / 8][4], const unsigned (&a)[D / 16][4],
-                                            const T* tile) {
+// s (16 x 64: this warp's 16 rows of A against a tile's 64 rows of B) = A Bᵀ over K
+// columns, for A in fragments a[K / 16] and the tile row-major in shared memory (row stride
+// K + PAD).
+template <int K>
+__device__ __forceinline__ void tile_scores(float (&s)[ROWS / 8][4],
+                                            const unsigned (&a)[K / 16][4], const T* tile) {
   #pragma unroll
   for (int n = 0; n < ROWS / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
   #pragma unroll
   for (int n = 0; n < ROWS / 8; n += 2)
     #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk)
-      mma_b_transposed(s[n], s[n + 1], a[kk], tile, D + PAD, n * 8, kk * 16);
+    for (int kk = 0; kk < K / 16; ++kk)
+      mma_b_transposed(s[n], s[n + 1], a[kk], tile, K + PAD, n * 8, kk * 16);
+}
+
+// acc (16 x COLS) += A B: A this warp's 16 x 64 accumulator tile `a` (rounded to T), B a
+// tile's 64 rows of COLS, row-major in shared memory (row stride COLS + PAD).
+template <int COLS>
+__device__ __forceinline__ void tile_product(float (&acc)[COLS / 8][4],
+                                             const float (&a)[ROWS / 8][4], const T* tile) {
+  #pragma unroll
+  for (int kk = 0; kk < ROWS / 16; ++kk) {
+    unsigned fragment[4];
+    accumulators_as_a(fragment, a[2 * kk], a[2 * kk + 1]);
+    #pragma unroll
+    for (int n = 0; n < COLS / 8; n += 2)
+      mma_b(acc[n], acc[n + 1], fragment, tile, COLS + PAD, n * 8, kk * 16);
+  }
+}
+
+// Starts tile `tile + 1`'s copies (`load(tile + 1)`, when there is one) and waits for tile
+// `tile`'s; after the barrier every warp may read tile `tile`, and every warp is done with
+// tile `tile - 1`. (Three buffers: the one tile + 1 refills was last read by tile - 2.)
+template <class Load>
+__device__ __forceinline__ void next_tile(int tile, int tiles, Load load) {
+  if (tile + 1 < tiles) {
+    load(tile + 1);
+    cp_async_commit();
+    cp_async_wait<1>();
+  } else {
+    cp_async_wait<0>();
+  }
+  __syncthreads();
 }
 """
 
@@ -110,7 +142,6 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
   extern __shared__ __align__(16) unsigned char smem[];
   // STAGES buffers of KV_HALVES: keys [ROWS][D + PAD], then values [ROWS][DV + PAD].
   T* ks = reinterpret_cast<T*>(smem);
-  T* vs = ks + ROWS * (D + PAD);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long long bh = blockIdx.y;
   const int block_q0 = blockIdx.x * FWD_ROWS, q0 = block_q0 + warp * 16;
@@ -127,28 +158,24 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
   for (int n = 0; n < DV / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   const int k_end = CAUSAL ? min(sk, block_q0 + FWD_ROWS) : sk;
   const int tiles = (k_end + ROWS - 1) / ROWS;
+  // Starts loading key tile `tile` (keys and values) into its buffer.
+  auto load_key_tile = [&](int tile) {
+    T* const tile_ks = ks + (tile % STAGES) * KV_HALVES;
+    const int k0 = tile * ROWS;
+    load_rows_async<D>(tile_ks, k + (long long)k0 * D, sk - k0);
+    load_rows_async<DV>(tile_ks + ROWS * (D + PAD), v + (long long)k0 * DV, sk - k0);
+  };
   // Tile i + 1 streams in (cp.async) while the warps work on tile i.
-  load_rows_async<D>(ks, k, sk);
-  load_rows_async<DV>(vs, v, sk);
+  if (tiles > 0) load_key_tile(0);
   cp_async_commit();
   for (int tile = 0; tile < tiles; ++tile) {
     const int k0 = tile * ROWS;
-    T* const tile_ks = ks + (tile % STAGES) * KV_HALVES;
-    if (tile + 1 < tiles) {
-      T* const next_ks = ks + ((tile + 1) % STAGES) * KV_HALVES;
-      load_rows_async<D>(next_ks, k + (long long)(k0 + ROWS) * D, sk - k0 - ROWS);
-      load_rows_async<DV>(next_ks + ROWS * (D + PAD), v + (long long)(k0 + ROWS) * DV,
-                          sk - k0 - ROWS);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // tile `tile` is in shared memory for every warp
+    next_tile(tile, tiles, load_key_tile);
+    const T* const tile_ks = ks + (tile % STAGES) * KV_HALVES;
     const T* const tile_vs = tile_ks + ROWS * (D + PAD);
     if (!CAUSAL || k0 <= q0 + 15) {  // else this warp's rows see none of these keys
       float s[ROWS / 8][4];
-      tile_scores(s, qa, tile_ks);
+      tile_scores<D>(s, qa, tile_ks);
       // Scores in the log2 domain; keys past the end, or after the row when causal, hidden
       // (edge tiles only: a pass of its own keeps the tests out of the other tiles' code).
       #pragma unroll
@@ -192,14 +219,7 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
       for (int n = 0; n < DV / 8; ++n)
         #pragma unroll
         for (int e = 0; e < 4; ++e) o[n][e] *= alpha[e >> 1];
-      #pragma unroll
-      for (int kk = 0; kk < ROWS / 16; ++kk) {
-        unsigned pa[4];
-        accumulators_as_a(pa, s[2 * kk], s[2 * kk + 1]);
-        #pragma unroll
-        for (int n = 0; n < DV / 8; n += 2)
-          mma_b(o[n], o[n + 1], pa, tile_vs, DV + PAD, n * 8, kk * 16);
-      }
+      tile_product<DV>(o, s, tile_vs);
     }
   }
   #pragma unroll
@@ -347,8 +367,11 @@ flamefx_mma_attention_backward_kv(
   #pragma unroll
   for (int n = 0; n < DV / 8; ++n) dv_acc[n][0] = dv_acc[n][1] = dv_acc[n][2] = dv_acc[n][3] = 0.f;
 #endif
-  // Starts loading query tile q0 (queries, output cotangents, terms) into buffer `buffer`.
-  auto load_query_tile = [&](int q0, int buffer) {
+  // Causal: query tiles before this key block see none of it.
+  const int q_first = CAUSAL ? k0 : 0, tiles = (sq - q_first + ROWS - 1) / ROWS;
+  // Starts loading query tile `tile` (queries, output cotangents, terms) into its buffer.
+  auto load_query_tile = [&](int tile) {
+    const int q0 = q_first + tile * ROWS, buffer = tile % STAGES;
     T* const tile_qs = qdo + buffer * QDO_HALVES;
     load_rows_async<D>(tile_qs, q + (long long)q0 * D, sq - q0);
 #if !DOUT_ROWS
@@ -356,21 +379,12 @@ flamefx_mma_attention_backward_kv(
 #endif
     load_terms_async<ROWS>(tile_terms + buffer * ROWS, terms + q0, sq - q0);
   };
-  // Causal: query tiles before this key block see none of it. Tile i + 1 streams in while
-  // the warps work on tile i.
-  const int q_first = CAUSAL ? k0 : 0, tiles = (sq - q_first + ROWS - 1) / ROWS;
-  if (tiles > 0) load_query_tile(q_first, 0);
+  // Tile i + 1 streams in while the warps work on tile i.
+  if (tiles > 0) load_query_tile(0);
   cp_async_commit();
   for (int tile = 0; tile < tiles; ++tile) {
     const int q0 = q_first + tile * ROWS;
-    if (tile + 1 < tiles) {
-      load_query_tile(q0 + ROWS, (tile + 1) % STAGES);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // query tile `tile` is in shared memory for every warp
+    next_tile(tile, tiles, load_query_tile);
     const T* const qs = qdo + (tile % STAGES) * QDO_HALVES;
     const float4* const row_terms = tile_terms + (tile % STAGES) * ROWS;
     // Pᵀ (16 keys x 64 queries) = exp2(K Qᵀ scale log2e - lse log2e)
@@ -378,19 +392,13 @@ flamefx_mma_attention_backward_kv(
     #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) load_a_shared(ka[kk], ks, D + PAD, warp * 16, kk * 16);
     float pt[ROWS / 8][4];
-    tile_scores(pt, ka, qs);
+    tile_scores<D>(pt, ka, qs);
     const bool edge = kw + 16 > sk || q0 + ROWS > sq || (CAUSAL && q0 < kw + 15);
     float dst[ROWS / 8][4];
 #if !DOUT_ROWS
     // dPᵀ = V dOᵀ
     const T* const dos = qs + ROWS * (D + PAD);
-    #pragma unroll
-    for (int n = 0; n < ROWS / 8; ++n) dst[n][0] = dst[n][1] = dst[n][2] = dst[n][3] = 0.f;
-    #pragma unroll
-    for (int n = 0; n < ROWS / 8; n += 2)
-      #pragma unroll
-      for (int kk = 0; kk < DV / 16; ++kk)
-        mma_b_transposed(dst[n], dst[n + 1], va[kk], dos, DV + PAD, n * 8, kk * 16);
+    tile_scores<DV>(dst, va, dos);
 #endif
     // Pᵀ, then dSᵀ = Pᵀ (dPᵀ - delta); with DOUT_ROWS dPᵀ = vsum g and dV[key, :] += Pᵀ g.
     // Masked: keys past the end, queries past the end, queries before the key when causal;
@@ -421,24 +429,10 @@ flamefx_mma_attention_backward_kv(
       probabilities(Flag<false>());
 #if !DOUT_ROWS
     // dV += Pᵀ dO
-    #pragma unroll
-    for (int kk = 0; kk < ROWS / 16; ++kk) {
-      unsigned pa[4];
-      accumulators_as_a(pa, pt[2 * kk], pt[2 * kk + 1]);
-      #pragma unroll
-      for (int n = 0; n < DV / 8; n += 2)
-        mma_b(dv_acc[n], dv_acc[n + 1], pa, dos, DV + PAD, n * 8, kk * 16);
-    }
+    tile_product<DV>(dv_acc, pt, dos);
 #endif
     // dK += dSᵀ Q (scaled at the end)
-    #pragma unroll
-    for (int kk = 0; kk < ROWS / 16; ++kk) {
-      unsigned dsa[4];
-      accumulators_as_a(dsa, dst[2 * kk], dst[2 * kk + 1]);
-      #pragma unroll
-      for (int n = 0; n < D / 8; n += 2)
-        mma_b(dk_acc[n], dk_acc[n + 1], dsa, qs, D + PAD, n * 8, kk * 16);
-    }
+    tile_product<D>(dk_acc, dst, qs);
 #if !DOUT_ROWS
     #pragma unroll
     for (int n = 0; n < ROWS / 8; ++n)
@@ -538,31 +532,25 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
   float dq_acc[D / 8][4];
   #pragma unroll
   for (int n = 0; n < D / 8; ++n) dq_acc[n][0] = dq_acc[n][1] = dq_acc[n][2] = dq_acc[n][3] = 0.f;
-  // Starts loading key tile k0 and its vsum into buffer `buffer`.
-  auto load_key_tile = [&](int k0, int buffer) {
+  // Starts loading key tile `tile` and its vsum into its buffer.
+  auto load_key_tile = [&](int tile) {
+    const int k0 = tile * ROWS, buffer = tile % STAGES;
     load_rows_async<D>(ks + buffer * KTILE_HALVES, k + (long long)k0 * D, sk - k0);
     load_terms_async<ROWS / 4>(reinterpret_cast<float4*>(tile_vsum + buffer * ROWS),
                                reinterpret_cast<const float4*>(vsum + k0), (sk - k0 + 3) / 4);
   };
   const int k_end = CAUSAL ? min(sk, block_q0 + DQ_ROWS) : sk;
   const int tiles = (k_end + ROWS - 1) / ROWS;
-  if (tiles > 0) load_key_tile(0, 0);
+  if (tiles > 0) load_key_tile(0);
   cp_async_commit();
   for (int tile = 0; tile < tiles; ++tile) {
     const int k0 = tile * ROWS;
-    if (tile + 1 < tiles) {
-      load_key_tile(k0 + ROWS, (tile + 1) % STAGES);
-      cp_async_commit();
-      cp_async_wait<1>();
-    } else {
-      cp_async_wait<0>();
-    }
-    __syncthreads();  // key tile `tile` is in shared memory for every warp
+    next_tile(tile, tiles, load_key_tile);
     const T* const tile_ks = ks + (tile % STAGES) * KTILE_HALVES;
     const float* const vsum_keys = tile_vsum + (tile % STAGES) * ROWS;
     if (!CAUSAL || k0 <= q0 + 15) {  // else this warp's rows see none of these keys
       float s[ROWS / 8][4];
-      tile_scores(s, qa, tile_ks);
+      tile_scores<D>(s, qa, tile_ks);
       #pragma unroll
       for (int n = 0; n < ROWS / 8; ++n)
         #pragma unroll
@@ -585,14 +573,7 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
           s[n][e] *= vsum_keys[n * 8 + t * 2 + (e & 1)] * rt.z - rt.y;
         }
       // dQ += dS K
-      #pragma unroll
-      for (int kk = 0; kk < ROWS / 16; ++kk) {
-        unsigned dsa[4];
-        accumulators_as_a(dsa, s[2 * kk], s[2 * kk + 1]);
-        #pragma unroll
-        for (int n = 0; n < D / 8; n += 2)
-          mma_b(dq_acc[n], dq_acc[n + 1], dsa, tile_ks, D + PAD, n * 8, kk * 16);
-      }
+      tile_product<D>(dq_acc, s, tile_ks);
     }
   }
   #pragma unroll
