@@ -462,9 +462,11 @@ def _small_concrete(x) -> bool:
 
 
 def fold_constants(closed: ClosedJaxpr) -> ClosedJaxpr:
-    """Evaluates on the CPU the equations whose inputs are all literals or small constants.
+    """Evaluates on the CPU the equations whose inputs are all literals or small constants
+    and whose results grow no data (up to FOLD_MAX_ELEMENTS), or are read only by kernels
+    that no fusion absorbs (up to FOLD_FOR_OPAQUE_MAX_ELEMENTS).
 
-    Scalar results become literals, other small results new constants (on the device of the
+    Scalar results become literals, other results new constants (on the device of the
     program's other constants, or the default device).
     """
     jaxpr = closed.jaxpr
