@@ -30,7 +30,7 @@ int main(int argc, char** argv) {
   const int bh = atoi(argv[2]), sq = atoi(argv[3]), sk = atoi(argv[4]);
   const float scale = atof(argv[5]);
   const int fwd_smem = atoi(argv[6]), kv_smem = atoi(argv[7]);
-  const unsigned fwd_rows = FWD_ROWS, dq_rows = 16 * BWD_WARPS, bwd_keys = 16 * BWD_WARPS;
+  const unsigned fwd_rows = 16 * FWD_WARPS, bwd_keys = 16 * BWD_WARPS;
   FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
   auto q = read_array<T>(f, (size_t)bh * sq * D);
   auto k = read_array<T>(f, (size_t)bh * sk * D);
@@ -45,7 +45,7 @@ int main(int argc, char** argv) {
   const int sk_padded = (sk + 3) / 4 * 4;
   std::vector<float> vsum((size_t)bh * sk_padded, 0.f);
   float4* row_terms = reinterpret_cast<float4*>(terms.data());
-  launch(Dim3{(sq + fwd_rows - 1) / fwd_rows, (unsigned)bh, 1}, Dim3{32 * FWD_WARPS, 1, 1}, [&] {
+  launch(Dim3{(sq + fwd_rows - 1) / fwd_rows, (unsigned)bh, 1}, Dim3{2 * fwd_rows, 1, 1}, [&] {
     flamefx_mma_attention_forward(q.data(), k.data(), v.data(), out.data(), lse.data(), sq,
                                   sk, scale * 1.4426950408889634f); });
   const unsigned term_blocks = (unsigned)(((rows + key_rows) * TERM_LANES + 255) / 256);
@@ -58,7 +58,7 @@ int main(int argc, char** argv) {
                                       vsum.data(), dk.data(), dvs.data(), dq_acc.data(), sq,
                                       sk, sk_padded, scale, scale * 1.4426950408889634f); });
 #if DOUT_ROWS
-  launch(Dim3{(sq + dq_rows - 1) / dq_rows, (unsigned)bh, 1}, Dim3{2 * dq_rows, 1, 1}, [&] {
+  launch(Dim3{(sq + fwd_rows - 1) / fwd_rows, (unsigned)bh, 1}, Dim3{2 * fwd_rows, 1, 1}, [&] {
     flamefx_mma_attention_backward_q(q.data(), k.data(), row_terms, vsum.data(), dq.data(),
                                      sq, sk, sk_padded, scale, scale * 1.4426950408889634f); });
 #else

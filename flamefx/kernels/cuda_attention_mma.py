@@ -56,10 +56,8 @@ from flamefx.kernels.cuda_scalar import (empty, raw_view, scalar_prelude,
 TAKES_ROW_COTANGENTS = True
 
 _ROWS = 64  # the rows of every tile streamed through shared memory
-# A forward block covers 16 * _FORWARD_WARPS query rows (8 warps of one 16-row block, or 4
-# of two: forward_row_blocks); a backward warp takes 16 keys (or query rows, for dQ). 8 per
-# block measured faster than 4 for W3 (forward 0.084 against 0.098 ms before row blocks,
-# backward 0.287 against 0.294 ms).
+# Warps (of 16 query rows in the forward, 16 keys in the backward) per block: 8 measured
+# faster than 4 for W3 (forward 0.084 against 0.098 ms, backward 0.287 against 0.294 ms).
 _FORWARD_WARPS = 8
 _BACKWARD_WARPS = 8
 _PAD = 8  # halves added to each shared-memory row: consecutive rows start 4 banks apart
@@ -135,10 +133,9 @@ __device__ __forceinline__ void next_tile(int tile, int tiles, Load load) {
 
 _FORWARD = r"""
 #define KV_HALVES (ROWS * (D + PAD + DV + PAD))
-#define FWD_ROWS (16 * FWD_RB * FWD_WARPS)  // query rows of a block
-// grid (FWD_ROWS query rows, batch * heads), FWD_WARPS warps of FWD_RB blocks of 16 rows: a
-// warp's row blocks share each K and V fragment it loads. lse in natural log, -inf for a
-// row that sees no key.
+#define FWD_ROWS (16 * FWD_WARPS)  // query rows of a block
+// grid (FWD_ROWS query rows, batch * heads), FWD_WARPS warps of 16 rows; lse in natural
+// log, -inf for a row that sees no key.
 extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attention_forward(
     const T* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
     T* __restrict__ out, float* __restrict__ lse, int sq, int sk, float scale_log2) {
@@ -147,24 +144,18 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
   T* ks = reinterpret_cast<T*>(smem);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const long long bh = blockIdx.y;
-  // The block's first row, the warp's (its row block rb starts at q0 + 16 rb).
-  const int block_q0 = blockIdx.x * FWD_ROWS, q0 = block_q0 + warp * 16 * FWD_RB;
+  const int block_q0 = blockIdx.x * FWD_ROWS, q0 = block_q0 + warp * 16;
   q += bh * sq * D;
   k += bh * sk * D;
   v += bh * sk * DV;
   out += bh * sq * DV;
   lse += bh * sq;
-  unsigned qa[FWD_RB][D / 16][4];
-  float o[FWD_RB][DV / 8][4], m[FWD_RB][2], l[FWD_RB][2];
+  unsigned qa[D / 16][4];
   #pragma unroll
-  for (int rb = 0; rb < FWD_RB; ++rb) {
-    #pragma unroll
-    for (int kk = 0; kk < D / 16; ++kk) load_a(qa[rb][kk], q, D, q0 + rb * 16, kk * 16, sq);
-    #pragma unroll
-    for (int n = 0; n < DV / 8; ++n) o[rb][n][0] = o[rb][n][1] = o[rb][n][2] = o[rb][n][3] = 0.f;
-    m[rb][0] = m[rb][1] = -INFINITY;
-    l[rb][0] = l[rb][1] = 0.f;
-  }
+  for (int kk = 0; kk < D / 16; ++kk) load_a(qa[kk], q, D, q0, kk * 16, sq);
+  float o[DV / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  #pragma unroll
+  for (int n = 0; n < DV / 8; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.f;
   const int k_end = CAUSAL ? min(sk, block_q0 + FWD_ROWS) : sk;
   const int tiles = (k_end + ROWS - 1) / ROWS;
   // Starts loading key tile `tile` (keys and values) into its buffer.
@@ -182,52 +173,28 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
     next_tile(tile, tiles, load_key_tile);
     const T* const tile_ks = ks + (tile % STAGES) * KV_HALVES;
     const T* const tile_vs = tile_ks + ROWS * (D + PAD);
-    if (CAUSAL && k0 > q0 + 16 * FWD_RB - 1) continue;  // the warp's rows see none of these
-    // S = Q Kᵀ, each K fragment serving every row block.
-    float s[FWD_RB][ROWS / 8][4];
-    #pragma unroll
-    for (int rb = 0; rb < FWD_RB; ++rb)
-      #pragma unroll
-      for (int n = 0; n < ROWS / 8; ++n)
-        s[rb][n][0] = s[rb][n][1] = s[rb][n][2] = s[rb][n][3] = 0.f;
-    #pragma unroll
-    for (int n = 0; n < ROWS / 8; n += 2)
-      #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        unsigned b[4];
-        load_b_transposed(b, tile_ks, D + PAD, n * 8, kk * 16);
-        #pragma unroll
-        for (int rb = 0; rb < FWD_RB; ++rb) {
-          mma_m16n8k16(s[rb][n], qa[rb][kk], b[0], b[1]);
-          mma_m16n8k16(s[rb][n + 1], qa[rb][kk], b[2], b[3]);
-        }
-      }
-    // Scores in the log2 domain; keys past the end, or after the row when causal, hidden
-    // (edge tiles only: a pass of its own keeps the tests out of the other tiles' code).
-    #pragma unroll
-    for (int rb = 0; rb < FWD_RB; ++rb)
+    if (!CAUSAL || k0 <= q0 + 15) {  // else this warp's rows see none of these keys
+      float s[ROWS / 8][4];
+      tile_scores<D>(s, qa, tile_ks);
+      // Scores in the log2 domain; keys past the end, or after the row when causal, hidden
+      // (edge tiles only: a pass of its own keeps the tests out of the other tiles' code).
       #pragma unroll
       for (int n = 0; n < ROWS / 8; ++n)
         #pragma unroll
-        for (int e = 0; e < 4; ++e) s[rb][n][e] *= scale_log2;
-    if (k0 + ROWS > sk || (CAUSAL && k0 + ROWS - 1 > q0))
-      #pragma unroll
-      for (int rb = 0; rb < FWD_RB; ++rb)
+        for (int e = 0; e < 4; ++e) s[n][e] *= scale_log2;
+      if (k0 + ROWS > sk || (CAUSAL && k0 + ROWS - 1 > q0))
         #pragma unroll
         for (int n = 0; n < ROWS / 8; ++n)
           #pragma unroll
           for (int e = 0; e < 4; ++e) {
-            const int row = q0 + rb * 16 + g + (e >> 1) * 8, col = k0 + n * 8 + t * 2 + (e & 1);
-            if (col >= sk || (CAUSAL && col > row)) s[rb][n][e] = -INFINITY;
+            const int row = q0 + g + (e >> 1) * 8, col = k0 + n * 8 + t * 2 + (e & 1);
+            if (col >= sk || (CAUSAL && col > row)) s[n][e] = -INFINITY;
           }
-    // The online softmax, row block by row block; P overwrites S.
-    #pragma unroll
-    for (int rb = 0; rb < FWD_RB; ++rb) {
-      float row_max[2] = {m[rb][0], m[rb][1]};
+      float row_max[2] = {m[0], m[1]};
       #pragma unroll
       for (int n = 0; n < ROWS / 8; ++n)
         #pragma unroll
-        for (int e = 0; e < 4; ++e) row_max[e >> 1] = fmaxf(row_max[e >> 1], s[rb][n][e]);
+        for (int e = 0; e < 4; ++e) row_max[e >> 1] = fmaxf(row_max[e >> 1], s[n][e]);
       float alpha[2], m_use[2];
       #pragma unroll
       for (int r = 0; r < 2; ++r) {
@@ -235,58 +202,39 @@ extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attenti
         row_max[r] = fmaxf(row_max[r], __shfl_xor_sync(0xffffffffu, row_max[r], 1));
         row_max[r] = fmaxf(row_max[r], __shfl_xor_sync(0xffffffffu, row_max[r], 2));
         m_use[r] = row_max[r] == -INFINITY ? 0.f : row_max[r];  // no key seen yet
-        alpha[r] = fast_exp2(m[rb][r] - m_use[r]);
-        m[rb][r] = row_max[r];
-        l[rb][r] *= alpha[r];  // this lane's share of the row sum, summed over lanes at the end
+        alpha[r] = fast_exp2(m[r] - m_use[r]);
+        m[r] = row_max[r];
+        l[r] *= alpha[r];  // this lane's share of the row sum, summed over lanes at the end
       }
       #pragma unroll
       for (int n = 0; n < ROWS / 8; ++n)
         #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          s[rb][n][e] = fast_exp2(s[rb][n][e] - m_use[e >> 1]);
-          l[rb][e >> 1] += s[rb][n][e];
+          s[n][e] = fast_exp2(s[n][e] - m_use[e >> 1]);
+          l[e >> 1] += s[n][e];
         }
       // (Skipping this when no row maximum grew, one vote a warp, measured slower: W3's
       // forward 0.0788 against 0.0772 ms.)
       #pragma unroll
       for (int n = 0; n < DV / 8; ++n)
         #pragma unroll
-        for (int e = 0; e < 4; ++e) o[rb][n][e] *= alpha[e >> 1];
-    }
-    // O += P V, each V fragment serving every row block.
-    #pragma unroll
-    for (int kk = 0; kk < ROWS / 16; ++kk) {
-      unsigned pa[FWD_RB][4];
-      #pragma unroll
-      for (int rb = 0; rb < FWD_RB; ++rb)
-        accumulators_as_a(pa[rb], s[rb][2 * kk], s[rb][2 * kk + 1]);
-      #pragma unroll
-      for (int n = 0; n < DV / 8; n += 2) {
-        unsigned f[4];
-        load_b(f, tile_vs, DV + PAD, n * 8, kk * 16);
-        #pragma unroll
-        for (int rb = 0; rb < FWD_RB; ++rb) {
-          mma_m16n8k16(o[rb][n], pa[rb], f[0], f[1]);
-          mma_m16n8k16(o[rb][n + 1], pa[rb], f[2], f[3]);
-        }
-      }
+        for (int e = 0; e < 4; ++e) o[n][e] *= alpha[e >> 1];
+      tile_product<DV>(o, s, tile_vs);
     }
   }
   #pragma unroll
-  for (int rb = 0; rb < FWD_RB; ++rb)
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+    const int row = q0 + g + r * 8;
+    if (row >= sq) continue;
+    const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;  // a row that sees no key gives zeros
     #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      l[rb][r] += __shfl_xor_sync(0xffffffffu, l[rb][r], 1);
-      l[rb][r] += __shfl_xor_sync(0xffffffffu, l[rb][r], 2);
-      const int row = q0 + rb * 16 + g + r * 8;
-      if (row >= sq) continue;
-      const float inv = l[rb][r] > 0.f ? 1.f / l[rb][r] : 0.f;  // no key seen: zeros
-      #pragma unroll
-      for (int n = 0; n < DV / 8; ++n)
-        *reinterpret_cast<unsigned*>(out + (long long)row * DV + n * 8 + t * 2) =
-            pack2(o[rb][n][2 * r] * inv, o[rb][n][2 * r + 1] * inv);
-      if (t == 0) lse[row] = l[rb][r] > 0.f ? (m[rb][r] + log2f(l[rb][r])) * LN2 : -INFINITY;
-    }
+    for (int n = 0; n < DV / 8; ++n)
+      *reinterpret_cast<unsigned*>(out + (long long)row * DV + n * 8 + t * 2) =
+          pack2(o[n][2 * r] * inv, o[n][2 * r + 1] * inv);
+    if (t == 0) lse[row] = l[r] > 0.f ? (m[r] + log2f(l[r])) * LN2 : -INFINITY;
+  }
 }
 """
 
@@ -552,14 +500,14 @@ flamefx_mma_attention_backward_kv(
 }
 
 #if DOUT_ROWS
-#define DQ_ROWS (16 * BWD_WARPS)  // query rows of a dQ block
+#define DQ_ROWS (16 * FWD_WARPS)  // query rows of a dQ block (the forward's block shape)
 #define KTILE_HALVES (ROWS * (D + PAD))
-// grid (DQ_ROWS query rows, batch * heads), BWD_WARPS warps of 16 query rows whose Q
+// grid (DQ_ROWS query rows, batch * heads), FWD_WARPS warps of 16 query rows whose Q
 // fragments stay in registers; the key tiles stream through shared memory as in the
 // forward. dQ = scale dS K written in T, with dS = P (g vsum - delta) recomputed: no block
 // shares a dQ row, so no atomics. (With a full dO, recomputing dP = dO Vᵀ as well made the
 // backward slower than the atomics: W3's shape 0.33 against 0.29 ms.)
-extern "C" __global__ void __launch_bounds__(32 * BWD_WARPS) flamefx_mma_attention_backward_q(
+extern "C" __global__ void __launch_bounds__(32 * FWD_WARPS) flamefx_mma_attention_backward_q(
     const T* __restrict__ q, const T* __restrict__ k, const float4* __restrict__ terms,
     const float* __restrict__ vsum, T* __restrict__ dq, int sq, int sk, int sk_padded,
     float scale, float scale_log2) {
@@ -661,7 +609,6 @@ def kernel_source(dtype, d: int, dv: int, is_causal: bool, forward_warps: int = 
     defines = (f"#define D {d}\n#define DV {dv}\n#define CAUSAL {int(is_causal)}\n"
                f"#define DOUT_ROWS {int(dout_rows)}\n"
                f"#define FWD_WARPS {forward_warps}\n#define BWD_WARPS {backward_warps}\n"
-               f"#define FWD_RB {forward_row_blocks(d, dv)}\n"
                f"#define IS_BF16 {int(np.dtype(dtype).name == 'bfloat16')}\n"
                f"#define TERM_LANES {_term_lanes(dv)}\n#define STAGES {_STAGES}\n"
                "#ifndef INFINITY\n#define INFINITY __int_as_float(0x7f800000)\n#endif\n")
@@ -673,19 +620,6 @@ def _term_lanes(dv: int) -> int:
     """Lanes per row of flamefx_mma_backward_terms: 8 halves each, rounded up to a power of
     two so that a row's lanes reduce by xor shuffles."""
     return 1 << (dv // 8 - 1).bit_length()
-
-
-def forward_row_blocks(d: int, dv: int) -> int:
-    """16-row blocks per forward warp: two share each K and V fragment load where their
-    registers fit (head dims up to 64; 254 registers a thread), else one. H100, bf16 W3
-    (8, 8, 1024, 64): 0.080 ms with one block of 8 warps, 0.075 with two of 8, 0.074 with
-    two of 4 (W2's (32, 1, 1024, 64): 0.048, 0.045, 0.038)."""
-    return 2 if max(d, dv) <= 64 else 1
-
-
-def forward_warps(d: int, dv: int) -> int:
-    """Warps per forward block: a block covers 16 * _FORWARD_WARPS query rows."""
-    return _FORWARD_WARPS // forward_row_blocks(d, dv)
 
 
 def forward_shared_bytes(d: int, dv: int) -> int:
@@ -748,10 +682,10 @@ def attention_forward(q, k, v, bias, *, is_causal, scale):
     if out.size == 0:
         return [out, lse]
     nbytes = forward_shared_bytes(d, dv)
-    warps = forward_warps(d, dv)
-    module = _module(q.dtype.name, d, dv, bool(is_causal), warps, backward_warps(d, False))
+    module = _module(q.dtype.name, d, dv, bool(is_causal), _FORWARD_WARPS,
+                     backward_warps(d, False))
     fn = _kernel(module, "flamefx_mma_attention_forward", nbytes)
-    fn((math.ceil(sq / (16 * forward_row_blocks(d, dv) * warps)), b * h), (32 * warps,),
+    fn((math.ceil(sq / (16 * _FORWARD_WARPS)), b * h), (32 * _FORWARD_WARPS,),
        (raw_view(q), raw_view(k), raw_view(v), raw_view(out), lse, np.int32(sq),
         np.int32(sk), np.float32(scale * _LOG2E)), shared_mem=nbytes)
     return [out, lse]
@@ -772,7 +706,7 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
         return [dq, dk, dv_grad]
     rows = dout.shape[-1] != dv
     warps = backward_warps(d, rows)
-    module = _module(q.dtype.name, d, dv, bool(is_causal), forward_warps(d, dv), warps, rows)
+    module = _module(q.dtype.name, d, dv, bool(is_causal), _FORWARD_WARPS, warps, rows)
     query_rows, sk_padded = b * h * sq, -(-sk // 4) * 4
     key_rows = b * h * sk if rows else 0
     terms = cp.empty((query_rows, 4), np.float32)
@@ -792,7 +726,7 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
     if rows:
         nbytes = backward_q_shared_bytes(d)
         _kernel(module, "flamefx_mma_attention_backward_q", nbytes)(
-            (math.ceil(sq / (16 * warps)), b * h), (32 * warps,),
+            (math.ceil(sq / (16 * _FORWARD_WARPS)), b * h), (32 * _FORWARD_WARPS,),
             (raw_view(q), raw_view(k), terms, vsum, raw_view(dq)) + sizes, shared_mem=nbytes)
     else:
         n = dq_acc.size

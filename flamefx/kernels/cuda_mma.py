@@ -104,37 +104,24 @@ __device__ __forceinline__ void ldmatrix_x4(unsigned (&r)[4], const T* row) {
 #endif
 }
 
-// B fragments for two 8-column mma tiles (columns n0 .. n0 + 15, rows k0 .. k0 + 15) of a B
-// stored transposed in shared memory, bt[n][k] with row stride `ld` (Q Kᵀ reads K this
-// way): b[0], b[1] for columns n0 .. n0 + 7, b[2], b[3] for the next 8.
-__device__ __forceinline__ void load_b_transposed(unsigned (&b)[4], const T* bt, int ld, int n0,
-                                                  int k0) {
-  const int i = (threadIdx.x & 31) >> 3, r = threadIdx.x & 7;
-  ldmatrix_x4<false>(b, bt + (n0 + (i >> 1) * 8 + r) * ld + k0 + (i & 1) * 8);
-}
-
-// The same for B stored as is, b[k][n] (P V reads V this way): transposed loads.
-__device__ __forceinline__ void load_b(unsigned (&f)[4], const T* b, int ld, int n0, int k0) {
-  const int i = (threadIdx.x & 31) >> 3, r = threadIdx.x & 7;
-  ldmatrix_x4<true>(f, b + (k0 + (i & 1) * 8 + r) * ld + n0 + (i >> 1) * 8);
-}
-
 // d0, d1 += a B for B's columns n0 .. n0 + 15 (two 8-column tiles) at rows k0 .. k0 + 15,
-// B stored transposed (see load_b_transposed).
+// B stored transposed in shared memory: bt[n][k], row stride `ld` (Q Kᵀ reads K this way).
 __device__ __forceinline__ void mma_b_transposed(float (&d0)[4], float (&d1)[4],
                                                  const unsigned (&a)[4], const T* bt, int ld,
                                                  int n0, int k0) {
+  const int i = (threadIdx.x & 31) >> 3, r = threadIdx.x & 7;
   unsigned b[4];
-  load_b_transposed(b, bt, ld, n0, k0);
+  ldmatrix_x4<false>(b, bt + (n0 + (i >> 1) * 8 + r) * ld + k0 + (i & 1) * 8);
   mma_m16n8k16(d0, a, b[0], b[1]);
   mma_m16n8k16(d1, a, b[2], b[3]);
 }
 
-// The same with B stored as is (see load_b).
+// The same with B stored as is, b[k][n] (P V reads V this way): transposed loads.
 __device__ __forceinline__ void mma_b(float (&d0)[4], float (&d1)[4], const unsigned (&a)[4],
                                       const T* b, int ld, int n0, int k0) {
+  const int i = (threadIdx.x & 31) >> 3, r = threadIdx.x & 7;
   unsigned f[4];
-  load_b(f, b, ld, n0, k0);
+  ldmatrix_x4<true>(f, b + (k0 + (i & 1) * 8 + r) * ld + n0 + (i >> 1) * 8);
   mma_m16n8k16(d0, a, f[0], f[1]);
   mma_m16n8k16(d1, a, f[2], f[3]);
 }
