@@ -318,8 +318,9 @@ extern "C" __global__ void flamefx_mma_attention_dq_convert(
 }
 #endif
 
-// grid (BWD_KEYS keys, batch * heads), BWD_WARPS warps of 16 keys whose K (and V) fragments
-// stay in registers; the query tiles stream through shared memory. dK, dV written in T.
+// grid (BWD_KEYS keys, batch * heads), BWD_WARPS warps of 16 keys (their V fragments in
+// registers, K fragments read from shared memory each tile); the query tiles stream through
+// shared memory. dK, dV written in T.
 // Without DOUT_ROWS, dQ * scale is added into dq_acc (float32, zeroed by the caller): dSᵀ
 // goes through shared memory and the warps split the tile's dS K (16 rows by DQ_COLS each).
 // With DOUT_ROWS, flamefx_mma_attention_backward_q computes dQ instead, and two blocks fit
@@ -717,6 +718,8 @@ def attention_backward(q, k, v, bias, out, lse, dout, dlse, *, is_causal, scale)
          np.int64(query_rows), np.int64(key_rows), np.int32(sk), np.int32(sk_padded)))
     sizes = (np.int32(sq), np.int32(sk), np.int32(sk_padded), np.float32(scale),
              np.float32(scale * _LOG2E))
+    # The row variant's dQ comes from flamefx_mma_attention_backward_q: dq_acc is a
+    # placeholder it never reads.
     dq_acc = vsum if rows else cp.zeros(q.shape, np.float32)
     nbytes = backward_kv_shared_bytes(d, dv, rows, warps)
     _kernel(module, "flamefx_mma_attention_backward_kv", nbytes)(
