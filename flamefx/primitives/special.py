@@ -1,0 +1,232 @@
+"""Special-function primitives: lgamma, digamma, polygamma, igamma/igammac, bessel_i0e/i1e,
+erfc, betainc and zeta, with lax's names and operand orders.
+
+They reuse the elementwise family's rules (shape rule, NumPy impl wrapper, partials giving
+both JVP and VJP, batching). Where CUDA's math library has the function (lgamma, erfc) the
+primitive is an ordinary fusible elementwise op; the others run CuPy's
+``cupyx.scipy.special`` ufuncs (Cephes ports) as opaque steps. The CPU reference is
+``scipy.special``.
+
+Derivatives are the published ones, written in flamefx ops so they trace to any order.
+Operands that JAX does not differentiate (polygamma's ``m``, igamma's ``a``, betainc's ``a``
+and ``b``, zeta's ``x``) get zero derivatives here: JAX raises instead (igamma's ``a`` has
+a derivative in JAX, igamma_grad_a, not implemented here).
+
+>>> import numpy as np
+>>> round(float(lgamma(np.float64(5.0))), 6)   # log(4!)
+3.178054
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.special
+
+from flamefx import core, devices, dtypes
+from flamefx.core import Primitive
+from flamefx.kernels import cuda_elementwise
+from flamefx.primitives.elementwise import (
+    FLOAT, _batch_rule, _jvp_from_partials, _numpy_impl, _same_type_rule, _unary,
+    _vjp_from_partials, abs, add, div, exp, full_like, gt, log, log1p, mul, neg, select_n, sign,
+    sub)
+
+_HALF = (dtypes.float16, dtypes.bfloat16)
+
+
+def _same_dtype_as_input(scipy_fn):
+    """``scipy_fn`` with its result cast to the last operand's dtype (some return float64)."""
+    def fn(*xs):
+        return np.asarray(scipy_fn(*xs)).astype(xs[-1].dtype)
+    return fn
+
+
+def _cupyx_impl(fn_name):
+    """The GPU impl: ``cupyx.scipy.special.<fn_name>``; half types computed in float32."""
+    def cuda_impl(*arrays):
+        import cupyx.scipy.special as cupy_special
+        devices.cupy()
+        dtype = arrays[-1].dtype
+        if dtype in _HALF:
+            arrays = [cuda_elementwise.convert(a, np.float32) for a in arrays]
+        out = getattr(cupy_special, fn_name)(*arrays)
+        return [cuda_elementwise.convert(out, dtype)]
+    return cuda_impl
+
+
+def _opaque(name, scipy_fn, cupyx_name, partials):
+    """An elementwise primitive that jit runs as one opaque step (a cupyx ufunc on the GPU)."""
+    prim = Primitive(name, abstract_eval=_same_type_rule(FLOAT),
+                     impl=_numpy_impl(_same_dtype_as_input(scipy_fn)),
+                     cuda_impl=_cupyx_impl(cupyx_name), vjp=_vjp_from_partials(partials))
+    prim.jvp = _jvp_from_partials(prim, partials)
+    prim.batch = _batch_rule(prim)
+    return prim
+
+
+def _numpy_polygamma(m, x):
+    """scipy's polygamma, NaN where ``m`` is negative or not an integer (as JAX)."""
+    valid = (m >= 0) & (m == np.floor(m))
+    with np.errstate(all="ignore"):
+        out = scipy.special.polygamma(np.where(valid, m, 0).astype(np.float64), x)
+    return np.where(valid, out, np.nan)
+
+
+def _numpy_zeta(x, q):
+    """Hurwitz zeta; NaN for x < 1 (scipy agrees) and for x == 1 (scipy: inf), as JAX."""
+    out = scipy.special.zeta(x, q)
+    return np.where(x == 1, np.nan, out)
+
+
+# --- derivatives ---------------------------------------------------------------------------
+
+
+def _igamma_dx(a, x):
+    """d/dx P(a, x) = x^(a-1) e^-x / Gamma(a)."""
+    one = full_like(a, 1)
+    return exp(sub(sub(mul(sub(a, one), log(x)), x), lgamma(a)))
+
+
+def _bessel_i1e_partial(x, out):
+    # i1e'(x) = i0e(x) - i1e(x) (sign(x) + 1/x); its limit at x = 0 is 1/2.
+    eps = full_like(x, float(np.finfo(core.get_aval(x).dtype).eps))
+    not_tiny = gt(abs(x), eps)
+    safe_x = select_n(not_tiny, eps, x)
+    safe_out = bessel_i1e(safe_x)
+    dy = sub(bessel_i0e(safe_x), mul(safe_out, add(sign(safe_x), div(full_like(x, 1), safe_x))))
+    return select_n(not_tiny, full_like(x, 0.5), dy)
+
+
+def _betainc_dx(a, b, x):
+    """d/dx I_x(a, b) = x^(a-1) (1-x)^(b-1) / B(a, b)."""
+    one = full_like(a, 1)
+    log_beta = sub(add(lgamma(a), lgamma(b)), lgamma(add(a, b)))
+    return exp(sub(add(mul(sub(a, one), log(x)), mul(sub(b, one), log1p(neg(x)))), log_beta))
+
+
+# --- declarations --------------------------------------------------------------------------
+
+lgamma_p = _unary("lgamma", scipy.special.gammaln, "lgamma(x0)",
+                  partial=lambda x, out: digamma(x))
+erfc_p = _unary("erfc", scipy.special.erfc, "erfc(x0)",
+                partial=lambda x, out: mul(full_like(x, -2 / math.sqrt(math.pi)),
+                                           exp(neg(mul(x, x)))))
+digamma_p = _opaque("digamma", scipy.special.digamma, "digamma",
+                    lambda x, out: [polygamma(full_like(x, 1), x)])
+polygamma_p = _opaque("polygamma", _numpy_polygamma, "polygamma",
+                      lambda m, x, out: [None, polygamma(add(m, full_like(m, 1)), x)])
+igamma_p = _opaque("igamma", scipy.special.gammainc, "gammainc",
+                   lambda a, x, out: [None, _igamma_dx(a, x)])
+igammac_p = _opaque("igammac", scipy.special.gammaincc, "gammaincc",
+                    lambda a, x, out: [None, neg(_igamma_dx(a, x))])
+bessel_i0e_p = _opaque("bessel_i0e", scipy.special.i0e, "i0e",
+                       lambda x, out: [sub(bessel_i1e(x), mul(sign(x), out))])
+bessel_i1e_p = _opaque("bessel_i1e", scipy.special.i1e, "i1e",
+                       lambda x, out: [_bessel_i1e_partial(x, out)])
+betainc_p = _opaque("betainc", scipy.special.betainc, "betainc",
+                    lambda a, b, x, out: [None, None, _betainc_dx(a, b, x)])
+zeta_p = _opaque("zeta", _numpy_zeta, "zeta",
+                 lambda x, q, out: [None, mul(neg(x), zeta(add(x, full_like(x, 1)), q))])
+
+
+# --- lax-level wrappers ----------------------------------------------------------------------
+
+
+def lgamma(x):
+    """log |Gamma(x)|, elementwise (lax.lgamma).
+
+    >>> round(float(lgamma(np.float64(0.5))), 6)   # log sqrt(pi)
+    0.572365
+    """
+    return lgamma_p.bind(x)
+
+
+def digamma(x):
+    """The digamma function, d/dx lgamma(x) (lax.digamma).
+
+    >>> round(float(digamma(np.float64(1.0))), 6)   # -Euler's gamma
+    -0.577216
+    """
+    return digamma_p.bind(x)
+
+
+def polygamma(m, x):
+    """The m-th derivative of digamma (lax.polygamma); ``m`` a float array of integers,
+    NaN elsewhere. Not differentiable in ``m`` (zero derivative; JAX raises).
+
+    >>> round(float(polygamma(np.float64(1.0), np.float64(1.0))), 6)   # pi^2 / 6
+    1.644934
+    """
+    return polygamma_p.bind(m, x)
+
+
+def igamma(a, x):
+    """The regularized lower incomplete gamma function P(a, x) (lax.igamma).
+
+    Differentiable in ``x`` only: the derivative in ``a`` is zero here (JAX has it).
+
+    >>> round(float(igamma(np.float64(1.0), np.float64(1.0))), 6)   # 1 - 1/e
+    0.632121
+    """
+    return igamma_p.bind(a, x)
+
+
+def igammac(a, x):
+    """The regularized upper incomplete gamma function Q(a, x) = 1 - P(a, x) (lax.igammac).
+
+    Differentiable in ``x`` only: the derivative in ``a`` is zero here (JAX has it).
+
+    >>> round(float(igammac(np.float64(1.0), np.float64(1.0))), 6)   # 1/e
+    0.367879
+    """
+    return igammac_p.bind(a, x)
+
+
+def bessel_i0e(x):
+    """The exponentially scaled modified Bessel function of order 0, exp(-|x|) I0(x).
+
+    >>> float(bessel_i0e(np.float64(0.0)))
+    1.0
+    """
+    return bessel_i0e_p.bind(x)
+
+
+def bessel_i1e(x):
+    """The exponentially scaled modified Bessel function of order 1, exp(-|x|) I1(x).
+
+    >>> float(bessel_i1e(np.float64(0.0)))
+    0.0
+    """
+    return bessel_i1e_p.bind(x)
+
+
+def erfc(x):
+    """The complementary error function 1 - erf(x), accurate for large x (lax.erfc).
+
+    >>> float(erfc(np.float64(0.0)))
+    1.0
+    """
+    return erfc_p.bind(x)
+
+
+def betainc(a, b, x):
+    """The regularized incomplete beta function I_x(a, b) (lax.betainc).
+
+    Differentiable in ``x`` only (zero derivative in ``a`` and ``b``; JAX raises).
+
+    >>> float(betainc(np.float64(1.0), np.float64(1.0), np.float64(0.25)))
+    0.25
+    """
+    return betainc_p.bind(a, b, x)
+
+
+def zeta(x, q):
+    """The Hurwitz zeta function sum_k (k + q)^-x (lax.zeta); NaN for x <= 1.
+
+    Differentiable in ``q`` only (zero derivative in ``x``; JAX raises).
+
+    >>> round(float(zeta(np.float64(2.0), np.float64(1.0))), 6)   # pi^2 / 6
+    1.644934
+    """
+    return zeta_p.bind(x, q)
