@@ -25,6 +25,7 @@ from flamefx.numpy.logic import (bitwise_and, bitwise_not, bitwise_or, bitwise_x
                                  greater, greater_equal, invert, isfinite, isinf, isnan, less,
                                  less_equal, logical_and, logical_not, logical_or, logical_xor,
                                  not_equal)
+from flamefx.numpy.matrices import cross, diag, diagflat, diagonal, kron, trace, vander
 from flamefx.numpy.math import (abs, absolute, add, arccos, arcsin, arctan, arctan2, around, cbrt,
                                 ceil, clip, cos, cosh, divide, exp, exp2, expm1, fix, float_power,
                                 floor, floor_divide, fmod, hypot, log, log1p, log2, log10,
@@ -35,6 +36,9 @@ from flamefx.numpy.promotion import (broadcast_arrays, broadcast_shapes, broadca
                                      promote_types, result_type)
 from flamefx.numpy.reductions import (all, amax, amin, any, argmax, argmin, cumprod, cumsum,
                                       logsumexp, max, mean, min, prod, std, sum, var)
+from flamefx.numpy.signal import (convolve, correlate, cumulative_prod, cumulative_sum, diff,
+                                  ediff1d, gradient, polyadd, polyder, polyint, polymul,
+                                  polysub, polyval, trapezoid)
 from flamefx.numpy.shape import (array_split, astype, atleast_1d, atleast_2d, atleast_3d,
                                  column_stack, concat, concatenate, expand_dims, flip, fliplr,
                                  flipud, hstack, moveaxis, ndim, pad, permute_dims, ravel, repeat,

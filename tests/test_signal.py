@@ -1,0 +1,208 @@
+"""flamefx.numpy's signal functions (diff, ediff1d, gradient, trapezoid, cumulative_*,
+convolve, correlate, interp, poly*) against NumPy in float64, with gradients to order 2,
+jit, vmap and bad input."""
+
+import numpy as np
+import pytest
+
+import flamefx
+import flamefx.numpy as fnp
+from flamefx.errors import FlamefxError, FlamefxValueError
+from flamefx.test_util import check_grads
+
+RNG = np.random.default_rng(0)
+
+
+def _normal(*shape):
+    """Float64 samples as a flamefx array (NumPy float64 arrays would canonicalize to f32)."""
+    return fnp.array(RNG.normal(size=shape), dtype=fnp.float64)
+
+
+def _f64(x):
+    return fnp.array(x, dtype=fnp.float64)
+
+
+def _check(got, want, rtol=1e-12, atol=1e-12):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert got.dtype == want.dtype, (got.dtype, want.dtype)
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+# --- differences -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 4])
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_diff_matches_numpy(n, axis):
+    x = _normal(3, 5)
+    _check(fnp.diff(x, n, axis), np.diff(x, n, axis))
+
+
+def test_diff_prepend_append_bool_and_empty():
+    x = _normal(3, 5)
+    _check(fnp.diff(x, 2, 1, prepend=1.5, append=x[:, :2]),
+           np.diff(x, 2, 1, prepend=1.5, append=np.asarray(x)[:, :2]))
+    flags = np.array([True, False, False, True])
+    _check(fnp.diff(flags), np.diff(flags))
+    _check(fnp.diff(fnp.zeros((0, 3), fnp.float64)), np.diff(np.zeros((0, 3))))
+    _check(fnp.diff(fnp.zeros(1, fnp.float64)), np.diff(np.zeros(1)))
+    ints = np.array([1, 4, 9, 16], np.int32)
+    _check(fnp.diff(ints), np.diff(ints))
+
+
+def test_ediff1d_matches_numpy():
+    x = _normal(2, 3)
+    _check(fnp.ediff1d(x), np.ediff1d(x))
+    _check(fnp.ediff1d(x, to_end=[1.0, 2.0], to_begin=3.0),
+           np.ediff1d(x, to_end=[1.0, 2.0], to_begin=3.0))
+    _check(fnp.ediff1d(fnp.zeros(0, fnp.float64)), np.ediff1d(np.zeros(0)))
+
+
+@pytest.mark.parametrize("spacing", [(), (2.0,), (np.array([0.0, 1.0, 3.0]),
+                                                  np.array([0.0, 1.0, 2.5, 4.0, 7.0]))])
+def test_gradient_matches_numpy(spacing):
+    x = _normal(3, 5)
+    spacing_f64 = tuple(_f64(h) if np.ndim(h) else h for h in spacing)
+    for got, want in zip(fnp.gradient(x, *spacing_f64), np.gradient(x, *spacing)):
+        _check(got, want)
+    _check(fnp.gradient(x, axis=1), np.gradient(x, axis=1))
+    _check(fnp.gradient(x[0], 0.5), np.gradient(np.asarray(x[0]), 0.5))
+
+
+def test_gradient_of_integers_is_float():
+    got = fnp.gradient(fnp.array([1, 2, 4, 8]))
+    assert got.dtype == fnp.float32
+    np.testing.assert_allclose(got, [1.0, 1.5, 3.0, 4.0])
+
+
+# --- integrals and running totals ------------------------------------------------------------
+
+
+def test_trapezoid_matches_numpy():
+    y = _normal(3, 5)
+    _check(fnp.trapezoid(y), np.trapezoid(y))
+    _check(fnp.trapezoid(y, dx=0.5, axis=0), np.trapezoid(y, dx=0.5, axis=0))
+    x = _f64(np.cumsum(RNG.random(5)))
+    _check(fnp.trapezoid(y, x), np.trapezoid(y, x))
+    xs = _f64(np.cumsum(RNG.random((3, 5)), axis=0))
+    _check(fnp.trapezoid(y, xs, axis=0), np.trapezoid(y, xs, axis=0))
+    _check(fnp.trapezoid(fnp.zeros(0, fnp.float64)), np.trapezoid(np.zeros(0)))
+    _check(fnp.trapezoid(fnp.ones(1, fnp.float64)), np.trapezoid(np.ones(1)))
+    # A dx per interval (JAX accepts an array dx).
+    dx = _f64([1.0, 2.0, 3.0, 4.0])
+    want = 0.5 * (np.asarray(dx) * (np.asarray(y)[:, 1:] + np.asarray(y)[:, :-1])).sum(-1)
+    _check(fnp.trapezoid(y, dx=dx), want)
+
+
+def test_cumulative_sum_and_prod():
+    x = _normal(3, 4)
+    _check(fnp.cumulative_sum(x, axis=1), np.cumsum(x, axis=1))
+    _check(fnp.cumulative_sum(x, axis=0, include_initial=True),
+           np.concatenate([np.zeros((1, 4)), np.cumsum(x, axis=0)]))
+    _check(fnp.cumulative_prod(x, axis=1, include_initial=True),
+           np.concatenate([np.ones((3, 1)), np.cumprod(x, axis=1)], axis=1))
+    ints = np.array([1, 2, 3], np.int32)
+    _check(fnp.cumulative_sum(ints, include_initial=True), np.array([0, 1, 3, 6], np.int32))
+    with pytest.raises(FlamefxValueError, match="axis is required"):
+        fnp.cumulative_sum(x)
+    with pytest.raises(FlamefxValueError, match="at least 1 dimension"):
+        fnp.cumulative_prod(2.0)
+
+
+# --- convolution -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+@pytest.mark.parametrize("sizes", [(5, 3), (3, 5), (4, 4), (1, 3), (6, 2), (1, 1)])
+def test_convolve_and_correlate_match_numpy(mode, sizes):
+    a, v = _normal(sizes[0]), _normal(sizes[1])
+    _check(fnp.convolve(a, v, mode), np.convolve(a, v, mode))
+    _check(fnp.correlate(a, v, mode), np.correlate(a, v, mode))
+
+
+def test_convolve_defaults_and_integers():
+    a, v = np.array([1, 2, 3], np.int32), np.array([0, 1, 1], np.int32)
+    got = fnp.convolve(a, v)
+    assert got.dtype == fnp.float32  # integers promote to floats, as in JAX
+    np.testing.assert_allclose(got, np.convolve(a, v))
+    np.testing.assert_allclose(fnp.correlate(a, v), np.correlate(a, v))  # default: valid
+
+
+def test_convolution_errors():
+    with pytest.raises(FlamefxValueError, match="1-D"):
+        fnp.convolve(np.ones((2, 2)), np.ones(2))
+    with pytest.raises(FlamefxValueError, match="empty"):
+        fnp.correlate(np.ones(3), np.ones(0))
+    with pytest.raises(FlamefxValueError, match="mode"):
+        fnp.convolve(np.ones(3), np.ones(2), mode="circular")
+
+
+# --- polynomials -------------------------------------------------------------------------------
+
+
+def test_polyval_matches_numpy():
+    p, x = _normal(4), _normal(3, 2)
+    _check(fnp.polyval(p, x), np.polyval(p, x))
+    assert fnp.polyval(np.array([3, 0, 1], np.int32), 2).item() == 13
+    # p of 2 dims: its columns are polynomials evaluated at the matching x.
+    p2, x2 = _normal(3, 2), _normal(2)
+    _check(fnp.polyval(p2, x2), (np.asarray(p2) * np.asarray(x2) ** np.arange(2, -1, -1)[:, None])
+           .sum(0))
+
+
+def test_polynomial_arithmetic_matches_numpy():
+    a, b = _normal(3), _normal(5)
+    _check(fnp.polyadd(a, b), np.polyadd(a, b))
+    _check(fnp.polysub(a, b), np.polysub(a, b))
+    _check(fnp.polymul(a, b), np.polymul(a, b))
+    _check(fnp.polymul(_f64([0.0, 0.0, 1.0, 2.0]), _f64([1.0, 3.0]), trim_leading_zeros=True),
+           np.polymul([1.0, 2.0], [1.0, 3.0]))
+    for m in [0, 1, 2, 5]:
+        _check(fnp.polyder(b, m), np.polyder(b, m) if m < 5 else np.zeros(0))
+        _check(fnp.polyint(b, m), np.polyint(b, m))
+    # Integration constants: the values JAX gives (they are divided like the coefficients).
+    _check(fnp.polyint(_f64([3.0, 2.0, 1.0]), 2, k=_f64([1.0, 2.0])),
+           np.array([0.25, 1 / 3, 0.5, 1.0, 2.0]))
+
+
+# --- gradients, jit, vmap ----------------------------------------------------------------------
+
+
+def test_gradients_to_order_2():
+    x, v = _normal(3, 5), _normal(3)
+    check_grads(lambda x: fnp.diff(x, 2, axis=1, prepend=0.5), (x,))
+    check_grads(lambda x: fnp.gradient(x, axis=1), (x,))
+    check_grads(lambda x, h: fnp.gradient(x, h, axis=0), (x, _f64([0.0, 1.0, 2.5])))
+    check_grads(lambda y, t: fnp.trapezoid(y, t), (x, _f64(np.cumsum(RNG.random(5)) + 0.1)))
+    check_grads(lambda x: fnp.cumulative_prod(x, axis=1, include_initial=True), (x,))
+    for mode in ["full", "same", "valid"]:
+        check_grads(lambda a, b: fnp.convolve(a, b, mode), (x[0], v))
+        check_grads(lambda a, b: fnp.correlate(a, b, mode), (v, x[0]))
+    check_grads(fnp.polyval, (v, x))
+    check_grads(fnp.polymul, (v, x[1]))
+    check_grads(lambda p: fnp.polyint(p, 2, k=1.5), (v,))
+
+
+def test_jit_and_vmap():
+    x, v = _normal(4, 6), _normal(3)
+    _check(flamefx.jit(lambda a, b: fnp.convolve(a, b, "same"))(x[0], v),
+           np.convolve(x[0], v, "same"))
+    _check(flamefx.vmap(lambda a: fnp.correlate(a, v, "full"))(x),
+           np.stack([np.correlate(row, v, "full") for row in np.asarray(x)]))
+    _check(flamefx.vmap(fnp.gradient)(x), np.gradient(x, axis=1))
+    _check(flamefx.jit(lambda p, t: fnp.polyval(p, t))(v, x), np.polyval(v, x))
+    _check(flamefx.vmap(fnp.trapezoid, in_axes=1)(x), np.trapezoid(x, axis=0))
+
+
+def test_bad_input_errors():
+    with pytest.raises(FlamefxValueError, match="at least 2 samples"):
+        fnp.gradient(np.ones((3, 1)))
+    with pytest.raises(FlamefxValueError, match="length 3"):
+        fnp.gradient(np.ones(3), np.arange(4.0))
+    with pytest.raises(FlamefxValueError, match="edge_order"):
+        fnp.gradient(np.ones(3), edge_order=2)
+    with pytest.raises(FlamefxValueError, match="non-negative"):
+        fnp.diff(np.ones(3), -1)
+    with pytest.raises(FlamefxError, match="static Python int"):
+        flamefx.jit(lambda n: fnp.diff(np.ones(3), n))(1)
