@@ -26,6 +26,7 @@ from flamefx.transfer import block_until_ready, device_get, device_put, from_dlp
 from flamefx.serialization import load, save
 from flamefx import lax, nn, numpy, optim, random, tree_util  # noqa: F401
 from flamefx import test_util  # noqa: F401
+from flamefx import scipy  # noqa: F401  (flamefx.scipy.special, .stats)
 
 __version__ = "0.1.0"
 

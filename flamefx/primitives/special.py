@@ -1,5 +1,6 @@
 """Special-function primitives: lgamma, digamma, polygamma, igamma/igammac, bessel_i0e/i1e,
-erfc, betainc and zeta, with lax's names and operand orders.
+erfc, betainc, zeta (lax's names and operand orders) and ndtri (lax has none: JAX composes
+it; a primitive here keeps both tails accurate).
 
 They reuse the elementwise family's rules (shape rule, NumPy impl wrapper, partials giving
 both JVP and VJP, batching). Where CUDA's math library has the function (lgamma, erfc) the
@@ -126,6 +127,9 @@ bessel_i1e_p = _opaque("bessel_i1e", scipy.special.i1e, "i1e",
                        lambda x, out: [_bessel_i1e_partial(x, out)])
 betainc_p = _opaque("betainc", scipy.special.betainc, "betainc",
                     lambda a, b, x, out: [None, None, _betainc_dx(a, b, x)])
+ndtri_p = _opaque("ndtri", scipy.special.ndtri, "ndtri",
+                  lambda p, out: [mul(full_like(p, math.sqrt(2 * math.pi)),
+                                      exp(mul(full_like(p, 0.5), mul(out, out))))])
 zeta_p = _opaque("zeta", _numpy_zeta, "zeta",
                  lambda x, q, out: [None, mul(neg(x), zeta(add(x, full_like(x, 1)), q))])
 
@@ -219,6 +223,15 @@ def betainc(a, b, x):
     0.25
     """
     return betainc_p.bind(a, b, x)
+
+
+def ndtri(p):
+    """The inverse of the standard normal CDF (scipy.special.ndtri), accurate in both tails.
+
+    >>> float(ndtri(np.float64(0.5)))
+    0.0
+    """
+    return ndtri_p.bind(p)
 
 
 def zeta(x, q):

@@ -76,6 +76,18 @@ def _elementwise(fn):
     return reference
 
 
+def _ndtri(p):
+    """Bisection on the normal CDF 0.5 erfc(-x / sqrt 2); the upper half by symmetry (1 - p
+    is exact there, 0.5 erfc near 1 is not)."""
+    if p > 0.5:
+        return -_ndtri(1 - p)
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if 0.5 * math.erfc(-mid / math.sqrt(2)) < p else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 def _polygamma(m, x):
     if m == 0:
         return _digamma(x)
@@ -138,6 +150,12 @@ SAMPLES = {
                         (2,)),
                 _sample(_beta_series, [lambda rng: 2.0, lambda rng: 3.0, lambda rng: 0.4], (2,),
                         "0-d")],
+    "ndtri": [_sample(_ndtri, [_uniform(0.05, 0.95)], (0,)),
+              _sample(_ndtri, [lambda rng: 0.02], (0,), "0-d"),
+              # Far in the tail (values only: finite differences cannot step there).
+              _sample(_ndtri, [lambda rng: np.array([1e-300, 1e-12, 1 - 1e-12])],
+                      name="tails"),
+              _sample(_ndtri, [_uniform(0.05, 0.95)], name="float32", dtype=np.float32)],
     "zeta": [_sample(_hurwitz_zeta, [_uniform(1.5, 4), _uniform(0.5, 3)], (1,)),
              _sample(_hurwitz_zeta, [lambda rng: 3.0, lambda rng: 1.5], (1,), "0-d")],
 }
