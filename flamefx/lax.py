@@ -43,3 +43,6 @@ from flamefx.primitives.control_flow import (  # noqa: F401
 
 # --- collectives over a named vmap/pmap axis ---------------------------------------------------
 from flamefx.primitives.collectives import all_gather, pmax, pmean, psum, psum_scatter
+
+# --- linear algebra: JAX's lax.linalg (flamefx/lax_linalg.py says why it lives there) ---------
+from flamefx import lax_linalg as linalg

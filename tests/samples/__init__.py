@@ -33,7 +33,8 @@ class Sample:
 
 
 FAMILIES = ("elementwise", "reductions", "structural", "indexing", "linalg", "nn_ops",
-            "random_ops", "control_flow", "collectives", "transforms", "special")
+            "random_ops", "control_flow", "collectives", "transforms", "special",
+            "factorizations")
 
 
 def all_samples() -> dict[str, list[Sample]]:

@@ -1,0 +1,95 @@
+"""flamefx.lax.linalg: JAX's ``lax.linalg`` — the factorization primitives with JAX's
+signatures (cholesky, triangular_solve, eigh, svd, qr, lu).
+
+``flamefx/lax.py`` is a module, not a package, so this module lives beside it and lax.py
+binds it as its attribute ``linalg`` (``from flamefx.lax import linalg`` and
+``flamefx.lax.linalg.cholesky``). ``import flamefx.lax.linalg`` needs an entry in
+``sys.modules`` under that dotted name as well, which this module registers for itself:
+a package ``flamefx/lax/`` would have meant moving lax.py, which every engineer edits.
+
+>>> import numpy as np
+>>> from flamefx.lax import linalg
+>>> linalg.cholesky(np.array([[4.0, 2.0], [2.0, 5.0]])).tolist()
+[[2.0, 0.0], [1.0, 2.0]]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from flamefx import core
+from flamefx.errors import FlamefxValueError
+from flamefx.primitives import elementwise as ew
+from flamefx.primitives import factorizations, spectral
+from flamefx.primitives.factorizations import mT, triangular_solve  # noqa: F401 (re-export)
+
+sys.modules.setdefault("flamefx.lax.linalg", sys.modules[__name__])
+
+
+def symmetrize(x):
+    """``(x + x^T) / 2`` over the last two axes.
+
+    >>> symmetrize(np.array([[1.0, 2.0], [0.0, 1.0]])).tolist()
+    [[1.0, 1.0], [1.0, 1.0]]
+    """
+    x = core.ensure_array(x)
+    return ew.mul(ew.add(x, mT(x)), ew.full_like(x, 0.5))
+
+
+def cholesky(x, *, symmetrize_input: bool = True):
+    """The lower Cholesky factor; NaN where ``x`` is not positive definite.
+
+    >>> cholesky(np.array([[1.0, 0.0], [0.0, 9.0]])).tolist()
+    [[1.0, 0.0], [0.0, 3.0]]
+    """
+    if symmetrize_input:
+        x = symmetrize(x)
+    return factorizations.cholesky(x)
+
+
+def eigh(x, *, lower: bool = True, symmetrize_input: bool = True,
+         sort_eigenvalues: bool = True, subset_by_index=None):
+    """Eigenvectors and eigenvalues ``(v, w)`` of a symmetric matrix (ascending ``w``).
+
+    >>> v, w = eigh(np.array([[2.0, 0.0], [0.0, 1.0]]))
+    >>> w.tolist()
+    [1.0, 2.0]
+    """
+    if subset_by_index is not None:
+        raise FlamefxValueError("eigh: subset_by_index is not supported by flamefx")
+    if symmetrize_input:
+        x = symmetrize(x)
+    return spectral.eigh(x, lower=lower, sort_eigenvalues=sort_eigenvalues)
+
+
+def svd(x, *, full_matrices: bool = True, compute_uv: bool = True, subset_by_index=None,
+        algorithm=None):
+    """``(u, s, vh)`` with ``x = u @ diag(s) @ vh``, or ``s`` without ``compute_uv``.
+
+    >>> svd(np.array([[0.0, 2.0], [1.0, 0.0]]), compute_uv=False).tolist()
+    [2.0, 1.0]
+    """
+    if subset_by_index is not None:
+        raise FlamefxValueError("svd: subset_by_index is not supported by flamefx")
+    return spectral.svd(x, full_matrices=full_matrices, compute_uv=compute_uv)
+
+
+def qr(x, *, pivoting: bool = False, full_matrices: bool = True, use_magma=None):
+    """``(q, r)`` with ``x = q @ r`` (Householder; ``pivoting`` is not supported).
+
+    >>> q, r = qr(np.array([[0.0], [2.0]]), full_matrices=False)
+    >>> abs(float(r[0, 0]))
+    2.0
+    """
+    if pivoting:
+        raise FlamefxValueError("qr: pivoting=True is not supported by flamefx")
+    return factorizations.qr(x, full_matrices=full_matrices)
+
+
+def lu(x):
+    """``(lu, pivots, permutation)``: ``x[..., permutation, :] == L @ U``.
+
+    >>> lu(np.array([[0.0, 1.0], [1.0, 0.0]]))[2].tolist()
+    [1, 0]
+    """
+    return factorizations.lu(x)

@@ -1,0 +1,221 @@
+"""Samples for the factorizations (cholesky, triangular_solve, lu, qr, eigh, svd).
+
+Inputs are well conditioned: SPD matrices with eigenvalues well away from 0, triangular
+matrices with a dominant diagonal, and matrices built as U diag(s) V^T with distinct,
+well-separated singular values / eigenvalues, so that order-2 finite differences are
+exact. References are NumPy/SciPy float64 calls on explicit matrices, with the sign
+convention flamefx documents (each eigenvector / left singular vector has its largest-
+magnitude entry positive) applied by a loop here.
+"""
+
+import numpy as np
+import scipy.linalg
+
+from tests.samples import Sample
+
+
+def _orthogonal(rng, n):
+    q, r = np.linalg.qr(rng.standard_normal((n, n)))
+    return q * np.sign(np.diag(r))
+
+
+def _spectral(rng, m, n, values):
+    """An m x n matrix with singular values (or, square and symmetric, eigenvalues)."""
+    k = min(m, n)
+    u, v = _orthogonal(rng, m)[:, :k], _orthogonal(rng, n)[:, :k]
+    return (u * np.asarray(values[:k])) @ v.T
+
+
+def _stack(make_one, batch):
+    def make(rng):
+        if not batch:
+            return make_one(rng)
+        parts = [make_one(rng) for _ in range(int(np.prod(batch)))]
+        return [np.stack([p[i] for p in parts]).reshape(batch + parts[0][i].shape)
+                for i in range(len(parts[0]))]
+    return make
+
+
+def _loop_batch(reference_one):
+    """A reference over a stack, one matrix at a time."""
+    def reference(*args):
+        batch = args[0].shape[:-2]
+        if not batch:
+            return reference_one(*args)
+        flat = [a.reshape((-1,) + a.shape[len(batch):]) for a in args]
+        outs = [reference_one(*mats) for mats in zip(*flat)]
+        if not isinstance(outs[0], (list, tuple)):
+            return np.stack(outs).reshape(batch + outs[0].shape)
+        return [np.stack(o).reshape(batch + o[0].shape) for o in zip(*outs)]
+    return reference
+
+
+def _signed(columns):
+    out = columns.copy()
+    for j in range(out.shape[1]):
+        if out[np.argmax(np.abs(out[:, j])), j] < 0:
+            out[:, j] = -out[:, j]
+    return out
+
+
+# --- cholesky ----------------------------------------------------------------------------------
+
+
+def _spd(n, junk_upper=False):
+    def make_one(rng):
+        q = _orthogonal(rng, n)
+        a = (q * np.linspace(1.0, 3.0, n)) @ q.T
+        if junk_upper:  # cholesky reads only the lower triangle
+            a = a + np.triu(rng.standard_normal((n, n)), 1)
+        return [a]
+    return make_one
+
+
+def _cholesky_sample(n, batch=(), junk_upper=False, name=""):
+    return Sample(_stack(_spd(n, junk_upper), batch), {},
+                  _loop_batch(lambda a: np.linalg.cholesky(np.tril(a) + np.tril(a, -1).T)),
+                  (0,), name=name)
+
+
+# --- triangular_solve --------------------------------------------------------------------------
+
+
+def _solve_sample(m, n, batch=(), name="", **params):
+    params = dict(dict(left_side=False, lower=False, transpose_a=False, conjugate_a=False,
+                       unit_diagonal=False), **params)
+
+    def make_one(rng):
+        a = rng.standard_normal((m, m)) + 4 * np.eye(m)
+        b = rng.standard_normal((m, n) if params["left_side"] else (n, m))
+        return [a, b]
+
+    def reference_one(a, b):
+        t = np.tril(a) if params["lower"] else np.triu(a)
+        if params["unit_diagonal"]:
+            t = t - np.diag(np.diag(t)) + np.eye(m)
+        op = t.T if params["transpose_a"] else t
+        return np.linalg.solve(op, b) if params["left_side"] else np.linalg.solve(op.T, b.T).T
+
+    return Sample(_stack(make_one, batch), params, _loop_batch(reference_one), (0, 1),
+                  name=name)
+
+
+# --- lu ----------------------------------------------------------------------------------------
+
+
+def _lu_reference(a):
+    p, l, u = scipy.linalg.lu(a)
+    m, n = a.shape
+    k = min(m, n)
+    packed = np.tril(l, -1)[:, :k] @ np.eye(k, n) + np.eye(m, k) @ np.triu(u)[:k]
+    permutation = np.argmax(p, axis=0)  # a = p @ l @ u, so a[permutation] = l @ u
+    # LAPACK's pivots: row i was swapped with row pivots[i], replayed on the permutation.
+    pivots, order = np.zeros(k, np.int32), list(range(m))
+    for i in range(k):
+        j = order.index(permutation[i])
+        pivots[i] = j
+        order[i], order[j] = order[j], order[i]
+    return [packed, pivots, permutation.astype(np.int32)]
+
+
+def _lu_sample(m, n, batch=(), name=""):
+    make_one = (lambda rng: [_spectral(rng, m, n, np.linspace(3.0, 1.0, min(m, n)))])
+    return Sample(_stack(make_one, batch), {}, _loop_batch(_lu_reference), (0,), name=name)
+
+
+# --- qr ----------------------------------------------------------------------------------------
+
+
+def _qr_sample(m, n, batch=(), full_matrices=False, grad=True, name=""):
+    make_one = (lambda rng: [_spectral(rng, m, n, np.linspace(3.0, 1.0, min(m, n)))])
+
+    def reference_one(a):
+        return list(np.linalg.qr(a, mode="complete" if full_matrices else "reduced"))
+
+    return Sample(_stack(make_one, batch), {"full_matrices": full_matrices},
+                  _loop_batch(reference_one), (0,) if grad else (), name=name)
+
+
+# --- eigh --------------------------------------------------------------------------------------
+
+
+def _eigh_sample(n, batch=(), lower=True, name=""):
+    def make_one(rng):
+        q = _orthogonal(rng, n)
+        a = (q * np.linspace(-2.0, 3.0, n)) @ q.T  # Q diag(w) Q^T, distinct w
+        junk = rng.standard_normal((n, n))  # the triangle eigh does not read
+        return [a + (np.triu(junk, 1) if lower else np.tril(junk, -1))]
+
+    def reference_one(a):
+        w, v = np.linalg.eigh(a, UPLO="L" if lower else "U")
+        return [_signed(v), w]
+
+    return Sample(_stack(make_one, batch), {"lower": lower, "sort_eigenvalues": True},
+                  _loop_batch(reference_one), (0,), name=name)
+
+
+# --- svd ---------------------------------------------------------------------------------------
+
+
+def _svd_sample(m, n, batch=(), full_matrices=False, compute_uv=True, grad=True, name=""):
+    make_one = (lambda rng: [_spectral(rng, m, n, np.linspace(3.0, 1.0, min(m, n)))])
+
+    def reference_one(a):
+        if not compute_uv:
+            return [np.linalg.svd(a, compute_uv=False)]
+        u, s, vt = np.linalg.svd(a, full_matrices=full_matrices)
+        k = len(s)
+        signed = _signed(u)
+        flips = np.sign(np.sum(signed[:, :k] * u[:, :k], axis=0))
+        vt = vt.copy()
+        vt[:k] *= flips[:, None]
+        return [s, signed, vt]
+
+    return Sample(_stack(make_one, batch),
+                  {"full_matrices": full_matrices, "compute_uv": compute_uv},
+                  _loop_batch(reference_one), (0,) if grad else (), name=name)
+
+
+SAMPLES = {
+    "cholesky": [
+        _cholesky_sample(3, name="3x3"),
+        _cholesky_sample(3, batch=(2,), name="batched"),
+        _cholesky_sample(4, junk_upper=True, name="upper triangle unread"),
+        _cholesky_sample(1, name="1x1"),
+    ],
+    "triangular_solve": [
+        _solve_sample(3, 2, left_side=True, lower=True, name="left lower"),
+        _solve_sample(3, 2, left_side=False, lower=False, transpose_a=True,
+                      name="right upper transposed"),
+        _solve_sample(3, 2, left_side=True, lower=False, transpose_a=True, unit_diagonal=True,
+                      name="left upper transposed unit diagonal"),
+        _solve_sample(3, 2, batch=(2,), left_side=False, lower=True, unit_diagonal=True,
+                      name="batched right lower unit diagonal"),
+    ],
+    "lu": [
+        _lu_sample(4, 4, name="4x4"),
+        _lu_sample(3, 3, batch=(2,), name="batched"),
+        _lu_sample(5, 3, name="tall"),
+        _lu_sample(3, 5, name="wide"),
+    ],
+    "qr": [
+        _qr_sample(4, 3, name="tall reduced"),
+        _qr_sample(3, 3, full_matrices=True, name="square complete"),
+        _qr_sample(4, 3, batch=(2,), name="batched"),
+        _qr_sample(4, 3, full_matrices=True, grad=False, name="tall complete"),
+        _qr_sample(3, 4, grad=False, name="wide"),
+    ],
+    "eigh": [
+        _eigh_sample(4, name="lower"),
+        _eigh_sample(3, lower=False, name="upper"),
+        _eigh_sample(3, batch=(2,), name="batched"),
+    ],
+    "svd": [
+        _svd_sample(4, 3, name="tall"),
+        _svd_sample(3, 4, name="wide"),
+        _svd_sample(3, 3, full_matrices=True, name="square full"),
+        _svd_sample(4, 3, batch=(2,), name="batched"),
+        _svd_sample(4, 3, compute_uv=False, name="values only"),
+        _svd_sample(4, 3, full_matrices=True, grad=False, name="tall full"),
+    ],
+}
