@@ -254,3 +254,146 @@ def test_cuda_kernels_on_large_inputs(dtype):
     total = _run_impl(red.reduce_sum_p, "gpu", (x,), {"axes": (0, 1)})[0]
     exact = x.astype(np.float64).sum()
     assert abs(float(total) - exact) <= tol * np.abs(x.astype(np.float64)).sum() * 1e-2 + 1
+
+
+# --- flamefx.numpy functions composed of elementwise primitives (issue 19) -------------------
+
+import flamefx.numpy as fnp  # noqa: E402
+from flamefx.test_util import check_grads  # noqa: E402
+
+
+
+@pytest.fixture
+def x64():
+    """float64 throughout (NumPy float64 data would otherwise become float32, as in JAX)."""
+    previous = flamefx.config.read("enable_x64")
+    flamefx.config.update("enable_x64", True)
+    yield
+    flamefx.config.update("enable_x64", previous)
+
+
+_X = np.array([[-1.7, -0.4, 0.3], [0.9, 1.6, 2.4]])
+_Y = np.array([[0.6, -1.1, 0.3], [-2.0, 1.6, 0.5]])  # ties with _X at two places
+
+
+@pytest.mark.parametrize("fn,reference,args", [
+    (fnp.arcsinh, np.arcsinh, (_X,)),
+    (fnp.arccosh, np.arccosh, (np.abs(_X) + 1.1,)),
+    (fnp.arctanh, np.arctanh, (_X / 3,)),
+    (fnp.sinc, np.sinc, (_X,)),
+    (fnp.sinc, np.sinc, (np.array([0.0, 1e-3, -0.05, 0.0318, 0.0319, 2.0]),)),
+    (fnp.logaddexp, np.logaddexp, (_X, _Y)),
+    (fnp.logaddexp2, np.logaddexp2, (_X, _Y)),
+    (fnp.rad2deg, np.rad2deg, (_X,)),
+    (fnp.deg2rad, np.deg2rad, (_X * 90,)),
+    (fnp.copysign, np.copysign, (_X, -_Y)),
+    (fnp.fabs, np.fabs, (_X,)),
+], ids=lambda v: getattr(v, "__name__", ""))
+def test_composite_values_and_gradients(fn, reference, args, x64):
+    np.testing.assert_allclose(np.asarray(fn(*args)), reference(*args), rtol=1e-12, atol=1e-15)
+    if fn not in (fnp.copysign, fnp.fabs):  # kinks at 0 only; tested through the samples
+        check_grads(fn, [fnp.asarray(a) for a in args], order=2)
+
+
+def test_logaddexp_derivatives_at_ties(x64):
+    # The second derivative at x == y is 1/4 (it was 0 through a |x - y| kink).
+    x = fnp.array([-3.0, 0.0, 1.5], dtype="float64")
+    check_grads(fnp.logaddexp, (x, x), order=2)
+    hessian = flamefx.hessian(lambda v: fnp.logaddexp(v[0], v[1]))(fnp.array([1.0, 1.0]))
+    np.testing.assert_allclose(np.asarray(hessian), [[0.25, -0.25], [-0.25, 0.25]])
+    grads = flamefx.grad(fnp.logaddexp, argnums=(0, 1))(2.0, 2.0)
+    assert [float(g) for g in grads] == [0.5, 0.5]
+
+
+def test_logaddexp_is_exact_at_extremes(x64):
+    inf = np.inf
+    x = np.array([0.0, -40.0, 800.0, -inf, inf, -inf, 5.0])
+    y = np.array([-40.0, 0.0, 799.0, -inf, 1.0, 2.0, inf])
+    np.testing.assert_allclose(np.asarray(fnp.logaddexp(x, y)), np.logaddexp(x, y), rtol=1e-15)
+
+
+def test_sinc_is_smooth_at_zero(x64):
+    # JAX's values: sinc'(0) = 0, sinc''(0) = -pi^2 / 3, sinc'''(0) = 0, sinc''''(0) = pi^4 / 5.
+    derivative, expected = fnp.sinc, [1.0, 0.0, -math.pi ** 2 / 3, 0.0, math.pi ** 4 / 5]
+    for k, value in enumerate(expected):
+        assert float(derivative(0.0)) == pytest.approx(value, rel=1e-5, abs=1e-6), k
+        derivative = flamefx.grad(derivative)
+
+
+def test_fmax_fmin_ignore_nan_and_send_ties_to_y(x64):
+    x = np.array([np.nan, 1.0, np.nan, 3.0])
+    y = np.array([2.0, np.nan, np.nan, -1.0])
+    np.testing.assert_array_equal(np.asarray(fnp.fmax(x, y)), np.fmax(x, y))
+    np.testing.assert_array_equal(np.asarray(fnp.fmin(x, y)), np.fmin(x, y))
+    assert [float(g) for g in flamefx.grad(fnp.fmax, argnums=(0, 1))(1.0, 1.0)] == [0.0, 1.0]
+    assert fnp.fmax(np.int32(3), 2).dtype == np.int32
+
+
+def test_copysign_and_signbit_read_the_sign_bit(x64):
+    x = np.array([0.0, -0.0, 2.0, -3.0, np.inf, -np.inf])
+    np.testing.assert_array_equal(np.asarray(fnp.signbit(x)), np.signbit(x))
+    np.testing.assert_array_equal(np.asarray(fnp.signbit(np.array([-2, 0, 5]))), [True, False,
+                                                                                   False])
+    np.testing.assert_array_equal(np.asarray(fnp.copysign(1.0, x)), np.copysign(1.0, x))
+    assert fnp.copysign(np.int32(1), np.int32(-2)).dtype == np.float64  # as JAX with x64
+    grads = flamefx.grad(fnp.copysign, argnums=(0, 1))(2.0, -1.0)
+    assert [float(g) for g in grads] == [-1.0, 0.0]
+
+
+def test_shifts_follow_jax():
+    x = np.array([-8, -1, 5, 1 << 30], np.int32)
+    for s in (0, 1, 3, 31, 32, 40):
+        expected_right = [v >> s if s < 32 else (-1 if v < 0 else 0) for v in x.tolist()]
+        np.testing.assert_array_equal(np.asarray(fnp.right_shift(x, s)), expected_right)
+        expected_left = [((v << s) & 0xFFFFFFFF) if s < 32 else 0 for v in x.tolist()]
+        np.testing.assert_array_equal(np.asarray(fnp.left_shift(x, s)).view(np.uint32),
+                                      expected_left)
+    u = np.array([200, 7], np.uint8)
+    np.testing.assert_array_equal(np.asarray(fnp.right_shift(u, 3)), u >> 3)
+    a = fnp.asarray(x)
+    np.testing.assert_array_equal(np.asarray(a >> 1), np.asarray(fnp.right_shift(x, 1)))
+    np.testing.assert_array_equal(np.asarray(a << 2), np.asarray(fnp.left_shift(x, 2)))
+    three = fnp.array(3, dtype=fnp.int32)
+    assert int(1 << three) == 8 and int(64 >> three) == 8
+    assert fnp.bitwise_left_shift is fnp.left_shift and fnp.bitwise_invert is fnp.invert
+    with pytest.raises(FlamefxTypeError, match="right_shift"):
+        fnp.right_shift(1.5, 1)
+
+
+def test_isclose_allclose_and_array_equality(x64):
+    a = np.array([1.0, np.inf, np.nan, np.inf, -np.inf, 1e-9])
+    b = np.array([1.0 + 1e-6, np.inf, np.nan, -np.inf, 5.0, 0.0])
+    for equal_nan in (False, True):
+        np.testing.assert_array_equal(np.asarray(fnp.isclose(a, b, equal_nan=equal_nan)),
+                                      np.isclose(a, b, equal_nan=equal_nan))
+    np.testing.assert_array_equal(np.asarray(fnp.isclose(a, 1.0, rtol=0.5)),
+                                  np.isclose(a, 1.0, rtol=0.5))
+    assert bool(fnp.allclose([1.0, 2.0], [1.0, 2.0 + 1e-7]))
+    assert not bool(fnp.allclose([1.0, np.nan], [1.0, np.nan]))
+    assert bool(fnp.allclose([1.0, np.nan], [1.0, np.nan], equal_nan=True))
+    assert not bool(fnp.isclose(np.int32(1), 2)) and bool(fnp.isclose(3, 3))
+    assert bool(fnp.array_equal([1, 2], [1.0, 2.0]))
+    assert not bool(fnp.array_equal(fnp.ones(2), fnp.ones(3)))
+    assert not bool(fnp.array_equal([np.nan], [np.nan]))
+    assert bool(fnp.array_equal([np.nan], [np.nan], equal_nan=True))
+    assert bool(fnp.array_equiv(fnp.ones(2), fnp.ones((3, 2))))
+    assert not bool(fnp.array_equiv(fnp.ones(2), fnp.ones(3)))
+
+
+def test_nextafter_and_array_api_spellings():
+    x = np.array([0.0, 1.0, -2.0], np.float32)
+    np.testing.assert_array_equal(np.asarray(fnp.nextafter(x, 5.0)), np.nextafter(x, 5.0))
+    with pytest.raises(FlamefxTypeError, match="float32 and float64"):
+        fnp.nextafter(np.float16(1), np.float16(2))
+    pairs = [(fnp.acos, fnp.arccos), (fnp.asin, fnp.arcsin), (fnp.atan, fnp.arctan),
+             (fnp.atan2, fnp.arctan2), (fnp.pow, fnp.power), (fnp.acosh, fnp.arccosh),
+             (fnp.asinh, fnp.arcsinh), (fnp.atanh, fnp.arctanh), (fnp.radians, fnp.deg2rad),
+             (fnp.degrees, fnp.rad2deg)]
+    assert all(a is b for a, b in pairs)
+    assert fnp.arcsinh(np.int32(1)).dtype == np.float32  # integers promote, as in JAX
+
+
+def test_erf_and_normal_on_0d_arrays():
+    assert float(ew.erf(np.float32(0.5))) == pytest.approx(math.erf(0.5), rel=1e-6)
+    assert ew.erf_inv(np.float64(0.5)).shape == ()
+    assert flamefx.random.normal(flamefx.random.PRNGKey(0), ()).shape == ()

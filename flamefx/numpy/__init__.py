@@ -32,6 +32,13 @@ from flamefx.numpy.math import (abs, absolute, add, arccos, arcsin, arctan, arct
                                 logaddexp, maximum, minimum, mod, multiply, nan_to_num, negative,
                                 positive, power, reciprocal, remainder, rint, round, sign, sin,
                                 sinh, sqrt, square, subtract, tan, tanh, true_divide, trunc, where)
+from flamefx.numpy.logic import (allclose, array_equal, array_equiv, bitwise_invert,
+                                 bitwise_left_shift, bitwise_right_shift, isclose, left_shift,
+                                 right_shift, signbit)
+from flamefx.numpy.math import (acos, asin, atan, atan2, copysign, fabs, fmax, fmin, logaddexp2,
+                                nextafter, pow)
+from flamefx.numpy.transcendental import (acosh, arccosh, arcsinh, arctanh, asinh, atanh, deg2rad,
+                                          degrees, rad2deg, radians, sinc)
 from flamefx.numpy.promotion import (broadcast_arrays, broadcast_shapes, broadcast_to,
                                      promote_types, result_type)
 from flamefx.numpy.reductions import (all, amax, amin, any, argmax, argmin, cumprod, cumsum,

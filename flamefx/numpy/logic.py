@@ -195,3 +195,124 @@ def isinf(x):
     if not dtypes.is_float(x.dtype):
         return lax.ne(x, x)
     return lax.eq(lax.abs(x), constant_like(x, np.inf))
+
+
+bitwise_invert = invert
+
+
+def signbit(x):
+    """True where the sign bit of ``x`` is set (-0.0 and negative NaN included).
+
+    >>> signbit(-0.0).item()
+    True
+    """
+    x = as_operand(x)
+    if x.dtype == dtypes.bool_ or np.dtype(x.dtype).kind == "u":
+        return lax.ne(x, x)
+    if not dtypes.is_float(x.dtype):
+        return lax.lt(x, constant_like(x, 0))
+    return lax.lt(lax.copysign(constant_like(x, 1), x), constant_like(x, 0))
+
+
+def _shift_operands(name, x, y):
+    x, y = promote_args(x, y)
+    _require_integer_or_bool(name, x)
+    if x.dtype == dtypes.bool_:  # JAX shifts bools as default ints
+        x = lax.convert_element_type(x, dtypes.default_int(), weak_type=x.weak_type)
+        y = lax.convert_element_type(y, dtypes.default_int(), weak_type=y.weak_type)
+    return x, y
+
+
+def left_shift(x, y):
+    """``x << y`` of integers; shifting by the bit width or more gives 0.
+
+    >>> left_shift(3, 2).item()
+    12
+    """
+    return lax.shift_left(*_shift_operands("left_shift", x, y))
+
+
+def right_shift(x, y):
+    """``x >> y``: arithmetic (sign-filling) for signed integers, logical for unsigned.
+
+    Shifting by the bit width or more gives 0, or -1 for negative signed values (as JAX).
+
+    >>> right_shift(-8, 1).item()
+    -4
+    """
+    x, y = _shift_operands("right_shift", x, y)
+    if np.dtype(x.dtype).kind == "u":
+        return lax.shift_right_logical(x, y)
+    # ~x is non-negative where x is negative, so its logical shift fills with zeros; the
+    # second ~ turns them into the sign bits.
+    negative = lax.lt(x, constant_like(x, 0))
+    filled = lax.bitwise_not(lax.shift_right_logical(lax.bitwise_not(x), y))
+    return lax.select_n(negative, lax.shift_right_logical(x, y), filled)
+
+
+bitwise_left_shift = left_shift
+bitwise_right_shift = right_shift
+
+
+def _all(x):
+    return lax.reduce_and(x, axes=tuple(range(x.ndim)))
+
+
+def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan: bool = False):
+    """``|a - b| <= atol + rtol * |b|`` elementwise; equal infinities are close, NaN is not
+    (unless ``equal_nan``). Integers compare exactly.
+
+    >>> isclose(1.0, 1.0 + 1e-9).item()
+    True
+    """
+    a, b = broadcast_arrays(*promote_args(a, b))
+    if not dtypes.is_inexact(a.dtype):
+        return lax.eq(a, b)
+    tolerance = lax.add(constant_like(b, atol), lax.mul(constant_like(b, rtol), lax.abs(b)))
+    close = lax.le(lax.abs(lax.sub(a, b)), tolerance)
+    a_inf, b_inf = isinf(a), isinf(b)
+    # An infinity is close only to the same infinity (inf - inf is NaN, not close).
+    close = lax.select_n(lax.bitwise_or(a_inf, b_inf), close, lax.eq(a, b))
+    both_nan = lax.bitwise_and(isnan(a), isnan(b))
+    if equal_nan:
+        close = lax.bitwise_or(close, both_nan)
+    return close
+
+
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan: bool = False):
+    """True when every element of ``a`` is close to ``b`` (``isclose``), as a bool array.
+
+    >>> allclose([1.0, 2.0], [1.0, 2.0 + 1e-9]).item()
+    True
+    """
+    return _all(isclose(a, b, rtol, atol, equal_nan))
+
+
+def array_equal(a1, a2, equal_nan: bool = False):
+    """True when ``a1`` and ``a2`` have the same shape and elements (a bool array).
+
+    >>> array_equal([1, 2], [1, 2]).item()
+    True
+    """
+    a1, a2 = as_operand(a1), as_operand(a2)
+    if a1.shape != a2.shape:
+        return as_operand(np.bool_(False))
+    a1, a2 = promote_args(a1, a2)
+    same = lax.eq(a1, a2)
+    if equal_nan:
+        same = lax.bitwise_or(same, lax.bitwise_and(isnan(a1), isnan(a2)))
+    return _all(same)
+
+
+def array_equiv(a1, a2):
+    """True when ``a1`` and ``a2`` broadcast together and are equal elementwise.
+
+    >>> array_equiv([1, 1], [[1], [1]]).item()
+    True
+    """
+    a1, a2 = as_operand(a1), as_operand(a2)
+    try:
+        np.broadcast_shapes(a1.shape, a2.shape)
+    except ValueError:
+        return as_operand(np.bool_(False))
+    return _all(equal(a1, a2))

@@ -290,6 +290,67 @@ def minimum(x, y):
     return lax.bitwise_and(x, y) if _is_bool(x) else lax.min(x, y)
 
 
+def fmax(x, y):
+    """The elementwise maximum, ignoring NaN (NaN only where both are NaN).
+
+    At ties the gradient goes to ``y``, as in JAX.
+
+    >>> fmax(float("nan"), 1.0).item()
+    1.0
+    """
+    x, y = promote_args(x, y)
+    if not dtypes.is_float(x.dtype):
+        return maximum(x, y)
+    return lax.select_n(lax.bitwise_or(lax.gt(x, y), lax.ne(y, y)), y, x)
+
+
+def fmin(x, y):
+    """The elementwise minimum, ignoring NaN (NaN only where both are NaN).
+
+    At ties the gradient goes to ``y``, as in JAX.
+
+    >>> fmin(float("nan"), 1.0).item()
+    1.0
+    """
+    x, y = promote_args(x, y)
+    if not dtypes.is_float(x.dtype):
+        return minimum(x, y)
+    return lax.select_n(lax.bitwise_or(lax.lt(x, y), lax.ne(y, y)), y, x)
+
+
+def fabs(x):
+    """``|x|`` as a float (integers become the default float dtype, as in JAX).
+
+    >>> fabs(-2).item()
+    2.0
+    """
+    return lax.abs(_inexact(x))
+
+
+def copysign(x, y):
+    """``|x|`` with the sign bit of ``y`` (-0.0 and negative NaN count as negative).
+
+    >>> copysign(2, -0.0).item()
+    -2.0
+    """
+    x, y = promote_args_inexact(x, y)
+    return lax.copysign(x, y)
+
+
+def nextafter(x, y):
+    """The next float after ``x`` towards ``y``; float32 and float64 only (JAX also takes
+    float16 and bfloat16). Not differentiable (JAX raises; flamefx gives zero).
+
+    >>> nextafter(1.0, 2.0).item() > 1.0
+    True
+    """
+    x, y = promote_args_inexact(x, y)
+    if x.dtype not in (dtypes.float32, dtypes.float64):
+        raise FlamefxTypeError(f"nextafter supports float32 and float64, got {x.dtype}\n  at "
+                               f"{user_frame()}")
+    return lax.nextafter(x, y)
+
+
 def clip(x, min=None, max=None):
     """``x`` limited to [min, max] (either bound may be None).
 
@@ -374,17 +435,35 @@ def expm1(x):
 
 
 def logaddexp(x, y):
-    """``log(exp(x) + exp(y))`` without overflow.
+    """``log(exp(x) + exp(y))`` without overflow, smooth at ``x == y`` to every order.
 
     >>> f"{logaddexp(0.0, 0.0).item():.5f}"
     '0.69315'
     """
     x, y = promote_args_inexact(x, y)
     largest = lax.max(x, y)
-    delta = lax.sub(x, y)
-    stable = lax.add(largest, lax.log1p(lax.exp(lax.neg(lax.abs(delta)))))
-    # Equal infinities give delta = NaN; their sum is the right answer then.
-    return lax.select_n(lax.ne(delta, delta), stable, lax.add(x, y))
+    # Shifting by any constant gives the same function, so the shift is held constant: its
+    # derivative is exactly zero, and no |x - y| kink enters the derivatives (which made
+    # the second derivative 0 at x == y; it is 1/4). Infinities shift by 0.
+    finite = lax.is_finite(largest)
+    shift = lax.stop_gradient(lax.select_n(finite, constant_like(largest, 0), largest))
+    dx, dy = lax.sub(x, shift), lax.sub(y, shift)
+    # exp(dx) + exp(dy) - 1, the larger term through expm1 (exactly 0 there) so that log1p
+    # keeps a tiny smaller term. Both cases are the same smooth function of x and y.
+    sum_minus_one = lax.select_n(lax.ge(x, y), lax.add(lax.exp(dx), lax.expm1(dy)),
+                                 lax.add(lax.expm1(dx), lax.exp(dy)))
+    return lax.add(shift, lax.log1p(sum_minus_one))
+
+
+def logaddexp2(x, y):
+    """``log2(2**x + 2**y)`` without overflow.
+
+    >>> logaddexp2(1.0, 1.0).item()
+    2.0
+    """
+    x, y = promote_args_inexact(x, y)
+    ln2 = constant_like(x, _pymath.log(2.0))
+    return lax.div(logaddexp(lax.mul(x, ln2), lax.mul(y, ln2)), ln2)
 
 
 def sqrt(x):
@@ -637,3 +716,11 @@ def nan_to_num(x, copy: bool = True, nan: float = 0.0, posinf=None, neginf=None)
     x = lax.select_n(lax.eq(x, constant_like(x, np.inf)), x, constant_like(x, posinf))
     return lax.select_n(lax.eq(x, constant_like(x, -np.inf)), x, constant_like(x, neginf))
 
+
+
+# The array API's spellings (JAX has them too).
+acos = arccos
+asin = arcsin
+atan = arctan
+atan2 = arctan2
+pow = power

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.special
 
 from flamefx import core, dtypes
 from flamefx.core import Primitive, ShapedArray
@@ -210,32 +211,6 @@ def _float_of_bool(b, like):
 
 # --- NumPy references that NumPy itself lacks --------------------------------------------------
 
-# math.erf is correctly rounded in float64; frompyfunc keeps it exact (scipy is not a dep).
-_erf_scalar = np.frompyfunc(math.erf, 1, 1)
-
-
-def _numpy_erf(x):
-    return _erf_scalar(x).astype(x.dtype)
-
-
-def _numpy_erf_inv(y):
-    """erf^-1 by Winitzki's closed form (error ~2e-3), then Halley steps on exact erf."""
-    y64 = y.astype(np.float64)
-    log_term = np.log1p(-y64 * y64)
-    a = 0.147
-    first = 2 / (np.pi * a) + log_term / 2
-    x = np.sign(y64) * np.sqrt(np.sqrt(first * first - log_term / a) - first)
-    for _ in range(4):
-        finite = np.isfinite(x)
-        xs = np.where(finite, x, 0.0)
-        err = _numpy_erf(xs) - y64
-        slope = 2 / np.sqrt(np.pi) * np.exp(-xs * xs)
-        step = err / slope
-        x = np.where(finite, xs - step / (1 + xs * step), x)
-    x = np.where(np.abs(y64) == 1, np.sign(y64) * np.inf, x)
-    return np.where(np.abs(y64) > 1, np.nan, x).astype(y.dtype)
-
-
 def _numpy_round(x):
     """Rounds half away from zero (lax.round's default; NumPy rounds half to even)."""
     whole = np.trunc(x)
@@ -281,6 +256,14 @@ sin_p = _unary("sin", np.sin, "sin(x0)", partial=lambda x, out: cos(x))
 cos_p = _unary("cos", np.cos, "cos(x0)", partial=lambda x, out: neg(sin(x)))
 tan_p = _unary("tan", np.tan, "tan(x0)",
                partial=lambda x, out: add(full_like(x, 1), mul(out, out)))
+asinh_p = _unary("asinh", np.arcsinh, "asinh(x0)",
+                 partial=lambda x, out: rsqrt(add(mul(x, x), full_like(x, 1))))
+# (x - 1)(x + 1) rather than x * x - 1: exact near x = 1, where the derivative blows up.
+acosh_p = _unary("acosh", np.arccosh, "acosh(x0)",
+                 partial=lambda x, out: rsqrt(mul(sub(x, full_like(x, 1)),
+                                                  add(x, full_like(x, 1)))))
+atanh_p = _unary("atanh", np.arctanh, "atanh(x0)",
+                 partial=lambda x, out: div(full_like(x, 1), sub(full_like(x, 1), mul(x, x))))
 tanh_p = _unary("tanh", np.tanh, "tanh(x0)",
                 partial=lambda x, out: sub(full_like(x, 1), mul(out, out)))
 logistic_p = _unary("logistic", _numpy_logistic, "(1 / (1 + exp(-x0)))",
@@ -295,10 +278,11 @@ sign_p = _unary("sign", np.sign, "(x0 > 0 ? 1 : (x0 < 0 ? -1 : x0))", kind=NUMER
 floor_p = _unary("floor", np.floor, "floor(x0)")
 ceil_p = _unary("ceil", np.ceil, "ceil(x0)")
 round_p = _unary("round", _numpy_round, "round(x0)")
-erf_p = _unary("erf", _numpy_erf, "erf(x0)",
+# SciPy's erf/erfinv keep 0-d operands 0-d (math.erf through np.frompyfunc did not).
+erf_p = _unary("erf", scipy.special.erf, "erf(x0)",
                partial=lambda x, out: mul(full_like(x, 2 / math.sqrt(math.pi)),
                                           exp(neg(mul(x, x)))))
-erf_inv_p = _unary("erf_inv", _numpy_erf_inv, "erfinv(x0)",
+erf_inv_p = _unary("erf_inv", scipy.special.erfinv, "erfinv(x0)",
                    partial=lambda x, out: mul(full_like(x, math.sqrt(math.pi) / 2),
                                               exp(mul(out, out))))
 square_p = _unary("square", np.square, "(x0 * x0)", kind=NUMERIC,
@@ -415,6 +399,14 @@ max_p = _binary("max", np.maximum, "((x0 > x1 || x0 != x0) ? x0 : x1)", partials
 min_p = _binary("min", np.minimum, "((x0 < x1 || x0 != x0) ? x0 : x1)", partials=_min_partials)
 rem_p = _binary("rem", np.fmod, "fmod(x0, x1)", int_expr="(x0 % x1)", partials=_rem_partials)
 atan2_p = _binary("atan2", np.arctan2, "atan2(x0, x1)", kind=FLOAT, partials=_atan2_partials)
+# d/dx copysign(x, y) = sign(x) * (+-1 by y's sign bit); y only chooses a sign.
+copysign_p = _binary("copysign", np.copysign, "copysign(x0, x1)", kind=FLOAT,
+                     partials=lambda x, y, out: [mul(sign(x), copysign(full_like(x, 1), y)),
+                                                 None])
+# Not differentiable (as in JAX). float32/float64 only: the half types compute in float here,
+# where the next float32 after a float16 value rounds back to that value.
+nextafter_p = _binary("nextafter", np.nextafter, "nextafter(x0, x1)",
+                      kind=("float32 or float64", frozenset({dtypes.float32, dtypes.float64})))
 bitwise_and_p = _binary("bitwise_and", np.bitwise_and, "(x0 & x1)", kind=INT_OR_BOOL)
 bitwise_or_p = _binary("bitwise_or", np.bitwise_or, "(x0 | x1)", kind=INT_OR_BOOL)
 bitwise_xor_p = _binary("bitwise_xor", np.bitwise_xor, "(x0 ^ x1)", kind=INT_OR_BOOL)
@@ -536,6 +528,9 @@ def sin(x): return sin_p.bind(x)
 def cos(x): return cos_p.bind(x)
 def tan(x): return tan_p.bind(x)
 def tanh(x): return tanh_p.bind(x)
+def asinh(x): return asinh_p.bind(x)
+def acosh(x): return acosh_p.bind(x)
+def atanh(x): return atanh_p.bind(x)
 def logistic(x): return logistic_p.bind(x)
 def sqrt(x): return sqrt_p.bind(x)
 def rsqrt(x): return rsqrt_p.bind(x)
@@ -558,6 +553,8 @@ def max(x, y): return max_p.bind(x, y)
 def min(x, y): return min_p.bind(x, y)
 def rem(x, y): return rem_p.bind(x, y)
 def atan2(x, y): return atan2_p.bind(x, y)
+def copysign(x, y): return copysign_p.bind(x, y)
+def nextafter(x, y): return nextafter_p.bind(x, y)
 def bitwise_and(x, y): return bitwise_and_p.bind(x, y)
 def bitwise_or(x, y): return bitwise_or_p.bind(x, y)
 def bitwise_xor(x, y): return bitwise_xor_p.bind(x, y)

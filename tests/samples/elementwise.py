@@ -2,7 +2,8 @@
 
 Inputs stay away from kinks and singularities (|x| > 0.3 for abs, non-integers for floor,
 no ties for max/min) so that order-2 gradient checks by finite differences are exact.
-float32 samples check the common ops in single precision (values only).
+float32 samples check the common ops in single precision (values only). Every primitive also
+gets a 0-d sample, made from its first one (0-d operands once crashed erf's NumPy impl).
 """
 
 import math
@@ -128,6 +129,22 @@ def _c_rem(x, y):
     return np.array([math.fmod(a, b) for a, b in zip(x.ravel(), y.ravel())]).reshape(x.shape)
 
 
+def _elementwise_loop(scalar_fn):
+    """A reference applying a Python scalar function to each element (independent of NumPy's
+    ufuncs)."""
+    def reference(*args):
+        flat = [np.asarray(a, np.float64).ravel() for a in args]
+        out = [scalar_fn(*values) for values in zip(*flat)]
+        return np.array(out).reshape(np.shape(args[0]))
+    return reference
+
+
+def _nextafter_args(rng):
+    x = rng.uniform(-2, 2, SHAPE)
+    x[0, 0] = 0.0
+    return [x, x + rng.choice([-1.0, 1.0], SHAPE)]
+
+
 def _nonzero_ints(rng):
     x = rng.integers(-20, 20, SHAPE).astype(np.int32)
     y = rng.integers(1, 6, SHAPE).astype(np.int32) * np.where(rng.random(SHAPE) < 0.5, -1, 1)
@@ -144,6 +161,9 @@ SAMPLES = {
     "sin": [_unary(np.sin, _uniform(-3, 3)), _f32(np.sin, _uniform(-3, 3, np.float32))],
     "cos": [_unary(np.cos, _uniform(-3, 3))],
     "tan": [_unary(lambda x: np.sin(x) / np.cos(x), _uniform(-1.2, 1.2))],
+    "asinh": [_unary(lambda x: np.log(x + np.sqrt(x * x + 1)), _uniform(-3, 3))],
+    "acosh": [_unary(lambda x: np.log(x + np.sqrt(x * x - 1)), _uniform(1.2, 4))],
+    "atanh": [_unary(lambda x: 0.5 * np.log((1 + x) / (1 - x)), _uniform(-0.8, 0.8))],
     "tanh": [_unary(np.tanh, _uniform(-3, 3)), _f32(np.tanh, _uniform(-3, 3, np.float32))],
     "logistic": [_unary(lambda x: 1 / (1 + np.exp(-x)), _uniform(-4, 4)),
                  _f32(lambda x: 1 / (1 + np.exp(-x)), _uniform(-4, 4, np.float32))],
@@ -188,6 +208,9 @@ SAMPLES = {
     "rem": [_binary(_c_rem, _rem_args),
             _binary(lambda x, y: x - _trunc_div(x, y) * y, _nonzero_ints, grad=())],
     "atan2": [_binary(lambda x, y: np.angle(y + 1j * x), _uniform(0.3, 2, n=2))],
+    "copysign": [_binary(_elementwise_loop(math.copysign),
+                         lambda rng: _away_from_zero(0.3, 2)(rng) + _away_from_zero(0.3, 2)(rng))],
+    "nextafter": [_binary(_elementwise_loop(math.nextafter), _nextafter_args, grad=())],
     "bitwise_and": [_binary(lambda x, y: x & y, _ints(-99, 99, n=2), grad=())],
     "bitwise_or": [_binary(lambda x, y: x | y, _ints(-99, 99, n=2), grad=()),
                    _binary(lambda x, y: x | y, lambda rng: [rng.random(SHAPE) < 0.5,
@@ -222,3 +245,16 @@ SAMPLES = {
 # finite differences are not valid at a tie, so these samples carry no grad_argnums).
 SAMPLES["max"].append(_binary(lambda x, y: x, _max_min_ties, grad=()))
 SAMPLES["min"].append(_binary(lambda x, y: x, _max_min_ties, grad=()))
+
+
+
+def _zero_d(sample):
+    """``sample`` on the first element of each of its arrays, as 0-d arrays."""
+    def make(rng):
+        return [np.asarray(np.asarray(a)[(0,) * np.ndim(a)]) for a in sample.make(rng)]
+    return Sample(make=make, params=sample.params, reference=sample.reference,
+                  grad_argnums=sample.grad_argnums, name="0-d")
+
+
+for _samples in SAMPLES.values():
+    _samples.append(_zero_d(_samples[0]))
