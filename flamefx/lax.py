@@ -33,6 +33,7 @@ from flamefx.primitives.dynamic_slicing import dynamic_slice, dynamic_update_sli
 # --- primitives: indexing, linear algebra, convolution -----------------------------------------
 from flamefx.primitives.indexing import gather, scatter
 from flamefx.primitives.linalg import dot_general
+from flamefx.primitives.sorting import sort, sort_key_val, top_k
 from flamefx.primitives.nn_ops import conv_general_dilated
 
 # --- autodiff helpers --------------------------------------------------------------------------

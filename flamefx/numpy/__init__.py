@@ -14,9 +14,10 @@ from flamefx.core import Array as ndarray
 from flamefx.dtypes import (bfloat16, bool_, finfo, float16, float32, float64, iinfo, int8,
                             int16, int32, int64, uint8, uint16, uint32, uint64)
 from flamefx.numpy import linalg  # fnp.linalg.norm
+from flamefx.numpy.array_api import __array_api_version__, __array_namespace_info__
 from flamefx.numpy.creation import (arange, array, asarray, empty, empty_like, eye, full,
-                                    full_like, identity, linspace, meshgrid, ones, ones_like, tri,
-                                    tril, triu, zeros, zeros_like)
+                                    full_like, geomspace, identity, linspace, logspace, meshgrid,
+                                    ones, ones_like, tri, tril, triu, zeros, zeros_like)
 from flamefx.numpy.einsum import einsum
 from flamefx.numpy.indexing import (_getitem, _IndexUpdateHelper, argwhere, flatnonzero, nonzero,
                                     take, take_along_axis)
@@ -51,6 +52,8 @@ from flamefx.numpy.shape import (array_split, astype, atleast_1d, atleast_2d, at
                                  flipud, hstack, moveaxis, ndim, pad, permute_dims, ravel, repeat,
                                  reshape, roll, shape, size, split, squeeze, stack, swapaxes, tile,
                                  transpose, vstack)
+from flamefx.numpy.sorting import (argpartition, argsort, lexsort, partition, searchsorted,
+                                    sort)
 
 pi = 3.141592653589793
 e = 2.718281828459045

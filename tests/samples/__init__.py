@@ -33,7 +33,7 @@ class Sample:
 
 
 FAMILIES = ("elementwise", "reductions", "structural", "indexing", "linalg", "nn_ops",
-            "random_ops", "control_flow", "collectives", "transforms", "special",
+            "random_ops", "control_flow", "collectives", "transforms", "special", "sorting",
             "factorizations")
 
 

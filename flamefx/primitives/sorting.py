@@ -1,0 +1,302 @@
+"""Sorting: ``sort`` (several operands ordered together by their first keys) and ``top_k``.
+
+``sort`` orders as JAX does: ascending, -0.0 equal to 0.0, every NaN last (equal to each
+other, so a stable sort keeps their order). ``top_k`` orders as XLA's TopK does, by the
+float total order (NaN first, 0.0 before -0.0, -NaN last), ties to the lower index.
+
+Both backends compare integer keys made from the float bits, so they agree on NaNs and
+signed zeros whatever the sort routine does with floats. Sorting permutes, so the
+derivatives are permutations too: the JVP sorts the tangents alongside the operands, and
+the VJP sorts the cotangents by the permutation (an iota sorted alongside the keys), which
+puts each one back where its operand came from.
+
+>>> import numpy as np
+>>> keys, vals = sort([np.array([2.0, 1.0, 2.0]), np.array([0, 1, 2])])
+>>> keys.tolist(), vals.tolist()
+([1.0, 2.0, 2.0], [1, 0, 2])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flamefx import core, devices, dtypes
+from flamefx.core import Primitive, ShapedArray
+from flamefx.errors import FlamefxTypeError
+from flamefx.primitives import indexing, structural
+
+_INDEX_DTYPE = np.dtype(np.int32)
+
+
+def _batching():
+    from flamefx.transforms import batching
+    return batching
+
+
+# --- integer keys with the order each primitive promises ---------------------------------------
+
+
+def _order_key(xp, x, canonical: bool):
+    """Integer keys that order like ``x``: floats by their total order (-NaN < -inf < ... <
+    -0.0 < 0.0 < ... < inf < NaN). ``canonical`` first makes -0.0 into 0.0 and every NaN one
+    positive NaN, which is the order ``sort`` promises."""
+    if x.dtype == np.bool_:
+        return x.view(np.uint8)
+    if not dtypes.is_float(x.dtype):
+        return x
+    int_dtype = np.dtype(f"int{8 * x.dtype.itemsize}")
+    bits = x.view(int_dtype)
+    magnitude_mask = int_dtype.type(np.iinfo(int_dtype).max)
+    if canonical:
+        inf_bits = int_dtype.type(np.array(np.inf, x.dtype).view(int_dtype))
+        magnitude = bits & magnitude_mask
+        bits = xp.where(magnitude == 0, int_dtype.type(0), bits)
+        bits = xp.where(magnitude > inf_bits, int_dtype.type(inf_bits + 1), bits)
+    # Negative floats order backwards in their bits: flip their magnitude.
+    return xp.where(bits < 0, bits ^ magnitude_mask, bits).astype(int_dtype, copy=False)
+
+
+def _stable_argsort(xp, key, axis):
+    if xp is np:
+        return np.argsort(key, axis=axis, kind="stable")
+    return xp.argsort(key, axis=axis)  # CuPy's sorts are always stable (CUB/Thrust)
+
+
+def _ascending_permutation(xp, keys, axis):
+    """The stable order of ``keys`` along ``axis``, the first key the most significant."""
+    if xp is np and len(keys) > 1:
+        return np.lexsort(keys[::-1], axis=axis)
+    # One stable pass per key, least significant first.
+    perm = _stable_argsort(xp, keys[-1], axis)
+    for key in reversed(keys[:-1]):
+        order = _stable_argsort(xp, xp.take_along_axis(key, perm, axis=axis), axis)
+        perm = xp.take_along_axis(perm, order, axis=axis)
+    return perm
+
+
+def _permute(xp, x, perm, axis):
+    if xp is np:
+        return np.take_along_axis(x, perm, axis=axis)
+    # Move raw bits: CuPy's take has no bfloat16 or bool kernels of its own to rely on.
+    bits = x.view(np.dtype(f"u{x.dtype.itemsize}"))
+    return xp.take_along_axis(bits, perm, axis=axis).view(x.dtype)
+
+
+# --- sort ------------------------------------------------------------------------------------
+
+
+def _sort_abstract(*operands, dimension, is_stable, num_keys):
+    if not operands:
+        raise FlamefxTypeError("sort needs at least one operand")
+    shape = operands[0].shape
+    if any(op.shape != shape for op in operands):
+        raise FlamefxTypeError(f"all operands must have one shape, got "
+                               f"{[op.shape for op in operands]}")
+    if not 0 <= dimension < len(shape):
+        raise FlamefxTypeError(f"dimension {dimension} is out of range for {len(shape)}-d "
+                               f"operands (sort needs at least one axis)")
+    if not 1 <= num_keys <= len(operands):
+        raise FlamefxTypeError(f"num_keys must be between 1 and the number of operands "
+                               f"({len(operands)}), got {num_keys}")
+    return [ShapedArray(shape, op.dtype, op.weak_type) for op in operands]
+
+
+def _sort_with(xp, operands, dimension, num_keys):
+    keys = [_order_key(xp, op, canonical=True) for op in operands[:num_keys]]
+    perm = _ascending_permutation(xp, keys, dimension)
+    return [_permute(xp, op, perm, dimension) for op in operands]
+
+
+def _sort_impl(*operands, dimension, is_stable, num_keys):
+    return _sort_with(np, operands, dimension, num_keys)
+
+
+def _sort_cuda(*operands, dimension, is_stable, num_keys):
+    return _sort_with(devices.cupy(), operands, dimension, num_keys)
+
+
+def _is_float(x) -> bool:
+    return dtypes.is_float(core.get_aval(x).dtype)
+
+
+def _sort_vjp(cts, primals, outs, *, dimension, is_stable, num_keys):
+    diff = [i for i, (ct, x) in enumerate(zip(cts, primals)) if ct is not None and _is_float(x)]
+    result = [None] * len(primals)
+    if not diff:
+        return result
+    keys = primals[:num_keys]
+    iota = structural.iota_like(_INDEX_DTYPE, core.get_aval(keys[0]).shape, dimension, keys[0])
+    perm = sort_p.bind(*keys, iota, dimension=dimension, is_stable=True, num_keys=num_keys)[-1]
+    # Sorting by the permutation undoes it: each cotangent goes back to its operand's place.
+    unsorted = sort_p.bind(perm, *[cts[i] for i in diff], dimension=dimension,
+                           is_stable=True, num_keys=1)[1:]
+    for i, ct in zip(diff, unsorted):
+        result[i] = ct
+    return result
+
+
+def _sort_jvp(primals, tangents, *, dimension, is_stable, num_keys):
+    diff = [i for i, (t, x) in enumerate(zip(tangents, primals)) if t is not None
+            and _is_float(x)]
+    n = len(primals)
+    # The tangents ride along as non-key operands: the same permutation moves them.
+    outs = sort_p.bind(*primals, *[tangents[i] for i in diff], dimension=dimension,
+                       is_stable=is_stable, num_keys=num_keys)
+    tangents_out = [None] * n
+    for j, i in enumerate(diff):
+        tangents_out[i] = outs[n + j]
+    return outs[:n], tangents_out
+
+
+def _sort_batch(axis_size, args, bdims, *, dimension, is_stable, num_keys):
+    params = {"is_stable": is_stable, "num_keys": num_keys}
+    if len(set(bdims)) == 1:  # every operand batched at one axis: sort beside it
+        bdim = bdims[0]
+        outs = sort_p.bind(*args, dimension=dimension + (dimension >= bdim), **params)
+        return outs, [bdim] * len(args)
+    batching = _batching()
+    args = [batching.to_front(x, b, axis_size) for x, b in zip(args, bdims)]
+    return sort_p.bind(*args, dimension=dimension + 1, **params), [0] * len(args)
+
+
+sort_p = Primitive(
+    "sort",
+    abstract_eval=_sort_abstract,
+    impl=_sort_impl,
+    cuda_impl=_sort_cuda,
+    vjp=_sort_vjp,
+    jvp=_sort_jvp,
+    batch=_sort_batch,
+    multiple_results=True,
+)
+
+
+def _canonical_dimension(dimension, ndim):
+    """Negative dimensions count from the end; out-of-range ones go on to the shape rule,
+    which names the operands and the user's line."""
+    dimension = int(dimension)
+    return dimension + ndim if -ndim <= dimension < 0 else dimension
+
+
+def sort(operand, dimension: int = -1, is_stable: bool = True, num_keys: int = 1):
+    """Sorts one array, or several of one shape ordered together by their first ``num_keys``
+    (lexicographically), along ``dimension`` (JAX's ``lax.sort``).
+
+    NaNs sort last and -0.0 equals 0.0. Returns an array for an array, a tuple for a sequence.
+
+    >>> sort(np.array([3.0, np.nan, 1.0])).tolist()
+    [1.0, 3.0, nan]
+    >>> [x.tolist() for x in sort((np.array([1, 0, 1]), np.array([2, 5, 1])), num_keys=2)]
+    [[0, 1, 1], [5, 1, 2]]
+    """
+    several = isinstance(operand, (list, tuple))
+    operands = list(operand) if several else [operand]
+    if not operands:
+        raise FlamefxTypeError("sort needs at least one operand")
+    ndim = core.get_aval(operands[0]).ndim
+    outs = sort_p.bind(*operands, dimension=_canonical_dimension(dimension, ndim),
+                       is_stable=bool(is_stable), num_keys=int(num_keys))
+    return tuple(outs) if several else outs[0]
+
+
+def sort_key_val(keys, values, dimension: int = -1, is_stable: bool = True):
+    """Sorts ``keys`` along ``dimension`` and moves ``values`` with them (JAX's
+    ``lax.sort_key_val``); returns ``(sorted_keys, values_in_that_order)``.
+
+    >>> [x.tolist() for x in sort_key_val(np.array([2, 1]), np.array([10.0, 20.0]))]
+    [[1, 2], [20.0, 10.0]]
+    """
+    return sort((keys, values), dimension=dimension, is_stable=is_stable, num_keys=1)
+
+
+# --- top_k -----------------------------------------------------------------------------------
+
+
+def _top_k_abstract(operand, *, k):
+    if operand.ndim < 1:
+        raise FlamefxTypeError("top_k needs an operand of at least one axis")
+    if not (dtypes.is_float(operand.dtype) or dtypes.is_int(operand.dtype)):
+        raise FlamefxTypeError(f"top_k needs a numeric operand, got {operand.dtype}")
+    if not 0 <= k <= operand.shape[-1]:
+        raise FlamefxTypeError(f"k must be between 0 and the size of the last axis "
+                               f"({operand.shape[-1]}), got k={k}")
+    shape = operand.shape[:-1] + (k,)
+    return [ShapedArray(shape, operand.dtype, operand.weak_type),
+            ShapedArray(shape, _INDEX_DTYPE)]
+
+
+def _top_k_with(xp, operand, k):
+    key = _order_key(xp, operand, canonical=False)
+    n = operand.shape[-1]
+    # A stable ascending sort of the reversed row, read backwards, is descending with ties
+    # in their original order; indices in the reversed row count from the end.
+    ascending = _stable_argsort(xp, xp.flip(key, axis=-1), -1)
+    indices = (n - 1) - xp.flip(ascending, axis=-1)[..., :k]
+    indices = xp.ascontiguousarray(indices.astype(_INDEX_DTYPE))
+    return [_permute(xp, operand, indices, -1), indices]
+
+
+def _top_k_impl(operand, *, k):
+    return _top_k_with(np, operand, k)
+
+
+def _top_k_cuda(operand, *, k):
+    return _top_k_with(devices.cupy(), operand, k)
+
+
+def last_axis_index_vectors(indices, like):
+    """Full index vectors ``(..., k, ndim)`` (for gather/scatter over every axis) for picks
+    ``indices`` ``(..., k)`` along the last axis of an array on the device of ``like``."""
+    shape = core.get_aval(indices).shape
+    columns = [structural.iota_like(_INDEX_DTYPE, shape, d, like) for d in range(len(shape) - 1)]
+    columns.append(indices)
+    return structural.concatenate([structural.reshape(c, shape + (1,)) for c in columns],
+                                  len(shape))
+
+
+def _top_k_vjp(cts, primals, outs, *, k):
+    operand, ct = primals[0], cts[0]
+    if ct is None or not _is_float(operand):
+        return [None]
+    vectors = last_axis_index_vectors(outs[1], operand)
+    axes = tuple(range(core.get_aval(operand).ndim))
+    return [indexing.scatter(structural.zeros_like(operand), vectors, ct, axes, "add")]
+
+
+def _top_k_jvp(primals, tangents, *, k):
+    operand, t = primals[0], tangents[0]
+    values, indices = top_k_p.bind(operand, k=k)
+    if t is None or not _is_float(operand):
+        return [values, indices], [None, None]
+    ndim = core.get_aval(operand).ndim
+    t_out = indexing.gather(t, last_axis_index_vectors(indices, operand), tuple(range(ndim)))
+    return [values, indices], [t_out, None]
+
+
+def _top_k_batch(axis_size, args, bdims, *, k):
+    (operand,), (bdim,) = args, bdims
+    if bdim == core.get_aval(operand).ndim - 1:  # the batch axis is in the way: move it
+        operand, bdim = _batching().move_axis(operand, bdim, 0), 0
+    return top_k_p.bind(operand, k=k), [bdim, bdim]
+
+
+top_k_p = Primitive(
+    "top_k",
+    abstract_eval=_top_k_abstract,
+    impl=_top_k_impl,
+    cuda_impl=_top_k_cuda,
+    vjp=_top_k_vjp,
+    jvp=_top_k_jvp,
+    batch=_top_k_batch,
+    multiple_results=True,
+)
+
+
+def top_k(operand, k: int):
+    """The ``k`` largest entries along the last axis, largest first, and their int32 indices
+    (JAX's ``lax.top_k``): ties go to the lower index, NaN counts as the largest value.
+
+    >>> [x.tolist() for x in top_k(np.array([1.0, 3.0, 2.0, 3.0]), 2)]
+    [[3.0, 3.0], [1, 3]]
+    """
+    return top_k_p.bind(operand, k=int(k))

@@ -1,0 +1,243 @@
+"""flamefx.numpy's sorting, searching and set functions against NumPy (float64 references,
+constant vectors taken from JAX where JAX differs from NumPy), their gradients, jit and vmap,
+and the errors bad input gets."""
+
+import numpy as np
+import pytest
+
+import flamefx
+import flamefx.numpy as fnp
+from flamefx import lax
+from flamefx.errors import FlamefxError
+from flamefx.test_util import check_grads
+
+RNG = np.random.default_rng(0)
+SPECIAL = np.array([1.5, np.nan, -0.0, 0.0, -np.inf, 2.0, 1.5, np.inf, np.nan, -3.0])
+
+
+def _ints(shape, high=4, dtype=np.int32):
+    return RNG.integers(0, high, shape).astype(dtype)
+
+
+def _values(shape, dtype):
+    if dtype == np.bool_:
+        return _ints(shape, 2) > 0
+    return (RNG.normal(size=shape) * 4).astype(dtype)
+
+
+def _f64(x):
+    """A float64 flamefx array (NumPy float64 arrays would canonicalize to float32)."""
+    return fnp.array(x, dtype=fnp.float64)
+
+
+def _check(got, want):
+    got, want = np.asarray(got), np.asarray(want)
+    assert got.shape == want.shape, (got.shape, want.shape)
+    assert got.dtype == want.dtype or want.dtype.kind == got.dtype.kind, (got.dtype, want.dtype)
+    np.testing.assert_array_equal(got, want)
+
+
+# --- sort / argsort ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16, np.int32, np.uint8,
+                                   np.int8, np.bool_])
+@pytest.mark.parametrize("axis", [0, 1, -1, None])
+def test_sort_and_argsort_match_numpy(dtype, axis):
+    x = _values((4, 7), dtype)
+    x_fx = fnp.array(x, dtype=dtype)
+    _check(fnp.sort(x_fx, axis=axis), np.sort(x, axis=axis))
+    _check(fnp.argsort(x_fx, axis=axis), np.argsort(x, axis=axis, kind="stable").astype(np.int32))
+
+
+def test_sort_orders_nans_last_and_keeps_ties_stable():
+    _check(fnp.sort(_f64(SPECIAL)), np.sort(SPECIAL))
+    _check(fnp.argsort(SPECIAL), np.argsort(SPECIAL, kind="stable").astype(np.int32))
+    # -0.0 and 0.0 are equal: their order is the input's.
+    assert np.signbit(np.asarray(fnp.sort(np.array([-0.0, 0.0])))).tolist() == [True, False]
+    assert np.signbit(np.asarray(fnp.sort(np.array([0.0, -0.0])))).tolist() == [False, True]
+
+
+def test_descending_sort_and_argsort_as_jax():
+    x = np.array([1, 3, 1, 2, 3])
+    _check(fnp.sort(x, descending=True), np.array([3, 3, 2, 1, 1], np.int32))
+    # Stable descending: equal elements keep their original order (JAX's answer).
+    _check(fnp.argsort(x, descending=True), np.array([1, 4, 3, 0, 2], np.int32))
+    _check(fnp.argsort(SPECIAL, descending=True),
+           np.array([1, 8, 7, 5, 0, 6, 2, 3, 9, 4], np.int32))
+
+
+def test_sort_accepts_kind_and_stable_and_index_dtype():
+    x = RNG.normal(size=9)
+    _check(fnp.sort(_f64(x), kind="quicksort"), np.sort(x))
+    _check(fnp.sort(_f64(x), stable=False), np.sort(x))
+    assert fnp.argsort(x, dtype=np.int16).dtype == np.int16
+
+
+def test_sort_of_one_element_and_zero_d():
+    _check(fnp.sort(np.array([2.5])), np.array([2.5]))
+    _check(fnp.sort(np.float32(3.0), axis=None), np.array([3.0], np.float32))
+    _check(fnp.argsort(np.float32(3.0), axis=None), np.array([0], np.int32))
+    _check(fnp.sort(np.zeros((2, 0))), np.zeros((2, 0)))
+
+
+def test_lexsort_matches_numpy():
+    keys = [_ints((3, 10)), _ints((3, 10), 2), RNG.normal(size=(3, 10)).round(0)]
+    for axis in (0, 1, -1):
+        _check(fnp.lexsort(keys, axis=axis), np.lexsort(keys, axis=axis).astype(np.int32))
+    _check(fnp.lexsort([np.float32(1.0)]), np.array(0, np.int32))
+
+
+def test_lax_sort_several_operands_and_sort_key_val():
+    keys, values = np.array([2, 1, 2, 1]), np.array([0.5, 1.5, 2.5, 3.5])
+    k, v = lax.sort_key_val(keys, values)
+    _check(k, np.array([1, 1, 2, 2], np.int32))
+    _check(v, np.array([1.5, 3.5, 0.5, 2.5]))
+    a, b, c = lax.sort((np.array([1, 0, 1, 0]), np.array([5, 6, 4, 6]), np.arange(4.0)),
+                       num_keys=2)
+    _check(c, np.array([1.0, 3.0, 2.0, 0.0]))
+
+
+def test_top_k_matches_a_stable_descending_sort():
+    x = _ints((3, 12), 5)
+    values, indices = lax.top_k(x, 4)
+    order = np.argsort(-x, axis=-1, kind="stable")[:, :4]
+    _check(indices, order.astype(np.int32))
+    _check(values, np.take_along_axis(x, order, -1))
+
+
+# --- partition -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.uint8, np.bool_])
+def test_partition_places_the_kth_element(dtype):
+    x = _values((3, 8), dtype)
+    for kth in (0, 2, -1):
+        for axis in (0, 1):
+            k = kth % x.shape[axis]
+            want = np.take(np.partition(x, k, axis=axis), [k], axis)
+            out = np.asarray(fnp.partition(x, kth, axis=axis))
+            picked = np.take_along_axis(x, np.asarray(fnp.argpartition(x, kth, axis=axis)), axis)
+            for got in (out, picked):
+                assert got.dtype == x.dtype
+                np.testing.assert_array_equal(np.take(got, [k], axis), want)
+                np.testing.assert_array_equal(np.sort(got, axis=axis), np.sort(x, axis=axis))
+                assert (np.take(got, range(k), axis) <= want).all()
+                assert (np.take(got, range(k + 1, x.shape[axis]), axis) >= want).all()
+
+
+def test_partition_orders_as_jax():
+    x = np.array([5.0, 1, 4, 2, 3, 0])
+    _check(fnp.partition(x, 2), np.array([0.0, 1, 2, 5, 4, 3]))
+    _check(fnp.argpartition(x, 2), np.array([5, 1, 3, 0, 2, 4], np.int32))
+
+
+# --- searchsorted ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["scan", "scan_unrolled", "sort", "compare_all"])
+@pytest.mark.parametrize("side", ["left", "right"])
+def test_searchsorted_matches_numpy(method, side):
+    a = np.sort(np.concatenate([_ints(12, 6).astype(np.float64), [np.nan, np.inf]]))
+    v = np.array([[-1.0, 0.0, 2.0, 2.5], [5.0, 7.0, np.nan, np.inf]])
+    _check(fnp.searchsorted(a, v, side=side, method=method),
+           np.searchsorted(a, v, side=side).astype(np.int32))
+    _check(fnp.searchsorted(a, 2.0, side=side, method=method),
+           np.int32(np.searchsorted(a, 2.0, side=side)))
+    for n in (1, 2, 7, 8):  # every power-of-two edge of the binary search
+        _check(fnp.searchsorted(a[:n], v, side=side, method=method),
+               np.searchsorted(a[:n], v, side=side).astype(np.int32))
+
+
+def test_searchsorted_with_sorter_promotion_and_empties():
+    a = RNG.permutation(10).astype(np.int32)
+    sorter = np.argsort(a)
+    _check(fnp.searchsorted(a, [2.5, 9, 11], sorter=sorter),
+           np.searchsorted(a, [2.5, 9, 11], sorter=sorter).astype(np.int32))
+    _check(fnp.searchsorted(np.zeros(0), [1.0, 2.0]), np.zeros(2, np.int32))
+    _check(fnp.searchsorted([1, 2], np.zeros((0, 3))), np.zeros((0, 3), np.int32))
+    _check(fnp.searchsorted([False, True], [True, False]), np.array([1, 0], np.int32))
+
+
+def test_searchsorted_under_jit_and_vmap():
+    a = np.sort(RNG.normal(size=20)).astype(np.float32)
+    v = RNG.normal(size=(4, 3)).astype(np.float32)
+    want = np.searchsorted(a, v).astype(np.int32)
+    _check(flamefx.jit(fnp.searchsorted)(a, v), want)
+    _check(flamefx.vmap(fnp.searchsorted, in_axes=(None, 0))(a, v), want)
+    rows = np.sort(RNG.normal(size=(4, 20)), axis=1).astype(np.float32)
+    _check(flamefx.vmap(fnp.searchsorted)(rows, v),
+           np.stack([np.searchsorted(r, q) for r, q in zip(rows, v)]).astype(np.int32))
+
+
+# --- gradients, jit, vmap ----------------------------------------------------------------------
+
+
+def test_gradients_of_sort_based_statistics():
+    x = _f64(RNG.permutation(np.arange(15.0)).reshape(3, 5) / 4)
+
+    def median(x):
+        return fnp.sort(x, axis=1)[:, 2]
+
+    def trimmed_mean(x):
+        return fnp.mean(fnp.sort(x, axis=None)[2:-2])
+
+    def top_two(x):
+        return fnp.sum(lax.top_k(x, 2)[0] ** 2)
+
+    def by_argsort(x):
+        return fnp.take_along_axis(x, fnp.argsort(x, axis=0, descending=True), axis=0)
+
+    for f in (median, trimmed_mean, top_two, by_argsort):
+        check_grads(f, [x], order=2, modes=("fwd", "rev"))
+    grad = flamefx.grad(lambda x: fnp.sum(median(x)))(x)
+    np.testing.assert_array_equal(np.asarray(grad), (x == np.median(x, axis=1,
+                                                                    keepdims=True)) * 1.0)
+
+
+def test_gradients_of_partition_and_sorted_values():
+    x = _f64(RNG.permutation(np.arange(8.0)) - 3.5)
+    check_grads(lambda x: fnp.partition(x, 3), [x], order=2, modes=("fwd", "rev"))
+    check_grads(lambda x: fnp.sort(x, descending=True), [x], order=2, modes=("fwd", "rev"))
+
+
+def test_jit_and_vmap_of_sort_and_argsort():
+    x = RNG.normal(size=(5, 6)).astype(np.float32)
+    _check(flamefx.jit(lambda x: fnp.sort(x, axis=0))(x), np.sort(x, axis=0))
+    _check(flamefx.vmap(fnp.argsort, in_axes=1)(x),
+           np.argsort(x.T, axis=-1, kind="stable").astype(np.int32))
+    _check(flamefx.vmap(lambda r: lax.top_k(r, 2)[1], in_axes=1)(x),
+           np.argsort(-x.T, axis=-1, kind="stable")[:, :2].astype(np.int32))
+    per_row = flamefx.vmap(flamefx.grad(lambda r: fnp.sort(r)[-1]))(x)
+    np.testing.assert_array_equal(np.asarray(per_row), (x == x.max(1, keepdims=True)) * 1.0)
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_bad_input_gets_flamefx_errors():
+    x = np.ones((2, 3))
+    with pytest.raises(FlamefxError, match="out of bounds"):
+        fnp.sort(x, axis=2)
+    with pytest.raises(FlamefxError, match="out of bounds"):
+        fnp.argsort(x, axis=-3)
+    with pytest.raises(FlamefxError, match="out of bounds"):
+        fnp.sort(np.float32(1.0))  # 0-d along axis -1 (axis=None flattens)
+    with pytest.raises(FlamefxError, match=r"k=4\n  operands: f32\[2,3\]\n  at .*test_sorting.py"):
+        lax.top_k(x, 4)
+    with pytest.raises(FlamefxError, match="dimension 2 is out of range"):
+        lax.sort(x, dimension=2)
+    with pytest.raises(FlamefxError, match="num_keys"):
+        lax.sort((x, x), num_keys=3)
+    with pytest.raises(FlamefxError, match="one shape"):
+        lax.sort((x, np.ones(3)))
+    with pytest.raises(FlamefxError, match="kth 5 is out of bounds for an axis of size 4"):
+        fnp.partition(np.ones(4), 5)
+    with pytest.raises(FlamefxError, match="1-d"):
+        fnp.searchsorted(x, 1.0)
+    with pytest.raises(FlamefxError, match="side"):
+        fnp.searchsorted([1.0], 1.0, side="middle")
+    with pytest.raises(FlamefxError, match="order"):
+        fnp.sort(x, order="f0")
+    with pytest.raises(FlamefxError, match="one shape"):
+        fnp.lexsort([np.ones(3), np.ones(4)])
