@@ -6,3 +6,4 @@
 """
 
 from flamefx.scipy import special  # noqa: F401
+from flamefx.scipy import stats  # noqa: F401
