@@ -7,6 +7,7 @@ import scipy.stats as sst
 
 import flamefx
 from flamefx import core
+from flamefx.errors import FlamefxValueError
 from flamefx.scipy import stats
 from flamefx.test_util import check_grads
 
@@ -123,6 +124,44 @@ def test_gradients(dist, fn, args, argnums):
         return f(*full)
 
     check_grads(partial_f, [arrays[k] for k in argnums], order=2)
+
+
+def _spd(rng, n, batch=()):
+    a = rng.standard_normal(batch + (n, n))
+    return a @ np.swapaxes(a, -1, -2) + n * np.eye(n)
+
+
+def test_multivariate_normal_values():
+    rng = np.random.default_rng(1)
+    x, mean, cov = rng.standard_normal((5, 3)), rng.standard_normal(3), _spd(rng, 3)
+    want = sst.multivariate_normal.logpdf(x, mean, cov)
+    got = stats.multivariate_normal.logpdf(_f64(x), _f64(mean), _f64(cov))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(stats.multivariate_normal.pdf(_f64(x), _f64(mean),
+                                                                         _f64(cov))),
+                               np.exp(want), rtol=1e-10)
+    # A batch of covariances broadcast against a batch of points.
+    covs = _spd(rng, 3, (4,))
+    got = stats.multivariate_normal.logpdf(_f64(x[:4]), _f64(mean), _f64(covs))
+    want = [sst.multivariate_normal.logpdf(x[i], mean, covs[i]) for i in range(4)]
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-10)
+    # Isotropic (scalar) covariance, and 0-d mean.
+    np.testing.assert_allclose(
+        np.asarray(stats.multivariate_normal.logpdf(_f64(x), _f64(mean), _f64(2.0))),
+        sst.multivariate_normal.logpdf(x, mean, 2.0 * np.eye(3)), rtol=1e-10)
+    np.testing.assert_allclose(
+        np.asarray(stats.multivariate_normal.logpdf(_f64(0.3), _f64(0.1), _f64(2.0))),
+        sst.norm.logpdf(0.3, 0.1, np.sqrt(2.0)), rtol=1e-10)
+
+
+def test_multivariate_normal_gradients_and_errors():
+    rng = np.random.default_rng(2)
+    x, mean, cov = rng.standard_normal((2, 3)), rng.standard_normal(3), _spd(rng, 3)
+    check_grads(stats.multivariate_normal.logpdf, [_f64(x), _f64(mean), _f64(cov)], order=2)
+    with pytest.raises(FlamefxValueError, match=r"cov of shape \(2, 2\)"):
+        stats.multivariate_normal.logpdf(_f64(x), _f64(mean), _f64(np.eye(2)))
+    with pytest.raises(NotImplementedError):
+        stats.multivariate_normal.logpdf(_f64(x), _f64(mean), _f64(cov), allow_singular=True)
 
 
 def test_integer_arguments_promote_as_jax():

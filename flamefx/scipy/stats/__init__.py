@@ -7,5 +7,5 @@ flamefx.numpy and flamefx.scipy.special (values and gradients in x and the param
 """
 
 from flamefx.scipy.stats import (  # noqa: F401
-    bernoulli, beta, binom, cauchy, chi2, expon, gamma, geom, laplace, logistic, norm, poisson,
-    t, uniform)
+    bernoulli, beta, binom, cauchy, chi2, expon, gamma, geom, laplace, logistic,
+    multivariate_normal, norm, poisson, t, uniform)
