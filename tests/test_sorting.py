@@ -8,7 +8,7 @@ import pytest
 import flamefx
 import flamefx.numpy as fnp
 from flamefx import lax
-from flamefx.errors import FlamefxError
+from flamefx.errors import ConcretizationError, FlamefxError
 from flamefx.test_util import check_grads
 
 RNG = np.random.default_rng(0)
@@ -210,6 +210,143 @@ def test_jit_and_vmap_of_sort_and_argsort():
            np.argsort(-x.T, axis=-1, kind="stable")[:, :2].astype(np.int32))
     per_row = flamefx.vmap(flamefx.grad(lambda r: fnp.sort(r)[-1]))(x)
     np.testing.assert_array_equal(np.asarray(per_row), (x == x.max(1, keepdims=True)) * 1.0)
+
+
+# --- unique and the set operations ------------------------------------------------------------
+
+
+def _as_numpy(result):
+    return [np.asarray(r) for r in result] if isinstance(result, tuple) else np.asarray(result)
+
+
+def _check_all(got, want):
+    for g, w in zip(got, want):
+        _check(g, np.asarray(w).astype(np.asarray(g).dtype))
+
+
+FLAGS = [dict(return_index=i, return_inverse=v, return_counts=c)
+         for i in (False, True) for v in (False, True) for c in (False, True)]
+
+
+@pytest.mark.parametrize("flags", FLAGS)
+@pytest.mark.parametrize("axis", [None, 0, 1])
+def test_unique_matches_numpy(flags, axis):
+    x = _ints((6, 3), 2) if axis is not None else _ints((4, 5), 4)
+    got, want = fnp.unique(x, axis=axis, **flags), np.unique(x, axis=axis, **flags)
+    if not isinstance(want, tuple):
+        got, want = (got,), (want,)
+    assert len(got) == len(want)
+    _check_all(got, want)
+
+
+def test_unique_of_floats_with_nans_and_signed_zeros():
+    x = np.array([2.0, np.nan, -0.0, 1.0, np.nan, 0.0, 2.0], np.float32)
+    for equal_nan in (True, False):
+        got = fnp.unique(x, return_counts=True, equal_nan=equal_nan)
+        _check_all(got, np.unique(x, return_counts=True, equal_nan=equal_nan))
+    v = fnp.unique_all(x)  # the array API: NaNs are distinct
+    _check(v.values, np.array([-0.0, 1.0, 2.0, np.nan, np.nan], np.float32))
+    _check(v.counts, np.array([2, 1, 2, 1, 1], np.int32))
+    _check(v.indices, np.array([2, 3, 0, 1, 4], np.int32))
+
+
+def test_unique_with_size_pads_and_jits():
+    x = np.array([3, 1, 3, 3, 7], np.int32)
+
+    def f(x):
+        return fnp.unique(x, size=5, fill_value=-1, return_index=True, return_inverse=True,
+                          return_counts=True)
+
+    want = ([1, 3, 7, -1, -1], [1, 0, 4, 1, 1], [1, 0, 1, 1, 2], [1, 3, 1, 0, 0])  # from JAX
+    for fn in (f, flamefx.jit(f)):
+        _check_all(fn(x), want)
+    _check(fnp.unique(x, size=2), np.array([1, 3], np.int32))
+    _check(fnp.unique(x, size=4), np.array([1, 3, 7, 1], np.int32))  # JAX pads with the min
+    rows = np.array([[3, 1, 3], [2, 2, 2]])
+    _check(flamefx.vmap(lambda r: fnp.unique(r, size=3, fill_value=0))(rows),
+           np.array([[1, 3, 0], [2, 0, 0]], np.int32))
+
+
+def test_unique_namedtuples_match_numpy():
+    x = _ints((3, 4), 3)
+    # NumPy 2's unique_* need not sort; JAX's and flamefx's do, as np.unique does.
+    flags = {"unique_all": (("values", "indices", "inverse_indices", "counts"),
+                            dict(return_index=True, return_inverse=True, return_counts=True)),
+             "unique_counts": (("values", "counts"), dict(return_counts=True)),
+             "unique_inverse": (("values", "inverse_indices"), dict(return_inverse=True))}
+    for name, (fields, kwargs) in flags.items():
+        got = getattr(fnp, name)(x)
+        assert got._fields == fields
+        _check_all(got, np.unique(x, **kwargs))
+    _check(fnp.unique_values(x), np.unique(x).astype(np.int32))
+    _check(fnp.unique_values(x, size=4, fill_value=9), np.array([0, 1, 2, 9], np.int32))
+
+
+def test_unique_of_empty_and_zero_d():
+    _check(fnp.unique(np.zeros(0, np.float32)), np.zeros(0, np.float32))
+    _check(fnp.unique(np.zeros(0, np.float32), size=2, fill_value=1.0),
+           np.ones(2, np.float32))
+    values, inverse = fnp.unique(np.float32(2.0), return_inverse=True)
+    _check(values, np.array([2.0], np.float32))
+    _check(inverse, np.array(0, np.int32))
+
+
+def test_unique_gradients_flow_to_the_values_picked():
+    x = _f64([0.5, -1.0, 2.0, 0.25])
+    check_grads(lambda x: fnp.unique(x, size=4) ** 2, [x], order=2, modes=("fwd", "rev"))
+    check_grads(lambda x: fnp.union1d(x, x[:2] * 3.0), [x], order=1, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("method", ["auto", "compare_all", "binary_search", "sort"])
+def test_isin_matches_numpy(method):
+    element, test = _ints((3, 5), 8), _ints(4, 8)
+    for invert in (False, True):
+        _check(fnp.isin(element, test, invert=invert, method=method),
+               np.isin(element, test, invert=invert))
+    with_nan = np.array([1.0, np.nan, 3.0])
+    _check(fnp.isin(with_nan, [np.nan, 3.0], method=method), np.isin(with_nan, [np.nan, 3.0]))
+    _check(fnp.isin(with_nan, np.zeros(0), method=method), np.zeros(3, bool))
+
+
+def test_set_operations_match_numpy():
+    a, b = _ints(9, 6), _ints((2, 3), 6)
+    _check(fnp.union1d(a, b), np.union1d(a, b).astype(np.int32))
+    _check(fnp.setdiff1d(a, b), np.setdiff1d(a, b).astype(np.int32))
+    u = np.unique(a)
+    _check(fnp.setdiff1d(u, b, assume_unique=True), np.setdiff1d(u, b, assume_unique=True))
+    for assume_unique in (False, True):
+        a1, b1 = (np.unique(a), np.unique(b)) if assume_unique else (a, b)
+        got = fnp.intersect1d(a1, b1, assume_unique=assume_unique, return_indices=True)
+        _check_all(got, np.intersect1d(a1, b1, assume_unique=assume_unique,
+                                       return_indices=True))
+        _check(fnp.intersect1d(a1, b1, assume_unique), np.intersect1d(a1, b1, assume_unique))
+
+
+def test_set_operations_with_size_under_jit():
+    a, b = np.array([1, 3, 4, 3]), np.array([3, 1, 2, 1])
+    inter = flamefx.jit(lambda a, b: fnp.intersect1d(a, b, return_indices=True, size=4))
+    _check_all(inter(a, b), ([1, 3, 1, 1], [0, 1, 4, 4], [1, 0, 4, 4]))  # from JAX
+    _check(fnp.intersect1d(a, b, size=3, fill_value=7), np.array([1, 3, 7], np.int32))
+    diff = flamefx.jit(lambda a, b: fnp.setdiff1d(a, b, size=3))
+    _check(diff(np.array([5, 1, 3, 1]), np.array([3])), np.array([1, 5, 0], np.int32))
+    union = flamefx.jit(lambda a, b: fnp.union1d(a, b, size=5, fill_value=-1))
+    _check(union(a, b), np.array([1, 2, 3, 4, -1], np.int32))
+    _check(fnp.setdiff1d(np.zeros(0), [1.0], size=2, fill_value=4.0),
+           np.full(2, 4.0, np.float32))
+
+
+def test_traced_set_operations_without_size_say_so():
+    x = np.array([1, 2, 2])
+    for f in (fnp.unique, fnp.unique_values, lambda x: fnp.union1d(x, x),
+              lambda x: fnp.setdiff1d(x, x), lambda x: fnp.intersect1d(x, x)):
+        with pytest.raises(ConcretizationError, match="size="):
+            flamefx.jit(f)(x)
+    with pytest.raises(FlamefxError, match="fill_value"):
+        fnp.unique(np.zeros(0), size=2)
+    with pytest.raises(FlamefxError, match="method"):
+        fnp.isin([1], [1], method="hash")
+    with pytest.raises(FlamefxError, match="out of bounds"):
+        fnp.unique(np.ones((2, 2)), axis=2)
 
 
 # --- bad input -------------------------------------------------------------------------------

@@ -47,13 +47,17 @@ from flamefx.numpy.reductions import (all, amax, amin, any, argmax, argmin, cump
 from flamefx.numpy.signal import (convolve, correlate, cumulative_prod, cumulative_sum, diff,
                                   ediff1d, gradient, polyadd, polyder, polyint, polymul,
                                   polysub, polyval, trapezoid)
-from flamefx.numpy.shape import (array_split, astype, atleast_1d, atleast_2d, atleast_3d,
-                                 column_stack, concat, concatenate, expand_dims, flip, fliplr,
-                                 flipud, hstack, moveaxis, ndim, pad, permute_dims, ravel, repeat,
-                                 reshape, roll, shape, size, split, squeeze, stack, swapaxes, tile,
-                                 transpose, vstack)
+from flamefx.numpy.shape import (append, array_split, astype, atleast_1d, atleast_2d,
+                                 atleast_3d, block, column_stack, concat, concatenate, delete,
+                                 dsplit, dstack, expand_dims, flip, fliplr, flipud, hsplit, hstack,
+                                 insert, matrix_transpose, moveaxis, ndim, pad, permute_dims,
+                                 ravel, repeat, reshape, roll, rollaxis, rot90, row_stack, shape,
+                                 size, split, squeeze, stack, swapaxes, tile, transpose, unstack,
+                                 vsplit, vstack)
 from flamefx.numpy.sorting import (argpartition, argsort, lexsort, partition, searchsorted,
                                     sort)
+from flamefx.numpy.setops import (intersect1d, isin, setdiff1d, union1d, unique, unique_all,
+                                   unique_counts, unique_inverse, unique_values)
 
 pi = 3.141592653589793
 e = 2.718281828459045
