@@ -314,6 +314,11 @@ def test_set_operations_match_numpy():
     _check(fnp.setdiff1d(a, b), np.setdiff1d(a, b).astype(np.int32))
     u = np.unique(a)
     _check(fnp.setdiff1d(u, b, assume_unique=True), np.setdiff1d(u, b, assume_unique=True))
+    _check(fnp.setxor1d(a, b), np.setxor1d(a, b).astype(np.int32))
+    _check(fnp.setxor1d(u, np.unique(b), assume_unique=True),
+           np.setxor1d(u, np.unique(b), assume_unique=True).astype(np.int32))
+    _check(fnp.setxor1d(a, a), np.zeros(0, np.int32))
+    _check(fnp.intersect1d(np.zeros(0), [1.0]), np.zeros(0, np.float32))
     for assume_unique in (False, True):
         a1, b1 = (np.unique(a), np.unique(b)) if assume_unique else (a, b)
         got = fnp.intersect1d(a1, b1, assume_unique=assume_unique, return_indices=True)
@@ -333,12 +338,17 @@ def test_set_operations_with_size_under_jit():
     _check(union(a, b), np.array([1, 2, 3, 4, -1], np.int32))
     _check(fnp.setdiff1d(np.zeros(0), [1.0], size=2, fill_value=4.0),
            np.full(2, 4.0, np.float32))
+    xor = flamefx.jit(lambda a, b: fnp.setxor1d(a, b, size=6))
+    _check(xor(np.array([1, 2, 3, 3, 7]), np.array([2, 3, 4, 4, 0])),
+           np.array([0, 1, 4, 7, 0, 0], np.int32))  # JAX pads with the smallest result
+    _check(fnp.setxor1d([1, 2], [2, 5], size=3, fill_value=-1), np.array([1, 5, -1], np.int32))
 
 
 def test_traced_set_operations_without_size_say_so():
     x = np.array([1, 2, 2])
     for f in (fnp.unique, fnp.unique_values, lambda x: fnp.union1d(x, x),
-              lambda x: fnp.setdiff1d(x, x), lambda x: fnp.intersect1d(x, x)):
+              lambda x: fnp.setdiff1d(x, x), lambda x: fnp.intersect1d(x, x),
+              lambda x: fnp.setxor1d(x, x)):
         with pytest.raises(ConcretizationError, match="size="):
             flamefx.jit(f)(x)
     with pytest.raises(FlamefxError, match="fill_value"):

@@ -20,7 +20,8 @@ from flamefx.numpy.creation import (arange, array, asarray, empty, empty_like, e
                                     ones, ones_like, tri, tril, triu, zeros, zeros_like)
 from flamefx.numpy.einsum import einsum
 from flamefx.numpy.indexing import (_getitem, _IndexUpdateHelper, argwhere, flatnonzero, nonzero,
-                                    take, take_along_axis)
+                                    put_along_axis, ravel_multi_index, select, take,
+                                    take_along_axis, unravel_index)
 from flamefx.numpy.linalg import dot, inner, matmul, outer, tensordot, vdot
 from flamefx.numpy.logic import (bitwise_and, bitwise_not, bitwise_or, bitwise_xor, equal,
                                  greater, greater_equal, invert, isfinite, isinf, isnan, less,
@@ -38,6 +39,9 @@ from flamefx.numpy.logic import (allclose, array_equal, array_equiv, bitwise_inv
                                  right_shift, signbit)
 from flamefx.numpy.math import (acos, asin, atan, atan2, copysign, fabs, fmax, fmin, logaddexp2,
                                 nextafter, pow)
+from flamefx.dtypes import complex64, complex128
+from flamefx.numpy.complex_numbers import (angle, conj, conjugate, imag, iscomplex, iscomplexobj,
+                                           isreal, isrealobj, real)
 from flamefx.numpy.transcendental import (acosh, arccosh, arcsinh, arctanh, asinh, atanh, deg2rad,
                                           degrees, rad2deg, radians, sinc)
 from flamefx.numpy.promotion import (broadcast_arrays, broadcast_shapes, broadcast_to,
@@ -54,10 +58,11 @@ from flamefx.numpy.shape import (append, array_split, astype, atleast_1d, atleas
                                  ravel, repeat, reshape, roll, rollaxis, rot90, row_stack, shape,
                                  size, split, squeeze, stack, swapaxes, tile, transpose, unstack,
                                  vsplit, vstack)
+from flamefx.numpy.vectorize import apply_along_axis, apply_over_axes, vectorize
 from flamefx.numpy.sorting import (argpartition, argsort, lexsort, partition, searchsorted,
                                     sort)
-from flamefx.numpy.setops import (intersect1d, isin, setdiff1d, union1d, unique, unique_all,
-                                   unique_counts, unique_inverse, unique_values)
+from flamefx.numpy.setops import (intersect1d, isin, setdiff1d, setxor1d, union1d, unique,
+                                   unique_all, unique_counts, unique_inverse, unique_values)
 
 pi = 3.141592653589793
 e = 2.718281828459045

@@ -338,6 +338,43 @@ def _unique_with_index(arr, assume_unique: bool):
     return values, index, counts > 0
 
 
+def _merged(arr1, arr2, assume_unique: bool):
+    """The unique values of both arrays sorted together, padding last (a stable sort puts
+    each ar1 value before its ar2 twin), with which are real, where each came from in the
+    concatenation, and each array's first indices."""
+    values1, index1, valid1 = _unique_with_index(arr1, assume_unique)
+    values2, index2, valid2 = _unique_with_index(arr2, assume_unique)
+    valid = concatenate([valid1, valid2])
+    _, aux, source, valid = sorting_primitives.sort(
+        (lax.bitwise_not(valid), concatenate([values1, values2]),
+         _index_iota(valid.shape[0]), valid), num_keys=2)
+    return aux, valid, source, index1, index2
+
+
+def _picked(aux, keep, size: int, fill_value):
+    """The entries of ``aux`` where ``keep`` holds, padded to ``size`` as JAX pads: with
+    ``fill_value``, or else the smallest result (0 when there is none)."""
+    count = sum_(keep)
+    in_range = arange(size) < count
+    positions = _true_positions(keep, size)
+    values = take(aux, positions) if aux.shape[0] else full(size, 0, aux.dtype)
+    values = where(in_range, values, lax.full_like(values, 0))
+    if fill_value is None:
+        padding = min_(where(in_range, values, max_(values))) if size else values
+    else:
+        padding = lax.convert_element_type(as_operand(fill_value), values.dtype)
+    return where(in_range, values, padding), positions, in_range
+
+
+def _flat_pair(ar1, ar2, size, what):
+    arr1, arr2 = promote_dtypes(ravel(as_operand(ar1)), ravel(as_operand(ar2)))
+    if size is None:
+        _require_concrete(arr1, what)
+        _require_concrete(arr2, what)
+        return arr1, arr2, None
+    return arr1, arr2, _static_size(size, what)
+
+
 def intersect1d(ar1, ar2, assume_unique: bool = False, return_indices: bool = False, *,
                 size: int | None = None, fill_value=None):
     """The sorted unique values in both arrays (flattened); with ``return_indices`` also
@@ -347,42 +384,46 @@ def intersect1d(ar1, ar2, assume_unique: bool = False, return_indices: bool = Fa
     >>> intersect1d([1, 3, 4, 3], [3, 1, 2, 1]).tolist()
     [1, 3]
     """
-    arr1, arr2 = promote_dtypes(ravel(as_operand(ar1)), ravel(as_operand(ar2)))
-    if size is None:
-        _require_concrete(arr1, "intersect1d")
-        _require_concrete(arr2, "intersect1d")
-    else:
-        size = _static_size(size, "intersect1d")
+    arr1, arr2, size = _flat_pair(ar1, ar2, size, "intersect1d")
     n1, n2 = arr1.shape[0], arr2.shape[0]
-    values1, index1, valid1 = _unique_with_index(arr1, assume_unique)
-    values2, index2, valid2 = _unique_with_index(arr2, assume_unique)
-    both = concatenate([values1, values2])
-    valid = concatenate([valid1, valid2])
-    if both.shape[0] == 0:
+    if n1 == 0 or n2 == 0:  # nothing in common
         size = size or 0
-        empty_index = full(size, 0, dtypes.default_int())
-        values = full(size, 0 if fill_value is None else fill_value, both.dtype)
-        return (values, empty_index + n1, empty_index + n2) if return_indices else values
-    # Sorted with the padding last; a stable sort puts each ar1 value before its ar2 twin.
-    _, aux, source = sorting_primitives.sort((lax.bitwise_not(valid), both,
-                                              _index_iota(both.shape[0])), num_keys=2)
-    valid_sorted = sorting_primitives.sort((lax.bitwise_not(valid), valid))[1]
-    m = aux.shape[0]
-    twin = lax.bitwise_and(lax.eq(aux[1:], aux[:-1]), valid_sorted[1:])
+        values = full(size, 0 if fill_value is None else fill_value, arr1.dtype)
+        if not return_indices:
+            return values
+        return values, full(size, n1, dtypes.default_int()), full(size, n2, dtypes.default_int())
+    aux, valid, source, index1, index2 = _merged(arr1, arr2, assume_unique)
+    # A value in both arrays is a real entry equal to the one before it.
+    twin = lax.bitwise_and(lax.eq(aux[1:], aux[:-1]), valid[1:])
     if size is None:
         size = int(sum_(twin))
-    count = sum_(twin)
-    in_range = arange(size) < count
-    positions = _true_positions(twin, size) if m > 1 else full(size, 0, dtypes.default_int())
-    values = where(in_range, take(aux, positions), 0)
-    if fill_value is None:  # JAX pads with the smallest result (0 when there is none)
-        padding = min_(where(in_range, values, max_(values)))
-    else:
-        padding = lax.convert_element_type(as_operand(fill_value), values.dtype)
-    values = where(in_range, values, padding)
+    values, positions, in_range = _picked(aux, twin, size, fill_value)
     if not return_indices:
         return values
     first = take(index1, take(source, positions))
     second = take(index2, take(source, positions + 1) - n1)
     return values, where(in_range, first, n1), where(in_range, second, n2)
 
+
+def setxor1d(ar1, ar2, assume_unique: bool = False, *, size: int | None = None,
+             fill_value=None):
+    """The sorted unique values in exactly one of the arrays (flattened); ``size`` pads
+    with ``fill_value`` (default: the smallest result) and makes it traceable.
+
+    >>> setxor1d([1, 2, 3], [2, 3, 4]).tolist()
+    [1, 4]
+    """
+    arr1, arr2, size = _flat_pair(ar1, ar2, size, "setxor1d")
+    aux, valid, _, _, _ = _merged(arr1, arr2, assume_unique)
+    if aux.shape[0]:
+        new = lax.ne(aux[1:], aux[:-1])
+        true = core.to_array(np.ones(1, np.bool_))
+        # Alone: differs from the entry before it and from a real entry after it.
+        after = lax.bitwise_or(new, lax.bitwise_not(valid[1:]))
+        alone = lax.bitwise_and(concatenate([true, new]), concatenate([after, true]))
+        alone = lax.bitwise_and(alone, valid)
+    else:
+        alone = valid
+    if size is None:
+        size = int(sum_(alone))
+    return _picked(aux, alone, size, fill_value)[0]
