@@ -1,5 +1,5 @@
 """flamefx.lax.linalg: JAX's ``lax.linalg`` — the factorization primitives with JAX's
-signatures (cholesky, triangular_solve, eigh, svd, qr, lu).
+signatures (cholesky, triangular_solve, eigh, svd, qr, lu) and lu_pivots_to_permutation.
 
 ``flamefx/lax.py`` is a module, not a package, so this module lives beside it and lax.py
 binds it as its attribute ``linalg`` (``from flamefx.lax import linalg`` and
@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import sys
 
+import numpy as np
+
 from flamefx import core
-from flamefx.errors import FlamefxValueError
+from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
 from flamefx.primitives import elementwise as ew
 from flamefx.primitives import factorizations, spectral
 from flamefx.primitives.factorizations import mT, triangular_solve  # noqa: F401 (re-export)
@@ -93,3 +95,28 @@ def lu(x):
     [1, 0]
     """
     return factorizations.lu(x)
+
+
+def lu_pivots_to_permutation(pivots, permutation_size: int):
+    """The row permutation that LAPACK's sequential swaps ``pivots`` (0-based, int32) make
+    of ``range(permutation_size)``: one select per swap (pivots are short), no primitive.
+
+    >>> lu_pivots_to_permutation(np.array([2, 2, 2], np.int32), 3).tolist()
+    [2, 0, 1]
+    """
+    import flamefx.numpy as fnp
+    pivots = core.ensure_array(pivots)
+    if not np.issubdtype(pivots.dtype, np.integer) or pivots.ndim < 1:
+        raise FlamefxTypeError(f"lu_pivots_to_permutation: pivots must be an integer array of "
+                               f"at least 1 dim, got {pivots.aval.str_short()}\n  at "
+                               f"{user_frame()}")
+    batch = pivots.shape[:-1]
+    positions = fnp.arange(permutation_size, dtype=pivots.dtype)
+    permutation = fnp.broadcast_to(positions, batch + (permutation_size,))
+    for i in range(pivots.shape[-1]):
+        j = pivots[..., i:i + 1]
+        at_i = permutation[..., i:i + 1]
+        at_j = fnp.take_along_axis(permutation, j, axis=-1)
+        permutation = fnp.where(positions == i, at_j, fnp.where(positions == j, at_i,
+                                                                permutation))
+    return permutation

@@ -1,5 +1,8 @@
-"""Products and norms: matmul (NumPy's 1-D and batch broadcasting rules), dot, vdot, inner,
-outer, tensordot, and ``flamefx.numpy.linalg.norm``. All contractions are one dot_general.
+"""flamefx.numpy.linalg: products (matmul with NumPy's 1-D and batch broadcasting rules,
+dot, vdot, inner, outer, tensordot, multi_dot, vecdot), norms (norm with every ord,
+vector_norm, matrix_norm), the array-API names (diagonal, trace, cross, matrix_transpose),
+and the factorizations and solvers of flamefx/numpy/decompositions.py, re-exported here.
+All contractions are one dot_general.
 
 >>> import flamefx.numpy as fnp
 >>> (fnp.ones((4, 2, 3)) @ fnp.ones((3, 5))).shape
@@ -104,7 +107,8 @@ def inner(a, b, precision=None):
 
 
 def outer(a, b):
-    """The outer product of the flattened arrays.
+    """The outer product of the flattened arrays (``flamefx.numpy.outer``; as
+    ``flamefx.numpy.linalg.outer`` it also takes n-d input, where JAX's refuses it).
 
     >>> outer([1, 2], [3, 4]).tolist()
     [[3, 4], [6, 8]]
@@ -141,9 +145,10 @@ def tensordot(a, b, axes=2, precision=None):
 
 
 def norm(x, ord=None, axis=None, keepdims: bool = False):
-    """Vector norms (ord None/2, 1, inf, -inf, 0, p) and matrix norms ('fro', 1, -1, inf,
-    -inf) over ``axis`` (an int: vectors; a pair: matrices; None: the whole array as a
-    vector, or as a matrix when 2-D and ``ord`` is given).
+    """Vector norms (ord None/2, 1, inf, -inf, 0, p) and matrix norms ('fro', 'nuc', 1, -1,
+    2, -2, inf, -inf; 2/-2/'nuc' through the singular values) over ``axis`` (an int:
+    vectors; a pair: matrices; None: the whole array as a vector, or as a matrix when 2-D
+    and ``ord`` is given).
 
     >>> norm([3.0, 4.0]).item()
     5.0
@@ -182,9 +187,11 @@ def norm(x, ord=None, axis=None, keepdims: bool = False):
         sums = reductions.sum(abs_x, axis=col_axis, keepdims=True)
         pick = reductions.max if ord == np.inf else reductions.min
         out = pick(sums, axis=row_axis, keepdims=True)
+    elif ord in (2, -2, "nuc"):
+        out = _singular_value_norm(x, ord, row_axis, col_axis)
     else:
-        raise FlamefxValueError(f"norm: matrix ord {ord!r} is not supported (2 and 'nuc' need "
-                                f"an SVD, which flamefx does not have)")
+        raise FlamefxValueError(f"norm: matrix ord {ord!r} is not one of 'fro', 'nuc', 1, -1, "
+                                f"2, -2, inf, -inf\n  at {user_frame()}")
     if keepdims:
         return out
     return lax.reshape(out, tuple(d for i, d in enumerate(x.shape) if i not in axes))
@@ -212,3 +219,134 @@ def _vector_norm(x, ord, axes, keepdims, fmath, reductions):
         return reductions.sum(abs_x, axis=axes, keepdims=keepdims)
     total = reductions.sum(fmath.power(abs_x, float(ord)), axis=axes, keepdims=keepdims)
     return fmath.power(total, 1.0 / float(ord))
+
+
+def _singular_value_norm(x, ord, row_axis, col_axis):
+    """Matrix norms 2 (largest singular value), -2 (smallest) and 'nuc' (their sum), with
+    the two axes kept as size 1 (norm's keepdims layout)."""
+    from flamefx.numpy import reductions
+    from flamefx.numpy.shape import expand_dims, moveaxis
+    s = svdvals(moveaxis(x, (row_axis, col_axis), (-2, -1)))
+    pick = {2: reductions.max, -2: reductions.min, "nuc": reductions.sum}[ord]
+    return expand_dims(pick(s, axis=-1), tuple(sorted((row_axis, col_axis))))
+
+
+def vector_norm(x, /, *, axis=None, keepdims: bool = False, ord=2):
+    """The vector norm over ``axis`` (None: all axes; a tuple: those axes as one vector).
+
+    >>> vector_norm([[3.0], [4.0]]).item()
+    5.0
+    """
+    from flamefx.numpy.shape import moveaxis
+    x = as_operand(x)
+    if not dtypes.is_float(x.dtype):
+        x = convert(x, dtypes.default_float())
+    axes = (tuple(range(x.ndim)) if axis is None else
+            (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis))
+    axes = tuple(canonical_axis(i, x.ndim) for i in axes)
+    if isinstance(ord, str):
+        raise FlamefxTypeError(f"vector_norm: ord {ord!r} is a matrix norm (matrix_norm)")
+    kept = tuple(d for i, d in enumerate(x.shape) if i not in axes)
+    flat = lax.reshape(moveaxis(x, axes, tuple(range(x.ndim - len(axes), x.ndim))),
+                       kept + (int(np.prod([x.shape[i] for i in axes], dtype=np.int64)),))
+    from flamefx.numpy import math as fmath
+    from flamefx.numpy import reductions
+    out = _vector_norm(flat, ord, (flat.ndim - 1,), False, fmath, reductions)
+    if keepdims:
+        out = lax.reshape(out, tuple(1 if i in axes else d for i, d in enumerate(x.shape)))
+    return out
+
+
+def matrix_norm(x, /, *, keepdims: bool = False, ord="fro"):
+    """The matrix norm over the last two axes ('fro', 'nuc', 1, -1, 2, -2, inf, -inf).
+
+    >>> matrix_norm([[1.0, 0.0], [0.0, -2.0]], ord=2).item()
+    2.0
+    """
+    return norm(x, ord=ord, axis=(-2, -1), keepdims=keepdims)
+
+
+def matrix_transpose(x, /):
+    """Swaps the last two axes.
+
+    >>> matrix_transpose([[1, 2]]).tolist()
+    [[1], [2]]
+    """
+    x = as_operand(x)
+    if x.ndim < 2:
+        raise FlamefxValueError(f"matrix_transpose: needs at least 2 dims, got shape {x.shape}"
+                                f"\n  at {user_frame()}")
+    return lax.transpose(x, tuple(range(x.ndim - 2)) + (x.ndim - 1, x.ndim - 2))
+
+
+def vecdot(x1, x2, /, *, axis: int = -1, precision=None, preferred_element_type=None):
+    """The dot product of vectors along ``axis``, broadcast over the other axes.
+
+    >>> vecdot([[1, 2], [3, 4]], [1, 1]).tolist()
+    [3, 7]
+    """
+    from flamefx.numpy import reductions
+    from flamefx.numpy.math import multiply
+    x1, x2 = _promoted_pair(x1, x2)
+    shape = broadcast_shapes(x1.shape, x2.shape)
+    axis = canonical_axis(axis, len(shape))
+    if x1.ndim == 0 or x2.ndim == 0:
+        raise FlamefxValueError("vecdot: operands must have at least one dimension")
+    out = reductions.sum(multiply(x1, x2), axis=axis)
+    return out if preferred_element_type is None else out.astype(preferred_element_type)
+
+
+def multi_dot(arrays, *, precision=None):
+    """The product of a chain of matrices (a 1-d first/last array is a row/column vector).
+
+    >>> multi_dot([[1, 2], [[1, 0], [0, 1]], [3, 4]]).item()
+    11
+    """
+    arrays = [as_operand(a) for a in arrays]
+    if len(arrays) < 2:
+        raise FlamefxValueError(f"multi_dot: needs at least 2 arrays, got {len(arrays)}")
+    out = arrays[0]
+    for a in arrays[1:]:
+        out = matmul(out, a, precision=precision)
+    return out
+
+
+def diagonal(x, /, *, offset: int = 0):
+    """The ``offset``-th diagonal of the matrices in the last two axes.
+
+    >>> diagonal([[1, 2], [3, 4]]).tolist()
+    [1, 4]
+    """
+    from flamefx.numpy import matrices
+    return matrices.diagonal(x, offset, -2, -1)
+
+
+def trace(x, /, *, offset: int = 0, dtype=None):
+    """The sum of the ``offset``-th diagonal of the matrices in the last two axes.
+
+    >>> trace([[1, 2], [3, 4]]).item()
+    5
+    """
+    from flamefx.numpy import matrices
+    return matrices.trace(x, offset, -2, -1, dtype)
+
+
+def cross(x1, x2, /, *, axis: int = -1):
+    """The cross product of 3-vectors along ``axis`` (the array-API form: size 3 only).
+
+    >>> cross([1, 0, 0], [0, 1, 0]).tolist()
+    [0, 0, 1]
+    """
+    from flamefx.numpy import matrices
+    x1, x2 = as_operand(x1), as_operand(x2)
+    if not x1.ndim or not x2.ndim or x1.shape[axis] != 3 or x2.shape[axis] != 3:
+        raise FlamefxValueError(f"cross: both operands need size 3 along axis {axis}, got "
+                                f"shapes {x1.shape} and {x2.shape}\n  at {user_frame()}")
+    return matrices.cross(x1, x2, axis=axis)
+
+
+# The factorizations and solvers (flamefx/numpy/decompositions.py) are linalg names too.
+from flamefx.numpy.decompositions import (  # noqa: E402
+    EighResult, QRResult, SlogdetResult, SVDResult, cholesky, cond, det, eigh, eigvalsh, inv,
+    lstsq, matrix_power, matrix_rank, pinv, qr, slogdet, solve, svd, svdvals, tensorinv,
+    tensorsolve)

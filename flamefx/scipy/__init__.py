@@ -6,4 +6,5 @@
 """
 
 from flamefx.scipy import special  # noqa: F401
+from flamefx.scipy import linalg  # noqa: F401
 from flamefx.scipy import stats  # noqa: F401
