@@ -56,6 +56,13 @@ def _order_key(xp, x, canonical: bool):
     return xp.where(bits < 0, bits ^ magnitude_mask, bits).astype(int_dtype, copy=False)
 
 
+def _order_keys(xp, x, canonical: bool) -> list:
+    """The integer keys of one operand: complex numbers order by (real, imag), as in JAX."""
+    if np.issubdtype(x.dtype, np.complexfloating):
+        return [_order_key(xp, xp.ascontiguousarray(part), canonical) for part in (x.real, x.imag)]
+    return [_order_key(xp, x, canonical)]
+
+
 def _stable_argsort(xp, key, axis):
     if xp is np:
         return np.argsort(key, axis=axis, kind="stable")
@@ -102,7 +109,7 @@ def _sort_abstract(*operands, dimension, is_stable, num_keys):
 
 
 def _sort_with(xp, operands, dimension, num_keys):
-    keys = [_order_key(xp, op, canonical=True) for op in operands[:num_keys]]
+    keys = [key for op in operands[:num_keys] for key in _order_keys(xp, op, canonical=True)]
     perm = _ascending_permutation(xp, keys, dimension)
     return [_permute(xp, op, perm, dimension) for op in operands]
 
@@ -115,12 +122,12 @@ def _sort_cuda(*operands, dimension, is_stable, num_keys):
     return _sort_with(devices.cupy(), operands, dimension, num_keys)
 
 
-def _is_float(x) -> bool:
-    return dtypes.is_float(core.get_aval(x).dtype)
+def _is_inexact(x) -> bool:
+    return dtypes.is_inexact(core.get_aval(x).dtype)
 
 
 def _sort_vjp(cts, primals, outs, *, dimension, is_stable, num_keys):
-    diff = [i for i, (ct, x) in enumerate(zip(cts, primals)) if ct is not None and _is_float(x)]
+    diff = [i for i, (ct, x) in enumerate(zip(cts, primals)) if ct is not None and _is_inexact(x)]
     result = [None] * len(primals)
     if not diff:
         return result
@@ -137,7 +144,7 @@ def _sort_vjp(cts, primals, outs, *, dimension, is_stable, num_keys):
 
 def _sort_jvp(primals, tangents, *, dimension, is_stable, num_keys):
     diff = [i for i, (t, x) in enumerate(zip(tangents, primals)) if t is not None
-            and _is_float(x)]
+            and _is_inexact(x)]
     n = len(primals)
     # The tangents ride along as non-key operands: the same permutation moves them.
     outs = sort_p.bind(*primals, *[tangents[i] for i in diff], dimension=dimension,
@@ -256,7 +263,7 @@ def last_axis_index_vectors(indices, like):
 
 def _top_k_vjp(cts, primals, outs, *, k):
     operand, ct = primals[0], cts[0]
-    if ct is None or not _is_float(operand):
+    if ct is None or not _is_inexact(operand):
         return [None]
     vectors = last_axis_index_vectors(outs[1], operand)
     axes = tuple(range(core.get_aval(operand).ndim))
@@ -266,7 +273,7 @@ def _top_k_vjp(cts, primals, outs, *, k):
 def _top_k_jvp(primals, tangents, *, k):
     operand, t = primals[0], tangents[0]
     values, indices = top_k_p.bind(operand, k=k)
-    if t is None or not _is_float(operand):
+    if t is None or not _is_inexact(operand):
         return [values, indices], [None, None]
     ndim = core.get_aval(operand).ndim
     t_out = indexing.gather(t, last_axis_index_vectors(indices, operand), tuple(range(ndim)))
