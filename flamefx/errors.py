@@ -32,6 +32,21 @@ class DeletedArrayError(FlamefxError, RuntimeError):
     """An array whose buffer was donated to a jitted call was read."""
 
 
+def abstract_shape_error(shape, what: str = "shape") -> ConcretizationError:
+    """The error for a traced value used as an array's shape (``fnp.zeros(n)`` under jit
+    with a traced ``n``): shapes must be known while tracing.
+
+    >>> str(abstract_shape_error("Traced<i32[]>")).splitlines()[0][:40]
+    'array shapes must be concrete Python int'
+    """
+    return ConcretizationError(
+        f"array shapes must be concrete Python ints, but the {what} {shape!r} holds a traced "
+        f"value: under jit its value is not known while the function is traced.\n  at "
+        f"{user_frame()}\nMark the argument it comes from as static (jit(f, "
+        f"static_argnums=...) or static_argnames=...), or compute it from an array's .shape, "
+        f"which is always concrete.")
+
+
 def user_frame() -> str:
     """Returns 'file:line (function)' for the innermost frame outside flamefx itself."""
     frame = sys._getframe(1)

@@ -21,9 +21,11 @@ transform, and a submodule of that name would replace it on the package when imp
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import re
+import secrets
 
 import numpy as np
 
@@ -32,11 +34,16 @@ from flamefx.core import Array, ShapedArray, Tracer, to_array
 from flamefx.devices import Device
 from flamefx.errors import FlamefxError
 
-__all__ = ["CheckpointError", "load", "save"]
+__all__ = ["CheckpointError", "CheckpointNotFoundError", "load", "save"]
 
 
 class CheckpointError(FlamefxError):
     """A checkpoint file is truncated or corrupt, or does not match the expected tree."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint at the path: both a CheckpointError and a FileNotFoundError, so
+    ``except FileNotFoundError`` catches it as it would from ``open``."""
 
 
 _DTYPE_CODES = {
@@ -171,10 +178,55 @@ def _layout(tensors: list, header_meta: dict) -> tuple[bytes, list]:
     return header_bytes, chunks
 
 
+def _temp_name(path: str, pid: int) -> str:
+    # The writer's pid is in the name, so a later save can tell a dead writer's leftover
+    # from a live one's file in progress.
+    directory, base = os.path.split(os.path.abspath(path))
+    return os.path.join(directory, f".{base}.{pid}.{secrets.token_hex(4)}.tmp")
+
+
+def _remove_stale_temps(path: str) -> None:
+    """Deletes temporary files of ``path`` left by writers that died mid-save (SIGKILL,
+    power loss): those whose pid no longer runs. A live writer's file is left alone."""
+    directory, base = os.path.split(os.path.abspath(path))
+    pattern = re.compile(rf"\.{re.escape(base)}\.(\d+)\.[0-9a-f]{{8}}\.tmp")
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = pattern.fullmatch(name)
+        if match is None or _process_alive(int(match.group(1))):
+            continue
+        try:
+            os.unlink(os.path.join(directory, name))
+        except OSError:
+            pass  # another process cleaned it up first, or it is not ours to delete
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # it exists but belongs to someone else
+        return True
+    return True
+
+
 def _write_atomically(path: str, chunks: list) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.",
-                                    suffix=".tmp")
+    _remove_stale_temps(path)
+    tmp_path = _temp_name(path, os.getpid())
+    try:
+        # Mode 0o666 less the umask, as np.save and open() give (mkstemp would give 0o600).
+        fd = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
+                     0o666)
+    except FileNotFoundError:
+        raise FileNotFoundError(errno.ENOENT, f"cannot save a checkpoint here: the folder "
+                                f"{directory} does not exist", path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             _write_payload(f, chunks)
@@ -221,6 +273,7 @@ def load(path, like=None, device: Device | None = None):
     >>> params = load("/tmp/model.safetensors", like=params)  # doctest: +SKIP
     """
     path = os.fspath(path)
+    _remove_stale_temps(path)
     header, data = _read_file(path)
     tensors = _validated_tensors(header, len(data), path)
     meta = header.get("__metadata__") or {}
@@ -253,7 +306,8 @@ def _read_file(path: str) -> tuple[dict, memoryview]:
         if read < len(content):  # the file shrank while we read it
             del content[read:]
     except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}") from None
+        raise CheckpointNotFoundError(errno.ENOENT, "no checkpoint at this path", path) \
+            from None
     if len(content) < 8:
         raise CheckpointError(f"{path} is truncated: {len(content)} bytes, not even the 8-byte "
                               f"header length of a safetensors file")

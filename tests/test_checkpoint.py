@@ -3,6 +3,7 @@ corrupt, truncated or mismatched files."""
 
 import collections
 import dataclasses
+import errno
 import json
 import os
 import signal
@@ -204,6 +205,32 @@ def test_corrupt_header_fields(good_file, edit, message):
 def test_missing_file(tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         load(tmp_path / "nope")
+    # ... and it is the FileNotFoundError that `open` would raise, naming the path.
+    with pytest.raises(FileNotFoundError) as info:
+        load(tmp_path / "nope")
+    assert info.value.filename == str(tmp_path / "nope")
+    assert info.value.errno == errno.ENOENT
+
+
+def test_save_into_a_missing_folder_names_the_users_path(tmp_path):
+    target = tmp_path / "no_such_folder" / "c"
+    with pytest.raises(FileNotFoundError, match="no_such_folder does not exist") as info:
+        save(target, {"w": np.ones(2, np.float32)})
+    assert info.value.filename == str(target)
+    assert ".tmp" not in str(info.value)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_checkpoints_honour_the_umask(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        save(tmp_path / "c", {"w": np.ones(2, np.float32)})
+        np.save(tmp_path / "n.npy", np.ones(2))
+    finally:
+        os.umask(old)
+    mode = os.stat(tmp_path / "c").st_mode & 0o777
+    assert mode == 0o666 & ~umask
+    assert mode == os.stat(tmp_path / "n.npy").st_mode & 0o777
 
 
 def test_unsavable_leaf(tmp_path):
@@ -257,9 +284,33 @@ def test_killed_writer_keeps_previous_checkpoint(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True,
                             check=False)
     assert result.returncode == -signal.SIGKILL, result.stderr.decode()
-    _assert_same_tree(old, load(path))
+    # The dead writer's temporary file is there, named with its pid ...
     leftovers = [name for name in os.listdir(tmp_path) if name != "c"]
-    assert all(name.startswith(".c.") and name.endswith(".tmp") for name in leftovers)
+    assert len(leftovers) == 1 and leftovers[0].startswith(".c.")
+    assert leftovers[0].endswith(".tmp")
+    assert int(leftovers[0].split(".")[2]) != os.getpid()
+    # ... the previous checkpoint is intact, and the next save of that path removes it.
+    _assert_same_tree(old, load(path))
+    new = {"w": np.full(1000, 2.0, np.float32)}
+    save(path, new)
+    assert os.listdir(tmp_path) == ["c"]
+    _assert_same_tree(new, load(path))
+
+
+def test_load_removes_dead_writers_temps_but_not_live_ones(tmp_path):
+    from flamefx import serialization
+    path = tmp_path / "c"
+    save(path, {"w": np.ones(3, np.float32)})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, check=True)
+    dead_temp = serialization._temp_name(str(path), int(dead.stdout))
+    live_temp = serialization._temp_name(str(path), os.getppid())
+    other_file = tmp_path / ".d.123.0123abcd.tmp"  # another checkpoint's: not ours to touch
+    for name in (dead_temp, live_temp, other_file):
+        open(name, "wb").close()
+    load(path)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["c", os.path.basename(live_temp), other_file.name])
 
 
 # --- other writers and devices ----------------------------------------------------------

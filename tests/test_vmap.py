@@ -104,3 +104,15 @@ def test_error_axis_size_missing():
         flamefx.vmap(lambda a: a, in_axes=None)(arr(3))
     out = flamefx.vmap(lambda a: a, in_axes=None, axis_size=2)(arr(3))
     assert out.shape == (2, 3)
+
+
+def test_out_axes_out_of_bounds_raises_as_in_jax():
+    # A scalar per example batches to rank 1: out_axes=1 does not exist (JAX raises too).
+    with pytest.raises(ValueError, match=r"out_axes=1 is out of bounds for output 0.*shape \(\)"):
+        flamefx.vmap(lambda x: x.sum(), out_axes=1)(fnp.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"out_axes=-3 is out of bounds"):
+        flamefx.vmap(lambda x: x, out_axes=-3)(fnp.ones((3, 2)))
+    with pytest.raises(ValueError, match=r"out_axes=2 is out of bounds"):  # unbatched output
+        flamefx.vmap(lambda x: fnp.ones(2), out_axes=2)(fnp.ones((3, 2)))
+    assert flamefx.vmap(lambda x: x, out_axes=-1)(fnp.ones((3, 2))).shape == (2, 3)
+    assert flamefx.vmap(lambda x: fnp.ones(2), out_axes=1)(fnp.ones((3, 2))).shape == (2, 3)

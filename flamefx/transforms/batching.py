@@ -160,7 +160,8 @@ def vmap(fun: Callable, in_axes=0, out_axes=0, axis_size: int | None = None, axi
                                                     what="vmap out_axes")
             except ValueError as e:
                 raise FlamefxValueError(f"{e}\n  at {user_frame()}") from None
-            results = [_unbatch_output(trace, o, ax, size) for o, ax in zip(flat_out, out_ax)]
+            results = [_unbatch_output(trace, o, ax, size, i)
+                       for i, (o, ax) in enumerate(zip(flat_out, out_ax))]
         return tree_util.tree_unflatten(out_tree, results)
 
     batched_fun.__name__ = f"vmap({getattr(fun, '__name__', 'fun')})"
@@ -199,15 +200,33 @@ def _axis_size(args, axes, axis_size, in_tree):
     return distinct.pop()
 
 
-def _unbatch_output(trace, out, out_axis, size):
+def _check_out_axis(out_axis, example_aval, i: int) -> None:
+    """``out_axis`` must name an axis of the batched output (one more dim than an
+    example's), as in JAX; an out-of-range axis would otherwise wrap around silently."""
+    if not isinstance(out_axis, int):
+        raise FlamefxTypeError(f"vmap out_axes entries must be ints or None, got {out_axis!r}"
+                               f"\n  at {user_frame()}")
+    ndim = example_aval.ndim + 1
+    if not -ndim <= out_axis < ndim:
+        raise FlamefxValueError(
+            f"vmap out_axes={out_axis} is out of bounds for output {i}: each example's output "
+            f"has shape {example_aval.shape}, so the batched output has {ndim} dimension(s) "
+            f"and out_axes must be in [{-ndim}, {ndim})\n  at {user_frame()}")
+
+
+def _unbatch_output(trace, out, out_axis, size, i):
     if isinstance(out, BatchTracer) and out._trace is trace:
         if out_axis is None:
             raise FlamefxValueError("vmap out_axes=None for an output that varies over the "
                                     f"batch\n  at {user_frame()}")
+        val_aval = core.get_aval(out.val)
+        _check_out_axis(out_axis, val_aval.update(
+            shape=val_aval.shape[:out.bdim] + val_aval.shape[out.bdim + 1:]), i)
         with core.set_current_trace(trace.parent):
             return move_axis(out.val, out.bdim, out_axis)
     out = core.ensure_array(out) if not isinstance(out, Tracer) else out
     if out_axis is None:
         return out
+    _check_out_axis(out_axis, core.get_aval(out), i)
     with core.set_current_trace(trace.parent):
         return broadcast_batch(out, size, out_axis)
