@@ -58,6 +58,15 @@ def test_sort_orders_nans_last_and_keeps_ties_stable():
     assert np.signbit(np.asarray(fnp.sort(np.array([0.0, -0.0])))).tolist() == [False, True]
 
 
+@pytest.mark.parametrize("dtype", [fnp.bfloat16, fnp.float16])
+def test_half_floats_sort_with_nans_and_signed_zeros(dtype):
+    x = fnp.array(SPECIAL, dtype=dtype)
+    _check(fnp.sort(x), np.sort(SPECIAL).astype(dtype))
+    _check(fnp.argsort(x), np.argsort(SPECIAL, kind="stable").astype(np.int32))
+    values, indices = lax.top_k(x, 3)  # XLA's total order: NaN first, ties to the lower index
+    _check(indices, np.array([1, 8, 7], np.int32))
+
+
 def test_descending_sort_and_argsort_as_jax():
     x = np.array([1, 3, 1, 2, 3])
     _check(fnp.sort(x, descending=True), np.array([3, 3, 2, 1, 1], np.int32))

@@ -82,11 +82,10 @@ def _ascending_permutation(xp, keys, axis):
 
 
 def _permute(xp, x, perm, axis):
-    if xp is np:
-        return np.take_along_axis(x, perm, axis=axis)
-    # Move raw bits: CuPy's take has no bfloat16 or bool kernels of its own to rely on.
-    bits = x.view(np.dtype(f"u{x.dtype.itemsize}"))
-    return xp.take_along_axis(bits, perm, axis=axis).view(x.dtype)
+    if xp is not np and x.dtype == dtypes.bfloat16:
+        # CuPy has no bfloat16 kernels of its own to rely on: move the raw bits.
+        return xp.take_along_axis(x.view(np.uint16), perm, axis=axis).view(x.dtype)
+    return xp.take_along_axis(x, perm, axis=axis)
 
 
 # --- sort ------------------------------------------------------------------------------------
