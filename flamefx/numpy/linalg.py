@@ -346,7 +346,7 @@ def cross(x1, x2, /, *, axis: int = -1):
 
 
 # The factorizations and solvers (flamefx/numpy/decompositions.py) are linalg names too.
-from flamefx.numpy.decompositions import (  # noqa: E402
+from flamefx.numpy.decompositions import (  # noqa: E402, F401 (re-exports)
     EighResult, QRResult, SlogdetResult, SVDResult, cholesky, cond, det, eigh, eigvalsh, inv,
     lstsq, matrix_power, matrix_rank, pinv, qr, slogdet, solve, svd, svdvals, tensorinv,
     tensorsolve)

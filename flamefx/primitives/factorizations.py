@@ -443,7 +443,7 @@ def _lu_cuda(a):
     getrf = cusolver.sgetrf if single else cusolver.dgetrf
     handle = device.get_cusolver_handle()
     for i, a1 in enumerate(a.reshape(count, m, n)):
-        x = cp.asfortranarray(a1).copy(order="F")  # cuSOLVER is column-major
+        x = cp.array(a1, order="F", copy=True)  # cuSOLVER is column-major; getrf overwrites
         if k:
             work = cp.empty(bufsize(handle, m, n, x.data.ptr, m), a.dtype)
             getrf(handle, m, n, x.data.ptr, m, work.data.ptr, pivots[i].data.ptr,

@@ -22,8 +22,8 @@ from flamefx.core import Primitive, ShapedArray
 from flamefx.errors import FlamefxValueError
 from flamefx.primitives import elementwise as ew
 from flamefx.primitives.factorizations import (batch_to_front, check_matrix, cupy_modules,
-                                               diag_matrix, diagonal, keep, mm, mT,
-                                               scale_columns, scale_rows, symmetric_tangent,
+                                               diag_matrix, diagonal, mm, mT, scale_columns,
+                                               scale_rows, symmetric_tangent,
                                                triangle_cotangent)
 
 
@@ -73,8 +73,13 @@ def _eigh_cuda(a, *, lower, sort_eigenvalues):
     cp, cupyx = cupy_modules()
     if a.size == 0:
         return [cp.zeros(a.shape, a.dtype), cp.zeros(a.shape[:-1], a.dtype)]
+    # Rebuild the full symmetric matrix from the triangle we promise to read, so that the
+    # result does not hang on which triangle cuSOLVER's row/column-major view reads.
+    half = cp.tril(a) if lower else cp.triu(a)
+    strict = cp.tril(a, -1) if lower else cp.triu(a, 1)
+    a = half + cp.swapaxes(strict, -1, -2)
     with cupyx.errstate(linalg="ignore"):  # stacks go to syevjBatched; no info sync
-        w, v = cp.linalg.eigh(a, UPLO="L" if lower else "U")
+        w, v = cp.linalg.eigh(a, UPLO="L")
     v, _ = fix_signs(cp, v)
     return [v.astype(a.dtype), w.astype(a.dtype)]
 

@@ -122,7 +122,7 @@ def cho_solve(c_and_lower, b, overwrite_b: bool = False, check_finite: bool = Tr
     return _unvector(x, vector)
 
 
-# --- LU ------------------------------------------------------------------------------------------
+# --- LU ----------------------------------------------------------------------------------------
 
 
 def lu_factor(a, overwrite_a: bool = False, check_finite: bool = True):
@@ -194,7 +194,7 @@ def lu(a, permute_l: bool = False, overwrite_a: bool = False, check_finite: bool
     return p, lower, upper
 
 
-# --- solve, inv, det -------------------------------------------------------------------------------
+# --- solve, inv, det ---------------------------------------------------------------------------
 
 
 def solve(a, b, lower: bool = False, overwrite_a: bool = False, overwrite_b: bool = False,
@@ -235,7 +235,7 @@ def det(a, overwrite_a: bool = False, check_finite: bool = True):
     return decompositions.det(a)
 
 
-# --- eigh, svd, qr -------------------------------------------------------------------------------
+# --- eigh, svd, qr -----------------------------------------------------------------------------
 
 
 def eigh(a, b=None, lower: bool = True, eigvals_only: bool = False, overwrite_a: bool = False,
@@ -285,7 +285,7 @@ def qr(a, overwrite_a: bool = False, lwork=None, mode: str = "full", pivoting: b
     return (r,) if mode == "r" else (q, r)
 
 
-# --- expm: Pade approximants with scaling and squaring (JAX's algorithm) ------------------------
+# --- expm: Pade approximants with scaling and squaring (JAX's algorithm) -----------------------
 
 _PADE = {
     3: (120., 60., 12., 1.),
