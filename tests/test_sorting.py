@@ -389,6 +389,8 @@ def test_bad_input_gets_flamefx_errors():
         lax.sort((x, np.ones(3)))
     with pytest.raises(FlamefxError, match="kth 5 is out of bounds for an axis of size 4"):
         fnp.partition(np.ones(4), 5)
+    with pytest.raises(FlamefxError, match="complex"):
+        fnp.argpartition(np.array([1j, 2.0]), 0)
     with pytest.raises(FlamefxError, match="1-d"):
         fnp.searchsorted(x, 1.0)
     with pytest.raises(FlamefxError, match="side"):

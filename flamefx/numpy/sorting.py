@@ -115,6 +115,9 @@ def _partition_operand(a, kth, axis, what):
     if a.ndim == 0:
         raise FlamefxValueError(f"{what} needs an array of at least one axis\n  at "
                                 f"{user_frame()}")
+    if np.issubdtype(a.dtype, np.complexfloating):
+        raise FlamefxTypeError(f"{what} of complex arrays is not implemented (nor is it in "
+                               f"JAX)\n  at {user_frame()}")
     axis = canonical_axis(axis, a.ndim)
     n = a.shape[axis]
     if not -n <= kth < n:
