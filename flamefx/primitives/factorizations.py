@@ -345,8 +345,25 @@ def _triangular_solve_vjp(cts, primals, outs, **params):
 
 
 def _triangular_solve_batch(axis_size, args, bdims, **params):
+    a_bdim, b_bdim = bdims
+    if a_bdim is None:
+        return _solve_with_shared_a(args[0], args[1], b_bdim, params)
     a, b = batch_to_front(axis_size, args, bdims)
     return [triangular_solve_p.bind(a, b, **params)], [0]
+
+
+def _solve_with_shared_a(a, b, b_bdim, params):
+    """One matrix ``a`` for the whole batch: the batch joins b's right-hand sides (columns
+    for a left solve, rows for a right solve) instead of copying ``a`` per example."""
+    from flamefx.transforms import batching
+    nd = core.get_aval(b).ndim  # with the batch axis
+    # (..., m, B, n) for a left solve (B*n columns); (..., B, n, m) for a right one.
+    bdim_out = nd - 2 if params["left_side"] else nd - 3
+    b = batching.move_axis(b, b_bdim, bdim_out)
+    shape = core.get_aval(b).shape
+    merged = shape[:bdim_out] + (shape[bdim_out] * shape[bdim_out + 1],) + shape[bdim_out + 2:]
+    x = triangular_solve_p.bind(a, st.reshape(b, merged), **params)
+    return [st.reshape(x, shape)], [bdim_out]
 
 
 triangular_solve_p = Primitive(
