@@ -152,7 +152,12 @@ class ArrayMethods:
             raise TypeError("iteration over a 0-d array")
         return (self[i] for i in range(self.shape[0]))
 
-    def astype(self, dtype): return _numpy_api().astype(self, dtype)
+    def astype(self, dtype, copy=True): return _numpy_api().astype(self, dtype, copy=copy)
+    def __array_namespace__(self, *, api_version=None):
+        return _numpy_api()  # flamefx.numpy implements the array API (2023.12)
+    def to_device(self, device, *, stream=None):
+        from flamefx.transfer import device_put
+        return device_put(self, device)
     def reshape(self, *shape, order="C"):
         if len(shape) == 1 and not isinstance(shape[0], int):
             shape = tuple(shape[0])

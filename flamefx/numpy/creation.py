@@ -14,17 +14,43 @@ import numpy as np
 
 from flamefx import core, dtypes, lax
 from flamefx.core import Array, Tracer
-from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
-from flamefx.numpy.promotion import broadcast_to, convert, is_python_scalar
+from flamefx.errors import (FlamefxTypeError, FlamefxValueError, abstract_shape_error,
+                            user_frame)
+from flamefx.numpy.promotion import (broadcast_shapes, broadcast_to, canonical_axis, convert,
+                                     is_python_scalar, result_type, to_inexact_dtype)
+
+
+def _dimension(d) -> int:
+    """One dimension: a Python int, or a concrete integer array of one element (as in JAX)."""
+    if isinstance(d, Tracer):
+        d = d.to_concrete()
+    if isinstance(d, (Array, np.ndarray, np.generic)) and not (
+            dtypes.is_int(d.dtype) and d.size == 1):
+        raise FlamefxTypeError(f"a shape dimension must be an integer, got an array of "
+                               f"{d.dtype} and shape {d.shape}\n  at {user_frame()}")
+    return int(d)
 
 
 def _shape_tuple(shape) -> tuple:
+    dims = shape if isinstance(shape, (list, tuple)) else (shape,)
+    if any(isinstance(d, Tracer) and d.to_concrete() is None for d in dims):
+        raise abstract_shape_error(shape)
+    if isinstance(shape, (Array, Tracer, np.ndarray)) and not shape.shape:
+        shape = (shape,)  # a concrete 0-d integer array is one dimension
     if isinstance(shape, (int, np.integer)):
         return (int(shape),)
-    shape = tuple(int(d) for d in shape)
+    shape = tuple(_dimension(d) for d in shape)
     if any(d < 0 for d in shape):
         raise FlamefxValueError(f"negative dimension in shape {shape}\n  at {user_frame()}")
     return shape
+
+
+def _on_device(out, device):
+    """``out`` placed on ``device`` (a flamefx Device, or None: where it was made)."""
+    if device is None:
+        return out
+    from flamefx.transfer import device_put
+    return device_put(out, device)
 
 
 def _holds_traced(x) -> bool:
@@ -33,7 +59,7 @@ def _holds_traced(x) -> bool:
     return isinstance(x, (Array, Tracer))
 
 
-def array(obj, dtype=None, copy: bool = True, ndmin: int = 0):
+def array(obj, dtype=None, copy: bool = True, order=None, ndmin: int = 0, *, device=None):
     """An Array holding ``obj`` (nested lists, NumPy arrays, scalars or flamefx arrays).
 
     Python scalars give strongly typed arrays (``array(2.0)`` is float32 without x64).
@@ -41,7 +67,7 @@ def array(obj, dtype=None, copy: bool = True, ndmin: int = 0):
     >>> array([[1, 2], [3, 4]]).shape
     (2, 2)
     """
-    del copy  # flamefx arrays are immutable; NumPy inputs are always copied (below)
+    del copy, order  # flamefx arrays are immutable; NumPy inputs are always copied (below)
     if isinstance(obj, (Array, Tracer)):
         out = obj if dtype is None else convert(obj, dtypes.canonicalize(dtype))
         if out.weak_type:
@@ -60,21 +86,23 @@ def array(obj, dtype=None, copy: bool = True, ndmin: int = 0):
         out = core.to_array(obj, dtype=dtype, weak=False)
     if out.ndim < ndmin:
         out = lax.reshape(out, (1,) * (ndmin - out.ndim) + tuple(out.shape))
-    return out
+    return _on_device(out, device)
 
 
-def asarray(a, dtype=None, copy: bool | None = None):
+def asarray(a, dtype=None, order=None, *, copy: bool | None = None, device=None):
     """``a`` as a flamefx array; arrays of the right dtype come back unchanged.
 
     >>> asarray([1.5, 2.5]).dtype
     dtype('float32')
     """
+    del order
     if isinstance(a, (Array, Tracer)):
-        return a if dtype is None else convert(a, dtypes.canonicalize(dtype))
-    return array(a, dtype=dtype, copy=copy if copy is not None else True)
+        out = a if dtype is None else convert(a, dtypes.canonicalize(dtype))
+        return _on_device(out, device)
+    return array(a, dtype=dtype, copy=copy if copy is not None else True, device=device)
 
 
-def full(shape, fill_value, dtype=None):
+def full(shape, fill_value, dtype=None, *, device=None):
     """An array of ``shape`` filled with ``fill_value``.
 
     >>> full((2,), 7).tolist()
@@ -88,35 +116,37 @@ def full(shape, fill_value, dtype=None):
     if value.weak_type:
         value = convert(value, value.dtype, weak_type=False)
     if value.ndim == 0:
-        return lax.broadcast_in_dim(value, shape, ())
-    return broadcast_to(value, shape)
+        return _on_device(lax.broadcast_in_dim(value, shape, ()), device)
+    return _on_device(broadcast_to(value, shape), device)
 
 
-def zeros(shape, dtype=None):
+def zeros(shape, dtype=None, *, device=None):
     """An array of zeros (default dtype: the default float).
 
     >>> zeros(3).tolist()
     [0.0, 0.0, 0.0]
     """
-    return full(shape, 0, dtypes.canonicalize(dtype if dtype is not None else float))
+    return full(shape, 0, dtypes.canonicalize(dtype if dtype is not None else float),
+                device=device)
 
 
-def ones(shape, dtype=None):
+def ones(shape, dtype=None, *, device=None):
     """An array of ones (default dtype: the default float).
 
     >>> ones((1, 2)).tolist()
     [[1.0, 1.0]]
     """
-    return full(shape, 1, dtypes.canonicalize(dtype if dtype is not None else float))
+    return full(shape, 1, dtypes.canonicalize(dtype if dtype is not None else float),
+                device=device)
 
 
-def empty(shape, dtype=None):
+def empty(shape, dtype=None, *, device=None):
     """Like ``zeros``: flamefx has no uninitialized memory to hand out.
 
     >>> empty(2).shape
     (2,)
     """
-    return zeros(shape, dtype)
+    return zeros(shape, dtype, device=device)
 
 
 def _like_aval(a, dtype, shape):
@@ -125,41 +155,41 @@ def _like_aval(a, dtype, shape):
             aval.dtype if dtype is None else dtypes.canonicalize(dtype))
 
 
-def full_like(a, fill_value, dtype=None, shape=None):
+def full_like(a, fill_value, dtype=None, shape=None, *, device=None):
     """An array shaped like ``a`` (and of its dtype unless given) filled with ``fill_value``.
 
     >>> full_like(ones(2, int), 5).tolist()
     [5, 5]
     """
     shape, dtype = _like_aval(a, dtype, shape)
-    return full(shape, fill_value, dtype)
+    return full(shape, fill_value, dtype, device=device)
 
 
-def zeros_like(a, dtype=None, shape=None):
+def zeros_like(a, dtype=None, shape=None, *, device=None):
     """Zeros shaped like ``a``.
 
     >>> zeros_like(ones(2)).tolist()
     [0.0, 0.0]
     """
-    return full_like(a, 0, dtype, shape)
+    return full_like(a, 0, dtype, shape, device=device)
 
 
-def ones_like(a, dtype=None, shape=None):
+def ones_like(a, dtype=None, shape=None, *, device=None):
     """Ones shaped like ``a``.
 
     >>> ones_like(zeros(2)).tolist()
     [1.0, 1.0]
     """
-    return full_like(a, 1, dtype, shape)
+    return full_like(a, 1, dtype, shape, device=device)
 
 
-def empty_like(a, dtype=None, shape=None):
+def empty_like(a, dtype=None, shape=None, *, device=None):
     """Like ``zeros_like``.
 
     >>> empty_like(ones(2)).shape
     (2,)
     """
-    return full_like(a, 0, dtype, shape)
+    return full_like(a, 0, dtype, shape, device=device)
 
 
 def _concrete_scalar(x, what: str):
@@ -168,7 +198,7 @@ def _concrete_scalar(x, what: str):
     return x.item() if isinstance(x, (Array, np.ndarray, np.generic)) else x
 
 
-def arange(start, stop=None, step=None, dtype=None):
+def arange(start, stop=None, step=None, dtype=None, *, device=None):
     """Evenly spaced values in [start, stop) (the bounds must be concrete numbers).
 
     >>> arange(3).tolist()
@@ -187,31 +217,118 @@ def arange(start, stop=None, step=None, dtype=None):
     if stop is None:
         start, stop = 0, start
     values = np.arange(start, stop, 1 if step is None else step)
-    return core.to_array(values.astype(dtype), weak=False)
+    return _on_device(core.to_array(values.astype(dtype), weak=False), device)
+
+
+def _range_bounds(start, stop, dtype):
+    """``start`` and ``stop`` as arrays of the computation dtype (JAX: inexact), and the
+    output dtype."""
+    start, stop = asarray(start), asarray(stop)
+    if dtype is None:
+        dtype = to_inexact_dtype(result_type(start, stop))
+    dtype = dtypes.canonicalize(dtype)
+    compute_dtype = to_inexact_dtype(dtype)
+    return convert(start, compute_dtype), convert(stop, compute_dtype), dtype
+
+
+def _with_axis(shape: tuple, axis: int, size: int) -> tuple:
+    return shape[:axis] + (size,) + shape[axis + 1:]
+
+
+def _num_samples(name: str, num) -> int:
+    num = _shape_tuple((num,))[0]
+    if num < 0:
+        raise FlamefxValueError(f"{name}: the number of samples must be non-negative, got "
+                                f"{num}\n  at {user_frame()}")
+    return num
 
 
 def linspace(start, stop, num: int = 50, endpoint: bool = True, retstep: bool = False,
-             dtype=None, axis: int = 0):
-    """``num`` evenly spaced values from ``start`` to ``stop`` (concrete scalar bounds).
+             dtype=None, axis: int = 0, *, device=None):
+    """``num`` evenly spaced values from ``start`` to ``stop``.
+
+    ``start`` and ``stop`` may be traced and differentiated (arrays broadcast, samples go
+    along ``axis``). As in JAX, each value is ``start * (1 - t) + stop * t`` so that both
+    ends are exact, and integer dtypes take the floor.
 
     >>> linspace(0.0, 1.0, 3).tolist()
     [0.0, 0.5, 1.0]
     """
-    start = _concrete_scalar(start, "linspace start")
-    stop = _concrete_scalar(stop, "linspace stop")
-    dtype = dtypes.canonicalize(dtype if dtype is not None else dtypes.default_float())
-    values, step = np.linspace(start, stop, int(num), endpoint=endpoint, retstep=True,
-                               axis=axis)
+    from flamefx.numpy.shape import expand_dims, reshape
+    num = _num_samples("linspace", num)
+    start, stop, dtype = _range_bounds(start, stop, dtype)
+    compute_dtype = start.dtype
+    bounds_shape = broadcast_shapes(start.shape, stop.shape)
+    start, stop = broadcast_to(start, bounds_shape), broadcast_to(stop, bounds_shape)
+    axis = canonical_axis(axis, len(bounds_shape) + 1)
+    column_shape = bounds_shape[:axis] + (1,) + bounds_shape[axis:]
+    div = num - 1 if endpoint else num
+    if num > 1:
+        delta = lax.div(lax.sub(stop, start), full(bounds_shape, div, compute_dtype))
+        t_shape = [1] * len(column_shape)
+        t_shape[axis] = div
+        t = lax.div(lax.iota(compute_dtype, (div,), 0), full((div,), div, compute_dtype))
+        t = broadcast_to(reshape(t, t_shape), _with_axis(column_shape, axis, div))
+        out_shape = t.shape
+        lo = broadcast_to(reshape(start, column_shape), out_shape)
+        hi = broadcast_to(reshape(stop, column_shape), out_shape)
+        one_minus_t = lax.sub(full(out_shape, 1, compute_dtype), t)
+        out = lax.add(lax.mul(lo, one_minus_t), lax.mul(hi, t))
+        if endpoint:
+            out = lax.concatenate([out, expand_dims(stop, axis)], axis)
+    elif num == 1:
+        delta = (full(bounds_shape, np.nan, compute_dtype) if endpoint
+                 else lax.sub(stop, start))
+        out = reshape(start, column_shape)
+    else:
+        delta = full(bounds_shape, np.nan, compute_dtype)
+        out = zeros(_with_axis(column_shape, axis, 0), compute_dtype)
     if dtypes.is_int(dtype):
-        values = np.floor(values)
-    out = core.to_array(values.astype(dtype), weak=False)
-    return (out, step) if retstep else out
+        out = lax.floor(out)
+    out = _on_device(convert(out, dtype), device)
+    return (out, delta) if retstep else out
 
 
-def _index_grid(n: int, m: int):
+def logspace(start, stop, num: int = 50, endpoint: bool = True, base=10.0, dtype=None,
+             axis: int = 0):
+    """``base ** linspace(start, stop, num)``: values evenly spaced on a log scale.
+
+    Differentiable in ``start``, ``stop`` and ``base``.
+
+    >>> logspace(0.0, 2.0, 3).tolist()
+    [1.0, 10.0, 100.0]
+    """
+    from flamefx.numpy.math import power
+    start, stop, dtype = _range_bounds(start, stop, dtype)
+    exponents = linspace(start, stop, num, endpoint=endpoint, axis=axis)
+    return convert(power(base, exponents), dtype)
+
+
+def geomspace(start, stop, num: int = 50, endpoint: bool = True, dtype=None, axis: int = 0):
+    """``num`` values from ``start`` to ``stop`` evenly spaced on a log scale (a geometric
+    progression; both bounds of one sign, negative allowed). Differentiable in the bounds.
+
+    >>> geomspace(1.0, 100.0, 3).tolist()
+    [1.0, 10.0, 100.0]
+    """
+    from flamefx.numpy.math import divide, log10, multiply, sign
+    from flamefx.numpy.shape import moveaxis
+    start, stop, dtype = _range_bounds(start, stop, dtype)
+    signs = sign(start)
+    magnitudes = logspace(log10(divide(start, signs)), log10(divide(stop, signs)), num,
+                          endpoint=endpoint, base=10.0, dtype=start.dtype, axis=0)
+    out = multiply(signs, magnitudes)
+    axis = canonical_axis(axis, out.ndim)
+    return convert(out if axis == 0 else moveaxis(out, 0, axis), dtype)
+
+
+def _diagonal_grid(n: int, m: int, k: int):
+    """(rows + k, cols) index grids; ``k`` is clamped to [-n, m], beyond which every
+    diagonal is empty, so that huge offsets (eye(k=2**31)) do not overflow int32."""
+    k = min(max(int(k), -n), m)
     rows = lax.iota(dtypes.int32, (n, m), 0)
     cols = lax.iota(dtypes.int32, (n, m), 1)
-    return rows, cols
+    return lax.add(rows, full((n, m), k, dtypes.int32)), cols
 
 
 def tri(N: int, M: int | None = None, k: int = 0, dtype=None):
@@ -221,30 +338,31 @@ def tri(N: int, M: int | None = None, k: int = 0, dtype=None):
     [[1.0, 0.0], [1.0, 1.0]]
     """
     M = N if M is None else M
-    rows, cols = _index_grid(int(N), int(M))
-    mask = lax.ge(lax.add(rows, full((N, M), int(k), dtypes.int32)), cols)
+    shifted_rows, cols = _diagonal_grid(_dimension(N), _dimension(M), k)
+    mask = lax.ge(shifted_rows, cols)
     return convert(mask, dtypes.canonicalize(dtype if dtype is not None else float))
 
 
-def eye(N: int, M: int | None = None, k: int = 0, dtype=None):
+def eye(N: int, M: int | None = None, k: int = 0, dtype=None, *, device=None):
     """A matrix with ones on the ``k``-th diagonal.
 
     >>> eye(2, dtype=int).tolist()
     [[1, 0], [0, 1]]
     """
     M = N if M is None else M
-    rows, cols = _index_grid(int(N), int(M))
-    mask = lax.eq(lax.add(rows, full((N, M), int(k), dtypes.int32)), cols)
-    return convert(mask, dtypes.canonicalize(dtype if dtype is not None else float))
+    shifted_rows, cols = _diagonal_grid(_dimension(N), _dimension(M), k)
+    mask = lax.eq(shifted_rows, cols)
+    return _on_device(convert(mask, dtypes.canonicalize(dtype if dtype is not None else float)),
+                      device)
 
 
-def identity(n: int, dtype=None):
+def identity(n: int, dtype=None, *, device=None):
     """The ``n`` x ``n`` identity matrix.
 
     >>> identity(2).tolist()
     [[1.0, 0.0], [0.0, 1.0]]
     """
-    return eye(n, dtype=dtype)
+    return eye(n, dtype=dtype, device=device)
 
 
 def _triangle(m, k: int, lower: bool):

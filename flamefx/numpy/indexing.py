@@ -19,7 +19,8 @@ import numpy as np
 
 from flamefx import core, dtypes, lax
 from flamefx.core import Array, Tracer
-from flamefx.errors import ConcretizationError, FlamefxTypeError, user_frame
+from flamefx.errors import (ConcretizationError, FlamefxTypeError, FlamefxValueError,
+                            user_frame)
 from flamefx.numpy.promotion import (as_operand, broadcast_arrays, broadcast_shapes, broadcast_to,
                                      canonical_axis, constant_like, convert)
 
@@ -71,54 +72,219 @@ def take_along_axis(arr, indices, axis: int | None):
     [[20], [30]]
     """
     arr, indices = as_operand(arr), as_operand(indices)
-    _require_integer(indices, "take_along_axis indices")
     if axis is None:
         arr, axis = lax.reshape(arr, (arr.size,)), 0
+    full = _along_axis_index(arr, indices, axis, "take_along_axis")
+    arr_shape = list(full.shape[:-1])
+    arr_shape[canonical_axis(axis, arr.ndim)] = arr.shape[canonical_axis(axis, arr.ndim)]
+    arr = broadcast_to(arr, arr_shape)
+    return lax.gather(arr, full, tuple(range(arr.ndim)))
+
+
+def _along_axis_index(arr, indices, axis: int, name: str):
+    """The index (shape: broadcast shape + (arr.ndim,)) of ``indices`` along ``axis``,
+    with the positions of the other axes running one to one."""
+    _require_integer(indices, f"{name} indices")
     if indices.ndim != arr.ndim:
-        raise FlamefxTypeError(f"take_along_axis: indices ({indices.ndim}-d) and arr "
-                               f"({arr.ndim}-d) need the same number of dimensions")
+        raise FlamefxTypeError(f"{name}: indices ({indices.ndim}-d) and arr ({arr.ndim}-d) "
+                               f"need the same number of dimensions\n  at {user_frame()}")
     axis = canonical_axis(axis, arr.ndim)
     arr_shape = list(arr.shape)
     arr_shape[axis] = 1
     out_shape = broadcast_shapes(arr_shape, indices.shape)
-    arr_target = list(out_shape)
-    arr_target[axis] = arr.shape[axis]
-    arr = broadcast_to(arr, arr_target)
     indices = _wrap_negative(broadcast_to(indices, out_shape), arr.shape[axis])
     columns = [indices if d == axis else lax.iota(_INDEX_DTYPE, out_shape, d)
                for d in range(arr.ndim)]
-    full = lax.concatenate([lax.reshape(c, out_shape + (1,)) for c in columns], len(out_shape))
-    return lax.gather(arr, full, tuple(range(arr.ndim)))
+    return lax.concatenate([lax.reshape(c, out_shape + (1,)) for c in columns], len(out_shape))
 
 
-def nonzero(a) -> tuple:
-    """The indices of the nonzero elements, one array per axis (concrete arrays only).
+def put_along_axis(arr, indices, values, axis: int | None, inplace: bool = True, mode=None):
+    """A copy of ``arr`` with ``values`` put at ``indices`` along ``axis`` (the inverse of
+    ``take_along_axis``). As in JAX, arrays are immutable: pass ``inplace=False``.
+
+    >>> put_along_axis([[1, 2], [3, 4]], [[1], [0]], 0, axis=1, inplace=False).tolist()
+    [[1, 0], [0, 4]]
+    """
+    del mode  # out-of-range indices are clamped, as in every flamefx scatter
+    if inplace:
+        raise FlamefxValueError("put_along_axis: flamefx arrays are immutable, so it cannot "
+                                "work in place; pass inplace=False and use the result")
+    arr, indices = as_operand(arr), as_operand(indices)
+    shape = arr.shape
+    if axis is None:
+        arr, axis = lax.reshape(arr, (arr.size,)), 0
+        indices = lax.reshape(indices, (indices.size,))
+    index = _along_axis_index(arr, indices, axis, "put_along_axis")
+    values = broadcast_to(convert(as_operand(values), arr.dtype, arr.weak_type), index.shape[:-1])
+    out = lax.scatter(arr, index, values, tuple(range(arr.ndim)), "set")
+    return lax.reshape(out, shape) if out.shape != shape else out
+
+
+def unravel_index(indices, shape) -> tuple:
+    """The coordinates in an array of ``shape`` of flat ``indices``, one array per axis.
+
+    Out-of-range indices are clamped into the array and negative ones count from the end
+    (JAX's rule; NumPy raises instead).
+
+    >>> [c.tolist() for c in unravel_index([5, 1], (2, 3))]
+    [[1, 0], [2, 1]]
+    """
+    from flamefx.numpy.creation import _shape_tuple
+    from flamefx.numpy.math import clip
+    indices = as_operand(indices)
+    _require_integer(indices, "unravel_index indices")
+    shape = _shape_tuple(shape)
+    total = int(np.prod(shape, dtype=np.int64))
+    flat = _wrap_negative(clip(indices, -total, max(total - 1, 0)), total)
+    coords, stride = [], total
+    for dim in shape:
+        stride //= max(dim, 1)
+        coord = lax.div(flat, constant_like(flat, max(stride, 1)))
+        coords.append(lax.rem(coord, constant_like(coord, max(dim, 1))))
+    return tuple(coords)
+
+
+def ravel_multi_index(multi_index, dims, mode: str = "raise", order: str = "C"):
+    """The flat indices into an array of shape ``dims`` of the coordinate arrays
+    ``multi_index``. ``mode``: 'raise' (concrete indices only), 'wrap' or 'clip'.
+
+    >>> ravel_multi_index(([1, 0], [2, 1]), (2, 3)).tolist()
+    [5, 1]
+    """
+    from flamefx.numpy.creation import _shape_tuple
+    from flamefx.numpy.math import clip, remainder
+    dims = _shape_tuple(dims)
+    if len(multi_index) != len(dims):
+        raise FlamefxValueError(f"ravel_multi_index: {len(multi_index)} index arrays for "
+                                f"{len(dims)} dimensions {dims}\n  at {user_frame()}")
+    if order not in ("C", "F"):
+        raise FlamefxValueError(f"ravel_multi_index order must be 'C' or 'F', got {order!r}")
+    coords = broadcast_arrays(*[as_operand(c) for c in multi_index])
+    for c in coords:
+        _require_integer(c, "ravel_multi_index indices")
+    coords = [convert(c, dtypes.default_int()) for c in coords]
+    if mode == "raise":
+        for c, d in zip(coords, dims):
+            values = _concrete_values(c, "ravel_multi_index with mode='raise'")
+            if values.size and (values.min() < 0 or values.max() >= d):
+                raise FlamefxValueError(f"ravel_multi_index: an index is out of bounds for a "
+                                        f"dimension of size {d} (use mode='clip' or 'wrap')")
+    elif mode == "wrap":
+        coords = [remainder(c, d) for c, d in zip(coords, dims)]
+    elif mode == "clip":
+        coords = [clip(c, 0, d - 1) for c, d in zip(coords, dims)]
+    else:
+        raise FlamefxValueError(f"ravel_multi_index mode must be 'raise', 'wrap' or 'clip', "
+                                f"got {mode!r}")
+    strides = np.cumprod((1,) + (dims[::-1] if order == "C" else dims)[:-1])
+    strides = strides[::-1] if order == "C" else strides
+    out = None
+    for c, stride in zip(coords, strides):
+        term = lax.mul(c, constant_like(c, int(stride)))
+        out = term if out is None else lax.add(out, term)
+    return out
+
+
+def select(condlist, choicelist, default=0):
+    """The element of the first ``choicelist`` entry whose condition holds, else ``default``.
+
+    >>> select([[True, False], [True, True]], [[1, 2], [3, 4]], default=0).tolist()
+    [1, 4]
+    """
+    from flamefx.numpy.math import where
+    if len(condlist) != len(choicelist):
+        raise FlamefxValueError(f"select: condlist ({len(condlist)}) and choicelist "
+                                f"({len(choicelist)}) need the same length")
+    if not condlist:
+        raise FlamefxValueError("select: condlist must not be empty")
+    out = default
+    for condition, choice in reversed(list(zip(condlist, choicelist))):
+        condition = as_operand(condition)
+        if condition.dtype != dtypes.bool_:
+            raise FlamefxTypeError(f"select: conditions must be boolean, got "
+                                   f"{condition.dtype}\n  at {user_frame()}")
+        out = where(condition, choice, out)
+    return as_operand(out)
+
+
+def nonzero(a, *, size: int | None = None, fill_value=None) -> tuple:
+    """The indices of the nonzero elements, one array per axis.
+
+    Without ``size`` the result's length depends on the values, so ``a`` must be concrete.
+    With a static ``size`` (JAX's way to jit it) the first ``size`` indices are returned,
+    padded with ``fill_value`` (default 0; a scalar or one value per axis).
 
     >>> [i.tolist() for i in nonzero([0, 3, 0, 4])]
     [[1, 3]]
+    >>> [i.tolist() for i in nonzero([0, 3, 0, 4], size=3, fill_value=-1)]
+    [[1, 3, -1]]
     """
-    values = _concrete_values(a, "nonzero")
-    return tuple(core.to_array(i.astype(dtypes.default_int())) for i in np.nonzero(values))
+    if size is None:
+        values = _concrete_values(a, "nonzero")
+        if values.ndim == 0:
+            raise FlamefxValueError("nonzero of a 0-d array is not allowed (NumPy 2 and JAX "
+                                    "agree); use fnp.atleast_1d(a) first")
+        return tuple(core.to_array(i.astype(dtypes.default_int())) for i in np.nonzero(values))
+    return _nonzero_sized(as_operand(a), size, fill_value)
 
 
-def flatnonzero(a):
-    """The indices of the nonzero elements of the flattened array (concrete arrays only).
+def _nonzero_sized(a, size, fill_value) -> tuple:
+    from flamefx.numpy.creation import _shape_tuple, zeros
+    from flamefx.numpy.math import where
+    from flamefx.numpy.reductions import cumsum
+    (size,) = _shape_tuple((size,))
+    if a.ndim == 0:
+        raise FlamefxValueError("nonzero of a 0-d array is not allowed; use fnp.atleast_1d")
+    index_dtype = dtypes.default_int()
+    n = a.size
+    mask = convert(lax.ne(a, constant_like(a, 0)) if a.dtype != dtypes.bool_ else a, index_dtype)
+    seen = cumsum(lax.reshape(mask, (n,)))  # how many nonzeros up to and including each entry
+    # found[k] = how many entries have seen <= k = the flat index of the (k+1)-th nonzero
+    # (a bincount of ``seen``, then its running sum; the extra bucket catches seen > size).
+    counts = lax.scatter(zeros(size + 1, index_dtype),
+                         lax.reshape(lax.min(seen, constant_like(seen, size)), (n, 1)),
+                         constant_like(seen, 1), (0,), "add")
+    found = cumsum(lax.slice(counts, (0,), (size,)))
+    out, stride = [], n
+    for dim in a.shape:
+        stride //= max(dim, 1)
+        coord = lax.div(found, constant_like(found, max(stride, 1)))
+        out.append(lax.rem(coord, constant_like(coord, max(dim, 1))))
+    if fill_value is not None:
+        fills = fill_value if isinstance(fill_value, tuple) else (fill_value,) * a.ndim
+        if len(fills) != a.ndim:
+            raise FlamefxValueError(f"nonzero: fill_value needs one value per axis ({a.ndim}),"
+                                    f" got {fill_value!r}")
+        total = lax.slice(seen, (n - 1,), (n,)) if n else zeros(1, index_dtype)
+        padding = lax.ge(lax.iota(index_dtype, (size,), 0), broadcast_to(total, (size,)))
+        out = [where(padding, fill, entry) for fill, entry in zip(fills, out)]
+    return tuple(out)
+
+
+def flatnonzero(a, *, size: int | None = None, fill_value=None):
+    """The indices of the nonzero elements of the flattened array (``size``: see nonzero).
 
     >>> flatnonzero([[0, 1], [1, 0]]).tolist()
     [1, 2]
     """
-    values = _concrete_values(a, "flatnonzero")
-    return core.to_array(np.flatnonzero(values).astype(dtypes.default_int()))
+    a = as_operand(a)
+    return nonzero(lax.reshape(a, (a.size,)), size=size, fill_value=fill_value)[0]
 
 
-def argwhere(a):
-    """The indices of the nonzero elements as rows (concrete arrays only).
+def argwhere(a, *, size: int | None = None, fill_value=None):
+    """The indices of the nonzero elements as rows (``size``: see nonzero).
 
     >>> argwhere([0, 5]).tolist()
     [[1]]
     """
-    values = _concrete_values(a, "argwhere")
-    return core.to_array(np.argwhere(values).astype(dtypes.default_int()))
+    a = as_operand(a)
+    if a.ndim == 0:
+        count = 1 if size is None else size  # NumPy: a 0-d array has one "row" of no columns
+        picked = int(_concrete_values(a, "argwhere") != 0) if size is None else count
+        return lax.broadcast_in_dim(core.to_array(np.zeros((), dtypes.default_int())),
+                                    (picked, 0), ())
+    columns = nonzero(a, size=size, fill_value=fill_value)
+    return lax.concatenate([lax.reshape(c, (c.shape[0], 1)) for c in columns], 1)
 
 
 def _concrete_values(a, what: str) -> np.ndarray:
@@ -194,6 +360,19 @@ def _array_entries(entry) -> list:
     return [_Advanced(entry)]
 
 
+def _is_scalar_mask(index) -> bool:
+    return (isinstance(index, (Array, Tracer, np.ndarray)) and index.shape == ()
+            and index.dtype == dtypes.bool_)
+
+
+def _scalar_mask(x, mask):
+    """``x[mask]`` for a 0-d boolean mask (``x[x > 0]`` with 0-d ``x``): NumPy adds an axis
+    of length 1 (True) or 0 (False). The mask must be concrete, as any boolean mask."""
+    keep = bool(_concrete_values(mask, "boolean mask indexing"))
+    y = lax.reshape(x, (1,) + x.shape)
+    return y if keep else lax.slice(y, (0,) * y.ndim, (0,) + x.shape)
+
+
 def _static_slice(s: slice, n: int):
     """(reversed?, start, limit, stride) of a slice, in the coordinates after an optional rev."""
     start, stop, step = s.indices(n)
@@ -209,6 +388,8 @@ def _static_slice(s: slice, n: int):
 def _getitem(x, index):
     """``x[index]`` with NumPy's indexing rules (the engine behind ``Array.__getitem__``)."""
     x = as_operand(x)
+    if _is_scalar_mask(index):
+        return _scalar_mask(x, index)
     entries = _index_entries(index, x.ndim)
     has_advanced = any(isinstance(e, _Advanced) for e in entries)
     if has_advanced:  # with arrays present, ints are advanced indices too (NumPy's rule)

@@ -679,18 +679,23 @@ def rint(x):
     return round(x)
 
 
-def where(condition, x=None, y=None):
+def where(condition, x=None, y=None, /, *, size=None, fill_value=None):
     """``x`` where ``condition`` holds, else ``y`` (with broadcasting and promotion).
 
-    With one argument: the indices of the nonzero elements (concrete arrays only).
+    With one argument: ``nonzero(condition, size=size, fill_value=fill_value)`` (concrete
+    arrays only unless a static ``size`` is given).
 
     >>> import flamefx.numpy as fnp
     >>> fnp.where(fnp.array([True, False]), 1, 0).tolist()
     [1, 0]
     """
     if x is None and y is None:
+    >>> fnp.where(fnp.array([0, 7]), size=2, fill_value=-1)[0].tolist()
+    [1, -1]
         from flamefx.numpy.indexing import nonzero
-        return nonzero(condition)
+        return nonzero(condition, size=size, fill_value=fill_value)
+    if size is not None or fill_value is not None:
+        raise FlamefxTypeError("where: size and fill_value go with the one-argument form only")
     if x is None or y is None:
         raise FlamefxTypeError("where takes either one argument or three")
     condition = truth(condition)

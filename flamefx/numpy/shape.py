@@ -45,13 +45,25 @@ def size(a, axis=None) -> int:
     return int(np.prod(dims, dtype=np.int64)) if axis is None else dims[axis]
 
 
-def astype(x, dtype):
-    """``x`` converted to ``dtype`` (floats to ints truncate toward zero).
+class AxisError(FlamefxValueError, IndexError):
+    """An axis out of range for an array (like NumPy's AxisError, both a ValueError and an
+    IndexError, as the array API asks of ``expand_dims``)."""
+
+
+def astype(x, dtype, copy: bool = False, device=None):
+    """``x`` converted to ``dtype`` (floats to ints truncate toward zero), on ``device`` if
+    given. ``copy`` is accepted for the array API: flamefx arrays are immutable, so a copy
+    and the original cannot be told apart.
 
     >>> astype([1.7, -1.7], int).tolist()
     [1, -1]
     """
-    return convert(as_operand(x), dtypes.canonicalize(dtype))
+    del copy
+    out = convert(as_operand(x), dtypes.canonicalize(dtype))
+    if device is None:
+        return out
+    from flamefx.transfer import device_put
+    return device_put(out, device)
 
 
 def _resolve_shape(new_shape, total: int) -> tuple:
@@ -70,14 +82,23 @@ def _resolve_shape(new_shape, total: int) -> tuple:
     return tuple(new_shape)
 
 
-def reshape(a, newshape, order: str = "C"):
-    """``a`` with a new shape of the same size; one dimension may be -1.
+def reshape(a, shape=None, order: str = "C", *, newshape=None, copy: bool | None = None):
+    """``a`` with a new ``shape`` of the same size; one dimension may be -1.
+
+    ``newshape=`` is NumPy's older name of ``shape`` (JAX accepts both); ``copy`` is
+    accepted for the array API (flamefx arrays are immutable).
 
     >>> reshape([1, 2, 3, 4], (2, -1)).tolist()
     [[1, 2], [3, 4]]
+    >>> reshape([1, 2], newshape=(2, 1)).shape
+    (2, 1)
     """
+    del copy
+    if (shape is None) == (newshape is None):
+        raise FlamefxTypeError(f"reshape takes the new shape as `shape` (or NumPy's "
+                               f"`newshape`), exactly one of them\n  at {user_frame()}")
     a = as_operand(a)
-    newshape = _resolve_shape(newshape, a.size)
+    newshape = _resolve_shape(shape if shape is not None else newshape, a.size)
     if order == "F":
         flipped = lax.reshape(transpose(a), newshape[::-1])
         return transpose(flipped)
@@ -165,6 +186,11 @@ def expand_dims(a, axis):
     a = as_operand(a)
     axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
     out_ndim = a.ndim + len(axes)
+    for ax in axes:
+        if not -out_ndim <= ax < out_ndim:
+            raise AxisError(f"expand_dims: axis {ax} is out of bounds for the result of "
+                            f"{out_ndim} dimension(s) (input shape {a.shape})\n  at "
+                            f"{user_frame()}")
     axes = canonical_axes(axes, out_ndim)
     dims = iter(a.shape)
     new_shape = tuple(1 if i in axes else next(dims) for i in range(out_ndim))
@@ -521,3 +547,261 @@ def pad(array, pad_width, mode: str = "constant", constant_values=0):
         if lo or hi:
             array = _edge_slices(array, axis, lo, hi, mode)
     return array
+
+
+# --- rotations, stacking and editing along an axis --------------------------------------------
+
+
+def rot90(m, k: int = 1, axes: tuple = (0, 1)):
+    """``m`` rotated by 90 degrees ``k`` times in the plane of ``axes`` (first towards second).
+
+    >>> rot90([[1, 2], [3, 4]]).tolist()
+    [[2, 4], [1, 3]]
+    """
+    m = as_operand(m)
+    if len(axes) != 2:
+        raise FlamefxValueError(f"rot90 takes two axes, got {axes!r}\n  at {user_frame()}")
+    ax1, ax2 = canonical_axis(axes[0], m.ndim), canonical_axis(axes[1], m.ndim)
+    if ax1 == ax2:
+        raise FlamefxValueError(f"rot90 needs two different axes, got {axes!r}\n  at "
+                                f"{user_frame()}")
+    k = int(k) % 4
+    if k == 0:
+        return m
+    if k == 2:
+        return flip(flip(m, ax1), ax2)
+    perm = list(range(m.ndim))
+    perm[ax1], perm[ax2] = ax2, ax1
+    return transpose(flip(m, ax2), perm) if k == 1 else flip(transpose(m, perm), ax2)
+
+
+def rollaxis(a, axis: int, start: int = 0):
+    """``a`` with ``axis`` moved to lie before position ``start`` (prefer ``moveaxis``).
+
+    >>> import flamefx.numpy as fnp
+    >>> rollaxis(fnp.zeros((3, 4, 5)), 2).shape
+    (5, 3, 4)
+    """
+    a = as_operand(a)
+    axis = canonical_axis(axis, a.ndim)
+    if not -a.ndim <= start <= a.ndim:
+        raise AxisError(f"rollaxis: start {start} is out of bounds for {a.ndim} dimension(s)"
+                        f"\n  at {user_frame()}")
+    start = start + a.ndim if start < 0 else start
+    return moveaxis(a, axis, start - 1 if start > axis else start)
+
+
+def _block(parts) -> tuple:
+    """(array, list depth) of a nested list of arrays, joined innermost-first."""
+    if isinstance(parts, tuple):
+        raise FlamefxValueError(f"block takes nested lists, not tuples, got {parts!r}")
+    if not isinstance(parts, list):
+        return as_operand(parts), 1
+    if not parts:
+        raise FlamefxValueError("block does not allow empty lists")
+    blocks, depths = zip(*(_block(p) for p in parts))
+    if len(set(depths)) != 1:
+        raise FlamefxValueError(f"block: mismatched list depths {depths}\n  at {user_frame()}")
+    rank = max(depths[0], *(b.ndim for b in blocks))
+    blocks = [lax.reshape(b, (1,) * (rank - b.ndim) + b.shape) if b.ndim < rank else b
+              for b in blocks]
+    return concatenate(blocks, axis=-depths[0]), depths[0] + 1
+
+
+def block(arrays):
+    """An array assembled from nested lists of blocks (the innermost list joins the last axis).
+
+    >>> import flamefx.numpy as fnp
+    >>> block([[fnp.eye(2), fnp.zeros((2, 1))]]).shape
+    (2, 3)
+    """
+    return _block(arrays)[0]
+
+
+def dstack(tup, dtype=None):
+    """The arrays joined depth-wise (along axis 2, after ``atleast_3d``).
+
+    >>> dstack([[1, 2], [3, 4]]).shape
+    (1, 2, 2)
+    """
+    arrays = [atleast_3d(a) for a in tup]
+    out = concatenate(arrays, 2)
+    return out if dtype is None else astype(out, dtype)
+
+
+def row_stack(tup):
+    """NumPy's older name of ``vstack``.
+
+    >>> row_stack([[1], [2]]).shape
+    (2, 1)
+    """
+    return vstack(tup)
+
+
+def _split_at_least(name: str, ary, indices_or_sections, min_ndim: int, axis: int) -> list:
+    ary = as_operand(ary)
+    if ary.ndim < min_ndim:
+        raise FlamefxValueError(f"{name} needs an array of at least {min_ndim} dimension(s), "
+                                f"got shape {ary.shape}\n  at {user_frame()}")
+    return _split(ary, indices_or_sections, axis, even=True)
+
+
+def vsplit(ary, indices_or_sections) -> list:
+    """``split`` along axis 0 (arrays of 2 or more dimensions).
+
+    >>> [p.shape for p in vsplit([[1, 2], [3, 4]], 2)]
+    [(1, 2), (1, 2)]
+    """
+    return _split_at_least("vsplit", ary, indices_or_sections, 2, 0)
+
+
+def hsplit(ary, indices_or_sections) -> list:
+    """``split`` along axis 1 (axis 0 for 1-D arrays).
+
+    >>> [p.tolist() for p in hsplit([1, 2, 3, 4], 2)]
+    [[1, 2], [3, 4]]
+    """
+    ary = as_operand(ary)
+    return _split_at_least("hsplit", ary, indices_or_sections, 1, 1 if ary.ndim > 1 else 0)
+
+
+def dsplit(ary, indices_or_sections) -> list:
+    """``split`` along axis 2 (arrays of 3 or more dimensions).
+
+    >>> import flamefx.numpy as fnp
+    >>> [p.shape for p in dsplit(fnp.zeros((1, 1, 4)), 2)]
+    [(1, 1, 2), (1, 1, 2)]
+    """
+    return _split_at_least("dsplit", ary, indices_or_sections, 3, 2)
+
+
+def unstack(x, /, *, axis: int = 0) -> tuple:
+    """The slices of ``x`` along ``axis``, as a tuple (the inverse of ``stack``).
+
+    >>> [u.tolist() for u in unstack([[1, 2], [3, 4]], axis=1)]
+    [[1, 3], [2, 4]]
+    """
+    x = as_operand(x)
+    if x.ndim == 0:
+        raise FlamefxValueError(f"unstack needs an array of at least one dimension\n  at "
+                                f"{user_frame()}")
+    x = moveaxis(x, canonical_axis(axis, x.ndim), 0)
+    return tuple(lax.reshape(_slice_axis(x, 0, i, i + 1), x.shape[1:])
+                 for i in range(x.shape[0]))
+
+
+def matrix_transpose(x, /):
+    """``x`` with its last two axes swapped (a batch of matrices transposed).
+
+    >>> import flamefx.numpy as fnp
+    >>> matrix_transpose(fnp.zeros((5, 2, 3))).shape
+    (5, 3, 2)
+    """
+    x = as_operand(x)
+    if x.ndim < 2:
+        raise FlamefxValueError(f"matrix_transpose needs an array of at least 2 dimensions, "
+                                f"got shape {x.shape}\n  at {user_frame()}")
+    return swapaxes(x, -1, -2)
+
+
+def append(arr, values, axis: int | None = None):
+    """``values`` appended to ``arr`` along ``axis`` (None: both flattened first).
+
+    >>> append([1, 2], [[3], [4]]).tolist()
+    [1, 2, 3, 4]
+    """
+    if axis is None:
+        return concatenate([ravel(arr), ravel(values)], 0)
+    return concatenate([arr, values], axis)
+
+
+def _concrete_positions(name: str, obj, n: int) -> np.ndarray:
+    """``obj`` (a slice, int, or integer/boolean array-like) as concrete integer positions."""
+    if isinstance(obj, slice):
+        return np.arange(n)[obj]
+    if isinstance(obj, core.Tracer):
+        value = obj.to_concrete()
+        if value is None:
+            raise FlamefxValueError(
+                f"{name}: the positions must be concrete (static), got a traced array "
+                f"{obj.aval.str_short()}; pass them as a NumPy array or mark the argument "
+                f"static (jit's static_argnums)\n  at {user_frame()}")
+        obj = value
+    positions = np.asarray(obj)
+    if positions.dtype == np.bool_ and positions.shape == (n,):
+        return np.flatnonzero(positions)
+    if positions.size == 0:
+        return positions.astype(np.int64)
+    if not np.issubdtype(positions.dtype, np.integer) or positions.ndim > 1:
+        raise FlamefxValueError(f"{name}: positions must be a slice, an int or a 1-D integer "
+                                f"array, got {positions.dtype} of shape {positions.shape}\n  at "
+                                f"{user_frame()}")
+    if ((positions < -n) | (positions > n)).any():
+        raise IndexError(f"{name}: positions {positions.tolist()} are out of bounds for an "
+                         f"axis of size {n}")
+    return positions.astype(np.int64)
+
+
+def _take_positions(a, sources: np.ndarray, axis: int):
+    from flamefx.numpy.indexing import take
+    return take(a, core.to_array(sources.astype(np.int32)), axis=axis)
+
+
+def delete(arr, obj, axis: int | None = None):
+    """``arr`` without the entries at ``obj`` (a slice, int, int array or boolean mask) along
+    ``axis`` (None: of the flattened array). ``obj`` must be concrete.
+
+    >>> delete([1, 2, 3, 4], [0, 2]).tolist()
+    [2, 4]
+    """
+    arr = as_operand(arr)
+    if axis is None:
+        arr, axis = ravel(arr), 0
+    axis = canonical_axis(axis, arr.ndim)
+    n = arr.shape[axis]
+    positions = _concrete_positions("delete", obj, n)
+    if positions.ndim == 0 and not -n <= positions < n:
+        raise IndexError(f"delete: index {int(positions)} is out of bounds for an axis of size "
+                         f"{n}")
+    keep = np.ones(n, bool)
+    keep[positions % n if n else positions] = False
+    return _take_positions(arr, np.flatnonzero(keep), axis)
+
+
+def insert(arr, obj, values, axis: int | None = None):
+    """``arr`` with ``values`` inserted before the positions ``obj`` along ``axis`` (None: of
+    the flattened array); ``obj`` must be concrete. Differentiable in ``arr`` and ``values``.
+
+    >>> insert([1, 2, 3], 1, 9).tolist()
+    [1, 9, 2, 3]
+    >>> insert([1, 2, 3], [0, 3], [7, 8]).tolist()
+    [7, 1, 2, 3, 8]
+    """
+    arr = as_operand(arr)
+    values = convert(as_operand(values), arr.dtype, arr.weak_type)
+    if axis is None:
+        arr, axis = ravel(arr), 0
+    axis = canonical_axis(axis, arr.ndim)
+    n = arr.shape[axis]
+    positions = _concrete_positions("insert", obj, n)
+    if positions.ndim == 0:
+        # NumPy's rule for one position: values' leading axis runs along ``axis``.
+        values = lax.reshape(values, (1,) * (arr.ndim - values.ndim) + values.shape)
+        values = moveaxis(values, 0, axis) if values.ndim == arr.ndim else values
+        count = values.shape[axis] if values.ndim == arr.ndim else 1
+        position = int(positions)
+        positions = np.full(count, position + n if position < 0 else position)
+    else:
+        positions = np.where(positions < 0, positions + n, positions)
+        count = positions.size
+    values = broadcast_to(values, _with(arr.shape, axis, count))
+    # Each inserted value lands before its position, after the values inserted before it.
+    order = np.argsort(positions, kind="stable")
+    new_at = np.empty(count, np.int64)
+    new_at[order] = positions[order] + np.arange(count)
+    sources = np.empty(n + count, np.int64)
+    is_new = np.zeros(n + count, bool)
+    is_new[new_at] = True
+    sources[new_at] = n + np.arange(count)
+    sources[~is_new] = np.arange(n)
+    return _take_positions(concatenate([arr, values], axis), sources, axis)
