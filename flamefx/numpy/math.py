@@ -688,10 +688,10 @@ def where(condition, x=None, y=None, /, *, size=None, fill_value=None):
     >>> import flamefx.numpy as fnp
     >>> fnp.where(fnp.array([True, False]), 1, 0).tolist()
     [1, 0]
-    """
-    if x is None and y is None:
     >>> fnp.where(fnp.array([0, 7]), size=2, fill_value=-1)[0].tolist()
     [1, -1]
+    """
+    if x is None and y is None:
         from flamefx.numpy.indexing import nonzero
         return nonzero(condition, size=size, fill_value=fill_value)
     if size is not None or fill_value is not None:
