@@ -61,6 +61,13 @@ CASES = [
     ("kl_div", fss.kl_div, ss.kl_div,
      [np.array([0.0, 0.0, 0.5, 1.0, -1.0, 2.0]), np.array([0.0, 1.0, 0.2, 1.0, 1.0, -1.0])], ()),
     ("factorial", fss.factorial, ss.factorial, [np.array([-1.0, 0.0, 1.0, 4.0, 7.5])], ()),
+    ("beta", fss.beta, ss.beta, [np.array([0.5, 2.0, -0.5, 3.5]), np.array([1.5, 3.0, 2.2, 0.7])],
+     (0, 1)),
+    ("comb", fss.comb, ss.comb,
+     [np.array([5.0, 10.0, 4.0, 3.0, 7.5]), np.array([2.0, 3.0, 5.0, -1.0, 2.5])], ()),
+    ("comb with repetition", lambda n, k: fss.comb(n, k, repetition=True),
+     lambda n, k: ss.comb(n, k, repetition=True), [np.array([5.0, 4.0, 3.0]),
+                                                     np.array([2.0, 0.0, 4.0])], ()),
 ]
 
 
@@ -162,3 +169,12 @@ def test_jit_and_vmap():
     np.testing.assert_allclose(np.asarray(flamefx.jit(fss.gammaln)(x)), ss.gammaln(np.asarray(x)))
     per_row = flamefx.vmap(lambda r: fss.logsumexp(r))(x)
     np.testing.assert_allclose(np.asarray(per_row), ss.logsumexp(np.asarray(x), axis=1))
+
+
+def test_nan_where_jax_gives_nan():
+    # polygamma for negative or fractional orders, zeta at x == 1 (SciPy: inf), gamma at poles.
+    got = fss.polygamma(_f64([-1.0, 1.5, 1.0]), _f64([2.0, 2.0, 2.0]))
+    assert np.isnan(np.asarray(got)[:2]).all() and np.isfinite(np.asarray(got)[2])
+    assert np.isnan(float(fss.zeta(_f64(1.0), _f64(2.0))))
+    assert np.isnan(np.asarray(fss.gamma(_f64([-1.0, -2.0, -np.inf])))).all()
+    assert float(fss.gamma(_f64(-0.0))) == -np.inf

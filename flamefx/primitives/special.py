@@ -36,48 +36,49 @@ from flamefx.primitives.elementwise import (
 _HALF = (dtypes.float16, dtypes.bfloat16)
 
 
-def _same_dtype_as_input(scipy_fn):
-    """``scipy_fn`` with its result cast to the last operand's dtype (some return float64)."""
+def _cpu_impl(fn_name, domain):
+    """``scipy.special.<fn_name>`` cast to the operands' dtype (some return float64), then
+    ``domain``'s NaNs."""
     def fn(*xs):
-        return np.asarray(scipy_fn(*xs)).astype(xs[-1].dtype)
+        out = np.asarray(getattr(scipy.special, fn_name)(*xs)).astype(xs[-1].dtype)
+        return out if domain is None else domain(np, *xs, out)
     return fn
 
 
-def _cupyx_impl(fn_name):
-    """The GPU impl: ``cupyx.scipy.special.<fn_name>``; half types computed in float32."""
+def _cupyx_impl(fn_name, domain):
+    """``cupyx.scipy.special.<fn_name>`` (the same names as SciPy's), then ``domain``'s NaNs;
+    float16/bfloat16 computed in float32."""
     def cuda_impl(*arrays):
         import cupyx.scipy.special as cupy_special
-        devices.cupy()
         dtype = arrays[-1].dtype
         if dtype in _HALF:
             arrays = [cuda_elementwise.convert(a, np.float32) for a in arrays]
         out = getattr(cupy_special, fn_name)(*arrays)
+        if domain is not None:
+            out = domain(devices.cupy(), *arrays, out)
         return [cuda_elementwise.convert(out, dtype)]
     return cuda_impl
 
 
-def _opaque(name, scipy_fn, cupyx_name, partials):
-    """An elementwise primitive that jit runs as one opaque step (a cupyx ufunc on the GPU)."""
+def _opaque(name, fn_name, partials, domain=None):
+    """An elementwise primitive that jit runs as one opaque step: SciPy's ufunc ``fn_name``
+    on the CPU, CuPy's of the same name on the GPU."""
     prim = Primitive(name, abstract_eval=_same_type_rule(FLOAT),
-                     impl=_numpy_impl(_same_dtype_as_input(scipy_fn)),
-                     cuda_impl=_cupyx_impl(cupyx_name), vjp=_vjp_from_partials(partials))
+                     impl=_numpy_impl(_cpu_impl(fn_name, domain)),
+                     cuda_impl=_cupyx_impl(fn_name, domain), vjp=_vjp_from_partials(partials))
     prim.jvp = _jvp_from_partials(prim, partials)
     prim.batch = _batch_rule(prim)
     return prim
 
 
-def _numpy_polygamma(m, x):
-    """scipy's polygamma, NaN where ``m`` is negative or not an integer (as JAX)."""
-    valid = (m >= 0) & (m == np.floor(m))
-    with np.errstate(all="ignore"):
-        out = scipy.special.polygamma(np.where(valid, m, 0).astype(np.float64), x)
-    return np.where(valid, out, np.nan)
+def _polygamma_domain(xp, m, x, out):
+    """NaN where ``m`` is negative or not an integer (JAX; SciPy extends it)."""
+    return xp.where((m >= 0) & (m == xp.floor(m)), out, xp.nan).astype(out.dtype)
 
 
-def _numpy_zeta(x, q):
-    """Hurwitz zeta; NaN for x < 1 (scipy agrees) and for x == 1 (scipy: inf), as JAX."""
-    out = scipy.special.zeta(x, q)
-    return np.where(x == 1, np.nan, out)
+def _zeta_domain(xp, x, q, out):
+    """NaN at x == 1 (JAX; SciPy gives inf there); x < 1 is NaN in both."""
+    return xp.where(x == 1, xp.nan, out).astype(out.dtype)
 
 
 # --- derivatives ---------------------------------------------------------------------------
@@ -113,25 +114,27 @@ lgamma_p = _unary("lgamma", scipy.special.gammaln, "lgamma(x0)",
 erfc_p = _unary("erfc", scipy.special.erfc, "erfc(x0)",
                 partial=lambda x, out: mul(full_like(x, -2 / math.sqrt(math.pi)),
                                            exp(neg(mul(x, x)))))
-digamma_p = _opaque("digamma", scipy.special.digamma, "digamma",
+digamma_p = _opaque("digamma", "digamma",
                     lambda x, out: [polygamma(full_like(x, 1), x)])
-polygamma_p = _opaque("polygamma", _numpy_polygamma, "polygamma",
-                      lambda m, x, out: [None, polygamma(add(m, full_like(m, 1)), x)])
-igamma_p = _opaque("igamma", scipy.special.gammainc, "gammainc",
+polygamma_p = _opaque("polygamma", "polygamma",
+                      lambda m, x, out: [None, polygamma(add(m, full_like(m, 1)), x)],
+                      _polygamma_domain)
+igamma_p = _opaque("igamma", "gammainc",
                    lambda a, x, out: [None, _igamma_dx(a, x)])
-igammac_p = _opaque("igammac", scipy.special.gammaincc, "gammaincc",
+igammac_p = _opaque("igammac", "gammaincc",
                     lambda a, x, out: [None, neg(_igamma_dx(a, x))])
-bessel_i0e_p = _opaque("bessel_i0e", scipy.special.i0e, "i0e",
+bessel_i0e_p = _opaque("bessel_i0e", "i0e",
                        lambda x, out: [sub(bessel_i1e(x), mul(sign(x), out))])
-bessel_i1e_p = _opaque("bessel_i1e", scipy.special.i1e, "i1e",
+bessel_i1e_p = _opaque("bessel_i1e", "i1e",
                        lambda x, out: [_bessel_i1e_partial(x, out)])
-betainc_p = _opaque("betainc", scipy.special.betainc, "betainc",
+betainc_p = _opaque("betainc", "betainc",
                     lambda a, b, x, out: [None, None, _betainc_dx(a, b, x)])
-ndtri_p = _opaque("ndtri", scipy.special.ndtri, "ndtri",
+ndtri_p = _opaque("ndtri", "ndtri",
                   lambda p, out: [mul(full_like(p, math.sqrt(2 * math.pi)),
                                       exp(mul(full_like(p, 0.5), mul(out, out))))])
-zeta_p = _opaque("zeta", _numpy_zeta, "zeta",
-                 lambda x, q, out: [None, mul(neg(x), zeta(add(x, full_like(x, 1)), q))])
+zeta_p = _opaque("zeta", "zeta",
+                 lambda x, q, out: [None, mul(neg(x), zeta(add(x, full_like(x, 1)), q))],
+                 _zeta_domain)
 
 
 # --- lax-level wrappers ----------------------------------------------------------------------

@@ -227,6 +227,17 @@ def betaln(a, b):
     return prims.lgamma(a) + prims.lgamma(b) - prims.lgamma(a + b)
 
 
+def beta(a, b):
+    """The beta function Gamma(a) Gamma(b) / Gamma(a + b), with its sign (JAX's formula).
+
+    >>> float(beta(1.0, 1.0))
+    1.0
+    """
+    a, b = _inexact(a, b)
+    sign = gammasgn(a) * gammasgn(b) * gammasgn(a + b)
+    return sign * fnp.exp(betaln(a, b))
+
+
 def betainc(a, b, x):
     """The regularized incomplete beta function I_x(a, b); differentiable in ``x``.
 
@@ -263,6 +274,24 @@ def factorial(n, exact: bool = False):
                                   "point, as JAX)")
     n = _inexact(n)
     return fnp.where(n < 0, _const(n, 0.0), fnp.exp(prims.lgamma(n + 1.0)))
+
+
+def comb(N, k, *, repetition: bool = False):
+    """The number of ways to choose ``k`` of ``N`` (floating point, through gammaln); 0
+    outside 0 <= k <= N; ``repetition``: with replacement, comb(N + k - 1, k).
+
+    >>> round(float(comb(5.0, 2.0)), 4)
+    10.0
+    """
+    N, k = _inexact(N, k)
+    if repetition:
+        return fnp.where((k == 0) & (N >= 0), _const(N, 1.0), comb(N + k - 1.0, k))
+    valid = (k <= N) & (N >= 0) & (k >= 0)
+    safe_n = fnp.where(valid, N, _const(N, 0.0))
+    safe_k = fnp.where(valid, k, _const(k, 0.0))
+    value = fnp.exp(prims.lgamma(safe_n + 1.0) - prims.lgamma(safe_k + 1.0)
+                    - prims.lgamma(safe_n + 1.0 - safe_k))
+    return fnp.where(valid, value, _const(value, 0.0))
 
 
 def zeta(x, q=None):
