@@ -22,7 +22,8 @@ from flamefx.errors import (ConcretizationError, DeletedArrayError, FlamefxError
 
 _SHORT = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16",
           "int32": "i32", "int64": "i64", "int8": "i8", "int16": "i16", "uint8": "u8",
-          "uint16": "u16", "uint32": "u32", "uint64": "u64", "bool": "bool"}
+          "uint16": "u16", "uint32": "u32", "uint64": "u64", "bool": "bool",
+          "complex64": "c64", "complex128": "c128"}
 
 
 class ShapedArray:
@@ -197,9 +198,12 @@ class ArrayMethods:
     def clip(self, min=None, max=None): return _numpy_api().clip(self, min, max)
     def round(self, decimals=0): return _numpy_api().round(self, decimals)
     def dot(self, other): return _numpy_api().dot(self, other)
-    def conj(self): return self
+    def conj(self): return _numpy_api().conj(self)
+    def conjugate(self): return _numpy_api().conj(self)
     @property
-    def real(self): return self
+    def real(self): return _numpy_api().real(self)
+    @property
+    def imag(self): return _numpy_api().imag(self)
 
 
 # --- concrete arrays -----------------------------------------------------------------------
@@ -705,7 +709,7 @@ class Tracer(ArrayMethods):
 def get_aval(x) -> ShapedArray:
     if isinstance(x, (Array, Tracer)):
         return x.aval
-    if isinstance(x, (bool, int, float)) and not isinstance(x, np.generic):
+    if isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic):
         return ShapedArray((), dtypes.dtype_of_python_scalar(x), weak_type=True)
     arr = np.asarray(x)
     return ShapedArray(arr.shape, dtypes.canonicalize(arr.dtype))

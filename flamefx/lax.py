@@ -20,6 +20,10 @@ from flamefx.primitives.elementwise import (
     pow, rem, round, rsqrt, select_n, shift_left, shift_right_logical, sign, sin, sqrt, square, sub,
     tan, tanh)
 
+# --- primitives: complex numbers ----------------------------------------------------------------
+from flamefx.primitives.complex_ops import complex_ as complex
+from flamefx.primitives.complex_ops import conj, imag, real
+
 # --- primitives: reductions --------------------------------------------------------------------
 from flamefx.primitives.reductions import (
     argmax, argmin, cumsum, reduce_and, reduce_max, reduce_min, reduce_or, reduce_prod, reduce_sum)

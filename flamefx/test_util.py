@@ -12,9 +12,9 @@ from flamefx import core, dtypes, tree_util
 from flamefx.errors import FlamefxError
 
 _TOL = {np.dtype("float64"): 1e-5, np.dtype("float32"): 2e-2, np.dtype("float16"): 1e-1,
-        dtypes.bfloat16: 1e-1}
+        dtypes.bfloat16: 1e-1, np.dtype("complex128"): 1e-5, np.dtype("complex64"): 2e-2}
 _EPS = {np.dtype("float64"): 1e-5, np.dtype("float32"): 3e-3, np.dtype("float16"): 1e-1,
-        dtypes.bfloat16: 1e-1}
+        dtypes.bfloat16: 1e-1, np.dtype("complex128"): 1e-5, np.dtype("complex64"): 3e-3}
 
 
 def check_grads(f, args, order: int = 2, modes=("fwd", "rev"), atol=None, rtol=None, eps=None,
@@ -24,7 +24,8 @@ def check_grads(f, args, order: int = 2, modes=("fwd", "rev"), atol=None, rtol=N
     Forward mode: ``jvp`` against a central difference in one random direction. Reverse
     mode: the inner-product identity ``<u, J v> = <J^T u, v>`` with ``J v`` by central
     differences and ``J^T u`` by ``vjp``. Higher orders recurse on the jvp and vjp
-    functions, as JAX's check_grads does. Raises AssertionError on a mismatch.
+    functions, as JAX's check_grads does. Complex arguments take random complex directions
+    and the pairing is JAX's ``Re(sum(a * b))``. Raises AssertionError on a mismatch.
     """
     from flamefx.transforms.ad import jvp, vjp
     rng = np.random.default_rng(seed)
@@ -51,15 +52,18 @@ def check_grads(f, args, order: int = 2, modes=("fwd", "rev"), atol=None, rtol=N
 
 
 def _float_leaves_only(tree):
-    return [x for x in tree_util.tree_leaves(tree) if dtypes.is_float(core.get_aval(x).dtype)]
+    return [x for x in tree_util.tree_leaves(tree) if dtypes.is_inexact(core.get_aval(x).dtype)]
 
 
 def _random_like(tree, rng):
     def draw(x):
         aval = core.get_aval(x)
-        if not dtypes.is_float(aval.dtype):
+        if not dtypes.is_inexact(aval.dtype):
             return x
-        value = rng.standard_normal(aval.shape).astype(aval.dtype)
+        value = rng.standard_normal(aval.shape)
+        if dtypes.is_complex(aval.dtype):
+            value = value + 1j * rng.standard_normal(aval.shape)
+        value = value.astype(aval.dtype)
         device = x.device if isinstance(x, core.Array) else None
         return core.to_array(value, device=device)
     return tree_util.tree_map(draw, tree)
@@ -68,7 +72,7 @@ def _random_like(tree, rng):
 def _axpy(a, t, x):
     """x + a * t over float leaves (integer leaves stay as they are)."""
     def step(xi, ti):
-        if not dtypes.is_float(core.get_aval(xi).dtype):
+        if not dtypes.is_inexact(core.get_aval(xi).dtype):
             return xi
         return xi + ti * a
     return tree_util.tree_map(step, x, t)
@@ -119,10 +123,11 @@ def _check_vjp(f, args, rng, atol, rtol, eps):
 def _inner(a, b) -> float:
     total = 0.0
     for x, y in zip(tree_util.tree_leaves(a), tree_util.tree_leaves(b)):
-        xa = np.asarray(x, dtype=np.float64) if dtypes.is_float(core.get_aval(x).dtype) else None
-        if xa is None:
+        if not dtypes.is_inexact(core.get_aval(x).dtype):
             continue
-        total += float(np.sum(xa * np.asarray(y, dtype=np.float64)))
+        # JAX's pairing: bilinear, Re(sum(x * y)), not the Hermitian inner product.
+        product = np.asarray(x, dtype=np.complex128) * np.asarray(y, dtype=np.complex128)
+        total += float(np.sum(product).real)
     return total
 
 
@@ -132,8 +137,9 @@ def _assert_close(actual, expected, atol, rtol, what):
     if len(a_leaves) != len(e_leaves):
         raise FlamefxError(f"{what}: {len(a_leaves)} leaves vs {len(e_leaves)}")
     for i, (a, e) in enumerate(zip(a_leaves, e_leaves)):
-        a64 = np.asarray(a, dtype=np.float64)
-        e64 = np.asarray(e, dtype=np.float64)
+        wide = np.complex128 if np.iscomplexobj(a) or np.iscomplexobj(e) else np.float64
+        a64 = np.asarray(a, dtype=wide)
+        e64 = np.asarray(e, dtype=wide)
         if not np.allclose(a64, e64, atol=atol, rtol=rtol, equal_nan=True):
             err = np.max(np.abs(a64 - e64)) if a64.size else 0.0
             raise AssertionError(f"{what}: leaf {i} differs (max abs error {err:.3g}, atol "

@@ -227,8 +227,6 @@ def test_array_and_asarray():
     assert fnp.array(3.0, ndmin=2).shape == (1, 1)
     with pytest.raises(TypeError):
         fnp.array("abc")
-    with pytest.raises(TypeError):
-        fnp.array([1 + 2j])
 
 
 # --- reductions ----------------------------------------------------------------------------------

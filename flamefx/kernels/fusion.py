@@ -62,6 +62,8 @@ def reduction_layout(shape, axes) -> tuple[bool, int]:
 
 def kind_of(eqn: JaxprEqn) -> str:
     fusion = eqn.prim.fusion
+    if any(dtypes.is_complex(v.aval.dtype) for v in (*eqn.invars, *eqn.outvars)):
+        return "opaque"  # complex runs through the primitives' CuPy calls, never fused
     if isinstance(fusion, Elementwise) and len(eqn.outvars) == 1:
         return "elementwise"
     if isinstance(fusion, Reduction) and fusion.kind in ("sum", "prod", "max", "min") \

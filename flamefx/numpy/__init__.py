@@ -42,6 +42,9 @@ from flamefx.numpy.math import (acos, asin, atan, atan2, copysign, fabs, fmax, f
 from flamefx.dtypes import complex64, complex128
 from flamefx.numpy.complex_numbers import (angle, conj, conjugate, imag, iscomplex, iscomplexobj,
                                            isreal, isrealobj, real)
+from flamefx.dtypes import complex64, complex128
+from flamefx.numpy.complex_numbers import (angle, conj, conjugate, imag, iscomplex, iscomplexobj,
+                                           isreal, isrealobj, real)
 from flamefx.numpy.transcendental import (acosh, arccosh, arcsinh, arctanh, asinh, atanh, deg2rad,
                                           degrees, rad2deg, radians, sinc)
 from flamefx.numpy.promotion import (broadcast_arrays, broadcast_shapes, broadcast_to,

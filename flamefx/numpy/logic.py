@@ -15,7 +15,7 @@ from flamefx.numpy.promotion import as_operand, broadcast_arrays, constant_like,
 
 
 def _require_integer_or_bool(name: str, x):
-    if dtypes.is_float(x.dtype):
+    if dtypes.is_inexact(x.dtype):
         raise FlamefxTypeError(f"{name} needs integer or bool arrays, got {x.dtype}\n  at "
                                f"{user_frame()}")
 
@@ -170,6 +170,8 @@ def isfinite(x):
     True
     """
     x = as_operand(x)
+    if dtypes.is_complex(x.dtype):
+        return lax.bitwise_and(lax.is_finite(lax.real(x)), lax.is_finite(lax.imag(x)))
     if not dtypes.is_float(x.dtype):
         return lax.eq(x, x)
     return lax.is_finite(x)

@@ -183,13 +183,13 @@ def power(x, y):
     exponent = _concrete_int_exponent(y)
     if exponent is not None and not is_python_scalar(x):
         x = as_operand(x)
-        if dtypes.is_float(x.dtype):
+        if dtypes.is_inexact(x.dtype):
             return lax.integer_pow(x, exponent)
         if exponent < 0:
             raise FlamefxTypeError("integers to negative integer powers are not allowed "
                                    f"(use a float base)\n  at {user_frame()}")
     x, y = promote_args(x, y)
-    if dtypes.is_float(x.dtype):
+    if dtypes.is_inexact(x.dtype):
         return lax.pow(x, y)
     if _is_bool(x):
         x, y = convert(x, dtypes.int8), convert(y, dtypes.int8)
@@ -235,13 +235,13 @@ abs = absolute
 
 
 def sign(x):
-    """-1, 0 or 1 by the sign of ``x`` (NaN stays NaN).
+    """-1, 0 or 1 by the sign of ``x`` (NaN stays NaN); ``x / |x|`` for complex ``x``.
 
     >>> sign(-3.0).item()
     -1.0
     """
     x = as_operand(x)
-    if dtypes.is_float(x.dtype):
+    if dtypes.is_inexact(x.dtype):
         return lax.sign(x)
     if _is_bool(x) or _is_unsigned(x):
         return convert(lax.gt(x, constant_like(x, 0)), x.dtype, x.weak_type)
@@ -257,7 +257,7 @@ def square(x):
     9
     """
     x = as_operand(x)
-    return lax.square(x) if dtypes.is_float(x.dtype) else lax.mul(x, x)
+    return lax.square(x) if dtypes.is_inexact(x.dtype) else lax.mul(x, x)
 
 
 def reciprocal(x):
@@ -571,6 +571,8 @@ def sinh(x):
     0.0
     """
     x = _inexact(x)
+    if dtypes.is_complex(x.dtype):
+        return lax.mul(lax.sub(lax.exp(x), lax.exp(lax.neg(x))), constant_like(x, 0.5))
     return lax.mul(lax.sub(lax.expm1(x), lax.expm1(lax.neg(x))), constant_like(x, 0.5))
 
 

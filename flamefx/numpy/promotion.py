@@ -19,7 +19,7 @@ from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
 
 
 def is_python_scalar(x) -> bool:
-    return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+    return isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic)
 
 
 def as_operand(x, name: str = "argument"):
@@ -39,7 +39,7 @@ def _typed(x) -> tuple[np.dtype, bool]:
     """The (dtype, weak) pair of an operand, a dtype-like, or a Python type such as float."""
     if isinstance(x, (Array, Tracer)):
         return x.dtype, x.weak_type
-    if x is float or x is int or x is bool:
+    if x is float or x is int or x is bool or x is complex:
         return dtypes.canonicalize(x), x is not bool
     if is_python_scalar(x):
         return dtypes.dtype_of_python_scalar(x), True
@@ -98,8 +98,8 @@ def promote_dtypes(*args) -> list:
 
 
 def to_inexact_dtype(dtype) -> np.dtype:
-    """Floats stay; bool and integers become the default float dtype."""
-    return np.dtype(dtype) if dtypes.is_float(dtype) else dtypes.default_float()
+    """Floats and complex stay; bool and integers become the default float dtype."""
+    return np.dtype(dtype) if dtypes.is_inexact(dtype) else dtypes.default_float()
 
 
 def promote_dtypes_inexact(*args) -> list:

@@ -1,6 +1,7 @@
 """Every primitive of flamefx, one module per family; importing this registers them all."""
 
 from flamefx.primitives import elementwise  # noqa: F401
+from flamefx.primitives import complex_ops  # noqa: F401
 from flamefx.primitives import reductions  # noqa: F401
 from flamefx.primitives import structural  # noqa: F401
 from flamefx.primitives import dynamic_slicing  # noqa: F401

@@ -6,6 +6,11 @@ expression jit fuses), derivative, and the shared elementwise batching rule. Der
 given as *partials* written in lax-level ops, so one table serves both the JVP
 (``t * partial``) and the VJP (``ct * partial``) and stays traceable to any order.
 
+Complex operands (where the kind allows them) follow JAX: a holomorphic op's partial is its
+complex derivative, and the VJP multiplies by it without conjugation (JAX's cotangents are
+transposes, not adjoints). On the GPU complex operands run CuPy's own ufuncs, unfused
+(``cuda_elementwise.launch_complex``); jit's fusion leaves complex equations alone.
+
 >>> import numpy as np
 >>> exp(np.float64(0.0)).item()
 1.0
@@ -28,10 +33,13 @@ _HALF = (dtypes.float16, dtypes.bfloat16)
 
 # Which operand dtypes a primitive accepts; named so error messages can say it.
 FLOAT = ("floating-point", dtypes.FLOATS)
-NUMERIC = ("numeric (integer or floating-point)", dtypes.FLOATS | dtypes.INTS)
+INEXACT = ("floating-point or complex", dtypes.INEXACT)
+NUMERIC = ("real numeric (integer or floating-point)", dtypes.FLOATS | dtypes.INTS)
+NUMBER = ("numeric (integer, floating-point or complex)", dtypes.INEXACT | dtypes.INTS)
 INT = ("integer", dtypes.INTS)
 INT_OR_BOOL = ("integer or bool", dtypes.INTS | {dtypes.bool_})
-ANY = ("any", dtypes.FLOATS | dtypes.INTS | {dtypes.bool_})
+ORDERED = ("real (integer, floating-point or bool)", dtypes.FLOATS | dtypes.INTS | {dtypes.bool_})
+ANY = ("any", dtypes.INEXACT | dtypes.INTS | {dtypes.bool_})
 
 
 # --- shape rules -----------------------------------------------------------------------------
@@ -92,6 +100,8 @@ def _numpy_impl(numpy_fn):
 
 def _cuda_impl(name, fusion, out_dtype_of):
     def cuda_impl(*arrays, **params):
+        if any(dtypes.is_complex(a.dtype) for a in arrays):
+            return [cuda_elementwise.launch_complex(name, arrays, **params)]
         out_dtype = out_dtype_of(arrays, params)
         return [cuda_elementwise.launch(name, fusion, arrays, out_dtype, **params)]
 
@@ -110,7 +120,8 @@ def _bool_dtype(arrays, params):
 
 
 def _all_float(xs) -> bool:
-    return all(dtypes.is_float(core.get_aval(x).dtype) for x in xs)
+    """All operands float or complex: the ones with derivatives."""
+    return all(dtypes.is_inexact(core.get_aval(x).dtype) for x in xs)
 
 
 def _vjp_from_partials(partials):
@@ -184,8 +195,8 @@ def _binary(name, numpy_fn, expr, *, kind=NUMERIC, partials=None, int_expr=None,
                     partials=partials, vjp=vjp, jvp=jvp)
 
 
-def _compare(name, numpy_fn, c_op):
-    return _declare(name, _same_type_rule(ANY, out_dtype=dtypes.bool_), numpy_fn,
+def _compare(name, numpy_fn, c_op, kind=ORDERED):
+    return _declare(name, _same_type_rule(kind, out_dtype=dtypes.bool_), numpy_fn,
                     Elementwise(f"(x0 {c_op} x1)"), out_dtype_of=_bool_dtype)
 
 
@@ -218,12 +229,14 @@ def _numpy_round(x):
 
 
 def _numpy_logistic(x):
+    if dtypes.is_complex(x.dtype):
+        return 1 / (1 + np.exp(-x))
     e = np.exp(-np.abs(x))
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def _numpy_div(x, y):
-    if dtypes.is_float(x.dtype):
+    if dtypes.is_inexact(x.dtype):
         return np.divide(x, y)
     quotient = np.floor_divide(x, y)
     # C and lax divide integers toward zero; floor_divide rounds toward -inf.
@@ -243,18 +256,59 @@ def _numpy_shift(op):
     return shift
 
 
+# --- abs: real output for complex operands, so its derivative is written out ---------------
+
+
+def _abs_rule(x):
+    _check_kind([x], NUMBER)
+    return [ShapedArray(x.shape, dtypes.real_dtype(x.dtype), x.weak_type)]
+
+
+def _abs_dtype(arrays, params):
+    return dtypes.real_dtype(arrays[0].dtype)
+
+
+def _abs_direction(x, out):
+    """conj(x) / |x| (0 where x is 0): d|x| = Re(conj(x) / |x| * dx) for complex x."""
+    from flamefx.primitives import complex_ops
+    safe = select_n(eq(out, full_like(out, 0)), out, full_like(out, 1))
+    return div(complex_ops.conj(x), convert_element_type(safe, core.get_aval(x).dtype))
+
+
+def _abs_vjp(cts, primals, outs):
+    ct, x = cts[0], primals[0]
+    if ct is None or not _all_float(primals):
+        return [None]
+    dtype = core.get_aval(x).dtype
+    if not dtypes.is_complex(dtype):
+        return [mul(ct, sign(x))]
+    return [mul(convert_element_type(ct, dtype), _abs_direction(x, outs[0]))]
+
+
+def _abs_jvp(primals, tangents):
+    x, t = primals[0], tangents[0]
+    out = abs(x)
+    if t is None or not _all_float(primals):
+        return [out], [None]
+    if not dtypes.is_complex(core.get_aval(x).dtype):
+        return [out], [mul(t, sign(x))]
+    from flamefx.primitives import complex_ops
+    return [out], [complex_ops.real(mul(t, _abs_direction(x, out)))]
+
+
 # --- unary math ------------------------------------------------------------------------------
 
-neg_p = _unary("neg", np.negative, "(-x0)", kind=NUMERIC, partial=lambda x, out: full_like(x, -1))
-exp_p = _unary("exp", np.exp, "exp(x0)", partial=lambda x, out: out)
-log_p = _unary("log", np.log, "log(x0)", partial=lambda x, out: div(full_like(x, 1), x))
+neg_p = _unary("neg", np.negative, "(-x0)", kind=NUMBER, partial=lambda x, out: full_like(x, -1))
+exp_p = _unary("exp", np.exp, "exp(x0)", kind=INEXACT, partial=lambda x, out: out)
+log_p = _unary("log", np.log, "log(x0)", kind=INEXACT,
+               partial=lambda x, out: div(full_like(x, 1), x))
 log1p_p = _unary("log1p", np.log1p, "log1p(x0)",
                  partial=lambda x, out: div(full_like(x, 1), add(x, full_like(x, 1))))
 expm1_p = _unary("expm1", np.expm1, "expm1(x0)",
                  partial=lambda x, out: add(out, full_like(x, 1)))
-sin_p = _unary("sin", np.sin, "sin(x0)", partial=lambda x, out: cos(x))
-cos_p = _unary("cos", np.cos, "cos(x0)", partial=lambda x, out: neg(sin(x)))
-tan_p = _unary("tan", np.tan, "tan(x0)",
+sin_p = _unary("sin", np.sin, "sin(x0)", kind=INEXACT, partial=lambda x, out: cos(x))
+cos_p = _unary("cos", np.cos, "cos(x0)", kind=INEXACT, partial=lambda x, out: neg(sin(x)))
+tan_p = _unary("tan", np.tan, "tan(x0)", kind=INEXACT,
                partial=lambda x, out: add(full_like(x, 1), mul(out, out)))
 asinh_p = _unary("asinh", np.arcsinh, "asinh(x0)",
                  partial=lambda x, out: rsqrt(add(mul(x, x), full_like(x, 1))))
@@ -264,17 +318,19 @@ acosh_p = _unary("acosh", np.arccosh, "acosh(x0)",
                                                   add(x, full_like(x, 1)))))
 atanh_p = _unary("atanh", np.arctanh, "atanh(x0)",
                  partial=lambda x, out: div(full_like(x, 1), sub(full_like(x, 1), mul(x, x))))
-tanh_p = _unary("tanh", np.tanh, "tanh(x0)",
+tanh_p = _unary("tanh", np.tanh, "tanh(x0)", kind=INEXACT,
                 partial=lambda x, out: sub(full_like(x, 1), mul(out, out)))
-logistic_p = _unary("logistic", _numpy_logistic, "(1 / (1 + exp(-x0)))",
+logistic_p = _unary("logistic", _numpy_logistic, "(1 / (1 + exp(-x0)))", kind=INEXACT,
                     partial=lambda x, out: mul(out, sub(full_like(x, 1), out)))
-sqrt_p = _unary("sqrt", np.sqrt, "sqrt(x0)",
+sqrt_p = _unary("sqrt", np.sqrt, "sqrt(x0)", kind=INEXACT,
                 partial=lambda x, out: div(full_like(x, 0.5), out))
-rsqrt_p = _unary("rsqrt", lambda x: 1 / np.sqrt(x), "rsqrt(x0)",
+rsqrt_p = _unary("rsqrt", lambda x: 1 / np.sqrt(x), "rsqrt(x0)", kind=INEXACT,
                  partial=lambda x, out: mul(full_like(x, -0.5), div(out, x)))
-abs_p = _unary("abs", np.abs, "fabs(x0)", kind=NUMERIC, int_expr="(x0 < 0 ? -x0 : x0)",
-               partial=lambda x, out: sign(x))
-sign_p = _unary("sign", np.sign, "(x0 > 0 ? 1 : (x0 < 0 ? -1 : x0))", kind=NUMERIC)
+abs_p = _declare("abs", _abs_rule, np.abs,
+                 Elementwise("fabs(x0)", int_expr="(x0 < 0 ? -x0 : x0)"),
+                 vjp=_abs_vjp, jvp=_abs_jvp, out_dtype_of=_abs_dtype)
+# Complex: x / |x| (NumPy 2's and JAX's sign), 0 at 0.
+sign_p = _unary("sign", np.sign, "(x0 > 0 ? 1 : (x0 < 0 ? -1 : x0))", kind=NUMBER)
 floor_p = _unary("floor", np.floor, "floor(x0)")
 ceil_p = _unary("ceil", np.ceil, "ceil(x0)")
 round_p = _unary("round", _numpy_round, "round(x0)")
@@ -285,7 +341,7 @@ erf_p = _unary("erf", scipy.special.erf, "erf(x0)",
 erf_inv_p = _unary("erf_inv", scipy.special.erfinv, "erfinv(x0)",
                    partial=lambda x, out: mul(full_like(x, math.sqrt(math.pi) / 2),
                                               exp(mul(out, out))))
-square_p = _unary("square", np.square, "(x0 * x0)", kind=NUMERIC,
+square_p = _unary("square", np.square, "(x0 * x0)", kind=NUMBER,
                   partial=lambda x, out: mul(full_like(x, 2), x))
 bitwise_not_p = _unary("bitwise_not", np.invert, "(~x0)", kind=INT_OR_BOOL,
                        bool_expr="(!x0)")
@@ -294,14 +350,14 @@ bitwise_not_p = _unary("bitwise_not", np.invert, "(~x0)", kind=INT_OR_BOOL,
 def _integer_pow_rule(x, *, y):
     if not isinstance(y, int):
         raise FlamefxTypeError(f"integer_pow needs a Python int exponent, got {y!r}")
-    _check_kind([x], NUMERIC)
-    if y < 0 and not dtypes.is_float(x.dtype):
+    _check_kind([x], NUMBER)
+    if y < 0 and not dtypes.is_inexact(x.dtype):
         raise FlamefxTypeError(f"a negative exponent ({y}) needs a float operand, got {x.dtype}")
     return [x]
 
 
 def _numpy_integer_pow(x, *, y):
-    return np.power(x, y) if dtypes.is_float(x.dtype) else np.power(x, y, dtype=x.dtype)
+    return np.power(x, y) if dtypes.is_inexact(x.dtype) else np.power(x, y, dtype=x.dtype)
 
 
 def _integer_pow_partial(x, out, *, y):
@@ -389,12 +445,12 @@ def _atan2_partials(x, y, out):
     return [div(y, denom), div(neg(x), denom)]
 
 
-add_p = _binary("add", np.add, "(x0 + x1)", jvp=_add_jvp, vjp=_add_vjp)
-sub_p = _binary("sub", np.subtract, "(x0 - x1)", jvp=_sub_jvp, vjp=_sub_vjp)
-mul_p = _binary("mul", np.multiply, "(x0 * x1)", partials=lambda x, y, out: [y, x])
-div_p = _binary("div", _numpy_div, "(x0 / x1)",
+add_p = _binary("add", np.add, "(x0 + x1)", kind=NUMBER, jvp=_add_jvp, vjp=_add_vjp)
+sub_p = _binary("sub", np.subtract, "(x0 - x1)", kind=NUMBER, jvp=_sub_jvp, vjp=_sub_vjp)
+mul_p = _binary("mul", np.multiply, "(x0 * x1)", kind=NUMBER, partials=lambda x, y, out: [y, x])
+div_p = _binary("div", _numpy_div, "(x0 / x1)", kind=NUMBER,
                 partials=lambda x, y, out: [div(full_like(x, 1), y), neg(div(out, y))])
-pow_p = _binary("pow", np.power, "pow(x0, x1)", kind=FLOAT, partials=_pow_partials)
+pow_p = _binary("pow", np.power, "pow(x0, x1)", kind=INEXACT, partials=_pow_partials)
 max_p = _binary("max", np.maximum, "((x0 > x1 || x0 != x0) ? x0 : x1)", partials=_max_partials)
 min_p = _binary("min", np.minimum, "((x0 < x1 || x0 != x0) ? x0 : x1)", partials=_min_partials)
 rem_p = _binary("rem", np.fmod, "fmod(x0, x1)", int_expr="(x0 % x1)", partials=_rem_partials)
@@ -418,8 +474,8 @@ shift_right_logical_p = _binary(
     "((x1 < 0 || x1 >= 8 * sizeof(x0)) ? 0 : (decltype(x0))(((unsigned long long)(x0) "
     "& (~0ull >> (64 - 8 * sizeof(x0)))) >> x1))", kind=INT)
 
-eq_p = _compare("eq", np.equal, "==")
-ne_p = _compare("ne", np.not_equal, "!=")
+eq_p = _compare("eq", np.equal, "==", kind=ANY)
+ne_p = _compare("ne", np.not_equal, "!=", kind=ANY)
 lt_p = _compare("lt", np.less, "<")
 le_p = _compare("le", np.less_equal, "<=")
 gt_p = _compare("gt", np.greater, ">")
@@ -487,6 +543,8 @@ def _convert_rule(x, *, new_dtype, weak_type):
 
 
 def _numpy_convert(x, *, new_dtype, weak_type):
+    if dtypes.is_complex(x.dtype) and not dtypes.is_complex(new_dtype) and new_dtype != np.bool_:
+        x = x.real  # JAX keeps the real part (NumPy's astype would warn)
     return [x.astype(new_dtype)]
 
 
@@ -496,7 +554,7 @@ def _convert_cuda(x, *, new_dtype, weak_type):
 
 def _convert_vjp(cts, primals, outs, *, new_dtype, weak_type):
     ct, x_aval = cts[0], core.get_aval(primals[0])
-    if ct is None or not (dtypes.is_float(x_aval.dtype) and dtypes.is_float(new_dtype)):
+    if ct is None or not (dtypes.is_inexact(x_aval.dtype) and dtypes.is_inexact(new_dtype)):
         return [None]
     return [convert_element_type(ct, x_aval.dtype, weak_type=x_aval.weak_type)]
 
@@ -504,7 +562,8 @@ def _convert_vjp(cts, primals, outs, *, new_dtype, weak_type):
 def _convert_jvp(primals, tangents, *, new_dtype, weak_type):
     out = convert_element_type(primals[0], new_dtype, weak_type=weak_type)
     t = tangents[0]
-    if t is None or not (dtypes.is_float(core.get_aval(t).dtype) and dtypes.is_float(new_dtype)):
+    if t is None or not (dtypes.is_inexact(core.get_aval(t).dtype)
+                         and dtypes.is_inexact(new_dtype)):
         return [out], [None]
     return [out], [convert_element_type(t, new_dtype, weak_type=weak_type)]
 

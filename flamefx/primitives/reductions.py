@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from flamefx import core, dtypes
+from flamefx import core, devices, dtypes
 from flamefx.core import Primitive, ShapedArray
 from flamefx.errors import FlamefxTypeError
 from flamefx.kernels import cuda_reduce
@@ -92,6 +92,8 @@ def _highest(dtype):
 
 def _cuda_reduce(kind):
     def cuda_impl(x, *, axes):
+        if dtypes.is_complex(x.dtype):  # sum and prod only: CuPy's own, unfused
+            return [getattr(devices.cupy(), kind)(x, axis=tuple(axes))]
         return [cuda_reduce.reduce(kind, x, axes)]
 
     return cuda_impl
@@ -182,7 +184,7 @@ def _prod_partial(x, axes):
 
 def _prod_vjp(cts, primals, outs, *, axes):
     ct, x = cts[0], primals[0]
-    if ct is None or not dtypes.is_float(core.get_aval(x).dtype):
+    if ct is None or not dtypes.is_inexact(core.get_aval(x).dtype):
         return [None]
     return [ew.mul(_broadcast_back(ct, core.get_aval(x), axes), _prod_partial(x, axes))]
 
@@ -190,7 +192,7 @@ def _prod_vjp(cts, primals, outs, *, axes):
 def _prod_jvp(primals, tangents, *, axes):
     x, t = primals[0], tangents[0]
     out = reduce_prod(x, axes)
-    if t is None or not dtypes.is_float(core.get_aval(x).dtype):
+    if t is None or not dtypes.is_inexact(core.get_aval(x).dtype):
         return [out], [None]
     return [out], [reduce_sum(ew.mul(t, _prod_partial(x, axes)), axes)]
 
@@ -198,11 +200,12 @@ def _prod_jvp(primals, tangents, *, axes):
 # --- declarations ------------------------------------------------------------------------------
 
 _NUMERIC = dtypes.FLOATS | dtypes.INTS
+_NUMBER = _NUMERIC | dtypes.COMPLEXES  # sum and prod take complex; max and min do not
 _BOOL = frozenset({dtypes.bool_})
 _ORDERED = _NUMERIC | _BOOL
 
 reduce_sum_p = Primitive(
-    "reduce_sum", abstract_eval=_reduce_rule(_NUMERIC, "numeric"), impl=_numpy_reduce(np.sum),
+    "reduce_sum", abstract_eval=_reduce_rule(_NUMBER, "numeric"), impl=_numpy_reduce(np.sum),
     cuda_impl=_cuda_reduce("sum"), vjp=_sum_vjp, jvp=_sum_jvp, fusion=Reduction("sum"))
 reduce_max_p = Primitive(
     "reduce_max", abstract_eval=_reduce_rule(_ORDERED, "numeric or bool"),
@@ -213,7 +216,7 @@ reduce_min_p = Primitive(
     impl=_numpy_reduce(np.min, _highest), cuda_impl=_cuda_reduce("min"), vjp=_extremum_vjp,
     fusion=Reduction("min"))
 reduce_prod_p = Primitive(
-    "reduce_prod", abstract_eval=_reduce_rule(_NUMERIC, "numeric"), impl=_numpy_reduce(np.prod),
+    "reduce_prod", abstract_eval=_reduce_rule(_NUMBER, "numeric"), impl=_numpy_reduce(np.prod),
     cuda_impl=_cuda_reduce("prod"), vjp=_prod_vjp, jvp=_prod_jvp, fusion=Reduction("prod"))
 reduce_and_p = Primitive(
     "reduce_and", abstract_eval=_reduce_rule(_BOOL, "bool"), impl=_numpy_reduce(np.all),

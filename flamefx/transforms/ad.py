@@ -61,7 +61,7 @@ def add_cotangents(a, b):
 
 
 def _is_differentiable(x) -> bool:
-    return dtypes.is_float(core.get_aval(x).dtype)
+    return dtypes.is_inexact(core.get_aval(x).dtype)
 
 
 def _fit_cotangent(prim, ct, primal):
@@ -371,8 +371,37 @@ def _argnums_tuple(argnums):
     return (argnums,) if isinstance(argnums, int) else tuple(argnums)
 
 
-def value_and_grad(fun: Callable, argnums=0, has_aux: bool = False):
+def _check_grad_input(who, holomorphic, i, leaf):
+    dtype = core.get_aval(leaf).dtype
+    if holomorphic and not dtypes.is_complex(dtype):
+        raise FlamefxTypeError(f"{who} with holomorphic=True requires inputs with complex dtype, "
+                               f"but argument {i} holds a {dtype} value.\n  at {user_frame()}")
+    if not dtypes.is_inexact(dtype):
+        raise FlamefxTypeError(
+            f"{who} requires float inputs (or complex), but argument {i} holds a {dtype} value."
+            f" Differentiate with respect to float arguments only (convert with "
+            f".astype(float32)), or leave integer arguments out of argnums.\n  at {user_frame()}")
+
+
+def _check_grad_output(who, holomorphic, dtype):
+    """JAX's rules: complex outputs need holomorphic=True, which needs complex outputs."""
+    if holomorphic and not dtypes.is_complex(dtype):
+        raise FlamefxTypeError(f"{who} with holomorphic=True requires outputs with complex "
+                               f"dtype, but got {dtype}.\n  at {user_frame()}")
+    if not holomorphic and dtypes.is_complex(dtype):
+        raise FlamefxTypeError(
+            f"{who} requires real-valued outputs (output dtype that is a sub-dtype of "
+            f"np.floating), but got {dtype}. For holomorphic differentiation, pass "
+            f"holomorphic=True. For differentiation of non-holomorphic functions involving "
+            f"complex outputs, use flamefx.vjp directly.\n  at {user_frame()}")
+
+
+def value_and_grad(fun: Callable, argnums=0, has_aux: bool = False, holomorphic: bool = False):
     """Returns a function giving ``(fun(*args), gradient)`` (``((value, aux), grad)`` with aux).
+
+    Complex inputs follow JAX: for a real-valued ``fun`` the gradient is JAX's (the conjugate
+    of df/dz for ``|z|**2``-like functions: ``grad(lambda z: abs(z) ** 2)(z) == 2 * conj(z)``);
+    with ``holomorphic=True`` a complex-valued holomorphic ``fun`` gets its derivative f'(z).
 
     >>> import flamefx.numpy as fnp
     >>> value, g = value_and_grad(lambda w: fnp.sum(w ** 2))(fnp.arange(3.0))
@@ -389,19 +418,15 @@ def value_and_grad(fun: Callable, argnums=0, has_aux: bool = False):
         nums_pos = tuple(i % len(args) for i in nums)
         for i in nums_pos:
             for leaf in tree_util.tree_leaves(args[i]):
-                dtype = core.get_aval(leaf).dtype
-                if not dtypes.is_float(dtype):
-                    raise FlamefxTypeError(
-                        f"grad requires float inputs, but argument {i} holds a {dtype} value."
-                        f" Differentiate with respect to float arguments only (convert with "
-                        f".astype(float32)), or leave integer arguments out of argnums."
-                        f"\n  at {user_frame()}")
+                _check_grad_input("grad", holomorphic, i, leaf)
 
         partial_fun = _replacing_args(fun, args, nums_pos, kwargs)
         res = vjp(partial_fun, *[args[i] for i in nums_pos], has_aux=has_aux)
         out, f_vjp = res[0], res[1]
         out_arr = core.ensure_array(out) if not isinstance(out, (tuple, list, dict)) else None
-        if out_arr is None or out_arr.shape != () or not dtypes.is_float(out_arr.dtype):
+        if out_arr is not None and out_arr.shape == ():
+            _check_grad_output("grad", holomorphic, out_arr.dtype)
+        if out_arr is None or out_arr.shape != () or not dtypes.is_inexact(out_arr.dtype):
             desc = (f"shape {out_arr.shape} and dtype {out_arr.dtype}" if out_arr is not None
                     else f"a {type(out).__name__}")
             raise FlamefxTypeError(
@@ -418,14 +443,19 @@ def value_and_grad(fun: Callable, argnums=0, has_aux: bool = False):
     return value_and_grad_fn
 
 
-def grad(fun: Callable, argnums=0, has_aux: bool = False):
+def grad(fun: Callable, argnums=0, has_aux: bool = False, holomorphic: bool = False):
     """Returns a function computing the gradient of scalar-valued ``fun``.
+
+    ``holomorphic=True``: ``fun`` maps complex inputs to a complex output holomorphically, and
+    the result is its complex derivative (JAX's convention; see ``value_and_grad``).
 
     >>> import flamefx.numpy as fnp
     >>> float(grad(lambda x: x ** 3)(2.0))
     12.0
+    >>> complex(grad(lambda z: z ** 2, holomorphic=True)(1j))
+    2j
     """
-    vg = value_and_grad(fun, argnums, has_aux)
+    vg = value_and_grad(fun, argnums, has_aux, holomorphic)
 
     def grad_fn(*args, **kwargs):
         value, g = vg(*args, **kwargs)
@@ -493,8 +523,28 @@ def _dyn_args(args, argnums):
     return nums, [args[i] for i in nums]
 
 
-def jacrev(fun: Callable, argnums=0, has_aux: bool = False):
+def _check_jacobian_dtypes(who, holomorphic, inputs, outputs):
+    """JAX's rules: holomorphic=True needs complex inputs and outputs; without it jacrev takes
+    no complex outputs and jacfwd no complex inputs."""
+    for i, leaf in enumerate(tree_util.tree_leaves(inputs)):
+        dtype = core.get_aval(leaf).dtype
+        if who == "jacfwd" and not holomorphic and dtypes.is_complex(dtype):
+            raise FlamefxTypeError(
+                f"jacfwd requires real-valued inputs (input dtype that is a sub-dtype of "
+                f"np.floating), but got {dtype}. For holomorphic differentiation, pass "
+                f"holomorphic=True. For differentiation of non-holomorphic functions involving "
+                f"complex inputs, use flamefx.jvp directly.\n  at {user_frame()}")
+        _check_grad_input(who, holomorphic, i, leaf)
+    for leaf in tree_util.tree_leaves(outputs):
+        dtype = core.get_aval(leaf).dtype
+        if who == "jacrev" or holomorphic:
+            _check_grad_output(who, holomorphic, dtype)
+
+
+def jacrev(fun: Callable, argnums=0, has_aux: bool = False, holomorphic: bool = False):
     """Jacobian by reverse mode: ``vmap`` of the VJP over the output basis.
+
+    ``holomorphic=True``: complex inputs and outputs, the Jacobian of complex derivatives.
 
     >>> import flamefx.numpy as fnp
     >>> jacrev(lambda x: x ** 2)(fnp.arange(3.0)).tolist()
@@ -509,6 +559,7 @@ def jacrev(fun: Callable, argnums=0, has_aux: bool = False):
         res = vjp(partial_fun, *dyn, has_aux=has_aux)
         out, pullback = res[0], res[1]
         out_leaves, out_tree = tree_util.tree_flatten(out)
+        _check_jacobian_dtypes("jacrev", holomorphic, dyn, out_leaves)
         basis, out_sizes = _basis(out_leaves)
         cts = vmap(pullback)(tree_util.tree_unflatten(out_tree, basis))
         in_leaves, in_tree = tree_util.tree_flatten(tuple(dyn) if not isinstance(argnums, int)
@@ -528,8 +579,10 @@ def jacrev(fun: Callable, argnums=0, has_aux: bool = False):
     return jac_fn
 
 
-def jacfwd(fun: Callable, argnums=0, has_aux: bool = False):
+def jacfwd(fun: Callable, argnums=0, has_aux: bool = False, holomorphic: bool = False):
     """Jacobian by forward mode: ``vmap`` of the JVP over the input basis.
+
+    ``holomorphic=True``: complex inputs and outputs, the Jacobian of complex derivatives.
 
     >>> import flamefx.numpy as fnp
     >>> jacfwd(lambda x: x ** 2)(fnp.arange(3.0)).tolist()
@@ -542,6 +595,7 @@ def jacfwd(fun: Callable, argnums=0, has_aux: bool = False):
         nums, dyn = _dyn_args(args, argnums)
         in_leaves, in_tree = tree_util.tree_flatten(tuple(dyn))
         in_leaves = [core.ensure_array(x) for x in in_leaves]
+        _check_jacobian_dtypes("jacfwd", holomorphic, in_leaves, ())
         basis, in_sizes = _basis(in_leaves)
 
         partial_fun = _replacing_args(fun, args, nums)
@@ -556,6 +610,7 @@ def jacfwd(fun: Callable, argnums=0, has_aux: bool = False):
             pushed, aux = pushed
             aux = tree_util.tree_map(lambda a: a[0], aux)
         out_leaves, out_tree = tree_util.tree_flatten(pushed)
+        _check_jacobian_dtypes("jacfwd", holomorphic, (), out_leaves)
         offsets = [sum(in_sizes[:j]) for j in range(len(in_sizes))]
         user_in_tree = tree_util.tree_structure(dyn[0] if isinstance(argnums, int) else tuple(dyn))
 
@@ -573,11 +628,11 @@ def jacfwd(fun: Callable, argnums=0, has_aux: bool = False):
     return jac_fn
 
 
-def hessian(fun: Callable, argnums=0, has_aux: bool = False):
+def hessian(fun: Callable, argnums=0, has_aux: bool = False, holomorphic: bool = False):
     """Hessian as forward-over-reverse: ``jacfwd(jacrev(fun))``.
 
     >>> import flamefx.numpy as fnp
     >>> hessian(lambda x: fnp.sum(x ** 3))(fnp.array([1.0, 2.0])).tolist()
     [[6.0, 0.0], [0.0, 12.0]]
     """
-    return jacfwd(jacrev(fun, argnums, has_aux), argnums, has_aux)
+    return jacfwd(jacrev(fun, argnums, has_aux, holomorphic), argnums, has_aux, holomorphic)

@@ -6,6 +6,7 @@ float32 samples check the common ops in single precision (values only). Every pr
 gets a 0-d sample, made from its first one (0-d operands once crashed erf's NumPy impl).
 """
 
+import cmath
 import math
 
 import numpy as np
@@ -246,6 +247,89 @@ SAMPLES = {
 SAMPLES["max"].append(_binary(lambda x, y: x, _max_min_ties, grad=()))
 SAMPLES["min"].append(_binary(lambda x, y: x, _max_min_ties, grad=()))
 
+
+# --- complex operands (complex128, so that gradient checks are exact) -----------------------
+
+
+def _complex_uniform(low, high, n=1, real_low=None):
+    """Complex values with both parts uniform in [low, high] (the real part in [real_low,
+    high] if given: away from log's and sqrt's branch cut)."""
+    def make(rng):
+        return [rng.uniform(low if real_low is None else real_low, high, SHAPE)
+                + 1j * rng.uniform(low, high, SHAPE) for _ in range(n)]
+    return make
+
+
+def _complex_loop(scalar_fn):
+    """A reference applying ``scalar_fn`` (cmath, Python complex arithmetic) per element."""
+    def reference(*args):
+        flat = [np.asarray(a).ravel() for a in args]
+        out = [scalar_fn(*[complex(v) for v in values]) for values in zip(*flat)]
+        return np.array(out).reshape(np.shape(args[0]))
+    return reference
+
+
+def _complex_ties(rng):
+    x = rng.integers(-1, 2, SHAPE) + 1j * rng.integers(-1, 2, SHAPE)
+    y = np.where(rng.random(SHAPE) < 0.5, x, x + 1j)
+    return [x, y]
+
+
+def _complex_select_args(rng):
+    return [rng.random(SHAPE) < 0.5] + _complex_uniform(-2, 2, n=2)(rng)
+
+
+def _c(fn, make, grad=(0,)):
+    return Sample(make=make, reference=_complex_loop(fn), grad_argnums=grad, name="complex128")
+
+
+_COMPLEX_SAMPLES = {
+    "real": [_c(lambda z: z.real, _complex_uniform(-2, 2))],
+    "imag": [_c(lambda z: z.imag, _complex_uniform(-2, 2))],
+    "conj": [_c(lambda z: z.conjugate(), _complex_uniform(-2, 2))],
+    "complex": [_c(lambda x, y: complex(x.real, y.real), _uniform(-2, 2, n=2), grad=(0, 1))],
+    "neg": [_c(lambda z: -z, _complex_uniform(-2, 2))],
+    "exp": [_c(cmath.exp, _complex_uniform(-2, 2))],
+    "log": [_c(cmath.log, _complex_uniform(-2, 2, real_low=0.3))],
+    "sin": [_c(cmath.sin, _complex_uniform(-2, 2))],
+    "cos": [_c(cmath.cos, _complex_uniform(-2, 2))],
+    "tan": [_c(cmath.tan, _complex_uniform(-1, 1))],
+    "tanh": [_c(cmath.tanh, _complex_uniform(-1, 1))],
+    "logistic": [_c(lambda z: 1 / (1 + cmath.exp(-z)), _complex_uniform(-1, 1))],
+    "sqrt": [_c(cmath.sqrt, _complex_uniform(-2, 2, real_low=0.3))],
+    "rsqrt": [_c(lambda z: 1 / cmath.sqrt(z), _complex_uniform(-2, 2, real_low=0.3))],
+    "abs": [_c(lambda z: math.hypot(z.real, z.imag), _complex_uniform(0.3, 2))],
+    "sign": [_c(lambda z: z / math.hypot(z.real, z.imag), _complex_uniform(0.3, 2), grad=())],
+    "square": [_c(lambda z: z * z, _complex_uniform(-2, 2))],
+    "integer_pow": [Sample(make=_complex_uniform(-2, 2), params={"y": 3},
+                           reference=_complex_loop(lambda z: z * z * z), grad_argnums=(0,),
+                           name="complex128")],
+    "add": [_c(lambda x, y: x + y, _complex_uniform(-2, 2, n=2), grad=(0, 1))],
+    "sub": [_c(lambda x, y: x - y, _complex_uniform(-2, 2, n=2), grad=(0, 1))],
+    "mul": [_c(lambda x, y: x * y, _complex_uniform(-2, 2, n=2), grad=(0, 1))],
+    "div": [_c(lambda x, y: x / y, lambda rng: _complex_uniform(-2, 2)(rng)
+               + _complex_uniform(0.5, 2)(rng), grad=(0, 1))],
+    "pow": [_c(lambda x, y: cmath.exp(y * cmath.log(x)),
+               lambda rng: _complex_uniform(-2, 2, real_low=0.5)(rng)
+               + _complex_uniform(-1, 1)(rng), grad=(0, 1))],
+    "eq": [_c(lambda x, y: x == y, _complex_ties, grad=())],
+    "ne": [_c(lambda x, y: x != y, _complex_ties, grad=())],
+    "select_n": [Sample(make=_complex_select_args, reference=_select_reference,
+                        grad_argnums=(1, 2), name="complex128")],
+    "convert_element_type": [
+        Sample(make=_complex_uniform(-2, 2), params={"new_dtype": np.dtype(np.float64),
+                                                      "weak_type": False},
+               reference=lambda z: z.real.copy(), grad_argnums=(0,), name="complex128"),
+        Sample(make=_uniform(-2, 2), params={"new_dtype": np.dtype(np.complex128),
+                                             "weak_type": False},
+               reference=lambda x: x + 0j, grad_argnums=(0,), name="complex128"),
+        Sample(make=lambda rng: _complex_ties(rng)[:1],
+               params={"new_dtype": np.dtype(np.bool_), "weak_type": False},
+               reference=lambda z: z != 0, name="complex128"),
+    ],
+}
+for _name, _samples in _COMPLEX_SAMPLES.items():
+    SAMPLES.setdefault(_name, []).extend(_samples)
 
 
 def _zero_d(sample):
