@@ -1,0 +1,37 @@
+"""flamefx.random: functional, counter-based random numbers, as ``jax.random``.
+
+A key is a value: the same key always gives the same numbers, so split a key whenever
+you need fresh randomness. ``key(seed)`` makes a typed key (shape ``()``, dtype
+``key<fry>``), ``PRNGKey(seed)`` a raw ``uint32[2]`` one; every function takes either.
+The bits are JAX's default (the partitionable Threefry-2x32), and each distribution is
+JAX's algorithm on them, so a seed gives JAX's numbers (see ``flamefx/random/keys.py``).
+
+>>> import flamefx.random as frandom
+>>> params_key, dropout_key = frandom.split(frandom.key(0))
+>>> frandom.normal(params_key, (2, 3)).shape
+(2, 3)
+
+Modules: ``keys`` (keys, split, fold_in, bits), ``continuous`` (uniform, normal and the
+distributions built directly on them), ``gamma`` (the gamma family), ``discrete``
+(bernoulli, randint, categorical, choice, permutation, poisson), ``multivariate``
+(multivariate_normal, orthogonal).
+"""
+
+from flamefx.random.continuous import (ball, cauchy, double_sided_maxwell, exponential,
+                                       generalized_normal, gumbel, laplace, logistic, maxwell,
+                                       normal, pareto, truncated_normal, uniform, weibull_min)
+from flamefx.random.discrete import (bernoulli, categorical, choice, permutation, poisson,
+                                     rademacher, randint)
+from flamefx.random.gamma import beta, chisquare, dirichlet, gamma, loggamma, t
+from flamefx.random.keys import (KeyArray, PRNGKey, bits, fold_in, key, key_data, key_impl,
+                                 split, wrap_key_data)
+from flamefx.random.multivariate import multivariate_normal, orthogonal
+
+__all__ = [
+    "KeyArray", "PRNGKey", "ball", "bernoulli", "beta", "bits", "categorical", "cauchy",
+    "chisquare", "choice", "dirichlet", "double_sided_maxwell", "exponential", "fold_in",
+    "gamma", "generalized_normal", "gumbel", "key", "key_data", "key_impl", "laplace",
+    "logistic", "loggamma", "maxwell", "multivariate_normal", "normal", "orthogonal", "pareto", "permutation", "poisson",
+    "rademacher", "randint", "split", "t", "truncated_normal", "uniform", "weibull_min",
+    "wrap_key_data",
+]
