@@ -167,7 +167,7 @@ def _cholesky_abstract(a):
 def _cholesky_one(a):
     potrf, = scipy.linalg.lapack.get_lapack_funcs(("potrf",), (a,))
     factor, info = potrf(a, lower=True, clean=True)
-    return (factor if info == 0 else np.full_like(a, np.nan),)
+    return (factor if info == 0 else np.tril(np.full_like(a, np.nan)),)  # JAX's NaN triangle
 
 
 def _cholesky_impl(a):
@@ -195,7 +195,7 @@ def _cholesky_cuda(a):
     # Row-major lower == column-major upper: cuSOLVER writes L^T's column-major upper.
     potrf(device.get_cusolver_handle(), cublas.CUBLAS_FILL_MODE_UPPER, n, pointers.data.ptr, n,
           info.data.ptr, batch)
-    factor = cp.where((info == 0)[:, None, None], cp.tril(x), cp.nan).astype(a.dtype)
+    factor = cp.tril(cp.where((info == 0)[:, None, None], x, cp.nan)).astype(a.dtype)
     return [factor.reshape(a.shape)]
 
 
@@ -403,7 +403,7 @@ def _lu_abstract(a):
 def permutation_of_pivots(pivots, m):
     """The row permutation that LAPACK's sequential row swaps ``pivots`` perform (NumPy)."""
     batch = pivots.shape[:-1]
-    flat = pivots.reshape(-1, pivots.shape[-1])
+    flat = pivots.reshape(int(np.prod(batch, dtype=np.int64)), pivots.shape[-1])
     perms = np.tile(np.arange(m, dtype=np.int32), (flat.shape[0], 1))
     rows = np.arange(flat.shape[0])
     for i in range(flat.shape[1]):
