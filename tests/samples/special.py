@@ -76,6 +76,18 @@ def _elementwise(fn):
     return reference
 
 
+def _lower_gamma_grad_a(a, x, terms=200):
+    """dP/da = sum_n x^(a+n) e^-x / Gamma(a+n+1) (log x - digamma(a+n+1)), differentiating
+    the series of _lower_gamma_series term by term (digamma by its recurrence)."""
+    psi = _digamma(a + 1)
+    total = 0.0
+    for n in range(terms):
+        term = math.exp((a + n) * math.log(x) - x - math.lgamma(a + n + 1))
+        total += term * (math.log(x) - psi)
+        psi += 1 / (a + n + 1)
+    return total
+
+
 def _ndtri(p):
     """Bisection on the normal CDF 0.5 erfc(-x / sqrt 2); the upper half by symmetry (1 - p
     is exact there, 0.5 erfc near 1 is not)."""
@@ -129,14 +141,22 @@ SAMPLES = {
     "polygamma": [_sample(_polygamma, [_orders, _uniform(0.5, 5)], (1,)),
                   _sample(_polygamma, [lambda rng: 2.0, lambda rng: rng.uniform(0.5, 5)], (1,),
                           "0-d")],
-    "igamma": [_sample(_lower_gamma_series, [_uniform(0.5, 4), _uniform(0.2, 5)], (1,)),
-               _sample(_lower_gamma_series, [lambda rng: 2.5, lambda rng: 1.5], (1,), "0-d"),
+    "igamma": [_sample(_lower_gamma_series, [_uniform(0.5, 4), _uniform(0.2, 5)], (0, 1)),
+               _sample(_lower_gamma_series, [lambda rng: 2.5, lambda rng: 1.5], (0, 1), "0-d"),
                _sample(_lower_gamma_series, [_uniform(0.5, 4), _uniform(0.2, 5)],
                        name="float32", dtype=np.float32)],
     "igammac": [_sample(lambda a, x: 1 - _lower_gamma_series(a, x),
-                        [_uniform(0.5, 4), _uniform(0.2, 5)], (1,)),
+                        [_uniform(0.5, 4), _uniform(0.2, 5)], (0, 1)),
                 _sample(lambda a, x: 1 - _lower_gamma_series(a, x),
-                        [lambda rng: 0.7, lambda rng: 2.0], (1,), "0-d")],
+                        [lambda rng: 0.7, lambda rng: 2.0], (0, 1), "0-d")],
+    # Its derivative in a is a finite difference of itself: an order-2 check in a compares a
+    # nested difference with the checker's own (errors ~1e-5, the check's tolerance), so
+    # these differentiate x; igamma's order-2 samples check the first derivative in a.
+    "igamma_grad_a": [_sample(_lower_gamma_grad_a, [_uniform(0.5, 4), _uniform(0.2, 5)], (1,)),
+                      _sample(_lower_gamma_grad_a, [lambda rng: 1.5, lambda rng: 3.0], (1,),
+                              "0-d"),
+                      _sample(_lower_gamma_grad_a, [_uniform(0.5, 4), _uniform(0.2, 5)],
+                              name="float32", dtype=np.float32)],
     "bessel_i0e": [_sample(_i0e, [_away_from_zero], (0,)),
                    _sample(_i0e, [lambda rng: -1.3], (0,), "0-d"),
                    _sample(_i0e, [_uniform(-3, 3)], name="float32", dtype=np.float32)],

@@ -1,5 +1,5 @@
 """The chi-squared distribution with ``df`` degrees of freedom (jax.scipy.stats.chi2):
--inf log-density below loc; cdf/sf differentiable in x, loc and scale (not in df).
+-inf log-density below loc.
 
 >>> from flamefx.scipy.stats import chi2
 >>> round(float(chi2.pdf(2.0, 2.0)), 6)

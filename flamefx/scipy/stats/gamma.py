@@ -1,6 +1,5 @@
 """The gamma distribution with shape ``a`` (jax.scipy.stats.gamma): -inf log-density below
-loc. The cdf is differentiable in x, loc and scale only (igamma's derivative in ``a`` is
-zero here; JAX has it).
+loc.
 
 >>> from flamefx.scipy.stats import gamma
 >>> round(float(gamma.pdf(1.0, 1.0)), 6)
