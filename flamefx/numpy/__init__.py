@@ -15,10 +15,14 @@ from flamefx.dtypes import (bfloat16, bool_, finfo, float16, float32, float64, i
                             int16, int32, int64, uint8, uint16, uint32, uint64)
 from flamefx.numpy import linalg  # fnp.linalg.norm
 from flamefx.numpy.array_api import __array_api_version__, __array_namespace_info__
-from flamefx.numpy.creation import (arange, array, asarray, empty, empty_like, eye, full,
-                                    full_like, geomspace, identity, linspace, logspace, meshgrid,
-                                    ones, ones_like, tri, tril, triu, zeros, zeros_like)
-from flamefx.numpy.einsum import einsum
+from flamefx.numpy.creation import (arange, array, asarray, copy, empty, empty_like, eye,
+                                    from_dlpack, full, full_like, geomspace, identity, linspace,
+                                    logspace, meshgrid, ones, ones_like, tri, tril, triu, zeros,
+                                    zeros_like)
+from flamefx.numpy.einsum import einsum, vecdot
+from flamefx.numpy.index_tricks import (c_, diag_indices, indices, mgrid, ogrid, r_,
+                                        tril_indices, tril_indices_from, triu_indices,
+                                        triu_indices_from)
 from flamefx.numpy.indexing import (_getitem, _IndexUpdateHelper, argwhere, flatnonzero, nonzero,
                                     put_along_axis, ravel_multi_index, select, take,
                                     take_along_axis, unravel_index)

@@ -422,3 +422,30 @@ def meshgrid(*xi, indexing: str = "xy", sparse: bool = False, copy: bool = True)
         else:
             out.append(lax.broadcast_in_dim(v, tuple(shape), (axis,)))
     return out
+
+
+def copy(a, order=None):
+    """A copy of ``a`` (flamefx arrays are immutable, so the copy is a new array of the same
+    values; kept for NumPy code).
+
+    >>> copy([1, 2]).tolist()
+    [1, 2]
+    """
+    del order
+    return array(a, copy=True)
+
+
+def from_dlpack(x, /, *, device=None, copy=None):
+    """An array sharing memory with the DLPack-capable ``x`` (NumPy, CuPy, PyTorch, JAX),
+    on ``device`` if given. See ``flamefx.from_dlpack``: treat ``x`` as frozen afterwards.
+
+    >>> import numpy as np
+    >>> from_dlpack(np.arange(3.0)).tolist()
+    [0.0, 1.0, 2.0]
+    """
+    from flamefx.transfer import from_dlpack as wrap
+    out = wrap(x)
+    if copy:
+        out = core.to_array(np.array(out) if out.device.platform == "cpu" else out.buffer.copy(),
+                            device=out.device, weak=False)
+    return _on_device(out, device)

@@ -13,11 +13,16 @@ batch dims are the labels both share and still need (in the output or a later op
 
 from __future__ import annotations
 
+import string
+
+import numpy as np
+
 from flamefx import dtypes, lax
 from flamefx.errors import FlamefxValueError, user_frame
 from flamefx.numpy.promotion import constant_like, convert, promote_dtypes
 
 _ELLIPSIS_LABELS = "0123456789"  # stand-ins for '...' dims; never valid user labels
+_LETTERS = string.ascii_letters  # the labels of the interleaved form's ints 0..51
 
 
 def _error(message: str):
@@ -128,15 +133,46 @@ def _contract(a, a_labels, b, b_labels, needed, precision):
     return out, out_labels
 
 
-def einsum(subscripts: str, *operands, optimize=None, precision=None):
+def _sublist_letters(sublist) -> str:
+    """An interleaved-form sublist ([0, 1], [..., 2]) as subscript letters ('ab', '...c')."""
+    letters = []
+    for label in sublist:
+        if label is Ellipsis:
+            letters.append("...")
+        elif isinstance(label, (int, np.integer)) and 0 <= label < len(_LETTERS):
+            letters.append(_LETTERS[int(label)])
+        else:
+            raise _error(f"sublist labels must be Ellipsis or ints in [0, {len(_LETTERS)}), "
+                         f"got {label!r}")
+    return "".join(letters)
+
+
+def _from_interleaved(args: tuple) -> tuple[str, tuple]:
+    """NumPy's ``einsum(op0, sublist0, op1, sublist1, ..., [sublist_out])`` as
+    (subscripts, operands)."""
+    operands, sublists = args[0::2], args[1::2]
+    output = None
+    if len(args) % 2:  # an odd count ends with the output sublist
+        operands, output = operands[:-1], args[-1]
+    subscripts = ",".join(_sublist_letters(s) for s in sublists)
+    if output is not None:
+        subscripts += "->" + _sublist_letters(output)
+    return subscripts, operands
+
+
+def einsum(subscripts, *operands, optimize=None, precision=None):
     """Einstein summation over ``operands`` as described by ``subscripts`` ('ij,jk->ik').
 
+    NumPy's interleaved form ``einsum(a, [0, 1], b, [1, 2], [0, 2])`` works too.
+
     >>> einsum("i,i->", [1.0, 2.0], [3.0, 4.0]).item()
+    11.0
+    >>> einsum([1.0, 2.0], [0], [3.0, 4.0], [0], []).item()
     11.0
     """
     del optimize  # contraction order is left to right
     if not isinstance(subscripts, str):
-        raise _error("the interleaved (operand, sublist) form is not supported; pass a string")
+        subscripts, operands = _from_interleaved((subscripts,) + operands)
     arrays = promote_dtypes(*operands) if len(operands) > 1 else promote_dtypes(operands[0])
     if arrays and arrays[0].dtype == dtypes.bool_:
         arrays = [convert(a, dtypes.default_int()) for a in arrays]
@@ -157,3 +193,27 @@ def einsum(subscripts: str, *operands, optimize=None, precision=None):
     if perm != tuple(range(len(perm))):
         x = lax.transpose(x, perm)
     return x
+
+
+def vecdot(x1, x2, /, *, axis: int = -1, precision=None):
+    """The dot product of vectors along ``axis`` of ``x1`` and ``x2``, broadcasting the
+    other axes (the array API's ``vecdot``).
+
+    >>> vecdot([[1.0, 2.0], [3.0, 4.0]], [1.0, 1.0]).tolist()
+    [3.0, 7.0]
+    """
+    from flamefx.numpy.promotion import broadcast_shapes, broadcast_to, canonical_axis
+    from flamefx.numpy.shape import moveaxis
+    x1, x2 = promote_dtypes(x1, x2)
+    if x1.ndim == 0 or x2.ndim == 0:
+        raise _error(f"vecdot needs arrays of at least one dimension, got shapes {x1.shape} "
+                     f"and {x2.shape}")
+    ax1, ax2 = canonical_axis(axis, x1.ndim), canonical_axis(axis, x2.ndim)
+    if x1.shape[ax1] != x2.shape[ax2]:
+        raise _error(f"vecdot: the axis {axis} has size {x1.shape[ax1]} in x1 {x1.shape} but "
+                     f"{x2.shape[ax2]} in x2 {x2.shape}")
+    x1, x2 = moveaxis(x1, ax1, -1), moveaxis(x2, ax2, -1)
+    batch = broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
+    x1 = broadcast_to(x1, batch + x1.shape[-1:])
+    x2 = broadcast_to(x2, batch + x2.shape[-1:])
+    return einsum("...i,...i->...", x1, x2, precision=precision)

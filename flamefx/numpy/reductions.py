@@ -87,12 +87,27 @@ def mean(a, axis=None, dtype=None, keepdims: bool = False):
     return convert(out, out_dtype, a.weak_type)
 
 
-def var(a, axis=None, dtype=None, ddof: int = 0, keepdims: bool = False):
-    """The variance over ``axis``, dividing by ``N - ddof``.
+def _correction(ddof, correction):
+    """The array API's ``correction`` is NumPy's ``ddof`` under another name."""
+    if correction is None:
+        return ddof
+    if ddof != 0:
+        raise FlamefxValueError(f"pass ddof or correction, not both (got ddof={ddof}, "
+                                f"correction={correction})\n  at {user_frame()}")
+    return correction
+
+
+def var(a, axis=None, dtype=None, ddof: int = 0, keepdims: bool = False, *,
+        correction=None):
+    """The variance over ``axis``, dividing by ``N - ddof`` (``correction``: the array API's
+    name of ``ddof``).
 
     >>> var([1.0, 2.0, 3.0, 4.0]).item()
     1.25
+    >>> var([1.0, 2.0, 3.0, 4.0], correction=1).item()
+    1.6666666269302368
     """
+    ddof = _correction(ddof, correction)
     a = as_operand(a)
     out_dtype = dtypes.canonicalize(dtype) if dtype is not None else to_inexact_dtype(a.dtype)
     compute_dtype = dtypes.float32 if out_dtype in _HALF_FLOATS else out_dtype
@@ -104,13 +119,17 @@ def var(a, axis=None, dtype=None, ddof: int = 0, keepdims: bool = False):
     return convert(out, out_dtype, a.weak_type)
 
 
-def std(a, axis=None, dtype=None, ddof: int = 0, keepdims: bool = False):
+def std(a, axis=None, dtype=None, ddof: int = 0, keepdims: bool = False, *,
+        correction=None):
     """The standard deviation over ``axis`` (the square root of ``var``).
 
     >>> std([1.0, 3.0]).item()
     1.0
+    >>> std([1.0, 3.0], correction=1).item()
+    1.4142135381698608
     """
-    return lax.sqrt(var(a, axis=axis, dtype=dtype, ddof=ddof, keepdims=keepdims))
+    return lax.sqrt(var(a, axis=axis, dtype=dtype, ddof=ddof, keepdims=keepdims,
+                        correction=correction))
 
 
 def _check_nonempty(name, a, axis):
