@@ -5,6 +5,10 @@ input (NaN/inf, no exception) and bad shapes (flamefx errors naming shapes and t
 The primitives themselves are checked by the registry suite (tests/samples/factorizations.py).
 """
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 import scipy.linalg
@@ -337,3 +341,53 @@ def test_lax_linalg_is_importable_both_ways():
     v, w = by_import.eigh(SYM)
     _close(w, np.linalg.eigvalsh(SYM))
     _close(by_import.lu_pivots_to_permutation(np.array([2, 2, 2], np.int32), 4), [2, 0, 1, 3])
+
+
+def test_degenerate_eigenvalues_give_finite_gradients():
+    # Gaps of 0 are masked (as JAX): the trace's gradient at the identity is the identity.
+    _close(flamefx.grad(lambda a: fnp.sum(fnp.linalg.eigvalsh(a)))(np.eye(3)), np.eye(3))
+    g = flamefx.grad(lambda a: fnp.sum(fnp.linalg.svdvals(a)))(np.eye(3))
+    assert np.all(np.isfinite(np.asarray(g)))
+
+
+# --- the GPU lu's pivots-to-permutation kernel, run on the CPU ---------------------------------
+
+PIVOTS_MAIN = r"""
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+int main(int argc, char** argv) {
+  const std::string dir = argv[1];
+  const int batch = atoi(argv[2]), k = atoi(argv[3]), m = atoi(argv[4]);
+  std::vector<int> pivots(batch * k), perms(batch * m);
+  FILE* in = fopen((dir + "/in.bin").c_str(), "rb");
+  if (fread(pivots.data(), sizeof(int), pivots.size(), in) != pivots.size()) return 1;
+  fclose(in);
+  launch(Dim3{(unsigned)((batch + 127) / 128), 1, 1}, Dim3{128, 1, 1},
+         [&] { pivots_to_permutation(pivots.data(), perms.data(), batch, k, m); });
+  FILE* out = fopen((dir + "/out.bin").c_str(), "wb");
+  fwrite(perms.data(), sizeof(int), perms.size(), out);
+  fclose(out);
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
+def test_pivots_to_permutation_kernel_matches_numpy(tmp_path):
+    from flamefx.primitives import factorizations
+    batch, k, m = 130, 3, 5  # two blocks of 128 threads, the second mostly idle
+    pivots = np.stack([RNG.integers(np.arange(k), m) for _ in range(batch)]).astype(np.int32)
+    emulator = Path(__file__).parent / "kernel_emulator" / "cuda_on_cpu.h"
+    source = f'#include "{emulator}"\n' + factorizations._PIVOTS_TO_PERMUTATION + PIVOTS_MAIN
+    (tmp_path / "kernel.cpp").write_text(source)
+    exe = tmp_path / "kernel"
+    build = subprocess.run(["g++", "-O1", "-std=c++20", "-pthread", "-w", "-o", str(exe),
+                            str(tmp_path / "kernel.cpp")], capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-3000:]
+    (tmp_path / "in.bin").write_bytes(pivots.tobytes())
+    run = subprocess.run([str(exe), str(tmp_path), str(batch), str(k), str(m)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-3000:]
+    got = np.frombuffer((tmp_path / "out.bin").read_bytes(), np.int32).reshape(batch, m)
+    np.testing.assert_array_equal(got, factorizations.permutation_of_pivots(pivots, m))
