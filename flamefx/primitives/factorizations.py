@@ -444,30 +444,54 @@ extern "C" __global__ void pivots_to_permutation(const int* pivots, int* perms, 
 """
 
 
-def _lu_cuda(a):
-    cp, _ = cupy_modules()
+def _getrf_batched(cp, flat, pivots, info):
+    """Square stacks: one cuBLAS getrfBatched call (as cupy.linalg.solve does)."""
+    from cupy.cuda import cublas, device
+    count, n, _ = flat.shape
+    # Row-major A^T is column-major A; a copy always, since getrf overwrites it.
+    x = cp.array(cp.swapaxes(flat, -1, -2), order="C", copy=True)
+    pointers = cp.arange(x.data.ptr, x.data.ptr + count * x.strides[0], x.strides[0],
+                         dtype=cp.uintp)
+    getrf = cublas.sgetrfBatched if flat.dtype == np.float32 else cublas.dgetrfBatched
+    getrf(device.get_cublas_handle(), n, pointers.data.ptr, n, pivots.data.ptr, info.data.ptr,
+          count)
+    return cp.swapaxes(x, -1, -2)
+
+
+def _getrf_each(cp, flat, pivots, info):
+    """Any m x n stack: cuSOLVER getrf one matrix at a time."""
     from cupy.cuda import device
     from cupy_backends.cuda.libs import cusolver
+    count, m, n = flat.shape
+    single = flat.dtype == np.float32
+    bufsize = cusolver.sgetrf_bufferSize if single else cusolver.dgetrf_bufferSize
+    getrf = cusolver.sgetrf if single else cusolver.dgetrf
+    handle = device.get_cusolver_handle()
+    lus = cp.empty(flat.shape, flat.dtype)
+    for i in range(count):
+        x = cp.array(flat[i], order="F", copy=True)  # cuSOLVER is column-major
+        work = cp.empty(bufsize(handle, m, n, x.data.ptr, m), flat.dtype)
+        getrf(handle, m, n, x.data.ptr, m, work.data.ptr, pivots[i].data.ptr, info[i:].data.ptr)
+        lus[i] = x
+    return lus
+
+
+def _lu_cuda(a):
+    cp, _ = cupy_modules()
     m, n = a.shape[-2:]
     k = min(m, n)
     batch = a.shape[:-2]
     count = int(np.prod(batch, dtype=np.int64))
-    lus = cp.empty((count, m, n), a.dtype)
+    flat = a.reshape(count, m, n)
     pivots = cp.zeros((count, k), cp.int32)
-    info = cp.empty((max(count, 1),), cp.int32)
-    single = a.dtype == np.float32
-    bufsize = cusolver.sgetrf_bufferSize if single else cusolver.dgetrf_bufferSize
-    getrf = cusolver.sgetrf if single else cusolver.dgetrf
-    handle = device.get_cusolver_handle()
-    for i, a1 in enumerate(a.reshape(count, m, n)):
-        x = cp.array(a1, order="F", copy=True)  # cuSOLVER is column-major; getrf overwrites
-        if k:
-            work = cp.empty(bufsize(handle, m, n, x.data.ptr, m), a.dtype)
-            getrf(handle, m, n, x.data.ptr, m, work.data.ptr, pivots[i].data.ptr,
-                  info[i:].data.ptr)
-        lus[i] = x
-    pivots -= 1  # cuSOLVER counts rows from 1
     perms = cp.empty((count, m), cp.int32)
+    if a.size == 0:
+        lus = cp.zeros(flat.shape, a.dtype)
+    else:
+        info = cp.empty((count,), cp.int32)  # singular matrices still factor; not read
+        getrf = _getrf_batched if m == n and count > 1 else _getrf_each
+        lus = getrf(cp, flat, pivots, info)
+        pivots -= 1  # cuBLAS/cuSOLVER count rows from 1
     if count:
         kernel = cp.RawKernel(_PIVOTS_TO_PERMUTATION, "pivots_to_permutation")
         kernel(((count + 127) // 128,), (128,), (pivots, perms, np.int32(count), np.int32(k),
