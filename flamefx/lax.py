@@ -40,9 +40,13 @@ from flamefx.primitives.linalg import dot_general
 from flamefx.primitives.sorting import sort, sort_key_val, top_k
 from flamefx.primitives.nn_ops import conv_general_dilated
 
+# --- primitives: Fourier transforms -------------------------------------------------------------
+from flamefx.primitives.fft import FftType, fft
+
 # --- primitives: special functions -------------------------------------------------------------
 from flamefx.primitives.special import (
-    bessel_i0e, bessel_i1e, betainc, digamma, erfc, igamma, igammac, lgamma, polygamma, zeta)
+    bessel_i0e, bessel_i1e, betainc, digamma, erfc, igamma, igamma_grad_a, igammac, lgamma,
+    polygamma, zeta)
 
 # --- autodiff helpers --------------------------------------------------------------------------
 from flamefx.transforms.ad import stop_gradient

@@ -14,6 +14,7 @@ from flamefx.core import Array as ndarray
 from flamefx.dtypes import (bfloat16, bool_, finfo, float16, float32, float64, iinfo, int8,
                             int16, int32, int64, uint8, uint16, uint32, uint64)
 from flamefx.numpy import linalg  # fnp.linalg.norm
+from flamefx.numpy import fft  # noqa: F401  (fnp.fft.fft, rfft, fftfreq, ...)
 from flamefx.numpy.array_api import __array_api_version__, __array_namespace_info__
 from flamefx.numpy.creation import (arange, array, asarray, copy, empty, empty_like, eye,
                                     from_dlpack, full, full_like, geomspace, identity, linspace,
