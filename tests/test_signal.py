@@ -110,7 +110,7 @@ def test_cumulative_sum_and_prod():
         fnp.cumulative_prod(2.0)
 
 
-# --- convolution -------------------------------------------------------------------------------
+# --- convolution -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", ["full", "same", "valid"])
@@ -138,7 +138,35 @@ def test_convolution_errors():
         fnp.convolve(np.ones(3), np.ones(2), mode="circular")
 
 
-# --- polynomials -------------------------------------------------------------------------------
+# --- interpolation ---------------------------------------------------------------------------
+
+
+def test_interp_matches_numpy():
+    xp, fp = np.sort(RNG.normal(size=8)), RNG.normal(size=8)
+    x = RNG.normal(size=(3, 7)) * 1.5
+    _check(fnp.interp(_f64(x), _f64(xp), _f64(fp)), np.interp(x, xp, fp))
+    _check(fnp.interp(_f64(x), _f64(xp), _f64(fp), left=-5.0, right=7.0),
+           np.interp(x, xp, fp, -5.0, 7.0))
+    _check(fnp.interp(_f64(xp), _f64(xp), _f64(fp)), np.interp(xp, xp, fp))  # at the knots
+    unordered = RNG.normal(size=8) * 3
+    _check(fnp.interp(_f64(x), _f64(unordered), _f64(fp), period=2.0),
+           np.interp(x, unordered, fp, period=2.0))
+    # A repeated knot takes the value at its right (NumPy's and JAX's rule) and a 0-d x works.
+    knots, values = _f64([0.0, 1.0, 1.0, 2.0]), _f64([0.0, 1.0, 3.0, 4.0])
+    _check(fnp.interp(_f64([0.5, 1.0, 1.5]), knots, values),
+           np.interp([0.5, 1.0, 1.5], [0.0, 1.0, 1.0, 2.0], [0.0, 1.0, 3.0, 4.0]))
+    assert fnp.interp(2, [1, 3], [0, 10]).dtype == fnp.float32
+    _check(fnp.interp(_f64(5.0), _f64([1.0]), _f64([2.0])), np.asarray(2.0))
+
+
+def test_interp_errors():
+    with pytest.raises(FlamefxValueError, match="xp and fp"):
+        fnp.interp(1.0, np.ones(3), np.ones(4))
+    with pytest.raises(FlamefxValueError, match="period must be a scalar"):
+        fnp.interp(1.0, np.arange(3.0), np.ones(3), period=np.ones(2))
+
+
+# --- polynomials -----------------------------------------------------------------------------
 
 
 def test_polyval_matches_numpy():
@@ -166,7 +194,7 @@ def test_polynomial_arithmetic_matches_numpy():
            np.array([0.25, 1 / 3, 0.5, 1.0, 2.0]))
 
 
-# --- gradients, jit, vmap ----------------------------------------------------------------------
+# --- gradients, jit, vmap --------------------------------------------------------------------
 
 
 def test_gradients_to_order_2():
@@ -182,6 +210,8 @@ def test_gradients_to_order_2():
     check_grads(fnp.polyval, (v, x))
     check_grads(fnp.polymul, (v, x[1]))
     check_grads(lambda p: fnp.polyint(p, 2, k=1.5), (v,))
+    knots = _f64(np.sort(RNG.normal(size=6)))
+    check_grads(fnp.interp, (x[0] * 0.5, knots, _f64(RNG.normal(size=6))))
 
 
 def test_jit_and_vmap():
@@ -193,6 +223,9 @@ def test_jit_and_vmap():
     _check(flamefx.vmap(fnp.gradient)(x), np.gradient(x, axis=1))
     _check(flamefx.jit(lambda p, t: fnp.polyval(p, t))(v, x), np.polyval(v, x))
     _check(flamefx.vmap(fnp.trapezoid, in_axes=1)(x), np.trapezoid(x, axis=0))
+    xp = _f64([-1.0, 0.0, 2.0])
+    _check(flamefx.jit(flamefx.vmap(lambda t: fnp.interp(t, xp, xp * xp)))(x),
+           np.interp(x, [-1.0, 0.0, 2.0], [1.0, 0.0, 4.0]))
 
 
 def test_bad_input_errors():

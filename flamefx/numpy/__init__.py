@@ -57,8 +57,14 @@ from flamefx.numpy.promotion import (broadcast_arrays, broadcast_shapes, broadca
 from flamefx.numpy.reductions import (all, amax, amin, any, argmax, argmin, cumprod, cumsum,
                                       logsumexp, max, mean, min, prod, std, sum, var)
 from flamefx.numpy.signal import (convolve, correlate, cumulative_prod, cumulative_sum, diff,
-                                  ediff1d, gradient, polyadd, polyder, polyint, polymul,
+                                  ediff1d, gradient, interp, polyadd, polyder, polyint, polymul,
                                   polysub, polyval, trapezoid)
+from flamefx.numpy.statistics import (average, bincount, corrcoef, count_nonzero, cov,
+                                      digitize, histogram, histogram_bin_edges, median,
+                                      nanargmax, nanargmin, nancumprod, nancumsum, nanmax,
+                                      nanmean, nanmedian, nanmin, nanpercentile, nanprod,
+                                      nanquantile, nanstd, nansum, nanvar, percentile, ptp,
+                                      quantile)
 from flamefx.numpy.shape import (append, array_split, astype, atleast_1d, atleast_2d,
                                  atleast_3d, block, column_stack, concat, concatenate, delete,
                                  dsplit, dstack, expand_dims, flip, fliplr, flipud, hsplit, hstack,

@@ -237,6 +237,56 @@ def cumulative_prod(x, /, *, axis: int | None = None, dtype=None,
     return _cumulative("cumulative_prod", cumprod, x, axis, dtype, include_initial, 1)
 
 
+def _take(x, index):
+    from flamefx.numpy.indexing import take
+    return take(x, index)
+
+
+def interp(x, xp, fp, left=None, right=None, period=None):
+    """Piecewise-linear interpolation of the points (``xp``, ``fp``) (``xp`` increasing) at
+    ``x``; beyond the ends ``left`` / ``right`` (default: the end values of ``fp``). With
+    ``period``, ``xp`` may be in any order and the function repeats (left/right unused).
+
+    >>> interp([0.5, 1.5, 9.0], [0.0, 1.0, 2.0], [0.0, 10.0, 0.0]).tolist()
+    [5.0, 5.0, 0.0]
+    """
+    from flamefx.numpy.math import abs, clip, remainder, where
+    from flamefx.numpy.sorting import argsort, searchsorted
+    xp, fp = as_operand(xp), as_operand(fp)
+    if xp.ndim != 1 or xp.shape != fp.shape or xp.shape[0] == 0:
+        raise FlamefxValueError(f"interp: xp and fp must be 1-D of one nonzero length, got "
+                                f"shapes {xp.shape} and {fp.shape}\n  at {user_frame()}")
+    x, xp = promote_dtypes_inexact(x, xp)
+    (fp,) = promote_dtypes_inexact(fp)
+    if period is not None:
+        period = as_operand(period)
+        if period.ndim != 0:
+            raise FlamefxValueError(f"interp: period must be a scalar, got shape "
+                                    f"{period.shape}\n  at {user_frame()}")
+        period = abs(period)
+        x, xp = remainder(x, period), remainder(xp, period)
+        order = argsort(xp)
+        xp, fp = _take(xp, order), _take(fp, order)
+        # One point wrapped around at each end closes the period.
+        xp = _concatenate_1d(_along(xp, 0, -1) - period, xp, _along(xp, 0, 0, 1) + period)
+        fp = _concatenate_1d(_along(fp, 0, -1), fp, _along(fp, 0, 0, 1))
+    n = xp.shape[0]
+    i = clip(searchsorted(xp, x, side="right"), 1, n - 1)
+    x_lo, x_hi, f_lo, f_hi = _take(xp, i - 1), _take(xp, i), _take(fp, i - 1), _take(fp, i)
+    dx = x_hi - x_lo
+    # Repeated xp values (dx = 0) take the left value, with a finite gradient.
+    flat = abs(dx) <= np.spacing(np.finfo(xp.dtype).eps)
+    f = where(flat, f_lo, f_lo + (x - x_lo) / where(flat, 1, dx) * (f_hi - f_lo))
+    if period is None:
+        f = where(x < _along(xp, 0, 0, 1)[0], _along(fp, 0, 0, 1)[0] if left is None else left, f)
+        f = where(x > _along(xp, 0, -1)[0], _along(fp, 0, -1)[0] if right is None else right, f)
+    return f
+
+
+def _concatenate_1d(*pieces):
+    return lax.concatenate(list(promote_dtypes(*pieces)), 0)
+
+
 # --- convolution ---------------------------------------------------------------------------
 
 

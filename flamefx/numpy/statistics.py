@@ -1,0 +1,760 @@
+"""Statistics: NaN-ignoring reductions, averages, spreads, covariance, counting, and the
+order statistics (median, quantile, percentile), histograms and digitize.
+
+Everything is composed of existing primitives: NaNs are replaced by the reduction's
+identity with a select (whose gradient sends nothing to the replaced elements), order
+statistics sort along the axis and gather the selected elements, so their gradients flow
+to those elements as in JAX.
+
+>>> import flamefx.numpy as fnp
+>>> fnp.nanmean(fnp.array([1.0, fnp.nan, 3.0])).item()
+2.0
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from flamefx import core, dtypes, lax
+from flamefx.errors import ConcretizationError, FlamefxTypeError, FlamefxValueError, user_frame
+from flamefx.numpy import reductions
+from flamefx.numpy.promotion import (as_operand, broadcast_to, canonical_axes, canonical_axis,
+                                     constant_like, convert, promote_dtypes_inexact,
+                                     to_inexact_dtype)
+
+
+def _check_out(out, name: str):
+    if out is not None:
+        raise FlamefxValueError(f"{name}: the out argument is not supported (flamefx arrays are "
+                                f"immutable; use the returned array)\n  at {user_frame()}")
+
+
+def _isnan(a):
+    return lax.ne(a, a)
+
+
+def _nan_replaced(a, value, where=None):
+    """``a`` with NaNs (and elements outside ``where``) set to ``value``."""
+    drop = _isnan(a)
+    if where is not None:
+        keep = broadcast_to(convert(as_operand(where), dtypes.bool_), a.shape)
+        drop = lax.bitwise_or(drop, lax.bitwise_not(keep))
+    return lax.select_n(drop, a, constant_like(a, value))
+
+
+# --- NaN-ignoring reductions ----------------------------------------------------------------
+
+
+def nansum(a, axis=None, dtype=None, out=None, keepdims: bool = False, where=None):
+    """The sum over ``axis`` with NaNs counted as zero.
+
+    >>> nansum([1.0, float("nan"), 2.0]).item()
+    3.0
+    """
+    _check_out(out, "nansum")
+    a = as_operand(a)
+    if dtypes.is_float(a.dtype) or where is not None:
+        a = _nan_replaced(a, 0, where)
+    return reductions.sum(a, axis=axis, dtype=dtype, keepdims=keepdims)
+
+
+def nanprod(a, axis=None, dtype=None, out=None, keepdims: bool = False, where=None):
+    """The product over ``axis`` with NaNs counted as one.
+
+    >>> nanprod([2.0, float("nan"), 3.0]).item()
+    6.0
+    """
+    _check_out(out, "nanprod")
+    a = as_operand(a)
+    if dtypes.is_float(a.dtype) or where is not None:
+        a = _nan_replaced(a, 1, where)
+    return reductions.prod(a, axis=axis, dtype=dtype, keepdims=keepdims)
+
+
+def _valid_count(a, axis, keepdims, dtype, where=None):
+    """How many elements over ``axis`` are not NaN (and inside ``where``)."""
+    valid = lax.bitwise_not(_isnan(a))
+    if where is not None:
+        valid = lax.bitwise_and(valid, broadcast_to(convert(as_operand(where), dtypes.bool_),
+                                                    a.shape))
+    return reductions.sum(valid, axis=axis, dtype=dtype, keepdims=keepdims)
+
+
+def nanmean(a, axis=None, dtype=None, out=None, keepdims: bool = False, where=None):
+    """The mean over ``axis`` of the elements that are not NaN (NaN where all are).
+
+    >>> nanmean([1.0, float("nan"), 2.0]).item()
+    1.5
+    """
+    _check_out(out, "nanmean")
+    a = as_operand(a)
+    out_dtype = dtypes.canonicalize(dtype) if dtype is not None else to_inexact_dtype(a.dtype)
+    if not dtypes.is_float(a.dtype):
+        a = convert(a, out_dtype)
+    total = nansum(a, axis=axis, dtype=out_dtype, keepdims=keepdims, where=where)
+    count = _valid_count(a, axis, keepdims, out_dtype, where)
+    return lax.div(total, convert(count, total.dtype, total.weak_type))
+
+
+def nanvar(a, axis=None, dtype=None, out=None, ddof: int = 0, keepdims: bool = False,
+           where=None):
+    """The variance over ``axis`` of the elements that are not NaN, dividing by
+    ``N - ddof`` (NaN where that is not positive).
+
+    >>> nanvar([1.0, float("nan"), 3.0]).item()
+    1.0
+    """
+    _check_out(out, "nanvar")
+    a = as_operand(a)
+    out_dtype = dtypes.canonicalize(dtype) if dtype is not None else to_inexact_dtype(a.dtype)
+    a = convert(a, to_inexact_dtype(a.dtype), a.weak_type)
+    center = nanmean(a, axis=axis, dtype=a.dtype, keepdims=True, where=where)
+    centered = _nan_replaced(lax.sub(a, broadcast_to(center, a.shape)), 0, where)
+    squares = reductions.sum(lax.mul(centered, centered), axis=axis, keepdims=keepdims)
+    divisor = lax.sub(_valid_count(a, axis, keepdims, squares.dtype, where),
+                      constant_like(squares, ddof))
+    positive = lax.gt(divisor, constant_like(divisor, 0))
+    # A safe divisor where there is none keeps the gradient of the NaN branch finite.
+    safe = lax.select_n(positive, constant_like(divisor, 1), divisor)
+    out = lax.select_n(positive, constant_like(squares, np.nan), lax.div(squares, safe))
+    return convert(out, out_dtype, out.weak_type)
+
+
+def nanstd(a, axis=None, dtype=None, out=None, ddof: int = 0, keepdims: bool = False,
+           where=None):
+    """The standard deviation over ``axis`` of the elements that are not NaN.
+
+    >>> nanstd([1.0, float("nan"), 3.0]).item()
+    1.0
+    """
+    return lax.sqrt(nanvar(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims,
+                           where=where))
+
+
+def _nan_extremum(name, reduce, fill, a, axis, out, keepdims):
+    _check_out(out, name)
+    a = as_operand(a)
+    if not dtypes.is_float(a.dtype):
+        return reduce(a, axis=axis, keepdims=keepdims)
+    result = reduce(_nan_replaced(a, fill), axis=axis, keepdims=keepdims)
+    all_nan = reductions.all(_isnan(a), axis=axis, keepdims=keepdims)
+    return lax.select_n(all_nan, result, constant_like(result, np.nan))
+
+
+def nanmax(a, axis=None, out=None, keepdims: bool = False):
+    """The maximum over ``axis`` ignoring NaNs (NaN where all elements are NaN).
+
+    >>> nanmax([1.0, float("nan"), 3.0]).item()
+    3.0
+    """
+    return _nan_extremum("nanmax", reductions.max, -np.inf, a, axis, out, keepdims)
+
+
+def nanmin(a, axis=None, out=None, keepdims: bool = False):
+    """The minimum over ``axis`` ignoring NaNs (NaN where all elements are NaN).
+
+    >>> nanmin([1.0, float("nan"), 3.0]).item()
+    1.0
+    """
+    return _nan_extremum("nanmin", reductions.min, np.inf, a, axis, out, keepdims)
+
+
+def _nan_arg_extremum(arg_reduce, fill, a, axis, keepdims):
+    a = as_operand(a)
+    if not dtypes.is_float(a.dtype):
+        return arg_reduce(a, axis=axis, keepdims=keepdims)
+    index = arg_reduce(_nan_replaced(a, fill), axis=axis, keepdims=keepdims)
+    all_nan = reductions.all(_isnan(a), axis=axis, keepdims=keepdims)
+    return lax.select_n(all_nan, index, constant_like(index, -1))
+
+
+def nanargmax(a, axis=None, out=None, keepdims: bool = False):
+    """The index of the maximum over ``axis`` ignoring NaNs. As in JAX, a slice of only
+    NaNs gives -1 (NumPy raises).
+
+    >>> nanargmax([1.0, float("nan"), 3.0]).item()
+    2
+    """
+    _check_out(out, "nanargmax")
+    return _nan_arg_extremum(reductions.argmax, -np.inf, a, axis, keepdims)
+
+
+def nanargmin(a, axis=None, out=None, keepdims: bool = False):
+    """The index of the minimum over ``axis`` ignoring NaNs (-1 for an all-NaN slice, as
+    in JAX).
+
+    >>> nanargmin([4.0, float("nan"), 3.0]).item()
+    2
+    """
+    _check_out(out, "nanargmin")
+    return _nan_arg_extremum(reductions.argmin, np.inf, a, axis, keepdims)
+
+
+def nancumsum(a, axis=None, dtype=None, out=None):
+    """Running sums along ``axis`` with NaNs counted as zero.
+
+    >>> nancumsum([1.0, float("nan"), 2.0]).tolist()
+    [1.0, 1.0, 3.0]
+    """
+    _check_out(out, "nancumsum")
+    a = as_operand(a)
+    if dtypes.is_float(a.dtype):
+        a = _nan_replaced(a, 0)
+    return reductions.cumsum(a, axis=axis, dtype=dtype)
+
+
+def nancumprod(a, axis=None, dtype=None, out=None):
+    """Running products along ``axis`` with NaNs counted as one.
+
+    >>> nancumprod([2.0, float("nan"), 3.0]).tolist()
+    [2.0, 2.0, 6.0]
+    """
+    _check_out(out, "nancumprod")
+    a = as_operand(a)
+    if dtypes.is_float(a.dtype):
+        a = _nan_replaced(a, 1)
+    return reductions.cumprod(a, axis=axis, dtype=dtype)
+
+
+# --- averages, spreads, counts ---------------------------------------------------------------
+
+
+def average(a, axis=None, weights=None, returned: bool = False, keepdims: bool = False):
+    """The weighted mean over ``axis``; 1-D ``weights`` may run along a single ``axis``.
+    ``returned`` also gives the sum of the weights (broadcast to the average's shape).
+
+    >>> average([1.0, 2.0, 4.0], weights=[2.0, 1.0, 1.0]).item()
+    2.0
+    """
+    a = as_operand(a)
+    if weights is None:
+        avg = reductions.mean(a, axis=axis, keepdims=keepdims)
+        weights_sum = constant_like(avg, reductions._count(a.shape, canonical_axes(axis, a.ndim)))
+    else:
+        a, weights = promote_dtypes_inexact(a, weights)
+        if weights.shape != a.shape:
+            weights = _weights_along_axis(a, weights, axis)
+        weights_sum = reductions.sum(weights, axis=axis, keepdims=keepdims)
+        avg = lax.div(reductions.sum(lax.mul(a, weights), axis=axis, keepdims=keepdims),
+                      weights_sum)
+    if not returned:
+        return avg
+    return avg, broadcast_to(weights_sum, avg.shape)
+
+
+def _weights_along_axis(a, weights, axis):
+    """1-D ``weights`` laid along the single ``axis`` of ``a``."""
+    if weights.ndim != 1:
+        raise FlamefxValueError(f"average: weights of shape {weights.shape} differ from a's "
+                                f"shape {a.shape}, so they must be 1-D\n  at {user_frame()}")
+    if axis is None or not isinstance(axis, (int, np.integer)):
+        raise FlamefxValueError(f"average: 1-D weights (shape {weights.shape}) need a single "
+                                f"int axis of a (shape {a.shape}), got axis={axis!r}\n  at "
+                                f"{user_frame()}")
+    axis = canonical_axis(axis, a.ndim)
+    if weights.shape[0] != a.shape[axis]:
+        raise FlamefxValueError(f"average: {weights.shape[0]} weights for axis {axis} of length "
+                                f"{a.shape[axis]} (a of shape {a.shape})\n  at {user_frame()}")
+    return lax.broadcast_in_dim(weights, a.shape, (axis,))
+
+
+def ptp(a, axis=None, out=None, keepdims: bool = False):
+    """The range (maximum minus minimum) over ``axis``.
+
+    >>> ptp([3, 1, 7]).item()
+    6
+    """
+    _check_out(out, "ptp")
+    return lax.sub(reductions.max(a, axis=axis, keepdims=keepdims),
+                   reductions.min(a, axis=axis, keepdims=keepdims))
+
+
+def count_nonzero(a, axis=None, keepdims: bool = False):
+    """How many elements over ``axis`` are nonzero (in the default integer dtype).
+
+    >>> count_nonzero([[0, 1], [2, 0]], axis=0).tolist()
+    [1, 1]
+    """
+    a = as_operand(a)
+    nonzero = a if a.dtype == dtypes.bool_ else lax.ne(a, constant_like(a, 0))
+    return reductions.sum(nonzero, axis=axis, dtype=dtypes.default_int(), keepdims=keepdims)
+
+
+# --- covariance ----------------------------------------------------------------------------
+
+
+def _as_variables(x, rowvar: bool, name: str):
+    """``x`` as a 2-D array with one row per variable."""
+    if x.ndim > 2:
+        raise FlamefxValueError(f"cov: {name} has more than 2 dimensions (shape {x.shape})\n  at "
+                                f"{user_frame()}")
+    x = lax.reshape(x, (1,) * (2 - x.ndim) + x.shape)
+    if not rowvar and x.shape[0] != 1:
+        x = lax.transpose(x, (1, 0))
+    return x
+
+
+def _sample_weights(weights, n_samples: int, name: str):
+    weights = as_operand(weights)
+    if weights.ndim != 1 or weights.shape[0] != n_samples:
+        raise FlamefxValueError(f"cov: {name} must be 1-D with one weight per sample "
+                                f"({n_samples}), got shape {weights.shape}\n  at {user_frame()}")
+    return weights
+
+
+def cov(m, y=None, rowvar: bool = True, bias: bool = False, ddof: int | None = None,
+        fweights=None, aweights=None):
+    """The covariance matrix of the variables in the rows of ``m`` (columns if not
+    ``rowvar``), with ``y``'s variables appended. ``fweights`` are integer repeat counts,
+    ``aweights`` importance weights; negative weights count by their absolute value, as in
+    JAX (NumPy raises).
+
+    >>> cov([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]]).tolist()
+    [[1.0, -1.0], [-1.0, 1.0]]
+    """
+    from flamefx.numpy.math import abs
+    if y is None:
+        (m,) = promote_dtypes_inexact(m)
+    else:
+        m, y = promote_dtypes_inexact(m, y)
+    x = _as_variables(m, rowvar, "m")
+    if x.shape[0] == 0:
+        return lax.broadcast_in_dim(core.to_array(0, dtype=x.dtype), (0, 0), ())
+    if y is not None:
+        x = lax.concatenate([x, _as_variables(y, rowvar, "y")], 0)
+    n_samples = x.shape[1]
+    if ddof is None:
+        ddof = 0 if bias else 1
+    w = None
+    if fweights is not None:
+        fweights = _sample_weights(fweights, n_samples, "fweights")
+        if not dtypes.is_int(fweights.dtype):
+            raise FlamefxTypeError(f"cov: fweights must be integers, got {fweights.dtype}\n  at "
+                                   f"{user_frame()}")
+        w = convert(abs(fweights), x.dtype)
+    if aweights is not None:
+        aweights = convert(abs(_sample_weights(aweights, n_samples, "aweights")), x.dtype)
+        w = aweights if w is None else lax.mul(w, aweights)
+    avg, w_sum = average(x, axis=1, weights=w, returned=True)
+    w_sum = lax.reshape(lax.slice(w_sum, (0,), (1,)), ())
+    if w is None:
+        factor = constant_like(w_sum, n_samples - ddof)
+    elif ddof == 0:
+        factor = w_sum
+    elif aweights is None:
+        factor = lax.sub(w_sum, constant_like(w_sum, ddof))
+    else:
+        correction = lax.div(reductions.sum(lax.mul(w, aweights)), w_sum)
+        factor = lax.sub(w_sum, lax.mul(constant_like(w_sum, ddof), correction))
+    centered = lax.sub(x, lax.broadcast_in_dim(avg, x.shape, (0,)))
+    weighted = centered if w is None else lax.mul(centered, broadcast_to(w, x.shape))
+    products = lax.dot_general(centered, weighted, (((1,), (1,)), ((), ())))
+    out = lax.div(products, broadcast_to(factor, products.shape))
+    return lax.reshape(out, ()) if out.shape == (1, 1) else out
+
+
+def corrcoef(x, y=None, rowvar: bool = True):
+    """The Pearson correlation coefficients of the variables (``cov`` normalized by the
+    standard deviations, clipped to [-1, 1]).
+
+    >>> corrcoef([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]]).tolist()
+    [[1.0, -1.0], [-1.0, 1.0]]
+    """
+    from flamefx.numpy.math import clip
+    from flamefx.numpy.matrices import diagonal
+    c = cov(x, y, rowvar)
+    if c.ndim == 0:
+        return lax.div(c, c)
+    stddev = lax.sqrt(diagonal(c))
+    n = stddev.shape[0]
+    c = lax.div(c, lax.broadcast_in_dim(stddev, (n, n), (0,)))
+    c = lax.div(c, lax.broadcast_in_dim(stddev, (n, n), (1,)))
+    return clip(c, -1, 1)
+
+
+# --- counting --------------------------------------------------------------------------------
+
+
+def _concrete_values(x, what: str, fix: str):
+    if isinstance(x, core.Tracer):
+        concrete = x.to_concrete()
+        if concrete is None:
+            raise ConcretizationError(f"{what} depends on the values of a traced array "
+                                      f"({x.aval.str_short()}), which are unknown while "
+                                      f"tracing. {fix}\n  at {user_frame()}")
+        x = concrete
+    return np.asarray(x)
+
+
+def bincount(x, weights=None, minlength: int = 0, *, length: int | None = None):
+    """How many times each value ``0, 1, ...`` occurs in the non-negative integers ``x``
+    (or the sum of their ``weights``). The result has ``length`` bins (JAX's keyword:
+    required under jit, where the values of ``x`` are unknown), else
+    ``max(minlength, max(x) + 1)``; as in JAX, negative values count in bin 0 and values
+    past the last bin are dropped.
+
+    >>> bincount([0, 1, 1, 3]).tolist()
+    [1, 2, 0, 1]
+    """
+    x = as_operand(x)
+    if not dtypes.is_int(x.dtype):
+        raise FlamefxTypeError(f"bincount: x must be integers, got {x.dtype}\n  at "
+                               f"{user_frame()}")
+    if x.ndim != 1:
+        raise FlamefxValueError(f"bincount: x must be 1-D, got shape {x.shape}\n  at "
+                                f"{user_frame()}")
+    minlength = int(minlength)
+    if length is None:
+        values = _concrete_values(x, "bincount's number of bins",
+                                  "Pass length= (a static int) to bincount under jit.")
+        length = max(minlength, int(values.max()) + 1 if values.size else 0)
+    length = int(length)
+    if weights is None:
+        weights = lax.full_like(convert(x, dtypes.default_int()), 1)
+    else:
+        weights = as_operand(weights)
+        if weights.shape != x.shape:
+            raise FlamefxValueError(f"bincount: weights (shape {weights.shape}) must have x's "
+                                    f"shape {x.shape}\n  at {user_frame()}")
+    # One spare bin past the end collects the out-of-range values, then is dropped (the
+    # scatter clamps indices into range, so it cannot drop them by itself).
+    index = convert(x, dtypes.int32)
+    index = lax.min(lax.max(index, constant_like(index, 0)), constant_like(index, length))
+    zero = core.to_array(0, dtype=weights.dtype, weak=weights.weak_type)
+    bins = lax.broadcast_in_dim(zero, (length + 1,), ())
+    counts = lax.scatter(bins, lax.reshape(index, (x.shape[0], 1)), weights, (0,), "add")
+    return lax.slice(counts, (0,), (length,))
+
+
+# --- order statistics ------------------------------------------------------------------------
+
+QUANTILE_METHODS = ("linear", "lower", "higher", "midpoint", "nearest", "inverted_cdf")
+
+
+def _reduced_last(a, axis):
+    """``a`` with the reduced axes merged into one last axis, and the shape a keepdims
+    result has (the reduced axes as 1s)."""
+    axes = canonical_axes(axis, a.ndim)
+    kept = [d for d in range(a.ndim) if d not in axes]
+    kept_shape = tuple(1 if d in axes else n for d, n in enumerate(a.shape))
+    moved = lax.transpose(a, tuple(kept) + axes)
+    merged = reductions._count(a.shape, axes)
+    return lax.reshape(moved, tuple(a.shape[d] for d in kept) + (merged,)), kept_shape
+
+
+def _check_q(q, name):
+    if q.ndim > 1:
+        raise FlamefxValueError(f"{name}: q must be a scalar or 1-D, got shape {q.shape}\n  at "
+                                f"{user_frame()}")
+    concrete = q.to_concrete() if isinstance(q, core.Tracer) else q
+    if concrete is not None:
+        values = np.asarray(concrete)
+        if not np.all((values >= 0) & (values <= 1)):
+            raise FlamefxValueError(f"{name}: q must lie in [0, 1] ([0, 100] for percentiles), "
+                                    f"got {values.tolist()}\n  at {user_frame()}")
+
+
+def _quantile(name, a, q, axis, method, keepdims, skip_nans, weights=None):
+    from flamefx.numpy.indexing import take_along_axis
+    from flamefx.numpy.sorting import sort
+    if method not in QUANTILE_METHODS:
+        raise FlamefxValueError(f"{name}: method must be one of {QUANTILE_METHODS}, got "
+                                f"{method!r}\n  at {user_frame()}")
+    if weights is not None and method != "inverted_cdf":
+        raise FlamefxValueError(f"{name}: weights need method='inverted_cdf' (as in JAX), got "
+                                f"method={method!r}\n  at {user_frame()}")
+    a, q = promote_dtypes_inexact(a, q)
+    _check_q(q, name)
+    a_shape = a.shape
+    a, kept_shape = _reduced_last(a, axis)
+    batch, n = a.shape[:-1], a.shape[-1]
+    q_size = q.shape[0] if q.ndim else 1
+    if n == 0:
+        nan = core.to_array(np.nan, dtype=a.dtype)
+        values = lax.broadcast_in_dim(nan, batch + (q_size,), ())
+    elif method == "inverted_cdf":
+        values = _inverted_cdf(a, q, weights, axis, a_shape, skip_nans)
+    else:
+        values = _interpolated(a, q, method, skip_nans, sort, take_along_axis)
+    # values: batch + (len(q),) -> (len(q),) + batch, then q's own shape and keepdims.
+    values = lax.transpose(values, (values.ndim - 1,) + tuple(range(values.ndim - 1)))
+    out_shape = kept_shape if keepdims else batch
+    return lax.reshape(values, q.shape + tuple(out_shape))
+
+
+def _interpolated(a, q, method, skip_nans, sort, take_along_axis):
+    """The quantiles of each row of ``a`` (its last axis), interpolated by ``method``."""
+    batch, n = a.shape[:-1], a.shape[-1]
+    q = lax.reshape(q, (q.size,))
+    has_nan = reductions.any(_isnan(a), axis=-1, keepdims=True)
+    if skip_nans:
+        count = convert(reductions.sum(lax.bitwise_not(_isnan(a)), axis=-1, keepdims=True),
+                        a.dtype)
+    else:
+        # One NaN makes the row's quantiles NaN: NaN the whole row before sorting.
+        a = lax.select_n(broadcast_to(has_nan, a.shape), a, constant_like(a, np.nan))
+        count = lax.broadcast_in_dim(core.to_array(n, dtype=a.dtype), batch + (1,), ())
+    a = sort(a, axis=-1)
+    shape = batch + (q.shape[0],)
+    last = lax.sub(broadcast_to(count, shape), constant_like(broadcast_to(count, shape), 1))
+    position = lax.mul(lax.broadcast_in_dim(q, shape, (len(batch),)), last)
+    low, high = lax.floor(position), lax.ceil(position)
+    high_weight = lax.sub(position, low)
+    zero = constant_like(low, 0)
+    low = convert(lax.max(zero, lax.min(low, last)), dtypes.int32)
+    high = convert(lax.max(zero, lax.min(high, last)), dtypes.int32)
+    low_value = take_along_axis(a, low, axis=-1)
+    high_value = take_along_axis(a, high, axis=-1)
+    if method == "linear":
+        low_weight = lax.sub(constant_like(high_weight, 1), high_weight)
+        return lax.add(lax.mul(low_value, low_weight), lax.mul(high_value, high_weight))
+    if method == "lower":
+        return low_value
+    if method == "higher":
+        return high_value
+    if method == "nearest":
+        # JAX's rule: exactly halfway goes to the lower element (NumPy rounds half to even).
+        return lax.select_n(lax.le(high_weight, constant_like(high_weight, 0.5)), high_value,
+                            low_value)
+    return lax.mul(lax.add(low_value, high_value), constant_like(low_value, 0.5))
+
+
+def _inverted_cdf(a, q, weights, axis, a_shape, skip_nans):
+    """The first sorted element whose running weight reaches ``q`` of the row's total."""
+    from flamefx.numpy.indexing import take_along_axis
+    from flamefx.numpy.sorting import argsort
+    batch, n = a.shape[:-1], a.shape[-1]
+    if weights is None:
+        weights = lax.full_like(a, 1)
+    else:
+        weights = _quantile_weights(weights, a.dtype, axis, a_shape)
+    order = argsort(a, axis=-1)
+    a = take_along_axis(a, order, axis=-1)
+    weights = take_along_axis(weights, order, axis=-1)
+    nan_data = _isnan(a)
+    bad_weights = lax.bitwise_or(lax.lt(weights, constant_like(weights, 0)), _isnan(weights))
+    clean = lax.select_n(lax.bitwise_or(bad_weights, nan_data), weights,
+                         constant_like(weights, 0))
+    running = reductions.cumsum(clean, axis=-1)
+    total = lax.slice(running, (0,) * len(batch) + (n - 1,), batch + (n,))
+    q = lax.reshape(q, (q.size,))
+    shape = batch + (q.shape[0],)
+    target = lax.mul(lax.broadcast_in_dim(q, shape, (len(batch),)), broadcast_to(total, shape))
+    below = lax.lt(lax.broadcast_in_dim(running, batch + (n, q.shape[0]), tuple(range(a.ndim))),
+                   lax.broadcast_in_dim(target, batch + (n, q.shape[0]),
+                                        tuple(range(len(batch))) + (a.ndim,)))
+    index = reductions.sum(below, axis=-2, dtype=dtypes.int32)
+    valid = reductions.sum(lax.bitwise_not(nan_data), axis=-1, keepdims=True,
+                           dtype=dtypes.int32) if skip_nans else None
+    last = constant_like(index, n - 1) if valid is None else lax.sub(
+        broadcast_to(valid, shape), constant_like(index, 1))
+    index = lax.max(constant_like(index, 0), lax.min(index, last))
+    values = take_along_axis(a, index, axis=-1)
+    any_bad = reductions.any(bad_weights, axis=-1, keepdims=True)
+    if skip_nans:
+        force_nan = lax.bitwise_or(any_bad, lax.eq(valid, constant_like(valid, 0)))
+    else:
+        force_nan = lax.bitwise_or(any_bad, reductions.any(nan_data, axis=-1, keepdims=True))
+    return lax.select_n(broadcast_to(force_nan, shape), values, constant_like(values, np.nan))
+
+
+def _quantile_weights(weights, dtype, axis, a_shape):
+    """``weights`` of ``a``'s shape (or of its reduced axes), laid out like the rows."""
+    weights = convert(as_operand(weights), dtype)
+    if weights.shape != tuple(a_shape):
+        axes = canonical_axes(axis, len(a_shape))
+        if axis is None or weights.shape != tuple(a_shape[d] for d in axes):
+            raise FlamefxValueError(f"quantile: weights of shape {weights.shape} must have a's "
+                                    f"shape {tuple(a_shape)} or that of the reduced axes\n  at "
+                                    f"{user_frame()}")
+        weights = lax.broadcast_in_dim(weights, tuple(a_shape), axes)
+    return _reduced_last(weights, axis)[0]
+
+
+def quantile(a, q, axis=None, out=None, overwrite_input: bool = False, method: str = "linear",
+             keepdims: bool = False, *, weights=None):
+    """The ``q``-th quantiles (``q`` in [0, 1], a scalar or 1-D) over ``axis`` (an int, a
+    tuple or None). ``method``: 'linear', 'lower', 'higher', 'midpoint', 'nearest' (JAX's
+    rule: halfway goes down) or 'inverted_cdf' (the only one taking ``weights``). A slice
+    holding a NaN gives NaN. Gradients flow to the selected elements, as in JAX.
+
+    >>> quantile([1.0, 2.0, 3.0, 4.0], 0.5).item()
+    2.5
+    """
+    _check_out(out, "quantile")
+    del overwrite_input
+    return _quantile("quantile", a, q, axis, method, keepdims, False, weights)
+
+
+def nanquantile(a, q, axis=None, out=None, overwrite_input: bool = False,
+                method: str = "linear", keepdims: bool = False, *, weights=None):
+    """``quantile`` of the elements that are not NaN (NaN for an all-NaN slice).
+
+    >>> nanquantile([1.0, float("nan"), 3.0], 0.5).item()
+    2.0
+    """
+    _check_out(out, "nanquantile")
+    del overwrite_input
+    return _quantile("nanquantile", a, q, axis, method, keepdims, True, weights)
+
+
+def _percent(q):
+    (q,) = promote_dtypes_inexact(q)
+    return lax.div(q, constant_like(q, 100))
+
+
+def percentile(a, q, axis=None, out=None, overwrite_input: bool = False,
+               method: str = "linear", keepdims: bool = False, *, weights=None):
+    """The ``q``-th percentiles (``q`` in [0, 100]): ``quantile`` at ``q / 100``.
+
+    >>> percentile([1.0, 2.0, 3.0, 4.0], 50).item()
+    2.5
+    """
+    _check_out(out, "percentile")
+    return _quantile("percentile", a, _percent(q), axis, method, keepdims, False, weights)
+
+
+def nanpercentile(a, q, axis=None, out=None, overwrite_input: bool = False,
+                  method: str = "linear", keepdims: bool = False, *, weights=None):
+    """``percentile`` of the elements that are not NaN.
+
+    >>> nanpercentile([1.0, float("nan"), 3.0], 50).item()
+    2.0
+    """
+    _check_out(out, "nanpercentile")
+    return _quantile("nanpercentile", a, _percent(q), axis, method, keepdims, True, weights)
+
+
+def median(a, axis=None, out=None, overwrite_input: bool = False, keepdims: bool = False):
+    """The median over ``axis``: the 0.5 quantile by the 'midpoint' method, as in JAX (its
+    gradient splits between the two middle elements of an even count).
+
+    >>> median([3.0, 1.0, 2.0, 10.0]).item()
+    2.5
+    """
+    return quantile(a, 0.5, axis=axis, out=out, method="midpoint", keepdims=keepdims)
+
+
+def nanmedian(a, axis=None, out=None, overwrite_input: bool = False, keepdims: bool = False):
+    """The median over ``axis`` of the elements that are not NaN.
+
+    >>> nanmedian([3.0, float("nan"), 1.0]).item()
+    2.0
+    """
+    return nanquantile(a, 0.5, axis=axis, out=out, method="midpoint", keepdims=keepdims)
+
+
+# --- histograms and bins ---------------------------------------------------------------------
+
+
+def _static_bin_count(bins, name: str) -> int:
+    if isinstance(bins, core.Tracer) or not float(bins).is_integer() or int(bins) < 1:
+        raise FlamefxValueError(f"{name}: bins must be a positive static int or 1-D edges, got "
+                                f"{bins!r}\n  at {user_frame()}")
+    return int(bins)
+
+
+def histogram_bin_edges(a, bins=10, range=None, weights=None):
+    """The edges of ``histogram``'s bins: ``bins`` given as edges, or that many equal bins
+    spanning ``range`` (default: a's minimum to maximum; an empty range widens by 0.5 on
+    each side). String ``bins`` rules are not supported (as in JAX).
+
+    >>> histogram_bin_edges([0.0, 4.0], bins=4).tolist()
+    [0.0, 1.0, 2.0, 3.0, 4.0]
+    """
+    from flamefx.numpy.math import where
+    del weights  # only the string rules use them
+    a = as_operand(a)
+    dtype = to_inexact_dtype(a.dtype)
+    if isinstance(bins, str):
+        raise FlamefxValueError(f"histogram: string bins ({bins!r}) are not supported; give a "
+                                f"number of bins or the edges\n  at {user_frame()}")
+    if np.ndim(bins) == 1 or (hasattr(bins, "ndim") and bins.ndim == 1):
+        return convert(as_operand(bins), dtype)
+    count = _static_bin_count(bins, "histogram")
+    if range is None:
+        a = convert(a, dtype)
+        low, high = reductions.min(a), reductions.max(a)
+    else:
+        if len(range) != 2:
+            raise FlamefxValueError(f"histogram: range must be None or (low, high), got "
+                                    f"{range!r}\n  at {user_frame()}")
+        low, high = (convert(as_operand(r), dtype) for r in range)
+    empty = lax.eq(low, high)
+    low = where(empty, lax.sub(low, constant_like(low, 0.5)), low)
+    high = where(empty, lax.add(high, constant_like(high, 0.5)), high)
+    # JAX's linspace: low (1 - t) + high t for t = i / bins, the last edge exactly high.
+    steps = lax.iota(dtype, (count,))
+    t = lax.div(steps, lax.full_like(steps, count))
+    inner = lax.add(lax.mul(broadcast_to(low, (count,)), lax.sub(lax.full_like(t, 1), t)),
+                    lax.mul(broadcast_to(high, (count,)), t))
+    return lax.concatenate([inner, lax.reshape(high, (1,))], 0)
+
+
+def histogram(a, bins=10, range=None, weights=None, density=None):
+    """Counts (or summed ``weights``) of the flattened ``a`` in ``bins`` (a number of equal
+    bins over ``range``, or the edges). Bins are half-open except the last, which holds its
+    right edge; values outside the edges (and NaNs) are not counted. ``density`` divides by
+    the total and the bin widths. Returns ``(counts, edges)``; counts are floats, as in JAX.
+
+    >>> [x.tolist() for x in histogram([0.0, 1.0, 1.0, 3.0], bins=3, range=(0, 3))]
+    [[1.0, 2.0, 1.0], [0.0, 1.0, 2.0, 3.0]]
+    """
+    from flamefx.numpy.math import where
+    from flamefx.numpy.signal import diff
+    from flamefx.numpy.sorting import searchsorted
+    a = as_operand(a)
+    if weights is None:
+        weights = lax.full_like(a, 1)
+    else:
+        weights = as_operand(weights)
+        if weights.shape != a.shape:
+            raise FlamefxValueError(f"histogram: weights (shape {weights.shape}) must have a's "
+                                    f"shape {a.shape}\n  at {user_frame()}")
+    (a,) = promote_dtypes_inexact(a)
+    (weights,) = promote_dtypes_inexact(weights)
+    edges = histogram_bin_edges(a, bins, range)
+    a, weights = lax.reshape(a, (a.size,)), lax.reshape(weights, (weights.size,))
+    n_edges = edges.shape[0]
+    index = searchsorted(edges, a, side="right")
+    last_edge = lax.reshape(lax.slice(edges, (n_edges - 1,), (n_edges,)), ())
+    index = where(lax.eq(a, broadcast_to(convert(last_edge, a.dtype), a.shape)), n_edges - 1,
+                  index)
+    # Bin 0 gathers the values below the first edge and bin n_edges those above the last;
+    # both are cut off.
+    zero = core.to_array(0, dtype=weights.dtype, weak=weights.weak_type)
+    slots = lax.broadcast_in_dim(zero, (n_edges + 1,), ())
+    index = lax.reshape(convert(index, dtypes.int32), (a.size, 1))
+    counts = lax.slice(lax.scatter(slots, index, weights, (0,), "add"), (1,), (n_edges,))
+    if density:
+        total = reductions.sum(counts)
+        counts = lax.div(lax.div(counts, convert(diff(edges), counts.dtype)),
+                         broadcast_to(total, counts.shape))
+    return counts, edges
+
+
+def digitize(x, bins, right: bool = False, *, method: str | None = None):
+    """The index of the bin of ``bins`` (1-D, increasing or decreasing edges) that each
+    ``x`` falls in: ``bins[i-1] <= x < bins[i]`` (``right``: ``bins[i-1] < x <= bins[i]``).
+    ``method`` is searchsorted's.
+
+    >>> digitize([0.5, 1.5, 3.0], [0.0, 1.0, 2.0]).tolist()
+    [1, 2, 3]
+    """
+    from flamefx.numpy.math import where
+    from flamefx.numpy.sorting import searchsorted
+    x, bins = as_operand(x), as_operand(bins)
+    if bins.ndim != 1:
+        raise FlamefxValueError(f"digitize: bins must be 1-D, got shape {bins.shape}\n  at "
+                                f"{user_frame()}")
+    n = bins.shape[0]
+    if n == 0:
+        return lax.broadcast_in_dim(core.to_array(0, dtype=dtypes.int32), x.shape, ())
+    side = "left" if right else "right"
+    kwargs = {} if method is None else {"method": method}
+    ascending = searchsorted(bins, x, side=side, **kwargs)
+    descending = lax.sub(lax.full_like(ascending, n),
+                         searchsorted(lax.rev(bins, (0,)), x, side=side, **kwargs))
+    first, last = lax.slice(bins, (0,), (1,)), lax.slice(bins, (n - 1,), (n,))
+    increasing = lax.reshape(lax.ge(last, first), ())
+    return where(increasing, ascending, descending)
