@@ -16,8 +16,10 @@ from tests.samples import Sample
 
 
 def _sort_key(value):
-    """JAX's sort order: NaNs last (all equal), -0.0 equal to 0.0."""
+    """JAX's sort order: NaNs last (all equal), -0.0 equal to 0.0; complex by (real, imag)."""
     value = value.item() if hasattr(value, "item") else value
+    if isinstance(value, complex):
+        return _sort_key(value.real) + _sort_key(value.imag)
     if isinstance(value, float) and math.isnan(value):
         return (1, 0.0)
     return (0, value)
@@ -89,6 +91,16 @@ def _float_keys_tied_first(rng):
     return [first, rng.permutation(np.arange(20.0)).reshape(4, 5), rng.normal(size=(4, 5))]
 
 
+def _complex_distinct_real(rng):
+    real = rng.permutation(np.arange(12.0)).reshape(3, 4) / 3
+    return [real + 1j * rng.normal(size=(3, 4))]
+
+
+def _complex_ties(rng):
+    z = np.array([1 + 2j, 1 - 1j, np.nan + 0j, complex(0, np.nan), -1 + 5j, 1 - 1j, 2j, -0.0])
+    return [z[rng.permutation(len(z))], rng.normal(size=len(z))]
+
+
 def _sort(make, dimension, num_keys=1, grad_argnums=(), name=""):
     params = {"dimension": dimension, "is_stable": True, "num_keys": num_keys}
     return Sample(make, params, functools.partial(_sort_reference, **params),
@@ -114,6 +126,9 @@ def _sort_samples():
               name="float keys, ties in the first broken by the second"),
         _sort(lambda rng: [rng.random((3, 4)) < 0.5, rng.integers(0, 9, (3, 4))], 0,
               name="bool keys"),
+        _sort(_complex_distinct_real, 1, grad_argnums=(0,), name="complex by real part"),
+        _sort(_complex_ties, 0,
+              name="complex ties in the real part broken by the imaginary, NaNs last"),
     ]
 
 
