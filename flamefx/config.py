@@ -151,6 +151,9 @@ def _set(name: str, value) -> None:
         nonfinite_checks = (nans, infs) if nans or infs else None
 
 
+_set("debug_nans", _values["debug_nans"])  # FLAMEFX_DEBUG_NANS/INFS may start them on
+
+
 def update(name: str, value) -> None:
     """Sets an option by flamefx's name or JAX's, e.g. ``update("jax_enable_x64", True)``.
 

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from flamefx import config as _config
 from flamefx import devices as _devices
 from flamefx import dtypes
 from flamefx.errors import (ConcretizationError, DeletedArrayError, FlamefxError,
@@ -390,6 +391,28 @@ def to_array(x, dtype=None, device: _devices.Device | None = None,
     return Array(_devices.move_buffer(buf, device), device, bool(weak), committed)
 
 
+def to_canonical_array(x, device: _devices.Device | None = None) -> Array:
+    """Like ``to_array`` for data coming from outside flamefx, in JAX's canonical dtypes:
+    with x64 off, NumPy float64/int64/uint64 data (arrays, NumPy scalars, lists of them)
+    becomes float32/int32/uint32, as ``jnp.asarray`` does. flamefx Arrays keep their dtype.
+
+    >>> to_canonical_array(np.zeros(2)).dtype
+    dtype('float32')
+    """
+    if (hasattr(x, "__array__") and not isinstance(x, (Array, Tracer))
+            and not hasattr(x, "__cuda_array_interface__")):
+        x = np.asarray(x)  # pandas frames, sklearn's arrays and the like read as NumPy
+    if isinstance(x, (np.ndarray, np.generic)):
+        with np.errstate(over="ignore"):  # float64 beyond float32's range is inf, as in JAX
+            return to_array(x, dtype=dtypes.canonicalize_dtype(x.dtype), device=device)
+    out = to_array(x, device=device)
+    if isinstance(x, (list, tuple)):
+        dtype = dtypes.canonicalize_dtype(out.dtype)
+        if dtype != out.dtype:
+            return Array(out.buffer.astype(dtype), out._device, out._weak, out._committed)
+    return out
+
+
 def _scalar_buffer(x, dt):
     with np.errstate(over="ignore"):
         return np.asarray(x, dtype=dt)
@@ -550,7 +573,11 @@ class EvalTrace(Trace):
         bufs = [a.buffer if a._device == device else _devices.move_buffer(a.buffer, device)
                 for a in args]
         outs = prim.impl_for(device.platform)(*bufs, **params)
-        return [_wrap_output(prim, o, av, device, committed) for o, av in zip(outs, out_avals)]
+        outs = [_wrap_output(prim, o, av, device, committed) for o, av in zip(outs, out_avals)]
+        if _config.nonfinite_checks is not None:  # jax_debug_nans / jax_debug_infs
+            from flamefx import nan_checks
+            nan_checks.check_eager(prim, params, args, outs)
+        return outs
 
 
 def _wrap_output(prim, buf, aval, device, committed) -> Array:

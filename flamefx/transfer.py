@@ -3,7 +3,7 @@
 >>> import flamefx, numpy as np
 >>> x = flamefx.device_put(np.arange(3.0), flamefx.devices("cpu")[0])
 >>> flamefx.device_get(x)
-array([0., 1., 2.])
+array([0., 1., 2.], dtype=float32)
 """
 
 from __future__ import annotations
@@ -15,7 +15,13 @@ from flamefx.errors import FlamefxTypeError, user_frame
 
 
 def device_put(x, device: devices.Device | str | None = None):
-    """Places every array leaf of ``x`` on ``device`` (a Device, 'cpu', 'gpu' or None)."""
+    """Places every array leaf of ``x`` on ``device`` (a Device, 'cpu', 'gpu' or None).
+
+    NumPy leaves take JAX's canonical dtypes (float64 becomes float32 unless x64 is on).
+
+    >>> device_put(np.zeros(2), "cpu").dtype
+    dtype('float32')
+    """
     if isinstance(device, str):
         device = devices.devices(device)[0]
     device = device or devices.default_device()
@@ -23,7 +29,8 @@ def device_put(x, device: devices.Device | str | None = None):
     def put(leaf):
         if isinstance(leaf, core.Tracer):
             return leaf
-        return core.to_array(leaf, device=device)
+        # NumPy data takes JAX's canonical dtypes: float64 is float32 unless x64 is on.
+        return core.to_canonical_array(leaf, device=device)
 
     return tree_util.tree_map(put, x)
 

@@ -15,6 +15,14 @@ from flamefx.test_util import check_grads
 RNG = np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def _float64_references():
+    """The references are NumPy float64 and so are the inputs: as in JAX, NumPy float64
+    data stays float64 only with x64 on (else fnp.asarray makes it float32)."""
+    with flamefx.config.override("jax_enable_x64", True):
+        yield
+
+
 def _f64(shape, low=-3.0, high=3.0):
     return RNG.uniform(low, high, size=shape)
 
@@ -380,7 +388,7 @@ def test_embed_and_dropout():
     table = _f64((10, 3))
     ids = np.array([[1, 9], [0, 1]])
     _close(nn.embed(fnp.asarray(table), fnp.asarray(ids)), table[ids])
-    x = fnp.ones((20000,))
+    x = fnp.ones((20000,), fnp.float32)
     y = np.asarray(nn.dropout(frandom.key(0), 0.25, x))
     assert set(np.unique(y).tolist()) == {0.0, float(np.float32(4 / 3))}
     assert abs((y == 0).mean() - 0.25) < 0.01

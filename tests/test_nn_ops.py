@@ -55,7 +55,9 @@ def test_per_example_conv_weight_grads_match_a_loop():
     def loss(w, x):
         y = conv_general_dilated(x[None], w, **params)
         return fnp.sum(fnp.sin(y))
-    batched = flamefx.jit(flamefx.vmap(flamefx.grad(loss), in_axes=(None, 0)))(w, x)
+    # float64 flamefx arrays: jit would make NumPy float64 arguments float32 (x64 off).
+    batched = flamefx.jit(flamefx.vmap(flamefx.grad(loss), in_axes=(None, 0)))(
+        core.to_array(w), core.to_array(x))
     for i in range(3):
         np.testing.assert_allclose(np.asarray(batched[i]),
                                    np.asarray(flamefx.grad(loss)(w, x[i])), rtol=1e-10)
@@ -87,14 +89,15 @@ def test_conv_matches_loop_reference_for_transposed_and_strided_cases():
 
 def _naive_masked_attention(q, k, v, mask, scale):
     s = fnp.einsum("bhqd,bhkd->bhqk", q, k) * scale
-    s = fnp.where(mask, s, np.finfo(np.float64).min)
+    s = fnp.where(mask, s, float(np.finfo(np.float64).min))  # weak: stays float64
     out = fnp.einsum("bhqk,bhkd->bhqd", flamefx.nn.softmax(s, axis=-1), v)
     return out * np.any(mask, axis=-1, keepdims=True)  # a query that sees no key: zeros
 
 
 def test_masked_attention_grads_match_the_naive_formula():
     rng = _rng(3)
-    q, k, v = (rng.standard_normal((2, 2, 5, 4)) for _ in range(3))
+    # float64 flamefx arrays: NumPy float64 operands of fnp functions are float32 (x64 off).
+    q, k, v = (core.to_array(rng.standard_normal((2, 2, 5, 4))) for _ in range(3))
     mask = rng.random((2, 1, 5, 5)) > 0.4
     mask[0, 0, 2] = False  # a query that sees no key gets zeros, as in cuDNN
 

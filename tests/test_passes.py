@@ -262,7 +262,8 @@ def test_broadcast_attention_cotangent_is_narrowed():
         assert _attention_bwd_douts(optimized) == [dout_shape]
         for got, want in zip(_run(optimized, q, k, v), _run(closed, q, k, v)):
             np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-        jitted = flamefx.jit(grad)(q, k, v)
+        # float64 flamefx arrays: jit makes NumPy float64 arguments float32 (x64 off).
+        jitted = flamefx.jit(grad)(*(fnp.asarray(a, dtype=np.float64) for a in (q, k, v)))
         for got, want in zip(jitted, _run(closed, q, k, v)):
             np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-12)
 

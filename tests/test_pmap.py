@@ -166,8 +166,9 @@ from flamefx import lax, nn
 rng = np.random.default_rng(0)
 params = {"w1": rng.normal(size=(5, 8)) * 0.3, "b1": np.zeros(8),
           "w2": rng.normal(size=(8, 3)) * 0.3, "b2": np.zeros(3)}
-params = flamefx.tree_util.tree_map(fnp.asarray, params)
-x = rng.normal(size=(16, 5)); y = rng.integers(0, 3, 16)
+as_f64 = lambda a: fnp.asarray(a, dtype=np.float64)  # NumPy float64 data is f32 (x64 off)
+params = flamefx.tree_util.tree_map(as_f64, params)
+x = as_f64(rng.normal(size=(16, 5))); y = rng.integers(0, 3, 16)
 
 def loss(p, x, y):
     h = fnp.tanh(x @ p["w1"] + p["b1"])

@@ -638,3 +638,52 @@ class _OutputSet:
 def _give(free: dict, buf) -> None:
     if buf.flags.c_contiguous:
         free.setdefault((buf.shape, buf.dtype), []).append(buf)
+
+
+# --- debug_nans / debug_infs: which outputs hold a NaN or an inf ------------------------------
+
+# A float's bits with the sign cleared are above the all-ones exponent for a NaN and equal
+# to it for an inf, so one bitwise test serves every float width (bfloat16 included).
+_FLOAT_BITS = {dtypes.float16: (np.uint16, 0x7FFF, 0x7C00),
+               dtypes.bfloat16: (np.uint16, 0x7FFF, 0x7F80),
+               dtypes.float32: (np.uint32, 0x7FFFFFFF, 0x7F800000),
+               dtypes.float64: (np.uint64, 0x7FFFFFFFFFFFFFFF, 0x7FF0000000000000)}
+
+
+def nonfinite_outputs(bufs, nans: bool, infs: bool) -> list[bool]:
+    """For each NumPy or CuPy buffer: whether it holds a NaN (``nans``) or an inf (``infs``).
+
+    On the GPU each float buffer costs one fused reduction kernel writing one flag of a
+    device array, and the flags come to the host in one read, so a call syncs once.
+
+    >>> nonfinite_outputs([np.array([1.0, np.nan]), np.ones(2)], True, False)
+    [True, False]
+    """
+    checked = [i for i, b in enumerate(bufs) if b.dtype in _FLOAT_BITS and b.size]
+    flags = [False] * len(bufs)
+    if not checked:
+        return flags
+    if isinstance(bufs[checked[0]], np.ndarray):
+        for i in checked:
+            bits_type, abs_mask, inf_bits = _FLOAT_BITS[bufs[i].dtype]
+            bits = bufs[i].view(bits_type) & bits_type(abs_mask)
+            flags[i] = bool((nans and (bits > inf_bits).any())
+                            or (infs and (bits == inf_bits).any()))
+        return flags
+    cp = cupy()
+    found = cp.zeros(len(checked), dtype=np.bool_)
+    for k, i in enumerate(checked):
+        bits_type, abs_mask, inf_bits = _FLOAT_BITS[bufs[i].dtype]
+        _nonfinite_kernel()(bufs[i].view(bits_type), bits_type(abs_mask), bits_type(inf_bits),
+                            nans, infs, out=found[k])
+    for k, bad in zip(checked, found.get().tolist()):
+        flags[k] = bad
+    return flags
+
+
+@functools.cache
+def _nonfinite_kernel():
+    return cupy().ReductionKernel(
+        "T bits, T abs_mask, T inf_bits, bool nans, bool infs", "bool found",
+        "(nans && (bits & abs_mask) > inf_bits) || (infs && (bits & abs_mask) == inf_bits)",
+        "a || b", "found = a", "false", "flamefx_nonfinite")

@@ -63,6 +63,8 @@ def array(obj, dtype=None, copy: bool = True, order=None, ndmin: int = 0, *, dev
     """An Array holding ``obj`` (nested lists, NumPy arrays, scalars or flamefx arrays).
 
     Python scalars give strongly typed arrays (``array(2.0)`` is float32 without x64).
+    NumPy's 64-bit data becomes 32-bit unless x64 is on, as in JAX (``array(np.ones(2))``
+    is float32); unlike JAX, an explicit ``dtype=float64`` is honoured even with x64 off.
 
     >>> array([[1, 2], [3, 4]]).shape
     (2, 2)
@@ -83,7 +85,9 @@ def array(obj, dtype=None, copy: bool = True, order=None, ndmin: int = 0, *, dev
     else:
         if isinstance(obj, np.ndarray):
             obj = obj.copy()  # the caller may write into their NumPy array later
-        out = core.to_array(obj, dtype=dtype, weak=False)
+        # Without a dtype, NumPy's 64-bit data becomes 32-bit unless x64 is on (as in JAX).
+        out = (core.to_array(obj, dtype=dtype, weak=False) if dtype is not None
+               else core.to_canonical_array(obj))
     if out.ndim < ndmin:
         out = lax.reshape(out, (1,) * (ndmin - out.ndim) + tuple(out.shape))
     return _on_device(out, device)

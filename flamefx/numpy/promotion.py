@@ -11,9 +11,13 @@ dtype('float32')
 
 from __future__ import annotations
 
+import os
+import sys
+import warnings
+
 import numpy as np
 
-from flamefx import core, dtypes, lax
+from flamefx import config, core, dtypes, lax
 from flamefx.core import Array, Tracer
 from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
 
@@ -32,7 +36,7 @@ def as_operand(x, name: str = "argument"):
     if isinstance(x, (str, bytes)) or x is None:
         raise FlamefxTypeError(f"{name} must be an array or a number, got {type(x).__name__} "
                                f"{x!r}\n  at {user_frame()}")
-    return core.to_array(x)
+    return core.to_canonical_array(x)  # NumPy float64 data is float32 unless x64 is on
 
 
 def _typed(x) -> tuple[np.dtype, bool]:
@@ -44,7 +48,7 @@ def _typed(x) -> tuple[np.dtype, bool]:
     if is_python_scalar(x):
         return dtypes.dtype_of_python_scalar(x), True
     if isinstance(x, (np.ndarray, np.generic)):
-        return dtypes.canonicalize(x.dtype), False
+        return dtypes.canonicalize_dtype(dtypes.canonicalize(x.dtype)), False
     if isinstance(x, (list, tuple)):
         return _typed(as_operand(x))
     return dtypes.canonicalize(x), False
@@ -154,7 +158,32 @@ def broadcast_arrays(*args) -> list:
     """
     arrays = [as_operand(a) for a in args]
     shape = broadcast_shapes(*[a.shape for a in arrays])
+    if len({a.ndim for a in arrays if a.ndim}) > 1:  # rank promotion (scalars are exempt)
+        _check_rank_promotion([a.shape for a in arrays])
     return [broadcast_to(a, shape) for a in arrays]
+
+
+def _check_rank_promotion(shapes) -> None:
+    """Honours ``jax_numpy_rank_promotion``: 'warn' or 'raise' where operands of different
+    ranks would broadcast (JAX's option; the default, 'allow', is NumPy's rule)."""
+    mode = config.read("numpy_rank_promotion")
+    if mode == "allow":
+        return
+    message = (f"operands of shapes {' '.join(map(str, shapes))} would be broadcast by rank "
+               f"promotion, which jax_numpy_rank_promotion={mode!r} forbids; add the leading "
+               f"axes explicitly (x[None], fnp.expand_dims)\n  at {user_frame()}")
+    if mode == "raise":
+        raise FlamefxValueError(message)
+    warnings.warn(message, stacklevel=_user_stacklevel())
+
+
+def _user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a warning point at the user's line, not flamefx's."""
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    level, frame = 2, sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(package):
+        level, frame = level + 1, frame.f_back
+    return level
 
 
 def promote_args(*args) -> list:

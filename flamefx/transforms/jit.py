@@ -23,6 +23,7 @@ import operator
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from flamefx import config, core, dtypes, tree_util
 from flamefx.core import Array, EvalTrace, Primitive, ShapedArray, Tracer
 from flamefx.devices import Device, cupy, default_device, devices, move_buffer
@@ -295,6 +296,10 @@ class Jitted:
     def _lookup(self, args, kwargs):
         dyn_args, dyn_kwargs, statics = self._split(args, kwargs)
         leaves, in_tree = tree_util.tree_flatten((dyn_args, dyn_kwargs))
+        # NumPy arguments take JAX's canonical dtypes (float64 data runs in float32 unless
+        # x64 is on); flamefx Arrays keep theirs.
+        leaves = [core.to_canonical_array(x) if isinstance(x, (np.ndarray, np.generic)) else x
+                  for x in leaves]
         leaf_keys = tuple(_leaf_key(x) for x in leaves)
         # Committed arrays decide where the call runs (as in eager mode); then any array.
         device = (next((x._device for x in leaves if type(x) is Array and x._committed), None)
@@ -380,10 +385,15 @@ class Jitted:
             # The common case (positional Arrays, no statics) skips pytree flattening.
             entry = self._flat_cache.get(flat_key)
             if entry is not None:
-                return entry.unflatten(entry.executable(args))
+                outs = entry.executable(args)
+                if config.nonfinite_checks is not None:  # jax_debug_nans / jax_debug_infs
+                    _check_nonfinite(entry, args, outs)
+                return entry.unflatten(outs)
         entry, leaves, device = self._lookup(args, kwargs)
         if at_top and not any(isinstance(x, Tracer) for x in leaves):
             outs = self._run(entry, leaves, device)
+            if config.nonfinite_checks is not None:
+                _check_nonfinite(entry, leaves, outs)
             if flat_key is not None:
                 self._flat_cache[flat_key] = entry
         else:
@@ -427,6 +437,11 @@ class Jitted:
         if platform is not None and platform != device.platform:
             device = Device(platform, 0)
         return Lowered(entry.program, device)
+
+
+def _check_nonfinite(entry: _CacheEntry, leaves, outs) -> None:
+    from flamefx import nan_checks
+    nan_checks.check_jitted(entry.program.name, entry.program.jaxpr, entry.consts, leaves, outs)
 
 
 class _BoundExecutable:
