@@ -220,6 +220,7 @@ GRAD_CASES = [
     ("solve", lambda a, b: fnp.linalg.solve(a, b), (A, B)),
     ("inv", fnp.linalg.inv, (A,)),
     ("det", fnp.linalg.det, (A,)),
+    ("det 5x5 batched", fnp.linalg.det, (np.stack([_general(5, 5), -_general(5, 5)]),)),
     ("slogdet", lambda a: fnp.linalg.slogdet(a).logabsdet, (-A,)),
     ("cholesky", fnp.linalg.cholesky, (SPD,)),
     ("eigh", lambda a: (fnp.linalg.eigh(a).eigenvalues, fnp.linalg.eigh(a).eigenvectors), (SYM,)),
@@ -341,6 +342,20 @@ def test_lax_linalg_is_importable_both_ways():
     v, w = by_import.eigh(SYM)
     _close(w, np.linalg.eigvalsh(SYM))
     _close(by_import.lu_pivots_to_permutation(np.array([2, 2, 2], np.int32), 4), [2, 0, 1, 3])
+
+
+def _cofactors(a):
+    n = a.shape[0]
+    return np.array([[(-1) ** (i + j) * np.linalg.det(np.delete(np.delete(a, i, 0), j, 1))
+                      for j in range(n)] for i in range(n)])
+
+
+@pytest.mark.parametrize("n,rank", [(2, 1), (3, 2), (4, 3), (4, 2), (5, 4)])
+def test_det_gradient_is_the_cofactor_matrix_also_when_singular(n, rank):
+    # JAX's rule: closed forms for 2x2 and 3x3, else tr(adj(a) da) through LU.
+    a = RNG.standard_normal((n, rank)) @ RNG.standard_normal((rank, n))
+    _close(flamefx.grad(fnp.linalg.det)(a), _cofactors(a), 1e-8)
+    check_grads(fnp.linalg.det, (a,), order=1, modes=("fwd", "rev"))
 
 
 def test_degenerate_eigenvalues_give_finite_gradients():

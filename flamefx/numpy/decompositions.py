@@ -21,6 +21,7 @@ import operator
 import numpy as np
 
 from flamefx import dtypes, lax, lax_linalg
+from flamefx.transforms.custom import custom_jvp
 from flamefx.errors import FlamefxValueError, user_frame
 from flamefx.numpy.promotion import (as_operand, broadcast_shapes, broadcast_to,
                                      promote_dtypes_inexact)
@@ -126,15 +127,80 @@ def slogdet(a, *, method=None):
     return SlogdetResult(sign, logabsdet.astype(a.dtype))
 
 
+def _det_2x2(a):
+    return a[..., 0, 0] * a[..., 1, 1] - a[..., 0, 1] * a[..., 1, 0]
+
+
+def _det_3x3(a):
+    def m(i, j):
+        return a[..., i, j]
+    return (m(0, 0) * m(1, 1) * m(2, 2) + m(0, 1) * m(1, 2) * m(2, 0)
+            + m(0, 2) * m(1, 0) * m(2, 1) - m(0, 2) * m(1, 1) * m(2, 0)
+            - m(0, 0) * m(1, 2) * m(2, 1) - m(0, 1) * m(1, 0) * m(2, 2))
+
+
+def _cofactor_solve(a, b):
+    """``(det(a), adj(a) @ b)``, finite also for singular ``a`` (JAX's _cofactor_solve).
+
+    With a = P^T L U: rank n-1 leaves only U's last pivot 0, so that pivot is replaced by
+    1 / (product of the others) and the other rows of L^-1 P b are scaled by det(a) (0);
+    rank < n-1 gives adj(a) = 0, detected by U^-1 1 not being finite.
+    """
+    fnp = _fnp()
+    n = a.shape[-1]
+    if n == 1:
+        return a[..., 0, 0], b
+    lu, pivots, permutation = lax_linalg.lu(a)
+    diag = fnp.diagonal(lu, 0, -2, -1)
+    parity = fnp.sum(pivots != fnp.arange(n, dtype=pivots.dtype), axis=-1)
+    sign = (1 - 2 * (parity % 2)).astype(a.dtype)
+    partial_det = fnp.cumprod(diag, axis=-1) * fnp.expand_dims(sign, -1)
+    corner = np.zeros((n, n), bool)
+    corner[-1, -1] = True
+    lu = fnp.where(corner, (1.0 / partial_det[..., -2])[..., None, None], lu)
+    ones = fnp.ones(a.shape[:-1] + (1,), a.dtype)
+    probe = lax_linalg.triangular_solve(lu, ones, left_side=True, lower=False)
+    low_rank = fnp.any(~fnp.isfinite(probe), axis=(-2, -1))[..., None, None]
+    x = fnp.where(low_rank, 0.0, b)
+    rows = broadcast_to(fnp.expand_dims(permutation, -1), x.shape)
+    x = lax_linalg.triangular_solve(lu, fnp.take_along_axis(x, rows, axis=-2), left_side=True,
+                                    lower=True, unit_diagonal=True)
+    x = fnp.concatenate([x[..., :-1, :] * partial_det[..., -1, None, None], x[..., -1:, :]],
+                        axis=-2)
+    x = lax_linalg.triangular_solve(lu, x, left_side=True, lower=False)
+    return partial_det[..., -1], fnp.where(low_rank, 0.0, x)
+
+
+def _det_through_lu(a):
+    sign, logabsdet = slogdet(a)
+    return sign * _fnp().exp(logabsdet)
+
+
+_det_custom = custom_jvp(_det_through_lu)
+
+
+@_det_custom.defjvp
+def _det_jvp(primals, tangents):
+    (a,), (t,) = primals, tangents
+    det_a, adj_t = _cofactor_solve(a, t)
+    return det_a, _fnp().trace(adj_t, axis1=-2, axis2=-1)  # Jacobi: tr(adj(a) da)
+
+
 def det(a):
-    """The determinant, ``sign * exp(logabsdet)`` of ``slogdet`` (as JAX computes it); its
-    gradient goes through LU (NaN at a singular matrix, where JAX's cofactor rule is finite).
+    """The determinant, as JAX computes it: closed forms for 2x2 and 3x3 matrices, else
+    ``sign * exp(logabsdet)`` through LU with JAX's derivative tr(adj(a) da), which stays
+    finite at singular matrices.
 
     >>> round(det([[1.0, 2.0], [3.0, 4.0]]).item(), 5)
     -2.0
     """
-    sign, logabsdet = slogdet(a)
-    return sign * _fnp().exp(logabsdet)
+    a, = _inexact(a)
+    _check_matrix(a, "det", square=True)
+    if a.shape[-1] == 2:
+        return _det_2x2(a)
+    if a.shape[-1] == 3:
+        return _det_3x3(a)
+    return _det_custom(a)
 
 
 # --- factorizations ----------------------------------------------------------------------------
