@@ -165,6 +165,19 @@ def test_multivariate_normal_gradients_and_errors():
         stats.multivariate_normal.logpdf(_f64(x), _f64(mean), _f64(cov), allow_singular=True)
 
 
+def test_poisson_entropy():
+    mu = np.array([0.0, 0.3, 1.0, 3.0, 12.0, 42.0, 99.0, 150.0, 1000.0])
+    k = np.arange(2000)[:, None]
+    probs = sst.poisson.pmf(k, mu)
+    want = -np.sum(np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1)), 0), axis=0)
+    got = stats.poisson.entropy(_f64(mu), _f64(np.zeros((2, 1))))
+    assert got.shape == (2, mu.size)
+    # Above mu = 100 JAX's asymptotic series, whose next term is ~1 / (24 mu^2).
+    np.testing.assert_allclose(np.asarray(got)[0], want, rtol=1e-6, atol=1e-9)
+    # Away from integers: the sums stop at ceil(mu + 20) (JAX's), which steps there.
+    check_grads(stats.poisson.entropy, [_f64(np.array([0.5, 4.3, 30.6, 400.0]))], order=2)
+
+
 def test_integer_arguments_promote_as_jax():
     assert stats.norm.logpdf(1).dtype == np.float32
     assert stats.poisson.logpmf(np.arange(3, dtype=np.int32), 2).dtype == np.float32
