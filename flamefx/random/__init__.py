@@ -31,7 +31,7 @@ __all__ = [
     "KeyArray", "PRNGKey", "ball", "bernoulli", "beta", "bits", "categorical", "cauchy",
     "chisquare", "choice", "dirichlet", "double_sided_maxwell", "exponential", "fold_in",
     "gamma", "generalized_normal", "gumbel", "key", "key_data", "key_impl", "laplace",
-    "logistic", "loggamma", "maxwell", "multivariate_normal", "normal", "orthogonal", "pareto", "permutation", "poisson",
-    "rademacher", "randint", "split", "t", "truncated_normal", "uniform", "weibull_min",
-    "wrap_key_data",
+    "logistic", "loggamma", "maxwell", "multivariate_normal", "normal", "orthogonal", "pareto",
+    "permutation", "poisson", "rademacher", "randint", "split", "t", "truncated_normal",
+    "uniform", "weibull_min", "wrap_key_data",
 ]

@@ -51,10 +51,13 @@ def draw_shape(shape, where: str, *param_shapes) -> tuple:
     if shape is None:
         return tuple(fnp.broadcast_shapes(*param_shapes)) if param_shapes else ()
     shape = as_shape(shape, where)
-    joined = tuple(fnp.broadcast_shapes(shape, *param_shapes))
+    try:
+        joined = tuple(fnp.broadcast_shapes(shape, *param_shapes))
+    except ValueError:
+        joined = None
     if joined != shape:
         raise FlamefxValueError(f"{where}: parameter shapes {param_shapes} must broadcast to "
-                                f"the shape argument {shape}, got {joined}\n  at {user_frame()}")
+                                f"the shape argument {shape}\n  at {user_frame()}")
     return shape
 
 
