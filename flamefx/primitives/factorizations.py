@@ -603,7 +603,7 @@ def _qr_cuda(a, *, full_matrices):
     m, n = a.shape[-2:]
     k = m if full_matrices else min(m, n)
     batch = a.shape[:-2]
-    flat = a.reshape((-1, m, n))
+    flat = a.reshape((int(np.prod(batch, dtype=np.int64)), m, n))
     qs, rs = cp.empty((flat.shape[0], m, k), a.dtype), cp.empty((flat.shape[0], k, n), a.dtype)
     with cupyx.errstate(linalg="ignore"):  # no host-syncing info checks
         for i, a1 in enumerate(flat):  # cupy.linalg.qr takes one matrix at a time
