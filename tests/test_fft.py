@@ -118,6 +118,10 @@ def test_bad_arguments_raise():
         fnp.fft.fftn(_arr(_real((4, 4))), axes=(0, 0))
     with pytest.raises(FlamefxValueError, match="differ in length"):
         fnp.fft.fftn(_arr(_real((4, 4))), s=(4,), axes=(0, 1))
+    with pytest.raises(FlamefxValueError, match="invalid number of FFT data points"):
+        fnp.fft.irfft(_arr(_complex(1)))
+    with pytest.raises(FlamefxValueError, match="invalid number of FFT data points"):
+        fnp.fft.fft(_arr(_real(4)), n=0)
     with pytest.raises(FlamefxTypeError, match="real operand"):
         fnp.fft.rfft(_arr(_complex(4)))
     with pytest.raises(FlamefxTypeError, match="trailing axes"):

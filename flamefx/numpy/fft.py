@@ -60,9 +60,6 @@ def _fft_core(name, fft_type, a, s, axes, norm):
     x = as_operand(a)
     if s is not None:
         s = tuple(operator.index(n) for n in s)
-        if any(n < 0 for n in s):
-            raise FlamefxValueError(f"{name}: lengths s={s} must be non-negative\n"
-                                    f"  at {user_frame()}")
         if axes is not None and len(s) != len(axes):
             raise FlamefxValueError(f"{name}: s={s} and axes={tuple(axes)} differ in length\n"
                                     f"  at {user_frame()}")
@@ -85,6 +82,9 @@ def _fft_core(name, fft_type, a, s, axes, norm):
         if fft_type == FftType.IRFFT:
             in_sizes[-1] = s[-1] // 2 + 1
         x = _crop_or_pad(x, trailing, in_sizes)
+    if any(n < 1 for n in s):
+        raise FlamefxValueError(f"{name}: invalid number of FFT data points {s} (each must be "
+                                f"at least 1)\n  at {user_frame()}")
     out = _lax_fft(x, fft_type, s)
     factor = _norm_factor(norm, math.prod(s), name.startswith("i"))
     if factor != 1.0:
