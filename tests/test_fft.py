@@ -99,6 +99,8 @@ def test_frequencies_and_shifts(n, d):
     _close(fnp.fft.fftfreq(n, d, dtype=np.float64), np.fft.fftfreq(n, d))
     _close(fnp.fft.rfftfreq(n, d, dtype=np.float64), np.fft.rfftfreq(n, d))
     assert fnp.fft.fftfreq(n).dtype == np.float32
+    cpu = flamefx.devices("cpu")[0]
+    assert fnp.fft.rfftfreq(n, device=cpu).device == cpu
     x = RNG.standard_normal((n, 5))
     for axes in (None, 0, (1,), (0, 1)):
         _close(fnp.fft.fftshift(_arr(x), axes), np.fft.fftshift(x, axes))

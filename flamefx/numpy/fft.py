@@ -238,7 +238,7 @@ def irfftn(a, s=None, axes=None, norm=None):
     return _fft_core("irfftn", FftType.IRFFT, a, s, axes, norm)
 
 
-def _frequencies(n: int, d, dtype, half: bool):
+def _frequencies(n: int, d, dtype, device, half: bool):
     if not isinstance(n, (int, np.integer)) or n <= 0:
         raise FlamefxValueError(f"the number of samples n must be a positive int, got {n!r}\n"
                                 f"  at {user_frame()}")
@@ -246,26 +246,26 @@ def _frequencies(n: int, d, dtype, half: bool):
               np.concatenate([np.arange((n - 1) // 2 + 1), np.arange(-(n // 2), 0)]))
     dtype = dtypes.default_float() if dtype is None else dtypes.canonicalize(dtype)
     if is_python_scalar(d):   # exact in float64 before the cast (a weak d would be float32)
-        return asarray(cycles / (d * n), dtype)
-    return asarray(cycles, dtype) / (as_operand(d) * float(n))
+        return asarray(cycles / (d * n), dtype, device=device)
+    return asarray(cycles, dtype, device=device) / (as_operand(d) * float(n))
 
 
-def fftfreq(n: int, d=1.0, *, dtype=None):
+def fftfreq(n: int, d=1.0, *, dtype=None, device=None):
     """The sample frequencies of an n-point fft with spacing ``d``: [0, 1, ..., -1] / (d n).
 
     >>> fftfreq(4).tolist()
     [0.0, 0.25, -0.5, -0.25]
     """
-    return _frequencies(n, d, dtype, half=False)
+    return _frequencies(n, d, dtype, device, half=False)
 
 
-def rfftfreq(n: int, d=1.0, *, dtype=None):
+def rfftfreq(n: int, d=1.0, *, dtype=None, device=None):
     """The sample frequencies of an n-point rfft: [0, 1, ..., n // 2] / (d n).
 
     >>> rfftfreq(4).tolist()
     [0.0, 0.25, 0.5]
     """
-    return _frequencies(n, d, dtype, half=True)
+    return _frequencies(n, d, dtype, device, half=True)
 
 
 def _shift(x, axes, sign):
