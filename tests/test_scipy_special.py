@@ -133,6 +133,16 @@ def test_logsumexp_softmax(axis):
     check_grads(lambda x: fss.softmax(x, axis=axis), [_f64(a)], order=2)
 
 
+def test_logsumexp_where():
+    a, mask = _u(-3, 3), RNG.random(SHAPE) < 0.6
+    got = fss.logsumexp(_f64(a), axis=1, where=fnp.asarray(mask))
+    want = np.log(np.sum(np.where(mask, np.exp(a), 0.0), axis=1))
+    np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12)
+    grad = flamefx.grad(lambda x: fss.logsumexp(x, where=fnp.asarray(mask)))(_f64(a))
+    np.testing.assert_allclose(np.asarray(grad), np.where(mask, np.exp(a), 0.0) / np.sum(
+        np.where(mask, np.exp(a), 0.0)), rtol=1e-12)
+
+
 def test_logsumexp_edges():
     assert float(fss.logsumexp(_f64([-np.inf, -np.inf]))) == -np.inf
     assert float(fss.logsumexp(_f64([1000.0, 1000.0]))) == pytest.approx(1000 + np.log(2))

@@ -457,9 +457,11 @@ def kl_div(p, q):
 # --- softmax and logsumexp ---------------------------------------------------------------
 
 
-def logsumexp(a, axis=None, b=None, keepdims: bool = False, return_sign: bool = False):
+def logsumexp(a, axis=None, b=None, keepdims: bool = False, return_sign: bool = False,
+              where=None):
     """log |sum(b * exp(a))| over ``axis``, without overflow; with ``return_sign`` also the
     sum's sign (then a negative sum is allowed, as in JAX; otherwise its log is NaN).
+    ``where``: only the elements where it is True enter the sum (none: -inf).
 
     >>> round(float(logsumexp(fnp.array([0.0, 0.0]))), 6)
     0.693147
@@ -467,6 +469,8 @@ def logsumexp(a, axis=None, b=None, keepdims: bool = False, return_sign: bool = 
     a = _inexact(a)
     if b is not None:
         a, b = _inexact(a, b)
+    if where is not None:
+        a = fnp.where(where, a, _const(a, -np.inf))
     axes = tuple(range(a.ndim)) if axis is None else axis
     shift = fnp.max(a, axis=axes, keepdims=True) if a.ndim else a
     # All -inf (or an inf): shift by 0 so a - shift is not NaN. The shift cancels out of
