@@ -29,11 +29,13 @@ def float_dtype(dtype, where: str) -> np.dtype:
 
 
 def as_param(x, dtype, where: str):
-    """A distribution parameter as an array of ``dtype`` (JAX's convert_element_type)."""
+    """A distribution parameter as an array of ``dtype`` (JAX's convert_element_type);
+    it must hold real numbers."""
     x = fnp.asarray(x)
-    if x.dtype != dtype:
-        x = x.astype(dtype)
-    return x
+    if not (dtypes.is_float(x.dtype) or dtypes.is_int(x.dtype)):
+        raise FlamefxTypeError(f"{where}: parameters must be real numbers, got "
+                               f"{x.aval.str_short()}\n  at {user_frame()}")
+    return x if x.dtype == dtype else x.astype(dtype)
 
 
 def broadcast_param(x, shape, where: str):

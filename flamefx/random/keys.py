@@ -104,6 +104,8 @@ class KeyArray:
     def ravel(self):
         return self.reshape((self.size,))
 
+    flatten = ravel
+
     def __array__(self, dtype=None, copy=None):
         raise FlamefxTypeError("typed PRNG keys are not numeric arrays; take their uint32 words "
                                "with flamefx.random.key_data(keys)")
