@@ -129,6 +129,19 @@ def test_convolve_defaults_and_integers():
     np.testing.assert_allclose(fnp.correlate(a, v), np.correlate(a, v))  # default: valid
 
 
+@pytest.mark.parametrize("mode", ["full", "same", "valid"])
+@pytest.mark.parametrize("sizes", [(5, 3), (3, 5)])
+def test_complex_convolve_and_correlate(mode, sizes):
+    def complex_normal(n):
+        return fnp.array(RNG.normal(size=n) + 1j * RNG.normal(size=n), dtype=fnp.complex128)
+    a, v, real_v = complex_normal(sizes[0]), complex_normal(sizes[1]), _normal(sizes[1])
+    _check(fnp.convolve(a, v, mode), np.convolve(a, v, mode))
+    # correlate conjugates its second operand, whichever is longer (NumPy's and JAX's rule).
+    _check(fnp.correlate(a, v, mode), np.correlate(a, v, mode))
+    _check(fnp.correlate(real_v, a, mode), np.correlate(real_v, a, mode))
+    check_grads(lambda x, y: fnp.correlate(x, y, mode), (a, v))
+
+
 def test_convolution_errors():
     with pytest.raises(FlamefxValueError, match="1-D"):
         fnp.convolve(np.ones((2, 2)), np.ones(2))

@@ -180,6 +180,20 @@ def test_cov_bad_weights():
         fnp.cov(np.ones((2, 2, 2)))
 
 
+def test_complex_inputs():
+    z = RNG.normal(size=(3, 5)) + 1j * RNG.normal(size=(3, 5))
+    z_nan = z.copy()
+    z_nan[0, 1] = np.nan
+    for name in ["nansum", "nanmean", "nanvar", "nanstd", "nanprod"]:
+        # A complex variance is real (its dtype too).
+        _check(getattr(fnp, name)(fnp.array(z_nan, dtype=fnp.complex128), axis=1),
+               getattr(np, name)(z_nan, axis=1))
+    _check(fnp.cov(fnp.array(z, dtype=fnp.complex128)), np.cov(z))
+    _check(fnp.corrcoef(fnp.array(z, dtype=fnp.complex128)), np.corrcoef(z))
+    with pytest.raises(FlamefxTypeError, match="complex"):
+        fnp.median(fnp.array(z, dtype=fnp.complex128))
+
+
 # --- counting --------------------------------------------------------------------------------
 
 

@@ -291,6 +291,7 @@ def _concatenate_1d(*pieces):
 
 
 def _convolution(name, a, v, mode, precision, preferred_element_type, flip_kernel):
+    from flamefx.numpy.complex_numbers import conj
     if preferred_element_type is None:
         a, v = promote_dtypes_inexact(a, v)
     else:
@@ -301,6 +302,8 @@ def _convolution(name, a, v, mode, precision, preferred_element_type, flip_kerne
     if a.shape[0] == 0 or v.shape[0] == 0:
         raise FlamefxValueError(f"{name}: the inputs must not be empty, got shapes {a.shape} "
                                 f"and {v.shape}\n  at {user_frame()}")
+    if not flip_kernel:
+        v = conj(v)  # correlate conjugates its second operand (NumPy's and JAX's definition)
     reverse_out = False
     if a.shape[0] < v.shape[0]:
         # The longer signal slides under the shorter one; correlation then runs backwards.
@@ -313,11 +316,31 @@ def _convolution(name, a, v, mode, precision, preferred_element_type, flip_kerne
     if mode not in pads:
         raise FlamefxValueError(f"{name}: mode must be 'full', 'same' or 'valid', got {mode!r}"
                                 f"\n  at {user_frame()}")
-    out = lax.conv_general_dilated(lax.reshape(a, (1, 1, a.shape[0])), lax.reshape(v, (1, 1, n)),
-                                   (1,), (pads[mode],), precision=precision,
-                                   preferred_element_type=preferred_element_type)
-    out = lax.reshape(out, (out.shape[-1],))
+    conv = _complex_conv if dtypes.is_complex(a.dtype) else _real_conv
+    out = conv(a, v, pads[mode], precision, preferred_element_type)
     return lax.rev(out, (0,)) if reverse_out else out
+
+
+def _real_conv(a, v, padding, precision, preferred_element_type):
+    """The 1-D cross-correlation of ``a`` with ``v`` as one convolution primitive."""
+    out = lax.conv_general_dilated(lax.reshape(a, (1, 1) + a.shape),
+                                   lax.reshape(v, (1, 1) + v.shape), (1,), (padding,),
+                                   precision=precision,
+                                   preferred_element_type=preferred_element_type)
+    return lax.reshape(out, (out.shape[-1],))
+
+
+def _complex_conv(a, v, padding, precision, preferred_element_type):
+    """Complex operands as four real convolutions (the convolution primitive is real)."""
+    from flamefx.numpy.math import add, subtract
+    if preferred_element_type is not None:
+        preferred_element_type = dtypes.real_dtype(preferred_element_type)
+
+    def conv(x, y):
+        return _real_conv(x, y, padding, precision, preferred_element_type)
+    a_re, a_im, v_re, v_im = lax.real(a), lax.imag(a), lax.real(v), lax.imag(v)
+    return lax.complex(subtract(conv(a_re, v_re), conv(a_im, v_im)),
+                       add(conv(a_re, v_im), conv(a_im, v_re)))
 
 
 def convolve(a, v, mode: str = "full", *, precision=None, preferred_element_type=None):
@@ -331,7 +354,7 @@ def convolve(a, v, mode: str = "full", *, precision=None, preferred_element_type
 
 
 def correlate(a, v, mode: str = "valid", *, precision=None, preferred_element_type=None):
-    """The cross-correlation ``c[k] = sum_n a[n + k] v[n]`` of 1-D ``a`` and ``v``
+    """The cross-correlation ``c[k] = sum_n a[n + k] conj(v[n])`` of 1-D ``a`` and ``v``
     (``mode``: 'valid' by default, 'same', 'full'). Integers are promoted to floats.
 
     >>> correlate([1.0, 2.0, 3.0], [0.0, 1.0, 0.5], mode="full").tolist()

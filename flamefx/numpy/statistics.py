@@ -33,6 +33,11 @@ def _isnan(a):
     return lax.ne(a, a)
 
 
+def _inexact_dtype(dtype) -> np.dtype:
+    """Floats and complex stay; bool and integers become the default float."""
+    return np.dtype(dtype) if dtypes.is_inexact(dtype) else dtypes.default_float()
+
+
 def _nan_replaced(a, value, where=None):
     """``a`` with NaNs (and elements outside ``where``) set to ``value``."""
     drop = _isnan(a)
@@ -53,7 +58,7 @@ def nansum(a, axis=None, dtype=None, out=None, keepdims: bool = False, where=Non
     """
     _check_out(out, "nansum")
     a = as_operand(a)
-    if dtypes.is_float(a.dtype) or where is not None:
+    if dtypes.is_inexact(a.dtype) or where is not None:
         a = _nan_replaced(a, 0, where)
     return reductions.sum(a, axis=axis, dtype=dtype, keepdims=keepdims)
 
@@ -66,7 +71,7 @@ def nanprod(a, axis=None, dtype=None, out=None, keepdims: bool = False, where=No
     """
     _check_out(out, "nanprod")
     a = as_operand(a)
-    if dtypes.is_float(a.dtype) or where is not None:
+    if dtypes.is_inexact(a.dtype) or where is not None:
         a = _nan_replaced(a, 1, where)
     return reductions.prod(a, axis=axis, dtype=dtype, keepdims=keepdims)
 
@@ -88,8 +93,8 @@ def nanmean(a, axis=None, dtype=None, out=None, keepdims: bool = False, where=No
     """
     _check_out(out, "nanmean")
     a = as_operand(a)
-    out_dtype = dtypes.canonicalize(dtype) if dtype is not None else to_inexact_dtype(a.dtype)
-    if not dtypes.is_float(a.dtype):
+    out_dtype = dtypes.canonicalize(dtype) if dtype is not None else _inexact_dtype(a.dtype)
+    if not dtypes.is_inexact(a.dtype):
         a = convert(a, out_dtype)
     total = nansum(a, axis=axis, dtype=out_dtype, keepdims=keepdims, where=where)
     count = _valid_count(a, axis, keepdims, out_dtype, where)
@@ -106,11 +111,17 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof: int = 0, keepdims: bool = F
     """
     _check_out(out, "nanvar")
     a = as_operand(a)
-    out_dtype = dtypes.canonicalize(dtype) if dtype is not None else to_inexact_dtype(a.dtype)
-    a = convert(a, to_inexact_dtype(a.dtype), a.weak_type)
+    a = convert(a, _inexact_dtype(a.dtype), a.weak_type)
+    # A complex variance is real: the mean of |a - mean|**2 (as in NumPy and JAX).
+    real_dtype = dtypes.real_dtype(a.dtype)
+    out_dtype = dtypes.canonicalize(dtype) if dtype is not None else real_dtype
     center = nanmean(a, axis=axis, dtype=a.dtype, keepdims=True, where=where)
     centered = _nan_replaced(lax.sub(a, broadcast_to(center, a.shape)), 0, where)
-    squares = reductions.sum(lax.mul(centered, centered), axis=axis, keepdims=keepdims)
+    if dtypes.is_complex(a.dtype):
+        squares = lax.add(lax.square(lax.real(centered)), lax.square(lax.imag(centered)))
+    else:
+        squares = lax.mul(centered, centered)
+    squares = reductions.sum(squares, axis=axis, keepdims=keepdims)
     divisor = lax.sub(_valid_count(a, axis, keepdims, squares.dtype, where),
                       constant_like(squares, ddof))
     positive = lax.gt(divisor, constant_like(divisor, 0))
@@ -198,7 +209,7 @@ def nancumsum(a, axis=None, dtype=None, out=None):
     """
     _check_out(out, "nancumsum")
     a = as_operand(a)
-    if dtypes.is_float(a.dtype):
+    if dtypes.is_inexact(a.dtype):
         a = _nan_replaced(a, 0)
     return reductions.cumsum(a, axis=axis, dtype=dtype)
 
@@ -211,7 +222,7 @@ def nancumprod(a, axis=None, dtype=None, out=None):
     """
     _check_out(out, "nancumprod")
     a = as_operand(a)
-    if dtypes.is_float(a.dtype):
+    if dtypes.is_inexact(a.dtype):
         a = _nan_replaced(a, 1)
     return reductions.cumprod(a, axis=axis, dtype=dtype)
 
@@ -312,6 +323,7 @@ def cov(m, y=None, rowvar: bool = True, bias: bool = False, ddof: int | None = N
     >>> cov([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]]).tolist()
     [[1.0, -1.0], [-1.0, 1.0]]
     """
+    from flamefx.numpy.complex_numbers import conj
     from flamefx.numpy.math import abs
     if y is None:
         (m,) = promote_dtypes_inexact(m)
@@ -348,7 +360,7 @@ def cov(m, y=None, rowvar: bool = True, bias: bool = False, ddof: int | None = N
         factor = lax.sub(w_sum, lax.mul(constant_like(w_sum, ddof), correction))
     centered = lax.sub(x, lax.broadcast_in_dim(avg, x.shape, (0,)))
     weighted = centered if w is None else lax.mul(centered, broadcast_to(w, x.shape))
-    products = lax.dot_general(centered, weighted, (((1,), (1,)), ((), ())))
+    products = lax.dot_general(centered, conj(weighted), (((1,), (1,)), ((), ())))
     out = lax.div(products, broadcast_to(factor, products.shape))
     return lax.reshape(out, ()) if out.shape == (1, 1) else out
 
@@ -365,10 +377,16 @@ def corrcoef(x, y=None, rowvar: bool = True):
     c = cov(x, y, rowvar)
     if c.ndim == 0:
         return lax.div(c, c)
-    stddev = lax.sqrt(diagonal(c))
+    variances = diagonal(c)
+    if dtypes.is_complex(c.dtype):
+        variances = lax.real(variances)
+    stddev = convert(lax.sqrt(variances), c.dtype)
     n = stddev.shape[0]
     c = lax.div(c, lax.broadcast_in_dim(stddev, (n, n), (0,)))
     c = lax.div(c, lax.broadcast_in_dim(stddev, (n, n), (1,)))
+    # Rounding can push the coefficients a little past +-1; clip them back (both parts).
+    if dtypes.is_complex(c.dtype):
+        return lax.complex(clip(lax.real(c), -1, 1), clip(lax.imag(c), -1, 1))
     return clip(c, -1, 1)
 
 
@@ -464,6 +482,9 @@ def _quantile(name, a, q, axis, method, keepdims, skip_nans, weights=None):
         raise FlamefxValueError(f"{name}: weights need method='inverted_cdf' (as in JAX), got "
                                 f"method={method!r}\n  at {user_frame()}")
     a, q = promote_dtypes_inexact(a, q)
+    if dtypes.is_complex(a.dtype):
+        raise FlamefxTypeError(f"{name} of complex values is not defined (they have no order), "
+                               f"got {a.dtype}\n  at {user_frame()}")
     _check_q(q, name)
     a_shape = a.shape
     a, kept_shape = _reduced_last(a, axis)
