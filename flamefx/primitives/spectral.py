@@ -36,7 +36,7 @@ def fix_signs(xp, vectors):
     return vectors * signs[..., None, :], signs
 
 
-def _nan_on_failure(fn, a, n_outs):
+def _nan_on_failure(fn, a):
     """numpy's stacked call, or per matrix with NaN outputs where LAPACK does not converge
     (numpy raises for the whole stack; JAX returns NaN for the matrix that failed)."""
     try:
@@ -64,7 +64,7 @@ def _eigh_abstract(a, *, lower, sort_eigenvalues):
 def _eigh_impl(a, *, lower, sort_eigenvalues):
     if a.size == 0:
         return [np.zeros(a.shape, a.dtype), np.zeros(a.shape[:-1], a.dtype)]
-    w, v = _nan_on_failure(lambda x: tuple(np.linalg.eigh(x, UPLO="L" if lower else "U")), a, 2)
+    w, v = _nan_on_failure(lambda x: tuple(np.linalg.eigh(x, UPLO="L" if lower else "U")), a)
     v, _ = fix_signs(np, v)
     return [v.astype(a.dtype), w.astype(a.dtype)]
 
@@ -184,10 +184,10 @@ def _svd_impl(a, *, full_matrices, compute_uv):
             o[...] = np.eye(o.shape[-1], dtype=a.dtype)
         return outs
     if not compute_uv:
-        s, = _nan_on_failure(lambda x: (np.linalg.svd(x, compute_uv=False),), a, 1)
+        s, = _nan_on_failure(lambda x: (np.linalg.svd(x, compute_uv=False),), a)
         return [s.astype(a.dtype)]
     u, s, vt = _nan_on_failure(
-        lambda x: tuple(np.linalg.svd(x, full_matrices=full_matrices)), a, 3)
+        lambda x: tuple(np.linalg.svd(x, full_matrices=full_matrices)), a)
     return [o.astype(a.dtype) for o in _svd_signs(np, s, u, vt)]
 
 

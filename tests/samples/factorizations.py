@@ -81,8 +81,8 @@ def _cholesky_sample(n, batch=(), junk_upper=False, name=""):
 
 
 def _solve_sample(m, n, batch=(), name="", **params):
-    params = dict(dict(left_side=False, lower=False, transpose_a=False, conjugate_a=False,
-                       unit_diagonal=False), **params)
+    params = {"left_side": False, "lower": False, "transpose_a": False, "conjugate_a": False,
+              "unit_diagonal": False, **params}
 
     def make_one(rng):
         a = rng.standard_normal((m, m)) + 4 * np.eye(m)
