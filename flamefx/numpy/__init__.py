@@ -74,7 +74,7 @@ from flamefx.numpy.shape import (append, array_split, astype, atleast_1d, atleas
                                  vsplit, vstack)
 from flamefx.numpy.vectorize import apply_along_axis, apply_over_axes, vectorize
 from flamefx.numpy.sorting import (argpartition, argsort, lexsort, partition, searchsorted,
-                                    sort)
+                                    sort, sort_complex)
 from flamefx.numpy.setops import (intersect1d, isin, setdiff1d, setxor1d, union1d, unique,
                                    unique_all, unique_counts, unique_inverse, unique_values)
 
