@@ -6,6 +6,7 @@ import pytest
 import scipy.stats as sst
 
 import flamefx
+import flamefx.numpy as fnp
 from flamefx import core
 from flamefx.errors import FlamefxValueError
 from flamefx.scipy import stats
@@ -29,7 +30,7 @@ LOC, SCALE = np.array([[0.0], [0.5]]), np.array([[1.0], [2.0]])
 UNIT = np.array([-0.2, 0.0, 0.1, 0.35, 0.8, 1.0, 1.5])
 Q = np.array([0.001, 0.1, 0.5, 0.77, 0.999])
 K = np.array([-1.0, 0.0, 1.0, 2.0, 3.0, 5.0, 2.5])
-# geom and binom do not check that k is an integer (JAX's choice; scipy gives -inf there).
+# geom, nbinom and binom do not check that k is an integer (JAX's; scipy gives -inf there).
 K_INT = K[:-1]
 
 # (distribution, function, arguments): compared with scipy.stats.<distribution>.<function>.
@@ -68,6 +69,16 @@ VALUES = [
     *[("binom", f, [K_INT, np.array([[3.0], [5.0]]), np.array([[0.3], [0.6]])])
       for f in ("logpmf", "pmf")],
     ("binom", "logpmf", [np.array([0.0, 1.0, 4.0]), 4.0, np.array([[0.0], [1.0]])]),
+    *[("pareto", f, [np.abs(X) + 0.5, np.array([[0.7], [3.0]]), LOC, SCALE])
+      for f in ("logpdf", "pdf", "cdf", "logcdf", "sf", "logsf")],
+    ("pareto", "ppf", [Q, np.array([[0.7], [3.0]]), LOC, SCALE]),
+    *[("nbinom", f, [K_INT, np.array([[1.0], [3.5]]), np.array([[0.3], [0.8]])])
+      for f in ("logpmf", "pmf")],
+    ("nbinom", "logpmf", [K_INT, 2.0, 0.4, 1.0]),
+    # betabinom floors k (JAX's choice; scipy gives -inf off the integers).
+    *[("betabinom", f, [K_INT, np.array([[3.0], [6.0]]), np.array([[0.5], [2.0]]), 1.5])
+      for f in ("logpmf", "pmf")],
+    *[("vonmises", f, [X, np.array([[0.5], [20.0]])]) for f in ("logpdf", "pdf")],
 ]
 
 
@@ -109,6 +120,14 @@ GRADS = [
     ("poisson", "cdf", [np.array([0.0, 1.0, 3.0, 7.0]), _u(0.5, 4)], (1,)),
     ("geom", "logpmf", [np.array([1.0, 2.0, 4.0, 7.0]), _u(0.2, 0.8)], (1,)),
     ("binom", "logpmf", [np.array([0.0, 1.0, 3.0, 5.0]), _u(5, 8), _u(0.2, 0.8)], (1, 2)),
+    ("pareto", "logpdf", [_u(3, 5), _u(0.5, 3), _u(-0.5, 0.5), _u(0.5, 2)], (0, 1, 2, 3)),
+    ("pareto", "logcdf", [_u(3, 5), _u(0.5, 3), _u(-0.5, 0.5), _u(0.5, 2)], (0, 1, 2, 3)),
+    ("nbinom", "logpmf", [np.array([0.0, 1.0, 3.0, 6.0]), _u(0.5, 4), _u(0.2, 0.8)], (1, 2)),
+    ("betabinom", "logpmf", [np.array([0.0, 1.0, 3.0, 5.0]), 5.0, _u(0.5, 3), _u(0.5, 3)],
+     (2, 3)),
+    ("vonmises", "logpdf", [_u(-3, 3), _u(0.5, 30)], (0, 1)),
+    ("gennorm", "logpdf", [np.array([-1.5, -0.4, 0.3, 2.0]), _u(0.8, 3)], (0, 1)),
+    ("gennorm", "cdf", [np.array([-1.5, -0.4, 0.3, 2.0]), _u(0.8, 3)], (0, 1)),
 ]
 
 
@@ -163,6 +182,40 @@ def test_multivariate_normal_gradients_and_errors():
         stats.multivariate_normal.logpdf(_f64(x), _f64(mean), _f64(np.eye(2)))
     with pytest.raises(NotImplementedError):
         stats.multivariate_normal.logpdf(_f64(x), _f64(mean), _f64(cov), allow_singular=True)
+
+
+def test_gennorm_values():
+    # scipy's gennorm has the same standard form: exp(-|x|^beta) beta / (2 Gamma(1/beta)).
+    for beta in (0.7, 1.0, 2.0, 5.0):
+        np.testing.assert_allclose(np.asarray(stats.gennorm.logpdf(_f64(X), _f64(beta))),
+                                   sst.gennorm.logpdf(X, beta), rtol=1e-10)
+        np.testing.assert_allclose(np.asarray(stats.gennorm.cdf(_f64(X), _f64(beta))),
+                                   sst.gennorm.cdf(X, beta), rtol=1e-10, atol=1e-14)
+
+
+def test_dirichlet_and_multinomial():
+    rng = np.random.default_rng(3)
+    alpha = np.array([0.7, 2.0, 3.5])
+    x = rng.dirichlet(alpha, size=4).T           # (3, 4): points along axis 0, as JAX
+    got = stats.dirichlet.logpdf(_f64(x), _f64(alpha))
+    np.testing.assert_allclose(np.asarray(got), [sst.dirichlet.logpdf(x[:, i], alpha)
+                                                 for i in range(4)], rtol=1e-10)
+    # One entry fewer than alpha: the last is 1 - sum; off the simplex: -inf.
+    np.testing.assert_allclose(float(stats.dirichlet.logpdf(_f64(x[:2, 0]), _f64(alpha))),
+                               sst.dirichlet.logpdf(x[:, 0], alpha), rtol=1e-10)
+    assert float(stats.dirichlet.logpdf(_f64([0.5, 0.6, 0.1]), _f64(alpha))) == -np.inf
+    check_grads(lambda a: stats.dirichlet.logpdf(_f64(x), a), [_f64(alpha)], order=2)
+    with pytest.raises(FlamefxValueError, match="one-dimensional"):
+        stats.dirichlet.logpdf(_f64(x), _f64(np.ones((3, 1))))
+    counts, p = np.array([2, 0, 3]), np.array([0.2, 0.3, 0.5])
+    np.testing.assert_allclose(
+        float(stats.multinomial.logpmf(fnp.asarray(counts), 5, _f64(p))),
+        sst.multinomial.logpmf(counts, 5, p), rtol=1e-10)
+    assert float(stats.multinomial.logpmf(fnp.asarray(counts), 6, _f64(p))) == -np.inf
+    check_grads(lambda q: stats.multinomial.logpmf(fnp.asarray(counts), 5, q), [_f64(p)],
+                order=2)
+    with pytest.raises(FlamefxValueError, match="integer"):
+        stats.multinomial.logpmf(_f64(counts), 5, _f64(p))
 
 
 def test_poisson_entropy():

@@ -7,5 +7,6 @@ flamefx.numpy and flamefx.scipy.special (values and gradients in x and the param
 """
 
 from flamefx.scipy.stats import (  # noqa: F401
-    bernoulli, beta, binom, cauchy, chi2, expon, gamma, geom, laplace, logistic,
-    multivariate_normal, norm, poisson, t, uniform)
+    bernoulli, beta, betabinom, binom, cauchy, chi2, dirichlet, expon, gamma, gennorm, geom,
+    laplace, logistic, multinomial, multivariate_normal, nbinom, norm, pareto, poisson, t,
+    uniform, vonmises)
