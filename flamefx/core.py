@@ -196,6 +196,15 @@ class ArrayMethods:
         return _numpy_api().any(self, axis=axis, keepdims=keepdims)
     def cumsum(self, axis=None, dtype=None):
         return _numpy_api().cumsum(self, axis=axis, dtype=dtype)
+    def sort(self, axis=-1, *, kind=None, order=None, stable=True, descending=False):
+        return _numpy_api().sort(self, axis, kind=kind, order=order, stable=stable,
+                                 descending=descending)
+    def argsort(self, axis=-1, *, kind=None, order=None, stable=True, descending=False):
+        return _numpy_api().argsort(self, axis, kind=kind, order=order, stable=stable,
+                                    descending=descending)
+    def argpartition(self, kth, axis=-1): return _numpy_api().argpartition(self, kth, axis)
+    def searchsorted(self, v, side="left", sorter=None, *, method="scan"):
+        return _numpy_api().searchsorted(self, v, side, sorter, method=method)
     def clip(self, min=None, max=None): return _numpy_api().clip(self, min, max)
     def round(self, decimals=0): return _numpy_api().round(self, decimals)
     def dot(self, other): return _numpy_api().dot(self, other)

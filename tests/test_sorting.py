@@ -103,6 +103,16 @@ def test_sort_of_one_element_and_zero_d():
     _check(fnp.sort(np.zeros((2, 0))), np.zeros((2, 0)))
 
 
+def test_array_methods_sort_argsort_argpartition_searchsorted():
+    x = fnp.array([3.0, 1.0, 2.0, 1.0])
+    _check(x.sort(), np.array([1.0, 1.0, 2.0, 3.0], np.float32))
+    _check(x.argsort(descending=True), np.array([0, 2, 1, 3], np.int32))
+    _check(x.argpartition(1), fnp.argpartition(x, 1))
+    _check(x.sort().searchsorted(fnp.array([1.0, 2.5]), side="right"), np.array([2, 3], np.int32))
+    _check(flamefx.jit(lambda x: x.sort(axis=None, descending=True))(x),
+           np.array([3.0, 2.0, 1.0, 1.0], np.float32))
+
+
 def test_lexsort_matches_numpy():
     keys = [_ints((3, 10)), _ints((3, 10), 2), RNG.normal(size=(3, 10)).round(0)]
     for axis in (0, 1, -1):
