@@ -151,6 +151,17 @@ def gammaln(x):
     return prims.lgamma(_inexact(x))
 
 
+def loggamma(x):
+    """The principal branch of log Gamma(x) for real x: gammaln for x > 0, NaN elsewhere
+    (complex arguments are not supported here).
+
+    >>> round(float(loggamma(3.0)), 6)
+    0.693147
+    """
+    x = _inexact(x)
+    return fnp.where(x > 0, prims.lgamma(x), _const(x, np.nan))
+
+
 def gammasgn(x):
     """The sign of Gamma(x): NaN at the poles (non-positive integers) and at NaN.
 
@@ -173,6 +184,32 @@ def gamma(x):
     """
     x = _inexact(x)
     return gammasgn(x) * fnp.exp(prims.lgamma(x))
+
+
+def _poch(z, m):
+    return fnp.where(m == 0, _const(z, 1.0), gamma(z + m) / gamma(z))
+
+
+_poch = custom_jvp(_poch)
+
+
+@_poch.defjvp
+def _poch_jvp(primals, tangents):
+    (z, m), (tz, tm) = primals, tangents
+    out = _poch(z, m)
+    # JAX's rule: d/dz = (digamma(z + m) - digamma(z)) poch, d/dm = digamma(z + m) poch.
+    dz = (prims.digamma(z + m) - prims.digamma(z)) * out
+    return out, tz * dz + tm * prims.digamma(z + m) * out
+
+
+def poch(z, m):
+    """The rising factorial Gamma(z + m) / Gamma(z) (1 where m == 0), with JAX's derivatives.
+
+    >>> float(poch(2.0, 3.0))
+    24.0
+    """
+    z, m = _inexact(z, m)
+    return _poch(z, m)
 
 
 def digamma(x):
@@ -306,6 +343,36 @@ def zeta(x, q=None):
                                   "q=1.0")
     x, q = _inexact(x, q)
     return prims.zeta(x, q)
+
+
+# --- Box-Cox transforms ------------------------------------------------------------------
+
+
+def boxcox(x, lmbda):
+    """The Box-Cox transform (x^lmbda - 1) / lmbda, log(x) at lmbda == 0.
+
+    >>> float(boxcox(1.0, 2.0))
+    0.0
+    """
+    x, lmbda = _inexact(x, lmbda)
+    return _boxcox_of_log(fnp.log(x), lmbda)
+
+
+def boxcox1p(x, lmbda):
+    """The Box-Cox transform of 1 + x, accurate for small x.
+
+    >>> float(boxcox1p(0.0, 2.0))
+    0.0
+    """
+    x, lmbda = _inexact(x, lmbda)
+    return _boxcox_of_log(fnp.log1p(x), lmbda)
+
+
+def _boxcox_of_log(log_x, lmbda):
+    # A safe lambda in the untaken branch: 0/0 there would poison gradients through where.
+    zero = lmbda == 0
+    safe = fnp.where(zero, fnp.ones_like(lmbda), lmbda)
+    return fnp.where(zero, log_x, fnp.expm1(safe * log_x) / safe)
 
 
 # --- Bessel functions --------------------------------------------------------------------
