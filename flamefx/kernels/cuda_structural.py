@@ -14,8 +14,9 @@ import functools
 import numpy as np
 
 _BLOCK = 256
+# complex128 moves as CUDA's 16-byte vector type (its buffers are 16-byte aligned).
 _BYTES_TYPE = {1: "unsigned char", 2: "unsigned short", 4: "unsigned int",
-               8: "unsigned long long"}
+               8: "unsigned long long", 16: "ulonglong2"}
 
 
 def _cp():
@@ -66,6 +67,8 @@ def _window_kernel(name: str, itemsize: int, ndim: int):
 
 
 def _as_bytes(x):
+    if x.dtype.itemsize == 16:  # NumPy has no 16-byte unsigned type; the kernel sees T*
+        return x
     return x.view(np.dtype(f"u{x.dtype.itemsize}"))
 
 
@@ -177,6 +180,25 @@ def gather_rows(table, indices, indexed_sizes):
     return out
 
 
+def _complex_as_parts(cp, x, part_dtype):
+    """A complex (rows, row_len) array as (rows, 2 * row_len) of ``part_dtype`` (a view)."""
+    x = cp.ascontiguousarray(x)
+    return x.reshape(x.shape[0], -1).view(part_dtype)
+
+
+def _scatter_complex(cp, table, indices, indexed_sizes, updates, mode):
+    """Complex rows as interleaved real and imaginary parts, which add (and set) combine
+    part by part. A complex64 set moves whole 8-byte elements instead, so that duplicated
+    indices never mix two updates' parts (complex128 sets can, as the parts go separately)."""
+    if mode not in ("set", "add"):
+        raise NotImplementedError(f"scatter-{mode} of complex arrays has no GPU kernel")
+    part = np.dtype(np.uint64) if mode == "set" and table.dtype.itemsize == 8 else \
+        np.dtype(np.float32 if table.dtype == np.complex64 else np.float64)
+    out = scatter_rows(_complex_as_parts(cp, table, part), indices, indexed_sizes,
+                       _complex_as_parts(cp, updates, part), mode)
+    return out.view(table.dtype).reshape(table.shape)
+
+
 def _scatter_source(ctype: str, mode: str, index_ctype: str, n_axes: int) -> str:
     bits = "unsigned long long" if ctype in ("double", "long long", "unsigned long long") \
         else "unsigned int"
@@ -229,6 +251,8 @@ def scatter_rows(table, indices, indexed_sizes, updates, mode: str):
     mul, min and max; for set one of the duplicates wins. One copy and one kernel launch.
     """
     cp = _cp()
+    if table.dtype.kind == "c":
+        return _scatter_complex(cp, table, indices, indexed_sizes, updates, mode)
     dtype = _compute_dtype(table.dtype)
     out = cp.array(table, dtype=dtype, copy=True, order="C")
     updates = cp.ascontiguousarray(updates, dtype=dtype)

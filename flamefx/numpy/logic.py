@@ -194,9 +194,10 @@ def isinf(x):
     True
     """
     x = as_operand(x)
-    if not dtypes.is_float(x.dtype):
+    if not dtypes.is_inexact(x.dtype):
         return lax.ne(x, x)
-    return lax.eq(lax.abs(x), constant_like(x, np.inf))
+    magnitude = lax.abs(x)  # complex: infinite where either part is
+    return lax.eq(magnitude, constant_like(magnitude, np.inf))
 
 
 bitwise_invert = invert

@@ -104,7 +104,10 @@ def _dot_general_cuda(lhs, rhs, *, dimension_numbers, precision, preferred_eleme
     from flamefx import devices
     cp = devices.cupy()
     a, b, out_shape = as_batched_matmul(cp, lhs, rhs, dimension_numbers)
-    out = cp.empty(a.shape[:2] + b.shape[2:], _out_dtype(lhs, preferred_element_type))
+    out_dtype = _out_dtype(lhs, preferred_element_type)
+    if dtypes.is_complex(lhs.dtype):  # CuPy's matmul (cuBLAS's complex gemm), unplanned
+        return [cp.matmul(a, b).astype(out_dtype, copy=False).reshape(out_shape)]
+    out = cp.empty(a.shape[:2] + b.shape[2:], out_dtype)
     cublas.gemm_into(out, a, b, precision=_resolved(precision))
     return [out.reshape(out_shape)]
 
@@ -161,7 +164,7 @@ def _dot_general_vjp(cts, primals, outs, *, dimension_numbers, precision,
                      preferred_element_type):
     lhs, rhs = primals
     ct = cts[0]
-    if ct is None or not dtypes.is_float(lhs.dtype):
+    if ct is None or not dtypes.is_inexact(lhs.dtype):
         return [None, None]
     ct_lhs = _lhs_cotangent(ct, lhs, rhs, dimension_numbers, precision)
     ct_rhs = _lhs_cotangent(ct, rhs, lhs, _swapped(dimension_numbers), precision, swap_ans=True)
