@@ -138,6 +138,31 @@ def test_top_k_matches_a_stable_descending_sort():
     _check(values, np.take_along_axis(x, order, -1))
 
 
+def test_the_gpu_code_path_on_a_numpy_stand_in_for_cupy():
+    """The CuPy impls (one stable argsort pass per key, no np.lexsort) agree with the NumPy
+    ones; a stand-in with CuPy's stable argsort runs their code here, without a GPU."""
+    import types
+
+    from flamefx.dtypes import bfloat16
+    from flamefx.primitives import sorting as prims
+
+    stand_in = types.SimpleNamespace(
+        argsort=lambda a, axis: np.argsort(a, axis=axis, kind="stable"),
+        take_along_axis=np.take_along_axis, where=np.where, flip=np.flip,
+        ascontiguousarray=np.ascontiguousarray)
+    halves = np.where(_ints((3, 9), 2) > 0, np.nan, RNG.normal(size=(3, 9))).astype(bfloat16)
+    operands = [_ints((3, 9), 2), _ints((3, 9), 3, np.int8), halves, RNG.normal(size=(3, 9)) * 1j]
+    for num_keys in (1, 2, 3, 4):
+        for dimension in (0, 1):
+            got = prims._sort_with(stand_in, operands, dimension, num_keys)
+            want = prims._sort_with(np, operands, dimension, num_keys)
+            for g, w in zip(got, want):
+                np.testing.assert_array_equal(g.view(np.uint8), w.view(np.uint8))
+    x = np.where(_ints((4, 7), 3) > 1, np.nan, _ints((4, 7), 3) - 1.0).astype(np.float32)
+    for got, want in zip(prims._top_k_with(stand_in, x, 5), prims._top_k_with(np, x, 5)):
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
 # --- partition -------------------------------------------------------------------------------
 
 
