@@ -96,6 +96,11 @@ def test_reductions_and_matmul_match_numpy():
     _close(fnp.matmul(m.T, Z), m.T @ Z)
     _close(fnp.einsum("ij,j->i", m, np.arange(4.0)), m @ np.arange(4.0))
     _close(fnp.dot(Z, W), np.dot(Z, W))
+    _close(fnp.vdot(Z, W), np.vdot(Z, W))  # conjugates its first argument
+    for order in (None, 1, 2, np.inf):
+        _close(fnp.linalg.norm(Z, order), np.linalg.norm(Z, order))
+    _close(fnp.linalg.norm(m), np.linalg.norm(m))
+    _close(flamefx.grad(fnp.linalg.norm)(Z), Z.conj() / np.linalg.norm(Z))
 
 
 def test_structural_and_indexing_ops_keep_the_dtype():

@@ -90,6 +90,8 @@ def vdot(a, b, precision=None):
     11
     """
     a, b = _promoted_pair(a, b)
+    if dtypes.is_complex(a.dtype):  # vdot conjugates its first argument (NumPy's and JAX's)
+        a = lax.conj(a)
     return dot(lax.reshape(a, (a.size,)), lax.reshape(b, (b.size,)), precision=precision)
 
 
@@ -157,7 +159,7 @@ def norm(x, ord=None, axis=None, keepdims: bool = False):
     from flamefx.numpy import reductions
 
     x = as_operand(x)
-    if not dtypes.is_float(x.dtype):
+    if not dtypes.is_inexact(x.dtype):
         x = convert(x, dtypes.default_float())
     if axis is None:
         if ord is None or x.ndim == 1:
@@ -199,6 +201,9 @@ def norm(x, ord=None, axis=None, keepdims: bool = False):
 
 def _frobenius(x, axes, keepdims):
     from flamefx.numpy import reductions
+    if dtypes.is_complex(x.dtype):  # |x|^2 as JAX writes it: real(x * conj(x))
+        return lax.sqrt(reductions.sum(lax.real(lax.mul(x, lax.conj(x))), axis=axes,
+                                       keepdims=keepdims))
     return lax.sqrt(reductions.sum(lax.mul(x, x), axis=axes, keepdims=keepdims))
 
 
