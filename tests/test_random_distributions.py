@@ -49,11 +49,13 @@ def test_discrete_draws_equal_jax():
         True, True, False, False, True, True, True, False, True, True]
     assert frandom.poisson(frandom.key(9), fnp.array([0.5, 3.0, 12.0, 100.0])).tolist() == [
         0, 6, 13, 89]
+    # jax.random.geometric(key(14), 0.3, (6,))
+    assert frandom.geometric(frandom.key(14), 0.3, (6,)).tolist() == [6, 1, 15, 10, 4, 2]
 
 
 def test_continuous_draws_equal_jax():
     # Same bits as JAX; the transcendental functions (log, erf_inv, pow) may differ in the
-    # last ulp between XLA and NumPy/SciPy, hence rtol instead of equality.
+    # last ulp between XLA and NumPy/SciPy (a few ulp after wald's cancellation), hence rtol.
     # jax.random.gamma(key(10), [0.3, 1, 2.5, 10]); beta(key(11), 2, 3, (3,));
     # exponential(key(12), (3,)); truncated_normal(key(13), -1, 2, (3,))
     cases = [
@@ -65,10 +67,28 @@ def test_continuous_draws_equal_jax():
          [0.9182754755020142, 0.761666476726532, 0.78696608543396]),
         (frandom.truncated_normal(frandom.key(13), -1.0, 2.0, (3,)),
          [1.352756142616272, -0.1147041916847229, 1.2251468896865845]),
+        # triangular(key(15), 0, 1, 3, (3,)); rayleigh(key(16), 2, (3,));
+        # lognormal(key(17), 0.5, (3,)); wald(key(18), 1.5, (3,)); f(key(19), 3, 7, (3,));
+        # multivariate_normal(key(20), [1, -1], [[2, .3], [.3, 1]]); laplace(key(21), (3,))
+        (frandom.triangular(frandom.key(15), 0.0, 1.0, 3.0, (3,)),
+         [1.0993757247924805, 1.6355341672897339, 1.710981845855713]),
+        (frandom.rayleigh(frandom.key(16), 2.0, (3,)),
+         [0.6578561067581177, 5.719985008239746, 2.1291275024414062]),
+        (frandom.lognormal(frandom.key(17), 0.5, (3,)),
+         [0.7162384986877441, 1.8156133890151978, 1.4365737438201904]),
+        (frandom.wald(frandom.key(18), 1.5, (3,)),
+         [16.169031143188477, 2.140040397644043, 0.6849903464317322]),
+        (frandom.f(frandom.key(19), 3.0, 7.0, (3,)),
+         [1.259382724761963, 4.320979118347168, 2.7485556602478027]),
+        (frandom.multivariate_normal(frandom.key(20), fnp.array([1.0, -1.0]),
+                                     fnp.array([[2.0, 0.3], [0.3, 1.0]])),
+         [0.3286120891571045, -1.5563884973526]),
+        (frandom.laplace(frandom.key(21), (3,)),
+         [-0.48346173763275146, -0.3471587896347046, 0.25862541794776917]),
     ]
     for got, expected in cases:
         assert got.dtype == np.float32
-        np.testing.assert_allclose(got, expected, rtol=2e-6)
+        np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
 # --- goodness of fit -------------------------------------------------------------------------
@@ -91,6 +111,11 @@ _CONTINUOUS = [
     ("weibull_min", lambda k: frandom.weibull_min(k, 2.0, 1.5, (N,)),
      scipy.stats.weibull_min(1.5, scale=2.0)),
     ("maxwell", lambda k: frandom.maxwell(k, (N,)), scipy.stats.maxwell()),
+    ("lognormal", lambda k: frandom.lognormal(k, 0.5, (N,)), scipy.stats.lognorm(0.5)),
+    ("rayleigh", lambda k: frandom.rayleigh(k, 2.0, (N,)), scipy.stats.rayleigh(scale=2.0)),
+    ("wald", lambda k: frandom.wald(k, 1.5, (N,)), scipy.stats.invgauss(1.5)),
+    ("triangular", lambda k: frandom.triangular(k, 0.0, 1.0, 3.0, (N,)),
+     scipy.stats.triang(1 / 3, scale=3.0)),
     pytest.param("generalized_normal", lambda k: frandom.generalized_normal(k, 1.5, (N,)),
                  scipy.stats.gennorm(1.5), marks=_SLOW),
     pytest.param("gamma_small", lambda k: frandom.gamma(k, 0.4, (N,)), scipy.stats.gamma(0.4),
@@ -103,6 +128,8 @@ _CONTINUOUS = [
     pytest.param("chisquare", lambda k: frandom.chisquare(k, 3.0, (N,)), scipy.stats.chi2(3.0),
                  marks=_SLOW),
     ("t", lambda k: frandom.t(k, 5.0, (N,)), scipy.stats.t(5.0)),
+    pytest.param("f", lambda k: frandom.f(k, 3.0, 9.0, (N,)), scipy.stats.f(3.0, 9.0),
+                 marks=_SLOW),
     pytest.param("dirichlet_marginal",
                  lambda k: frandom.dirichlet(k, fnp.array([1.0, 2.0, 3.0]), (N // 3,))[:, 0],
                  scipy.stats.beta(1.0, 5.0), marks=_SLOW),
@@ -141,6 +168,7 @@ _DISCRETE = [
     ("poisson_knuth", lambda k: frandom.poisson(k, 3.0, (N,)), scipy.stats.poisson(3.0)),
     ("poisson_rejection", lambda k: frandom.poisson(k, 50.0, (N,)), scipy.stats.poisson(50.0)),
     ("randint", lambda k: frandom.randint(k, (N,), -3, 7), scipy.stats.randint(-3, 7)),
+    ("geometric", lambda k: frandom.geometric(k, 0.3, (N,)), scipy.stats.geom(0.3)),
     ("bernoulli", lambda k: frandom.bernoulli(k, 0.3, (N,)), scipy.stats.bernoulli(0.3)),
     ("rademacher", lambda k: (frandom.rademacher(k, (N,)) + 1) // 2, scipy.stats.bernoulli(0.5)),
     ("categorical", lambda k: frandom.categorical(k, fnp.log(fnp.array([0.1, 0.2, 0.7])),

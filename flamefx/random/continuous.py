@@ -246,6 +246,70 @@ def weibull_min(key, scale, concentration, shape=(), dtype=None):
     return fnp.power(-fnp.log1p(-u), 1.0 / concentration) * scale
 
 
+def lognormal(key, sigma=1.0, shape=None, dtype=None):
+    """Log-normal floats: ``exp(sigma * normal)``.
+
+    >>> from flamefx.random.keys import key
+    >>> bool((lognormal(key(0), 0.5, (10,)) > 0).all())
+    True
+    """
+    dtype = float_dtype(dtype, "lognormal")
+    shape = param_shape(shape, "lognormal", sigma)
+    return fnp.exp(normal(key, shape, dtype) * as_param(sigma, dtype, "lognormal"))
+
+
+def rayleigh(key, scale, shape=None, dtype=None):
+    """Rayleigh floats: ``scale * sqrt(-2 log u)``.
+
+    >>> from flamefx.random.keys import key
+    >>> rayleigh(key(0), 2.0, (3,)).shape
+    (3,)
+    """
+    dtype = float_dtype(dtype, "rayleigh")
+    shape = param_shape(shape, "rayleigh", scale)
+    u = uniform(key, shape, dtype)
+    scale = fnp.broadcast_to(as_param(scale, dtype, "rayleigh"), shape)
+    return scale * fnp.sqrt(fnp.log(u) * fnp.asarray(-2, dtype))
+
+
+def wald(key, mean, shape=None, dtype=None):
+    """Wald (inverse Gaussian) floats of ``mean`` and shape parameter 1 (Michael, Schucany
+    and Haas's transformation with a normal and a uniform draw, as JAX).
+
+    >>> from flamefx.random.keys import key
+    >>> bool((wald(key(0), 1.5, (10,)) > 0).all())
+    True
+    """
+    dtype = float_dtype(dtype, "wald")
+    data, _ = unwrap(key, "wald")
+    shape = param_shape(shape, "wald", mean)
+    k1, k2 = split(data)
+    mean = fnp.broadcast_to(as_param(mean, dtype, "wald"), shape)
+    y = normal(k1, shape, dtype) ** 2
+    z = uniform(k2, shape, dtype)
+    mean_sq = mean**2
+    x = mean + mean_sq * y / 2 - mean / 2 * fnp.sqrt(4 * mean * y + mean_sq * y**2)
+    return fnp.where(z <= mean / (mean + x), x, mean_sq / x)
+
+
+def triangular(key, left, mode, right, shape=None, dtype=None):
+    """Triangular floats on ``[left, right]`` peaking at ``mode`` (inverse CDF).
+
+    >>> from flamefx.random.keys import key
+    >>> x = triangular(key(0), 0.0, 1.0, 3.0, (10,))
+    >>> bool(((x >= 0) & (x <= 3)).all())
+    True
+    """
+    dtype = float_dtype(dtype, "triangular")
+    shape = param_shape(shape, "triangular", left, mode, right)
+    left, mode, right = (fnp.broadcast_to(as_param(v, dtype, "triangular"), shape)
+                         for v in (left, mode, right))
+    u = uniform(key, shape, dtype)
+    rising = left + fnp.sqrt(u * (right - left) * (mode - left))
+    falling = right - fnp.sqrt((1 - u) * (right - left) * (right - mode))
+    return fnp.where(u < (mode - left) / (right - left), rising, falling)
+
+
 def maxwell(key, shape=(), dtype=None):
     """Maxwell floats: the length of a 3-d standard normal vector.
 

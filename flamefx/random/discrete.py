@@ -1,4 +1,5 @@
-"""Discrete draws: bernoulli, rademacher, randint, categorical, choice, permutation.
+"""Discrete draws: bernoulli, rademacher, randint, geometric, categorical, choice,
+permutation, poisson.
 
 Each follows JAX's algorithm on JAX's bits, so a key gives JAX's integers.
 
@@ -118,6 +119,29 @@ def _randint(data, minval, maxval, shape, dtype):
                              elementwise.rem(lower_bits, span))
     offset = elementwise.rem(offset, span)
     return elementwise.add(minval, elementwise.convert_element_type(offset, dtype))
+
+
+def geometric(key, p, shape=None, dtype=None):
+    """Geometric integers (trials until the first success, support 1, 2, ...):
+    ``floor(log u / log1p(-p)) + 1``.
+
+    >>> from flamefx.random.keys import key
+    >>> bool((geometric(key(0), 0.3, (10,)) >= 1).all())
+    True
+    """
+    data, _ = unwrap(key, "geometric")
+    dtype = dtypes.canonicalize(int if dtype is None else dtype)
+    if not dtypes.is_int(dtype):
+        raise FlamefxTypeError(f"geometric: dtype must be an integer dtype, got {dtype}"
+                               f"\n  at {user_frame()}")
+    shape = param_shape(shape, "geometric", p)
+    p = fnp.asarray(p)
+    if not dtypes.is_float(p.dtype):
+        p = p.astype(dtypes.default_float())
+    u = uniform_from_data(data, shape, p.dtype, 0.0, 1.0)
+    u = fnp.where(u == 0, fnp.ones_like(u), u)
+    trials = fnp.floor(fnp.log(u) / fnp.broadcast_to(fnp.log1p(-p), shape)) + 1
+    return trials.astype(dtype)
 
 
 def categorical(key, logits, axis: int = -1, shape=None, replace: bool = True, mode=None):

@@ -1,4 +1,4 @@
-"""The gamma family: gamma, loggamma, beta, dirichlet, chisquare, t.
+"""The gamma family: gamma, loggamma, beta, dirichlet, chisquare, f, t.
 
 Gamma draws follow JAX: one key per element (``split(key, size)``), and for each element
 Marsaglia and Tsang's rejection sampler (2000) as two nested ``while_loop``s, vmapped over
@@ -204,3 +204,20 @@ def t(key, df, shape=None, dtype=None):
     g = gamma(key_g, half_df, shape, dtype)
     return n * fnp.sqrt(half_df / g)
 
+
+
+def f(key, dfnum, dfden, shape=None, dtype=None):
+    """F(``dfnum``, ``dfden``) floats: a ratio of scaled chi-square draws.
+
+    >>> from flamefx.random.keys import key
+    >>> bool((f(key(0), 3.0, 7.0, (5,)) > 0).all())
+    True
+    """
+    dtype = float_dtype(dtype, "f")
+    data, _ = unwrap(key, "f")
+    shape = param_shape(shape, "f", dfnum, dfden)
+    dfnum, dfden = as_param(dfnum, dtype, "f"), as_param(dfden, dtype, "f")
+    key_dfd, key_dfn = split(data)
+    numerator = chisquare(key_dfn, dfnum, shape, dtype) / dfnum
+    denominator = chisquare(key_dfd, dfden, shape, dtype) / dfden
+    return numerator / denominator
