@@ -79,6 +79,10 @@ VALUES = [
     *[("betabinom", f, [K_INT, np.array([[3.0], [6.0]]), np.array([[0.5], [2.0]]), 1.5])
       for f in ("logpmf", "pmf")],
     *[("vonmises", f, [X, np.array([[0.5], [20.0]])]) for f in ("logpdf", "pdf")],
+    # Intervals left of, around, right of and far from the mode.
+    *[("truncnorm", f, [X, np.array([[-2.0], [-1.0], [0.5], [8.0]]),
+                        np.array([[-0.5], [1.5], [3.0], [12.0]]), 0.3, 1.7])
+      for f in ("logpdf", "pdf", "cdf", "logcdf", "sf", "logsf")],
 ]
 
 
@@ -126,6 +130,11 @@ GRADS = [
     ("betabinom", "logpmf", [np.array([0.0, 1.0, 3.0, 5.0]), 5.0, _u(0.5, 3), _u(0.5, 3)],
      (2, 3)),
     ("vonmises", "logpdf", [_u(-3, 3), _u(0.5, 30)], (0, 1)),
+    ("truncnorm", "logpdf", [_u(-0.5, 0.5), _u(-3, -1), _u(1, 3), _u(-0.2, 0.2),
+                             _u(0.8, 1.5)], (0, 1, 2, 3, 4)),
+    ("truncnorm", "logcdf", [_u(-0.5, 0.5), _u(-3, -1), _u(1, 3), _u(-0.2, 0.2),
+                             _u(0.8, 1.5)], (0, 1, 2, 3, 4)),
+    ("truncnorm", "logsf", [_u(4.5, 5.5), _u(4, 4.3), _u(6, 7)], (0, 1, 2)),
     ("gennorm", "logpdf", [np.array([-1.5, -0.4, 0.3, 2.0]), _u(0.8, 3)], (0, 1)),
     ("gennorm", "cdf", [np.array([-1.5, -0.4, 0.3, 2.0]), _u(0.8, 3)], (0, 1)),
 ]

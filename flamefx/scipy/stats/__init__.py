@@ -9,4 +9,4 @@ flamefx.numpy and flamefx.scipy.special (values and gradients in x and the param
 from flamefx.scipy.stats import (  # noqa: F401
     bernoulli, beta, betabinom, binom, cauchy, chi2, dirichlet, expon, gamma, gennorm, geom,
     laplace, logistic, multinomial, multivariate_normal, nbinom, norm, pareto, poisson, t,
-    uniform, vonmises)
+    truncnorm, uniform, vonmises)
