@@ -17,6 +17,9 @@ RNG = np.random.default_rng(0)
 W = RNG.uniform(0.5, 1.0, 3)
 XS = RNG.standard_normal((6, 3))
 X0 = RNG.standard_normal(3)
+# The same data as float64 flamefx arrays: NumPy float64 meeting flamefx.numpy ops or jit is
+# float32 unless x64 is on (as in JAX), and these tests compare to float64 references.
+W64, XS64, X064 = (fnp.asarray(a, dtype=np.float64) for a in (W, XS, X0))
 
 
 def _close(a, b, tol=1e-10):
@@ -46,7 +49,7 @@ def rnn_loss_reference(w, c0, xs):
 
 
 def test_scan_matches_python_loop_with_pytrees_and_reverse():
-    _close(rnn_loss(W, X0, XS), rnn_loss_reference(W, X0, XS))
+    _close(rnn_loss(W64, X064, XS64), rnn_loss_reference(W, X0, XS))
     carry, ys = lax.scan(lambda c, x: (c * 0.5 + x, c), X0, XS, reverse=True)
     c, expected = X0, [None] * len(XS)
     for i in reversed(range(len(XS))):
@@ -205,9 +208,9 @@ def test_loop_bodies_are_traced_and_compiled_once():
 
 
 def test_jit_equals_eager_and_grad_of_jit():
-    _close(flamefx.jit(rnn_loss)(W, X0, XS), rnn_loss(W, X0, XS))
-    g_eager = flamefx.grad(rnn_loss, argnums=(0, 1))(W, X0, XS)
-    g_jit = flamefx.jit(flamefx.grad(rnn_loss, argnums=(0, 1)))(W, X0, XS)
+    _close(flamefx.jit(rnn_loss)(W64, X064, XS64), rnn_loss(W64, X064, XS64))
+    g_eager = flamefx.grad(rnn_loss, argnums=(0, 1))(W64, X064, XS64)
+    g_jit = flamefx.jit(flamefx.grad(rnn_loss, argnums=(0, 1)))(W64, X064, XS64)
     for a, b in zip(g_jit, g_eager):
         _close(a, b)
 
@@ -270,10 +273,11 @@ def test_a_carry_that_changes_type_names_both_types():
     with pytest.raises(FlamefxTypeError, match="one length"):
         lax.scan(lambda c, x: (c, x), X0, (XS, XS[:2]))
     # A weak Python-scalar carry takes the body's dtype instead of failing.
-    assert lax.fori_loop(0, 3, lambda i, c: c + np.float64(1.0), 0.0).dtype == np.float64
+    one = fnp.asarray(1.0, dtype=np.float64)
+    assert lax.fori_loop(0, 3, lambda i, c: c + one, 0.0).dtype == np.float64
     with pytest.raises(FlamefxTypeError, match=r"body_fun returns carry f64\[3\] but the "
                                                r"initial carry is f32\[\]"):
-        lax.fori_loop(0, 3, lambda i, c: c + X0, 0.0)
+        lax.fori_loop(0, 3, lambda i, c: c + X064, 0.0)
 
 
 # --- GPU ---------------------------------------------------------------------------------------
