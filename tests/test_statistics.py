@@ -1,7 +1,7 @@
 """flamefx.numpy's statistics (nan-reductions, average, ptp, count_nonzero, cov, corrcoef,
-bincount, median/quantile/percentile and their nan forms, histogram, digitize) against
-NumPy in float64 (and JAX's rules where it differs, from constants taken from JAX), with
-gradients to order 2, jit, vmap and bad input."""
+median/quantile/percentile and their nan forms) and binning (bincount, histogram,
+histogram2d, histogramdd, digitize) against NumPy in float64 (and JAX's rules where they
+differ, from constants taken from JAX), with gradients to order 2, jit, vmap and bad input."""
 
 import numpy as np
 import pytest
@@ -343,6 +343,39 @@ def test_histogram_nan_ints_and_errors():
         fnp.histogram(np.ones(3), bins=0)
 
 
+@pytest.mark.parametrize("bins", [4, [2, 3, 4], [[-1.0, 0.0, 1.0], 3, [-2.0, 0.5, 2.0]]])
+@pytest.mark.parametrize("value_range", [None, [(-1.0, 1.0), None, (0.0, 2.0)]])
+@pytest.mark.parametrize("density", [None, True])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_histogramdd_matches_numpy(bins, value_range, density, weighted):
+    sample, w = RNG.normal(size=(40, 3)), RNG.random(40)
+    weights = w if weighted else None
+    got_bins = [_f64(b) if np.ndim(b) else b for b in bins] if isinstance(bins, list) else bins
+    counts, edges = fnp.histogramdd(_f64(sample), got_bins, value_range,
+                                    None if weights is None else _f64(weights), density)
+    want, want_edges = np.histogramdd(sample, bins, value_range, weights=weights,
+                                      density=density)
+    # Without weights or density the counts are integers, as in JAX.
+    _check(counts, want if weighted or density else want.astype(np.int32))
+    for got_e, want_e in zip(edges, want_edges):
+        _check(got_e, want_e)
+
+
+@pytest.mark.parametrize("bins", [5, [3, 4], [-1.0, 0.0, 1.0, 2.0]])
+def test_histogram2d_matches_numpy(bins):
+    x, y, w = RNG.normal(size=30), RNG.normal(size=30), RNG.random(30)
+    got_bins = _f64(bins) if np.ndim(bins) == 1 and len(bins) > 2 else bins
+    counts, x_edges, y_edges = fnp.histogram2d(_f64(x), _f64(y), got_bins, weights=_f64(w))
+    want, want_x, want_y = np.histogram2d(x, y, bins, weights=w)
+    _check(counts, want)
+    _check(x_edges, want_x)
+    _check(y_edges, want_y)
+    with pytest.raises(FlamefxValueError, match="one weight per point"):
+        fnp.histogramdd(np.ones((4, 2)), weights=np.ones(3))
+    with pytest.raises(FlamefxValueError, match="one length"):
+        fnp.histogram2d(np.ones(3), np.ones(4))
+
+
 @pytest.mark.parametrize("right", [False, True])
 @pytest.mark.parametrize("bins", [[-1.0, 0.0, 0.5, 2.0], [2.0, 0.5, 0.0, -1.0], [0.0, 0.0, 1.0]])
 def test_digitize_matches_numpy(right, bins):
@@ -386,6 +419,8 @@ def test_gradients_to_order_2():
     check_grads(at_nans(lambda v: fnp.nanpercentile(v, 40.0, axis=1)), (_f64(x),))
     check_grads(lambda w: fnp.histogram(_f64(x), 4, (-1, 1), weights=w)[0],
                 (_f64(RNG.random((3, 5))),))
+    check_grads(lambda w: fnp.histogram2d(_f64(x[0]), _f64(x[1]), 2, weights=w)[0],
+                (_f64(RNG.random(5)),))
 
 
 def test_quantile_gradient_goes_to_the_selected_elements():
@@ -411,6 +446,8 @@ def test_jit_and_vmap():
            np.percentile(y.reshape(4, -1), 75.0, axis=1))
     counts = flamefx.jit(lambda v: fnp.histogram(v, 4, (-2, 2))[0])(_f64(y[0]))
     _check(counts, np.histogram(y[0], 4, (-2, 2))[0].astype(np.float64))
+    counts = flamefx.jit(lambda v: fnp.histogramdd(v, 3, [(-2, 2)] * 3)[0])(_f64(y[0, :, :3]))
+    _check(counts, np.histogramdd(y[0, :, :3], 3, [(-2, 2)] * 3)[0].astype(np.int32))
     edges = _f64([-1.0, 0.0, 1.0])
     _check(flamefx.vmap(lambda v: fnp.digitize(v, edges))(_f64(y[0])),
            np.digitize(y[0], [-1.0, 0.0, 1.0]).astype(np.int32))

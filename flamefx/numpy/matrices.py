@@ -10,8 +10,6 @@ matching interior padding), so their gradients are slices and pads, with no gath
 
 from __future__ import annotations
 
-import numpy as np
-
 from flamefx import core, dtypes, lax
 from flamefx.errors import FlamefxValueError, user_frame
 from flamefx.numpy.promotion import (as_operand, broadcast_arrays, canonical_axis, convert,

@@ -1,5 +1,5 @@
-"""Statistics: NaN-ignoring reductions, averages, spreads, covariance, counting, and the
-order statistics (median, quantile, percentile), histograms and digitize.
+"""Statistics: NaN-ignoring reductions, averages, spreads, covariance and the order
+statistics (median, quantile, percentile). Counting and binning are in ``histograms``.
 
 Everything is composed of existing primitives: NaNs are replaced by the reduction's
 identity with a select (whose gradient sends nothing to the replaced elements), order
@@ -16,11 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from flamefx import core, dtypes, lax
-from flamefx.errors import ConcretizationError, FlamefxTypeError, FlamefxValueError, user_frame
+from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
 from flamefx.numpy import reductions
 from flamefx.numpy.promotion import (as_operand, broadcast_to, canonical_axes, canonical_axis,
-                                     constant_like, convert, promote_dtypes_inexact,
-                                     to_inexact_dtype)
+                                     constant_like, convert, promote_dtypes_inexact)
 
 
 def _check_out(out, name: str):
@@ -390,60 +389,6 @@ def corrcoef(x, y=None, rowvar: bool = True):
     return clip(c, -1, 1)
 
 
-# --- counting --------------------------------------------------------------------------------
-
-
-def _concrete_values(x, what: str, fix: str):
-    if isinstance(x, core.Tracer):
-        concrete = x.to_concrete()
-        if concrete is None:
-            raise ConcretizationError(f"{what} depends on the values of a traced array "
-                                      f"({x.aval.str_short()}), which are unknown while "
-                                      f"tracing. {fix}\n  at {user_frame()}")
-        x = concrete
-    return np.asarray(x)
-
-
-def bincount(x, weights=None, minlength: int = 0, *, length: int | None = None):
-    """How many times each value ``0, 1, ...`` occurs in the non-negative integers ``x``
-    (or the sum of their ``weights``). The result has ``length`` bins (JAX's keyword:
-    required under jit, where the values of ``x`` are unknown), else
-    ``max(minlength, max(x) + 1)``; as in JAX, negative values count in bin 0 and values
-    past the last bin are dropped.
-
-    >>> bincount([0, 1, 1, 3]).tolist()
-    [1, 2, 0, 1]
-    """
-    x = as_operand(x)
-    if not dtypes.is_int(x.dtype):
-        raise FlamefxTypeError(f"bincount: x must be integers, got {x.dtype}\n  at "
-                               f"{user_frame()}")
-    if x.ndim != 1:
-        raise FlamefxValueError(f"bincount: x must be 1-D, got shape {x.shape}\n  at "
-                                f"{user_frame()}")
-    minlength = int(minlength)
-    if length is None:
-        values = _concrete_values(x, "bincount's number of bins",
-                                  "Pass length= (a static int) to bincount under jit.")
-        length = max(minlength, int(values.max()) + 1 if values.size else 0)
-    length = int(length)
-    if weights is None:
-        weights = lax.full_like(convert(x, dtypes.default_int()), 1)
-    else:
-        weights = as_operand(weights)
-        if weights.shape != x.shape:
-            raise FlamefxValueError(f"bincount: weights (shape {weights.shape}) must have x's "
-                                    f"shape {x.shape}\n  at {user_frame()}")
-    # One spare bin past the end collects the out-of-range values, then is dropped (the
-    # scatter clamps indices into range, so it cannot drop them by itself).
-    index = convert(x, dtypes.int32)
-    index = lax.min(lax.max(index, constant_like(index, 0)), constant_like(index, length))
-    zero = core.to_array(0, dtype=weights.dtype, weak=weights.weak_type)
-    bins = lax.broadcast_in_dim(zero, (length + 1,), ())
-    counts = lax.scatter(bins, lax.reshape(index, (x.shape[0], 1)), weights, (0,), "add")
-    return lax.slice(counts, (0,), (length,))
-
-
 # --- order statistics ------------------------------------------------------------------------
 
 QUANTILE_METHODS = ("linear", "lower", "higher", "midpoint", "nearest", "inverted_cdf")
@@ -663,119 +608,3 @@ def nanmedian(a, axis=None, out=None, overwrite_input: bool = False, keepdims: b
     2.0
     """
     return nanquantile(a, 0.5, axis=axis, out=out, method="midpoint", keepdims=keepdims)
-
-
-# --- histograms and bins ---------------------------------------------------------------------
-
-
-def _static_bin_count(bins, name: str) -> int:
-    if isinstance(bins, core.Tracer) or not float(bins).is_integer() or int(bins) < 1:
-        raise FlamefxValueError(f"{name}: bins must be a positive static int or 1-D edges, got "
-                                f"{bins!r}\n  at {user_frame()}")
-    return int(bins)
-
-
-def histogram_bin_edges(a, bins=10, range=None, weights=None):
-    """The edges of ``histogram``'s bins: ``bins`` given as edges, or that many equal bins
-    spanning ``range`` (default: a's minimum to maximum; an empty range widens by 0.5 on
-    each side). String ``bins`` rules are not supported (as in JAX).
-
-    >>> histogram_bin_edges([0.0, 4.0], bins=4).tolist()
-    [0.0, 1.0, 2.0, 3.0, 4.0]
-    """
-    from flamefx.numpy.math import where
-    del weights  # only the string rules use them
-    a = as_operand(a)
-    dtype = to_inexact_dtype(a.dtype)
-    if isinstance(bins, str):
-        raise FlamefxValueError(f"histogram: string bins ({bins!r}) are not supported; give a "
-                                f"number of bins or the edges\n  at {user_frame()}")
-    if np.ndim(bins) == 1 or (hasattr(bins, "ndim") and bins.ndim == 1):
-        return convert(as_operand(bins), dtype)
-    count = _static_bin_count(bins, "histogram")
-    if range is None:
-        a = convert(a, dtype)
-        low, high = reductions.min(a), reductions.max(a)
-    else:
-        if len(range) != 2:
-            raise FlamefxValueError(f"histogram: range must be None or (low, high), got "
-                                    f"{range!r}\n  at {user_frame()}")
-        low, high = (convert(as_operand(r), dtype) for r in range)
-    empty = lax.eq(low, high)
-    low = where(empty, lax.sub(low, constant_like(low, 0.5)), low)
-    high = where(empty, lax.add(high, constant_like(high, 0.5)), high)
-    # JAX's linspace: low (1 - t) + high t for t = i / bins, the last edge exactly high.
-    steps = lax.iota(dtype, (count,))
-    t = lax.div(steps, lax.full_like(steps, count))
-    inner = lax.add(lax.mul(broadcast_to(low, (count,)), lax.sub(lax.full_like(t, 1), t)),
-                    lax.mul(broadcast_to(high, (count,)), t))
-    return lax.concatenate([inner, lax.reshape(high, (1,))], 0)
-
-
-def histogram(a, bins=10, range=None, weights=None, density=None):
-    """Counts (or summed ``weights``) of the flattened ``a`` in ``bins`` (a number of equal
-    bins over ``range``, or the edges). Bins are half-open except the last, which holds its
-    right edge; values outside the edges (and NaNs) are not counted. ``density`` divides by
-    the total and the bin widths. Returns ``(counts, edges)``; counts are floats, as in JAX.
-
-    >>> [x.tolist() for x in histogram([0.0, 1.0, 1.0, 3.0], bins=3, range=(0, 3))]
-    [[1.0, 2.0, 1.0], [0.0, 1.0, 2.0, 3.0]]
-    """
-    from flamefx.numpy.math import where
-    from flamefx.numpy.signal import diff
-    from flamefx.numpy.sorting import searchsorted
-    a = as_operand(a)
-    if weights is None:
-        weights = lax.full_like(a, 1)
-    else:
-        weights = as_operand(weights)
-        if weights.shape != a.shape:
-            raise FlamefxValueError(f"histogram: weights (shape {weights.shape}) must have a's "
-                                    f"shape {a.shape}\n  at {user_frame()}")
-    (a,) = promote_dtypes_inexact(a)
-    (weights,) = promote_dtypes_inexact(weights)
-    edges = histogram_bin_edges(a, bins, range)
-    a, weights = lax.reshape(a, (a.size,)), lax.reshape(weights, (weights.size,))
-    n_edges = edges.shape[0]
-    index = searchsorted(edges, a, side="right")
-    last_edge = lax.reshape(lax.slice(edges, (n_edges - 1,), (n_edges,)), ())
-    index = where(lax.eq(a, broadcast_to(convert(last_edge, a.dtype), a.shape)), n_edges - 1,
-                  index)
-    # Bin 0 gathers the values below the first edge and bin n_edges those above the last;
-    # both are cut off.
-    zero = core.to_array(0, dtype=weights.dtype, weak=weights.weak_type)
-    slots = lax.broadcast_in_dim(zero, (n_edges + 1,), ())
-    index = lax.reshape(convert(index, dtypes.int32), (a.size, 1))
-    counts = lax.slice(lax.scatter(slots, index, weights, (0,), "add"), (1,), (n_edges,))
-    if density:
-        total = reductions.sum(counts)
-        counts = lax.div(lax.div(counts, convert(diff(edges), counts.dtype)),
-                         broadcast_to(total, counts.shape))
-    return counts, edges
-
-
-def digitize(x, bins, right: bool = False, *, method: str | None = None):
-    """The index of the bin of ``bins`` (1-D, increasing or decreasing edges) that each
-    ``x`` falls in: ``bins[i-1] <= x < bins[i]`` (``right``: ``bins[i-1] < x <= bins[i]``).
-    ``method`` is searchsorted's.
-
-    >>> digitize([0.5, 1.5, 3.0], [0.0, 1.0, 2.0]).tolist()
-    [1, 2, 3]
-    """
-    from flamefx.numpy.math import where
-    from flamefx.numpy.sorting import searchsorted
-    x, bins = as_operand(x), as_operand(bins)
-    if bins.ndim != 1:
-        raise FlamefxValueError(f"digitize: bins must be 1-D, got shape {bins.shape}\n  at "
-                                f"{user_frame()}")
-    n = bins.shape[0]
-    if n == 0:
-        return lax.broadcast_in_dim(core.to_array(0, dtype=dtypes.int32), x.shape, ())
-    side = "left" if right else "right"
-    kwargs = {} if method is None else {"method": method}
-    ascending = searchsorted(bins, x, side=side, **kwargs)
-    descending = lax.sub(lax.full_like(ascending, n),
-                         searchsorted(lax.rev(bins, (0,)), x, side=side, **kwargs))
-    first, last = lax.slice(bins, (0,), (1,)), lax.slice(bins, (n - 1,), (n,))
-    increasing = lax.reshape(lax.ge(last, first), ())
-    return where(increasing, ascending, descending)
