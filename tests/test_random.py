@@ -69,6 +69,10 @@ def test_split_and_fold_in_match_jax():
     # jax.random.fold_in(jax.random.key(0), 7) and (key(5), 1000)
     assert _words(frandom.fold_in(frandom.key(0), 7)) == [2716826189, 292468403]
     assert _words(frandom.fold_in(frandom.key(5), 1000)) == [4125042828, 2299841090]
+    # ... fold_in(key(0), 2**32 - 1) == fold_in(key(0), np.int32(-1)); (key(0), 2**31 + 5)
+    assert _words(frandom.fold_in(frandom.key(0), 2**32 - 1)) == [743310391, 3789761811]
+    assert _words(frandom.fold_in(frandom.key(0), np.int32(-1))) == [743310391, 3789761811]
+    assert _words(frandom.fold_in(frandom.key(0), 2**31 + 5)) == [2251496604, 2591608338]
 
 
 def test_bits_match_jax_at_every_width_and_odd_sizes():
@@ -236,6 +240,8 @@ def test_errors_name_the_problem():
         np.asarray(frandom.key(0))
     with pytest.raises(TypeError, match="scalar integer"):
         frandom.fold_in(frandom.key(0), fnp.arange(2))
+    with pytest.raises(ValueError, match="out of range for uint32"):
+        frandom.fold_in(frandom.key(0), -1)
 
 
 def test_normal_never_returns_inf():

@@ -291,6 +291,12 @@ def fold_in(key, data):
     [2716826189, 292468403]
     """
     words, typed = unwrap(key, "fold_in")
+    if isinstance(data, int) and not isinstance(data, bool):
+        # As JAX's asarray(data, uint32): Python ints must fit a uint32 (arrays wrap).
+        if not 0 <= data < 2**32:
+            raise FlamefxValueError(f"fold_in: the Python int {data} is out of range for "
+                                    f"uint32 (0 <= data < 2**32)\n  at {user_frame()}")
+        data = np.uint32(data)
     data = core.ensure_array(data)
     if not dtypes.is_int(data.dtype) or data.shape != ():
         raise FlamefxTypeError(f"fold_in: data must be a scalar integer, got "
