@@ -11,8 +11,6 @@ scalars) and broadcasting shapes explicitly before binding the strict primitives
 # ruff: noqa: F401  (this module re-exports)
 
 from flamefx.core import Array as ndarray
-from flamefx.dtypes import (bfloat16, bool_, finfo, float16, float32, float64, iinfo, int8,
-                            int16, int32, int64, uint8, uint16, uint32, uint64)
 from flamefx.numpy import linalg  # fnp.linalg.norm
 from flamefx.numpy import fft  # noqa: F401  (fnp.fft.fft, rfft, fftfreq, ...)
 from flamefx.numpy.array_api import __array_api_version__, __array_namespace_info__
@@ -46,14 +44,17 @@ from flamefx.numpy.logic import (allclose, array_equal, array_equiv, bitwise_inv
                                  right_shift, signbit)
 from flamefx.numpy.math import (acos, asin, atan, atan2, copysign, fabs, fmax, fmin, logaddexp2,
                                 nextafter, pow)
-from flamefx.dtypes import complex64, complex128
-from flamefx.numpy.complex_numbers import (angle, conj, conjugate, imag, iscomplex, iscomplexobj,
-                                           isreal, isrealobj, real)
-from flamefx.dtypes import complex64, complex128
 from flamefx.numpy.complex_numbers import (angle, conj, conjugate, imag, iscomplex, iscomplexobj,
                                            isreal, isrealobj, real)
 from flamefx.numpy.transcendental import (acosh, arccosh, arcsinh, arctanh, asinh, atanh, deg2rad,
                                           degrees, rad2deg, radians, sinc)
+from flamefx.numpy.scalar_types import (bfloat16, bool, bool_, can_cast, cdouble, complex64,
+                                        complex128, complex_, complexfloating, csingle, double,
+                                        dtype, finfo, float16, float32, float64, float_, floating,
+                                        generic, iinfo, inexact, int8, int16, int32, int64, int_,
+                                        integer, isdtype, isscalar, issubdtype, number,
+                                        signedinteger, single, uint, uint8, uint16, uint32,
+                                        uint64, unsignedinteger)
 from flamefx.numpy.promotion import (broadcast_arrays, broadcast_shapes, broadcast_to,
                                      promote_types, result_type)
 from flamefx.numpy.reductions import (all, amax, amin, any, argmax, argmin, cumprod, cumsum,
