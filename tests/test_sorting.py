@@ -136,6 +136,12 @@ def test_top_k_matches_a_stable_descending_sort():
     order = np.argsort(-x, axis=-1, kind="stable")[:, :4]
     _check(indices, order.astype(np.int32))
     _check(values, np.take_along_axis(x, order, -1))
+    values, indices = lax.top_k(x, 2, axis=0)  # JAX's axis= keyword
+    order = np.argsort(-x, axis=0, kind="stable")[:2]
+    _check(indices, order.astype(np.int32))
+    _check(values, np.take_along_axis(x, order, 0))
+    distinct = _f64(RNG.permutation(np.arange(12.0)).reshape(4, 3))
+    check_grads(lambda x: lax.top_k(x, 2, axis=0)[0], [distinct], order=2, modes=("fwd", "rev"))
 
 
 def test_the_gpu_code_path_on_a_numpy_stand_in_for_cupy():
@@ -430,6 +436,8 @@ def test_bad_input_gets_flamefx_errors():
     shapes_and_line = r"k=4\n  operands: f(32|64)\[2,3\]\n  at .*test_sorting.py"
     with pytest.raises(FlamefxError, match=shapes_and_line):
         lax.top_k(x, 4)
+    with pytest.raises(FlamefxError, match="axis 2 is out of range"):
+        lax.top_k(x, 1, axis=2)
     with pytest.raises(FlamefxError, match="dimension 2 is out of range"):
         lax.sort(x, dimension=2)
     with pytest.raises(FlamefxError, match="num_keys"):

@@ -22,7 +22,7 @@ import numpy as np
 
 from flamefx import core, devices, dtypes
 from flamefx.core import Primitive, ShapedArray
-from flamefx.errors import FlamefxTypeError
+from flamefx.errors import FlamefxTypeError, user_frame
 from flamefx.primitives import indexing, structural
 
 _INDEX_DTYPE = np.dtype(np.int32)
@@ -221,8 +221,10 @@ def sort_key_val(keys, values, dimension: int = -1, is_stable: bool = True):
 def _top_k_abstract(operand, *, k):
     if operand.ndim < 1:
         raise FlamefxTypeError("top_k needs an operand of at least one axis")
-    if not (dtypes.is_float(operand.dtype) or dtypes.is_int(operand.dtype)):
-        raise FlamefxTypeError(f"top_k needs a numeric operand, got {operand.dtype}")
+    if not (dtypes.is_float(operand.dtype) or dtypes.is_int(operand.dtype)
+            or operand.dtype == dtypes.bool_):
+        raise FlamefxTypeError(f"top_k needs a real numeric or bool operand, got "
+                               f"{operand.dtype}")
     if not 0 <= k <= operand.shape[-1]:
         raise FlamefxTypeError(f"k must be between 0 and the size of the last axis "
                                f"({operand.shape[-1]}), got k={k}")
@@ -298,11 +300,26 @@ top_k_p = Primitive(
 )
 
 
-def top_k(operand, k: int):
-    """The ``k`` largest entries along the last axis, largest first, and their int32 indices
-    (JAX's ``lax.top_k``): ties go to the lower index, NaN counts as the largest value.
+def top_k(operand, k: int, *, axis: int = -1):
+    """The ``k`` largest entries along ``axis`` (the last by default), largest first, and
+    their int32 indices (JAX's ``lax.top_k``): ties go to the lower index, NaN counts as the
+    largest value.
 
     >>> [x.tolist() for x in top_k(np.array([1.0, 3.0, 2.0, 3.0]), 2)]
     [[3.0, 3.0], [1, 3]]
+    >>> top_k(np.array([[1, 5], [4, 2]]), 1, axis=0)[1].tolist()
+    [[1, 0]]
     """
-    return top_k_p.bind(operand, k=int(k))
+    ndim = core.get_aval(operand).ndim
+    axis = int(axis)
+    if ndim and not -ndim <= axis < ndim:
+        raise FlamefxTypeError(f"top_k: axis {axis} is out of range for a {ndim}-d operand\n"
+                               f"  at {user_frame()}")
+    last = ndim - 1
+    if ndim == 0 or axis % ndim == last:
+        return top_k_p.bind(operand, k=int(k))
+    # The primitive works on the last axis: swap the chosen one there and back.
+    perm = list(range(ndim))
+    perm[axis % ndim], perm[last] = last, axis % ndim
+    outs = top_k_p.bind(structural.transpose(operand, tuple(perm)), k=int(k))
+    return [structural.transpose(out, tuple(perm)) for out in outs]

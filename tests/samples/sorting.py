@@ -141,6 +141,7 @@ def _top_k_samples():
                name="int ties go to the lower index"),
         _top_k(_special_floats, 7, name="total order: NaN first, 0.0 before -0.0"),
         _top_k(_distinct((4,)), 0, name="k = 0"),
+        _top_k(lambda rng: [rng.random((3, 5)) < 0.5], 2, name="bool: True first, in order"),
     ]
 
 
