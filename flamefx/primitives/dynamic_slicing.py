@@ -59,8 +59,8 @@ def _dynamic_slice_abstract(x, *starts, slice_sizes):
 
 def _dynamic_slice_impl(x, *starts, slice_sizes):
     starts = clamped_starts_host(starts, x.shape, slice_sizes)
-    return [np.ascontiguousarray(
-        x[tuple(builtins.slice(s, s + k) for s, k in zip(starts, slice_sizes))])]
+    window = x[tuple(builtins.slice(s, s + k) for s, k in zip(starts, slice_sizes))]
+    return [np.asarray(window, order="C")]  # 0-d stays 0-d (ascontiguousarray: shape (1,))
 
 
 def _dynamic_slice_vjp(cts, primals, outs, *, slice_sizes):

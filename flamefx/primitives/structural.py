@@ -219,7 +219,8 @@ def _transpose_batch(axis_size, args, bdims, *, permutation):
 transpose_p = Primitive(
     "transpose",
     abstract_eval=_transpose_abstract,
-    impl=lambda x, *, permutation: [np.ascontiguousarray(np.transpose(x, permutation))],
+    # asarray(order='C'), not ascontiguousarray: that one turns a 0-d result into shape (1,)
+    impl=lambda x, *, permutation: [np.asarray(np.transpose(x, permutation), order="C")],
     cuda_impl=lambda x, *, permutation: [_contiguous(_cp(), x.transpose(permutation))],
     vjp=lambda cts, primals, outs, *, permutation: [
         None if cts[0] is None else transpose(cts[0], tuple(np.argsort(permutation)))],
@@ -355,7 +356,7 @@ def _slice_shape(starts, limits, strides):
 
 def _slice_impl(xp, x, starts, limits, strides):
     index = tuple(builtins.slice(s, e, st) for s, e, st in zip(starts, limits, strides))
-    return [xp.ascontiguousarray(x[index])]
+    return [xp.asarray(x[index], order="C")]  # 0-d stays 0-d (ascontiguousarray: 1-d)
 
 
 def _slice_vjp(cts, primals, outs, *, start_indices, limit_indices, strides):
@@ -439,7 +440,7 @@ def _pad_impl(xp, x, padding_value, padding_config):
         out[inner] = x
     crop = tuple(builtins.slice(max(-lo, 0), g - max(-hi, 0))
                  for (lo, hi, _), g in zip(padding_config, grown))
-    return [xp.ascontiguousarray(out[crop])]
+    return [xp.asarray(out[crop], order="C")]  # 0-d stays 0-d (ascontiguousarray: 1-d)
 
 
 def _pad_vjp(cts, primals, outs, *, padding_config):
@@ -632,7 +633,7 @@ def _rev_batch(axis_size, args, bdims, *, dimensions):
 rev_p = Primitive(
     "rev",
     abstract_eval=_rev_abstract,
-    impl=lambda x, *, dimensions: [np.ascontiguousarray(np.flip(x, dimensions))],
+    impl=lambda x, *, dimensions: [np.asarray(np.flip(x, dimensions), order="C")],
     cuda_impl=lambda x, *, dimensions: [_contiguous(_cp(), _cp().flip(x, dimensions))],
     vjp=lambda cts, primals, outs, *, dimensions: [
         None if cts[0] is None else rev(cts[0], dimensions)],

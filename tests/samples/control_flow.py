@@ -37,13 +37,20 @@ _BRANCH_REFS = (
 )
 
 
+_BRANCHES_0D = tuple(_jaxpr(branch, F64, F64) for branch in (
+    lambda x, y: [lax.mul(x, y), lax.sin(x)],
+    lambda x, y: [lax.sub(lax.exp(x), y), lax.mul(x, x)],
+    lambda x, y: [lax.mul(lax.mul(x, x), y), lax.cos(y)],
+))
+
+
 def _cond_reference(index, x, y):
     return _BRANCH_REFS[min(max(int(index), 0), len(_BRANCH_REFS) - 1)](x, y)
 
 
-def _cond_args(index_of):
-    return lambda rng: [np.array(index_of(rng), np.int32), rng.standard_normal(3),
-                        rng.standard_normal(3)]
+def _cond_args(index_of, shape=(3,)):
+    return lambda rng: [np.array(index_of(rng), np.int32), np.array(rng.standard_normal(shape)),
+                        np.array(rng.standard_normal(shape))]
 
 
 # --- while: count k up to a limit (a cond const), stepping x with a weight (a body const) ------
@@ -53,15 +60,20 @@ _WHILE_BODY = _jaxpr(lambda w, x, k: [lax.add(lax.mul(lax.sin(x), w), x), lax.ad
                      F64_3, F64_3, I32)
 
 
+_WHILE_COND_0D = _jaxpr(lambda limit, x, k: [lax.lt(k, limit)], I32, F64, I32)
+_WHILE_BODY_0D = _jaxpr(lambda w, x, k: [lax.add(lax.mul(lax.sin(x), w), x), lax.add(k, _one(k))],
+                        F64, F64, I32)
+
+
 def _while_reference(limit, w, x, k):
     while k < limit:
         x, k = np.sin(x) * w + x, k + 1
     return [x, np.array(k, np.int32)]
 
 
-def _while_args(rng):
-    return [np.array(4, np.int32), rng.uniform(0.5, 1.0, 3), rng.standard_normal(3),
-            np.array(rng.integers(0, 4), np.int32)]
+def _while_args(rng, shape=(3,)):
+    return [np.array(4, np.int32), np.array(rng.uniform(0.5, 1.0, shape)),
+            np.array(rng.standard_normal(shape)), np.array(rng.integers(0, 4), np.int32)]
 
 
 # --- scan: a recurrence over xs with a const weight; the second one counts and runs reversed --
@@ -74,6 +86,10 @@ _SCAN_COUNTING_BODY = _jaxpr(
                         lax.mul(c, lax.broadcast_in_dim(lax.convert_element_type(k, np.float64),
                                                         (3,), ()))],
     F64_3, F64_3, I32, F64_3)
+
+
+_SCAN_BODY_0D = _jaxpr(
+    lambda w, c, x: [lax.add(lax.sin(lax.mul(c, w)), x), lax.mul(lax.cos(c), x)], F64, F64, F64)
 
 
 def _scan_reference(w, c, xs):
@@ -98,11 +114,17 @@ SAMPLES = {
                _cond_reference, grad_argnums=(1, 2), name="random branch"),
         Sample(_cond_args(lambda rng: -2), {"branches": _BRANCHES}, _cond_reference,
                grad_argnums=(1, 2), name="index below range clamps to branch 0"),
+        Sample(_cond_args(lambda rng: rng.integers(0, 3), shape=()), {"branches": _BRANCHES_0D},
+               _cond_reference, grad_argnums=(1, 2), name="0-d operands"),
     ],
     "while": [
         Sample(_while_args, {"cond_jaxpr": _WHILE_COND, "body_jaxpr": _WHILE_BODY,
                              "cond_nconsts": 1, "body_nconsts": 1},
                _while_reference, grad_argnums=(), name="data-dependent trip count"),
+        Sample(lambda rng: _while_args(rng, shape=()),
+               {"cond_jaxpr": _WHILE_COND_0D, "body_jaxpr": _WHILE_BODY_0D,
+                "cond_nconsts": 1, "body_nconsts": 1},
+               _while_reference, grad_argnums=(), name="0-d carry"),
     ],
     "scan": [
         Sample(lambda rng: [rng.uniform(0.5, 1.0, 3), rng.standard_normal(3),
@@ -115,5 +137,10 @@ SAMPLES = {
                {"jaxpr": _SCAN_COUNTING_BODY, "num_consts": 1, "num_carry": 2, "length": 3,
                 "reverse": True},
                _scan_counting_reference, grad_argnums=(0, 1, 3), name="reversed, int carry"),
+        Sample(lambda rng: [np.array(rng.uniform(0.5, 1.0)), np.array(rng.standard_normal()),
+                            rng.standard_normal(4)],
+               {"jaxpr": _SCAN_BODY_0D, "num_consts": 1, "num_carry": 1, "length": 4,
+                "reverse": False},
+               _scan_reference, grad_argnums=(0, 1, 2), name="0-d carry and slices"),
     ],
 }

@@ -79,8 +79,21 @@ def _scatter_2d_sample():
                   lambda x, i, u: _scatter_reference(x, i, u, [0, 2], "add"), (0, 2))
 
 
+def _scatter_one_index_sample():
+    """A 0-d index batch: one index vector, updates of the operand's other dims."""
+    def make(rng):
+        return [rng.standard_normal((4, 2)), np.array([2], np.int32), rng.standard_normal(2)]
+
+    return Sample(make, {"axes": (0,), "mode": "add"},
+                  lambda x, i, u: _scatter_reference(x, i, u, [0], "add"), (0, 2))
+
+
+# Gather and scatter index at least one axis, so their operands are never 0-d; their 0-d
+# cases are a 0-d batch of indices (one index vector), with 0-d results for gather.
 SAMPLES = {
     "gather": [
+        _gather_sample((5,), (), (0,)),
+        _gather_sample((3, 6), (), (1,)),
         _gather_sample((4, 3, 5), (2, 3), (0, 2)),
         _gather_sample((3, 6), (4,), (1,)),
         _gather_sample((4, 2), (3,), (0,), low=0, high=4),
@@ -92,5 +105,6 @@ SAMPLES = {
         _scatter_sample("min", unique=False),
         _scatter_sample("max", unique=False),
         _scatter_2d_sample(),
+        _scatter_one_index_sample(),
     ],
 }

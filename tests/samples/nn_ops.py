@@ -326,6 +326,8 @@ NORM_CASES = [
 ]
 
 
+# No 0-d samples here: convolution, attention and the normalizations need batch, channel or
+# feature axes, so none of these ops takes a 0-d operand.
 SAMPLES = {
     "conv_general_dilated": CONV_SAMPLES,
     "conv_weight_grad": [_weight_grad_sample(*case[:4], **case[4]) for case in CONV_CASES],

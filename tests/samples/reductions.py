@@ -33,6 +33,14 @@ def _one_zero_per_row(rng):
     return [x]
 
 
+def _scalar(rng):
+    return [np.array(rng.normal())]
+
+
+def _bool_scalar(rng):
+    return [np.array(rng.random() < 0.5)]
+
+
 def _bools(rng):
     return [rng.random(SHAPE) < 0.7]
 
@@ -112,18 +120,24 @@ def _cumsum_samples():
 
 
 SAMPLES = {
-    "reduce_sum": _reduce_samples(lambda a, b: a + b, _normal, [(1,), (0, 2), ()]) + [
+    # Each reduction also takes a 0-d operand with no axes (the identity).
+    "reduce_sum": _reduce_samples(lambda a, b: a + b, _normal, [(1,), (0, 2), ()])
+    + _reduce_samples(lambda a, b: a + b, _scalar, [()]) + [
         Sample(make=_ints, params={"axes": (0, 1, 2)}, reference=lambda x: x.sum(dtype=x.dtype)),
         Sample(make=lambda rng: [rng.normal(size=SHAPE).astype(np.float32)],
                params={"axes": (2,)}, reference=lambda x: x.astype(np.float64).sum(axis=2),
                name="float32")],
     "reduce_max": _reduce_samples(max, _distinct, [(1,), (0, 2)]) + _reduce_samples(
-        max, _ints, [(2,)], grad=False),
-    "reduce_min": _reduce_samples(min, _distinct, [(1,), (0, 2)]),
+        max, _ints, [(2,)], grad=False) + _reduce_samples(max, _scalar, [()]),
+    "reduce_min": _reduce_samples(min, _distinct, [(1,), (0, 2)])
+    + _reduce_samples(min, _scalar, [()]),
     "reduce_prod": _reduce_samples(lambda a, b: a * b, _away_from_zero, [(2,), (0, 1)])
-    + _reduce_samples(lambda a, b: a * b, _one_zero_per_row, [(2,)]),
-    "reduce_and": _reduce_samples(lambda a, b: a and b, _bools, [(1,), (0, 2)], grad=False),
-    "reduce_or": _reduce_samples(lambda a, b: a or b, _bools, [(1,)], grad=False),
+    + _reduce_samples(lambda a, b: a * b, _one_zero_per_row, [(2,)])
+    + _reduce_samples(lambda a, b: a * b, _scalar, [()]),
+    "reduce_and": _reduce_samples(lambda a, b: a and b, _bools, [(1,), (0, 2)], grad=False)
+    + _reduce_samples(lambda a, b: a and b, _bool_scalar, [()], grad=False),
+    "reduce_or": _reduce_samples(lambda a, b: a or b, _bools, [(1,)], grad=False)
+    + _reduce_samples(lambda a, b: a or b, _bool_scalar, [()], grad=False),
     "argmax": _arg_samples(lambda a, b: a > b),
     "argmin": _arg_samples(lambda a, b: a < b),
     "cumsum": _cumsum_samples(),

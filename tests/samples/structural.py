@@ -44,8 +44,14 @@ def _starts(rng, low=-2, high=7):
     return [np.int32(rng.integers(low, high)) for _ in range(2)]
 
 
+def _scalar(rng):
+    return [np.array(rng.standard_normal())]
+
+
+# Every op that allows a 0-d operand has a 0-d sample (squeeze and concatenate do not).
 SAMPLES = {
     "reshape": [
+        Sample(_scalar, {"new_sizes": (1, 1)}, lambda x: np.full((1, 1), x), (0,)),
         Sample(_normal(2, 3, 4), {"new_sizes": (6, 4)}, lambda x: x.reshape(6, 4), (0,)),
         Sample(_normal(6), {"new_sizes": (1, 2, 3)}, lambda x: x.reshape(1, 2, 3), (0,)),
     ],
@@ -59,6 +65,7 @@ SAMPLES = {
                lambda x: np.stack([x, x, x], axis=1), (0,)),
     ],
     "transpose": [
+        Sample(_scalar, {"permutation": ()}, lambda x: x, (0,)),
         Sample(_normal(2, 3, 4), {"permutation": (2, 0, 1)},
                lambda x: np.einsum("abc->cab", x), (0,)),
     ],
@@ -66,15 +73,20 @@ SAMPLES = {
         Sample(_normal(2, 1, 3, 1), {"dimensions": (1, 3)}, lambda x: x[:, 0, :, 0], (0,)),
     ],
     "expand_dims": [
+        Sample(_scalar, {"dimensions": (0, 1)}, lambda x: np.full((1, 1), x), (0,)),
         Sample(_normal(2, 3), {"dimensions": (0, 2)}, lambda x: x[None, :, None, :], (0,)),
     ],
     "slice": [
+        Sample(_scalar, {"start_indices": (), "limit_indices": (), "strides": ()},
+               lambda x: x, (0,)),
         Sample(_normal(5, 6), {"start_indices": (1, 0), "limit_indices": (5, 6), "strides": (2, 3)},
                lambda x: x[1:5:2, 0:6:3], (0,)),
         Sample(_normal(4, 3), {"start_indices": (1, 1), "limit_indices": (3, 3), "strides": (1, 1)},
                lambda x: x[1:3, 1:3], (0,)),
     ],
     "pad": [
+        Sample(lambda rng: [np.array(rng.standard_normal()), np.array(0.5)],
+               {"padding_config": ()}, lambda x, v: x, (0, 1)),
         Sample(lambda rng: [rng.standard_normal((3, 4)), np.array(rng.standard_normal())],
                {"padding_config": ((1, 2, 1), (-1, 0, 2))},
                lambda x, v: _padded_reference(x, v, ((1, 2, 1), (-1, 0, 2))), (0, 1)),
@@ -94,12 +106,15 @@ SAMPLES = {
                lambda: np.arange(4.0)),
     ],
     "rev": [
+        Sample(_scalar, {"dimensions": ()}, lambda x: x, (0,)),
         Sample(_normal(3, 4, 2), {"dimensions": (0, 2)}, lambda x: x[::-1, :, ::-1], (0,)),
     ],
     "copy": [
+        Sample(_scalar, {}, lambda x: x, (0,)),
         Sample(_normal(3, 2), {}, lambda x: x, (0,)),
     ],
     "dynamic_slice": [
+        Sample(_scalar, {"slice_sizes": ()}, lambda x: x, (0,)),
         Sample(lambda rng: [rng.standard_normal((5, 6))] + _starts(rng),
                {"slice_sizes": (2, 3)},
                lambda x, *s: _dynamic_slice_reference(x, *s, sizes=(2, 3)), (0,)),
@@ -108,6 +123,8 @@ SAMPLES = {
                lambda x, *s: _dynamic_slice_reference(x, *s, sizes=(1, 4)), (0,)),
     ],
     "dynamic_update_slice": [
+        Sample(lambda rng: [np.array(rng.standard_normal()), np.array(rng.standard_normal())],
+               {}, lambda x, u: u, (0, 1)),
         Sample(lambda rng: [rng.standard_normal((5, 6)), rng.standard_normal((2, 3))]
                + _starts(rng), {}, _dynamic_update_slice_reference, (0, 1)),
     ],
