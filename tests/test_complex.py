@@ -77,6 +77,18 @@ def test_parts_tests_and_array_methods():
     assert fnp.isinf(np.array([complex(np.inf, 1), 1j])).tolist() == [True, False]
 
 
+def test_rounding_nan_to_num_and_isclose_take_parts():
+    z = np.array([1.26 + 2.5j, complex(np.nan, np.inf), -0.5 - 1.51j])
+    _close(fnp.round(z), np.round(z))
+    _close(fnp.round(z, 1), np.round(z, 1))
+    _close(fnp.nan_to_num(z), np.nan_to_num(z))
+    assert fnp.isclose(z, z + 1e-9).tolist() == np.isclose(z, z + 1e-9).tolist()
+    assert bool(fnp.allclose(Z, Z * (1 + 1e-9))) and not bool(fnp.allclose(Z, W))
+    for fn in (fnp.floor, fnp.ceil, fnp.trunc):
+        with pytest.raises(FlamefxTypeError, match="not defined for complex"):
+            fn(Z)
+
+
 def test_casts_to_and_from_complex():
     z = fnp.asarray(Z)
     _close(z.astype(fnp.float64), Z.real)  # JAX keeps the real part

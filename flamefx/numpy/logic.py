@@ -271,7 +271,9 @@ def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan: bool = False):
     a, b = broadcast_arrays(*promote_args(a, b))
     if not dtypes.is_inexact(a.dtype):
         return lax.eq(a, b)
-    tolerance = lax.add(constant_like(b, atol), lax.mul(constant_like(b, rtol), lax.abs(b)))
+    magnitude = lax.abs(b)  # real for complex operands too
+    tolerance = lax.add(constant_like(magnitude, atol),
+                        lax.mul(constant_like(magnitude, rtol), magnitude))
     close = lax.le(lax.abs(lax.sub(a, b)), tolerance)
     a_inf, b_inf = isinf(a), isinf(b)
     # An infinity is close only to the same infinity (inf - inf is NaN, not close).

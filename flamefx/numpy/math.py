@@ -603,6 +603,14 @@ def hypot(x, y):
     return lax.select_n(is_zero, scaled, constant_like(scaled, 0))
 
 
+def _real_operand(x, who):
+    x = as_operand(x)
+    if dtypes.is_complex(x.dtype):
+        raise FlamefxTypeError(f"{who} is not defined for complex arrays (as in JAX), got "
+                               f"{x.dtype}\n  at {user_frame()}")
+    return x
+
+
 # --- rounding ------------------------------------------------------------------------------
 
 
@@ -612,7 +620,7 @@ def floor(x):
     >>> floor(-1.5).item()
     -2.0
     """
-    x = as_operand(x)
+    x = _real_operand(x, "floor")
     return lax.floor(x) if dtypes.is_float(x.dtype) else x
 
 
@@ -622,7 +630,7 @@ def ceil(x):
     >>> ceil(-1.5).item()
     -1.0
     """
-    x = as_operand(x)
+    x = _real_operand(x, "ceil")
     return lax.ceil(x) if dtypes.is_float(x.dtype) else x
 
 
@@ -632,7 +640,7 @@ def trunc(x):
     >>> trunc(-1.5).item()
     -1.0
     """
-    x = as_operand(x)
+    x = _real_operand(x, "trunc")
     if not dtypes.is_float(x.dtype):
         return x
     return lax.select_n(lax.lt(x, constant_like(x, 0)), lax.floor(x), lax.ceil(x))
@@ -661,6 +669,8 @@ def round(x, decimals: int = 0):
     10.0
     """
     x = as_operand(x)
+    if dtypes.is_complex(x.dtype):  # each part, as JAX
+        return lax.complex(round(lax.real(x), decimals), round(lax.imag(x), decimals))
     if not dtypes.is_float(x.dtype):
         return x
     if decimals == 0:
@@ -714,6 +724,10 @@ def nan_to_num(x, copy: bool = True, nan: float = 0.0, posinf=None, neginf=None)
     """
     del copy
     x = as_operand(x)
+    if dtypes.is_complex(x.dtype):  # each part, as JAX
+        parts = [nan_to_num(part, nan=nan, posinf=posinf, neginf=neginf)
+                 for part in (lax.real(x), lax.imag(x))]
+        return lax.complex(*parts)
     if not dtypes.is_float(x.dtype):
         return x
     info = dtypes.finfo(x.dtype)
