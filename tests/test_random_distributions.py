@@ -378,3 +378,28 @@ def test_random_gamma_grad_derivative_in_a():
     check_grads(lambda a: random_gamma_grad(a, x), [a], order=2, rtol=2e-3, atol=2e-3)
     check_grads(lambda a: random_gamma_grad(a, fnp.asarray(0.4, np.float64)),
                 [fnp.asarray(1.3, np.float64)], order=1, rtol=2e-3, atol=2e-3)
+
+
+@pytest.mark.gpu
+def test_gpu_distributions_equal_cpu():
+    gpu, cpu = flamefx.devices("gpu")[0], flamefx.devices("cpu")[0]
+    key_cpu = flamefx.device_put(frandom.key(40), cpu)
+    key_gpu = flamefx.device_put(key_cpu, gpu)
+    a = fnp.array([0.3, 1.0, 2.5, 10.0] * 4)
+
+    def draw(k):
+        ks = frandom.split(k, 6)
+        return (frandom.poisson(ks[0], fnp.array([0.5, 3.0, 12.0, 100.0])),
+                frandom.categorical(ks[1], fnp.zeros((3, 5)), shape=(4, 3)),
+                frandom.choice(ks[2], 50, (10,), replace=False),
+                frandom.uniform(ks[3], (9,), np.float64),
+                frandom.gamma(ks[4], a),
+                flamefx.grad(lambda a: frandom.gamma(ks[5], a).sum())(a))
+
+    on_cpu = flamefx.jit(draw)(key_cpu)
+    on_gpu = flamefx.jit(draw)(key_gpu)
+    assert all(g.device.platform == "gpu" for g in on_gpu)
+    for c, g in zip(on_cpu[:4], on_gpu[:4]):
+        np.testing.assert_array_equal(np.asarray(c), np.asarray(g))
+    for c, g in zip(on_cpu[4:], on_gpu[4:]):
+        np.testing.assert_allclose(np.asarray(c), np.asarray(g), rtol=1e-4)
