@@ -48,6 +48,8 @@ def test_linspace_under_jit_and_with_array_bounds():
     assert float(step) == pytest.approx(0.2)
     assert fnp.linspace(0, 10, 4, dtype=int).tolist() == [0, 3, 6, 10]  # floor, as JAX
     assert fnp.linspace(0.0, 1.0, 0).shape == (0,)
+    # An explicit dtype is the computation dtype from the start: no float32 rounding first.
+    assert fnp.linspace(16777217.0, 0.0, 1, dtype=np.float64).tolist() == [16777217.0]
     _same(fnp.geomspace(-1.0, -100.0, 3), [-1.0, -10.0, -100.0])
     _same(fnp.logspace(0.0, 3.0, 4, base=2.0), np.logspace(0.0, 3.0, 4, base=2.0))
 
@@ -179,6 +181,8 @@ def test_zero_d_boolean_mask():
     x = fnp.array(3.0)
     assert x[x > 0].tolist() == [3.0] and x[x < 0].shape == (0,)
     assert fnp.zeros((2,))[fnp.array(True)].shape == (1, 2)
+    with pytest.raises(IndexError, match="does not match"):
+        fnp.zeros((0,))[fnp.array([True])]  # a mask must have the shape of the dims it indexes
 
 
 def test_vectorize_apply_along_and_over_axes():

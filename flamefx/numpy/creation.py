@@ -227,12 +227,13 @@ def arange(start, stop=None, step=None, dtype=None, *, device=None):
 def _range_bounds(start, stop, dtype):
     """``start`` and ``stop`` as arrays of the computation dtype (JAX: inexact), and the
     output dtype."""
-    start, stop = asarray(start), asarray(stop)
     if dtype is None:
         dtype = to_inexact_dtype(result_type(start, stop))
     dtype = dtypes.canonicalize(dtype)
     compute_dtype = to_inexact_dtype(dtype)
-    return convert(start, compute_dtype), convert(stop, compute_dtype), dtype
+    # Python numbers go straight to the computation dtype (a float32 detour would round
+    # linspace(16777217.0, ..., dtype=float64)'s start).
+    return asarray(start, compute_dtype), asarray(stop, compute_dtype), dtype
 
 
 def _with_axis(shape: tuple, axis: int, size: int) -> tuple:

@@ -305,10 +305,11 @@ def _concrete_values(a, what: str) -> np.ndarray:
 class _Advanced:
     """An integer-array entry of an index (after boolean masks became integer arrays)."""
 
-    __slots__ = ("indices",)
+    __slots__ = ("indices", "mask_shape")
 
-    def __init__(self, indices):
-        self.indices = indices
+    def __init__(self, indices, mask_shape=None):
+        # mask_shape: on the first entry of a boolean mask, the dims the mask must match
+        self.indices, self.mask_shape = indices, mask_shape
 
 
 def _index_entries(index, ndim: int) -> list:
@@ -353,7 +354,9 @@ def _array_entries(entry) -> list:
                          f"slices, None, ..., or integer/boolean arrays")
     if entry.dtype == dtypes.bool_:
         values = _concrete_values(entry, "boolean mask indexing")
-        return [_Advanced(core.to_array(i.astype(_INDEX_DTYPE))) for i in np.nonzero(values)]
+        entries = [_Advanced(core.to_array(i.astype(_INDEX_DTYPE))) for i in np.nonzero(values)]
+        entries[0].mask_shape = values.shape
+        return entries
     if not dtypes.is_int(entry.dtype):
         raise IndexError(f"arrays used as indices must be of integer or boolean type, got "
                          f"{entry.dtype}")
@@ -402,6 +405,11 @@ def _getitem(x, index):
         if e is None:
             continue
         n = x.shape[dim]
+        if isinstance(e, _Advanced) and e.mask_shape is not None:
+            covered = x.shape[dim:dim + len(e.mask_shape)]
+            if covered != e.mask_shape:
+                raise IndexError(f"boolean mask of shape {e.mask_shape} does not match the "
+                                 f"indexed dims {covered} of an array of shape {x.shape}")
         if isinstance(e, int):
             if not -n <= e < n:
                 raise IndexError(f"index {e} is out of bounds for axis {dim} with size {n}")
