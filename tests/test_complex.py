@@ -104,6 +104,9 @@ def test_reductions_and_matmul_match_numpy():
     for fn, reference in ((fnp.sum, np.sum), (fnp.prod, np.prod), (fnp.mean, np.mean)):
         _close(fn(m), reference(m))
         _close(fn(m, axis=1), reference(m, axis=1))
+    for fn, reference in ((fnp.var, np.var), (fnp.std, np.std)):
+        assert fn(m).dtype == fnp.float64  # real, as NumPy and JAX
+        _close(fn(m, axis=0), reference(m, axis=0))
     _close(fnp.asarray(m) @ fnp.asarray(m.T), m @ m.T)
     _close(fnp.matmul(m.T, Z), m.T @ Z)
     _close(fnp.einsum("ij,j->i", m, np.arange(4.0)), m @ np.arange(4.0))

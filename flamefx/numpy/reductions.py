@@ -113,10 +113,14 @@ def var(a, axis=None, dtype=None, ddof: int = 0, keepdims: bool = False, *,
     compute_dtype = dtypes.float32 if out_dtype in _HALF_FLOATS else out_dtype
     a = convert(a, compute_dtype, a.weak_type)
     centered = lax.sub(a, broadcast_to(mean(a, axis=axis, keepdims=True), a.shape))
-    squares = sum(lax.mul(centered, centered), axis=axis, keepdims=keepdims)
+    if dtypes.is_complex(centered.dtype):  # |x - mean|^2, real (as NumPy and JAX)
+        squared = lax.real(lax.mul(centered, lax.conj(centered)))
+    else:
+        squared = lax.mul(centered, centered)
+    squares = sum(squared, axis=axis, keepdims=keepdims)
     divisor = _count(a.shape, canonical_axes(axis, a.ndim)) - ddof
     out = lax.div(squares, constant_like(squares, divisor if divisor > 0 else np.nan))
-    return convert(out, out_dtype, a.weak_type)
+    return convert(out, dtypes.real_dtype(out_dtype), a.weak_type)
 
 
 def std(a, axis=None, dtype=None, ddof: int = 0, keepdims: bool = False, *,
