@@ -158,7 +158,7 @@ def categorical(key, logits, axis: int = -1, shape=None, replace: bool = True, m
     if ndim == 0:
         raise FlamefxValueError(f"categorical: logits must have at least one axis\n  at "
                                 f"{user_frame()}")
-    axis = axis % ndim if -ndim <= axis < ndim else _bad_axis(axis, ndim)
+    axis = _canonical_axis(axis, ndim)
     batch_shape = logits.shape[:axis] + logits.shape[axis + 1:]
     shape = batch_shape if shape is None else draw_shape(shape, "categorical", batch_shape)
     prefix = shape[:len(shape) - len(batch_shape)]
@@ -179,9 +179,11 @@ def categorical(key, logits, axis: int = -1, shape=None, replace: bool = True, m
     return fnp.reshape(indices, shape)
 
 
-def _bad_axis(axis, ndim):
-    raise FlamefxValueError(f"axis {axis} is out of bounds for an array of rank {ndim}\n  at "
-                            f"{user_frame()}")
+def _canonical_axis(axis: int, ndim: int) -> int:
+    if not -ndim <= axis < ndim:
+        raise FlamefxValueError(f"axis {axis} is out of bounds for an array of rank {ndim}"
+                                f"\n  at {user_frame()}")
+    return axis % ndim
 
 
 def _shuffle(data, x, axis: int):
@@ -213,7 +215,7 @@ def permutation(key, x, axis: int = 0, independent: bool = False):
                                    f"1-dimensional, got {x.aval.str_short()}\n  at {user_frame()}")
         raise FlamefxTypeError(f"permutation: an integer x must be a Python int (its value "
                                f"fixes the output's shape)\n  at {user_frame()}")
-    axis = axis % x.ndim if -x.ndim <= axis < x.ndim else _bad_axis(axis, x.ndim)
+    axis = _canonical_axis(axis, x.ndim)
     if independent or x.ndim == 1:
         return _shuffle(data, x, axis)
     order = _shuffle(data, fnp.arange(x.shape[axis]), 0)
@@ -240,7 +242,7 @@ def choice(key, a, shape=(), replace: bool = True, p=None, axis: int = 0, mode=N
                                    f" got {arr.aval.str_short()}\n  at {user_frame()}")
         n_inputs = int(a)
     else:
-        axis = axis % arr.ndim if -arr.ndim <= axis < arr.ndim else _bad_axis(axis, arr.ndim)
+        axis = _canonical_axis(axis, arr.ndim)
         n_inputs = arr.shape[axis]
     n_draws = math.prod(shape)
     if n_draws == 0:
@@ -255,12 +257,11 @@ def choice(key, a, shape=(), replace: bool = True, p=None, axis: int = 0, mode=N
     if p is None and replace:
         ind = randint(data, shape, 0, n_inputs)
         result = ind if arr.ndim == 0 else fnp.take(arr, ind, axis=axis)
-    elif p is None:
-        source = n_inputs if arr.ndim == 0 else arr
-        result = permutation(data, source, axis)
-        result = structural.slice(result, (0,) * result.ndim,
-                                  tuple(n_draws if d == (axis if arr.ndim else 0) else s
-                                        for d, s in enumerate(result.shape)))
+    elif p is None:  # the first n_draws of a permutation along the axis
+        permuted = permutation(data, n_inputs if arr.ndim == 0 else arr, axis)
+        along = axis if arr.ndim else 0
+        limit = tuple(n_draws if d == along else size for d, size in enumerate(permuted.shape))
+        result = structural.slice(permuted, (0,) * permuted.ndim, limit)
     else:
         ind = _weighted_indices(data, p, n_inputs, shape, replace, mode)
         result = ind if arr.ndim == 0 else fnp.take(arr, ind, axis=axis)
@@ -279,9 +280,7 @@ def _weighted_indices(data, p, n_inputs: int, shape, replace: bool, mode):
     if replace:
         cumulative = fnp.cumsum(p)
         r = cumulative[-1] * (1 - uniform_from_data(data, shape, p.dtype, 0.0, 1.0))
-        # searchsorted(cumulative, r, side='left'): how many cumulative weights lie below r.
-        below = cumulative < fnp.expand_dims(r, -1)
-        return fnp.sum(below.astype(dtypes.default_int()), axis=-1)
+        return fnp.searchsorted(cumulative, r).astype(dtypes.default_int())
     g = gumbel(data, (n_inputs,), p.dtype, mode=mode) + fnp.log(p)
     return sorting.top_k(g, math.prod(shape))[1]
 
