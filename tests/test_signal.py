@@ -207,6 +207,32 @@ def test_polynomial_arithmetic_matches_numpy():
            np.array([0.25, 1 / 3, 0.5, 1.0, 2.0]))
 
 
+@pytest.mark.parametrize("deg", [0, 1, 3])
+def test_polyfit_matches_numpy(deg):
+    x = np.linspace(-1.0, 2.0, 12)
+    y, ys, w = RNG.normal(size=12), RNG.normal(size=(12, 3)), RNG.random(12) + 0.2
+    _check(fnp.polyfit(_f64(x), _f64(y), deg), np.polyfit(x, y, deg), rtol=1e-9)
+    _check(fnp.polyfit(_f64(x), _f64(ys), deg, w=_f64(w)), np.polyfit(x, ys, deg, w=w),
+           rtol=1e-9)
+    for got, want in zip(fnp.polyfit(_f64(x), _f64(y), deg, full=True),
+                         np.polyfit(x, y, deg, full=True)):
+        np.testing.assert_allclose(got, want, rtol=1e-9)
+    for cov in [True, "unscaled"]:
+        for values in [y, ys]:
+            got_c, got_v = fnp.polyfit(_f64(x), _f64(values), deg, cov=cov)
+            want_c, want_v = np.polyfit(x, values, deg, cov=cov)
+            _check(got_v, want_v, rtol=1e-8)
+
+
+def test_polyfit_errors():
+    with pytest.raises(FlamefxValueError, match="non-empty 1-D"):
+        fnp.polyfit(np.ones((2, 2)), np.ones(2), 1)
+    with pytest.raises(FlamefxValueError, match="x's length 3"):
+        fnp.polyfit(np.arange(3.0), np.ones(4), 1)
+    with pytest.raises(FlamefxValueError, match="more points"):
+        fnp.polyfit(np.arange(3.0), np.ones(3), 2, cov=True)
+
+
 # --- gradients, jit, vmap --------------------------------------------------------------------
 
 
@@ -225,6 +251,7 @@ def test_gradients_to_order_2():
     check_grads(lambda p: fnp.polyint(p, 2, k=1.5), (v,))
     knots = _f64(np.sort(RNG.normal(size=6)))
     check_grads(fnp.interp, (x[0] * 0.5, knots, _f64(RNG.normal(size=6))))
+    check_grads(lambda t, y: fnp.polyfit(t, y, 2), (_f64(np.linspace(-1, 1, 6)), _normal(6)))
 
 
 def test_jit_and_vmap():
@@ -235,6 +262,9 @@ def test_jit_and_vmap():
            np.stack([np.correlate(row, v, "full") for row in np.asarray(x)]))
     _check(flamefx.vmap(fnp.gradient)(x), np.gradient(x, axis=1))
     _check(flamefx.jit(lambda p, t: fnp.polyval(p, t))(v, x), np.polyval(v, x))
+    grid = np.linspace(-1.0, 1.0, 6)
+    _check(flamefx.jit(lambda y: fnp.polyfit(_f64(grid), y, 2))(x[0]), np.polyfit(grid, x[0], 2),
+           rtol=1e-9)
     _check(flamefx.vmap(fnp.trapezoid, in_axes=1)(x), np.trapezoid(x, axis=0))
     xp = _f64([-1.0, 0.0, 2.0])
     _check(flamefx.jit(flamefx.vmap(lambda t: fnp.interp(t, xp, xp * xp)))(x),

@@ -60,8 +60,8 @@ from flamefx.numpy.promotion import (broadcast_arrays, broadcast_shapes, broadca
 from flamefx.numpy.reductions import (all, amax, amin, any, argmax, argmin, cumprod, cumsum,
                                       logsumexp, max, mean, min, prod, std, sum, var)
 from flamefx.numpy.signal import (convolve, correlate, cumulative_prod, cumulative_sum, diff,
-                                  ediff1d, gradient, interp, polyadd, polyder, polyint, polymul,
-                                  polysub, polyval, trapezoid)
+                                  ediff1d, gradient, interp, polyadd, polyder, polyfit, polyint,
+                                  polymul, polysub, polyval, trapezoid)
 from flamefx.numpy.statistics import (average, corrcoef, count_nonzero, cov, median,
                                       nanargmax, nanargmin, nancumprod, nancumsum, nanmax,
                                       nanmean, nanmedian, nanmin, nanpercentile, nanprod,

@@ -501,3 +501,74 @@ def polyint(p, m: int = 1, k=None):
     factors = np.prod(np.maximum(grid, 1), axis=0)[::-1]
     full = lax.concatenate([p, convert(k, p.dtype, p.weak_type)], 0)
     return divide(full, core.to_array(factors.astype(p.dtype)))
+
+
+def polyfit(x, y, deg: int, rcond=None, full: bool = False, w=None, cov=False):
+    """The least-squares polynomial of degree ``deg`` through (``x``, ``y``), coefficients
+    highest power first (``y`` 2-D: one fit per column), through ``linalg.lstsq`` on the
+    column-scaled Vandermonde matrix, as in JAX. ``w`` weights the residuals; ``full`` also
+    returns ``(residuals, rank, singular values, rcond)``; ``cov`` (True or 'unscaled') the
+    covariance of the coefficients.
+
+    >>> [round(c, 6) for c in polyfit([0.0, 1.0, 2.0], [1.0, 3.0, 5.0], 1).tolist()]
+    [2.0, 1.0]
+    """
+    from flamefx.numpy import linalg
+    from flamefx.numpy.matrices import vander
+    deg = _static_int(deg, "polyfit: deg")
+    x, y = promote_dtypes_inexact(x, y)
+    order = deg + 1
+    if deg < 0:
+        raise FlamefxValueError(f"polyfit: deg must be non-negative, got {deg}\n  at "
+                                f"{user_frame()}")
+    if x.ndim != 1 or x.shape[0] == 0:
+        raise FlamefxValueError(f"polyfit: x must be a non-empty 1-D array, got shape "
+                                f"{x.shape}\n  at {user_frame()}")
+    if y.ndim not in (1, 2) or y.shape[0] != x.shape[0]:
+        raise FlamefxValueError(f"polyfit: y must be 1-D or 2-D with x's length {x.shape[0]}, "
+                                f"got shape {y.shape}\n  at {user_frame()}")
+    if rcond is None:
+        rcond = x.shape[0] * float(np.finfo(x.dtype).eps)
+    lhs, rhs = vander(x, order), y
+    if w is not None:
+        (w,) = promote_dtypes_inexact(w)
+        if w.ndim != 1 or w.shape[0] != x.shape[0]:
+            raise FlamefxValueError(f"polyfit: w must be 1-D with x's length {x.shape[0]}, got "
+                                    f"shape {w.shape}\n  at {user_frame()}")
+        w = convert(w, x.dtype)
+        lhs = lax.mul(lhs, lax.broadcast_in_dim(w, lhs.shape, (0,)))
+        rhs = lax.mul(rhs, lax.broadcast_in_dim(w, rhs.shape, (0,)))
+    # Columns scaled to unit norm improve the conditioning of the least-squares problem.
+    scale = lax.sqrt(_column_sums(lax.mul(lhs, lhs)))
+    lhs = lax.div(lhs, lax.broadcast_in_dim(scale, lhs.shape, (1,)))
+    c, resids, rank, s = linalg.lstsq(lhs, rhs, rcond)
+    c = lax.div(c, lax.broadcast_in_dim(scale, c.shape, (0,)))
+    if full:
+        return c, resids, rank, s, core.to_array(np.asarray(rcond, x.dtype))
+    if not cov:
+        return c
+    gram_inverse = linalg.inv(lax.dot_general(lhs, lhs, (((0,), (0,)), ((), ()))))
+    gram_inverse = lax.div(gram_inverse, lax.mul(
+        lax.broadcast_in_dim(scale, (order, order), (0,)),
+        lax.broadcast_in_dim(scale, (order, order), (1,))))
+    if cov == "unscaled":
+        factor = lax.full_like(lax.reshape(lax.slice(scale, (0,), (1,)), (1,)), 1)
+    else:
+        if x.shape[0] <= order:
+            raise FlamefxValueError(f"polyfit: scaling the covariance needs more points "
+                                    f"({x.shape[0]}) than coefficients ({order})\n  at "
+                                    f"{user_frame()}")
+        # resids: one sum of squares per column of y (shape (1,) for a 1-D y).
+        factor = lax.div(resids, lax.full_like(resids, x.shape[0] - order))
+    if y.ndim == 1:
+        factor = lax.reshape(lax.slice(factor, (0,), (1,)), ())
+        return c, lax.mul(gram_inverse, broadcast_to(factor, gram_inverse.shape))
+    # As in NumPy and JAX: a 2-D y gives (order, order, K), K = 1 for 'unscaled'.
+    shape = (order, order, factor.shape[0])
+    return c, lax.mul(lax.broadcast_in_dim(gram_inverse, shape, (0, 1)),
+                      lax.broadcast_in_dim(factor, shape, (2,)))
+
+
+def _column_sums(m):
+    from flamefx.numpy.reductions import sum
+    return sum(m, axis=0)
