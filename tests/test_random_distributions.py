@@ -53,6 +53,17 @@ def test_discrete_draws_equal_jax():
     assert frandom.geometric(frandom.key(14), 0.3, (6,)).tolist() == [6, 1, 15, 10, 4, 2]
 
 
+def test_draws_equal_jax_with_x64():
+    # With jax_enable_x64: randint(key(4), (4,), -2**40, 2**40) (64-bit words) and
+    # normal(key(3), (3,)) in float64
+    with config.override("enable_x64", True):
+        assert frandom.randint(frandom.key(4), (4,), -2**40, 2**40).tolist() == [
+            119831735373, 683979567869, 340876299970, 10972502304]
+        np.testing.assert_allclose(frandom.normal(frandom.key(3), (3,)),
+                                   [1.1048739767803086, -0.11756943795234803,
+                                    -0.7110143201629989], rtol=1e-14)
+
+
 def test_continuous_draws_equal_jax():
     # Same bits as JAX; the transcendental functions (log, erf_inv, pow) may differ in the
     # last ulp between XLA and NumPy/SciPy (a few ulp after wald's cancellation), hence rtol.
