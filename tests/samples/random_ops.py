@@ -84,5 +84,8 @@ SAMPLES = {
         Sample(lambda rng: [_words(rng, (5,)), _words(rng, (5,)), _words(rng, (5,)),
                             _words(rng, (5,))],
                reference=_reference, name="per_element_key"),
+        Sample(lambda rng: [np.uint32(0x13198A2E), np.uint32(0x03707344), np.uint32(0x243F6A88),
+                            np.uint32(0x85A308D3)],
+               reference=_reference, name="0-d"),
     ],
 }
