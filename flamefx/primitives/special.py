@@ -1,6 +1,7 @@
 """Special-function primitives: lgamma, digamma, polygamma, igamma/igammac, igamma_grad_a,
-bessel_i0e/i1e, erfc, betainc, zeta (lax's names and operand orders) and ndtri (lax has none:
-JAX composes it; a primitive here keeps both tails accurate).
+bessel_i0e/i1e, erfc, betainc, zeta (lax's names and operand orders), and ndtri, erfcx,
+exp1, expi (lax has none: JAX composes them; primitives here take CuPy's and SciPy's
+tuned kernels).
 
 They reuse the elementwise family's rules (shape rule, NumPy impl wrapper, partials giving
 both JVP and VJP, batching). Where CUDA's math library has the function (lgamma, erfc) the
@@ -80,6 +81,11 @@ def _polygamma_domain(xp, m, x, out):
 def _zeta_domain(xp, x, q, out):
     """NaN at x == 1 (JAX; SciPy gives inf there); x < 1 is NaN in both."""
     return xp.where(x == 1, xp.nan, out).astype(out.dtype)
+
+
+def _expi_domain(xp, x, out):
+    """NaN at x == 0 (JAX; SciPy gives the limit -inf)."""
+    return xp.where(x == 0, xp.nan, out).astype(out.dtype)
 
 
 def _igamma_grad_a_on(xp, special, a, x):
@@ -183,6 +189,11 @@ betainc_p = _opaque("betainc", "betainc",
 ndtri_p = _opaque("ndtri", "ndtri",
                   lambda p, out: [mul(full_like(p, math.sqrt(2 * math.pi)),
                                       exp(mul(full_like(p, 0.5), mul(out, out))))])
+erfcx_p = _opaque("erfcx", "erfcx",
+                  lambda x, out: [sub(mul(mul(full_like(x, 2), x), out),
+                                      full_like(x, 2 / math.sqrt(math.pi)))])
+exp1_p = _opaque("exp1", "exp1", lambda x, out: [neg(div(exp(neg(x)), x))])
+expi_p = _opaque("expi", "expi", lambda x, out: [div(exp(x), x)], _expi_domain)
 zeta_p = _opaque("zeta", "zeta",
                  lambda x, q, out: [None, mul(neg(x), zeta(add(x, full_like(x, 1)), q))],
                  _zeta_domain)
@@ -291,6 +302,34 @@ def ndtri(p):
     0.0
     """
     return ndtri_p.bind(p)
+
+
+def erfcx(x):
+    """The scaled complementary error function exp(x^2) erfc(x), finite for large x.
+
+    >>> float(erfcx(np.float64(0.0)))
+    1.0
+    """
+    return erfcx_p.bind(x)
+
+
+def exp1(x):
+    """The exponential integral E1(x) = int_x^inf e^-t / t dt (NaN for x < 0).
+
+    >>> round(float(exp1(np.float64(1.0))), 6)
+    0.219384
+    """
+    return exp1_p.bind(x)
+
+
+def expi(x):
+    """The exponential integral Ei(x), the principal value of int_-inf^x e^t / t dt (NaN at
+    0, as JAX; SciPy gives -inf).
+
+    >>> round(float(expi(np.float64(1.0))), 6)
+    1.895118
+    """
+    return expi_p.bind(x)
 
 
 def zeta(x, q):

@@ -63,6 +63,15 @@ def erfinv(x):
     return lax.erf_inv(_inexact(x))
 
 
+def erfcx(x):
+    """The scaled complementary error function exp(x^2) erfc(x).
+
+    >>> float(erfcx(0.0))
+    1.0
+    """
+    return prims.erfcx(_inexact(x))
+
+
 def ndtr(x):
     """The standard normal CDF, with erfc in the tails (as JAX) so neither end loses digits.
 
@@ -343,6 +352,27 @@ def zeta(x, q=None):
                                   "q=1.0")
     x, q = _inexact(x, q)
     return prims.zeta(x, q)
+
+
+# --- exponential integrals ---------------------------------------------------------------
+
+
+def exp1(x):
+    """The exponential integral E1(x) (NaN for x < 0).
+
+    >>> round(float(exp1(1.0)), 5)
+    0.21938
+    """
+    return prims.exp1(_inexact(x))
+
+
+def expi(x):
+    """The exponential integral Ei(x) (NaN at 0, as JAX; SciPy gives -inf).
+
+    >>> round(float(expi(1.0)), 5)
+    1.89512
+    """
+    return prims.expi(_inexact(x))
 
 
 # --- Box-Cox transforms ------------------------------------------------------------------

@@ -88,6 +88,27 @@ def _lower_gamma_grad_a(a, x, terms=200):
     return total
 
 
+_EULER_GAMMA = 0.5772156649015329
+
+
+def _exponential_integral_series(x, sign, terms=80):
+    """sum_k (sign x)^k / (k k!): E1(x) = -gamma - log x - series(-1), Ei(x) = gamma +
+    log |x| + series(+1)."""
+    term, total = 1.0, 0.0
+    for k in range(1, terms):
+        term *= sign * x / k
+        total += term / k
+    return total
+
+
+def _exp1(x):
+    return -_EULER_GAMMA - math.log(x) - _exponential_integral_series(x, -1)
+
+
+def _expi(x):
+    return _EULER_GAMMA + math.log(abs(x)) + _exponential_integral_series(x, 1)
+
+
 def _ndtri(p):
     """Bisection on the normal CDF 0.5 erfc(-x / sqrt 2); the upper half by symmetry (1 - p
     is exact there, 0.5 erfc near 1 is not)."""
@@ -176,6 +197,16 @@ SAMPLES = {
               _sample(_ndtri, [lambda rng: np.array([1e-300, 1e-12, 1 - 1e-12])],
                       name="tails"),
               _sample(_ndtri, [_uniform(0.05, 0.95)], name="float32", dtype=np.float32)],
+    "erfcx": [_sample(lambda x: math.exp(x * x) * math.erfc(x), [_uniform(-2, 4)], (0,)),
+              _sample(lambda x: math.exp(x * x) * math.erfc(x), [lambda rng: 0.7], (0,), "0-d"),
+              _sample(lambda x: math.exp(x * x) * math.erfc(x), [_uniform(-2, 4)],
+                      name="float32", dtype=np.float32)],
+    "exp1": [_sample(_exp1, [_uniform(0.2, 4)], (0,)),
+             _sample(_exp1, [lambda rng: 1.3], (0,), "0-d"),
+             _sample(_exp1, [_uniform(0.2, 4)], name="float32", dtype=np.float32)],
+    "expi": [_sample(_expi, [_away_from_zero], (0,)),
+             _sample(_expi, [lambda rng: -0.8], (0,), "0-d"),
+             _sample(_expi, [_uniform(0.2, 4)], name="float32", dtype=np.float32)],
     "zeta": [_sample(_hurwitz_zeta, [_uniform(1.5, 4), _uniform(0.5, 3)], (1,)),
              _sample(_hurwitz_zeta, [lambda rng: 3.0, lambda rng: 1.5], (1,), "0-d")],
 }
