@@ -104,6 +104,10 @@ def test_reductions_and_matmul_match_numpy():
     for fn, reference in ((fnp.sum, np.sum), (fnp.prod, np.prod), (fnp.mean, np.mean)):
         _close(fn(m), reference(m))
         _close(fn(m, axis=1), reference(m, axis=1))
+    _close(fnp.cumsum(m, axis=1), np.cumsum(m, axis=1))
+    _close(lax.cumsum(fnp.asarray(m), 0, reverse=True), np.cumsum(m[::-1], axis=0)[::-1])
+    check_grads(lambda x: fnp.cumsum(x, axis=0) * fnp.prod(x, axis=0) + fnp.mean(x),
+                (fnp.asarray(m[:, :2] / 4),), order=2)
     for fn, reference in ((fnp.var, np.var), (fnp.std, np.std)):
         assert fn(m).dtype == fnp.float64  # real, as NumPy and JAX
         _close(fn(m, axis=0), reference(m, axis=0))

@@ -282,7 +282,7 @@ argmin_p.batch = _batch_arg(argmin_p)
 
 def _cumsum_rule(x, *, axis, reverse):
     _check_axes(x, (axis,))
-    if x.dtype not in _NUMERIC:
+    if x.dtype not in _NUMBER:
         raise FlamefxTypeError(f"operand must be numeric, got {x.dtype}")
     return [x]
 
@@ -298,12 +298,17 @@ def _numpy_cumsum(x, *, axis, reverse):
 
 
 def _cumsum_cuda(x, *, axis, reverse):
+    if dtypes.is_complex(x.dtype):  # CuPy's own, unfused
+        cp = devices.cupy()
+        work = cp.flip(x, axis) if reverse else x
+        out = cp.cumsum(work, axis=axis)
+        return [cp.ascontiguousarray(cp.flip(out, axis) if reverse else out)]
     return [cuda_reduce.cumsum(x, axis, reverse)]
 
 
 def _cumsum_vjp(cts, primals, outs, *, axis, reverse):
     ct = cts[0]
-    if ct is None or not dtypes.is_float(core.get_aval(primals[0]).dtype):
+    if ct is None or not dtypes.is_inexact(core.get_aval(primals[0]).dtype):
         return [None]
     return [cumsum(ct, axis, reverse=not reverse)]
 
