@@ -228,6 +228,17 @@ def test_check_grads_in_the_complex_plane():
                 (fnp.asarray(Z.real), fnp.asarray(Z.imag)), order=2)
 
 
+def test_check_grads_through_structural_and_indexing_ops():
+    z = fnp.asarray(np.concatenate([Z, [2 + 0.1j]]))
+    check_grads(lambda z: fnp.take(z, np.array([2, 0, 2])) * z[1:].sum(), (z,), order=2)
+    check_grads(lambda z: z.at[np.array([0, 0])].add(z[2]) * fnp.flip(z), (z,), order=2)
+    check_grads(lambda z: fnp.pad(fnp.concatenate([z, z[::2]]), 1) ** 2, (z,), order=2)
+    check_grads(lambda z: lax.dynamic_slice(z, (1,), (2,))
+                * fnp.transpose(fnp.reshape(z, (2, 2))).ravel()[:2], (z,), order=2)
+    check_grads(lambda z: fnp.where(fnp.abs(z) > 1, z * z, fnp.conj(z)), (z,), order=2)
+    check_grads(lambda z: fnp.einsum("i,j->ij", z, fnp.conj(z)), (z,), order=2)
+
+
 def test_complex_outputs_need_holomorphic_and_holomorphic_needs_complex():
     with pytest.raises(TypeError, match="real-valued outputs.*complex128.*holomorphic=True"):
         flamefx.grad(lambda z: z * z)(1j)
