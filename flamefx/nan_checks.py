@@ -26,18 +26,16 @@ def _kind(arrays, checks) -> str | None:
     first), else None."""
     nans, infs = checks
     bufs = [a.buffer for a in arrays if isinstance(a, core.Array)]
-    if nans and any(nonfinite_outputs(bufs, True, False)):
-        return "nan"
-    if infs and any(nonfinite_outputs(bufs, False, True)):
-        return "inf"
-    return None
+    if not any(nonfinite_outputs(bufs, nans, infs)):  # the common case: one read
+        return None
+    return "nan" if nans and any(nonfinite_outputs(bufs, True, False)) else "inf"
 
 
 def _raise(kind: str, prim_name: str, source: str, inside: str = "",
            inputs_bad: bool = False) -> None:
     where = f" inside {inside}" if inside else ""
-    note = (f"\n(its operands already held a {kind}: it came from this call's inputs)"
-            if inputs_bad else "")
+    note = f"\n(its operands already held a {kind}: it came in with the inputs)" if inputs_bad \
+        else ""
     raise FloatingPointError(f"invalid value ({kind}) encountered in {prim_name}{where}\n"
                              f"  at {source}{note}")
 

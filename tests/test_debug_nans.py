@@ -99,7 +99,7 @@ def test_gradients_are_checked_under_jit():
 
 def test_a_nan_argument_is_reported_as_coming_from_the_inputs():
     config.update("jax_debug_nans", True)
-    with pytest.raises(FloatingPointError, match="came from this call's inputs"):
+    with pytest.raises(FloatingPointError, match="came in with the inputs"):
         flamefx.jit(lambda x: x * 2.0)(np.array([np.nan, 1.0], np.float32))
 
 
