@@ -70,6 +70,28 @@ def test_nan_reductions_ddof_where_and_integers():
     assert fnp.nanmax(_f64(2.5)).item() == 2.5  # 0-d
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_nan_reductions_initial_and_mean():
+    x = _with_nans()
+    mask = RNG.random(x.shape) > 0.3
+    for name in ["nansum", "nanprod"]:
+        _check(getattr(fnp, name)(_f64(x), axis=1, initial=2.0, where=mask),
+               getattr(np, name)(x, axis=1, initial=2.0, where=mask))
+    for name in ["nanmax", "nanmin"]:
+        # With initial, an all-NaN slice gives initial (NumPy's and JAX's rule).
+        _check(getattr(fnp, name)(_f64(x), axis=1, initial=0.25),
+               getattr(np, name)(x, axis=1, initial=0.25))
+        _check(getattr(fnp, name)(_f64(x), axis=2, initial=-0.25, where=mask),
+               getattr(np, name)(x, axis=2, initial=-0.25, where=mask))
+        with pytest.raises(FlamefxValueError, match="needs initial="):
+            getattr(fnp, name)(_f64(x), where=mask)
+    ints = np.array([[1, 5], [3, 4]], np.int32)
+    _check(fnp.nanmax(ints, axis=0, initial=4), np.array([4, 5], np.int32))
+    center = np.nanmean(x, axis=2, keepdims=True)
+    _check(fnp.nanvar(_f64(x), axis=2, mean=_f64(center)), np.nanvar(x, axis=2))
+    _check(fnp.nanstd(_f64(x), axis=2, mean=_f64(center[..., 0])), np.nanstd(x, axis=2))
+
+
 @pytest.mark.parametrize("name", ["nanargmax", "nanargmin"])
 @pytest.mark.parametrize("axis", [None, 0, 1, -1])
 def test_nan_arg_extrema(name, axis):
@@ -165,6 +187,18 @@ def test_cov_shapes():
     _check(fnp.cov(_f64(y[0])), np.cov(y[0]))  # one variable: 0-d
     _check(fnp.corrcoef(_f64(y[0])), np.asarray(1.0))
     assert fnp.cov(_f64(np.zeros((0, 3)))).shape == (0, 0)
+
+
+def test_cov_dtype_and_empty_samples():
+    y = RNG.normal(size=(2, 6))
+    assert fnp.cov(y, dtype=fnp.float16).dtype == np.float16
+    _check(fnp.corrcoef(_f64(y), dtype=fnp.float64), np.corrcoef(y))
+    got = fnp.cov(np.ones((2, 0), np.float32))
+    assert got.shape == (2, 2) and np.isnan(np.asarray(got)).all()
+    with pytest.raises(FlamefxValueError, match="dtype must be a float or complex"):
+        fnp.cov(y, dtype=np.int32)
+    with pytest.raises(FlamefxValueError, match="2 samples per variable but y has 6"):
+        fnp.cov(y, y[:1], rowvar=False)
 
 
 def test_cov_bad_weights():

@@ -93,13 +93,17 @@ def diagflat(v, k: int = 0):
     return _diag_matrix(lax.reshape(v, (v.size,)), int(k))
 
 
-def trace(a, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype=None):
-    """The sum of the ``offset``-th diagonal of the matrices spanned by ``axis1``, ``axis2``.
+def trace(a, offset: int = 0, axis1: int = 0, axis2: int = 1, dtype=None, out=None):
+    """The sum of the ``offset``-th diagonal of the matrices spanned by ``axis1``, ``axis2``
+    (``out`` is not supported: flamefx arrays are immutable).
 
     >>> trace([[1, 2], [3, 4]]).item()
     5
     """
     from flamefx.numpy.reductions import sum
+    if out is not None:
+        raise FlamefxValueError(f"trace: the out argument is not supported (flamefx arrays are "
+                                f"immutable; use the returned array)\n  at {user_frame()}")
     return sum(diagonal(a, offset, axis1, axis2), axis=-1, dtype=dtype)
 
 

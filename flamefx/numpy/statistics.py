@@ -49,8 +49,18 @@ def _nan_replaced(a, value, where=None):
 # --- NaN-ignoring reductions ----------------------------------------------------------------
 
 
-def nansum(a, axis=None, dtype=None, out=None, keepdims: bool = False, where=None):
-    """The sum over ``axis`` with NaNs counted as zero.
+def _with_initial(result, initial, combine):
+    if initial is None:
+        return result
+    initial = convert(broadcast_to(as_operand(initial), result.shape), result.dtype,
+                      result.weak_type)
+    return combine(result, initial)
+
+
+def nansum(a, axis=None, dtype=None, out=None, keepdims: bool = False, initial=None,
+           where=None):
+    """The sum over ``axis`` with NaNs counted as zero (plus ``initial``; only the
+    elements where ``where`` is true).
 
     >>> nansum([1.0, float("nan"), 2.0]).item()
     3.0
@@ -59,11 +69,14 @@ def nansum(a, axis=None, dtype=None, out=None, keepdims: bool = False, where=Non
     a = as_operand(a)
     if dtypes.is_inexact(a.dtype) or where is not None:
         a = _nan_replaced(a, 0, where)
-    return reductions.sum(a, axis=axis, dtype=dtype, keepdims=keepdims)
+    return _with_initial(reductions.sum(a, axis=axis, dtype=dtype, keepdims=keepdims), initial,
+                         lax.add)
 
 
-def nanprod(a, axis=None, dtype=None, out=None, keepdims: bool = False, where=None):
-    """The product over ``axis`` with NaNs counted as one.
+def nanprod(a, axis=None, dtype=None, out=None, keepdims: bool = False, initial=None,
+            where=None):
+    """The product over ``axis`` with NaNs counted as one (times ``initial``; only the
+    elements where ``where`` is true).
 
     >>> nanprod([2.0, float("nan"), 3.0]).item()
     6.0
@@ -72,7 +85,8 @@ def nanprod(a, axis=None, dtype=None, out=None, keepdims: bool = False, where=No
     a = as_operand(a)
     if dtypes.is_inexact(a.dtype) or where is not None:
         a = _nan_replaced(a, 1, where)
-    return reductions.prod(a, axis=axis, dtype=dtype, keepdims=keepdims)
+    return _with_initial(reductions.prod(a, axis=axis, dtype=dtype, keepdims=keepdims), initial,
+                         lax.mul)
 
 
 def _valid_count(a, axis, keepdims, dtype, where=None):
@@ -101,9 +115,10 @@ def nanmean(a, axis=None, dtype=None, out=None, keepdims: bool = False, where=No
 
 
 def nanvar(a, axis=None, dtype=None, out=None, ddof: int = 0, keepdims: bool = False,
-           where=None):
+           where=None, mean=None):
     """The variance over ``axis`` of the elements that are not NaN, dividing by
-    ``N - ddof`` (NaN where that is not positive).
+    ``N - ddof`` (NaN where that is not positive). ``mean``: the precomputed ``nanmean``
+    (JAX's keyword; its shape with or without the reduced axes kept).
 
     >>> nanvar([1.0, float("nan"), 3.0]).item()
     1.0
@@ -114,7 +129,10 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof: int = 0, keepdims: bool = F
     # A complex variance is real: the mean of |a - mean|**2 (as in NumPy and JAX).
     real_dtype = dtypes.real_dtype(a.dtype)
     out_dtype = dtypes.canonicalize(dtype) if dtype is not None else real_dtype
-    center = nanmean(a, axis=axis, dtype=a.dtype, keepdims=True, where=where)
+    if mean is None:
+        center = nanmean(a, axis=axis, dtype=a.dtype, keepdims=True, where=where)
+    else:
+        center = _kept_shape(convert(as_operand(mean), a.dtype), a.shape, axis, "nanvar: mean")
     centered = _nan_replaced(lax.sub(a, broadcast_to(center, a.shape)), 0, where)
     if dtypes.is_complex(a.dtype):
         squares = lax.add(lax.square(lax.real(centered)), lax.square(lax.imag(centered)))
@@ -131,42 +149,76 @@ def nanvar(a, axis=None, dtype=None, out=None, ddof: int = 0, keepdims: bool = F
 
 
 def nanstd(a, axis=None, dtype=None, out=None, ddof: int = 0, keepdims: bool = False,
-           where=None):
+           where=None, mean=None):
     """The standard deviation over ``axis`` of the elements that are not NaN.
 
     >>> nanstd([1.0, float("nan"), 3.0]).item()
     1.0
     """
     return lax.sqrt(nanvar(a, axis=axis, dtype=dtype, out=out, ddof=ddof, keepdims=keepdims,
-                           where=where))
+                           where=where, mean=mean))
 
 
-def _nan_extremum(name, reduce, fill, a, axis, out, keepdims):
+def _kept_shape(x, shape, axis, what: str):
+    """``x`` (a reduction's result over ``axis``, kept dims or not) with the dims kept."""
+    axes = canonical_axes(axis, len(shape))
+    kept = tuple(1 if d in axes else n for d, n in enumerate(shape))
+    if x.size != reductions._count(kept, range(len(kept))):
+        raise FlamefxValueError(f"{what} of shape {x.shape} does not match the reduced shape "
+                                f"{kept}\n  at {user_frame()}")
+    return lax.reshape(x, kept)
+
+
+def _lowest_or_highest(dtype, highest: bool):
+    """The identity of max (the lowest value) or of min (the highest) in ``dtype``."""
+    if dtypes.is_float(dtype):
+        return np.inf if highest else -np.inf
+    if dtype == dtypes.bool_:
+        return highest
+    info = np.iinfo(dtype)
+    return info.max if highest else info.min
+
+
+def _nan_extremum(name, reduce, combine, is_min, a, axis, out, keepdims, initial, where):
     _check_out(out, name)
     a = as_operand(a)
-    if not dtypes.is_float(a.dtype):
-        return reduce(a, axis=axis, keepdims=keepdims)
-    result = reduce(_nan_replaced(a, fill), axis=axis, keepdims=keepdims)
+    if where is not None and initial is None:
+        raise FlamefxValueError(f"{name}: a where mask needs initial= (an empty selection has no "
+                                f"{name[3:]}), as in JAX\n  at {user_frame()}")
+    is_float = dtypes.is_float(a.dtype)
+    if is_float or where is not None:
+        a_filled = _nan_replaced(a, _lowest_or_highest(a.dtype, is_min), where)
+    else:
+        a_filled = a
+    result = _with_initial(reduce(a_filled, axis=axis, keepdims=keepdims), initial, combine)
+    if not is_float or initial is not None:
+        return result  # with initial, an all-NaN slice gives initial (NumPy's and JAX's rule)
     all_nan = reductions.all(_isnan(a), axis=axis, keepdims=keepdims)
     return lax.select_n(all_nan, result, constant_like(result, np.nan))
 
 
-def nanmax(a, axis=None, out=None, keepdims: bool = False):
-    """The maximum over ``axis`` ignoring NaNs (NaN where all elements are NaN).
+def nanmax(a, axis=None, out=None, keepdims: bool = False, initial=None, where=None):
+    """The maximum over ``axis`` ignoring NaNs (NaN where all elements are NaN, unless
+    ``initial`` is given: it is a lower bound), over the elements where ``where`` is true
+    (which needs ``initial``).
 
     >>> nanmax([1.0, float("nan"), 3.0]).item()
     3.0
     """
-    return _nan_extremum("nanmax", reductions.max, -np.inf, a, axis, out, keepdims)
+    return _nan_extremum("nanmax", reductions.max, lax.max, False, a, axis, out, keepdims,
+                         initial, where)
 
 
-def nanmin(a, axis=None, out=None, keepdims: bool = False):
-    """The minimum over ``axis`` ignoring NaNs (NaN where all elements are NaN).
+def nanmin(a, axis=None, out=None, keepdims: bool = False, initial=None, where=None):
+    """The minimum over ``axis`` ignoring NaNs (NaN where all elements are NaN, unless
+    ``initial`` is given: it is an upper bound), over the elements where ``where`` is true
+    (which needs ``initial``).
 
     >>> nanmin([1.0, float("nan"), 3.0]).item()
     1.0
     """
-    return _nan_extremum("nanmin", reductions.min, np.inf, a, axis, out, keepdims)
+    return _nan_extremum("nanmin", reductions.min, lax.min, True, a, axis, out, keepdims,
+                         initial, where)
 
 
 def _nan_arg_extremum(arg_reduce, fill, a, axis, keepdims):
@@ -294,14 +346,14 @@ def count_nonzero(a, axis=None, keepdims: bool = False):
 
 
 def _as_variables(x, rowvar: bool, name: str):
-    """``x`` as a 2-D array with one row per variable."""
+    """``x`` as a 2-D array with one row per variable. As in JAX, a 2-D ``m`` with one row
+    is transposed when not ``rowvar`` (NumPy keeps it); ``y`` follows NumPy's rule."""
     if x.ndim > 2:
         raise FlamefxValueError(f"cov: {name} has more than 2 dimensions (shape {x.shape})\n  at "
                                 f"{user_frame()}")
+    transpose = not rowvar and (x.ndim != 1 if name == "m" else x.ndim == 2 and x.shape[0] != 1)
     x = lax.reshape(x, (1,) * (2 - x.ndim) + x.shape)
-    if not rowvar and x.shape[0] != 1:
-        x = lax.transpose(x, (1, 0))
-    return x
+    return lax.transpose(x, (1, 0)) if transpose else x
 
 
 def _sample_weights(weights, n_samples: int, name: str):
@@ -312,12 +364,18 @@ def _sample_weights(weights, n_samples: int, name: str):
     return weights
 
 
+def _check_inexact_dtype(dtype, name: str):
+    if dtype is not None and not dtypes.is_inexact(dtypes.canonicalize(dtype)):
+        raise FlamefxValueError(f"{name}: dtype must be a float or complex type, got {dtype!r}"
+                                f"\n  at {user_frame()}")
+
+
 def cov(m, y=None, rowvar: bool = True, bias: bool = False, ddof: int | None = None,
-        fweights=None, aweights=None):
+        fweights=None, aweights=None, dtype=None):
     """The covariance matrix of the variables in the rows of ``m`` (columns if not
-    ``rowvar``), with ``y``'s variables appended. ``fweights`` are integer repeat counts,
-    ``aweights`` importance weights; negative weights count by their absolute value, as in
-    JAX (NumPy raises).
+    ``rowvar``), with ``y``'s variables appended, computed in ``dtype`` if given.
+    ``fweights`` are integer repeat counts, ``aweights`` importance weights; negative
+    weights count by their absolute value, as in JAX (NumPy raises). No samples give NaN.
 
     >>> cov([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]]).tolist()
     [[1.0, -1.0], [-1.0, 1.0]]
@@ -328,12 +386,23 @@ def cov(m, y=None, rowvar: bool = True, bias: bool = False, ddof: int | None = N
         (m,) = promote_dtypes_inexact(m)
     else:
         m, y = promote_dtypes_inexact(m, y)
+    _check_inexact_dtype(dtype, "cov")
     x = _as_variables(m, rowvar, "m")
     if x.shape[0] == 0:
         return lax.broadcast_in_dim(core.to_array(0, dtype=x.dtype), (0, 0), ())
     if y is not None:
-        x = lax.concatenate([x, _as_variables(y, rowvar, "y")], 0)
+        y = _as_variables(y, rowvar, "y")
+        if y.shape[1] != x.shape[1]:
+            raise FlamefxValueError(f"cov: m has {x.shape[1]} samples per variable but y has "
+                                    f"{y.shape[1]} (m of shape {m.shape}, y as variables x samples "
+                                    f"{y.shape}, rowvar={rowvar})\n  at {user_frame()}")
+        x = lax.concatenate([x, y], 0)
+    if dtype is not None:
+        x = convert(x, dtypes.canonicalize(dtype))
     n_samples = x.shape[1]
+    if n_samples == 0:
+        shape = () if x.shape[0] == 1 else (x.shape[0], x.shape[0])
+        return lax.broadcast_in_dim(core.to_array(np.nan, dtype=x.dtype), shape, ())
     if ddof is None:
         ddof = 0 if bias else 1
     w = None
@@ -364,16 +433,17 @@ def cov(m, y=None, rowvar: bool = True, bias: bool = False, ddof: int | None = N
     return lax.reshape(out, ()) if out.shape == (1, 1) else out
 
 
-def corrcoef(x, y=None, rowvar: bool = True):
+def corrcoef(x, y=None, rowvar: bool = True, dtype=None):
     """The Pearson correlation coefficients of the variables (``cov`` normalized by the
-    standard deviations, clipped to [-1, 1]).
+    standard deviations, clipped to [-1, 1]), computed in ``dtype`` if given.
 
     >>> corrcoef([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]]).tolist()
     [[1.0, -1.0], [-1.0, 1.0]]
     """
     from flamefx.numpy.math import clip
     from flamefx.numpy.matrices import diagonal
-    c = cov(x, y, rowvar)
+    _check_inexact_dtype(dtype, "corrcoef")
+    c = cov(x, y, rowvar, dtype=dtype)
     if c.ndim == 0:
         return lax.div(c, c)
     variances = diagonal(c)
