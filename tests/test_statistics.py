@@ -115,6 +115,18 @@ def test_nan_cumulative(name, axis):
     _check(getattr(fnp, name)(_f64(x), axis=axis), getattr(np, name)(x, axis=axis))
 
 
+def test_zero_dimensional_inputs():
+    x = _f64(2.5)
+    for name in ["nansum", "nanprod", "nanmean", "nanvar", "nanstd", "nanmax", "nanmin",
+                 "ptp", "average", "median", "nanmedian"]:
+        _check(getattr(fnp, name)(x), getattr(np, name)(np.float64(2.5)))
+    _check(fnp.count_nonzero(x), np.asarray(1, np.int32))
+    _check(fnp.nanargmax(x), np.asarray(0, np.int32))
+    _check(fnp.quantile(x, 0.3), np.quantile(np.float64(2.5), 0.3))
+    _check(fnp.nanmean(_f64(np.nan)), np.asarray(np.nan))
+    _check(fnp.nancumsum(x), np.nancumsum(np.float64(2.5)))
+
+
 # --- averages, spreads, counts ---------------------------------------------------------------
 
 

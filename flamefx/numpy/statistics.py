@@ -488,8 +488,6 @@ def _check_q(q, name):
 
 
 def _quantile(name, a, q, axis, method, keepdims, skip_nans, weights=None):
-    from flamefx.numpy.indexing import take_along_axis
-    from flamefx.numpy.sorting import sort
     if method not in QUANTILE_METHODS:
         raise FlamefxValueError(f"{name}: method must be one of {QUANTILE_METHODS}, got "
                                 f"{method!r}\n  at {user_frame()}")
@@ -511,23 +509,25 @@ def _quantile(name, a, q, axis, method, keepdims, skip_nans, weights=None):
     elif method == "inverted_cdf":
         values = _inverted_cdf(a, q, weights, axis, a_shape, skip_nans)
     else:
-        values = _interpolated(a, q, method, skip_nans, sort, take_along_axis)
+        values = _interpolated(a, q, method, skip_nans)
     # values: batch + (len(q),) -> (len(q),) + batch, then q's own shape and keepdims.
     values = lax.transpose(values, (values.ndim - 1,) + tuple(range(values.ndim - 1)))
     out_shape = kept_shape if keepdims else batch
     return lax.reshape(values, q.shape + tuple(out_shape))
 
 
-def _interpolated(a, q, method, skip_nans, sort, take_along_axis):
+def _interpolated(a, q, method, skip_nans):
     """The quantiles of each row of ``a`` (its last axis), interpolated by ``method``."""
+    from flamefx.numpy.indexing import take_along_axis
+    from flamefx.numpy.sorting import sort
     batch, n = a.shape[:-1], a.shape[-1]
     q = lax.reshape(q, (q.size,))
-    has_nan = reductions.any(_isnan(a), axis=-1, keepdims=True)
     if skip_nans:
         count = convert(reductions.sum(lax.bitwise_not(_isnan(a)), axis=-1, keepdims=True),
                         a.dtype)
     else:
         # One NaN makes the row's quantiles NaN: NaN the whole row before sorting.
+        has_nan = reductions.any(_isnan(a), axis=-1, keepdims=True)
         a = lax.select_n(broadcast_to(has_nan, a.shape), a, constant_like(a, np.nan))
         count = lax.broadcast_in_dim(core.to_array(n, dtype=a.dtype), batch + (1,), ())
     a = sort(a, axis=-1)
