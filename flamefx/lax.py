@@ -36,9 +36,18 @@ from flamefx.primitives.dynamic_slicing import dynamic_slice, dynamic_update_sli
 
 # --- primitives: indexing, linear algebra, convolution -----------------------------------------
 from flamefx.primitives.indexing import gather, scatter
-from flamefx.primitives.linalg import dot_general
 from flamefx.primitives.sorting import sort, sort_key_val, top_k
-from flamefx.primitives.nn_ops import conv_general_dilated
+from flamefx.lax_conv import (
+    ConvDimensionNumbers, Precision, conv, conv_dimension_numbers, conv_general_dilated,
+    conv_general_permutations, conv_general_shape_tuple, conv_shape_tuple, conv_transpose,
+    conv_transpose_shape_tuple, conv_with_general_padding, padtype_to_pads)
+
+# --- composites: windowed/monoid reductions, prefix scans, map, slicing helpers, products ------
+from flamefx.lax_extras import (
+    associative_scan, batch_matmul, broadcast, clamp, collapse, cumlogsumexp, cummax, cummin,
+    cumprod, dot, dot_general, dynamic_index_in_dim, dynamic_slice_in_dim,
+    dynamic_update_index_in_dim, dynamic_update_slice_in_dim, full, index_in_dim, map, reduce,
+    reduce_window, reduce_window_shape_tuple, select, slice_in_dim, zeros_like_array)
 
 # --- primitives: Fourier transforms -------------------------------------------------------------
 from flamefx.primitives.fft import FftType, fft

@@ -97,7 +97,7 @@ def _ordered(dtype):
 # --- impls (one for both backends) ----------------------------------------------------------
 
 
-def _identity(kind, dtype):
+def identity_element(kind, dtype):
     from flamefx.primitives.reductions import _highest, _lowest
     return {"sum": lambda d: 0, "max": _lowest, "min": _highest}[kind](np.dtype(dtype))
 
@@ -108,7 +108,7 @@ def _reduce_windows(xp, kind, x, window_dimensions, window_strides, padding, bas
     out_shape = reduce_window_shape_tuple(x.shape, window_dimensions, window_strides, padding,
                                           base_dilation, window_dilation)
     work_dtype = np.float32 if x.dtype in _HALF else x.dtype
-    fill = _identity(kind, x.dtype)
+    fill = identity_element(kind, x.dtype)
     if 0 in out_shape:
         return xp.full(out_shape, fill, x.dtype)
     dilated = [dilate_dim(s, bd) for s, bd in zip(x.shape, base_dilation)]
@@ -238,7 +238,7 @@ def _chooser_vjp(kind):
                         for n, (lo, hi, _), bd in zip(x_aval.shape, config,
                                                       params["base_dilation"])]
         total = None
-        for start, limit, hit in _first_hits(x, outs[0], fill=_identity(kind, x_aval.dtype),
+        for start, limit, hit in _first_hits(x, outs[0], fill=identity_element(kind, x_aval.dtype),
                                              **params):
             # The transpose of the strided slice: a pad back onto the padded operand.
             back = tuple((st, size - lim, s - 1) for st, lim, size, s in zip(
@@ -265,7 +265,7 @@ def _chooser_jvp(kind):
         padded_t = structural.pad(t, zero, _pad_config(params["padding"],
                                                        params["base_dilation"]))
         tangent = zeros
-        for start, limit, hit in _first_hits(x, out, fill=_identity(kind, x_aval.dtype),
+        for start, limit, hit in _first_hits(x, out, fill=identity_element(kind, x_aval.dtype),
                                              **params):
             part = structural.slice(padded_t, start, limit, params["window_strides"])
             tangent = ew.select_n(hit, tangent, part)
