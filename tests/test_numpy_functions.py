@@ -5,7 +5,8 @@ The registry suite checks primitives; the functions of flamefx.numpy built on th
 through (linspace's was zero in start/stop). Here each one is a line of ``CASES``: how to
 call it, on arguments of which shapes and domain, and its NumPy/SciPy float64 reference.
 Each case is checked for values against the reference and for gradients to order 2 in both
-modes (``check_grads``), on its shapes and, where the function allows, on 0-d arguments.
+modes (``check_grads``), on its shapes and, where the function allows, on 0-d arguments;
+and ``jit`` of it against the eager call.
 
 ``test_every_public_function_is_listed`` fails when a public function of flamefx.numpy is
 neither in ``CASES`` nor in ``NOT_DIFFERENTIABLE`` / ``LISTED_ELSEWHERE`` (with a reason):
@@ -21,6 +22,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+import flamefx
 import flamefx.numpy as fnp
 from flamefx import core
 from flamefx.test_util import check_grads
@@ -332,6 +334,15 @@ def test_values_match_numpy_float64(case, zero_d):
 def test_gradients_order_2(case, zero_d):
     args = [core.to_array(a) for a in _arguments(case, zero_d, seed=1)]
     check_grads(case.function(zero_d), args, order=2, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_jit_matches_eager(case):
+    args = [core.to_array(a) for a in _arguments(case, zero_d=False, seed=2)]
+    eager = _leaves(case.function()(*args))
+    jitted = _leaves(flamefx.jit(case.function())(*args))
+    for e, j in zip(eager, jitted, strict=True):
+        np.testing.assert_allclose(np.asarray(j), np.asarray(e), rtol=1e-12, atol=1e-12)
 
 
 def test_every_public_function_is_listed():
