@@ -51,6 +51,12 @@ def test_discrete_draws_equal_jax():
         0, 6, 13, 89]
     # jax.random.geometric(key(14), 0.3, (6,))
     assert frandom.geometric(frandom.key(14), 0.3, (6,)).tolist() == [6, 1, 15, 10, 4, 2]
+    # jax.random.binomial(key(22), [5, 20, 100, 1000], [.3, .7, .2, .5]) (inversion, then
+    # BTRS for the last two); multinomial(key(23), 20, [.2, .3, .5])
+    assert frandom.binomial(frandom.key(22), fnp.array([5.0, 20.0, 100.0, 1000.0]),
+                            fnp.array([0.3, 0.7, 0.2, 0.5])).tolist() == [2, 15, 30, 489]
+    assert frandom.multinomial(frandom.key(23), 20.0, fnp.array([0.2, 0.3, 0.5])).tolist() == [
+        4, 3, 13]
 
 
 def test_draws_equal_jax_with_x64():
@@ -180,6 +186,10 @@ _DISCRETE = [
     ("poisson_rejection", lambda k: frandom.poisson(k, 50.0, (N,)), scipy.stats.poisson(50.0)),
     ("randint", lambda k: frandom.randint(k, (N,), -3, 7), scipy.stats.randint(-3, 7)),
     ("geometric", lambda k: frandom.geometric(k, 0.3, (N,)), scipy.stats.geom(0.3)),
+    ("binomial_inversion", lambda k: frandom.binomial(k, 12.0, 0.3, (N,)),
+     scipy.stats.binom(12, 0.3)),
+    ("binomial_btrs", lambda k: frandom.binomial(k, 200.0, 0.6, (N,)),
+     scipy.stats.binom(200, 0.6)),
     ("bernoulli", lambda k: frandom.bernoulli(k, 0.3, (N,)), scipy.stats.bernoulli(0.3)),
     ("rademacher", lambda k: (frandom.rademacher(k, (N,)) + 1) // 2, scipy.stats.bernoulli(0.5)),
     ("categorical", lambda k: frandom.categorical(k, fnp.log(fnp.array([0.1, 0.2, 0.7])),
@@ -214,6 +224,17 @@ def test_multivariate_normal_covariance():
         direction = np.array([0.3, -1.0, 2.0])
         projected = scipy.stats.norm(direction @ mean, np.sqrt(direction @ cov @ direction))
         assert scipy.stats.kstest(x @ direction, projected.cdf).pvalue > 1e-3
+
+
+def test_multinomial_counts():
+    p = np.array([0.1, 0.6, 0.3])
+    x = np.asarray(frandom.multinomial(frandom.key(5), 30.0, fnp.asarray(p), shape=(N // 10, 3)))
+    assert x.shape == (N // 10, 3) and (x.sum(-1) == 30).all() and (x >= 0).all()
+    np.testing.assert_allclose(x.mean(0), 30 * p, rtol=0.02)
+    np.testing.assert_allclose(x.var(0), 30 * p * (1 - p), rtol=0.05)
+    edge = frandom.binomial(frandom.key(5), fnp.array([np.nan, -1.0, np.inf, 0.0, 3.0]),
+                            fnp.array([0.3, 0.5, 0.5, 0.5, 1.0]))
+    np.testing.assert_array_equal(edge, [np.nan, np.nan, np.inf, 0.0, 3.0])
 
 
 def test_orthogonal_is_orthonormal_and_unbiased():

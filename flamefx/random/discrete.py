@@ -1,5 +1,5 @@
 """Discrete draws: bernoulli, rademacher, randint, geometric, categorical, choice,
-permutation, poisson.
+permutation, poisson, binomial, multinomial.
 
 Each follows JAX's algorithm on JAX's bits, so a key gives JAX's integers.
 
@@ -358,3 +358,147 @@ def poisson(key, lam, shape=None, dtype=None):
     result = fnp.where(use_knuth, _poisson_knuth(data, lam_knuth, shape, dtype, max_iters),
                        _poisson_rejection(data, lam_rejection, shape, dtype, max_iters))
     return fnp.where(lam == 0, fnp.zeros_like(result), result)
+
+
+_STIRLING_TAIL = (0.0810614667953272, 0.0413406959554092, 0.0276779256849983,
+                  0.02079067210376509, 0.0166446911898211, 0.0138761288230707,
+                  0.0118967099458917, 0.010411265261972, 0.00925546218271273,
+                  0.00833056343336287)
+
+
+def _stirling_approx_tail(k):
+    """log(k!) minus its Stirling approximation: tabulated below 10, a series above."""
+    use_table = k <= 9
+    k = fnp.clip(fnp.where(use_table, k, 0.0), 0.0, 9.0)  # NaN (invalid counts) too
+    kp1sq = (k + 1) * (k + 1)
+    approx = (1.0 / 12 - (1.0 / 360 - 1.0 / 1260 / kp1sq) / kp1sq) / (k + 1)
+    table = fnp.asarray(_STIRLING_TAIL, k.dtype)
+    return fnp.where(use_table, fnp.take(table, fnp.floor(k).astype(dtypes.int32)), approx)
+
+
+def _binomial_inversion(data, count, prob, shape, max_iters):
+    """Small count * p: count geometric waiting times until they pass ``count``."""
+    log1minusprob = fnp.log1p(-prob)
+
+    def body(carry):
+        i, num_geom, geom_sum, rng = carry
+        subkey, rng = split(rng)  # (sic) JAX takes the first key for the draw here
+        num_geom_out = fnp.where(geom_sum <= count, num_geom + 1, num_geom)
+        u = uniform_from_data(subkey, shape, prob.dtype, 0.0, 1.0)
+        return i + 1, num_geom_out, geom_sum + fnp.ceil(fnp.log(u) / log1minusprob), rng
+
+    def cond(carry):
+        i, _, geom_sum, _ = carry
+        return fnp.any(geom_sum <= count) & (i < max_iters)
+
+    zeros = fnp.zeros(shape, prob.dtype)
+    init = (fnp.asarray(0, dtypes.int32), zeros, zeros, data)
+    return control_flow.while_loop(cond, body, init)[1] - 1
+
+
+def _btrs(data, count, prob, shape, max_iters):
+    """Large count * p: Hormann's transformed rejection with squeeze (BTRS, 1993)."""
+    stddev = fnp.sqrt(count * prob * (1 - prob))
+    b = 1.15 + 2.53 * stddev
+    a = -0.0873 + 0.0248 * b + 0.01 * prob
+    c = count * prob + 0.5
+    v_r = 0.92 - 4.2 / b
+    r = prob / (1 - prob)
+    alpha = (2.83 + 5.1 / b) * stddev
+    m = fnp.floor((count + 1) * prob)
+    tail = _stirling_approx_tail
+
+    def body(carry):
+        i, k_out, accepted, rng = carry
+        rng, key_u, key_v = split(rng, 3)
+        u = uniform_from_data(key_u, shape, prob.dtype, 0.0, 1.0) - 0.5
+        v = uniform_from_data(key_v, shape, prob.dtype, 0.0, 1.0)
+        us = 0.5 - fnp.abs(u)
+        accept1 = (us >= 0.07) & (v <= v_r)
+        k = fnp.floor((2 * a / us + b) * u + c)
+        reject = (k < 0) | (k > count)
+        v = fnp.log(v * alpha / (a / (us * us) + b))
+        bound = ((m + 0.5) * fnp.log((m + 1) / (r * (count - m + 1)))
+                 + (count + 1) * fnp.log((count - m + 1) / (count - k + 1))
+                 + (k + 0.5) * fnp.log(r * (count - k + 1) / (k + 1))
+                 + tail(m) + tail(count - m) - tail(k) - tail(count - k))
+        accept = accept1 | (~reject & (v <= bound))
+        return i + 1, fnp.where(accept, k, k_out), accepted | accept, rng
+
+    def cond(carry):
+        i, _, accepted, _ = carry
+        return fnp.any(~accepted) & (i < max_iters)
+
+    init = (fnp.asarray(0, dtypes.int32), fnp.full(shape, -1.0, prob.dtype),
+            fnp.zeros(shape, dtypes.bool_), data)
+    return control_flow.while_loop(cond, body, init)[1]
+
+
+def binomial(key, n, p, shape=None, dtype=None):
+    """Binomial(``n``, ``p``) counts, as floats (JAX's dtype rule): inversion where
+    ``n * min(p, 1-p) <= 10``, transformed rejection (BTRS) above; NaN for invalid
+    parameters, inf for infinite ``n``. The loops stop at 2**31 - 1 rounds (JAX: float max).
+
+    >>> from flamefx.random.keys import key
+    >>> binomial(key(0), 10.0, 0.5, (4,)).shape
+    (4,)
+    """
+    from flamefx.random.continuous import as_param, float_dtype
+
+    data, _ = unwrap(key, "binomial")
+    dtype = float_dtype(dtype, "binomial")
+    shape = param_shape(shape, "binomial", n, p)
+    prob = fnp.asarray(p)
+    prob = prob if dtypes.is_float(prob.dtype) else prob.astype(dtypes.default_float())
+    count = fnp.broadcast_to(as_param(n, prob.dtype, "binomial"), shape)
+    prob = fnp.broadcast_to(prob, shape)
+    p_lt_half = prob < 0.5
+    q = fnp.where(p_lt_half, prob, 1.0 - prob)
+    count_nan_or_neg = fnp.isnan(count) | (count < 0.0)
+    count_inf = fnp.isinf(count)
+    q_is_nan, q_l_0 = fnp.isnan(q), q < 0.0
+    q = fnp.where(q_is_nan | q_l_0, 0.01, q)
+    use_inversion = count_nan_or_neg | (count * q <= 10.0)
+    count = fnp.floor(count)
+    max_iters = int(np.iinfo(np.int32).max)
+    inverted = _binomial_inversion(data, fnp.where(use_inversion, count, 0.0), q, shape,
+                                   max_iters)
+    rejected = _btrs(data, fnp.where(use_inversion, 10000.0, count),
+                     fnp.where(use_inversion, 0.5, q), shape, max_iters)
+    samples = fnp.where(use_inversion, inverted, rejected).astype(dtype)
+    invalid = q_l_0 | q_is_nan | count_nan_or_neg
+    samples = fnp.where(invalid, fnp.full_like(samples, np.nan), samples)
+    samples = fnp.where(count_inf & ~invalid, fnp.full_like(samples, np.inf), samples)
+    keep = p_lt_half | count_nan_or_neg | q_is_nan | count_inf
+    return fnp.where(keep, samples, count.astype(dtype) - samples)
+
+
+def multinomial(key, n, p, *, shape=None, dtype=None):
+    """Multinomial(``n``, ``p``) count vectors along the last axis (``p``'s last axis), as
+    floats: a scan of conditional binomial draws over the categories (as JAX).
+
+    >>> from flamefx.random.keys import key
+    >>> x = multinomial(key(0), 10.0, fnp.array([0.2, 0.3, 0.5]))
+    >>> float(x.sum())
+    10.0
+    """
+    from flamefx.random.continuous import float_dtype
+
+    data, _ = unwrap(key, "multinomial")
+    p = fnp.asarray(p)
+    p = p if dtypes.is_float(p.dtype) else p.astype(dtypes.default_float())
+    n = fnp.asarray(n).astype(p.dtype)
+    dtype = float_dtype(dtype, "multinomial")
+    shape = p.shape if shape is None else as_shape(shape, "multinomial")
+    n = fnp.broadcast_to(n, shape[:-1])
+    p = fnp.moveaxis(fnp.broadcast_to(p, shape), -1, 0)
+    remaining = fnp.flip(fnp.cumsum(fnp.flip(p, 0), axis=0), 0)
+    ratios = p / fnp.where(remaining == 0, 1, remaining)
+
+    def draw(remainder, ratio_key):
+        ratio, k = ratio_key
+        count = binomial(k, remainder, fnp.clip(ratio, 0, 1), dtype=remainder.dtype)
+        return remainder - count, count
+
+    _, counts = control_flow.scan(draw, n, (ratios, split(data, ratios.shape[0])))
+    return fnp.moveaxis(counts, 0, -1).astype(dtype)
