@@ -475,8 +475,9 @@ def polyder(p, m: int = 1):
 
 
 def polyint(p, m: int = 1, k=None):
-    """The ``m``-th antiderivative of the polynomial ``p``, with integration constants ``k``
-    (a scalar or ``m`` values, the first for the first integration; default 0).
+    """The ``m``-th antiderivative of the polynomial ``p``, as floats (as in JAX), with
+    integration constants ``k`` (a scalar or ``m`` values, the first for the first
+    integration; default 0).
 
     >>> polyint([3.0, 2.0, 1.0]).tolist()
     [1.0, 1.0, 1.0, 0.0]

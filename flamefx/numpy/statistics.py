@@ -376,6 +376,7 @@ def cov(m, y=None, rowvar: bool = True, bias: bool = False, ddof: int | None = N
     ``rowvar``), with ``y``'s variables appended, computed in ``dtype`` if given.
     ``fweights`` are integer repeat counts, ``aweights`` importance weights; negative
     weights count by their absolute value, as in JAX (NumPy raises). No samples give NaN.
+    As in JAX, a 2-D ``m`` of one row is transposed when not ``rowvar`` (NumPy keeps it).
 
     >>> cov([[0.0, 1.0, 2.0], [2.0, 1.0, 0.0]]).tolist()
     [[1.0, -1.0], [-1.0, 1.0]]
