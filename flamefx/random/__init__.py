@@ -24,16 +24,16 @@ from flamefx.random.continuous import (ball, cauchy, double_sided_maxwell, expon
 from flamefx.random.discrete import (bernoulli, binomial, categorical, choice, geometric,
                                      multinomial, permutation, poisson, rademacher, randint)
 from flamefx.random.gamma import beta, chisquare, dirichlet, f, gamma, loggamma, t
-from flamefx.random.keys import (KeyArray, PRNGKey, bits, fold_in, key, key_data, key_impl,
-                                 split, wrap_key_data)
+from flamefx.random.keys import (KeyArray, PRNGKey, bits, clone, fold_in, key, key_data,
+                                 key_impl, split, wrap_key_data)
 from flamefx.random.multivariate import multivariate_normal, orthogonal
 
 __all__ = [
     "KeyArray", "PRNGKey", "ball", "bernoulli", "beta", "binomial", "bits", "categorical",
-    "cauchy", "chisquare", "choice", "dirichlet", "double_sided_maxwell", "exponential", "f",
-    "fold_in", "gamma", "generalized_normal", "geometric", "gumbel", "key", "key_data",
-    "key_impl", "laplace", "logistic", "loggamma", "lognormal", "maxwell", "multinomial",
-    "multivariate_normal", "normal", "orthogonal", "pareto", "permutation", "poisson",
-    "rademacher", "randint", "rayleigh", "split", "t", "triangular", "truncated_normal",
-    "uniform", "wald", "weibull_min", "wrap_key_data",
+    "cauchy", "chisquare", "choice", "clone", "dirichlet", "double_sided_maxwell",
+    "exponential", "f", "fold_in", "gamma", "generalized_normal", "geometric", "gumbel", "key",
+    "key_data", "key_impl", "laplace", "logistic", "loggamma", "lognormal", "maxwell",
+    "multinomial", "multivariate_normal", "normal", "orthogonal", "pareto", "permutation",
+    "poisson", "rademacher", "randint", "rayleigh", "split", "t", "triangular",
+    "truncated_normal", "uniform", "wald", "weibull_min", "wrap_key_data",
 ]

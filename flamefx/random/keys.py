@@ -201,6 +201,17 @@ def key_impl(keys) -> str:
     return "threefry2x32"
 
 
+def clone(key):
+    """``key`` itself: flamefx keys are values that nothing consumes, so a clone is the key
+    (``jax.random.clone`` matters only where keys are reused-checked).
+
+    >>> key_data(clone(key(3))).tolist()
+    [0, 3]
+    """
+    unwrap(key, "clone", allow_batched=True)
+    return key
+
+
 def _check_impl(impl):
     if impl not in (None, "threefry2x32", "threefry"):
         raise FlamefxValueError(f"flamefx.random has one PRNG implementation, 'threefry2x32'; "
