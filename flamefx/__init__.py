@@ -27,6 +27,10 @@ from flamefx.serialization import load, save
 from flamefx import lax, nn, numpy, optim, random, tree_util  # noqa: F401
 from flamefx import test_util  # noqa: F401
 from flamefx import scipy  # noqa: F401  (flamefx.scipy.special, .stats)
+from flamefx.devices import default_backend, device_count, local_device_count, local_devices
+from flamefx.primitives.callbacks import pure_callback
+from flamefx.shapes import ShapeDtypeStruct, ensure_compile_time_eval, eval_shape, named_scope
+from flamefx import debug, experimental  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -38,4 +42,7 @@ __all__ = [
     "jacrev", "jit", "jvp", "lax", "linearize", "load", "make_jaxpr", "nn", "numpy", "optim",
     "random", "remat", "save", "stop_gradient", "test_util", "tree_util", "value_and_grad",
     "vjp", "vmap", "pmap",
+    "ShapeDtypeStruct", "debug", "default_backend", "device_count", "ensure_compile_time_eval",
+    "eval_shape", "experimental", "local_device_count", "local_devices", "named_scope",
+    "pure_callback",
 ]

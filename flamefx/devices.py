@@ -102,6 +102,40 @@ def default_device() -> Device:
     return devices(default_platform())[0]
 
 
+def device_count(backend: str | None = None) -> int:
+    """How many devices the default platform (or ``backend``) has, as ``jax.device_count``.
+
+    >>> device_count() >= 1
+    True
+    """
+    return len(devices(backend))
+
+
+def local_device_count(backend: str | None = None) -> int:
+    """Devices of this process: all of them (flamefx runs in one process)."""
+    return device_count(backend)
+
+
+def local_devices(process_index: int | None = None, backend: str | None = None) -> list[Device]:
+    """This process's devices of the default platform (or ``backend``).
+
+    >>> local_devices()[0].id
+    0
+    """
+    if process_index not in (None, 0):
+        raise FlamefxError(f"flamefx runs in one process (index 0), not {process_index}")
+    return devices(backend)
+
+
+def default_backend() -> str:
+    """'gpu' or 'cpu': the platform new arrays go to, as ``jax.default_backend``.
+
+    >>> default_backend() in ("cpu", "gpu")
+    True
+    """
+    return default_platform()
+
+
 def device_of_buffer(buf) -> Device:
     if isinstance(buf, np.ndarray):
         return _cpu_devices()[0]

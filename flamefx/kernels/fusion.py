@@ -291,15 +291,18 @@ def _constant_broadcasts(jaxpr: Jaxpr, kinds: list[str]) -> tuple[dict[int, Lite
             constants[eqn.outvars[0].id] = root
     needed = {v.id for v in jaxpr.outvars if isinstance(v, Var)}
     for i, eqn in enumerate(jaxpr.eqns):
-        if kinds[i] not in ("elementwise", "broadcast") and eqn.outvars[0].id not in constants:
+        # (A host callback has no outputs: what it reads is needed all the same.)
+        if kinds[i] not in ("elementwise", "broadcast") and not (
+                eqn.outvars and eqn.outvars[0].id in constants):
             needed.update(v.id for v in eqn.invars if isinstance(v, Var))
     # A needed constant needs the broadcasts it is made from.
     for i in range(len(jaxpr.eqns) - 1, -1, -1):
         eqn = jaxpr.eqns[i]
-        if eqn.outvars[0].id in constants and eqn.outvars[0].id in needed:
+        if eqn.outvars and eqn.outvars[0].id in constants and eqn.outvars[0].id in needed:
             needed.update(v.id for v in eqn.invars if isinstance(v, Var))
     skipped = {i for i, eqn in enumerate(jaxpr.eqns)
-               if eqn.outvars[0].id in constants and eqn.outvars[0].id not in needed}
+               if eqn.outvars and eqn.outvars[0].id in constants
+               and eqn.outvars[0].id not in needed}
     return constants, skipped
 
 

@@ -16,4 +16,5 @@ from flamefx.primitives import collectives  # noqa: F401
 from flamefx.primitives import sorting  # noqa: F401
 from flamefx.primitives import special  # noqa: F401
 from flamefx.primitives import fft  # noqa: F401
+from flamefx.primitives import callbacks  # noqa: F401
 from flamefx.primitives import windowed  # noqa: F401

@@ -61,7 +61,10 @@ class Program:
 def _compile(jaxpr: Jaxpr, device: Device):
     from flamefx.kernels import executor
     if device.platform == "gpu":
-        return executor.GpuExecutable(jaxpr, device)
+        exe = executor.GpuExecutable(jaxpr, device)
+        if passes.calls_host(jaxpr):  # a graph replay would skip the Python callbacks
+            exe.graph_eligible = False
+        return exe
     return executor.CpuExecutable(jaxpr)
 
 
@@ -116,6 +119,8 @@ def _jit_call_vjp(cts, primals, outs, *, jaxpr, program, donated):
     derived = program.derived.get(key)
     if derived is None:
         n = len(primals)
+        # The forward call printed already: the recomputation here does not print again.
+        recomputed = passes.without_debug_callbacks(program.jaxpr)
 
         def backward(*flat):
             primals_in, cts_in = list(flat[:n]), flat[n:]
@@ -124,7 +129,7 @@ def _jit_call_vjp(cts, primals, outs, *, jaxpr, program, donated):
                 full = list(primals_in)
                 for i, p in zip(diff, diff_primals):
                     full[i] = p
-                return eval_jaxpr(program.jaxpr, [], *full)
+                return eval_jaxpr(recomputed, [], *full)
 
             out_values, pullback = ad.vjp(forward, *[primals_in[i] for i in diff])
             full_cts = [ad.zeros_like(o) for o in out_values]

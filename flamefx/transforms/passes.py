@@ -19,6 +19,7 @@ import numpy as np
 from flamefx import core
 from flamefx.devices import devices as cpu_devices
 from flamefx.jaxpr import ClosedJaxpr, Jaxpr, JaxprEqn, Literal, Var
+from flamefx.primitives.callbacks import EFFECTFUL, HOST_CALLBACKS
 
 # Folding evaluates on the CPU; larger results would bloat the constants (and the GPU
 # transfers of them) for no gain, so they are left to run inside the program.
@@ -412,14 +413,62 @@ def _atom_key(v):
     return v.id
 
 
+def has_effects(eqn: JaxprEqn, names=EFFECTFUL) -> bool:
+    """Whether ``eqn`` is (or holds, in a sub-jaxpr) a callback with side effects
+    (``flamefx.debug.print``, ``io_callback``): such equations run however many reads
+    their outputs have, each one in its place. ``names``: the primitives looked for."""
+    if eqn.prim.name in names:
+        return True
+    for value in eqn.params.values():
+        for sub in (value if isinstance(value, (tuple, list)) else (value,)):
+            sub = getattr(sub, "jaxpr", sub)  # a ClosedJaxpr or a jit Program
+            if isinstance(sub, Jaxpr) and any(has_effects(e, names) for e in sub.eqns):
+                return True
+    return False
+
+
+def without_debug_callbacks(jaxpr: Jaxpr) -> Jaxpr:
+    """``jaxpr`` without its debug callbacks (sub-jaxprs included): what a backward pass
+    runs when it recomputes a forward pass, whose prints already showed (as in JAX)."""
+    if not any(has_effects(e, ("debug_callback",)) for e in jaxpr.eqns):
+        return jaxpr
+    eqns = []
+    for eqn in jaxpr.eqns:
+        if eqn.prim.name == "debug_callback":
+            continue
+        params = {k: _strip_sub_jaxprs(v) for k, v in eqn.params.items()}
+        eqns.append(eqn.replace(params=params) if params != eqn.params else eqn)
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns)
+
+
+def _strip_sub_jaxprs(value):
+    if isinstance(value, tuple):
+        return tuple(_strip_sub_jaxprs(v) for v in value)
+    if isinstance(value, Jaxpr):
+        return without_debug_callbacks(value)
+    if isinstance(value, ClosedJaxpr):
+        stripped = without_debug_callbacks(value.jaxpr)
+        return value if stripped is value.jaxpr else ClosedJaxpr(stripped, value.consts)
+    return value
+
+
+def calls_host(jaxpr: Jaxpr) -> bool:
+    """Whether running ``jaxpr`` calls back into Python (a CUDA graph cannot replay it)."""
+    return any(has_effects(e, HOST_CALLBACKS) for e in jaxpr.eqns)
+
+
 def eliminate_common_subexpressions(jaxpr: Jaxpr) -> Jaxpr:
-    """Merges equations with the same primitive, params and inputs into the first one."""
+    """Merges equations with the same primitive, params and inputs into the first one
+    (never effectful ones: two prints print twice)."""
     seen: dict[tuple, list[Var]] = {}
     replace: dict[int, object] = {}
     kept = []
     for eqn in jaxpr.eqns:
         invars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in eqn.invars]
         eqn = eqn.replace(invars=invars) if invars != eqn.invars else eqn
+        if has_effects(eqn):
+            kept.append(eqn)
+            continue
         key = (eqn.prim, _params_key(eqn.params), tuple(_atom_key(v) for v in invars))
         try:
             earlier = seen.get(key)
@@ -436,14 +485,15 @@ def eliminate_common_subexpressions(jaxpr: Jaxpr) -> Jaxpr:
 
 
 def eliminate_dead_code(jaxpr: Jaxpr) -> Jaxpr:
-    """Drops equations whose outputs nothing uses, and constvars nothing reads.
+    """Drops equations whose outputs nothing uses, and constvars nothing reads; effectful
+    equations (``has_effects``) stay.
 
     The invars stay as they are (the signature of the program does not change).
     """
     live = {v.id for v in jaxpr.outvars if isinstance(v, Var)}
     kept = []
     for eqn in reversed(jaxpr.eqns):
-        if any(v.id in live for v in eqn.outvars):
+        if any(v.id in live for v in eqn.outvars) or has_effects(eqn):
             kept.append(eqn)
             live.update(v.id for v in eqn.invars if isinstance(v, Var))
     kept.reverse()
@@ -504,7 +554,8 @@ def fold_constants(closed: ClosedJaxpr) -> ClosedJaxpr:
 
 
 def _foldable(eqn: JaxprEqn, known, opaque_only: set[int]) -> bool:
-    if eqn.prim.name == "jit_call" or eqn.prim.impls.get("cpu") is None:
+    if eqn.prim.name in ("jit_call", *HOST_CALLBACKS) or eqn.prim.impls.get("cpu") is None \
+            or has_effects(eqn):  # callbacks run when the program runs, not at compile time
         return False
     if not all(isinstance(v, Literal) or v.id in known for v in eqn.invars):
         return False

@@ -34,7 +34,7 @@ class Sample:
 
 FAMILIES = ("elementwise", "reductions", "structural", "indexing", "linalg", "nn_ops",
             "random_ops", "control_flow", "collectives", "transforms", "special", "sorting",
-            "factorizations", "fft", "windowed")
+            "factorizations", "fft", "windowed", "callbacks")
 
 
 def all_samples() -> dict[str, list[Sample]]:
