@@ -67,7 +67,8 @@ class _Ogrid:
 
 class _AxisConcat:
     """``r_`` and ``c_``: slices, scalars and arrays joined along an axis, with NumPy's
-    leading string directives ('r', 'c', or 'axis,ndmin,trans1d')."""
+    leading string directives ('r', 'c', or 'axis,ndmin,trans1d'). As in JAX, 'r' and 'c'
+    give a 2-D array (a row or a column), not NumPy's ``np.matrix``."""
 
     def __init__(self, name: str, axis: int, ndmin: int, trans1d: int):
         self.name, self.axis, self.ndmin, self.trans1d = name, axis, ndmin, trans1d

@@ -747,13 +747,15 @@ def _take_positions(a, sources: np.ndarray, axis: int):
     return take(a, core.to_array(sources.astype(np.int32)), axis=axis)
 
 
-def delete(arr, obj, axis: int | None = None):
+def delete(arr, obj, axis: int | None = None, *, assume_unique_indices: bool = False):
     """``arr`` without the entries at ``obj`` (a slice, int, int array or boolean mask) along
-    ``axis`` (None: of the flattened array). ``obj`` must be concrete.
+    ``axis`` (None: of the flattened array). ``obj`` must be concrete, so JAX's
+    ``assume_unique_indices`` (its way to trace ``obj``) is accepted and has nothing to do.
 
     >>> delete([1, 2, 3, 4], [0, 2]).tolist()
     [2, 4]
     """
+    del assume_unique_indices
     arr = as_operand(arr)
     if axis is None:
         arr, axis = ravel(arr), 0
