@@ -10,7 +10,14 @@ Two kinds of key, as in JAX:
 
 Every function accepts both and returns keys of the kind it was given. The bits are JAX's
 current default, the *partitionable* threefry (``jax_threefry_partitionable=True``): the
-element at flat index ``i`` of any draw is ``threefry2x32(key, (i >> 32, i & 0xffffffff))``.
+element at flat index ``i`` of any draw comes from the two words
+``threefry2x32(key, (i >> 32, i & 0xffffffff))`` alone (their xor for 32 bits, both for
+64, the xor's low bits for 8 and 16), so it does not depend on the draw's size.
+
+Differences from JAX's typed keys: they are pytree nodes here, not leaves, so
+``tree_leaves`` shows their ``uint32[..., 2]`` data, and vmap's ``in_axes``/``out_axes``
+must not name the trailing word axis (negative axes); NumPy functions do not take them
+(``key_data``/``wrap_key_data`` convert).
 
 >>> k = key(0)
 >>> k.shape, str(k.dtype)
