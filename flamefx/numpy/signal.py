@@ -1,8 +1,10 @@
 """Differences, integrals, convolutions and polynomials of sampled signals: diff, ediff1d,
-gradient, trapezoid, cumulative_sum/prod, convolve, correlate, interp and the poly* family.
+gradient, trapezoid, cumulative_sum/prod, convolve, correlate, interp and the poly* family
+(polyval, polyadd, polysub, polymul, polyder, polyint, polyfit).
 
-Everything is composed of slices, pads and ``conv_general_dilated``; convolutions of 1-D
-signals are one convolution primitive, as in JAX.
+Everything is composed of existing primitives: slices and pads, ``conv_general_dilated``
+(one per real 1-D convolution, as in JAX), ``searchsorted`` for interp and ``lstsq`` for
+polyfit.
 
 >>> import flamefx.numpy as fnp
 >>> fnp.diff(fnp.array([1, 4, 9, 16])).tolist()
@@ -514,7 +516,7 @@ def polyfit(x, y, deg: int, rcond=None, full: bool = False, w=None, cov=False):
     >>> [round(c, 6) for c in polyfit([0.0, 1.0, 2.0], [1.0, 3.0, 5.0], 1).tolist()]
     [2.0, 1.0]
     """
-    from flamefx.numpy import linalg
+    from flamefx.numpy import linalg, reductions
     from flamefx.numpy.matrices import vander
     deg = _static_int(deg, "polyfit: deg")
     x, y = promote_dtypes_inexact(x, y)
@@ -540,7 +542,7 @@ def polyfit(x, y, deg: int, rcond=None, full: bool = False, w=None, cov=False):
         lhs = lax.mul(lhs, lax.broadcast_in_dim(w, lhs.shape, (0,)))
         rhs = lax.mul(rhs, lax.broadcast_in_dim(w, rhs.shape, (0,)))
     # Columns scaled to unit norm improve the conditioning of the least-squares problem.
-    scale = lax.sqrt(_column_sums(lax.mul(lhs, lhs)))
+    scale = lax.sqrt(reductions.sum(lax.mul(lhs, lhs), axis=0))
     lhs = lax.div(lhs, lax.broadcast_in_dim(scale, lhs.shape, (1,)))
     c, resids, rank, s = linalg.lstsq(lhs, rhs, rcond)
     c = lax.div(c, lax.broadcast_in_dim(scale, c.shape, (0,)))
@@ -568,8 +570,3 @@ def polyfit(x, y, deg: int, rcond=None, full: bool = False, w=None, cov=False):
     shape = (order, order, factor.shape[0])
     return c, lax.mul(lax.broadcast_in_dim(gram_inverse, shape, (0, 1)),
                       lax.broadcast_in_dim(factor, shape, (2,)))
-
-
-def _column_sums(m):
-    from flamefx.numpy.reductions import sum
-    return sum(m, axis=0)
