@@ -109,6 +109,8 @@ def _erf_inv(u, dtype):
 
 def normal(key, shape=(), dtype=None):
     """Standard normal floats: ``sqrt(2) * erf_inv(u)``, ``u`` uniform on (-1, 1) (JAX's).
+    The ``u`` are JAX's bit for bit; ``erf_inv`` is SciPy's where XLA evaluates Giles'
+    polynomial, so float32 draws agree with JAX's to a few ulp (float16/bfloat16 exactly).
 
     >>> from flamefx.random.keys import key
     >>> normal(key(0), (2, 2)).shape

@@ -31,6 +31,8 @@ def multivariate_normal(key, mean, cov, shape=None, dtype=None, method: str = "c
     """Normal vectors with ``mean`` (``(..., n)``) and covariance ``cov`` (``(..., n, n)``):
     ``mean + F @ z`` for a factor ``F F^T = cov`` by ``method`` ('cholesky', 'eigh' or
     'svd'; the latter two also take semi-definite ``cov``). ``shape`` is the batch shape.
+    With 'cholesky' the draws are JAX's; eigh/svd factors may differ from JAX's in the signs
+    of their vectors (LAPACK's choice), which changes the draws but not their distribution.
 
     >>> import flamefx.numpy as fnp
     >>> from flamefx.random.keys import key
