@@ -103,7 +103,8 @@ def reduce_window(operand, init_value, computation, window_dimensions, window_st
     """JAX's ``lax.reduce_window`` for the monoids add, max and min.
 
     ``padding``: 'SAME', 'VALID' or ``(lo, hi)`` pairs. Padding and base-dilation holes
-    hold ``init_value`` (XLA's semantics), which is also every window's first element.
+    contribute nothing; ``init_value`` starts every window (as JAX computes it: an add
+    with init ``c`` gives ``c + window sum``).
 
     >>> import numpy as np
     >>> from flamefx import lax
@@ -129,15 +130,9 @@ def reduce_window(operand, init_value, computation, window_dimensions, window_st
     init = _concrete_value(init_value)
     if init is not None and init == windowed.identity_element(kind, _dtype(x)):
         return out
-    fill = structural.broadcast_in_dim(_scalar_like(init_value, x), _shape(out), ())
-    if kind != "sum":  # padding holds init too, and max/min absorb repeats of it
-        return computation(out, fill)
-    # Each window adds init once, plus once per padding element or hole it covers.
-    ones = ew.full_like(x, 1)
-    real = windowed.reduce_window_sum(ones, *args)
-    size = float(np.prod(window_dimensions)) if ndim else 1.0
-    copies = ew.sub(ew.full_like(real, size + 1), real)
-    return ew.add(out, ew.mul(copies, fill))
+    # init_value starts every window (JAX on XLA: it adds once, and max/min absorb it).
+    return computation(out, structural.broadcast_in_dim(_scalar_like(init_value, x),
+                                                        _shape(out), ()))
 
 
 # --- the parallel prefix scan ----------------------------------------------------------------
