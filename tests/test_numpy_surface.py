@@ -159,7 +159,8 @@ def test_nonzero_with_size_under_jit_pads_as_jax():
 
 def test_index_arithmetic_and_select():
     for indices in [5, [0, 11, -1], np.array([[3, 4], [7, 8]])]:
-        _same(fnp.unravel_index(indices, (3, 4)), np.unravel_index(np.asarray(indices) % 12, (3, 4)))
+        _same(fnp.unravel_index(indices, (3, 4)),
+              np.unravel_index(np.asarray(indices) % 12, (3, 4)))
     _same(fnp.unravel_index([13, -14], (3, 4)), ([2, 0], [3, 0]))  # clamped, as in JAX
     multi = (np.array([1, 2, 0]), np.array([3, 0, 1]))
     for order in "CF":
@@ -172,7 +173,8 @@ def test_index_arithmetic_and_select():
     with pytest.raises(FlamefxValueError, match="out of bounds"):
         fnp.ravel_multi_index(far, (3, 4))
     x = np.arange(6.0)
-    _same(fnp.select([x < 2, x > 4], [x, x ** 2], 42.0), np.select([x < 2, x > 4], [x, x ** 2], 42.0))
+    _same(fnp.select([x < 2, x > 4], [x, x ** 2], 42.0),
+          np.select([x < 2, x > 4], [x, x ** 2], 42.0))
     with pytest.raises(FlamefxValueError, match="inplace=False"):
         fnp.put_along_axis(np.zeros((2, 2)), np.zeros((2, 1), int), 1.0, axis=1)
 
@@ -187,12 +189,14 @@ def test_zero_d_boolean_mask():
 
 def test_vectorize_apply_along_and_over_axes():
     f = fnp.vectorize(lambda a, b: a * b + 1)
-    _same(f(np.ones((2, 1, 3)), np.arange(4.0)[:, None]), np.ones((2, 1, 3)) * np.arange(4.0)[:, None] + 1)
+    column = np.arange(4.0)[:, None]
+    _same(f(np.ones((2, 1, 3)), column), np.ones((2, 1, 3)) * column + 1)
     power = fnp.vectorize(lambda x, p: x ** p, excluded={1})
     _same(power(np.arange(3.0), 2), np.arange(3.0) ** 2)
     keyword = fnp.vectorize(lambda x, p=1: x ** p, excluded={"p"})
     _same(keyword(np.arange(3.0), p=3), np.arange(3.0) ** 3)
-    _same(fnp.vectorize(lambda x: (x, 2 * x))(np.ones((2, 3))), (np.ones((2, 3)), 2 * np.ones((2, 3))))
+    _same(fnp.vectorize(lambda x: (x, 2 * x))(np.ones((2, 3))),
+          (np.ones((2, 3)), 2 * np.ones((2, 3))))
     with pytest.raises(FlamefxValueError, match="inconsistent"):
         fnp.vectorize(fnp.dot, signature="(n),(n)->()")(np.ones(3), np.ones(4))
     b = np.random.default_rng(0).random((2, 3, 4))
@@ -203,7 +207,8 @@ def test_vectorize_apply_along_and_over_axes():
 
 def test_einsum_interleaved_vecdot_and_correction():
     a, b = np.random.default_rng(1).random((2, 3, 4)), np.random.default_rng(2).random((4, 5))
-    _same(fnp.einsum(a, [0, 1, 2], b, [2, 3], [0, 3, 1]), np.einsum(a, [0, 1, 2], b, [2, 3], [0, 3, 1]))
+    _same(fnp.einsum(a, [0, 1, 2], b, [2, 3], [0, 3, 1]),
+          np.einsum(a, [0, 1, 2], b, [2, 3], [0, 3, 1]))
     _same(fnp.einsum(a, [Ellipsis, 2], b, [2, 3]), np.einsum(a, [Ellipsis, 2], b, [2, 3]))
     _same(fnp.vecdot(np.ones((3, 2)), np.arange(3.0)[:, None], axis=0), [3.0, 3.0])
     _same(fnp.std(a, axis=1, correction=1), np.std(a, axis=1, ddof=1))

@@ -67,13 +67,13 @@ from flamefx.numpy.statistics import (average, corrcoef, count_nonzero, cov, med
                                       nanmean, nanmedian, nanmin, nanpercentile, nanprod,
                                       nanquantile, nanstd, nansum, nanvar, percentile, ptp,
                                       quantile)
-from flamefx.numpy.shape import (append, array_split, astype, atleast_1d, atleast_2d,
-                                 atleast_3d, block, column_stack, concat, concatenate, delete,
-                                 dsplit, dstack, expand_dims, flip, fliplr, flipud, hsplit, hstack,
-                                 insert, matrix_transpose, moveaxis, ndim, pad, permute_dims,
-                                 ravel, repeat, reshape, roll, rollaxis, rot90, row_stack, shape,
-                                 size, split, squeeze, stack, swapaxes, tile, transpose, unstack,
-                                 vsplit, vstack)
+from flamefx.numpy.shape import (array_split, astype, atleast_1d, atleast_2d, atleast_3d, block,
+                                 column_stack, concat, concatenate, dsplit, dstack, expand_dims,
+                                 flip, fliplr, flipud, hsplit, hstack, matrix_transpose, moveaxis,
+                                 ndim, pad, permute_dims, ravel, repeat, reshape, roll, rollaxis,
+                                 rot90, row_stack, shape, size, split, squeeze, stack, swapaxes,
+                                 tile, transpose, unstack, vsplit, vstack)
+from flamefx.numpy.splicing import append, delete, insert
 from flamefx.numpy.vectorize import apply_along_axis, apply_over_axes, vectorize
 from flamefx.numpy.sorting import (argpartition, argsort, lexsort, partition, searchsorted,
                                     sort, sort_complex)
