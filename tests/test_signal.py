@@ -169,6 +169,9 @@ def test_interp_matches_numpy():
     _check(fnp.interp(_f64([0.5, 1.0, 1.5]), knots, values),
            np.interp([0.5, 1.0, 1.5], [0.0, 1.0, 1.0, 2.0], [0.0, 1.0, 3.0, 4.0]))
     assert fnp.interp(2, [1, 3], [0, 10]).dtype == fnp.float32
+    # JAX's left/right='extrapolate': the end segments continue.
+    _check(fnp.interp(_f64([-1.0, 0.5, 4.0]), _f64([0.0, 1.0, 2.0]), _f64([0.0, 2.0, 3.0]),
+                      left="extrapolate", right="extrapolate"), np.array([-2.0, 1.0, 5.0]))
     _check(fnp.interp(_f64(5.0), _f64([1.0]), _f64([2.0])), np.asarray(2.0))
 
 
@@ -177,6 +180,8 @@ def test_interp_errors():
         fnp.interp(1.0, np.ones(3), np.ones(4))
     with pytest.raises(FlamefxValueError, match="period must be a scalar"):
         fnp.interp(1.0, np.arange(3.0), np.ones(3), period=np.ones(2))
+    with pytest.raises(FlamefxValueError, match="extrapolate"):
+        fnp.interp(1.0, np.arange(3.0), np.ones(3), left="clip")
 
 
 # --- polynomials -----------------------------------------------------------------------------

@@ -428,6 +428,8 @@ def test_digitize_matches_numpy(right, bins):
     x = RNG.normal(size=(4, 5))
     x[0, :3] = bins[:3]  # values on the edges
     _check(fnp.digitize(_f64(x), _f64(bins), right), np.digitize(x, bins, right).astype(np.int32))
+    _check(fnp.digitize(_f64(x), _f64(bins), right, method="compare_all"),
+           np.digitize(x, bins, right).astype(np.int32))
 
 
 def test_digitize_empty_bins_and_errors():

@@ -246,8 +246,9 @@ def _take(x, index):
 
 def interp(x, xp, fp, left=None, right=None, period=None):
     """Piecewise-linear interpolation of the points (``xp``, ``fp``) (``xp`` increasing) at
-    ``x``; beyond the ends ``left`` / ``right`` (default: the end values of ``fp``). With
-    ``period``, ``xp`` may be in any order and the function repeats (left/right unused).
+    ``x``; beyond the ends ``left`` / ``right`` (default: the end values of ``fp``; JAX's
+    'extrapolate' continues the end segments). With ``period``, ``xp`` may be in any order
+    and the function repeats (left/right unused).
 
     >>> interp([0.5, 1.5, 9.0], [0.0, 1.0, 2.0], [0.0, 10.0, 0.0]).tolist()
     [5.0, 5.0, 0.0]
@@ -258,8 +259,13 @@ def interp(x, xp, fp, left=None, right=None, period=None):
     if xp.ndim != 1 or xp.shape != fp.shape or xp.shape[0] == 0:
         raise FlamefxValueError(f"interp: xp and fp must be 1-D of one nonzero length, got "
                                 f"shapes {xp.shape} and {fp.shape}\n  at {user_frame()}")
+    _check_end(left, "left")
+    _check_end(right, "right")
     x, xp = promote_dtypes_inexact(x, xp)
     (fp,) = promote_dtypes_inexact(fp)
+    if dtypes.is_complex(x.dtype):
+        raise FlamefxTypeError(f"interp: x and xp must be real, got {x.dtype}\n  at "
+                               f"{user_frame()}")
     if period is not None:
         period = as_operand(period)
         if period.ndim != 0:
@@ -279,10 +285,17 @@ def interp(x, xp, fp, left=None, right=None, period=None):
     # Repeated xp values (dx = 0) take the left value, with a finite gradient.
     flat = abs(dx) <= np.spacing(np.finfo(xp.dtype).eps)
     f = where(flat, f_lo, f_lo + (x - x_lo) / where(flat, 1, dx) * (f_hi - f_lo))
-    if period is None:
+    if period is None and left != "extrapolate":
         f = where(x < _along(xp, 0, 0, 1)[0], _along(fp, 0, 0, 1)[0] if left is None else left, f)
+    if period is None and right != "extrapolate":
         f = where(x > _along(xp, 0, -1)[0], _along(fp, 0, -1)[0] if right is None else right, f)
     return f
+
+
+def _check_end(value, name: str):
+    if isinstance(value, str) and value != "extrapolate":
+        raise FlamefxValueError(f"interp: the only string {name} is 'extrapolate' (as in JAX), "
+                                f"got {value!r}\n  at {user_frame()}")
 
 
 def _concatenate_1d(*pieces):
