@@ -30,7 +30,7 @@ from flamefx import scipy  # noqa: F401  (flamefx.scipy.special, .stats)
 from flamefx.devices import default_backend, device_count, local_device_count, local_devices
 from flamefx.primitives.callbacks import pure_callback
 from flamefx.shapes import ShapeDtypeStruct, ensure_compile_time_eval, eval_shape, named_scope
-from flamefx import debug, experimental  # noqa: F401
+from flamefx import debug, experimental, tree  # noqa: F401
 
 __version__ = "0.1.0"
 
@@ -44,5 +44,5 @@ __all__ = [
     "vjp", "vmap", "pmap",
     "ShapeDtypeStruct", "debug", "default_backend", "device_count", "ensure_compile_time_eval",
     "eval_shape", "experimental", "local_device_count", "local_devices", "named_scope",
-    "pure_callback",
+    "pure_callback", "tree",
 ]

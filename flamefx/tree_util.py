@@ -13,6 +13,7 @@ Built in: tuple, list, dict (keys sorted), namedtuple, None (an empty node) and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
 from typing import Any, Callable, NamedTuple
 
@@ -77,6 +78,7 @@ def register_dataclass(cls: type, data_fields=None, meta_fields=None) -> type:
         return cls(**kwargs)
 
     register_pytree_node(cls, flatten, unflatten)
+    _key_registry[cls] = lambda x: ([(GetAttrKey(n), getattr(x, n)) for n in data], get_meta(x))
     return cls
 
 
@@ -262,7 +264,8 @@ def _flatten_up_to(treedef: PyTreeDef, tree, out: list, what: str):
         out.append(tree)
         return
     node = _node_of(tree)
-    if node is None or node[0] is not treedef.kind or node[2] != treedef.aux:
+    if node is None or node[0] is not treedef.kind or node[2] != treedef.aux \
+            or len(node[1]) != len(treedef.children):
         raise ValueError(f"{what}: tree structure mismatch: expected {treedef}, "
                          f"got {tree_structure(tree)}")
     for child_def, child in zip(treedef.children, node[1]):
@@ -291,11 +294,242 @@ def _broadcast(prefix, full, full_def, out, what, is_leaf):
         _broadcast(p, f, None, out, what, is_leaf)
 
 
-def tree_all(tree) -> bool:
-    return all(tree_leaves(tree))
+def tree_all(tree, *, is_leaf=None) -> bool:
+    """Whether every leaf is truthy.
+
+    >>> tree_all({"a": True, "b": [1, 2]})
+    True
+    """
+    return all(tree_leaves(tree, is_leaf))
 
 
-def tree_reduce(f: Callable, tree, initializer=_SENTINEL):
-    import functools as _ft
-    leaves = tree_leaves(tree)
-    return _ft.reduce(f, leaves) if initializer is _SENTINEL else _ft.reduce(f, leaves, initializer)
+def tree_reduce(f: Callable, tree, initializer=_SENTINEL, is_leaf=None):
+    """``functools.reduce(f, leaves[, initializer])``.
+
+    >>> tree_reduce(lambda a, b: a + b, [1, (2, 3)])
+    6
+    """
+    leaves = tree_leaves(tree, is_leaf)
+    if initializer is _SENTINEL:
+        return functools.reduce(f, leaves)
+    return functools.reduce(f, leaves, initializer)
+
+
+def tree_transpose(outer_treedef: PyTreeDef, inner_treedef: PyTreeDef | None, pytree_to_transpose):
+    """Turns a tree of structure ``outer`` whose leaves are trees of structure ``inner``
+    into a tree of structure ``inner`` whose leaves are trees of structure ``outer``
+    (``inner_treedef=None``: read it from the first subtree).
+
+    >>> tree_transpose(tree_structure([0, 0]), tree_structure((0, 0)), [(1, 2), (3, 4)])
+    ([1, 3], [2, 4])
+    """
+    subtrees = flatten_up_to(outer_treedef, pytree_to_transpose, "tree_transpose")
+    if inner_treedef is None:
+        inner_treedef = tree_structure(subtrees[0]) if subtrees else LEAF
+    rows = [flatten_up_to(inner_treedef, sub, "tree_transpose") for sub in subtrees]
+    columns = [[row[j] for row in rows] for j in range(inner_treedef.num_leaves)]
+    return tree_unflatten(inner_treedef, [tree_unflatten(outer_treedef, c) for c in columns])
+
+
+def all_leaves(iterable, is_leaf=None) -> bool:
+    """Whether every element of ``iterable`` is a leaf (None is not: it is an empty node).
+
+    >>> all_leaves([1.0, "a"]), all_leaves([1.0, (2.0,)])
+    (True, False)
+    """
+    items = list(iterable)
+    leaves = tree_leaves(items, is_leaf)
+    return len(leaves) == len(items) and all(a is b for a, b in zip(leaves, items))
+
+
+def treedef_children(treedef: PyTreeDef) -> list[PyTreeDef]:
+    """The structures of the root's children.
+
+    >>> treedef_children(tree_structure((1, [2, 3])))
+    [PyTreeDef(*), PyTreeDef([*, *])]
+    """
+    return list(treedef.children)
+
+
+def treedef_is_leaf(treedef: PyTreeDef) -> bool:
+    """Whether ``treedef`` has a single node (a leaf, or an empty node such as None), as JAX.
+
+    >>> treedef_is_leaf(tree_structure(1.0)), treedef_is_leaf(tree_structure([1.0]))
+    (True, False)
+    """
+    return treedef.num_nodes == 1
+
+
+class Partial(functools.partial):
+    """``functools.partial`` as a pytree: the bound arguments are its leaves, the function
+    its static part, so a Partial can be passed through jit, vmap or grad (as JAX's).
+
+    >>> import operator
+    >>> add_one = Partial(operator.add, 1.0)
+    >>> tree_leaves(add_one), add_one(2.0)
+    ([1.0], 3.0)
+    """
+
+    def __new__(cls, func, *args, **kwargs):
+        if isinstance(func, functools.partial):
+            # functools.partial would merge a partial's arguments into this one's; keep
+            # them inside the function, so that only ours are leaves.
+            func = _PartialShim(func)
+        return super().__new__(cls, func, *args, **kwargs)
+
+
+class _PartialShim:
+    __slots__ = ("partial",)
+
+    def __init__(self, partial):
+        self.partial = partial
+
+    def __call__(self, *args, **kwargs):
+        return self.partial(*args, **kwargs)
+
+    def __eq__(self, other):
+        return isinstance(other, _PartialShim) and self.partial.func == other.partial.func \
+            and self.partial.args == other.partial.args \
+            and self.partial.keywords == other.partial.keywords
+
+    def __hash__(self):
+        return hash(self.partial.func)
+
+
+register_pytree_node(Partial, lambda p: ((p.args, p.keywords), p.func),
+                     lambda func, children: Partial(func, *children[0], **children[1]))
+
+# --- key paths --------------------------------------------------------------------------------
+# Separate from the flattening above, which every jitted call runs: paths cost a key object
+# per node and are asked for only by the *_with_path functions.
+
+
+class DictKey(NamedTuple):
+    """A dict entry on a key path: prints as ``['a']``."""
+    key: Any
+
+    def __str__(self):
+        return f"[{self.key!r}]"
+
+
+class SequenceKey(NamedTuple):
+    """A tuple or list position on a key path: prints as ``[0]``."""
+    idx: int
+
+    def __str__(self):
+        return f"[{self.idx}]"
+
+
+class GetAttrKey(NamedTuple):
+    """An attribute (namedtuple or dataclass field) on a key path: prints as ``.name``."""
+    name: str
+
+    def __str__(self):
+        return f".{self.name}"
+
+
+class FlattenedIndexKey(NamedTuple):
+    """The i-th child of a node registered without keys: prints as ``[<flat index 0>]``."""
+    key: int
+
+    def __str__(self):
+        return f"[<flat index {self.key}>]"
+
+
+_key_registry: dict[type, Callable] = {}  # node type -> flatten_with_keys
+
+
+def register_pytree_with_keys(nodetype: type, flatten_with_keys: Callable,
+                              unflatten_func: Callable, flatten_func: Callable | None = None):
+    """Registers a container whose ``flatten_with_keys(x)`` gives ``((key, child), ...), aux``
+    so that key paths name its children (``flatten_func`` gives ``children, aux`` faster).
+
+    >>> class Box:
+    ...     def __init__(self, v): self.v = v
+    >>> register_pytree_with_keys(Box, lambda b: (((GetAttrKey("v"), b.v),), None),
+    ...                           lambda _, c: Box(*c))
+    >>> keystr(tree_leaves_with_path({"b": Box(1.0)})[0][0])
+    "['b'].v"
+    """
+    if flatten_func is None:
+        def flatten_func(x):
+            pairs, aux = flatten_with_keys(x)
+            return [c for _, c in pairs], aux
+    register_pytree_node(nodetype, flatten_func, unflatten_func)
+    _key_registry[nodetype] = flatten_with_keys
+
+
+def register_pytree_with_keys_class(cls: type) -> type:
+    """Class decorator: ``tree_flatten_with_keys(self)`` and ``tree_unflatten(aux, children)``."""
+    flatten = cls.tree_flatten if hasattr(cls, "tree_flatten") else None
+    register_pytree_with_keys(cls, lambda x: x.tree_flatten_with_keys(), cls.tree_unflatten,
+                              flatten and (lambda x: x.tree_flatten()))
+    return cls
+
+
+def _keys_of(x, kind, aux, children) -> list:
+    if kind is tuple or kind is list:
+        return [SequenceKey(i) for i in range(len(children))]
+    if kind is dict:
+        return [DictKey(k) for k in aux]
+    if kind in _key_registry:
+        return [k for k, _ in _key_registry[kind](x)[0]]
+    if kind not in _registry and _is_namedtuple(x):
+        return [GetAttrKey(f) for f in type(x)._fields]
+    return [FlattenedIndexKey(i) for i in range(len(children))]
+
+
+def _paths(x, is_leaf, prefix: tuple, out: list) -> None:
+    node = None if (is_leaf is not None and is_leaf(x)) else _node_of(x)
+    if node is None:
+        out.append((prefix, x))
+        return
+    kind, children, aux = node
+    for key, child in zip(_keys_of(x, kind, aux, children), children):
+        _paths(child, is_leaf, prefix + (key,), out)
+
+
+def tree_flatten_with_path(tree, is_leaf=None) -> tuple[list, PyTreeDef]:
+    """Like ``tree_flatten``, with each leaf's key path: ``([(path, leaf), ...], treedef)``.
+
+    >>> tree_flatten_with_path({"a": [1.0]})[0]
+    [((DictKey(key='a'), SequenceKey(idx=0)), 1.0)]
+    """
+    out: list = []
+    _paths(tree, is_leaf, (), out)
+    return out, tree_structure(tree, is_leaf)
+
+
+def tree_leaves_with_path(tree, is_leaf=None) -> list:
+    """``[(path, leaf), ...]`` in ``tree_leaves`` order."""
+    out: list = []
+    _paths(tree, is_leaf, (), out)
+    return out
+
+
+def tree_map_with_path(f: Callable, tree, *rest, is_leaf=None):
+    """Like ``tree_map``, with ``f(path, leaf, *others)``.
+
+    >>> tree_map_with_path(lambda p, x: keystr(p), {"a": [0, 0]})
+    {'a': ["['a'][0]", "['a'][1]"]}
+    """
+    pairs, treedef = tree_flatten_with_path(tree, is_leaf)
+    others = [flatten_up_to(treedef, r, "tree_map_with_path") for r in rest]
+    return tree_unflatten(treedef, [f(p, x, *xs) for (p, x), *xs in zip(pairs, *others)])
+
+
+def _simple_key(key) -> str:
+    return str(key[0])
+
+
+def keystr(keys, *, simple: bool = False, separator: str | None = "") -> str:
+    """A key path as text: ``['a'][0].b`` (``simple=True``: the bare keys, joined by
+    ``separator``), as JAX prints it.
+
+    >>> keystr((DictKey("a"), SequenceKey(0), GetAttrKey("b")))
+    "['a'][0].b"
+    >>> keystr((DictKey("a"), SequenceKey(0)), simple=True, separator="/")
+    'a/0'
+    """
+    text = _simple_key if simple else str
+    return ("" if separator is None else separator).join(text(k) for k in keys)
