@@ -14,11 +14,11 @@ flamefx/primitives/ and re-exported here.
 
 # --- primitives: elementwise -------------------------------------------------------------------
 from flamefx.primitives.elementwise import (
-    abs, acosh, add, asinh, atan2, atanh, bitwise_and, bitwise_not, bitwise_or, bitwise_xor, ceil,
-    convert_element_type, copysign, cos, div, eq, erf, erf_inv, exp, expm1, floor, full_like, ge,
-    gt, integer_pow, is_finite, le, log, log1p, logistic, lt, max, min, mul, ne, neg, nextafter,
-    pow, rem, round, rsqrt, select_n, shift_left, shift_right_logical, sign, sin, sqrt, square, sub,
-    tan, tanh)
+    abs, acos, acosh, add, asin, asinh, atan, atan2, atanh, bitwise_and, bitwise_not, bitwise_or,
+    bitwise_xor, ceil, convert_element_type, copysign, cos, cosh, div, eq, erf, erf_inv, exp,
+    expm1, floor, full_like, ge, gt, integer_pow, is_finite, le, log, log1p, logistic, lt, max, min,
+    mul, ne, neg, nextafter, pow, rem, round, rsqrt, select_n, shift_left, shift_right_logical,
+    sign, sin, sinh, sqrt, square, sub, tan, tanh)
 
 # --- primitives: complex numbers ----------------------------------------------------------------
 from flamefx.primitives.complex_ops import complex_ as complex

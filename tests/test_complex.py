@@ -37,7 +37,10 @@ def _close(actual, expected, tol=1e-12):
 @pytest.mark.parametrize("fn,reference", [
     (fnp.exp, np.exp), (fnp.log, np.log), (fnp.sqrt, np.sqrt), (fnp.sin, np.sin),
     (fnp.cos, np.cos), (fnp.tan, np.tan), (fnp.tanh, np.tanh), (fnp.sinh, np.sinh),
-    (fnp.cosh, np.cosh), (fnp.abs, np.abs), (fnp.sign, np.sign), (fnp.square, np.square),
+    (fnp.cosh, np.cosh), (fnp.log1p, np.log1p), (fnp.expm1, np.expm1),
+    (fnp.arcsin, np.arcsin), (fnp.arccos, np.arccos), (fnp.arctan, np.arctan),
+    (fnp.arcsinh, np.arcsinh), (fnp.arccosh, np.arccosh), (fnp.arctanh, np.arctanh),
+    (fnp.abs, np.abs), (fnp.sign, np.sign), (fnp.square, np.square),
     (fnp.reciprocal, np.reciprocal), (fnp.negative, np.negative), (fnp.exp2, np.exp2),
     (fnp.log10, np.log10), (fnp.real, np.real), (fnp.imag, np.imag), (fnp.conj, np.conj),
     (fnp.angle, np.angle), (fnp.isfinite, np.isfinite), (fnp.isnan, np.isnan),

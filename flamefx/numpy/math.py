@@ -529,8 +529,7 @@ def arctan(x):
     >>> f"{arctan(1.0).item():.5f}"
     '0.78540'
     """
-    x = _inexact(x)
-    return lax.atan2(x, constant_like(x, 1))
+    return lax.atan(_inexact(x))
 
 
 def arcsin(x):
@@ -539,9 +538,7 @@ def arcsin(x):
     >>> f"{arcsin(1.0).item():.5f}"
     '1.57080'
     """
-    x = _inexact(x)
-    cosine = lax.sqrt(lax.sub(constant_like(x, 1), lax.mul(x, x)))
-    return lax.atan2(x, cosine)
+    return lax.asin(_inexact(x))
 
 
 def arccos(x):
@@ -550,9 +547,7 @@ def arccos(x):
     >>> f"{arccos(1.0).item():.5f}"
     '0.00000'
     """
-    x = _inexact(x)
-    sine = lax.sqrt(lax.sub(constant_like(x, 1), lax.mul(x, x)))
-    return lax.atan2(sine, x)
+    return lax.acos(_inexact(x))
 
 
 def tanh(x):
@@ -565,15 +560,12 @@ def tanh(x):
 
 
 def sinh(x):
-    """The hyperbolic sine (through expm1, accurate near 0).
+    """The hyperbolic sine.
 
     >>> sinh(0.0).item()
     0.0
     """
-    x = _inexact(x)
-    if dtypes.is_complex(x.dtype):
-        return lax.mul(lax.sub(lax.exp(x), lax.exp(lax.neg(x))), constant_like(x, 0.5))
-    return lax.mul(lax.sub(lax.expm1(x), lax.expm1(lax.neg(x))), constant_like(x, 0.5))
+    return lax.sinh(_inexact(x))
 
 
 def cosh(x):
@@ -582,8 +574,7 @@ def cosh(x):
     >>> cosh(0.0).item()
     1.0
     """
-    x = _inexact(x)
-    return lax.mul(lax.add(lax.exp(x), lax.exp(lax.neg(x))), constant_like(x, 0.5))
+    return lax.cosh(_inexact(x))
 
 
 def hypot(x, y):

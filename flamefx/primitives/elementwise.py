@@ -222,6 +222,18 @@ def _float_of_bool(b, like):
 
 # --- NumPy references that NumPy itself lacks --------------------------------------------------
 
+def _numpy_expm1(x):
+    if not dtypes.is_complex(x.dtype):
+        return np.expm1(x)
+    # NumPy's complex expm1 misses C99's special values; exp(z) - 1 has them. Near 0 the
+    # parts are written out to keep small z's digits: Re = expm1(a) cos b - 2 sin(b/2)^2,
+    # Im = e^a sin b.
+    a, b = x.real, x.imag
+    half = np.sin(b / 2)
+    small = (np.expm1(a) * np.cos(b) - 2 * half * half) + 1j * (np.exp(a) * np.sin(b))
+    return np.where(np.abs(x) < 1, small, np.exp(x) - 1).astype(x.dtype)
+
+
 def _numpy_round(x):
     """Rounds half away from zero (lax.round's default; NumPy rounds half to even)."""
     whole = np.trunc(x)
@@ -302,22 +314,31 @@ neg_p = _unary("neg", np.negative, "(-x0)", kind=NUMBER, partial=lambda x, out: 
 exp_p = _unary("exp", np.exp, "exp(x0)", kind=INEXACT, partial=lambda x, out: out)
 log_p = _unary("log", np.log, "log(x0)", kind=INEXACT,
                partial=lambda x, out: div(full_like(x, 1), x))
-log1p_p = _unary("log1p", np.log1p, "log1p(x0)",
+log1p_p = _unary("log1p", np.log1p, "log1p(x0)", kind=INEXACT,
                  partial=lambda x, out: div(full_like(x, 1), add(x, full_like(x, 1))))
-expm1_p = _unary("expm1", np.expm1, "expm1(x0)",
+expm1_p = _unary("expm1", _numpy_expm1, "expm1(x0)", kind=INEXACT,
                  partial=lambda x, out: add(out, full_like(x, 1)))
 sin_p = _unary("sin", np.sin, "sin(x0)", kind=INEXACT, partial=lambda x, out: cos(x))
 cos_p = _unary("cos", np.cos, "cos(x0)", kind=INEXACT, partial=lambda x, out: neg(sin(x)))
 tan_p = _unary("tan", np.tan, "tan(x0)", kind=INEXACT,
                partial=lambda x, out: add(full_like(x, 1), mul(out, out)))
-asinh_p = _unary("asinh", np.arcsinh, "asinh(x0)",
+asin_p = _unary("asin", np.arcsin, "asin(x0)", kind=INEXACT,
+                partial=lambda x, out: rsqrt(sub(full_like(x, 1), mul(x, x))))
+acos_p = _unary("acos", np.arccos, "acos(x0)", kind=INEXACT,
+                partial=lambda x, out: neg(rsqrt(sub(full_like(x, 1), mul(x, x)))))
+atan_p = _unary("atan", np.arctan, "atan(x0)", kind=INEXACT,
+                partial=lambda x, out: div(full_like(x, 1), add(full_like(x, 1), mul(x, x))))
+asinh_p = _unary("asinh", np.arcsinh, "asinh(x0)", kind=INEXACT,
                  partial=lambda x, out: rsqrt(add(mul(x, x), full_like(x, 1))))
-# (x - 1)(x + 1) rather than x * x - 1: exact near x = 1, where the derivative blows up.
-acosh_p = _unary("acosh", np.arccosh, "acosh(x0)",
-                 partial=lambda x, out: rsqrt(mul(sub(x, full_like(x, 1)),
-                                                  add(x, full_like(x, 1)))))
-atanh_p = _unary("atanh", np.arctanh, "atanh(x0)",
+# 1 / (sqrt(x - 1) sqrt(x + 1)): exact near x = 1, where the derivative blows up, and the
+# principal branch for complex x (JAX's rsqrt(x * x - 1) flips sign where Re x < 0).
+acosh_p = _unary("acosh", np.arccosh, "acosh(x0)", kind=INEXACT,
+                 partial=lambda x, out: mul(rsqrt(sub(x, full_like(x, 1))),
+                                            rsqrt(add(x, full_like(x, 1)))))
+atanh_p = _unary("atanh", np.arctanh, "atanh(x0)", kind=INEXACT,
                  partial=lambda x, out: div(full_like(x, 1), sub(full_like(x, 1), mul(x, x))))
+sinh_p = _unary("sinh", np.sinh, "sinh(x0)", kind=INEXACT, partial=lambda x, out: cosh(x))
+cosh_p = _unary("cosh", np.cosh, "cosh(x0)", kind=INEXACT, partial=lambda x, out: sinh(x))
 tanh_p = _unary("tanh", np.tanh, "tanh(x0)", kind=INEXACT,
                 partial=lambda x, out: sub(full_like(x, 1), mul(out, out)))
 logistic_p = _unary("logistic", _numpy_logistic, "(1 / (1 + exp(-x0)))", kind=INEXACT,
@@ -586,7 +607,12 @@ def expm1(x): return expm1_p.bind(x)
 def sin(x): return sin_p.bind(x)
 def cos(x): return cos_p.bind(x)
 def tan(x): return tan_p.bind(x)
+def sinh(x): return sinh_p.bind(x)
+def cosh(x): return cosh_p.bind(x)
 def tanh(x): return tanh_p.bind(x)
+def asin(x): return asin_p.bind(x)
+def acos(x): return acos_p.bind(x)
+def atan(x): return atan_p.bind(x)
 def asinh(x): return asinh_p.bind(x)
 def acosh(x): return acosh_p.bind(x)
 def atanh(x): return atanh_p.bind(x)
