@@ -80,6 +80,8 @@ def _window_args(cp, big, starts, sizes):
 def dynamic_slice(x, starts, sizes):
     """x[start:start+size, ...] with starts (0-d device ints) clamped into range."""
     cp = _cp()
+    if x.ndim == 0:  # the whole of a 0-d array (ascontiguousarray would make it 1-d)
+        return x.copy()
     x = cp.ascontiguousarray(x)
     out = cp.empty(tuple(sizes), x.dtype)
     if out.size == 0:
@@ -94,6 +96,8 @@ def dynamic_slice(x, starts, sizes):
 def dynamic_update_slice(x, update, starts):
     """A copy of x with ``update`` written at the clamped starts."""
     cp = _cp()
+    if x.ndim == 0:  # a 0-d update replaces the whole 0-d array
+        return update.astype(x.dtype, copy=True)
     out = cp.array(x, copy=True, order="C")
     update = cp.ascontiguousarray(update)
     if update.size == 0:
