@@ -119,6 +119,8 @@ class KeyArray:
 
     def __repr__(self):
         data = self._data
+        if not hasattr(data, "shape"):  # a tree_map result over the key data
+            return f"KeyArray({data!r})"
         words = data.tolist() if isinstance(data, core.Array) else data
         return f"Array({self.shape}, dtype=key<fry>) overlaying:\n{words}"
 
