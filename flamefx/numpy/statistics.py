@@ -476,16 +476,18 @@ def _reduced_last(a, axis):
     return lax.reshape(moved, tuple(a.shape[d] for d in kept) + (merged,)), kept_shape
 
 
-def _check_q(q, name):
-    if q.ndim > 1:
-        raise FlamefxValueError(f"{name}: q must be a scalar or 1-D, got shape {q.shape}\n  at "
-                                f"{user_frame()}")
-    concrete = q.to_concrete() if isinstance(q, core.Tracer) else q
-    if concrete is not None:
-        values = np.asarray(concrete)
-        if not np.all((values >= 0) & (values <= 1)):
-            raise FlamefxValueError(f"{name}: q must lie in [0, 1] ([0, 100] for percentiles), "
-                                    f"got {values.tolist()}\n  at {user_frame()}")
+def _check_q_range(q, name: str, scale: float):
+    """Host-side q (Python numbers, lists, NumPy arrays) must lie in [0, scale]. Device
+    arrays are not read back (that would sync the GPU), as JAX checks none."""
+    if isinstance(q, (core.Array, core.Tracer)):
+        return
+    try:
+        values = np.asarray(q, dtype=np.float64)
+    except (TypeError, ValueError):
+        return  # a list holding traced values: checked by nobody, as in JAX
+    if not np.all((values >= 0) & (values <= scale)):
+        raise FlamefxValueError(f"{name}: q must lie in [0, {scale:g}], got {values.tolist()}"
+                                f"\n  at {user_frame()}")
 
 
 def _quantile(name, a, q, axis, method, keepdims, skip_nans, weights=None):
@@ -499,7 +501,9 @@ def _quantile(name, a, q, axis, method, keepdims, skip_nans, weights=None):
     if dtypes.is_complex(a.dtype):
         raise FlamefxTypeError(f"{name} of complex values is not defined (they have no order), "
                                f"got {a.dtype}\n  at {user_frame()}")
-    _check_q(q, name)
+    if q.ndim > 1:
+        raise FlamefxValueError(f"{name}: q must be a scalar or 1-D, got shape {q.shape}\n  at "
+                                f"{user_frame()}")
     a_shape = a.shape
     a, kept_shape = _reduced_last(a, axis)
     batch, n = a.shape[:-1], a.shape[-1]
@@ -619,6 +623,7 @@ def quantile(a, q, axis=None, out=None, overwrite_input: bool = False, method: s
     2.5
     """
     _check_out(out, "quantile")
+    _check_q_range(q, "quantile", 1)
     del overwrite_input
     return _quantile("quantile", a, q, axis, method, keepdims, False, weights)
 
@@ -631,6 +636,7 @@ def nanquantile(a, q, axis=None, out=None, overwrite_input: bool = False,
     2.0
     """
     _check_out(out, "nanquantile")
+    _check_q_range(q, "nanquantile", 1)
     del overwrite_input
     return _quantile("nanquantile", a, q, axis, method, keepdims, True, weights)
 
@@ -648,6 +654,7 @@ def percentile(a, q, axis=None, out=None, overwrite_input: bool = False,
     2.5
     """
     _check_out(out, "percentile")
+    _check_q_range(q, "percentile", 100)
     return _quantile("percentile", a, _percent(q), axis, method, keepdims, False, weights)
 
 
@@ -659,6 +666,7 @@ def nanpercentile(a, q, axis=None, out=None, overwrite_input: bool = False,
     2.0
     """
     _check_out(out, "nanpercentile")
+    _check_q_range(q, "nanpercentile", 100)
     return _quantile("nanpercentile", a, _percent(q), axis, method, keepdims, True, weights)
 
 
