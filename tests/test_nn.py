@@ -59,8 +59,19 @@ ACTIVATIONS = {
     "selu": (nn.selu, lambda x: 1.0507009873554805 * np.where(
         x > 0, x, 1.6732632423543772 * np.expm1(np.minimum(x, 0)))),
     "tanh": (nn.tanh, np.tanh),
+    "hard_tanh": (nn.hard_tanh, lambda x: np.clip(x, -1, 1)),
+    "hard_sigmoid": (nn.hard_sigmoid, lambda x: np.clip(x + 3, 0, 6) / 6),
+    "hard_silu": (nn.hard_silu, lambda x: x * np.clip(x + 3, 0, 6) / 6),
+    "mish": (nn.mish, lambda x: x * np.tanh(np.log1p(np.exp(x)))),
+    "soft_sign": (nn.soft_sign, lambda x: x / (np.abs(x) + 1)),
+    "squareplus": (nn.squareplus, lambda x: (x + np.sqrt(x * x + 4)) / 2),
+    "sparse_plus": (nn.sparse_plus, lambda x: np.where(
+        x <= -1, 0, np.where(x >= 1, x, (x + 1) ** 2 / 4))),
+    "sparse_sigmoid": (nn.sparse_sigmoid, lambda x: np.clip((x + 1) / 2, 0, 1)),
+    "identity": (nn.identity, lambda x: x),
 }
-SMOOTH = ("sigmoid", "silu", "gelu_tanh", "gelu_erf", "softplus", "log_sigmoid", "tanh")
+SMOOTH = ("sigmoid", "silu", "gelu_tanh", "gelu_erf", "softplus", "log_sigmoid", "tanh", "mish",
+          "squareplus", "identity")
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
@@ -70,8 +81,8 @@ def test_activation_matches_formula(name):
     _close(fn(fnp.asarray(x)), ref(x))
     if name in SMOOTH:
         check_grads(fn, (fnp.asarray(x[:6]),), order=2)
-    else:  # piecewise: check away from the kinks at 0 and 6
-        check_grads(fn, (fnp.asarray(np.array([-2.5, -0.7, 0.4, 3.3, 7.5])),), order=1)
+    else:  # piecewise: check away from the kinks at 0, +-1, +-3 and 6
+        check_grads(fn, (fnp.asarray(np.array([-2.5, -0.7, 0.4, 3.3, 7.5])),), order=2)
 
 
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
@@ -110,6 +121,59 @@ def test_softmax_stable_at_extremes():
     assert np.isfinite(np.asarray(grads)[0]).all()
     all_masked = nn.logsumexp(fnp.asarray([-np.inf, -np.inf]))
     assert float(all_masked) == -np.inf
+
+
+def test_hard_swish_and_normalize_are_aliases():
+    assert nn.hard_swish is nn.hard_silu
+    x = _f64((3, 4))
+    _close(nn.normalize(fnp.asarray(x)), np.asarray(nn.standardize(fnp.asarray(x))))
+
+
+def test_log1mexp():
+    x = np.array([1e-8, 0.01, 0.5, 0.7, 2.0, 40.0])
+    _close(nn.log1mexp(fnp.asarray(x)), np.log(-np.expm1(-x)), tol=1e-12)
+    check_grads(nn.log1mexp, (fnp.asarray(np.array([0.3, 1.0, 3.0])),), order=2)
+
+
+@pytest.mark.parametrize("algorithm", ["fast", "stable"])
+def test_standardize(algorithm):
+    x = _f64((3, 5))
+    mean = x.mean(-1, keepdims=True)
+    want = (x - mean) / np.sqrt(x.var(-1, keepdims=True) + 1e-5)
+    _close(nn.standardize(fnp.asarray(x), algorithm=algorithm), want)
+    want0 = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-3)
+    _close(nn.standardize(fnp.asarray(x), axis=0, epsilon=1e-3, algorithm=algorithm), want0)
+    where = np.arange(5) < 3
+    xs = x[:, :3]
+    want_w = (x - xs.mean(-1, keepdims=True)) / np.sqrt(xs.var(-1, keepdims=True) + 1e-5)
+    _close(nn.standardize(fnp.asarray(x), where=where, algorithm=algorithm), want_w)
+    given = nn.standardize(fnp.asarray(x), mean=0.5, variance=2.0)
+    _close(given, (x - 0.5) / np.sqrt(2.0 + 1e-5))
+    check_grads(lambda x: nn.standardize(x, algorithm=algorithm), (fnp.asarray(x),), order=2)
+    with pytest.raises(ValueError, match="algorithm"):
+        nn.standardize(fnp.asarray(x), algorithm="exact")
+
+
+def test_glu():
+    x = _f64((2, 6))
+    _close(nn.glu(fnp.asarray(x)), x[:, :3] * _np_sigmoid(x[:, 3:]))
+    _close(nn.glu(fnp.asarray(x.T), axis=0), (x[:, :3] * _np_sigmoid(x[:, 3:])).T)
+    check_grads(nn.glu, (fnp.asarray(x),), order=2)
+    with pytest.raises(ValueError, match="odd size"):
+        nn.glu(fnp.ones((2, 5)))
+
+
+def test_one_hot_axis_and_out_of_range():
+    labels = [[0, 2], [3, 1]]  # 3 is out of range: an all-zero row, as JAX
+    out = nn.one_hot(fnp.asarray(labels), 3, axis=1)
+    assert out.shape == (2, 3, 2)
+    _close(out, np.moveaxis(_np_one_hot(labels, 3), -1, 1))
+    _close(nn.one_hot(fnp.asarray(labels), 3, axis=-1), _np_one_hot(labels, 3))
+
+
+def _np_one_hot(labels, n):
+    labels = np.asarray(labels)
+    return (labels[..., None] == np.arange(n)).astype(np.float64)
 
 
 def test_one_hot():
@@ -464,3 +528,44 @@ def test_gpu_matches_cpu():
     for c, g in zip(run(cpu), run(gpu)):
         assert g.device.platform == "gpu"
         np.testing.assert_allclose(np.asarray(g), np.asarray(c), rtol=2e-3, atol=2e-4)
+
+
+# --- initializers (JAX's names and signatures) ------------------------------------------------
+
+
+def test_initializer_fans_and_variances():
+    from flamefx.nn import initializers as init
+    assert init.compute_fans((3, 3, 8, 16), in_axis=(0, 2), out_axis=3) == (72.0, 48.0)
+    assert init.compute_fans((4, 5, 6), batch_axis=0) == (5.0, 6.0)
+    key = frandom.key(3)
+    for mode, fan in (("fan_in", 200.0), ("fan_out", 50.0), ("fan_avg", 125.0),
+                      ("fan_geo_avg", 100.0)):
+        w = np.asarray(init.variance_scaling(2.0, mode, "normal")(key, (200, 50)), np.float64)
+        assert abs(w.var() / (2.0 / fan) - 1) < 0.05, mode
+    w = np.asarray(init.glorot_uniform()(key, (300, 100)), np.float64)
+    assert abs(w.var() / (2 / 400) - 1) < 0.05 and np.abs(w).max() <= np.sqrt(6 / 400)
+    w = np.asarray(init.he_normal()(key, (400, 100)), np.float64)  # truncated, rescaled
+    assert abs(w.var() / (2 / 400) - 1) < 0.05 and np.abs(w).max() <= 2 * np.sqrt(2 / 400) / .8796
+    assert init.lecun_normal(dtype=np.float64)(key, (3, 4)).dtype == np.float64
+    assert init.normal(dtype=np.float16)(key, (3,)).dtype == np.float16
+    t = np.asarray(init.truncated_normal(0.5, lower=-1.0, upper=1.0)(key, (1000,)))
+    assert np.abs(t).max() <= 0.5 and t.std() < 0.5
+    assert np.asarray(init.constant(2.0, np.int32)(key, (2,))).tolist() == [2, 2]
+
+
+@pytest.mark.parametrize("shape, column_axis", [((5, 3), -1), ((3, 5), -1), ((2, 3, 6), 0)])
+def test_orthogonal_initializers(shape, column_axis):
+    from flamefx.nn import initializers as init
+    w = np.asarray(init.orthogonal(2.0, column_axis)(frandom.key(1), shape), np.float64)
+    assert w.shape == shape
+    cols = np.moveaxis(w, column_axis, -1).reshape(-1, shape[column_axis])
+    gram = cols.T @ cols if cols.shape[0] >= cols.shape[1] else cols @ cols.T
+    _close(gram, 4.0 * np.eye(gram.shape[0]), tol=1e-5)
+    d = np.asarray(init.delta_orthogonal()(frandom.key(2), (3, 3, 4, 6)), np.float64)
+    centre = d[1, 1]
+    _close(centre @ centre.T, np.eye(4), tol=1e-5)
+    assert np.abs(d).sum() - np.abs(centre).sum() == 0
+    with pytest.raises(ValueError, match="fan_in"):
+        init.delta_orthogonal()(frandom.key(2), (3, 6, 4))
+    with pytest.raises(ValueError, match="2-D"):
+        init.orthogonal()(frandom.key(2), (4,))

@@ -15,6 +15,7 @@ import math
 
 import flamefx.numpy as fnp
 from flamefx import dtypes
+from flamefx.errors import FlamefxValueError
 from flamefx.primitives import elementwise
 from flamefx.transforms.ad import stop_gradient
 
@@ -178,12 +179,174 @@ def logsumexp(x, axis=None, keepdims: bool = False):
     return fnp.squeeze(out, axis=axis) if axis is not None else fnp.reshape(out, ())
 
 
-def one_hot(labels, num_classes: int, dtype=None):
-    """``labels[..., None] == arange(num_classes)`` as ``dtype`` (float32 by default).
+def one_hot(x, num_classes: int, *, dtype=None, axis: int = -1):
+    """``x == arange(num_classes)`` along a new ``axis``, as ``dtype`` (float32 by default;
+    out-of-range labels give all-zero rows, as JAX).
 
     >>> one_hot(fnp.array([0, 2]), 3).tolist()
     [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]
+    >>> one_hot(fnp.array([0, 2]), 3, axis=0).shape
+    (3, 2)
     """
-    labels = fnp.asarray(labels)
-    classes = fnp.arange(num_classes, dtype=labels.dtype)
-    return (labels[..., None] == classes).astype(dtype or dtypes.float32)
+    x = fnp.asarray(x)
+    position = axis % (x.ndim + 1)
+    classes = fnp.arange(num_classes, dtype=x.dtype).reshape(
+        (num_classes,) + (1,) * (x.ndim - position))
+    return (fnp.expand_dims(x, position) == classes).astype(dtype or dtypes.float32)
+
+
+def identity(x):
+    """``x`` itself (JAX's ``nn.identity``).
+
+    >>> identity(fnp.array([1.0])).tolist()
+    [1.0]
+    """
+    return fnp.asarray(x)
+
+
+def standardize(x, axis=-1, mean=None, variance=None, epsilon: float = 1e-5, where=None, *,
+                algorithm: str = "fast"):
+    """``(x - mean) / sqrt(variance + epsilon)`` over ``axis`` (JAX's ``nn.standardize``).
+
+    ``algorithm='fast'`` takes the variance as ``E[x^2] - E[x]^2`` (JAX's default);
+    ``'stable'`` as ``E[(x - E[x])^2]``. ``mean``/``variance`` may be given (broadcastable).
+
+    >>> standardize(fnp.array([1.0, 3.0])).tolist()
+    [-0.9999949932098389, 0.9999949932098389]
+    """
+    x = fnp.asarray(x)
+    if algorithm not in ("fast", "stable"):
+        raise FlamefxValueError(f"standardize: algorithm must be 'fast' or 'stable', got "
+                                f"{algorithm!r}")
+    if mean is None:
+        mean = _mean(x, axis, where)
+    if variance is None:
+        if algorithm == "fast":
+            variance = _mean(fnp.square(x), axis, where) - fnp.square(mean)
+        else:
+            variance = _mean(fnp.square(x - mean), axis, where)
+    return (x - fnp.asarray(mean)) * elementwise.rsqrt(fnp.asarray(variance + epsilon,
+                                                                   dtype=x.dtype))
+
+
+def _mean(x, axis, where):
+    """The mean over ``axis`` (kept) of the entries ``where`` selects (all if None)."""
+    if where is None:
+        return fnp.mean(x, axis, keepdims=True)
+    where = fnp.broadcast_to(fnp.asarray(where, dtype=bool), x.shape)
+    total = fnp.sum(fnp.where(where, x, fnp.zeros_like(x)), axis, keepdims=True)
+    return total / fnp.sum(where.astype(x.dtype), axis, keepdims=True)
+
+
+def normalize(x, axis=-1, mean=None, variance=None, epsilon: float = 1e-5, where=None):
+    """Deprecated alias of ``standardize`` (as in JAX).
+
+    >>> normalize(fnp.array([1.0, 3.0]))[1] > 0.99
+    Array(True, dtype=bool)
+    """
+    return standardize(x, axis, mean, variance, epsilon, where)
+
+
+def glu(x, axis: int = -1):
+    """Gated linear unit: the first half of ``axis`` times the sigmoid of the second half.
+
+    >>> glu(fnp.array([2.0, 0.0])).tolist()
+    [1.0]
+    """
+    x = fnp.asarray(x)
+    size = x.shape[axis]
+    if size % 2:
+        raise FlamefxValueError(f"glu: axis {axis} of shape {tuple(x.shape)} has odd size "
+                                f"{size}; it must split into two halves")
+    first, second = fnp.split(x, 2, axis=axis)
+    return first * sigmoid(second)
+
+
+def hard_tanh(x):
+    """``x`` clipped to ``[-1, 1]``.
+
+    >>> hard_tanh(fnp.array([-2.0, 0.5, 2.0])).tolist()
+    [-1.0, 0.5, 1.0]
+    """
+    return fnp.where(x > 1, fnp.ones_like(x), fnp.where(x < -1, -fnp.ones_like(x), x))
+
+
+def hard_sigmoid(x):
+    """``relu6(x + 3) / 6``, a piecewise-linear sigmoid.
+
+    >>> hard_sigmoid(fnp.array([-4.0, 0.0, 4.0])).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    return relu6(x + 3.0) / 6.0
+
+
+def hard_silu(x):
+    """``x * hard_sigmoid(x)`` (also called hard_swish).
+
+    >>> hard_silu(fnp.array([-4.0, 0.0, 4.0])).tolist()
+    [-0.0, 0.0, 4.0]
+    """
+    return x * hard_sigmoid(x)
+
+
+hard_swish = hard_silu
+
+
+def mish(x):
+    """``x * tanh(softplus(x))``.
+
+    >>> round(float(mish(fnp.array(1.0))), 4)
+    0.8651
+    """
+    return x * elementwise.tanh(softplus(x))
+
+
+def soft_sign(x):
+    """``x / (|x| + 1)``.
+
+    >>> soft_sign(fnp.array([-3.0, 1.0])).tolist()
+    [-0.75, 0.5]
+    """
+    return x / (fnp.abs(x) + 1)
+
+
+def squareplus(x, b=4):
+    """``(x + sqrt(x^2 + b)) / 2``, a smooth ReLU.
+
+    >>> squareplus(fnp.array([0.0])).tolist()
+    [1.0]
+    """
+    return (x + fnp.sqrt(fnp.square(x) + b)) / 2
+
+
+def sparse_plus(x):
+    """0 for ``x <= -1``, ``(x + 1)^2 / 4`` between, ``x`` for ``x >= 1``.
+
+    >>> sparse_plus(fnp.array([-2.0, 0.0, 2.0])).tolist()
+    [0.0, 0.25, 2.0]
+    """
+    middle = fnp.square(fnp.clip(x, -1.0, 1.0) + 1) / 4
+    return fnp.where(x <= -1, fnp.zeros_like(x), fnp.where(x >= 1, x, middle))
+
+
+def sparse_sigmoid(x):
+    """The derivative of ``sparse_plus``: 0, ``(x + 1) / 2``, 1.
+
+    >>> sparse_sigmoid(fnp.array([-2.0, 0.0, 2.0])).tolist()
+    [0.0, 0.5, 1.0]
+    """
+    return 0.5 * fnp.clip(x + 1.0, 0.0, 2.0)
+
+
+def log1mexp(x):
+    """``log(1 - exp(-x))`` for ``x > 0``, accurate for small and large ``x`` (JAX's
+    ``nn.log1mexp``).
+
+    >>> round(float(log1mexp(fnp.array(1.0))), 4)
+    -0.4587
+    """
+    # Mächler (2012): log(-expm1(-x)) near 0, log1p(-exp(-x)) beyond log 2.
+    x = fnp.asarray(x)
+    small = fnp.log(-fnp.expm1(-fnp.minimum(x, math.log(2))))
+    large = fnp.log1p(-fnp.exp(-fnp.maximum(x, math.log(2))))
+    return fnp.where(x > math.log(2), large, small)
