@@ -31,6 +31,8 @@ from flamefx.devices import default_backend, device_count, local_device_count, l
 from flamefx.primitives.callbacks import pure_callback
 from flamefx.shapes import ShapeDtypeStruct, ensure_compile_time_eval, eval_shape, named_scope
 from flamefx import debug, experimental, tree  # noqa: F401
+from flamefx import ad_checkpoint  # noqa: F401
+from flamefx.ad_checkpoint import checkpoint_policies
 
 __version__ = "0.1.0"
 
@@ -44,5 +46,5 @@ __all__ = [
     "vjp", "vmap", "pmap",
     "ShapeDtypeStruct", "debug", "default_backend", "device_count", "ensure_compile_time_eval",
     "eval_shape", "experimental", "local_device_count", "local_devices", "named_scope",
-    "pure_callback", "tree",
+    "pure_callback", "tree", "ad_checkpoint", "checkpoint_policies",
 ]

@@ -34,7 +34,8 @@ class Sample:
 
 FAMILIES = ("elementwise", "reductions", "structural", "indexing", "linalg", "nn_ops",
             "random_ops", "control_flow", "collectives", "transforms", "special", "sorting",
-            "factorizations", "fft", "windowed", "callbacks")
+            "factorizations", "fft", "windowed", "callbacks",
+            "checkpointing")
 
 
 def all_samples() -> dict[str, list[Sample]]:

@@ -1,5 +1,4 @@
-"""Samples for the host-callback primitives (debug_callback, pure_callback, io_callback)
-and checkpoint_name (the identity that names a value for checkpoint policies)."""
+"""Samples for the host-callback primitives (debug_callback, pure_callback, io_callback)."""
 
 import numpy as np
 
