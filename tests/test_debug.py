@@ -229,3 +229,22 @@ def test_named_scope_and_devices():
     assert flamefx.device_count() == len(flamefx.devices()) == flamefx.local_device_count()
     assert flamefx.local_devices() == flamefx.devices()
     assert flamefx.default_backend() == flamefx.default_device().platform
+
+
+@pytest.mark.parametrize("jitted", [False, True])
+def test_print_under_grad_of_loops_and_cond_prints_the_forward_only(capsys, jitted):
+    def scanned(x):
+        return lax.scan(_scan_body, x, fnp.arange(2.0))[0]
+
+    def branch(x):
+        flamefx.debug.print("branch {}", x)
+        return fnp.sin(x)
+
+    def conditional(x):
+        return lax.cond(x > 0, branch, lambda x: x, x)
+
+    wrap = flamefx.jit if jitted else (lambda f: f)
+    assert float(wrap(flamefx.grad(scanned))(1.0)) == 1.0
+    np.testing.assert_allclose(wrap(flamefx.grad(conditional))(1.0), np.cos(1.0), rtol=1e-6)
+    # JAX's output: the backward passes' recomputations do not print
+    assert _lines(capsys) == ["c=1.0 x=0.0", "c=1.0 x=1.0", "branch 1.0"]

@@ -502,10 +502,12 @@ def _scan_vjp(cts, primals, outs, *, jaxpr, num_consts, num_carry, length, rever
     if not (diff_consts or diff_carry or diff_xs):
         return result
 
-    from flamefx.transforms.passes import eliminate_dead_code
+    from flamefx.transforms.passes import eliminate_dead_code, without_debug_callbacks
     carry_in = jaxpr.invars[num_consts:num_consts + num_carry]
-    saving = eliminate_dead_code(
-        Jaxpr([], jaxpr.invars, jaxpr.outvars[:num_carry] + carry_in, jaxpr.eqns))
+    # The forward scan printed already: the saving pass (and the backward steps, see
+    # call.vjp_of_jaxpr) recompute without the body's debug prints, as in JAX.
+    saving = eliminate_dead_code(without_debug_callbacks(
+        Jaxpr([], jaxpr.invars, jaxpr.outvars[:num_carry] + carry_in, jaxpr.eqns)))
     saved = core.bind_list(scan_p, *consts, *init, *xs, jaxpr=saving, num_consts=num_consts,
                            num_carry=num_carry, length=length, reverse=reverse)[num_carry:]
 

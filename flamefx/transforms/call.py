@@ -51,8 +51,11 @@ def jvp_of_jaxpr(jaxpr: Jaxpr, primals, tangents) -> tuple[list, list]:
 
 
 def vjp_of_jaxpr(jaxpr: Jaxpr, primals, cts) -> list:
-    """Reverse mode through a jaxpr, recomputing its forward pass from ``primals``."""
+    """Reverse mode through a jaxpr, recomputing its forward pass from ``primals`` (without
+    its debug prints: they showed when the forward pass ran, as in JAX)."""
     from flamefx.transforms.ad import vjp, zeros_like
+    from flamefx.transforms.passes import without_debug_callbacks
+    jaxpr = without_debug_callbacks(jaxpr)
     outs, pullback = vjp(lambda *xs: eval_jaxpr(jaxpr, [], *xs), *primals)
     cts = [zeros_like(o) if c is None else c for o, c in zip(outs, cts)]
     return list(pullback(cts))
