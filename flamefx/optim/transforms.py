@@ -22,6 +22,7 @@ from flamefx.optim.base import (
     ScalarOrSchedule,
     compute_dtype,
     global_norm,
+    identity,
     zeros_count,
 )
 from flamefx.optim.wrappers import masked
@@ -73,12 +74,15 @@ def scale_by_schedule(step_size_fn: Callable) -> GradientTransformation:
     return GradientTransformation(init, update)
 
 
-def scale_by_learning_rate(learning_rate: ScalarOrSchedule, *,
+def scale_by_learning_rate(learning_rate: ScalarOrSchedule | None, *,
                            flip_sign: bool = True) -> GradientTransformation:
-    """Scales by ``-learning_rate`` (a float, or a schedule of the step count).
+    """Scales by ``-learning_rate`` (a float, or a schedule of the step count); ``None``
+    gives the identity (as optax).
 
     >>> opt = scale_by_learning_rate(1e-3)
     """
+    if learning_rate is None:
+        return identity()
     sign = -1.0 if flip_sign else 1.0
     if callable(learning_rate):
         return scale_by_schedule(lambda count: sign * learning_rate(count))
@@ -117,20 +121,27 @@ class ScaleByAdamState(NamedTuple):
     nu: Any  # second moment
 
 
-def _bias_corrections(decays: tuple, count, tree) -> dict:
+def bias_corrections(decays: tuple, count, tree, next_count: bool = False) -> dict:
     """``1 - decay ** count`` for each decay, per float dtype the tree's leaves compute in;
-    computed once for the whole tree, before any leaf's work."""
+    computed once for the whole tree, before any leaf's work. With ``next_count``, the last
+    decay is raised to ``count + 1`` instead (Nesterov's look-ahead correction)."""
     out = {}
     for leaf in tree_util.tree_leaves(tree):
         dtype = compute_dtype(leaf)
         if dtype not in out:
-            out[dtype] = tuple(1 - d ** count.astype(dtype) for d in decays)
+            powers = [count.astype(dtype)] * len(decays)
+            if next_count:
+                powers[-1] = (count + 1).astype(dtype)
+            out[dtype] = tuple(1 - d ** n for d, n in zip(decays, powers))
     return out
 
 
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-                  eps_root: float = 0.0) -> GradientTransformation:
+                  eps_root: float = 0.0, *, nesterov: bool = False) -> GradientTransformation:
     """Adam's scaling: bias-corrected ``mu / (sqrt(nu + eps_root) + eps)``.
+
+    ``nesterov``: NAdam's look-ahead first moment (as optax), ``b1 * mu_hat' + (1 - b1) *
+    g_hat`` with ``mu`` corrected for the next step and ``g`` for this one.
 
     >>> opt = scale_by_adam(b1=0.9, b2=0.98)
     """
@@ -140,7 +151,8 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
 
     def update(updates, state, params=None):
         count = state.count + 1
-        corrections = _bias_corrections((b1, b2), count, updates)
+        decays = (b1, b2, b1) if nesterov else (b1, b2)
+        corrections = bias_corrections(decays, count, updates, next_count=nesterov)
         leaves, treedef = tree_util.tree_flatten(updates)
         mus = tree_util.flatten_up_to(treedef, state.mu, "scale_by_adam")
         nus = tree_util.flatten_up_to(treedef, state.nu, "scale_by_adam")
@@ -149,8 +161,9 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         for g, m, v in zip(leaves, mus, nus):
             m = b1 * m + (1 - b1) * g
             v = b2 * v + (1 - b2) * fnp.square(g)
-            c1, c2 = corrections[compute_dtype(m)]
-            out.append((m / c1) / (fnp.sqrt(v / c2 + eps_root) + eps))
+            c1, c2, *c1_next = corrections[compute_dtype(m)]
+            m_hat = b1 * (m / c1_next[0]) + (1 - b1) * (g / c1) if nesterov else m / c1
+            out.append(m_hat / (fnp.sqrt(v / c2 + eps_root) + eps))
             new_mu.append(m)
             new_nu.append(v)
         unflatten = tree_util.tree_unflatten
