@@ -112,6 +112,13 @@ def test_disable_jit_by_jax_name_runs_the_python_body():
     assert len(calls) == 2
 
 
+def test_log_compiles_by_jax_name(caplog):
+    f = flamefx.jit(lambda x: x * 3.0)
+    with config.override("jax_log_compiles", True), caplog.at_level("WARNING", "flamefx.jit"):
+        f(fnp.ones(2))
+    assert "Compiling <lambda>" in caplog.text
+
+
 def test_numpy_rank_promotion_allow_warn_raise():
     a, b = fnp.ones((2, 3)), fnp.ones(3)
     assert (a + b).shape == (2, 3)  # allow: NumPy's rule

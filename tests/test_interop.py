@@ -106,6 +106,16 @@ def test_numpy_64_bit_data_becomes_32_bit_unless_x64(x64):
     assert flamefx.jit(lambda v: v)(kept).dtype == np.float64
 
 
+def test_array_likes_read_as_numpy_take_jax_dtypes():
+    class Frame:  # what pandas frames and other array-likes look like to flamefx
+        def __array__(self, dtype=None, copy=None):
+            return np.arange(6.0).reshape(2, 3)
+
+    assert fnp.asarray(Frame()).dtype == np.float32
+    assert (fnp.ones(3) + Frame()).dtype == np.float32
+    assert fnp.asarray(Frame()).tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+
+
 def test_numpy_operands_of_flamefx_ops_take_jax_dtypes(x64):
     # Values and dtypes taken from JAX 0.10 (x64 off): f32 @ np_f64 is f32, and NumPy
     # scalars are strongly typed 32-bit values (bf16 * np.float64 -> f32, int8 * np.int64

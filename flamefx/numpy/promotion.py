@@ -49,8 +49,8 @@ def _typed(x) -> tuple[np.dtype, bool]:
         return dtypes.dtype_of_python_scalar(x), True
     if isinstance(x, (np.ndarray, np.generic)):
         return dtypes.canonicalize_dtype(dtypes.canonicalize(x.dtype)), False
-    if isinstance(x, (list, tuple)):
-        return _typed(as_operand(x))
+    if isinstance(x, (list, tuple)) or (hasattr(x, "__array__") and not isinstance(x, type)):
+        return _typed(as_operand(x))  # lists and array-likes (pandas frames) read as arrays
     return dtypes.canonicalize(x), False
 
 
