@@ -65,6 +65,9 @@ def _compile(jaxpr: Jaxpr, device: Device):
         if passes.calls_host(jaxpr):  # a graph replay would skip the Python callbacks
             exe.graph_eligible = False
         return exe
+    from flamefx.kernels import cpu_plan
+    if cpu_plan.ENABLED:  # bound NumPy calls; FLAMEFX_CPU_PLAN=plain forces the interpreter
+        return cpu_plan.CpuPlan(jaxpr)
     return executor.CpuExecutable(jaxpr)
 
 

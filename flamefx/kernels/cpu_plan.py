@@ -1,0 +1,526 @@
+"""CPU plans: jit's optimized jaxpr compiled once into a flat list of bound NumPy calls.
+
+``CpuExecutable`` (executor.py) interprets: per equation it looks the impl up, unpacks the
+params, runs the impl (elementwise ones inside their own ``np.errstate``), checks the
+result's type and dtype. On small graphs that overhead (about 5 us an equation) is the
+whole cost. A ``CpuPlan`` decides all of it at compile time instead:
+
+- elementwise equations (float, and the integer ops whose NumPy ufunc is exact) become
+  one ufunc call with ``out=``; ``select_n`` and float casts become ``np.copyto``;
+  ``dot_general`` of matrices (or batches of them) becomes ``np.matmul(..., out=)``;
+  ``reduce_sum``/``reduce_max``/``reduce_min`` of floats a ufunc reduction with ``out=``;
+- a ``broadcast_in_dim`` read only by such calls is not materialized: NumPy broadcasting
+  reads its operand directly (a reshaped view when its axes are not the trailing ones);
+- every other equation (``FALLBACK``) runs its primitive's NumPy impl, as before;
+- the results of those calls land in buffers allocated once per plan and reused by
+  values whose lifetimes do not overlap. A value the caller can see (an output, or what a
+  callback or sub-program is handed) and every value that may be a view of it get fresh
+  memory on every call; arguments are never written;
+- one ``np.errstate`` covers the call; OpenBLAS runs one thread for products below
+  ``BLAS_PARALLEL_FLOPS`` (its threads spin-wait: with another process on one of two
+  cores, a small product's time jumped 10-20x), its own setting for larger ones.
+
+A plan re-entered while it runs (a callback calling the same jitted function, or two
+threads) runs the plain executable for that call, so its buffers are never shared. Set
+``FLAMEFX_CPU_PLAN=plain`` (or ``cpu_plan.ENABLED = False`` before compiling) to compile
+the plain executable instead.
+
+>>> import flamefx, flamefx.numpy as fnp
+>>> closed = flamefx.make_jaxpr(lambda x: x * 2.0 + 1.0)(fnp.ones(3))
+>>> CpuPlan(closed.jaxpr)([np.ones(3, np.float32)])[0].tolist()
+[3.0, 3.0, 3.0]
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+
+import numpy as np
+
+from flamefx.jaxpr import ClosedJaxpr, Jaxpr, Literal, Var
+
+ENABLED = os.environ.get("FLAMEFX_CPU_PLAN", "fast") != "plain"
+
+# Products of at least this many flops keep OpenBLAS's own thread count; smaller ones run
+# on one thread (see the module docstring; benchmarks/RESULTS.md, "CPU", has the figures).
+BLAS_PARALLEL_FLOPS = 2**26
+
+_FLOATS = frozenset(np.dtype(t) for t in (np.float32, np.float64))
+_INTS = frozenset(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                        np.uint16, np.uint32, np.uint64))
+_BOOL = np.dtype(np.bool_)
+
+# Ufuncs exact for floats; "ints" also for integers (wrapping as lax's ops do).
+_UFUNCS = {
+    "add": (np.add, True), "sub": (np.subtract, True), "mul": (np.multiply, True),
+    "div": (np.divide, False), "max": (np.maximum, True), "min": (np.minimum, True),
+    "neg": (np.negative, True), "exp": (np.exp, False), "log": (np.log, False),
+    "tanh": (np.tanh, False), "sqrt": (np.sqrt, False), "sin": (np.sin, False),
+    "cos": (np.cos, False), "log1p": (np.log1p, False), "abs": (np.absolute, True),
+    "square": (np.square, True), "pow": (np.power, False), "floor": (np.floor, False),
+    "ceil": (np.ceil, False), "is_finite": (np.isfinite, False),
+    "eq": (np.equal, True), "ne": (np.not_equal, True), "lt": (np.less, True),
+    "le": (np.less_equal, True), "gt": (np.greater, True), "ge": (np.greater_equal, True),
+}
+_REDUCTIONS = {"reduce_sum": np.add, "reduce_max": np.maximum, "reduce_min": np.minimum}
+# Kinds whose calls broadcast their operands as NumPy does (so may read a broadcast's
+# operand in place of the broadcast).
+_BROADCASTING = frozenset({"ufunc", "select", "convert"})
+
+
+# --- which calls an equation becomes -------------------------------------------------------------
+
+
+def _dtypes(atoms):
+    return [a.aval.dtype for a in atoms]
+
+
+def kind_of(eqn) -> str:
+    """The call ``eqn`` becomes in a plan: 'ufunc', 'select', 'convert', 'matmul',
+    'reduce', 'broadcast' or 'fallback' (its primitive's impl)."""
+    name, ins, outs = eqn.prim.name, eqn.invars, eqn.outvars
+    if len(outs) != 1:
+        return "fallback"
+    out = outs[0].aval.dtype
+    if name in _UFUNCS:
+        ints_ok = _UFUNCS[name][1]
+        allowed = _FLOATS | _INTS if ints_ok else _FLOATS
+        if all(d in allowed for d in _dtypes(ins)) and (out in allowed or out == _BOOL) \
+                and len(set(_dtypes(ins))) == 1:
+            return "ufunc"
+        return "fallback"
+    if name == "select_n":
+        if len(ins) == 3 and ins[0].aval.dtype == _BOOL and \
+                all(d in _FLOATS | _INTS for d in _dtypes(ins[1:])):
+            return "select"
+        return "fallback"
+    if name == "convert_element_type":
+        # Exact casts only (float->int rounds and saturates in lax, not in NumPy).
+        src = ins[0].aval.dtype
+        if out in _FLOATS and (src in _FLOATS or src in _INTS or src == _BOOL):
+            return "convert"
+        return "fallback"
+    if name == "dot_general" and _matmul_layout(eqn) is not None:
+        return "matmul"
+    if name in _REDUCTIONS and ins[0].aval.dtype in _FLOATS and out == ins[0].aval.dtype:
+        return "reduce"
+    if name == "broadcast_in_dim" and len(ins) == 1 and \
+            list(eqn.params["broadcast_dimensions"]) == sorted(eqn.params["broadcast_dimensions"]):
+        return "broadcast"
+    return "fallback"
+
+
+def _matmul_layout(eqn):
+    """(transpose lhs, transpose rhs) when ``eqn`` is np.matmul of (views of) its operands:
+    matrices or vectors, or one leading batch axis; None otherwise."""
+    lhs, rhs = eqn.invars
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    dt = lhs.aval.dtype
+    preferred = eqn.params.get("preferred_element_type")
+    if dt not in _FLOATS or rhs.aval.dtype != dt or eqn.outvars[0].aval.dtype != dt or \
+            (preferred is not None and np.dtype(preferred) != dt):
+        return None
+    if len(lc) != 1 or len(rc) != 1:
+        return None
+    ln, rn = lhs.aval.ndim, rhs.aval.ndim
+    if tuple(lb) == () and tuple(rb) == () and ln <= 2 and rn <= 2:
+        if ln == 1 and rn == 1:
+            return None  # a dot of vectors: np.matmul gives a 0-d result without out=
+        return (ln == 2 and lc[0] == 0), (rn == 2 and rc[0] == 1)
+    if tuple(lb) == (0,) and tuple(rb) == (0,) and ln == 3 and rn == 3:
+        return lc[0] == 1, rc[0] == 2
+    return None
+
+
+def _expanded_shape(eqn):
+    """The broadcast's operand shape with 1s where it gains axes: what NumPy broadcasts."""
+    shape = [1] * len(eqn.params["shape"])
+    for size, d in zip(eqn.invars[0].aval.shape, eqn.params["broadcast_dimensions"]):
+        shape[d] = size
+    return tuple(shape)
+
+
+def _has_subprogram(eqn) -> bool:
+    for value in eqn.params.values():
+        for sub in (value if isinstance(value, (tuple, list)) else (value,)):
+            if isinstance(sub, (Jaxpr, ClosedJaxpr)) or hasattr(sub, "jaxpr"):
+                return True
+    return False
+
+
+def _hands_out_inputs(eqn) -> bool:
+    """Whether ``eqn``'s impl may keep its inputs beyond the call: a Python callback (it
+    may store them) or a sub-program (its own executable may)."""
+    return "callback" in eqn.prim.name or _has_subprogram(eqn)
+
+
+# --- OpenBLAS's thread count -----------------------------------------------------------------------
+
+
+class _BlasThreads:
+    """openblas_get/set_num_threads of the OpenBLAS NumPy runs on (through threadpoolctl's
+    discovery of it; ``available`` is False without threadpoolctl or OpenBLAS)."""
+
+    def __init__(self):
+        self.get = self.set = None
+        try:
+            from threadpoolctl import ThreadpoolController
+            blas = [c for c in ThreadpoolController().lib_controllers
+                    if c.internal_api == "openblas" and "numpy" in c.filepath]
+        except Exception:  # noqa: BLE001  (no threadpoolctl: OpenBLAS keeps its setting)
+            blas = []
+        if blas:
+            lib = ctypes.CDLL(blas[0].filepath)
+            for prefix in ("", "scipy_"):
+                for suffix in ("", "64_", "_64"):
+                    if hasattr(lib, f"{prefix}openblas_get_num_threads{suffix}"):
+                        self.get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
+                        self.set = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
+                        self.set.argtypes = [ctypes.c_int]
+                        break
+                if self.get is not None:
+                    break
+        self.available = self.get is not None
+        self.default = self.get() if self.available else None  # before any plan set it
+
+
+_blas = None
+
+
+def blas_threads() -> _BlasThreads:
+    global _blas
+    if _blas is None:
+        _blas = _BlasThreads()
+    return _blas
+
+
+# --- the plan ------------------------------------------------------------------------------------
+
+
+class CpuPlan:
+    """Runs a (hoisted, const-free) jaxpr as a list of bound NumPy calls (module docstring).
+
+    ``kinds`` gives each equation's call kind (``kind_of``); ``buffers`` the number of
+    reusable buffers the plan owns.
+    """
+
+    platform = "cpu"
+
+    def __init__(self, jaxpr: Jaxpr):
+        if jaxpr.constvars:
+            raise ValueError("CpuPlan takes a jaxpr with its constants hoisted to invars")
+        self.jaxpr = jaxpr
+        self._plain = None
+        self._lock = threading.Lock()
+        self.kinds = [kind_of(e) for e in jaxpr.eqns]
+        self._elide_broadcasts()
+        self._build()
+
+    @property
+    def kernel_count(self) -> int:
+        return len(self.steps)
+
+    # -- compile --
+
+    def _elide_broadcasts(self):
+        """Marks broadcasts read only by broadcasting calls: those read the operand."""
+        readers: dict[int, set[str]] = {}
+        for eqn, kind in zip(self.jaxpr.eqns, self.kinds):
+            for v in eqn.invars:
+                if isinstance(v, Var):
+                    readers.setdefault(v.id, set()).add(kind)
+        outs = {v.id for v in self.jaxpr.outvars if isinstance(v, Var)}
+        self.elided: dict[int, tuple] = {}  # var id -> (source atom, expanded shape or None)
+        for k, eqn in enumerate(self.jaxpr.eqns):
+            if self.kinds[k] != "broadcast":
+                continue
+            out = eqn.outvars[0]
+            if out.id in outs or not readers.get(out.id, {"none"}) <= _BROADCASTING:
+                self.kinds[k] = "fallback"
+                continue
+            src = eqn.invars[0]
+            expanded = _expanded_shape(eqn)
+            trailing = expanded[len(expanded) - src.aval.ndim:] == tuple(src.aval.shape) \
+                and all(s == 1 for s in expanded[:len(expanded) - src.aval.ndim])
+            self.elided[out.id] = (src, None if trailing else expanded)
+            self.kinds[k] = "elided"
+
+    def _build(self):
+        jaxpr = self.jaxpr
+        self.index: dict[int, int] = {}
+        self.template: list = []
+        self.in_slots = [self._slot(v) for v in jaxpr.invars]
+        # The atoms each equation reads (an elided broadcast's operand instead of it).
+        eqn_ins = []
+        views: dict[int, tuple] = {}  # slot -> (source slot, shape): reshaped operands
+        for eqn, kind in zip(jaxpr.eqns, self.kinds):
+            ins = []
+            for v in eqn.invars:
+                if isinstance(v, Var) and v.id in self.elided:
+                    src, expanded = self.elided[v.id]
+                    if isinstance(src, Literal):
+                        value = np.asarray(_literal(src), dtype=src.aval.dtype)
+                        ins.append(self._const(value if expanded is None
+                                               else value.reshape(expanded)))
+                    elif expanded is None:
+                        ins.append(self._slot(src))
+                    else:
+                        s = self._slot(v)
+                        views[s] = (self._slot(src), expanded)
+                        ins.append(s)
+                else:
+                    ins.append(self._slot(v) if isinstance(v, Var) else self._literal_slot(v))
+            eqn_ins.append(ins)
+        out_slots = [self._slot(v) if isinstance(v, Var) else self._literal_slot(v)
+                     for v in jaxpr.outvars]
+        self.out_slots = out_slots
+        buffers = self._assign_buffers(eqn_ins, views)
+        self.steps = []
+        self.n_buffers = len({id(b) for b in buffers.values()})
+        self.uses_blas = False
+        made_views = set()
+        for k, (eqn, kind) in enumerate(zip(jaxpr.eqns, self.kinds)):
+            if kind == "elided":
+                continue
+            ins = eqn_ins[k]
+            for s in ins:  # reshaped broadcast operands: made right before first read
+                if s in views and s not in made_views:
+                    made_views.add(s)
+                    self.steps.append(_view_step(views[s][0], s, views[s][1]))
+            outs = [self._slot(v) for v in eqn.outvars]
+            self.steps.append(self._step(eqn, kind, ins, outs,
+                                         buffers.get(outs[0]) if outs else None))
+        self.out_slots = [self._slot(v) if isinstance(v, Var) else out_slots[i]
+                          for i, v in enumerate(jaxpr.outvars)]
+        self.step_fns = tuple(self.steps)
+
+    def _slot(self, v: Var) -> int:
+        s = self.index.get(v.id)
+        if s is None:
+            s = self.index[v.id] = len(self.template)
+            self.template.append(None)
+        return s
+
+    def _const(self, value) -> int:
+        self.template.append(value)
+        return len(self.template) - 1
+
+    def _literal_slot(self, v: Literal) -> int:
+        return self._const(np.asarray(_literal(v), dtype=v.aval.dtype))
+
+    def _assign_buffers(self, eqn_ins, views) -> dict[int, np.ndarray]:
+        """Output slot -> a buffer the plan owns, for the calls whose results nothing
+        outside the call can see; values sharing a buffer never live at once."""
+        jaxpr = self.jaxpr
+        # The slots each slot's memory may belong to (views and impls alias their inputs).
+        roots: dict[int, set[int]] = {s: set() for s in self.in_slots}
+        escaping: set[int] = set()
+        last_read: dict[int, int] = {}
+        for k, (eqn, kind) in enumerate(zip(jaxpr.eqns, self.kinds)):
+            if kind == "elided":
+                continue
+            ins = eqn_ins[k]
+            read = set()
+            for s in ins:
+                if s in views:
+                    roots.setdefault(s, roots.get(views[s][0], set()))
+                read |= roots.get(s, set())
+            for r in read:
+                last_read[r] = k
+            outs = [self._slot(v) for v in eqn.outvars]
+            for s in outs:
+                roots[s] = {s} | (read if kind == "fallback" else set())
+            if kind == "fallback" and _hands_out_inputs(eqn):
+                escaping |= read
+        for v in jaxpr.outvars:
+            if isinstance(v, Var):
+                escaping |= roots.get(self._slot(v), set())
+        buffers: dict[int, np.ndarray] = {}
+        free: dict[tuple, list] = {}
+        releases: dict[int, list[int]] = {}
+        for r, k in last_read.items():
+            releases.setdefault(k, []).append(r)
+        for k, (eqn, kind) in enumerate(zip(jaxpr.eqns, self.kinds)):
+            if kind not in ("elided", "fallback"):
+                s = self._slot(eqn.outvars[0])
+                if s not in escaping:
+                    aval = eqn.outvars[0].aval
+                    key = (aval.shape, aval.dtype)
+                    pool = free.get(key)
+                    buffers[s] = pool.pop() if pool else np.empty(aval.shape, aval.dtype)
+                    if s not in last_read:  # never read: its buffer is free again at once
+                        free.setdefault(key, []).append(buffers[s])
+            for r in releases.get(k, ()):
+                if r in buffers:
+                    b = buffers[r]
+                    free.setdefault((b.shape, b.dtype), []).append(b)
+        return buffers
+
+    def _step(self, eqn, kind, ins, outs, buffer):
+        if kind == "fallback":
+            return _fallback_step(eqn, ins, outs)
+        aval = eqn.outvars[0].aval
+        if kind == "ufunc":
+            return _ufunc_step(_UFUNCS[eqn.prim.name][0], ins, outs[0], buffer, aval)
+        if kind == "select":
+            return _select_step(ins, outs[0], buffer, aval)
+        if kind == "convert":
+            return _convert_step(ins[0], outs[0], buffer, aval)
+        if kind == "reduce":
+            return _reduce_step(_REDUCTIONS[eqn.prim.name], ins[0], outs[0], buffer, aval,
+                                tuple(eqn.params["axes"]))
+        # matmul
+        self.uses_blas = True
+        lhs = eqn.invars[0]
+        k_size = lhs.aval.shape[eqn.params["dimension_numbers"][0][0][0]]
+        flops = 2 * aval.size * k_size
+        return _matmul_step(ins, outs[0], buffer, aval, _matmul_layout(eqn),
+                            flops >= BLAS_PARALLEL_FLOPS)
+
+    # -- run --
+
+    def __call__(self, bufs, donated=()) -> list:
+        # Donation buys nothing here: arguments are never written, outputs are fresh.
+        if not self._lock.acquire(blocking=False):
+            return self.plain(bufs)  # re-entered: this call must not share our buffers
+        try:
+            env = self.template.copy()
+            for s, b in zip(self.in_slots, bufs):
+                env[s] = b
+            blas = blas_threads() if self.uses_blas else None
+            if blas is not None and blas.available:
+                previous = blas.get()
+                blas.set(1)
+                try:
+                    with np.errstate(all="ignore"):
+                        for step in self.step_fns:
+                            step(env)
+                finally:
+                    blas.set(previous)
+            else:
+                with np.errstate(all="ignore"):
+                    for step in self.step_fns:
+                        step(env)
+            return [env[s] for s in self.out_slots]
+        finally:
+            self._lock.release()
+
+    def plain(self, bufs) -> list:
+        """The call through the plain executable (every equation through its impl)."""
+        if self._plain is None:
+            from flamefx.kernels.executor import CpuExecutable
+            self._plain = CpuExecutable(self.jaxpr)
+        return self._plain(bufs)
+
+
+def _literal(v: Literal):
+    buf = v.val.buffer
+    return buf if isinstance(buf, np.ndarray) else buf.get()
+
+
+# --- the bound calls (each takes the slot list) ---------------------------------------------------
+
+
+def _ufunc_step(fn, ins, o, buffer, aval):
+    shape, dtype = aval.shape, aval.dtype
+    if len(ins) == 1:
+        (a,) = ins
+        if buffer is not None:
+            def step(env):
+                env[o] = fn(env[a], out=buffer)
+        else:
+            def step(env):
+                env[o] = fn(env[a], out=np.empty(shape, dtype))
+        return step
+    a, b = ins
+    if buffer is not None:
+        def step(env):
+            env[o] = fn(env[a], env[b], out=buffer)
+    else:
+        def step(env):
+            env[o] = fn(env[a], env[b], out=np.empty(shape, dtype))
+    return step
+
+
+def _select_step(ins, o, buffer, aval):
+    which, on_false, on_true = ins
+    shape, dtype = aval.shape, aval.dtype
+
+    def step(env):
+        out = np.empty(shape, dtype) if buffer is None else buffer
+        np.copyto(out, env[on_false])
+        np.copyto(out, env[on_true], where=env[which])
+        env[o] = out
+    return step
+
+
+def _convert_step(a, o, buffer, aval):
+    shape, dtype = aval.shape, aval.dtype
+
+    def step(env):
+        out = np.empty(shape, dtype) if buffer is None else buffer
+        np.copyto(out, env[a], casting="unsafe")
+        env[o] = out
+    return step
+
+
+def _reduce_step(fn, a, o, buffer, aval, axes):
+    shape, dtype = aval.shape, aval.dtype
+    initial = {np.maximum: -np.inf, np.minimum: np.inf}.get(fn, 0)
+
+    def step(env):
+        out = np.empty(shape, dtype) if buffer is None else buffer
+        env[o] = fn.reduce(env[a], axis=axes, out=out, initial=initial)
+    return step
+
+
+def _matmul_step(ins, o, buffer, aval, layout, parallel):
+    a, b = ins
+    ta, tb = layout
+    shape, dtype = aval.shape, aval.dtype
+
+    def operands(env):
+        x, y = env[a], env[b]
+        return (x.swapaxes(-1, -2) if ta else x), (y.swapaxes(-1, -2) if tb else y)
+
+    if parallel:  # large enough to gain from OpenBLAS's threads: its own setting
+        def step(env):
+            out = np.empty(shape, dtype) if buffer is None else buffer
+            blas = blas_threads()
+            x, y = operands(env)
+            if blas.available:
+                blas.set(blas.default)
+                try:
+                    env[o] = np.matmul(x, y, out=out)
+                finally:
+                    blas.set(1)
+            else:
+                env[o] = np.matmul(x, y, out=out)
+        return step
+
+    def step(env):
+        x, y = operands(env)
+        env[o] = np.matmul(x, y, out=np.empty(shape, dtype) if buffer is None else buffer)
+    return step
+
+
+def _fallback_step(eqn, ins, outs):
+    impl = eqn.prim.impl_for("cpu")
+    params = eqn.params
+    out_dtypes = [v.aval.dtype for v in eqn.outvars]
+
+    def step(env):
+        results = impl(*[env[s] for s in ins], **params)
+        for s, r, dt in zip(outs, results, out_dtypes):
+            if type(r) is not np.ndarray:
+                r = np.asarray(r)
+            env[s] = r if r.dtype == dt else r.astype(dt)
+    return step
+
+
+def _view_step(src, o, shape):
+    def step(env):
+        env[o] = env[src].reshape(shape)
+    return step

@@ -1,0 +1,237 @@
+"""jit's CPU plan (flamefx/kernels/cpu_plan.py) against the plain executable (every equation
+through its primitive's impl): C1-C6-like programs agree, buffers the plan reuses never
+reach the caller, arguments are never written, and what the fast calls cannot do falls back
+to the impl."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import flamefx
+import flamefx.numpy as fnp
+from flamefx import lax, nn
+from flamefx.kernels import cpu_plan
+from flamefx.kernels.executor import CpuExecutable
+
+
+def _both(fn, *args):
+    """``fn`` jitted twice, compiled as a plan and as the plain executable; the results of
+    calling each on ``args`` (as NumPy, pytrees flattened) and the plan itself."""
+    results = []
+    for enabled in (True, False):
+        previous, cpu_plan.ENABLED = cpu_plan.ENABLED, enabled
+        try:
+            out = flamefx.jit(fn)(*args)
+        finally:
+            cpu_plan.ENABLED = previous
+        results.append([np.asarray(x) for x in flamefx.tree_util.tree_leaves(out)])
+    return results
+
+
+def _assert_agree(fn, *args, rtol=1e-5, atol=1e-6):
+    fast, plain = _both(fn, *args)
+    assert len(fast) == len(plain)
+    for a, b in zip(fast, plain):
+        assert a.dtype == b.dtype and a.shape == b.shape
+        np.testing.assert_allclose(a, b, rtol=rtol, atol=atol)
+
+
+def _mlp(sizes, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(fnp.asarray(rng.normal(0, 1 / np.sqrt(a), (a, b)).astype(np.float32)),
+             fnp.asarray(rng.normal(0, 0.1, b).astype(np.float32)))
+            for a, b in zip(sizes[:-1], sizes[1:])]
+
+
+def _mlp_loss(params, x, y):
+    h = x
+    for i, (w, b) in enumerate(params):
+        h = h @ w + b
+        if i < len(params) - 1:
+            h = nn.relu(h)
+    return fnp.mean(nn.softmax_cross_entropy_with_integer_labels(h, y))
+
+
+def _data(n, dim, classes, seed=1):
+    rng = np.random.default_rng(seed)
+    return (fnp.asarray(rng.normal(size=(n, dim)).astype(np.float32)),
+            fnp.asarray(rng.integers(0, classes, n).astype(np.int32)))
+
+
+def test_adam_step_agrees():  # C1
+    from flamefx import optim
+    params = _mlp([8, 16, 16, 3])
+    x, y = _data(5, 8, 3)
+    opt = optim.adam(1e-2)
+
+    def step(params, state, x, y):
+        value, grads = flamefx.value_and_grad(_mlp_loss)(params, x, y)
+        updates, state = opt.update(grads, state, params)
+        return optim.apply_updates(params, updates), state, value
+
+    _assert_agree(step, params, opt.init(params), x, y)
+
+
+def test_tanh_matmul_grad_agrees():  # C2
+    rng = np.random.default_rng(2)
+    x = fnp.asarray(rng.normal(size=(6, 7)).astype(np.float32))
+    w = fnp.asarray(rng.normal(size=(7, 5)).astype(np.float32))
+    _assert_agree(flamefx.grad(lambda w, x: fnp.sum(fnp.tanh(x @ w))), w, x)
+
+
+def test_tiny_call_agrees_and_elides_broadcasts():  # C3
+    _assert_agree(lambda x: x * 2.0 + 1.0, fnp.arange(5.0))
+    closed = flamefx.make_jaxpr(lambda x: x * 2.0 + 1.0)(fnp.ones(5))
+    plan = cpu_plan.CpuPlan(closed.jaxpr)
+    assert plan.kinds.count("elided") == 2 and plan.kernel_count == 2
+
+
+def test_per_example_grads_agree():  # C5
+    params = _mlp([6, 8, 3])
+    x, y = _data(4, 6, 3)
+
+    def loss(params, x, y):
+        return _mlp_loss(params, x[None], y[None])
+
+    _assert_agree(flamefx.vmap(flamefx.grad(loss), in_axes=(None, 0, 0)), params, x, y)
+
+
+def test_scan_rnn_grad_agrees():  # C6
+    rng = np.random.default_rng(3)
+    wx, wh = (fnp.asarray(rng.normal(0, 0.5, s).astype(np.float32)) for s in [(3, 4), (4, 4)])
+    xs = fnp.asarray(rng.normal(size=(6, 2, 3)).astype(np.float32))
+
+    def loss(wx, wh, xs):
+        def cell(h, x):
+            h = fnp.tanh(x @ wx + h @ wh)
+            return h, h
+        _, hs = lax.scan(cell, fnp.zeros((2, 4)), xs)
+        return fnp.mean(hs * hs)
+
+    _assert_agree(flamefx.grad(loss, argnums=(0, 1)), wx, wh, xs)
+
+
+def test_products_of_every_layout_agree():
+    rng = np.random.default_rng(4)
+    a = fnp.asarray(rng.normal(size=(3, 4)).astype(np.float32))
+    b = fnp.asarray(rng.normal(size=(4, 5)).astype(np.float32))
+    batch_a = fnp.asarray(rng.normal(size=(2, 3, 4)).astype(np.float32))
+    batch_b = fnp.asarray(rng.normal(size=(2, 4, 5)).astype(np.float32))
+    v = fnp.asarray(rng.normal(size=(4,)).astype(np.float32))
+    _assert_agree(lambda a, b: (a @ b, a.T.T @ b, (b.T @ a.T).T, a @ v, v @ b), a, b)
+    _assert_agree(lambda x, y: (fnp.einsum("bij,bjk->bik", x, y),
+                                fnp.einsum("bji,bjk->bik", fnp.swapaxes(x, 1, 2), y),
+                                fnp.einsum("bij,bkj->bik", x, fnp.swapaxes(y, 1, 2))),
+                  batch_a, batch_b)
+
+
+def test_reductions_selects_casts_agree():
+    rng = np.random.default_rng(5)
+    x = fnp.asarray(rng.normal(size=(3, 4)).astype(np.float32))
+    mask = fnp.asarray(rng.random((3, 4)) > 0.5)
+
+    def f(x, mask):
+        return (fnp.sum(x, axis=0), fnp.max(x, axis=1), fnp.min(x), fnp.where(mask, x, -x),
+                mask.astype(fnp.float32) * x, x.astype(fnp.float64) if flamefx.config.read(
+                    "enable_x64") else x, fnp.maximum(x, 0.0) / (1.0 + fnp.exp(-x)))
+
+    _assert_agree(f, x, mask)
+
+
+def test_what_the_fast_calls_cannot_do_falls_back():
+    # Integer division rounds toward zero in lax (NumPy's floor_divide does not); float16
+    # computes in float32; both stay with their primitive's impl.
+    a = fnp.asarray(np.array([-7, 7, -8], np.int32))
+    b = fnp.asarray(np.array([2, -2, 3], np.int32))
+    closed = flamefx.make_jaxpr(lambda a, b: lax.div(a, b))(a, b)
+    plan = cpu_plan.CpuPlan(closed.jaxpr)
+    assert plan.kinds == ["fallback"]
+    assert plan([np.asarray(a), np.asarray(b)])[0].tolist() == [-3, -3, -2]
+    h = fnp.asarray(np.array([1.0, 2.0], np.float16))
+    closed = flamefx.make_jaxpr(lambda h: fnp.exp(h) + h)(h)
+    plan = cpu_plan.CpuPlan(closed.jaxpr)
+    assert set(plan.kinds) == {"fallback"}
+    out = plan([np.asarray(h)])[0]
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out, np.exp(np.float32([1, 2])) + [1, 2], rtol=1e-3)
+    # A fast call next to a fallback: the cumsum runs its impl between two ufuncs.
+    _assert_agree(lambda x: fnp.cumsum(x * 2.0) + 1.0, fnp.arange(6.0))
+    kinds = cpu_plan.CpuPlan(flamefx.make_jaxpr(
+        lambda x: fnp.cumsum(x * 2.0) + 1.0)(fnp.arange(6.0)).jaxpr).kinds
+    assert "fallback" in kinds and "ufunc" in kinds
+
+
+def test_outputs_are_fresh_and_arguments_untouched():
+    # The reshape (an impl returning a view) and the output itself: neither may be a buffer
+    # the plan writes again on the next call.
+    f = flamefx.jit(lambda x, w: ((fnp.tanh(x @ w) * 2.0).reshape(-1), fnp.sum(x * w.T)))
+    rng = np.random.default_rng(6)
+    x1, x2 = (rng.normal(size=(3, 4)).astype(np.float32) for _ in range(2))
+    w = rng.normal(size=(4, 3)).astype(np.float32)
+    saved = [x1.copy(), x2.copy(), w.copy()]
+    first = f(fnp.asarray(x1), fnp.asarray(w))
+    kept = [np.asarray(o).copy() for o in first]
+    second = f(fnp.asarray(x2), fnp.asarray(w))
+    for o, k in zip(first, kept):
+        np.testing.assert_array_equal(np.asarray(o), k)
+    assert not np.allclose(np.asarray(second[0]), kept[0])
+    for a, b in zip([x1, x2, w], saved):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_reused_buffers_never_alias_a_live_value():
+    # A long chain of same-shaped temporaries: the plan reuses a few buffers for all of them.
+    def chain(x):
+        y = x
+        for k in range(12):
+            y = fnp.sin(y) * (k + 1.0) + fnp.cos(x) * y
+        return y, y * x
+    x = fnp.asarray(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4))
+    _assert_agree(chain, x)
+    plan = cpu_plan.CpuPlan(flamefx.make_jaxpr(chain)(x).jaxpr)
+    assert 0 < plan.n_buffers <= 4
+
+
+def test_donated_and_plain_arguments_untouched():
+    f = flamefx.jit(lambda p, g: (p - 0.1 * g, g * 2.0), donate_argnums=0)
+    p = np.ones((4, 4), np.float32)
+    g = np.full((4, 4), 3.0, np.float32)
+    p_arr, g_arr = fnp.asarray(p), fnp.asarray(g)
+    new_p, twice = f(p_arr, g_arr)
+    np.testing.assert_allclose(np.asarray(new_p), 0.7, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(g_arr), g)
+    again, _ = f(new_p, g_arr)
+    np.testing.assert_allclose(np.asarray(again), 0.4, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(twice), 6.0)
+
+
+def test_reentered_plan_runs_the_plain_executable():
+    closed = flamefx.make_jaxpr(lambda x: fnp.exp(x) * 2.0)(fnp.ones(3))
+    plan = cpu_plan.CpuPlan(closed.jaxpr)
+    x = np.arange(3, dtype=np.float32)
+    with plan._lock:  # as if the plan were running already
+        busy = plan([x])[0]
+    assert isinstance(plan._plain, CpuExecutable)
+    np.testing.assert_allclose(busy, plan([x])[0])
+
+
+def test_plain_path_is_compiled_when_disabled():
+    previous, cpu_plan.ENABLED = cpu_plan.ENABLED, False
+    try:
+        f = flamefx.jit(lambda x: x + 1.0)
+        f(fnp.ones(2))
+        (entry,) = f._cache.values()
+        assert isinstance(entry.executable.run, CpuExecutable)
+    finally:
+        cpu_plan.ENABLED = previous
+
+
+def test_blas_thread_count_restored():
+    blas = cpu_plan.blas_threads()
+    if not blas.available:
+        pytest.skip("NumPy does not run OpenBLAS here")
+    before = blas.get()
+    f = flamefx.jit(lambda a, b: a @ b)
+    f(fnp.ones((4, 4)), fnp.ones((4, 4)))
+    assert blas.get() == before
