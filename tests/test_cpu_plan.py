@@ -235,3 +235,17 @@ def test_blas_thread_count_restored():
     f = flamefx.jit(lambda a, b: a @ b)
     f(fnp.ones((4, 4)), fnp.ones((4, 4)))
     assert blas.get() == before
+
+
+def test_select_blend_keeps_every_bit():
+    # NaN payloads, -0.0 and infinities pass through the bitwise blend unchanged; an int
+    # select and a scalar case (an elided broadcast) too.
+    x = np.array([np.nan, -0.0, np.inf, -np.inf, 1.5, -2.0], np.float32)
+    y = np.array([0.0, 3.0, np.nan, -0.0, np.inf, 7.0], np.float32)
+    m = np.array([True, True, False, True, False, False])
+    f = lambda m, x, y: (fnp.where(m, x, y), fnp.where(m, x, 0.0),  # noqa: E731
+                         fnp.where(m, (x > 0).astype(fnp.int32), 5))
+    fast, plain = _both(f, fnp.asarray(m), fnp.asarray(x), fnp.asarray(y))
+    for a, b in zip(fast, plain):
+        np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
+    np.testing.assert_array_equal(fast[0].view(np.uint32), np.where(m, x, y).view(np.uint32))

@@ -445,13 +445,22 @@ def _ufunc_step(fn, ins, o, buffer, aval):
 
 
 def _select_step(ins, o, buffer, aval):
+    """select_n(which, on_false, on_true) as a bitwise blend of the cases' bits: NumPy's
+    masked copies (np.where, copyto(where=)) branch per element and took 15-60x a ufunc's
+    time on a relu mask (128x256 float32); four integer ufuncs do not branch."""
     which, on_false, on_true = ins
     shape, dtype = aval.shape, aval.dtype
+    bits = np.dtype(f"i{dtype.itemsize}")
+    mask = np.empty(shape, bits)  # scratch: a plan runs one call at a time
 
     def step(env):
         out = np.empty(shape, dtype) if buffer is None else buffer
-        np.copyto(out, env[on_false])
-        np.copyto(out, env[on_true], where=env[which])
+        f, t, o_bits = env[on_false].view(bits), env[on_true].view(bits), out.view(bits)
+        np.copyto(mask, env[which], casting="unsafe")  # 0 or 1
+        np.negative(mask, out=mask)  # 0 or all ones
+        np.bitwise_xor(t, f, out=o_bits)
+        np.bitwise_and(o_bits, mask, out=o_bits)
+        np.bitwise_xor(o_bits, f, out=o_bits)
         env[o] = out
     return step
 
