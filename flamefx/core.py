@@ -161,7 +161,8 @@ class ArrayMethods:
         from flamefx.transfer import device_put
         return device_put(self, device)
     def reshape(self, *shape, order="C"):
-        if len(shape) == 1 and not isinstance(shape[0], int):
+        # One argument that is a sequence is the shape; a 0-d one (a traced n) is one dim.
+        if len(shape) == 1 and not isinstance(shape[0], int) and getattr(shape[0], "ndim", 1):
             shape = tuple(shape[0])
         return _numpy_api().reshape(self, shape, order=order)
     def transpose(self, *axes):

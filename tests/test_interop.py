@@ -173,4 +173,9 @@ def test_traced_shape_says_to_make_it_static():
     assert __file__ in str(e.value)
     with pytest.raises(flamefx.ConcretizationError, match=r"the shape \(2, Traced"):
         flamefx.jit(lambda n: fnp.ones((2, n)))(3)
+    for make in (lambda n: fnp.eye(n), lambda n: fnp.full(n, 1.0), lambda n: fnp.empty(n),
+                 lambda n: fnp.ones(6).reshape(n), lambda n: fnp.reshape(fnp.ones(6), (2, n))):
+        with pytest.raises(flamefx.ConcretizationError, match="shapes must be concrete"):
+            flamefx.jit(make)(3)
     assert flamefx.jit(lambda n: fnp.zeros(n), static_argnums=0)(3).shape == (3,)
+    assert fnp.ones(6).reshape(np.int64(6)).shape == (6,)

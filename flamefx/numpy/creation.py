@@ -23,6 +23,8 @@ from flamefx.numpy.promotion import (broadcast_shapes, broadcast_to, canonical_a
 def _dimension(d) -> int:
     """One dimension: a Python int, or a concrete integer array of one element (as in JAX)."""
     if isinstance(d, Tracer):
+        if d.to_concrete() is None:
+            raise abstract_shape_error(d, "dimension")
         d = d.to_concrete()
     if isinstance(d, (Array, np.ndarray, np.generic)) and not (
             dtypes.is_int(d.dtype) and d.size == 1):
@@ -248,6 +250,21 @@ def _num_samples(name: str, num) -> int:
     return num
 
 
+def _interpolated(start, stop, div: int, axis: int):
+    """``start * (1 - t) + stop * t`` for t = 0, 1/div, ..., (div-1)/div along a new ``axis``
+    (JAX's formula: exact at both ends, differentiable in both bounds)."""
+    from flamefx.numpy.shape import reshape
+    dtype = start.dtype
+    column_shape = _with_axis(start.shape[:axis] + (1,) + start.shape[axis:], axis, 1)
+    out_shape = _with_axis(column_shape, axis, div)
+    t_shape = _with_axis((1,) * len(column_shape), axis, div)
+    t = lax.div(lax.iota(dtype, (div,), 0), full((div,), div, dtype))
+    t = broadcast_to(reshape(t, t_shape), out_shape)
+    lo = broadcast_to(reshape(start, column_shape), out_shape)
+    hi = broadcast_to(reshape(stop, column_shape), out_shape)
+    return lax.add(lax.mul(lo, lax.sub(full(out_shape, 1, dtype), t)), lax.mul(hi, t))
+
+
 def linspace(start, stop, num: int = 50, endpoint: bool = True, retstep: bool = False,
              dtype=None, axis: int = 0, *, device=None):
     """``num`` evenly spaced values from ``start`` to ``stop``.
@@ -270,15 +287,7 @@ def linspace(start, stop, num: int = 50, endpoint: bool = True, retstep: bool = 
     div = num - 1 if endpoint else num
     if num > 1:
         delta = lax.div(lax.sub(stop, start), full(bounds_shape, div, compute_dtype))
-        t_shape = [1] * len(column_shape)
-        t_shape[axis] = div
-        t = lax.div(lax.iota(compute_dtype, (div,), 0), full((div,), div, compute_dtype))
-        t = broadcast_to(reshape(t, t_shape), _with_axis(column_shape, axis, div))
-        out_shape = t.shape
-        lo = broadcast_to(reshape(start, column_shape), out_shape)
-        hi = broadcast_to(reshape(stop, column_shape), out_shape)
-        one_minus_t = lax.sub(full(out_shape, 1, compute_dtype), t)
-        out = lax.add(lax.mul(lo, one_minus_t), lax.mul(hi, t))
+        out = _interpolated(start, stop, div, axis)
         if endpoint:
             out = lax.concatenate([out, expand_dims(stop, axis)], axis)
     elif num == 1:

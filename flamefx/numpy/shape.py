@@ -12,7 +12,7 @@ import itertools
 import numpy as np
 
 from flamefx import core, dtypes, lax
-from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
+from flamefx.errors import FlamefxTypeError, FlamefxValueError, abstract_shape_error, user_frame
 from flamefx.numpy.promotion import (as_operand, broadcast_to, canonical_axes, canonical_axis,
                                      convert, promote_dtypes)
 
@@ -69,6 +69,9 @@ def astype(x, dtype, copy: bool = False, device=None):
 def _resolve_shape(new_shape, total: int) -> tuple:
     if isinstance(new_shape, (int, np.integer)):
         new_shape = (new_shape,)
+    dims = new_shape if isinstance(new_shape, (list, tuple)) else (new_shape,)
+    if any(isinstance(d, core.Tracer) and d.to_concrete() is None for d in dims):
+        raise abstract_shape_error(new_shape)
     new_shape = [int(d) for d in new_shape]
     unknown = [i for i, d in enumerate(new_shape) if d == -1]
     if len(unknown) > 1:
