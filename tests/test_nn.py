@@ -569,3 +569,58 @@ def test_orthogonal_initializers(shape, column_axis):
         init.delta_orthogonal()(frandom.key(2), (3, 6, 4))
     with pytest.raises(ValueError, match="2-D"):
         init.orthogonal()(frandom.key(2), (4,))
+
+
+# --- attention: JAX's length and window masks -------------------------------------------------
+
+
+def _np_attention(q, k, v, allowed):
+    """float64 softmax attention over (B, N, T, H) with a boolean (B|1, 1, T, S) mask; rows
+    with no allowed key give zeros (flamefx's convention)."""
+    logits = np.einsum("bnth,bnsh->bnts", q, k) / np.sqrt(q.shape[-1])
+    allowed = np.broadcast_to(allowed, logits.shape)
+    logits = np.where(allowed, logits, -np.inf)
+    shift = np.where(allowed.any(-1, keepdims=True), logits.max(-1, keepdims=True), 0.0)
+    weights = np.exp(logits - shift)
+    total = weights.sum(-1, keepdims=True)
+    weights = np.divide(weights, total, out=np.zeros_like(weights), where=total > 0)
+    return np.einsum("bnts,bnsh->bnth", weights, v)
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"query_seq_lengths": [3, 5]}, {"key_value_seq_lengths": [2, 6]},
+    {"local_window_size": (1, 2)}, {"local_window_size": 1, "is_causal": True},
+    {"query_seq_lengths": [4, 2], "key_value_seq_lengths": [3, 1], "local_window_size": (2, 0)}])
+def test_attention_lengths_and_local_window(kwargs):
+    B, N, T, S, H = 2, 2, 5, 6, 4
+    q, k, v = _f64((B, N, T, H)), _f64((B, N, S, H)), _f64((B, N, S, H))
+    allowed = np.ones((B, 1, T, S), bool)
+    t, s = np.arange(T)[:, None], np.arange(S)[None, :]
+    if "query_seq_lengths" in kwargs:
+        allowed &= (np.arange(T)[None, :] < np.array(kwargs["query_seq_lengths"])[:, None])[
+            :, None, :, None]
+    if "key_value_seq_lengths" in kwargs:
+        allowed &= (np.arange(S)[None, :] < np.array(kwargs["key_value_seq_lengths"])[:, None])[
+            :, None, None, :]
+    if "local_window_size" in kwargs:
+        window = kwargs["local_window_size"]
+        left, right = (window, window) if isinstance(window, int) else window
+        allowed &= (t <= s + left) & (t >= s - right)
+    if kwargs.get("is_causal"):
+        allowed &= s <= t
+    flame_kwargs = {name: fnp.asarray(np.array(value, np.int32)) if "lengths" in name else value
+                    for name, value in kwargs.items()}
+    got = nn.dot_product_attention(fnp.asarray(q), fnp.asarray(k), fnp.asarray(v), **flame_kwargs)
+    _close(got, _np_attention(q, k, v, allowed))
+    check_grads(lambda q, k, v: nn.dot_product_attention(q, k, v, **flame_kwargs),
+                (fnp.asarray(q), fnp.asarray(k), fnp.asarray(v)), order=2)
+
+
+def test_attention_mask_argument_errors():
+    q = fnp.ones((2, 1, 3, 2))
+    with pytest.raises(ValueError, match="query_seq_lengths"):
+        nn.dot_product_attention(q, q, q, query_seq_lengths=fnp.asarray([1, 2, 3]))
+    with pytest.raises(ValueError, match="key_value_seq_lengths"):
+        nn.dot_product_attention(q, q, q, key_value_seq_lengths=fnp.asarray([1.0, 2.0]))
+    with pytest.raises(ValueError, match="local_window_size"):
+        nn.dot_product_attention(q, q, q, local_window_size=(1, 2, 3))
