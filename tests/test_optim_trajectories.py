@@ -224,6 +224,116 @@ def _sgd_step(lr, momentum, nesterov):
     return step
 
 
+def _norm(x):
+    return float(np.sqrt(np.sum(x * x)))
+
+
+def _trust_ratio(u, p, coefficient=1.0, min_norm=0.0):
+    param_norm, update_norm = max(_norm(p), min_norm), max(_norm(u), min_norm)
+    if param_norm == 0 or update_norm == 0:
+        return 1.0
+    return coefficient * param_norm / update_norm
+
+
+def _lamb_step(g, p, s, t):
+    b1, b2, eps, weight_decay = 0.9, 0.999, 1e-6, 0.1
+    m, v = s
+    m = b1 * m + (1 - b1) * g
+    v = b2 * v + (1 - b2) * g * g
+    u = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps) + weight_decay * p
+    return -LR * _trust_ratio(u, p) * u, (m, v)
+
+
+def _lars_step(trust_leaf_ndim):
+    lr, weight_decay, momentum = 0.02, 0.1, 0.9
+
+    def step(g, p, trace, t):
+        u = g + weight_decay * p
+        if p.ndim >= trust_leaf_ndim:
+            u = _trust_ratio(u, p, coefficient=0.001) * u
+        trace = -lr * u + momentum * trace
+        return trace, trace
+    return step
+
+
+def _fromage_step(g, p, s, t):
+    shrink = 1 / math.sqrt(1 + LR ** 2)
+    u = _trust_ratio(g, p, min_norm=1e-6) * g
+    return -LR * shrink * u + (shrink - 1) * p, s
+
+
+def _factored_dims(shape, min_dim):
+    if len(shape) < 2 or sorted(shape)[-2] < min_dim:
+        return None
+    order = np.argsort(shape, kind="stable")
+    return int(order[-2]), int(order[-1])
+
+
+def _adafactor_init(min_dim):
+    def init(p):
+        dims = _factored_dims(p.shape, min_dim)
+        if dims is None:
+            return np.zeros_like(p), None, None, np.zeros_like(p)
+        d1, d0 = dims
+        return None, p.mean(axis=d0) * 0, p.mean(axis=d1) * 0, np.zeros_like(p)
+    return init
+
+
+def _adafactor_step(min_dim, momentum=None, weight_decay=None):
+    def step(g, p, s, t):
+        v, v_row, v_col, m = s
+        decay = 1 - t ** -0.8
+        g_sq = g * g + 1e-30
+        dims = _factored_dims(p.shape, min_dim)
+        if dims is None:
+            v = decay * v + (1 - decay) * g_sq
+            u = g / np.sqrt(v)
+        else:
+            d1, d0 = dims
+            v_row = decay * v_row + (1 - decay) * g_sq.mean(axis=d0)
+            v_col = decay * v_col + (1 - decay) * g_sq.mean(axis=d1)
+            # v ~ outer(row, col) / mean(row): the rank-1 estimate of the full EMA.
+            v_est = np.expand_dims(v_row, d0) * np.expand_dims(v_col, d1) / v_row.mean()
+            u = g / np.sqrt(v_est)
+        u = u / max(1.0, np.sqrt(np.mean(u * u)))  # block-RMS clipping at 1
+        u = LR * u * max(np.sqrt(np.mean(p * p)), 1e-3)  # relative step size
+        if momentum is not None:
+            m = momentum * m + (1 - momentum) * u
+            u = m
+        if weight_decay is not None:
+            u = u + weight_decay * p
+        return -u, (v, v_row, v_col, m)
+    return step
+
+
+def _sm3_init(p):
+    if p.ndim < 2:
+        return [np.zeros_like(p)], np.zeros_like(p)
+    return [np.zeros(n) for n in p.shape], np.zeros_like(p)
+
+
+def _sm3_step(g, p, s, t):
+    accumulators, m = s
+    if p.ndim < 2:
+        cover = accumulators[0]
+    else:
+        rows, cols = accumulators
+        cover = np.minimum(rows[:, None], cols[None, :])
+    accum = g * g + cover
+    preconditioned = np.where(accum > 0, g / np.sqrt(accum + 1e-8), 0.0)
+    m = 0.9 * m + 0.1 * preconditioned
+    accumulators = [accum] if p.ndim < 2 else [accum.max(axis=1), accum.max(axis=0)]
+    return -0.1 * m, (accumulators, m)
+
+
+def _param_block_norm_step(g, p, s, t):
+    return -0.01 * g * max(_norm(p), 1e-3), s
+
+
+def _clip_by_block_rms_step(g, p, s, t):
+    return -LR * g / max(1.0, np.sqrt(np.mean(g * g)) / 0.5), s
+
+
 CASES = {
     "sgd_nesterov": (lambda: optim.sgd(0.005, momentum=0.8, nesterov=True), np.zeros_like,
                      _sgd_step(0.005, 0.8, True)),
@@ -242,6 +352,27 @@ CASES = {
     "novograd_decay": (lambda: optim.novograd(LR, weight_decay=0.1), _novograd_init,
                        _novograd_step(0.1)),
     "adadelta": (lambda: optim.adadelta(0.5), _zeros2, _adadelta_step),
+    "lamb": (lambda: optim.lamb(LR, weight_decay=0.1), _zeros2, _lamb_step),
+    "lars": (lambda: optim.lars(0.02, weight_decay=0.1), np.zeros_like, _lars_step(0)),
+    "lars_trust_ratio_mask": (
+        lambda: optim.lars(0.02, weight_decay=0.1,
+                           trust_ratio_mask=lambda p: {k: v.ndim >= 2 for k, v in p.items()}),
+        np.zeros_like, _lars_step(2)),
+    "fromage": (lambda: optim.fromage(LR), lambda p: None, _fromage_step),
+    "adafactor": (lambda: optim.adafactor(LR, min_dim_size_to_factor=2),
+                  _adafactor_init(2), _adafactor_step(2)),
+    "adafactor_unfactored": (lambda: optim.adafactor(LR), _adafactor_init(128),
+                             _adafactor_step(128)),
+    "adafactor_momentum_decay": (
+        lambda: optim.adafactor(LR, min_dim_size_to_factor=2, momentum=0.9,
+                                weight_decay_rate=0.01),
+        _adafactor_init(2), _adafactor_step(2, momentum=0.9, weight_decay=0.01)),
+    "sm3": (lambda: optim.sm3(0.1), _sm3_init, _sm3_step),
+    "scale_by_param_block_norm": (
+        lambda: optim.chain(optim.scale_by_param_block_norm(), optim.scale(-0.01)),
+        lambda p: None, _param_block_norm_step),
+    "clip_by_block_rms": (lambda: optim.chain(optim.clip_by_block_rms(0.5), optim.sgd(LR)),
+                          lambda p: None, _clip_by_block_rms_step),
 }
 
 
