@@ -624,3 +624,20 @@ def test_attention_mask_argument_errors():
         nn.dot_product_attention(q, q, q, key_value_seq_lengths=fnp.asarray([1.0, 2.0]))
     with pytest.raises(ValueError, match="local_window_size"):
         nn.dot_product_attention(q, q, q, local_window_size=(1, 2, 3))
+
+
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool_on_reduce_window(count_include_pad):
+    x = _f64((2, 3, 5, 4))
+    got = nn.avg_pool(fnp.asarray(x), 3, strides=2, padding="SAME",
+                      count_include_pad=count_include_pad)
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    real = np.pad(np.ones((5, 4)), 1)
+    want = np.zeros((2, 3, 3, 2))
+    for i, j in np.ndindex(3, 2):
+        window = padded[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].sum((2, 3))
+        want[:, :, i, j] = window / (9 if count_include_pad else
+                                     real[2 * i:2 * i + 3, 2 * j:2 * j + 3].sum())
+    _close(got, want)
+    check_grads(lambda x: nn.avg_pool(x, 3, 2, "SAME", count_include_pad), (fnp.asarray(x),),
+                order=2)

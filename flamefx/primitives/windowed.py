@@ -8,7 +8,7 @@ placed every ``window_strides``. Padding and holes hold the monoid's identity (0
 ``lax.reduce_window`` (flamefx/lax_extras.py) are built on them.
 
 Both backends run one implementation over their array module: pad into a buffer of the
-identity, take ``sliding_window_view``, stride it, reduce the window axes. The sum's VJP
+identity, then fold one strided slice per window offset with add/maximum/minimum. The sum's VJP
 is JAX's: a padded, stride-dilated cotangent summed over windows again. The max/min VJP and
 JVP select, per output, the first window element equal to the result (row-major order:
 the element XLA's select-and-scatter with ``ge``/``le`` picks), written with slices, pads
@@ -118,12 +118,15 @@ def _reduce_windows(xp, kind, x, window_dimensions, window_strides, padding, bas
                  for d, (lo, _), bd in zip(dilated, padding, base_dilation))] = x
     buffer = buffer[tuple(slice(max(-lo, 0), g - max(-hi, 0))
                           for g, (lo, hi) in zip(grown, padding))]
-    spans = tuple(dilate_dim(w, wd) for w, wd in zip(window_dimensions, window_dilation))
-    view = xp.lib.stride_tricks.sliding_window_view(buffer, spans)
-    view = view[tuple(slice(0, o * s, s) for o, s in zip(out_shape, window_strides))
-                + tuple(slice(None, None, wd) for wd in window_dilation)]
-    window_axes = tuple(range(x.ndim, 2 * x.ndim))
-    out = getattr(xp, kind)(view, axis=window_axes)
+    # One strided slice per window offset, folded elementwise: far faster than reducing the
+    # window axes of a sliding_window_view, and a handful of slices for pooling windows.
+    combine = {"sum": xp.add, "max": xp.maximum, "min": xp.minimum}[kind]
+    out = None
+    for offset in itertools.product(*(range(w) for w in window_dimensions)):
+        part = buffer[tuple(slice(t * wd, t * wd + dilate_dim(o, s), s)
+                            for t, wd, o, s in zip(offset, window_dilation, out_shape,
+                                                   window_strides))]
+        out = xp.array(part, copy=True) if out is None else combine(out, part, out=out)
     return xp.asarray(out).astype(x.dtype)
 
 
