@@ -255,7 +255,7 @@ def _interpolated(start, stop, div: int, axis: int):
     (JAX's formula: exact at both ends, differentiable in both bounds)."""
     from flamefx.numpy.shape import reshape
     dtype = start.dtype
-    column_shape = _with_axis(start.shape[:axis] + (1,) + start.shape[axis:], axis, 1)
+    column_shape = start.shape[:axis] + (1,) + start.shape[axis:]
     out_shape = _with_axis(column_shape, axis, div)
     t_shape = _with_axis((1,) * len(column_shape), axis, div)
     t = lax.div(lax.iota(dtype, (div,), 0), full((div,), div, dtype))
