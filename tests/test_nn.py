@@ -631,8 +631,9 @@ def test_avg_pool_on_reduce_window(count_include_pad):
     x = _f64((2, 3, 5, 4))
     got = nn.avg_pool(fnp.asarray(x), 3, strides=2, padding="SAME",
                       count_include_pad=count_include_pad)
-    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    real = np.pad(np.ones((5, 4)), 1)
+    # SAME for stride 2, window 3: height 5 pads (1, 1), width 4 pads (0, 1).
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (0, 1)))
+    real = np.pad(np.ones((5, 4)), ((1, 1), (0, 1)))
     want = np.zeros((2, 3, 3, 2))
     for i, j in np.ndindex(3, 2):
         window = padded[:, :, 2 * i:2 * i + 3, 2 * j:2 * j + 3].sum((2, 3))
