@@ -76,6 +76,13 @@ def test_conv_general_dilated_string_padding_and_layouts(padding, layout):
     _close(got, want)
 
 
+def test_primitive_level_conv_takes_string_padding():
+    from flamefx.primitives import nn_ops
+    x, w = RNG.normal(size=(1, 2, 6, 5)), RNG.normal(size=(3, 2, 3, 2))
+    want = lax.conv_general_dilated(x, w, (2, 1), "SAME", None, (1, 2))
+    _close(nn_ops.conv_general_dilated(x, w, (2, 1), "SAME", None, (1, 2)), np.asarray(want))
+
+
 def test_conv_shape_helpers_match_jax_numbers():
     dn = ("NHWC", "HWIO", "NHWC")
     assert lax.conv_dimension_numbers((1, 5, 5, 2), (3, 3, 2, 4), dn) == \

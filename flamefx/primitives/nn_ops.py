@@ -258,7 +258,9 @@ def conv_general_dilated(x, w, window_strides, padding, lhs_dilation=None, rhs_d
     """N-d convolution (cross-correlation, as in JAX/PyTorch) of NC(spatial...) input ``x``
     with an OI(spatial...) kernel ``w``.
 
-    ``padding`` is explicit ``((lo, hi), ...)`` per spatial dim (negative crops);
+    ``padding`` is explicit ``((lo, hi), ...)`` per spatial dim (negative crops) or a
+    string ('SAME', 'SAME_LOWER', 'VALID'; JAX's signature, with dimension_numbers, is
+    ``flamefx.lax.conv_general_dilated``);
     ``lhs_dilation`` > 1 inserts zeros between input elements (transposed convolution),
     ``rhs_dilation`` dilates the kernel (atrous); ``feature_group_count`` splits channels
     into groups (depthwise: groups = C). Half-precision inputs accumulate in float32.
@@ -267,8 +269,15 @@ def conv_general_dilated(x, w, window_strides, padding, lhs_dilation=None, rhs_d
     >>> x = np.arange(5.0).reshape(1, 1, 5); w = np.ones((1, 1, 2))
     >>> conv_general_dilated(x, w, (2,), ((0, 0),)).tolist()
     [[[1.0, 5.0]]]
+    >>> conv_general_dilated(x, w, (1,), "SAME").shape
+    (1, 1, 5)
     """
-    n_spatial = len(padding)
+    n_spatial = len(window_strides)
+    if isinstance(padding, str):  # 'SAME'/'SAME_LOWER'/'VALID', resolved as lax's are
+        from flamefx.lax_conv import padtype_to_pads
+        kernel = core.get_aval(w).shape[2:]
+        spans = [(k - 1) * d + 1 for k, d in zip(kernel, rhs_dilation or (1,) * n_spatial)]
+        padding = padtype_to_pads(core.get_aval(x).shape[2:], spans, window_strides, padding)
     params = {
         "window_strides": tuple(int(s) for s in window_strides),
         "padding": tuple((int(lo), int(hi)) for lo, hi in padding),
