@@ -26,7 +26,7 @@ from flamefx.primitives.complex_ops import conj, imag, real
 
 # --- primitives: reductions --------------------------------------------------------------------
 from flamefx.primitives.reductions import (
-    argmax, argmin, cumsum, reduce_and, reduce_max, reduce_min, reduce_or, reduce_prod, reduce_sum)
+    argmax, argmin, reduce_and, reduce_max, reduce_min, reduce_or, reduce_prod, reduce_sum)
 
 # --- primitives: structural --------------------------------------------------------------------
 from flamefx.primitives.structural import (
@@ -45,7 +45,7 @@ from flamefx.lax_conv import (
 # --- composites: windowed/monoid reductions, prefix scans, map, slicing helpers, products ------
 from flamefx.lax_extras import (
     associative_scan, batch_matmul, broadcast, clamp, collapse, cumlogsumexp, cummax, cummin,
-    cumprod, dot, dot_general, dynamic_index_in_dim, dynamic_slice_in_dim,
+    cumprod, cumsum, dot, dot_general, dynamic_index_in_dim, dynamic_slice_in_dim,
     dynamic_update_index_in_dim, dynamic_update_slice_in_dim, full, index_in_dim, map, reduce,
     reduce_window, reduce_window_shape_tuple, select, slice_in_dim, zeros_like_array)
 

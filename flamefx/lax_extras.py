@@ -238,6 +238,17 @@ def _cumulative(combine, name):
     return cumulative
 
 
+def cumsum(operand, axis: int = 0, reverse: bool = False):
+    """Cumulative sum along ``axis`` (JAX's ``lax.cumsum``: one ``cumsum`` primitive;
+    negative axes count from the end).
+
+    >>> cumsum(np.array([1.0, 2.0, 3.0]), reverse=True).tolist()
+    [6.0, 5.0, 3.0]
+    """
+    operand = core.ensure_array(operand)
+    return reductions.cumsum(operand, _axis(axis, len(_shape(operand)), "cumsum"), reverse)
+
+
 cumprod = _cumulative(ew.mul, "cumprod")
 cumprod.__doc__ = """Cumulative product along ``axis`` (JAX's ``lax.cumprod``).
 

@@ -334,3 +334,10 @@ def test_products():
         lax.dot(a, a)
     with pytest.raises(FlamefxValueError, match="batch"):
         lax.batch_matmul(p, q[:4])
+
+
+def test_cumsum_has_jax_signature():
+    x = RNG.normal(size=(3, 4))
+    _close(lax.cumsum(x), np.cumsum(x, axis=0))
+    _close(lax.cumsum(x, axis=-1, reverse=True), np.cumsum(x[:, ::-1], axis=1)[:, ::-1])
+    check_grads(lambda x: lax.cumsum(x, -1), (x,), order=2)
