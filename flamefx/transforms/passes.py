@@ -46,7 +46,8 @@ _HALF_FLOATS = ("float16", "bfloat16")
 SINK_MIN_ELEMENTS = 2**20
 
 _NOOP_IF_SAME_AVAL = frozenset({"reshape", "convert_element_type", "broadcast_in_dim",
-                                "squeeze", "expand_dims", "copy"})
+                                "squeeze", "expand_dims", "copy",
+                                "checkpoint_name"})  # a name for checkpoint policies only
 
 
 def inline_jit_calls(jaxpr: Jaxpr) -> Jaxpr:
