@@ -217,7 +217,9 @@ def result_type(*typed) -> tuple[np.dtype, bool]:
     """Joins ``(dtype, weak_type)`` pairs on JAX's lattice; returns ``(dtype, weak)``.
 
     >>> result_type((np.dtype('int32'), False), (np.dtype('float32'), True))
-    (dtype('float32'), False)
+    (dtype('float32'), True)
+    >>> result_type((np.dtype('float32'), False), (np.dtype('complex64'), True))
+    (dtype('complex64'), False)
     """
     node = None
     for dtype, weak in typed:
