@@ -57,6 +57,7 @@ from flamefx.optim.factored import (
     scale_by_sm3,
     sm3,
 )
+from flamefx.optim import losses
 from flamefx.optim.mixed_precision import (
     DynamicLossScale,
     NoOpLossScale,
@@ -192,6 +193,7 @@ __all__ = [
     "linear_onecycle_schedule",
     "linear_schedule",
     "lion",
+    "losses",
     "masked",
     "nadam",
     "nadamw",
