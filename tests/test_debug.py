@@ -248,3 +248,53 @@ def test_print_under_grad_of_loops_and_cond_prints_the_forward_only(capsys, jitt
     np.testing.assert_allclose(wrap(flamefx.grad(conditional))(1.0), np.cos(1.0), rtol=1e-6)
     # JAX's output: the backward passes' recomputations do not print
     assert _lines(capsys) == ["c=1.0 x=0.0", "c=1.0 x=1.0", "branch 1.0"]
+
+
+class _DeviceArray:
+    """A stand-in for a CuPy array: data that reaches NumPy only through ``.get()``."""
+
+    def __init__(self, data):
+        self.data = np.asarray(data)
+
+    def get(self):
+        return self.data
+
+
+def test_the_gpu_code_path_on_a_stand_in_for_cupy(monkeypatch):
+    """The cuda_impls copy operands to the host, call the callback there and put the
+    checked results back on the device; run here on a stand-in, without a GPU."""
+    import types
+
+    from flamefx.core import ShapedArray
+    from flamefx.primitives import callbacks
+
+    monkeypatch.setattr(callbacks, "cupy", lambda: types.SimpleNamespace(asarray=_DeviceArray))
+    seen = []
+    host = callbacks.HostCallback(lambda *bufs: seen.append(bufs) or [], "record")
+    assert callbacks._debug_cuda(_DeviceArray([1.0, 2.0]), callback=host, ordered=False) == []
+    assert isinstance(seen[0][0], np.ndarray)
+    double = callbacks.HostCallback(lambda x: [x * 2], "double")
+    out, = callbacks._results_cuda(_DeviceArray(np.ones(3, np.float32)), callback=double,
+                                   result_avals=(ShapedArray((3,), np.float32),),
+                                   vmap_method=None)
+    assert isinstance(out, _DeviceArray)
+    np.testing.assert_array_equal(out.get(), [2.0, 2.0, 2.0])
+
+
+def test_programs_calling_the_host_are_marked_for_no_cuda_graphs():
+    from flamefx.transforms import passes
+
+    def with_print(x):
+        flamefx.debug.print("{}", x)
+        return x + 1
+
+    def with_pure(x):
+        return flamefx.pure_callback(np.sin, _spec((2,)), x)
+
+    def scanned(x):  # the callback inside a loop body counts too
+        return lax.scan(lambda c, _: (with_print(c), None), x, None, length=2)[0]
+
+    for f, calls in [(with_print, True), (with_pure, True), (scanned, True),
+                     (lambda x: x * 2, False)]:
+        jaxpr = flamefx.jit(f).lower(fnp.ones(2)).program.jaxpr
+        assert passes.calls_host(jaxpr) is calls
