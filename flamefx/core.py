@@ -746,6 +746,8 @@ class Tracer(ArrayMethods):
 def get_aval(x) -> ShapedArray:
     if isinstance(x, (Array, Tracer)):
         return x.aval
+    if isinstance(getattr(x, "aval", None), ShapedArray):  # flamefx.ShapeDtypeStruct
+        return x.aval
     if isinstance(x, (bool, int, float, complex)) and not isinstance(x, np.generic):
         return ShapedArray((), dtypes.dtype_of_python_scalar(x), weak_type=True)
     arr = np.asarray(x)

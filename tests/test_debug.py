@@ -298,3 +298,13 @@ def test_programs_calling_the_host_are_marked_for_no_cuda_graphs():
                      (lambda x: x * 2, False)]:
         jaxpr = flamefx.jit(f).lower(fnp.ones(2)).program.jaxpr
         assert passes.calls_host(jaxpr) is calls
+
+
+def test_shape_dtype_structs_lower_and_make_jaxpr():
+    spec = flamefx.ShapeDtypeStruct((3,), np.float32)
+    text = flamefx.jit(lambda x: fnp.sin(x) * 2).lower(spec).as_text()
+    assert "sin" in text and "f32[3]" in text
+    jaxpr = flamefx.make_jaxpr(lambda x: x.sum())(spec)
+    assert [e.prim.name for e in jaxpr.eqns] == ["reduce_sum"]
+    with pytest.raises(FlamefxTypeError, match="ShapeDtypeStruct is not an array"):
+        flamefx.jit(lambda x: x)(spec)  # no data to run on, as in JAX
