@@ -139,6 +139,11 @@ def _impl(kind):
 
 def _cuda_impl(kind):
     def cuda_impl(x, **params):
+        from flamefx.kernels import cuda_elementwise
+        if x.dtype in _HALF:  # CuPy has no bfloat16 arithmetic: work in float32
+            wide = cuda_elementwise.convert(x, dtypes.float32)
+            out = _reduce_windows(devices.cupy(), kind, wide, **params)
+            return [cuda_elementwise.convert(out, x.dtype)]
         return [_reduce_windows(devices.cupy(), kind, x, **params)]
 
     return cuda_impl

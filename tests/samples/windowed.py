@@ -81,6 +81,9 @@ def _samples(combine, identity, make):
     samples.append(Sample(make=lambda rng: [rng.normal(size=(4, 6)).astype(np.float32)],
                           params=f32, reference=lambda x: ref(x.astype(np.float64), **f32),
                           name="float32"))
+    samples.append(Sample(make=lambda rng: [rng.normal(size=(4, 6)).astype(np.float16)],
+                          params=f32, reference=lambda x: ref(x.astype(np.float64), **f32),
+                          name="float16"))
     return samples
 
 
