@@ -130,6 +130,12 @@ def test_conv_gradients_and_precision():
                                       ((0, 0), (0, 0)), (1, 1), (1, 1))
     _close(a, np.asarray(b))
     assert lax.Precision("float32") is lax.Precision.HIGHEST
+    # Precision is accepted wherever precision= is: flamefx.numpy products and nn.conv too.
+    import flamefx.numpy as fnp
+    from flamefx import nn
+    _close(fnp.matmul(x[0, 0], w[0, 0], precision=lax.Precision.HIGHEST), x[0, 0] @ w[0, 0])
+    _close(nn.conv(x.transpose(0, 3, 1, 2), w.transpose(3, 2, 0, 1), padding="VALID",
+                   precision=lax.Precision.HIGH), np.asarray(b))
 
 
 def test_conv_errors():

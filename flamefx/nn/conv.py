@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import flamefx.numpy as fnp
 from flamefx.errors import FlamefxTypeError, FlamefxValueError
+from flamefx.lax_conv import canonicalize_precision
 from flamefx.primitives import structural
 from flamefx.primitives.nn_ops import conv_general_dilated
 
@@ -71,7 +72,7 @@ def conv(x, w, stride=1, padding="SAME", dilation=1, groups: int = 1, precision=
     """Cross-correlation of ``x`` (N, C, spatial...) with ``w`` (O, C / groups, kernel...).
 
     ``precision``: None (the ``default_matmul_precision`` option) | 'highest' | 'tf32' |
-    'bf16', for float32 operands on the GPU (as ``fnp.matmul``'s).
+    'bf16' | a ``lax.Precision``, for float32 operands on the GPU (as ``fnp.matmul``'s).
 
     >>> conv(fnp.ones((2, 1, 5)), fnp.ones((1, 1, 3)), padding="VALID").tolist()[0]
     [[3.0, 3.0, 3.0]]
@@ -82,7 +83,8 @@ def conv(x, w, stride=1, padding="SAME", dilation=1, groups: int = 1, precision=
     pads = conv_padding(padding, x.shape[2:], _effective_kernel(w, dilation), strides)
     return conv_general_dilated(x, w, window_strides=strides, padding=pads,
                                 lhs_dilation=(1,) * n, rhs_dilation=dilation,
-                                feature_group_count=groups, precision=precision)
+                                feature_group_count=groups,
+                                precision=canonicalize_precision(precision))
 
 
 def _transpose_padding(padding, kernel_sizes, strides, output_padding) -> tuple:
@@ -131,4 +133,5 @@ def conv_transpose(x, w, stride=1, padding="SAME", dilation=1, groups: int = 1,
     forward_w = structural.rev(forward_w, tuple(range(2, 2 + n)))
     return conv_general_dilated(x, forward_w, window_strides=(1,) * n, padding=pads,
                                 lhs_dilation=strides, rhs_dilation=dilation,
-                                feature_group_count=groups, precision=precision)
+                                feature_group_count=groups,
+                                precision=canonicalize_precision(precision))
