@@ -249,3 +249,15 @@ def test_select_blend_keeps_every_bit():
     for a, b in zip(fast, plain):
         np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
     np.testing.assert_array_equal(fast[0].view(np.uint32), np.where(m, x, y).view(np.uint32))
+
+
+def test_multiplications_by_one_are_dropped():
+    # The gradient of a sum multiplies by a broadcast 1.0: on the CPU a pass over the array.
+    from flamefx.transforms import passes
+    w, x = fnp.ones((3, 3)), fnp.ones((2, 3))
+    closed = flamefx.make_jaxpr(flamefx.grad(lambda w, x: fnp.sum(fnp.tanh(x @ w))))(w, x)
+    names = [e.prim.name for e in passes.optimize(closed).eqns]
+    assert names.count("mul") == 1 and "broadcast_in_dim" in names  # tanh^2 only; 1 - tanh^2
+    kept = flamefx.make_jaxpr(lambda x: (x * 1.0, x * 2.0, x * True))(fnp.arange(3.0))
+    assert [e.prim.name for e in passes.optimize(kept).eqns] == ["broadcast_in_dim", "mul"]
+    _assert_agree(lambda x: (x * 1.0 * fnp.ones(3), -0.0 * fnp.ones(3) * 1.0), fnp.arange(3.0))

@@ -273,6 +273,39 @@ def narrow_attention_cotangents(jaxpr: Jaxpr) -> Jaxpr:
     return Jaxpr(jaxpr.constvars, jaxpr.invars, jaxpr.outvars, eqns) if changed else jaxpr
 
 
+def _is_one(atom, broadcasts) -> bool:
+    """Whether ``atom`` is a literal 1 or a broadcast of one (not a bool)."""
+    eqn = broadcasts.get(atom.id) if isinstance(atom, Var) else None
+    if eqn is not None:
+        atom = eqn.invars[0]
+    return isinstance(atom, Literal) and atom.aval.dtype != np.bool_ and atom.val.item() == 1
+
+
+def drop_multiplications_by_one(jaxpr: Jaxpr) -> Jaxpr:
+    """``x * 1`` is ``x`` (exactly, for every float and integer): the gradient of a sum
+    multiplies its cotangent by a broadcast 1.0 (``grad(sum(tanh(x @ w)))``). A fused GPU
+    kernel absorbs the multiply, but the CPU runs it as a pass over the whole array.
+    The broadcast, left unread, goes with dead code."""
+    broadcasts = _broadcasts(jaxpr)
+    replace: dict[int, object] = {}
+    kept = []
+    for eqn in jaxpr.eqns:
+        invars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in eqn.invars]
+        eqn = eqn.replace(invars=invars) if invars != eqn.invars else eqn
+        if eqn.prim.name == "mul":
+            out = eqn.outvars[0]
+            other = [x for x, y in (invars, invars[::-1]) if _is_one(y, broadcasts)
+                     and isinstance(x, Var) and x.aval == out.aval]
+            if other:
+                replace[out.id] = other[0]
+                continue
+        kept.append(eqn)
+    if not replace:
+        return jaxpr
+    outvars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in jaxpr.outvars]
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, outvars, kept)
+
+
 def _broadcasts(jaxpr: Jaxpr) -> dict[int, JaxprEqn]:
     """The broadcast_in_dim equations of ``jaxpr`` by the id of their output."""
     return {e.outvars[0].id: e for e in jaxpr.eqns if e.prim.name == "broadcast_in_dim"}
@@ -585,7 +618,8 @@ def _read_only_by_opaque_kernels(jaxpr: Jaxpr) -> set[int]:
 
 def optimize(closed: ClosedJaxpr) -> ClosedJaxpr:
     """Runs every pass: inline, no-ops, transposed products, attention cotangents, outer
-    products, constant folding, CSE, dead code; prunes constants.
+    products, multiplications by one, constant folding, CSE, dead code; prunes constants.
+    The CPU and the GPU run the same passes.
 
     >>> import flamefx, flamefx.numpy as fnp
     >>> f = lambda x: (fnp.exp(x.reshape(3)), fnp.cos(x))[0]   # a no-op reshape, a dead cos
@@ -599,6 +633,7 @@ def optimize(closed: ClosedJaxpr) -> ClosedJaxpr:
     jaxpr = sink_broadcasts(reduce_products_with_broadcast_operands(jaxpr))
     if EXPAND_OUTER_PRODUCTS:
         jaxpr = expand_outer_products(jaxpr)
+    jaxpr = drop_multiplications_by_one(jaxpr)
     folded = fold_constants(ClosedJaxpr(jaxpr, closed.consts))
     jaxpr = eliminate_dead_code(eliminate_common_subexpressions(folded.jaxpr))
     return prune_consts(folded, jaxpr)
