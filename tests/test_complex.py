@@ -44,6 +44,7 @@ def _close(actual, expected, tol=1e-12):
     (fnp.reciprocal, np.reciprocal), (fnp.negative, np.negative), (fnp.exp2, np.exp2),
     (fnp.log10, np.log10), (fnp.real, np.real), (fnp.imag, np.imag), (fnp.conj, np.conj),
     (fnp.angle, np.angle), (fnp.isfinite, np.isfinite), (fnp.isnan, np.isnan),
+    (fnp.sinc, np.sinc), (fnp.rad2deg, lambda z: z * (180 / np.pi)),
 ], ids=lambda v: getattr(v, "__name__", ""))
 def test_unary_values_match_numpy(fn, reference):
     out = fn(Z)

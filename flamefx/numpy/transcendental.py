@@ -68,7 +68,8 @@ def sinc(x):
     """
     x = _inexact(x)
     z = lax.mul(x, constant_like(x, _pymath.pi))
-    near_zero = lax.lt(lax.abs(z), constant_like(z, _SINC_TAYLOR_RADIUS))
+    magnitude = lax.abs(z)  # real for complex z too
+    near_zero = lax.lt(magnitude, constant_like(magnitude, _SINC_TAYLOR_RADIUS))
     z2 = lax.mul(z, z)
     taylor = constant_like(z, _SINC_TAYLOR[-1])
     for coefficient in reversed(_SINC_TAYLOR[:-1]):
