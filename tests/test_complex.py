@@ -123,6 +123,7 @@ def test_reductions_and_matmul_match_numpy():
     for order in (None, 1, 2, np.inf):
         _close(fnp.linalg.norm(Z, order), np.linalg.norm(Z, order))
     _close(fnp.linalg.norm(m), np.linalg.norm(m))
+    _close(fnp.linalg.vector_norm(m, axis=1), np.linalg.norm(m, axis=1))
     _close(flamefx.grad(fnp.linalg.norm)(Z), Z.conj() / np.linalg.norm(Z))
 
 

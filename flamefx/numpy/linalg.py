@@ -244,7 +244,7 @@ def vector_norm(x, /, *, axis=None, keepdims: bool = False, ord=2):
     """
     from flamefx.numpy.shape import moveaxis
     x = as_operand(x)
-    if not dtypes.is_float(x.dtype):
+    if not dtypes.is_inexact(x.dtype):
         x = convert(x, dtypes.default_float())
     axes = (tuple(range(x.ndim)) if axis is None else
             (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis))
