@@ -58,6 +58,8 @@ from flamefx.optim.factored import (
     sm3,
 )
 from flamefx.optim import losses
+from flamefx.optim.hyperparams import InjectHyperparamsState, inject_hyperparams
+from flamefx.optim.lookahead import LookaheadParams, LookaheadState, lookahead
 from flamefx.optim.mixed_precision import (
     DynamicLossScale,
     NoOpLossScale,
@@ -92,6 +94,7 @@ from flamefx.optim.transforms import (
     ScaleByRStdDevState,
     ScaleByScheduleState,
     TraceState,
+    ZeroNansState,
     add_decayed_weights,
     clip,
     clip_by_global_norm,
@@ -104,6 +107,7 @@ from flamefx.optim.transforms import (
     scale_by_schedule,
     scale_by_stddev,
     trace,
+    zero_nans,
 )
 from flamefx.optim.trust_ratio import (
     clip_by_block_rms,
@@ -121,10 +125,12 @@ from flamefx.optim.wrappers import (
     MaskedState,
     MultiSteps,
     MultiStepsState,
+    MultiTransformState,
     PartitionState,
     apply_if_finite,
     ema,
     masked,
+    multi_transform,
     partition,
 )
 
@@ -135,10 +141,14 @@ __all__ = [
     "EmptyState",
     "FactoredState",
     "GradientTransformation",
+    "InjectHyperparamsState",
+    "LookaheadParams",
+    "LookaheadState",
     "MaskedNode",
     "MaskedState",
     "MultiSteps",
     "MultiStepsState",
+    "MultiTransformState",
     "NoOpLossScale",
     "OptState",
     "Params",
@@ -160,6 +170,7 @@ __all__ = [
     "StaticLossScale",
     "TraceState",
     "Updates",
+    "ZeroNansState",
     "adabelief",
     "adadelta",
     "adafactor",
@@ -187,14 +198,17 @@ __all__ = [
     "get_policy",
     "global_norm",
     "identity",
+    "inject_hyperparams",
     "join_schedules",
     "lamb",
     "lars",
     "linear_onecycle_schedule",
     "linear_schedule",
     "lion",
+    "lookahead",
     "losses",
     "masked",
+    "multi_transform",
     "nadam",
     "nadamw",
     "novograd",
@@ -233,4 +247,5 @@ __all__ = [
     "warmup_cosine_decay_schedule",
     "warmup_exponential_decay_schedule",
     "yogi",
+    "zero_nans",
 ]

@@ -314,3 +314,25 @@ def clip_by_global_norm(max_norm: float) -> GradientTransformation:
         return tree_util.tree_map(lambda u: u * _scalar(factor, u), updates), state
 
     return GradientTransformation(lambda params: EmptyState(), update)
+
+
+class ZeroNansState(NamedTuple):
+    found_nan: Any  # per leaf, a bool: whether the last update held a NaN there
+
+
+def zero_nans() -> GradientTransformation:
+    """Replaces NaNs in the updates by 0; the state records which leaves had any.
+
+    >>> zero_nans().update({"w": fnp.array([fnp.nan, 1.0])}, None)[0]["w"].tolist()
+    [0.0, 1.0]
+    """
+    def init(params):
+        return ZeroNansState(tree_util.tree_map(lambda p: fnp.asarray(False), params))
+
+    def update(updates, state, params=None):
+        found = tree_util.tree_map(lambda u: fnp.any(fnp.isnan(u)), updates)
+        updates = tree_util.tree_map(lambda u: fnp.where(fnp.isnan(u), fnp.zeros_like(u), u),
+                                     updates)
+        return updates, ZeroNansState(found)
+
+    return GradientTransformation(init, update)

@@ -264,3 +264,8 @@ def _label_mask(labels: list, label, tree):
     """A full mask tree of ``tree``'s structure: True where the leaf's label is ``label``."""
     return tree_util.tree_unflatten(tree_util.tree_structure(tree),
                                     [lab == label for lab in labels])
+
+
+# optax's older name for ``partition``, kept by optax alongside it.
+multi_transform = partition
+MultiTransformState = PartitionState
