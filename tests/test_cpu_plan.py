@@ -261,3 +261,13 @@ def test_multiplications_by_one_are_dropped():
     kept = flamefx.make_jaxpr(lambda x: (x * 1.0, x * 2.0, x * True))(fnp.arange(3.0))
     assert [e.prim.name for e in passes.optimize(kept).eqns] == ["broadcast_in_dim", "mul"]
     _assert_agree(lambda x: (x * 1.0 * fnp.ones(3), -0.0 * fnp.ones(3) * 1.0), fnp.arange(3.0))
+
+
+def test_floating_point_warnings_are_silent_and_errstate_restored():
+    import warnings
+    before = np.geterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = flamefx.jit(lambda x: (fnp.log(x) / x, fnp.exp(x * 1e30)))(fnp.asarray([0.0, 1.0]))
+    assert np.geterr() == before
+    assert np.asarray(out[0])[0] == -np.inf and np.asarray(out[1])[1] == np.inf

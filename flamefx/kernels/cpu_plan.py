@@ -43,6 +43,22 @@ from flamefx.jaxpr import ClosedJaxpr, Jaxpr, Literal, Var
 
 ENABLED = os.environ.get("FLAMEFX_CPU_PLAN", "fast") != "plain"
 
+try:  # np.errstate(all="ignore") without building the state on every call (~1-2 us)
+    from numpy._core.umath import _extobj_contextvar as _errstate
+    from numpy._core.umath import _make_extobj
+    _IGNORE_ALL = _make_extobj(all="ignore")
+except ImportError:  # another NumPy: the public context manager, entered by hand
+    class _ErrstateVar:
+        def set(self, _):
+            state = np.errstate(all="ignore")
+            state.__enter__()
+            return state
+
+        def reset(self, state):
+            state.__exit__(None, None, None)
+
+    _errstate, _IGNORE_ALL = _ErrstateVar(), None
+
 # Products of at least this many flops keep OpenBLAS's own thread count; smaller ones run
 # on one thread (see the module docstring; benchmarks/RESULTS.md, "CPU", has the figures).
 BLAS_PARALLEL_FLOPS = 2**26
@@ -389,20 +405,20 @@ class CpuPlan:
             env = self.template.copy()
             for s, b in zip(self.in_slots, bufs):
                 env[s] = b
-            blas = blas_threads() if self.uses_blas else None
-            if blas is not None and blas.available:
-                previous = blas.get()
+            blas = _blas if self.uses_blas else None
+            if blas is None and self.uses_blas:
+                blas = blas_threads()
+            previous = blas.get() if blas is not None and blas.available else None
+            if previous is not None:
                 blas.set(1)
-                try:
-                    with np.errstate(all="ignore"):
-                        for step in self.step_fns:
-                            step(env)
-                finally:
+            token = _errstate.set(_IGNORE_ALL)
+            try:
+                for step in self.step_fns:
+                    step(env)
+            finally:
+                _errstate.reset(token)
+                if previous is not None:
                     blas.set(previous)
-            else:
-                with np.errstate(all="ignore"):
-                    for step in self.step_fns:
-                        step(env)
             return [env[s] for s in self.out_slots]
         finally:
             self._lock.release()
