@@ -297,6 +297,28 @@ def test_jit_vmap_and_fusion_leave_complex_unfused():
     _close(grad_jit(Z), flamefx.grad(_real_valued)(Z))
 
 
+def test_gradients_through_jit_checkpoint_and_control_flow():
+    def cube(z):
+        return fnp.real(fnp.sum(z * fnp.conj(z) * z))
+    expected = flamefx.grad(cube)(Z)
+    _close(flamefx.grad(flamefx.jit(cube))(Z), expected)
+    _close(flamefx.grad(flamefx.checkpoint(cube))(Z), expected)
+    _close(flamefx.jvp(flamefx.jit(lambda z: z * z), (Z,), (W,))[1], 2 * Z * W)
+
+    def looped(z):
+        return fnp.real(lax.fori_loop(0, 2, lambda i, c: c * z, z).sum())
+    _close(flamefx.grad(looped)(Z), 3 * Z ** 2)  # grad of Re g(z) is g'(z) in JAX's convention
+
+    def scanned(z):
+        carry, _ = lax.scan(lambda c, x: (c * x, c), z[0], z)
+        return fnp.real(carry)
+    _close(flamefx.grad(scanned)(Z), flamefx.grad(lambda z: fnp.real(z[0] ** 2 * z[1] * z[2]))(Z))
+
+    def branched(z):
+        return fnp.real(lax.cond(True, lambda z: z * z, lambda z: z, z).sum())
+    _close(flamefx.grad(branched)(Z), 2 * Z)
+
+
 def test_complex64_without_x64():
     flamefx.config.update("enable_x64", False)
     z = fnp.asarray(Z)

@@ -259,7 +259,7 @@ def _psum_scatter_batch(size, args, bdims, *, axis_name, axis_size, scatter_dime
 
 
 def _float(x) -> bool:
-    return dtypes.is_float(core.get_aval(x).dtype)
+    return dtypes.is_inexact(core.get_aval(x).dtype)  # float or complex
 
 
 def _linear(prim):

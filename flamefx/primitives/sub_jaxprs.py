@@ -30,7 +30,8 @@ def _aval(x) -> ShapedArray:
 
 
 def _is_float(x) -> bool:
-    return dtypes.is_float(_aval(x).dtype)
+    """Float or complex: the values that carry derivatives."""
+    return dtypes.is_inexact(_aval(x).dtype)
 
 
 def _same_type(a: ShapedArray, b: ShapedArray) -> bool:

@@ -116,7 +116,7 @@ def _jit_call_vjp(cts, primals, outs, *, jaxpr, program, donated):
     # The backward program re-computes the forward from the primals, so it is one compiled
     # call that needs nothing saved from the forward call.
     from flamefx.transforms import ad
-    diff = tuple(i for i, p in enumerate(primals) if dtypes.is_float(_aval_of(p).dtype))
+    diff = tuple(i for i, p in enumerate(primals) if dtypes.is_inexact(_aval_of(p).dtype))
     ct_idx = tuple(j for j, ct in enumerate(cts) if ct is not None)
     key = ("vjp", diff, ct_idx)
     derived = program.derived.get(key)
@@ -152,7 +152,7 @@ def _jit_call_vjp(cts, primals, outs, *, jaxpr, program, donated):
 def _jit_call_jvp(primals, tangents, *, jaxpr, program, donated):
     from flamefx.transforms import ad
     diff = tuple(i for i, (p, t) in enumerate(zip(primals, tangents))
-                 if t is not None and dtypes.is_float(_aval_of(p).dtype))
+                 if t is not None and dtypes.is_inexact(_aval_of(p).dtype))
     key = ("jvp", diff)
     derived = program.derived.get(key)
     n, n_out = len(primals), len(jaxpr.outvars)
@@ -175,7 +175,7 @@ def _jit_call_jvp(primals, tangents, *, jaxpr, program, donated):
                                   f"jvp({program.name})")
     results = _bind_program(derived[0], derived[1], list(primals) + [tangents[i] for i in diff])
     outs, tangents_out = results[:n_out], results[n_out:]
-    tangents_out = [t if dtypes.is_float(o.aval.dtype) else None
+    tangents_out = [t if dtypes.is_inexact(o.aval.dtype) else None
                     for o, t in zip(jaxpr.outvars, tangents_out)]
     return outs, tangents_out
 
