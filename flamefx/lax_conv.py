@@ -44,8 +44,7 @@ class Precision(enum.Enum):
 
     @classmethod
     def _missing_(cls, value):
-        aliases = {"bfloat16": cls.DEFAULT, "tensorfloat32": cls.HIGH, "float32": cls.HIGHEST,
-                   "fastest": cls.DEFAULT}
+        aliases = {"bfloat16": cls.DEFAULT, "tensorfloat32": cls.HIGH, "float32": cls.HIGHEST}
         return aliases.get(str(value).lower()) if isinstance(value, str) else None
 
     def __str__(self):
@@ -67,7 +66,7 @@ def canonicalize_precision(precision):
     """
     if isinstance(precision, (tuple, list)):
         if len(precision) != 2:
-            raise FlamefxValueError(f"precision must be one value or a pair, got {precision!r}")
+            raise FlamefxTypeError(f"precision must be one value or a pair, got {precision!r}")
         a, b = (canonicalize_precision(p) for p in precision)
         return max(a, b, key=_ORDER.index)
     if precision is None or precision in ("tf32", "bf16"):
@@ -75,8 +74,9 @@ def canonicalize_precision(precision):
     try:
         return _PRIMITIVE_PRECISION[Precision(precision)]
     except ValueError:
-        raise FlamefxValueError(f"precision must be None, a lax.Precision or one of "
-                                f"{[p.value for p in Precision]}, got {precision!r}") from None
+        raise FlamefxTypeError(f"precision must be None, a lax.Precision, one of "
+                               f"{[p.value for p in Precision]} or 'tf32'/'bf16', got "
+                               f"{precision!r}") from None
 
 
 # --- padding and dimension numbers ----------------------------------------------------------

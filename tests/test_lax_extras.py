@@ -146,7 +146,7 @@ def test_conv_errors():
         lax.conv_general_dilated(x, w, (1, 1), "SAME", (2, 2))
     with pytest.raises(FlamefxTypeError, match="'C'"):
         lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWX", "HWIO", "NHWC"))
-    with pytest.raises(FlamefxValueError, match="precision"):
+    with pytest.raises(FlamefxTypeError, match="precision"):
         lax.conv_general_dilated(x, w, (1, 1), "SAME", precision="fast")
 
 
