@@ -124,3 +124,14 @@ def test_output_check_reads_every_float_width(dtype):
     assert nonfinite_outputs([finite, nan, inf, ints], True, False) == [False, True, False, False]
     assert nonfinite_outputs([finite, nan, inf, ints], False, True) == [False, False, True, False]
     assert nonfinite_outputs([finite[::2], nan[::-1]], True, True) == [False, True]
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.complex128])
+def test_output_check_reads_both_parts_of_complex(dtype):
+    values = np.array([1 + 1j, 2 - 1j, 3j], dtype)
+    nan_imag, inf_real = values.copy(), values.copy()
+    nan_imag[1] = complex(1.0, np.nan)
+    inf_real[2] = complex(np.inf, 0.0)
+    bufs = [values, nan_imag[::-1], inf_real]
+    assert nonfinite_outputs(bufs, True, False) == [False, True, False]
+    assert nonfinite_outputs(bufs, False, True) == [False, False, True]

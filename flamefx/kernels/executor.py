@@ -653,32 +653,47 @@ _FLOAT_BITS = {dtypes.float16: (np.uint16, 0x7FFF, 0x7C00),
 def nonfinite_outputs(bufs, nans: bool, infs: bool) -> list[bool]:
     """For each NumPy or CuPy buffer: whether it holds a NaN (``nans``) or an inf (``infs``).
 
-    On the GPU each float buffer costs one fused reduction kernel writing one flag of a
-    device array, and the flags come to the host in one read, so a call syncs once.
+    Complex buffers are checked part by part. On the GPU each buffer costs one fused
+    reduction kernel writing one flag of a device array, and the flags come to the host in
+    one read, so a call syncs once.
 
     >>> nonfinite_outputs([np.array([1.0, np.nan]), np.ones(2)], True, False)
     [True, False]
     """
-    checked = [i for i, b in enumerate(bufs) if b.dtype in _FLOAT_BITS and b.size]
+    checked = [i for i, b in enumerate(bufs)
+                if (b.dtype in _FLOAT_BITS or b.dtype in _COMPLEX_PARTS) and b.size]
     flags = [False] * len(bufs)
     if not checked:
         return flags
-    if isinstance(bufs[checked[0]], np.ndarray):
+    on_host = isinstance(bufs[checked[0]], np.ndarray)
+    xp = np if on_host else cupy()
+    if on_host:
         for i in checked:
-            bits_type, abs_mask, inf_bits = _FLOAT_BITS[bufs[i].dtype]
-            bits = bufs[i].view(bits_type) & bits_type(abs_mask)
+            parts = _float_parts(bufs[i], xp)
+            bits_type, abs_mask, inf_bits = _FLOAT_BITS[parts.dtype]
+            bits = parts.view(bits_type) & bits_type(abs_mask)
             flags[i] = bool((nans and (bits > inf_bits).any())
                             or (infs and (bits == inf_bits).any()))
         return flags
-    cp = cupy()
-    found = cp.zeros(len(checked), dtype=np.bool_)
+    found = xp.zeros(len(checked), dtype=np.bool_)
     for k, i in enumerate(checked):
-        bits_type, abs_mask, inf_bits = _FLOAT_BITS[bufs[i].dtype]
-        _nonfinite_kernel()(bufs[i].view(bits_type), bits_type(abs_mask), bits_type(inf_bits),
+        parts = _float_parts(bufs[i], xp)
+        bits_type, abs_mask, inf_bits = _FLOAT_BITS[parts.dtype]
+        _nonfinite_kernel()(parts.view(bits_type), bits_type(abs_mask), bits_type(inf_bits),
                             nans, infs, out=found[k])
-    for k, bad in zip(checked, found.get().tolist()):
-        flags[k] = bad
+    for i, bad in zip(checked, found.get().tolist()):
+        flags[i] = bad
     return flags
+
+
+_COMPLEX_PARTS = {np.dtype(np.complex64): dtypes.float32, np.dtype(np.complex128): dtypes.float64}
+
+
+def _float_parts(buf, xp):
+    """A float buffer itself; a complex one as its real and imaginary parts side by side."""
+    if buf.dtype in _COMPLEX_PARTS:
+        return xp.ascontiguousarray(buf).view(_COMPLEX_PARTS[buf.dtype])
+    return buf
 
 
 @functools.cache
