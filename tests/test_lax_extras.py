@@ -347,3 +347,16 @@ def test_cumsum_has_jax_signature():
     _close(lax.cumsum(x), np.cumsum(x, axis=0))
     _close(lax.cumsum(x, axis=-1, reverse=True), np.cumsum(x[:, ::-1], axis=1)[:, ::-1])
     check_grads(lambda x: lax.cumsum(x, -1), (x,), order=2)
+
+
+def test_composites_under_jit_and_vmap():
+    x = RNG.normal(size=(4, 7))
+    for fn in (lambda r: lax.cummax(r), lambda r: lax.cumlogsumexp(r, reverse=True),
+               lambda r: lax.associative_scan(lax.mul, r),
+               lambda r: lax.reduce_window(r, 0.0, lax.add, (3,), (2,), "SAME"),
+               lambda r: lax.clamp(-0.5, r, 0.5)):
+        loop = np.stack([np.asarray(fn(row)) for row in x])
+        _close(flamefx.vmap(fn)(x), loop)
+        _close(flamefx.jit(flamefx.vmap(fn))(x), loop)
+    grads = flamefx.jit(flamefx.grad(lambda x: lax.cumprod(x, axis=1).sum()))(x)
+    _close(grads, np.asarray(flamefx.grad(lambda x: lax.cumprod(x, axis=1).sum())(x)))
