@@ -152,6 +152,11 @@ def test_standardize(algorithm):
     check_grads(lambda x: nn.standardize(x, algorithm=algorithm), (fnp.asarray(x),), order=2)
     with pytest.raises(ValueError, match="algorithm"):
         nn.standardize(fnp.asarray(x), algorithm="exact")
+    ints = np.array([[1, 2, 4], [0, 3, 3]])
+    out = nn.standardize(fnp.asarray(ints), algorithm=algorithm)
+    assert out.dtype == np.float64  # x64 on: JAX's promotion of the integer mean
+    _close(out, (ints - ints.mean(-1, keepdims=True)) / np.sqrt(ints.var(-1, keepdims=True)
+                                                                  + 1e-5))
 
 
 def test_glu():

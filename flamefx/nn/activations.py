@@ -225,8 +225,8 @@ def standardize(x, axis=-1, mean=None, variance=None, epsilon: float = 1e-5, whe
             variance = _mean(fnp.square(x), axis, where) - fnp.square(mean)
         else:
             variance = _mean(fnp.square(x - mean), axis, where)
-    return (x - fnp.asarray(mean)) * elementwise.rsqrt(fnp.asarray(variance + epsilon,
-                                                                   dtype=x.dtype))
+    centered = x - fnp.asarray(mean)  # integer x promotes here, as JAX's
+    return centered * elementwise.rsqrt(fnp.asarray(variance + epsilon, dtype=centered.dtype))
 
 
 def _mean(x, axis, where):
