@@ -8,6 +8,7 @@ whole cost. A ``CpuPlan`` decides all of it at compile time instead:
 - elementwise equations (float, and the integer ops whose NumPy ufunc is exact) become
   one ufunc call with ``out=``; ``select_n`` and float casts become ``np.copyto``;
   ``dot_general`` of matrices (or batches of them) becomes ``np.matmul(..., out=)``;
+  convolutions and their weight gradients one BLAS product each (cpu_conv.py);
   ``reduce_sum``/``reduce_max``/``reduce_min`` of floats a ufunc reduction with ``out=``;
 - a ``broadcast_in_dim`` read only by such calls is not materialized: NumPy broadcasting
   reads its operand directly (a reshaped view when its axes are not the trailing ones);
@@ -40,6 +41,7 @@ import threading
 import numpy as np
 
 from flamefx.jaxpr import ClosedJaxpr, Jaxpr, Literal, Var
+from flamefx.kernels import cpu_conv
 
 ENABLED = os.environ.get("FLAMEFX_CPU_PLAN", "fast") != "plain"
 
@@ -95,7 +97,7 @@ def _dtypes(atoms):
 
 def kind_of(eqn) -> str:
     """The call ``eqn`` becomes in a plan: 'ufunc', 'select', 'convert', 'matmul',
-    'reduce', 'broadcast' or 'fallback' (its primitive's impl)."""
+    'conv' (cpu_conv.py), 'reduce', 'broadcast' or 'fallback' (its primitive's impl)."""
     name, ins, outs = eqn.prim.name, eqn.invars, eqn.outvars
     if len(outs) != 1:
         return "fallback"
@@ -120,6 +122,8 @@ def kind_of(eqn) -> str:
         return "fallback"
     if name == "dot_general" and _matmul_layout(eqn) is not None:
         return "matmul"
+    if name in cpu_conv.IMPLS and cpu_conv.supports(eqn):
+        return "conv"
     if name in _REDUCTIONS and ins[0].aval.dtype in _FLOATS and out == ins[0].aval.dtype:
         return "reduce"
     if name == "broadcast_in_dim" and len(ins) == 1 and \
@@ -359,7 +363,7 @@ class CpuPlan:
         for r, k in last_read.items():
             releases.setdefault(k, []).append(r)
         for k, (eqn, kind) in enumerate(zip(jaxpr.eqns, self.kinds)):
-            if kind not in ("elided", "fallback"):
+            if kind not in ("elided", "fallback", "conv"):  # conv: its own result
                 s = self._slot(eqn.outvars[0])
                 if s not in escaping:
                     aval = eqn.outvars[0].aval
@@ -384,6 +388,9 @@ class CpuPlan:
             return _select_step(ins, outs[0], buffer, aval)
         if kind == "convert":
             return _convert_step(ins[0], outs[0], buffer, aval)
+        if kind == "conv":
+            self.uses_blas = True
+            return _conv_step(cpu_conv.IMPLS[eqn.prim.name], ins, outs[0], eqn.params)
         if kind == "reduce":
             return _reduce_step(_REDUCTIONS[eqn.prim.name], ins[0], outs[0], buffer, aval,
                                 tuple(eqn.params["axes"]))
@@ -528,6 +535,14 @@ def _matmul_step(ins, o, buffer, aval, layout, parallel):
     def step(env):
         x, y = operands(env)
         env[o] = np.matmul(x, y, out=np.empty(shape, dtype) if buffer is None else buffer)
+    return step
+
+
+def _conv_step(fn, ins, o, params):
+    a, b = ins
+
+    def step(env):
+        env[o] = fn(env[a], env[b], **params)
     return step
 
 
