@@ -294,3 +294,16 @@ def test_convolutions_through_blas_agree(strides, padding, lhs_dil, rhs_dil, gro
     _assert_agree(lambda x, w: (loss(x, w)[1], f(x, w)), x, w, rtol=1e-4, atol=1e-5)
     kinds = cpu_plan.CpuPlan(flamefx.make_jaxpr(f)(x, w).jaxpr).kinds
     assert kinds.count("conv") == 3
+
+
+def test_large_products_pick_the_faster_thread_count():
+    choice = cpu_plan._ThreadChoice(2)
+    assert [choice.pick(), choice.record(2, 1.0), choice.pick()] == [2, None, 1]
+    choice.record(1, 0.5)
+    picks = [choice.pick() for _ in range(64)]
+    assert picks.count(2) == 2 and picks.count(1) == 62  # the loser is retried now and then
+    choice.record(2, 0.1)  # the other one got faster (the machine went quiet)
+    assert choice.pick() == 2
+    rng = np.random.default_rng(8)
+    a, b = (fnp.asarray(rng.normal(size=(512, 512)).astype(np.float32)) for _ in range(2))
+    _assert_agree(lambda a, b: a @ b, a, b, rtol=1e-4, atol=1e-4)

@@ -19,7 +19,8 @@ whole cost. A ``CpuPlan`` decides all of it at compile time instead:
   memory on every call; arguments are never written;
 - one ``np.errstate`` covers the call; OpenBLAS runs one thread for products below
   ``BLAS_PARALLEL_FLOPS`` (its threads spin-wait: with another process on one of two
-  cores, a small product's time jumped 10-20x), its own setting for larger ones.
+  cores, a small product's time jumped 10-20x); a larger one runs on OpenBLAS's threads
+  or on one, whichever ran it faster when last tried (``_ThreadChoice``).
 
 A plan re-entered while it runs (a callback calling the same jitted function, or two
 threads) runs the plain executable for that call, so its buffers are never shared. Set
@@ -37,6 +38,7 @@ from __future__ import annotations
 import ctypes
 import os
 import threading
+from time import perf_counter
 
 import numpy as np
 
@@ -517,25 +519,55 @@ def _matmul_step(ins, o, buffer, aval, layout, parallel):
         x, y = env[a], env[b]
         return (x.swapaxes(-1, -2) if ta else x), (y.swapaxes(-1, -2) if tb else y)
 
-    if parallel:  # large enough to gain from OpenBLAS's threads: its own setting
+    blas = blas_threads()
+    if parallel and blas.available and blas.default > 1:
+        choice = _ThreadChoice(blas.default)
+
         def step(env):
             out = np.empty(shape, dtype) if buffer is None else buffer
-            blas = blas_threads()
             x, y = operands(env)
-            if blas.available:
-                blas.set(blas.default)
-                try:
-                    env[o] = np.matmul(x, y, out=out)
-                finally:
-                    blas.set(1)
-            else:
+            threads = choice.pick()
+            blas.set(threads)
+            start = perf_counter()
+            try:
                 env[o] = np.matmul(x, y, out=out)
+            finally:
+                choice.record(threads, perf_counter() - start)
+                blas.set(1)
         return step
 
     def step(env):
         x, y = operands(env)
         env[o] = np.matmul(x, y, out=np.empty(shape, dtype) if buffer is None else buffer)
     return step
+
+
+class _ThreadChoice:
+    """One large product's OpenBLAS thread count: all its threads or one, whichever ran it
+    faster the last time each was tried; the other is tried again every REPROBE calls.
+    Quiet, two threads halve a large product; with another process on one of two cores,
+    the thread sharing that core holds the product up and one thread wins."""
+
+    REPROBE = 32
+    __slots__ = ("calls", "seconds", "threads")
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.seconds = {1: None, threads: None}
+        self.calls = 0
+
+    def pick(self) -> int:
+        self.calls += 1
+        one, many = self.seconds[1], self.seconds[self.threads]
+        if many is None:
+            return self.threads
+        if one is None:
+            return 1
+        best, other = (1, self.threads) if one <= many else (self.threads, 1)
+        return other if self.calls % self.REPROBE == 0 else best
+
+    def record(self, threads: int, seconds: float) -> None:
+        self.seconds[threads] = seconds
 
 
 def _conv_step(fn, ins, o, params):
