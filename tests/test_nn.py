@@ -123,6 +123,17 @@ def test_softmax_stable_at_extremes():
     assert float(all_masked) == -np.inf
 
 
+def test_integer_inputs_promote_as_jax():
+    ints = np.array([-3, -1, 0, 1, 2], np.int32)
+    for fn, ref in ((nn.softplus, lambda x: np.log1p(np.exp(x))),
+                    (nn.mish, lambda x: x * np.tanh(np.log1p(np.exp(x)))),
+                    (nn.hard_sigmoid, lambda x: np.clip(x + 3, 0, 6) / 6)):
+        out = fn(fnp.asarray(ints))
+        assert out.dtype == np.float64  # x64 is on in this module
+        _close(out, ref(ints.astype(np.float64)))
+    assert nn.hard_tanh(fnp.asarray(ints)).dtype == np.int32  # as JAX: where keeps ints
+
+
 def test_hard_swish_and_normalize_are_aliases():
     assert nn.hard_swish is nn.hard_silu
     x = _f64((3, 4))

@@ -84,6 +84,9 @@ def softplus(x):
     >>> round(float(softplus(fnp.array(0.0))), 4)
     0.6931
     """
+    x = fnp.asarray(x)
+    if not fnp.issubdtype(x.dtype, fnp.inexact):  # JAX's logaddexp(x, 0) promotes integers
+        x = x.astype(dtypes.default_float())
     return relu(x) + elementwise.log1p(elementwise.exp(_minus_abs(x)))
 
 
