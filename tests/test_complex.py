@@ -88,7 +88,7 @@ def test_rounding_nan_to_num_and_isclose_take_parts():
     _close(fnp.nan_to_num(z), np.nan_to_num(z))
     assert fnp.isclose(z, z + 1e-9).tolist() == np.isclose(z, z + 1e-9).tolist()
     assert bool(fnp.allclose(Z, Z * (1 + 1e-9))) and not bool(fnp.allclose(Z, W))
-    for fn in (fnp.floor, fnp.ceil, fnp.trunc):
+    for fn in (fnp.floor, fnp.ceil, fnp.trunc, fnp.fabs):
         with pytest.raises(FlamefxTypeError, match="not defined for complex"):
             fn(Z)
 

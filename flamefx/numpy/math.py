@@ -324,7 +324,7 @@ def fabs(x):
     >>> fabs(-2).item()
     2.0
     """
-    return lax.abs(_inexact(x))
+    return lax.abs(_inexact(_real_operand(x, "fabs")))
 
 
 def copysign(x, y):
