@@ -143,9 +143,37 @@ def _train(name, stax, optimizers, net, optimizer, input_shape, steps, use_rng=F
     assert after_acc > max(0.8, before_acc + 0.3), f"{name}: the accuracy did not rise enough"
 
 
+def _check_layer_shapes(stax) -> None:
+    """Every stax layer's init_fun output shape is the shape its apply_fun computes."""
+    from flamefx import random
+
+    key = random.key(0)
+    layers = {
+        "GeneralConv NCHW": (stax.GeneralConv(("NCHW", "OIHW", "NCHW"), 4, (3, 2), (2, 1),
+                                              "SAME"), (2, 3, 7, 6)),
+        "ConvTranspose": (stax.ConvTranspose(4, (3, 3), (2, 2), "SAME"), (2, 5, 5, 3)),
+        "ConvTranspose VALID": (stax.ConvTranspose(2, (3, 2), (2, 3), "VALID"), (1, 4, 3, 2)),
+        "Conv1DTranspose": (stax.Conv1DTranspose(3, (4,), (2,), "VALID"), (2, 5, 3)),
+        "SumPool": (stax.SumPool((3, 3), (2, 2), "SAME"), (2, 7, 5, 3)),
+        "AvgPool VALID": (stax.AvgPool((2, 3), (1, 2)), (2, 6, 7, 3)),
+        "FanInConcat": (stax.serial(stax.FanOut(2), stax.FanInConcat()), (2, 3)),
+        "elementwise": (stax.serial(stax.Exp, stax.Softplus, stax.Sigmoid, stax.Elu,
+                                    stax.LeakyRelu, stax.Selu, stax.Gelu, stax.Softmax),
+                        (2, 5)),
+    }
+    for name, ((init_fun, apply_fun), shape) in layers.items():
+        out_shape, params = init_fun(key, shape)
+        out = apply_fun(params, random.normal(key, shape))
+        assert tuple(out.shape) == tuple(out_shape), f"{name}: {out.shape} vs {out_shape}"
+        assert bool(np.isfinite(np.asarray(out)).all()), f"{name}: non-finite output"
+    print(f"stax layer shapes agree with their outputs ({len(layers)} layers)")
+
+
 def run_checks(jax_path: str, steps: int = 300) -> None:
-    """Loads JAX's example libraries from ``jax_path`` and trains the three networks."""
+    """Loads JAX's example libraries from ``jax_path``, checks layer shapes and trains the
+    three networks."""
     stax, optimizers = load_example_libraries(jax_path)
+    _check_layer_shapes(stax)
     mlp = stax.serial(stax.Dense(64), stax.Relu, stax.Dense(10), stax.LogSoftmax)
     _train("stax MLP + optimizers.adam", stax, optimizers, mlp, optimizers.adam(1e-3),
            (-1, 64), steps)
