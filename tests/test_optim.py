@@ -325,8 +325,7 @@ def test_ema_of_parameters(debias):
     snapshots = [tree_util.tree_map(lambda p, i=i: p + i, _params_np()) for i in range(4)]
     tx = optim.ema(decay, debias=debias)
     state = tx.init(_to_flamefx(_params_np()))
-    average = {k: (np.zeros_like(v, np.float64) if debias else v.astype(np.float64))
-               for k, v in _params_np().items()}
+    average = {k: np.zeros_like(v, np.float64) for k, v in _params_np().items()}
     for t, snap in enumerate(snapshots, start=1):
         out, state = tx.update(_to_flamefx(snap), state)
         for k in average:

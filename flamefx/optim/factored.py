@@ -30,6 +30,7 @@ from flamefx.optim.base import (
 )
 from flamefx.optim.transforms import add_decayed_weights, scale, scale_by_learning_rate
 from flamefx.optim.trust_ratio import clip_by_block_rms, scale_by_param_block_rms
+from flamefx.optim.wrappers import ema
 
 
 def decay_rate_pow(step, exponent: float = 0.8):
@@ -122,23 +123,6 @@ def _unzip(like, results, fields: int) -> list:
     return [tree_util.tree_unflatten(treedef, [t[i] for t in tuples]) for i in range(fields)]
 
 
-class _MomentumState(NamedTuple):
-    ema: Any
-
-
-def _momentum(decay: float) -> GradientTransformation:
-    """An EMA of the updates from zeros, not debiased: Adafactor's optional momentum
-    (optax's ``ema(decay, debias=False)``, whose average starts at zero)."""
-    def init(params):
-        return _MomentumState(tree_util.tree_map(fnp.zeros_like, params))
-
-    def update(updates, state, params=None):
-        ema = tree_util.tree_map(lambda u, m: decay * m + (1 - decay) * u, updates, state.ema)
-        return ema, _MomentumState(ema)
-
-    return GradientTransformation(init, update)
-
-
 def adafactor(learning_rate: ScalarOrSchedule | None = None,
               min_dim_size_to_factor: int = 128, decay_rate: float = 0.8,
               decay_offset: int = 0, multiply_by_parameter_scale: bool = True,
@@ -160,7 +144,7 @@ def adafactor(learning_rate: ScalarOrSchedule | None = None,
     if multiply_by_parameter_scale:
         parts.append(scale_by_param_block_rms())
     if momentum is not None:
-        parts.append(_momentum(momentum))
+        parts.append(ema(momentum, debias=False))
     if weight_decay_rate is not None:
         parts.append(add_decayed_weights(weight_decay_rate, weight_decay_mask))
     parts.append(scale(-1.0))

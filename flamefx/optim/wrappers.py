@@ -37,17 +37,15 @@ def ema(decay: float, debias: bool = True) -> GradientTransformation:
     """An exponential moving average of whatever tree is passed to ``update``.
 
     For an EMA of parameters (diffusion models sample from it) feed it the parameters after
-    each step. With ``debias`` the average starts from zero and is bias-corrected (the first
-    output equals the first input); without it, it starts from the ``init`` parameters.
+    each step. The average starts from zero (as optax's); with ``debias`` it is
+    bias-corrected, so the first output equals the first input.
 
     >>> ema_tx = ema(0.999)
     >>> ema_state = ema_tx.init(params)                             # doctest: +SKIP
     >>> ema_params, ema_state = ema_tx.update(params, ema_state)    # doctest: +SKIP
     """
     def init(params):
-        start = tree_util.tree_map(fnp.zeros_like, params) if debias else \
-            tree_util.tree_map(fnp.asarray, params)
-        return EmaState(zeros_count(), start)
+        return EmaState(zeros_count(), tree_util.tree_map(fnp.zeros_like, params))
 
     def update(updates, state, params=None):
         average = tree_util.tree_map(lambda new, old: decay * old + (1 - decay) * new,
