@@ -360,3 +360,14 @@ def test_composites_under_jit_and_vmap():
         _close(flamefx.jit(flamefx.vmap(fn))(x), loop)
     grads = flamefx.jit(flamefx.grad(lambda x: lax.cumprod(x, axis=1).sum()))(x)
     _close(grads, np.asarray(flamefx.grad(lambda x: lax.cumprod(x, axis=1).sum())(x)))
+
+
+def test_reduce_with_traced_init_and_variadic_error():
+    x = RNG.normal(size=(3, 4))
+    got = flamefx.jit(lambda x, init: lax.reduce(x, init, lax.max, (1,)))(x, np.float64(0.5))
+    _close(got, np.maximum(x.max(1), 0.5))
+    got = flamefx.jit(lambda x, init: lax.reduce_window(x, init, lax.add, (2, 2), (1, 1),
+                                                        "VALID"))(x, np.float64(1.0))
+    _close(got, 1.0 + x[:-1, :-1] + x[1:, :-1] + x[:-1, 1:] + x[1:, 1:])
+    with pytest.raises(FlamefxValueError, match="variadic"):
+        lax.reduce((x, x), (0.0, 0.0), lax.add, (0,))
