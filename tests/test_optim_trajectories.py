@@ -380,3 +380,28 @@ CASES = {
 def test_trajectory_matches_numpy_update_equations(name):
     make_opt, init, step = CASES[name]
     check_trajectories(make_opt, init, step)
+
+
+def test_noisy_sgd_adds_annealed_noise_from_the_split_keys():
+    """The noise at step t is N(0, eta / t**gamma) drawn, per leaf, with the keys of the
+    documented stream: (next, sample) = split(key); split(sample, number of leaves)."""
+    from flamefx import random
+
+    eta, gamma = 0.1, 0.55
+    with config.override("enable_x64", True):
+        for name, problem in PROBLEMS.items():
+            loss, grad, params0 = problem()
+            got = _flamefx_trajectory(optim.noisy_sgd(LR, eta, gamma, key=3), loss, params0)
+            params = {k: np.asarray(v, np.float64) for k, v in params0.items()}
+            names = sorted(params)  # the leaf order of a dict
+            key = random.PRNGKey(3)
+            for t in range(1, STEPS + 1):
+                key, sample = random.split(key)
+                leaf_keys = random.split(sample, len(names))
+                grads = grad(params)
+                for i, k in enumerate(names):
+                    noise = np.asarray(random.normal(leaf_keys[i], np.shape(params[k]),
+                                                     np.float64))
+                    params[k] = params[k] - LR * (grads[k] + np.sqrt(eta / t ** gamma) * noise)
+                    np.testing.assert_allclose(got[t - 1][k], params[k], rtol=1e-9, atol=1e-11,
+                                               err_msg=f"{name}, step {t}, leaf {k}")

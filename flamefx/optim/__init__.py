@@ -70,7 +70,7 @@ from flamefx.optim.mixed_precision import (
     get_policy,
     select_tree,
 )
-from flamefx.optim.optimizers import adagrad, adam, adamw, lion, rmsprop, sgd
+from flamefx.optim.optimizers import adagrad, adam, adamw, lion, noisy_sgd, rmsprop, sgd
 from flamefx.optim.schedules import (
     constant_schedule,
     cosine_decay_schedule,
@@ -87,6 +87,7 @@ from flamefx.optim.schedules import (
     warmup_exponential_decay_schedule,
 )
 from flamefx.optim.transforms import (
+    AddNoiseState,
     ScaleByAdamState,
     ScaleByLionState,
     ScaleByRmsState,
@@ -96,6 +97,7 @@ from flamefx.optim.transforms import (
     TraceState,
     ZeroNansState,
     add_decayed_weights,
+    add_noise,
     clip,
     clip_by_global_norm,
     scale,
@@ -135,6 +137,7 @@ from flamefx.optim.wrappers import (
 )
 
 __all__ = [
+    "AddNoiseState",
     "ApplyIfFiniteState",
     "DynamicLossScale",
     "EmaState",
@@ -180,6 +183,7 @@ __all__ = [
     "adamaxw",
     "adamw",
     "add_decayed_weights",
+    "add_noise",
     "all_finite",
     "amsgrad",
     "apply_if_finite",
@@ -211,6 +215,7 @@ __all__ = [
     "multi_transform",
     "nadam",
     "nadamw",
+    "noisy_sgd",
     "novograd",
     "partition",
     "piecewise_constant_schedule",

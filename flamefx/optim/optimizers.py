@@ -15,6 +15,7 @@ from __future__ import annotations
 from flamefx.optim.base import GradientTransformation, ScalarOrSchedule, chain, identity
 from flamefx.optim.transforms import (
     add_decayed_weights,
+    add_noise,
     scale_by_adam,
     scale_by_learning_rate,
     scale_by_lion,
@@ -36,25 +37,36 @@ def sgd(learning_rate: ScalarOrSchedule, momentum: float | None = None,
 
 
 def adam(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
-         eps: float = 1e-8, eps_root: float = 0.0) -> GradientTransformation:
-    """Adam (Kingma & Ba): bias-corrected first and second moments.
+         eps: float = 1e-8, eps_root: float = 0.0, *,
+         nesterov: bool = False) -> GradientTransformation:
+    """Adam (Kingma & Ba): bias-corrected first and second moments (``nesterov``: NAdam).
 
     >>> opt = adam(1e-3)
     """
-    return chain(scale_by_adam(b1, b2, eps, eps_root), scale_by_learning_rate(learning_rate))
+    return chain(scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov),
+                 scale_by_learning_rate(learning_rate))
 
 
 def adamw(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.999,
           eps: float = 1e-8, eps_root: float = 0.0, weight_decay: float = 1e-4,
-          mask=None) -> GradientTransformation:
+          mask=None, *, nesterov: bool = False) -> GradientTransformation:
     """Adam with decoupled weight decay (Loshchilov & Hutter), decay scaled by the lr.
 
     ``mask``: which params to decay (a tree of bools or a function params -> tree).
 
     >>> opt = adamw(1e-3, weight_decay=0.01, mask=lambda p: {k: k != "b" for k in p})
     """
-    return chain(scale_by_adam(b1, b2, eps, eps_root), add_decayed_weights(weight_decay, mask),
-                 scale_by_learning_rate(learning_rate))
+    return chain(scale_by_adam(b1, b2, eps, eps_root, nesterov=nesterov),
+                 add_decayed_weights(weight_decay, mask), scale_by_learning_rate(learning_rate))
+
+
+def noisy_sgd(learning_rate: ScalarOrSchedule, eta: float = 0.01, gamma: float = 0.55,
+              key=0) -> GradientTransformation:
+    """SGD on gradients with annealed Gaussian noise added (variance ``eta / t ** gamma``).
+
+    >>> opt = noisy_sgd(0.1, key=0)
+    """
+    return chain(add_noise(eta, gamma, key), scale_by_learning_rate(learning_rate))
 
 
 def lion(learning_rate: ScalarOrSchedule, b1: float = 0.9, b2: float = 0.99,

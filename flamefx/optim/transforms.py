@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import flamefx.numpy as fnp
-from flamefx import tree_util
+from flamefx import random, tree_util
 from flamefx.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -334,5 +334,36 @@ def zero_nans() -> GradientTransformation:
         updates = tree_util.tree_map(lambda u: fnp.where(fnp.isnan(u), fnp.zeros_like(u), u),
                                      updates)
         return updates, ZeroNansState(found)
+
+    return GradientTransformation(init, update)
+
+
+class AddNoiseState(NamedTuple):
+    count: Any
+    rng_key: Any  # the key the next step's noise is split from
+
+
+def add_noise(eta: float, gamma: float, key=0) -> GradientTransformation:
+    """Adds Gaussian noise of variance ``eta / t ** gamma`` at step ``t`` (Neelakantan et
+    al. 2015). ``key``: a PRNG key or an int seed. Each step splits the state's key into the
+    next one and a sample key, which is split again into one key per leaf (as optax).
+
+    >>> opt = add_noise(0.01, 0.55, key=0)
+    """
+    def init(params):
+        return AddNoiseState(zeros_count(),
+                             random.PRNGKey(key) if isinstance(key, int) else key)
+
+    def update(updates, state, params=None):
+        count = state.count + 1
+        leaves, treedef = tree_util.tree_flatten(updates)
+        next_key, sample_key = random.split(state.rng_key)
+        leaf_keys = random.split(sample_key, len(leaves))
+        noisy = []
+        for i, g in enumerate(leaves):
+            std = fnp.sqrt(eta / count.astype(compute_dtype(g)) ** gamma)
+            noise = random.normal(leaf_keys[i], g.shape, g.dtype)
+            noisy.append(g + std.astype(g.dtype) * noise)
+        return tree_util.tree_unflatten(treedef, noisy), AddNoiseState(count, next_key)
 
     return GradientTransformation(init, update)
