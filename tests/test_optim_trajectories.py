@@ -405,3 +405,31 @@ def test_noisy_sgd_adds_annealed_noise_from_the_split_keys():
                     params[k] = params[k] - LR * (grads[k] + np.sqrt(eta / t ** gamma) * noise)
                     np.testing.assert_allclose(got[t - 1][k], params[k], rtol=1e-9, atol=1e-11,
                                                err_msg=f"{name}, step {t}, leaf {k}")
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_state_dtypes_are_kept_and_jit_equals_eager(name, dtype):
+    """Two steps on float32 / bfloat16 params: every state leaf keeps its dtype (so a jitted
+    step never retraces), updates keep the params' dtype, and jit gives eager's numbers."""
+    import ml_dtypes
+
+    np_dtype = ml_dtypes.bfloat16 if dtype == "bfloat16" else np.float32
+    rng = np.random.default_rng(4)
+    params = {"w": fnp.asarray(rng.standard_normal((3, 2)).astype(np_dtype)),
+              "b": fnp.asarray(rng.standard_normal(2).astype(np_dtype)),
+              "s": fnp.asarray(np.asarray(0.5, np_dtype))}
+    grads = [tree_util.tree_map(lambda p, i=i: p * 0.5 + i * 0.1, params) for i in range(2)]
+    opt = CASES[name][0]()
+    jitted_update = flamefx.jit(opt.update)
+    state = eager_state = opt.init(params)
+    dtypes_before = [x.dtype for x in tree_util.tree_leaves(state)]
+    for g in grads:
+        updates, state = jitted_update(g, state, params)
+        eager_updates, eager_state = opt.update(g, eager_state, params)
+        assert [x.dtype for x in tree_util.tree_leaves(state)] == dtypes_before
+        for k in params:
+            assert optim.apply_updates(params, updates)[k].dtype == params[k].dtype
+            np.testing.assert_allclose(np.asarray(updates[k], np.float64),
+                                       np.asarray(eager_updates[k], np.float64),
+                                       rtol=1e-2 if dtype == "bfloat16" else 1e-5, atol=1e-6)

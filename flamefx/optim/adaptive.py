@@ -179,7 +179,8 @@ def scale_by_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
         nu = tree_util.tree_map(lambda g, v: b2 * v + (1 - b2) * fnp.square(g),
                                 updates, state.nu)
         nu_max = tree_util.tree_map(
-            lambda v, vmax: fnp.maximum(vmax, v / corrections[compute_dtype(v)][1]),
+            lambda v, vmax: fnp.maximum(vmax, (v / corrections[compute_dtype(v)][1]).astype(
+                vmax.dtype)),
             nu, state.nu_max)
 
         def scaled(m, vmax):
