@@ -74,7 +74,7 @@ def _single_operand(operands, init_values, what):
     return core.ensure_array(operands)
 
 
-def reduce(operands, init_values, computation, dimensions):
+def reduce(operands, init_values, computation, dimensions, out_sharding=None):
     """Reduces ``operands`` over ``dimensions`` with a monoid ``computation`` (JAX's
     ``lax.reduce``). ``init_values`` joins the result as one more element: JAX gives the
     same when it is the monoid's identity, which it must be for JAX's fast path.
@@ -84,6 +84,7 @@ def reduce(operands, init_values, computation, dimensions):
     >>> lax.reduce(np.arange(6.0).reshape(2, 3), 0.0, lax.add, (1,)).tolist()
     [3.0, 12.0]
     """
+    del out_sharding  # flamefx has no sharding
     x = _single_operand(operands, init_values, "reduce")
     kind = _monoid(computation, _dtype(x), "reduce")
     ndim = len(_shape(x))
@@ -98,8 +99,8 @@ def reduce(operands, init_values, computation, dimensions):
     return computation(out, init)
 
 
-def reduce_window(operand, init_value, computation, window_dimensions, window_strides,
-                  padding, base_dilation=None, window_dilation=None):
+def reduce_window(operand, init_value, computation, window_dimensions, window_strides=None,
+                  padding="VALID", base_dilation=None, window_dilation=None):
     """JAX's ``lax.reduce_window`` for the monoids add, max and min.
 
     ``padding``: 'SAME', 'VALID' or ``(lo, hi)`` pairs. Padding and base-dilation holes
@@ -118,7 +119,7 @@ def reduce_window(operand, init_value, computation, window_dimensions, window_st
         raise FlamefxValueError(f"reduce_window supports lax.add, lax.max and lax.min, got "
                                 f"the {kind} monoid")
     ndim = len(_shape(x))
-    window_strides = tuple(window_strides)
+    window_strides = tuple(window_strides or (1,) * ndim)
     window_dilation = tuple(window_dilation or (1,) * ndim)
     base_dilation = tuple(base_dilation or (1,) * ndim)
     if isinstance(padding, str):
@@ -344,51 +345,67 @@ def index_in_dim(operand, index: int, axis: int = 0, keepdims: bool = True):
     return out if keepdims else structural.squeeze(out, (axis,))
 
 
-def _starts(ndim, axis, index):
-    index = core.ensure_array(index) if not isinstance(index, int) else index
-    zero = 0 if isinstance(index, int) else ew.full_like(index, 0)
-    return [index if i == axis else zero for i in range(ndim)]
+def _starts(shape, axis, index, allow_negative_indices):
+    """Start indices: ``index`` on ``axis`` (negative counts from the end when allowed, as
+    JAX), zeros elsewhere."""
+    if isinstance(index, (int, np.integer)):
+        index = int(index) + shape[axis] if allow_negative_indices and index < 0 else int(index)
+        return [index if i == axis else 0 for i in range(len(shape))]
+    index = core.ensure_array(index)
+    if allow_negative_indices:
+        wrapped = ew.add(index, ew.full_like(index, shape[axis]))
+        index = ew.select_n(ew.lt(index, ew.full_like(index, 0)), index, wrapped)
+    zero = ew.full_like(index, 0)
+    return [index if i == axis else zero for i in range(len(shape))]
 
 
-def dynamic_slice_in_dim(operand, start_index, slice_size: int, axis: int = 0):
-    """``slice_size`` elements from a traced ``start_index`` along ``axis`` (clamped).
+def dynamic_slice_in_dim(operand, start_index, slice_size: int, axis: int = 0, *,
+                         allow_negative_indices: bool = True):
+    """``slice_size`` elements from a traced ``start_index`` along ``axis`` (a negative
+    start counts from the end, as JAX; then clamped to stay in bounds).
 
     >>> import numpy as np
-    >>> dynamic_slice_in_dim(np.arange(5.0), 3, 2).tolist()
+    >>> dynamic_slice_in_dim(np.arange(5.0), -2, 2).tolist()
     [3.0, 4.0]
     """
     shape = _shape(operand)
     axis = _axis(axis, len(shape), "dynamic_slice_in_dim")
     sizes = list(shape)
     sizes[axis] = int(slice_size)
-    return dynamic_slice(operand, _starts(len(shape), axis, start_index), tuple(sizes))
+    return dynamic_slice(operand, _starts(shape, axis, start_index, allow_negative_indices),
+                         tuple(sizes))
 
 
-def dynamic_index_in_dim(operand, index, axis: int = 0, keepdims: bool = True):
+def dynamic_index_in_dim(operand, index, axis: int = 0, keepdims: bool = True, *,
+                         allow_negative_indices: bool = True):
     """Element at a traced ``index`` along ``axis`` (JAX's ``lax.dynamic_index_in_dim``).
 
     >>> import numpy as np
     >>> dynamic_index_in_dim(np.arange(4.0), 2, keepdims=False).tolist()
     2.0
     """
-    out = dynamic_slice_in_dim(operand, index, 1, axis)
+    out = dynamic_slice_in_dim(operand, index, 1, axis,
+                               allow_negative_indices=allow_negative_indices)
     axis = _axis(axis, len(_shape(operand)), "dynamic_index_in_dim")
     return out if keepdims else structural.squeeze(out, (axis,))
 
 
-def dynamic_update_slice_in_dim(operand, update, start_index, axis: int):
+def dynamic_update_slice_in_dim(operand, update, start_index, axis: int, *,
+                                allow_negative_indices: bool = True):
     """``operand`` with ``update`` written from a traced ``start_index`` along ``axis``.
 
     >>> import numpy as np
     >>> dynamic_update_slice_in_dim(np.zeros(4), np.ones(2), 1, 0).tolist()
     [0.0, 1.0, 1.0, 0.0]
     """
-    ndim = len(_shape(operand))
-    axis = _axis(axis, ndim, "dynamic_update_slice_in_dim")
-    return dynamic_update_slice(operand, update, _starts(ndim, axis, start_index))
+    shape = _shape(operand)
+    axis = _axis(axis, len(shape), "dynamic_update_slice_in_dim")
+    return dynamic_update_slice(operand, update,
+                                _starts(shape, axis, start_index, allow_negative_indices))
 
 
-def dynamic_update_index_in_dim(operand, update, index, axis: int):
+def dynamic_update_index_in_dim(operand, update, index, axis: int, *,
+                                allow_negative_indices: bool = True):
     """``operand`` with the slice at a traced ``index`` along ``axis`` replaced by ``update``
     (which may lack that axis).
 
@@ -401,19 +418,21 @@ def dynamic_update_index_in_dim(operand, update, index, axis: int):
     update = core.ensure_array(update)
     if len(_shape(update)) == ndim - 1:
         update = structural.expand_dims(update, (axis,))
-    return dynamic_update_slice_in_dim(operand, update, index, axis)
+    return dynamic_update_slice_in_dim(operand, update, index, axis,
+                                       allow_negative_indices=allow_negative_indices)
 
 
 # --- shapes and constants ------------------------------------------------------------------
 
 
-def broadcast(operand, sizes):
-    """Adds leading dims ``sizes`` (JAX's ``lax.broadcast``).
+def broadcast(operand, sizes, *, out_sharding=None):
+    """Adds leading dims ``sizes`` (JAX's ``lax.broadcast``; ``out_sharding`` is ignored).
 
     >>> import numpy as np
     >>> broadcast(np.ones(3), (2,)).shape
     (2, 3)
     """
+    del out_sharding
     operand = core.ensure_array(operand)
     ndim, sizes = len(_shape(operand)), tuple(int(s) for s in sizes)
     return structural.broadcast_in_dim(operand, sizes + _shape(operand),
@@ -518,19 +537,24 @@ def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_t
                         preferred_element_type)
 
 
-def dot(lhs, rhs, precision=None, preferred_element_type=None):
-    """Vector/matrix product of rank-1 or rank-2 operands (JAX's ``lax.dot``).
+def dot(lhs, rhs, *, dimension_numbers=None, precision=None, preferred_element_type=None,
+        out_sharding=None):
+    """Vector/matrix product of rank-1 or rank-2 operands, or ``dot_general`` when
+    ``dimension_numbers`` is given (JAX's ``lax.dot``; ``out_sharding`` is ignored).
 
     >>> import numpy as np
     >>> dot(np.ones((2, 3)), np.ones(3)).tolist()
     [3.0, 3.0]
     """
+    del out_sharding
+    if dimension_numbers is not None:
+        return dot_general(lhs, rhs, dimension_numbers, precision, preferred_element_type)
     lhs_shape, rhs_shape = _shape(core.ensure_array(lhs)), _shape(core.ensure_array(rhs))
     if len(lhs_shape) not in (1, 2) or len(rhs_shape) not in (1, 2) \
             or lhs_shape[-1] != rhs_shape[0]:
         raise FlamefxTypeError(f"dot: incompatible shapes for dot: got {lhs_shape} and "
                                f"{rhs_shape} (rank 1 or 2, contracting lhs's last dim with "
-                               f"rhs's first)")
+                               f"rhs's first; give dimension_numbers for anything else)")
     dims = (((len(lhs_shape) - 1,), (0,)), ((), ()))
     return dot_general(lhs, rhs, dims, precision, preferred_element_type)
 

@@ -371,3 +371,20 @@ def test_reduce_with_traced_init_and_variadic_error():
     _close(got, 1.0 + x[:-1, :-1] + x[1:, :-1] + x[:-1, 1:] + x[1:, 1:])
     with pytest.raises(FlamefxValueError, match="variadic"):
         lax.reduce((x, x), (0.0, 0.0), lax.add, (0,))
+
+
+def test_negative_dynamic_indices_and_jax_defaults():
+    x = np.arange(24.0).reshape(2, 3, 4)
+    _close(lax.dynamic_slice_in_dim(x, -2, 2, axis=2), x[:, :, 2:])
+    _close(flamefx.jit(lambda i: lax.dynamic_index_in_dim(x, i, 1, False))(np.int32(-1)),
+           x[:, -1])
+    _close(lax.dynamic_slice_in_dim(x, -2, 2, axis=2, allow_negative_indices=False),
+           x[:, :, :2])  # clamped to 0, not wrapped
+    want = x.copy()
+    want[:, -1] = 0.0
+    _close(flamefx.jit(lambda i: lax.dynamic_update_index_in_dim(x, np.zeros((2, 4)), i, 1))(
+        np.int32(-1)), want)
+    a, b = RNG.normal(size=(2, 3, 4)), RNG.normal(size=(4, 5))
+    _close(lax.dot(a, b, dimension_numbers=(((2,), (0,)), ((), ()))), a @ b)
+    _close(lax.reduce_window(x, 0.0, lax.add, (1, 2, 2)),
+           x[:, :-1, :-1] + x[:, 1:, :-1] + x[:, :-1, 1:] + x[:, 1:, 1:])
