@@ -307,3 +307,12 @@ def test_large_products_pick_the_faster_thread_count():
     rng = np.random.default_rng(8)
     a, b = (fnp.asarray(rng.normal(size=(512, 512)).astype(np.float32)) for _ in range(2))
     _assert_agree(lambda a, b: a @ b, a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_scipy_ufuncs_remainders_and_reshapes_agree():
+    x = fnp.asarray(np.linspace(-0.9, 0.9, 12, dtype=np.float32).reshape(3, 4))
+    f = lambda x: (nn.sigmoid(x), lax.erf_inv(x), fnp.fmod(x * 7.0, 2.0),  # noqa: E731
+                   (x * 2.0).reshape(4, 3).T.reshape(12) + 1.0)
+    _assert_agree(f, x)
+    kinds = cpu_plan.CpuPlan(flamefx.make_jaxpr(f)(x).jaxpr).kinds
+    assert "view" in kinds and "fallback" in kinds  # the transpose stays with its impl

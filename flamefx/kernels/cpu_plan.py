@@ -41,6 +41,7 @@ import threading
 from time import perf_counter
 
 import numpy as np
+import scipy.special
 
 from flamefx.jaxpr import ClosedJaxpr, Jaxpr, Literal, Var
 from flamefx.kernels import cpu_conv
@@ -81,6 +82,8 @@ _UFUNCS = {
     "cos": (np.cos, False), "log1p": (np.log1p, False), "abs": (np.absolute, True),
     "square": (np.square, True), "pow": (np.power, False), "floor": (np.floor, False),
     "ceil": (np.ceil, False), "is_finite": (np.isfinite, False),
+    "logistic": (scipy.special.expit, False), "erf_inv": (scipy.special.erfinv, False),
+    "rem": (np.fmod, False),
     "eq": (np.equal, True), "ne": (np.not_equal, True), "lt": (np.less, True),
     "le": (np.less_equal, True), "gt": (np.greater, True), "ge": (np.greater_equal, True),
 }
@@ -99,7 +102,8 @@ def _dtypes(atoms):
 
 def kind_of(eqn) -> str:
     """The call ``eqn`` becomes in a plan: 'ufunc', 'select', 'convert', 'matmul',
-    'conv' (cpu_conv.py), 'reduce', 'broadcast' or 'fallback' (its primitive's impl)."""
+    'conv' (cpu_conv.py), 'reduce', 'broadcast', 'view' (a reshape: NumPy's, a view where
+    it can be) or 'fallback' (its primitive's impl)."""
     name, ins, outs = eqn.prim.name, eqn.invars, eqn.outvars
     if len(outs) != 1:
         return "fallback"
@@ -111,6 +115,8 @@ def kind_of(eqn) -> str:
                 and len(set(_dtypes(ins))) == 1:
             return "ufunc"
         return "fallback"
+    if name == "reshape":
+        return "view"
     if name == "select_n":
         if len(ins) == 3 and ins[0].aval.dtype == _BOOL and \
                 all(d in _FLOATS | _INTS for d in _dtypes(ins[1:])):
@@ -353,7 +359,7 @@ class CpuPlan:
                 last_read[r] = k
             outs = [self._slot(v) for v in eqn.outvars]
             for s in outs:
-                roots[s] = {s} | (read if kind == "fallback" else set())
+                roots[s] = {s} | (read if kind in ("fallback", "view") else set())
             if kind == "fallback" and _hands_out_inputs(eqn):
                 escaping |= read
         for v in jaxpr.outvars:
@@ -365,7 +371,7 @@ class CpuPlan:
         for r, k in last_read.items():
             releases.setdefault(k, []).append(r)
         for k, (eqn, kind) in enumerate(zip(jaxpr.eqns, self.kinds)):
-            if kind not in ("elided", "fallback", "conv"):  # conv: its own result
+            if kind in ("ufunc", "select", "convert", "matmul", "reduce"):
                 s = self._slot(eqn.outvars[0])
                 if s not in escaping:
                     aval = eqn.outvars[0].aval
@@ -390,6 +396,8 @@ class CpuPlan:
             return _select_step(ins, outs[0], buffer, aval)
         if kind == "convert":
             return _convert_step(ins[0], outs[0], buffer, aval)
+        if kind == "view":
+            return _view_step(ins[0], outs[0], tuple(eqn.params["new_sizes"]))
         if kind == "conv":
             self.uses_blas = True
             return _conv_step(cpu_conv.IMPLS[eqn.prim.name], ins, outs[0], eqn.params)
