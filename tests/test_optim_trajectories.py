@@ -433,3 +433,23 @@ def test_state_dtypes_are_kept_and_jit_equals_eager(name, dtype):
             np.testing.assert_allclose(np.asarray(updates[k], np.float64),
                                        np.asarray(eager_updates[k], np.float64),
                                        rtol=1e-2 if dtype == "bfloat16" else 1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("make_opt", [
+    lambda: optim.lamb(0.1), lambda: optim.novograd(0.1), lambda: optim.fromage(0.1),
+    lambda: optim.adafactor(0.1), lambda: optim.chain(optim.scale_by_param_block_rms()),
+], ids=["lamb", "novograd", "fromage", "adafactor", "scale_by_param_block_rms"])
+def test_optimizers_that_read_params_say_so_when_given_none(make_opt):
+    from flamefx.errors import FlamefxValueError
+
+    opt = make_opt()
+    params = {"w": fnp.ones((2, 2))}
+    with pytest.raises(FlamefxValueError, match="needs the params"):
+        opt.update(params, opt.init(params))
+
+
+def test_fromage_rejects_a_schedule():
+    from flamefx.errors import FlamefxTypeError
+
+    with pytest.raises(FlamefxTypeError, match="fromage: learning_rate must be a number"):
+        optim.fromage(optim.constant_schedule(0.1))

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import flamefx.numpy as fnp
 from flamefx import tree_util
+from flamefx.errors import FlamefxValueError, where
 from flamefx.optim.base import (
     GradientTransformation,
     ScalarOrSchedule,
@@ -236,8 +237,8 @@ def scale_by_novograd(b1: float = 0.9, b2: float = 0.25, eps: float = 1e-8,
 
     def update(updates, state, params=None):
         if params is None:
-            raise ValueError("scale_by_novograd needs the params: call "
-                             "update(grads, state, params)")
+            raise FlamefxValueError("scale_by_novograd needs the params: call "
+                                    "update(grads, state, params)" + where())
         count = state.count + 1
         first = count == 1
 

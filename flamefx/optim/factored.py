@@ -21,6 +21,7 @@ import numpy as np
 
 import flamefx.numpy as fnp
 from flamefx import tree_util
+from flamefx.errors import FlamefxValueError, where
 from flamefx.optim.base import (
     GradientTransformation,
     ScalarOrSchedule,
@@ -88,8 +89,8 @@ def scale_by_factored_rms(factored: bool = True, decay_rate: float = 0.8,
 
     def update(updates, state, params=None):
         if params is None:
-            raise ValueError("scale_by_factored_rms needs the params: call "
-                             "update(grads, state, params)")
+            raise FlamefxValueError("scale_by_factored_rms needs the params: call "
+                                    "update(grads, state, params)" + where())
         decay = decay_rate_fn(state.count - step_offset, decay_rate)
 
         def leaf_update(g, v_row, v_col, v, p):

@@ -22,6 +22,7 @@ import numpy as np
 import flamefx.numpy as fnp
 from flamefx import dtypes, tree_util
 from flamefx.core import ArrayMethods  # concrete arrays and tracers alike
+from flamefx.errors import FlamefxValueError, where
 from flamefx.optim.base import GradientTransformation, compute_dtype, zeros_count
 
 
@@ -69,9 +70,9 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
     static_args = {static_args} if isinstance(static_args, str) else set(static_args)
     signature = inspect.signature(inner_factory)
     if not static_args <= set(signature.parameters):
-        raise ValueError(f"inject_hyperparams: static_args {sorted(static_args)} must name "
-                         f"parameters of {inner_factory.__name__}, which are "
-                         f"{list(signature.parameters)}")
+        raise FlamefxValueError(f"inject_hyperparams: static_args {sorted(static_args)} must "
+                                f"name parameters of {inner_factory.__name__}, which are "
+                                f"{list(signature.parameters)}" + where())
 
     @functools.wraps(inner_factory)
     def wrapped(*args, **kwargs) -> GradientTransformation:

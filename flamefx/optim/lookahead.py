@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import flamefx.numpy as fnp
 from flamefx import tree_util
+from flamefx.errors import FlamefxTypeError, FlamefxValueError, where
 from flamefx.optim.base import GradientTransformation, zeros_count
 
 
@@ -54,7 +55,8 @@ def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
     >>> opt = lookahead(adam(1e-3), sync_period=6, slow_step_size=0.5)
     """
     if sync_period < 1:
-        raise ValueError(f"lookahead: sync_period must be >= 1, got {sync_period}")
+        raise FlamefxValueError(f"lookahead: sync_period must be >= 1, got {sync_period}"
+                                + where())
 
     def init(params):
         fast = params.fast if isinstance(params, LookaheadParams) else params
@@ -62,8 +64,8 @@ def lookahead(fast_optimizer: GradientTransformation, sync_period: int,
 
     def update(updates, state, params=None):
         if not isinstance(params, LookaheadParams):
-            raise TypeError(f"lookahead: update needs the params as a LookaheadParams (fast, "
-                            f"slow), got {type(params).__name__}")
+            raise FlamefxTypeError(f"lookahead: update needs the params as a LookaheadParams "
+                                   f"(fast, slow), got {type(params).__name__}" + where())
         updates, fast_state = fast_optimizer.update(updates, state.fast_state, params.fast)
         sync = state.steps_since_sync == sync_period - 1
         # Where the fast params would land, minus the slow ones: the slow step's direction.

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 import flamefx.numpy as fnp
 from flamefx import dtypes
+from flamefx.errors import FlamefxValueError, where
 from flamefx.optim.base import Schedule
 
 
@@ -189,12 +190,12 @@ def piecewise_interpolate_schedule(interpolate_type: str, init_value: float,
     interpolate = {"linear": _linear_interpolate, "cosine": _cosine_interpolate}.get(
         interpolate_type)
     if interpolate is None:
-        raise ValueError(f"piecewise_interpolate_schedule: interpolate_type must be 'linear' "
-                         f"or 'cosine', got {interpolate_type!r}")
+        raise FlamefxValueError(f"piecewise_interpolate_schedule: interpolate_type must be "
+                                f"'linear' or 'cosine', got {interpolate_type!r}" + where())
     items = sorted((boundaries_and_scales or {}).items())
     if any(factor < 0 for _, factor in items):
-        raise ValueError(f"piecewise_interpolate_schedule: scales must be non-negative, got "
-                         f"{[factor for _, factor in items]}")
+        raise FlamefxValueError(f"piecewise_interpolate_schedule: scales must be non-negative, "
+                                f"got {[factor for _, factor in items]}" + where())
     bounds = [0] + [boundary for boundary, _ in items]
     values = [init_value]
     for _, factor in items:
@@ -224,8 +225,8 @@ def linear_onecycle_schedule(transition_steps: int, peak_value: float, pct_start
     1.0
     """
     if transition_steps <= 0:
-        raise ValueError(f"linear_onecycle_schedule: transition_steps must be positive, got "
-                         f"{transition_steps}")
+        raise FlamefxValueError(f"linear_onecycle_schedule: transition_steps must be positive, "
+                                f"got {transition_steps}" + where())
     return piecewise_interpolate_schedule(
         "linear", peak_value / div_factor,
         {int(pct_start * transition_steps): div_factor,
@@ -244,8 +245,8 @@ def cosine_onecycle_schedule(transition_steps: int, peak_value: float, pct_start
     1.0
     """
     if transition_steps <= 0:
-        raise ValueError(f"cosine_onecycle_schedule: transition_steps must be positive, got "
-                         f"{transition_steps}")
+        raise FlamefxValueError(f"cosine_onecycle_schedule: transition_steps must be positive, "
+                                f"got {transition_steps}" + where())
     return piecewise_interpolate_schedule(
         "cosine", peak_value / div_factor,
         {int(pct_start * transition_steps): div_factor,

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 
 import flamefx.numpy as fnp
 from flamefx import random, tree_util
+from flamefx.errors import FlamefxValueError, where
 from flamefx.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -283,8 +284,8 @@ def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransfo
     """
     def update(updates, state, params=None):
         if params is None:
-            raise ValueError("add_decayed_weights needs the params: call "
-                             "update(grads, state, params)")
+            raise FlamefxValueError("add_decayed_weights needs the params: call "
+                                    "update(grads, state, params)" + where())
         return tree_util.tree_map(lambda u, p: u + weight_decay * p, updates, params), state
 
     decay = GradientTransformation(lambda params: EmptyState(), update)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import flamefx.numpy as fnp
 from flamefx import tree_util
+from flamefx.errors import FlamefxTypeError, FlamefxValueError, where
 from flamefx.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -32,7 +33,8 @@ from flamefx.optim.wrappers import masked
 
 def _needs_params(name: str, params):
     if params is None:
-        raise ValueError(f"{name} needs the params: call update(grads, state, params)")
+        raise FlamefxValueError(f"{name} needs the params: call update(grads, state, params)"
+                                + where())
 
 
 def _safe_norm(x, min_norm):
@@ -157,8 +159,8 @@ def fromage(learning_rate: float, min_norm: float = 1e-6) -> GradientTransformat
     >>> opt = fromage(1e-2)
     """
     if callable(learning_rate):
-        raise TypeError("fromage: learning_rate must be a number (a schedule is not "
-                        "supported here)")
+        raise FlamefxTypeError("fromage: learning_rate must be a number (a schedule is not "
+                               "supported here)" + where())
     shrink = 1 / (1 + learning_rate ** 2) ** 0.5
     return chain(scale_by_trust_ratio(min_norm),
                  scale_by_learning_rate(learning_rate * shrink),
