@@ -237,8 +237,10 @@ SAMPLES = all_samples()
 # Arguments that stay float32 by contract in low precision: flash attention's log-sum-exp
 # rows and their cotangent.
 FLOAT32_ARGS = {"flash_attention_bwd": (-3, -1)}
-# Primitives that take float32 and float64 only, as JAX's do (complex parts are float32/64).
-SINGLE_OR_DOUBLE_ONLY = {"complex", "nextafter"}
+# Primitives that take float32 and float64 only, as JAX's do (complex parts are float32/64;
+# LAPACK/cuSOLVER factorizations and cuFFT have no half-precision routines).
+SINGLE_OR_DOUBLE_ONLY = {"complex", "nextafter", "cholesky", "eigh", "fft", "lu", "qr", "svd",
+                         "triangular_solve"}
 
 
 def _holds_program(value) -> bool:
