@@ -206,8 +206,12 @@ def conv_general_shape_tuple(lhs_shape, rhs_shape, window_strides, padding,
     return tuple(out[i] for i in _inverse(dnums.out_spec))
 
 
-def _conv_transpose_padding(k: int, s: int, padding: str) -> tuple:
-    """JAX's padding of the dilated input for a transposed convolution."""
+def _conv_transpose_padding(k: int, s: int, padding) -> tuple:
+    """JAX's padding of the dilated input for a transposed convolution, from the forward
+    convolution's padding ('SAME', 'VALID' or a (lo, hi) pair)."""
+    if not isinstance(padding, str):
+        lo, hi = (k - int(p) - 1 for p in padding)
+        return lo, hi
     if padding.upper() == "SAME":
         total = k + s - 2
         lo = k - 1 if s > k - 1 else -(-total // 2)
@@ -246,8 +250,10 @@ def conv_transpose_shape_tuple(lhs_shape, rhs_shape, window_strides, padding,
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
-                         batch_group_count=1, precision=None, preferred_element_type=None):
-    """General N-d convolution with JAX's signature (``lax.conv_general_dilated``).
+                         batch_group_count=1, precision=None, preferred_element_type=None,
+                         out_sharding=None):
+    """General N-d convolution with JAX's signature (``lax.conv_general_dilated``;
+    ``out_sharding`` is accepted and ignored).
 
     ``padding``: 'SAME', 'SAME_LOWER', 'VALID' or ``(lo, hi)`` pairs (negative crops);
     ``dimension_numbers``: None (NC.../OI.../NC...), three layout strings or
@@ -258,6 +264,7 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
     >>> conv_general_dilated(x, w, (2,), "VALID").tolist()
     [[[1.0, 5.0]]]
     """
+    del out_sharding  # flamefx has no sharding
     lhs, rhs = core.ensure_array(lhs), core.ensure_array(rhs)
     lhs_shape, rhs_shape = core.get_aval(lhs).shape, core.get_aval(rhs).shape
     dnums = conv_dimension_numbers(lhs_shape, rhs_shape, dimension_numbers)
@@ -321,11 +328,14 @@ _TRANSPOSE_DEFAULTS = {2: ("NC", "IO", "NC"), 3: ("NHC", "HIO", "NHC"),
 
 
 def conv_transpose(lhs, rhs, strides, padding, rhs_dilation=None, dimension_numbers=None,
-                   transpose_kernel: bool = False, precision=None, preferred_element_type=None):
+                   transpose_kernel: bool = False, precision=None, preferred_element_type=None,
+                   use_consistent_padding: bool = False):
     """Transposed convolution as JAX's ``lax.conv_transpose``: a convolution of the
     stride-dilated input. Default layouts are JAX's (NHWC input, HWIO kernel);
     ``transpose_kernel=True`` flips the kernel in space and swaps its I/O dims (the exact
-    gradient of a forward convolution).
+    gradient of a forward convolution). 'SAME'/'VALID' name the forward convolution's
+    padding; ``(lo, hi)`` pairs pad the dilated input as given, or, with
+    ``use_consistent_padding=True``, are the forward convolution's too (PyTorch's reading).
 
     >>> conv_transpose(np.ones((1, 4, 4, 2)), np.ones((3, 3, 2, 5)), (2, 2), "SAME").shape
     (1, 8, 8, 5)
@@ -343,6 +353,8 @@ def conv_transpose(lhs, rhs, strides, padding, rhs_dilation=None, dimension_numb
     kernel = [dilate_dim(rhs_shape[i], d) for i, d in zip(dnums.rhs_spec[2:], rhs_dilation)]
     if isinstance(padding, str):
         padding = [_conv_transpose_padding(k, s, padding) for k, s in zip(kernel, strides)]
+    elif use_consistent_padding:
+        padding = [_conv_transpose_padding(k, s, p) for k, s, p in zip(kernel, strides, padding)]
     if transpose_kernel:
         rhs = structural.rev(rhs, tuple(dnums.rhs_spec[2:]))
         perm = list(range(len(rhs_shape)))

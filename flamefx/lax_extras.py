@@ -526,13 +526,16 @@ def clamp(min, x, max):  # noqa: A002  (JAX's argument names)
 # --- products -------------------------------------------------------------------------------
 
 
-def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None):
-    """JAX's ``lax.dot_general``; ``precision`` takes ``lax.Precision`` as well.
+def dot_general(lhs, rhs, dimension_numbers, precision=None, preferred_element_type=None,
+                out_sharding=None):
+    """JAX's ``lax.dot_general``; ``precision`` takes ``lax.Precision`` as well
+    (``out_sharding`` is accepted and ignored).
 
     >>> import numpy as np
     >>> dot_general(np.ones((2, 3)), np.ones((3,)), (((1,), (0,)), ((), ()))).tolist()
     [3.0, 3.0]
     """
+    del out_sharding  # flamefx has no sharding
     return _dot_general(lhs, rhs, dimension_numbers, canonicalize_precision(precision),
                         preferred_element_type)
 

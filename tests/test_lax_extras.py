@@ -388,3 +388,21 @@ def test_negative_dynamic_indices_and_jax_defaults():
     _close(lax.dot(a, b, dimension_numbers=(((2,), (0,)), ((), ()))), a @ b)
     _close(lax.reduce_window(x, 0.0, lax.add, (1, 2, 2)),
            x[:, :-1, :-1] + x[:, 1:, :-1] + x[:, :-1, 1:] + x[:, 1:, 1:])
+
+
+def test_conv_transpose_consistent_padding_is_the_forward_padding():
+    # With use_consistent_padding, (lo, hi) are the forward conv's: conv_transpose with
+    # transpose_kernel is then the forward conv's input gradient (PyTorch's reading).
+    x = RNG.normal(size=(1, 7, 6, 2))
+    w = RNG.normal(size=(3, 3, 2, 4))
+    dn = ("NHWC", "HWIO", "NHWC")
+    pads = ((1, 1), (1, 1))
+
+    def forward(x):
+        return lax.conv_general_dilated(x, w, (2, 1), pads, dimension_numbers=dn)
+
+    y = RNG.normal(size=np.shape(forward(x)))
+    _, pullback = flamefx.vjp(forward, x)
+    got = lax.conv_transpose(y, w, (2, 1), pads, dimension_numbers=dn, transpose_kernel=True,
+                             use_consistent_padding=True)
+    _close(got, np.asarray(pullback(y)[0]))

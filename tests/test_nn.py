@@ -640,6 +640,11 @@ def test_attention_mask_argument_errors():
         nn.dot_product_attention(q, q, q, key_value_seq_lengths=fnp.asarray([1.0, 2.0]))
     with pytest.raises(ValueError, match="local_window_size"):
         nn.dot_product_attention(q, q, q, local_window_size=(1, 2, 3))
+    with pytest.raises(ValueError, match="implementation"):
+        nn.dot_product_attention(q, q, q, implementation="flash")
+    # JAX's keyword names work.
+    out = nn.dot_product_attention(query=q, key=q, value=q, implementation="xla", scale=1.0)
+    assert out.shape == (2, 1, 3, 2)
 
 
 @pytest.mark.parametrize("count_include_pad", [True, False])

@@ -15,9 +15,9 @@ from flamefx.primitives import attention as attention_ops
 __all__ = ["causal_mask", "dot_product_attention", "merge_heads", "split_heads"]
 
 
-def dot_product_attention(q, k, v, bias=None, mask=None, is_causal: bool = False,
+def dot_product_attention(query, key, value, bias=None, mask=None, is_causal: bool = False,
                           scale=None, *, query_seq_lengths=None, key_value_seq_lengths=None,
-                          local_window_size=None):
+                          local_window_size=None, implementation=None):
     """``softmax(q k^T * scale + bias, masked) v`` on (batch, heads, seq, head_dim) arrays.
 
     ``mask`` is boolean (True = attend) and ``bias`` is added to the logits; both may
@@ -30,7 +30,8 @@ def dot_product_attention(q, k, v, bias=None, mask=None, is_causal: bool = False
     flamefx.numpy and passed to the fused attention primitive (its kernels take a mask, not
     lengths or windows).
 
-    Differences from JAX: the layout is (batch, heads, seq, head_dim) where JAX's is
+    ``implementation`` (JAX's None, 'xla' or 'cudnn') is accepted; flamefx picks its own
+    kernels. Differences from JAX: the layout is (batch, heads, seq, head_dim) where JAX's is
     (batch, seq, heads, head_dim); a query whose keys are all masked outputs zeros (as
     FlashAttention/cuDNN), where JAX's XLA path averages the values uniformly.
 
@@ -40,12 +41,15 @@ def dot_product_attention(q, k, v, bias=None, mask=None, is_causal: bool = False
     >>> dot_product_attention(q, q, q, key_value_seq_lengths=fnp.array([2])).shape
     (1, 1, 3, 2)
     """
-    extra = _extra_mask(q.shape[0], q.shape[2], k.shape[2], query_seq_lengths,
+    if implementation not in (None, "xla", "cudnn"):
+        raise FlamefxValueError(f"dot_product_attention: implementation must be None, 'xla' "
+                                f"or 'cudnn', got {implementation!r}")
+    extra = _extra_mask(query.shape[0], query.shape[2], key.shape[2], query_seq_lengths,
                         key_value_seq_lengths, local_window_size)
     mask = _rank4(mask)
     if extra is not None:
         mask = extra if mask is None else fnp.logical_and(mask, extra)
-    return attention_ops.dot_product_attention(q, k, v, bias=_rank4(bias), mask=mask,
+    return attention_ops.dot_product_attention(query, key, value, bias=_rank4(bias), mask=mask,
                                                is_causal=is_causal, scale=scale)
 
 

@@ -176,13 +176,13 @@ def constant(value, dtype=dtypes.float32):
     return init
 
 
-def zeros(key, shape, dtype=dtypes.float32):
-    """All zeros (an initializer itself, as JAX's ``zeros``)."""
+def zeros(key, shape, dtype=dtypes.float32, out_sharding=None):
+    """All zeros (an initializer itself, as JAX's ``zeros``; ``out_sharding`` is ignored)."""
     return fnp.zeros(shape, dtype)
 
 
-def ones(key, shape, dtype=dtypes.float32):
-    """All ones (an initializer itself, as JAX's ``ones``)."""
+def ones(key, shape, dtype=dtypes.float32, out_sharding=None):
+    """All ones (an initializer itself, as JAX's ``ones``; ``out_sharding`` is ignored)."""
     return fnp.ones(shape, dtype)
 
 
