@@ -256,10 +256,18 @@ def _lars_step(trust_leaf_ndim):
     return step
 
 
-def _fromage_step(g, p, s, t):
-    shrink = 1 / math.sqrt(1 + LR ** 2)
-    u = _trust_ratio(g, p, min_norm=1e-6) * g
-    return -LR * shrink * u + (shrink - 1) * p, s
+def _fromage_step(lr_of_step):
+    def step(g, p, s, t):
+        lr = lr_of_step(t - 1)
+        shrink = 1 / math.sqrt(1 + lr ** 2)
+        u = _trust_ratio(g, p, min_norm=1e-6) * g
+        return -lr * shrink * u + (shrink - 1) * p, s
+    return step
+
+
+def _adamw_scheduled_decay_step(g, p, s, t):
+    weight_decay = 0.1 * 0.5 * (1 + math.cos(math.pi * min(t - 1, 20) / 20))
+    return _adam_like(_ema_square(), weight_decay=weight_decay)(g, p, s, t)
 
 
 def _factored_dims(shape, min_dim):
@@ -358,7 +366,12 @@ CASES = {
         lambda: optim.lars(0.02, weight_decay=0.1,
                            trust_ratio_mask=lambda p: {k: v.ndim >= 2 for k, v in p.items()}),
         np.zeros_like, _lars_step(2)),
-    "fromage": (lambda: optim.fromage(LR), lambda p: None, _fromage_step),
+    "fromage": (lambda: optim.fromage(LR), lambda p: None, _fromage_step(lambda step: LR)),
+    "fromage_schedule": (lambda: optim.fromage(optim.exponential_decay(0.05, 5, 0.5)),
+                         lambda p: None, _fromage_step(lambda step: 0.05 * 0.5 ** (step / 5))),
+    "adamw_scheduled_weight_decay": (
+        lambda: optim.adamw(LR, weight_decay=optim.cosine_decay_schedule(0.1, 20)), _zeros2,
+        _adamw_scheduled_decay_step),
     "adafactor": (lambda: optim.adafactor(LR, min_dim_size_to_factor=2),
                   _adafactor_init(2), _adafactor_step(2)),
     "adafactor_unfactored": (lambda: optim.adafactor(LR), _adafactor_init(128),
@@ -446,10 +459,3 @@ def test_optimizers_that_read_params_say_so_when_given_none(make_opt):
     params = {"w": fnp.ones((2, 2))}
     with pytest.raises(FlamefxValueError, match="needs the params"):
         opt.update(params, opt.init(params))
-
-
-def test_fromage_rejects_a_schedule():
-    from flamefx.errors import FlamefxTypeError
-
-    with pytest.raises(FlamefxTypeError, match="fromage: learning_rate must be a number"):
-        optim.fromage(optim.constant_schedule(0.1))

@@ -274,21 +274,39 @@ def scale_by_rss(initial_accumulator_value: float = 0.1,
 # --- weight decay and clipping -------------------------------------------------------------
 
 
-def add_decayed_weights(weight_decay: float = 0.0, mask=None) -> GradientTransformation:
+class WeightDecayScheduleState(NamedTuple):
+    count: Any  # the step count a scheduled weight decay is evaluated at
+
+
+def add_decayed_weights(weight_decay: ScalarOrSchedule = 0.0,
+                        mask=None) -> GradientTransformation:
     """Adds ``weight_decay * params`` to the updates (decoupled weight decay, as in AdamW).
 
-    ``mask``: a tree of bools (a prefix of the params), or a function params -> that tree;
-    only leaves marked True are decayed (e.g. not biases and norm scales).
+    ``weight_decay``: a number, or a schedule of the step count (then the state counts
+    steps). ``mask``: a tree of bools (a prefix of the params), or a function params -> that
+    tree; only leaves marked True are decayed (e.g. not biases and norm scales).
 
     >>> opt = add_decayed_weights(1e-4, mask={"w": True, "b": False})
     """
+    scheduled = callable(weight_decay)
+
+    def init(params):
+        return WeightDecayScheduleState(zeros_count()) if scheduled else EmptyState()
+
     def update(updates, state, params=None):
         if params is None:
             raise FlamefxValueError("add_decayed_weights needs the params: call "
                                     "update(grads, state, params)" + where())
-        return tree_util.tree_map(lambda u, p: u + weight_decay * p, updates, params), state
+        if scheduled:
+            rate, state = weight_decay(state.count), WeightDecayScheduleState(state.count + 1)
+        elif isinstance(weight_decay, (int, float)) and weight_decay == 0.0:
+            return updates, state  # as optax: nothing added (a NaN param stays out of it)
+        else:
+            rate = weight_decay
+        return tree_util.tree_map(lambda u, p: u + _scalar(rate, u) * p, updates,
+                                  params), state
 
-    decay = GradientTransformation(lambda params: EmptyState(), update)
+    decay = GradientTransformation(init, update)
     return decay if mask is None else masked(decay, mask)
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import flamefx.numpy as fnp
 from flamefx import tree_util
-from flamefx.errors import FlamefxTypeError, FlamefxValueError, where
+from flamefx.errors import FlamefxValueError, where
 from flamefx.optim.base import (
     EmptyState,
     GradientTransformation,
@@ -149,18 +149,19 @@ def lars(learning_rate: ScalarOrSchedule, weight_decay: float = 0.0,
                  scale_by_learning_rate(learning_rate), trace(momentum, nesterov))
 
 
-def fromage(learning_rate: float, min_norm: float = 1e-6) -> GradientTransformation:
+def fromage(learning_rate: ScalarOrSchedule, min_norm: float = 1e-6) -> GradientTransformation:
     """Fromage (Bernstein et al. 2020): trust-ratio steps, parameters shrunk by
     ``1 / sqrt(1 + lr**2)`` so their norms stay put.
-
-    Takes a constant learning rate only (optax also accepts a schedule there, through a
-    scheduled weight decay, which ``add_decayed_weights`` here does not have).
 
     >>> opt = fromage(1e-2)
     """
     if callable(learning_rate):
-        raise FlamefxTypeError("fromage: learning_rate must be a number (a schedule is not "
-                               "supported here)" + where())
+        def shrink(count):
+            return 1 / (1 + learning_rate(count) ** 2) ** 0.5
+
+        return chain(scale_by_trust_ratio(min_norm),
+                     scale_by_learning_rate(lambda count: shrink(count) * learning_rate(count)),
+                     add_decayed_weights(lambda count: shrink(count) - 1))
     shrink = 1 / (1 + learning_rate ** 2) ** 0.5
     return chain(scale_by_trust_ratio(min_norm),
                  scale_by_learning_rate(learning_rate * shrink),
