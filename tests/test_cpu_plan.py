@@ -316,3 +316,14 @@ def test_scipy_ufuncs_remainders_and_reshapes_agree():
     _assert_agree(f, x)
     kinds = cpu_plan.CpuPlan(flamefx.make_jaxpr(f)(x).jaxpr).kinds
     assert "view" in kinds and "fallback" in kinds  # the transpose stays with its impl
+
+
+def test_rows_times_a_matrix_is_one_product():
+    # vmap of a layer contracts (batch, 1, k) with (k, n): one GEMM over the flattened rows.
+    rng = np.random.default_rng(9)
+    x = fnp.asarray(rng.normal(size=(5, 1, 4)).astype(np.float32))
+    w = fnp.asarray(rng.normal(size=(4, 3)).astype(np.float32))
+    f = lambda x, w: (lax.dot_general(x, w, (((2,), (0,)), ((), ()))),  # noqa: E731
+                      lax.dot_general(fnp.swapaxes(x, 0, 1), w.T, (((2,), (1,)), ((), ()))))
+    _assert_agree(f, x, w)
+    assert cpu_plan.CpuPlan(flamefx.make_jaxpr(f)(x, w).jaxpr).kinds.count("matmul") == 2

@@ -141,8 +141,10 @@ def kind_of(eqn) -> str:
 
 
 def _matmul_layout(eqn):
-    """(transpose lhs, transpose rhs) when ``eqn`` is np.matmul of (views of) its operands:
-    matrices or vectors, or one leading batch axis; None otherwise."""
+    """(transpose lhs, transpose rhs, rows of lhs) when ``eqn`` is np.matmul of (views of)
+    its operands: matrices or vectors, one leading batch axis, or an array contracted on its
+    last axis with a matrix (``rows``: its other axes flattened, one GEMM instead of one
+    per row, as vmap of a layer makes); None otherwise."""
     lhs, rhs = eqn.invars
     (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     dt = lhs.aval.dtype
@@ -156,9 +158,11 @@ def _matmul_layout(eqn):
     if tuple(lb) == () and tuple(rb) == () and ln <= 2 and rn <= 2:
         if ln == 1 and rn == 1:
             return None  # a dot of vectors: np.matmul gives a 0-d result without out=
-        return (ln == 2 and lc[0] == 0), (rn == 2 and rc[0] == 1)
+        return (ln == 2 and lc[0] == 0), (rn == 2 and rc[0] == 1), None
     if tuple(lb) == (0,) and tuple(rb) == (0,) and ln == 3 and rn == 3:
-        return lc[0] == 1, rc[0] == 2
+        return lc[0] == 1, rc[0] == 2, None
+    if tuple(lb) == () and tuple(rb) == () and ln > 2 and rn == 2 and lc[0] == ln - 1:
+        return False, rc[0] == 1, int(np.prod(lhs.aval.shape[:-1]))
     return None
 
 
@@ -520,8 +524,18 @@ def _reduce_step(fn, a, o, buffer, aval, axes):
 
 def _matmul_step(ins, o, buffer, aval, layout, parallel):
     a, b = ins
-    ta, tb = layout
+    ta, tb, rows = layout
     shape, dtype = aval.shape, aval.dtype
+    if rows is not None:  # (rows, k) @ (k, n) written into the output seen as (rows, n)
+        flat = (rows, shape[-1])
+        flat_buffer = None if buffer is None else buffer.reshape(flat)
+
+        def step(env):
+            x, y = env[a], env[b]
+            out = np.empty(flat, dtype) if flat_buffer is None else flat_buffer
+            np.matmul(x.reshape(rows, x.shape[-1]), y.T if tb else y, out=out)
+            env[o] = out.reshape(shape)
+        return step
 
     def operands(env):
         x, y = env[a], env[b]
