@@ -208,6 +208,21 @@ def _novograd_step(weight_decay):
     return step
 
 
+def _rmsprop_step(g, p, nu, t):
+    nu = 0.9 * nu + 0.1 * g * g
+    return -LR * g / np.sqrt(nu + 1e-8), nu
+
+
+def _adagrad_step(g, p, total, t):
+    total = total + g * g
+    return -LR * g / np.sqrt(total + 1e-7), total
+
+
+def _lion_step(g, p, m, t):
+    u = np.sign(0.9 * m + 0.1 * g) + 0.01 * p
+    return -LR * u, 0.99 * m + 0.01 * g
+
+
 def _adadelta_step(g, p, s, t):
     rho, eps = 0.9, 1e-6
     e_g, e_x = s
@@ -343,6 +358,15 @@ def _clip_by_block_rms_step(g, p, s, t):
 
 
 CASES = {
+    "sgd": (lambda: optim.sgd(0.005), np.zeros_like, _sgd_step(0.005, 0.0, False)),
+    "sgd_momentum": (lambda: optim.sgd(0.005, momentum=0.8), np.zeros_like,
+                     _sgd_step(0.005, 0.8, False)),
+    "adam": (lambda: optim.adam(LR), _zeros2, _adam_like(_ema_square())),
+    "adamw": (lambda: optim.adamw(LR, weight_decay=0.1), _zeros2,
+              _adam_like(_ema_square(), weight_decay=0.1)),
+    "rmsprop": (lambda: optim.rmsprop(LR), np.zeros_like, _rmsprop_step),
+    "adagrad": (lambda: optim.adagrad(LR), lambda p: np.full_like(p, 0.1), _adagrad_step),
+    "lion": (lambda: optim.lion(LR, weight_decay=0.01), np.zeros_like, _lion_step),
     "sgd_nesterov": (lambda: optim.sgd(0.005, momentum=0.8, nesterov=True), np.zeros_like,
                      _sgd_step(0.005, 0.8, True)),
     "nadam": (lambda: optim.nadam(LR), _zeros2, _adam_like(_ema_square(), nesterov=True)),
