@@ -501,7 +501,11 @@ def test_update_traces_without_host_syncs():
     lambda: optim.sgd(0.1, momentum=0.9), lambda: optim.adam(1e-3), lambda: optim.lion(1e-3),
     lambda: optim.adamw(optim.warmup_cosine_decay_schedule(0.0, 1e-3, 10, 100),
                         mask=lambda p: {k: k.startswith("w") for k in p}),
-], ids=["sgd_momentum", "adam", "lion", "adamw_masked_schedule"])
+    lambda: optim.nadam(1e-3), lambda: optim.adabelief(1e-3), lambda: optim.radam(1e-3),
+    lambda: optim.yogi(1e-3), lambda: optim.amsgrad(1e-3), lambda: optim.adamax(1e-3),
+    lambda: optim.adadelta(1.0), lambda: optim.novograd(1e-3), lambda: optim.lamb(1e-3),
+], ids=["sgd_momentum", "adam", "lion", "adamw_masked_schedule", "nadam", "adabelief", "radam",
+        "yogi", "amsgrad", "adamax", "adadelta", "novograd", "lamb"])
 def test_tree_update_fuses_into_few_gpu_kernels(make_opt):
     """The whole tree's update is a handful of fused kernels per distinct leaf shape, not one
     launch per leaf per arithmetic op (planned for the GPU; runs without one)."""
