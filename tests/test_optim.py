@@ -488,10 +488,16 @@ def test_update_traces_without_host_syncs():
     optimizers = [make() for make, _, _ in CASES.values()] + [
         optim.MultiSteps(optim.adam(LR), 2).gradient_transformation(),
         optim.apply_if_finite(optim.sgd(LR), 3), optim.ema(0.99),
-        optim.chain(optim.clip(1.0), optim.clip_by_global_norm(1.0), optim.sgd(LR))]
+        optim.chain(optim.clip(1.0), optim.clip_by_global_norm(1.0), optim.sgd(LR)),
+        optim.chain(optim.zero_nans(), optim.inject_hyperparams(optim.nadam)(LR)),
+        optim.multi_transform({"a": optim.lamb(LR), "b": optim.sm3(LR)}, {"w": "a", "b": "b"})]
     for opt in optimizers:
         state = opt.init(params)
         flamefx.make_jaxpr(lambda g, s, p, opt=opt: opt.update(g, s, p))(params, state, params)
+    lookahead = optim.lookahead(optim.adam(LR), sync_period=2, slow_step_size=0.5,
+                                reset_state=True)
+    synced = optim.LookaheadParams.init_synced(params)
+    flamefx.make_jaxpr(lookahead.update)(params, lookahead.init(synced), synced)
 
 
 # --- GPU ---------------------------------------------------------------------------------
