@@ -68,6 +68,10 @@ except ImportError:  # another NumPy: the public context manager, entered by han
 # on one thread (see the module docstring; benchmarks/RESULTS.md, "CPU", has the figures).
 BLAS_PARALLEL_FLOPS = 2**26
 
+# Larger results are allocated per call: a plan keeps its buffers between calls, and for
+# arrays this big the allocation is small beside the arithmetic.
+BUFFER_MAX_BYTES = 1 << 24
+
 _FLOATS = frozenset(np.dtype(t) for t in (np.float32, np.float64))
 _INTS = frozenset(np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64, np.uint8,
                                         np.uint16, np.uint32, np.uint64))
@@ -377,8 +381,8 @@ class CpuPlan:
         for k, (eqn, kind) in enumerate(zip(jaxpr.eqns, self.kinds)):
             if kind in ("ufunc", "select", "convert", "matmul", "reduce"):
                 s = self._slot(eqn.outvars[0])
-                if s not in escaping:
-                    aval = eqn.outvars[0].aval
+                aval = eqn.outvars[0].aval
+                if s not in escaping and aval.size * aval.dtype.itemsize <= BUFFER_MAX_BYTES:
                     key = (aval.shape, aval.dtype)
                     pool = free.get(key)
                     buffers[s] = pool.pop() if pool else np.empty(aval.shape, aval.dtype)
