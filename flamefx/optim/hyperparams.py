@@ -104,7 +104,7 @@ def inject_hyperparams(inner_factory: Callable[..., GradientTransformation],
                                           inner_factory(**other, **hyperparams).init(params))
 
         def update(updates, state, params=None):
-            dtype = _hyperparam_dtype(updates, hyperparam_dtype)
+            dtype = _hyperparam_dtype(updates if params is None else params, hyperparam_dtype)
             hyperparams = current(state.hyperparams, state.count, dtype)
             updates, inner_state = inner_factory(**other, **hyperparams).update(
                 updates, state.inner_state, params)
