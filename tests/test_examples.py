@@ -3,6 +3,8 @@ files are written, and the diffusion run resumes from its checkpoint."""
 
 import importlib.util
 import os
+import re
+import subprocess
 import sys
 
 import numpy as np
@@ -117,6 +119,20 @@ def test_custom_primitive_demo():
     np.testing.assert_allclose(results["grad"][:5], np.tanh([-3.0, -0.5, 0.0, 0.7, 2.0]),
                                rtol=1e-5)
     np.testing.assert_allclose(results["second"], 1 - np.tanh(0.3) ** 2, rtol=1e-5)
+
+
+def test_from_jax_runs_as_a_script_and_learns():
+    # A subprocess: the example sets jax_enable_x64 at import, as its JAX original does,
+    # which must not leak into the other tests' process.
+    script = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                          "examples", "from_jax.py")
+    run = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "FLAMEFX_PLATFORM": "cpu"})
+    assert run.returncode == 0, run.stderr
+    losses = [float(v) for v in re.findall(r"loss (\d+\.\d+)", run.stdout)]
+    assert len(losses) == 6 and losses[-1] < losses[0] / 10, run.stdout  # jax.debug.print lines
+    accuracy = float(re.search(r"test accuracy (\d\.\d+)", run.stdout).group(1))
+    assert accuracy > 0.9, run.stdout  # chance is 0.1; JAX's run of the same file: 0.975
 
 
 @pytest.mark.gpu
