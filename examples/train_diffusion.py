@@ -243,12 +243,11 @@ def make_optimizer(learning_rate: float, warmup_steps: int, steps: int):
                        optim.adamw(schedule, weight_decay=1e-4))
 
 
-def make_train_step(optimizer, ema, schedule, timesteps: int, policy):
-    @flamefx.jit
-    def train_step(state, images, key):
-        noise_key, time_key = random.split(key)
-        t = random.randint(time_key, (images.shape[0],), 0, timesteps)
-        noise = random.normal(noise_key, images.shape)
+def make_update(optimizer, ema, schedule, policy):
+    """``update(state, images, t, noise) -> (state, loss)``: one AdamW + EMA step on a batch
+    whose timesteps and noise are given (not jitted: the train step below wraps it, and
+    benchmarks/bench_model.py jits it to feed every framework the same noise)."""
+    def update(state, images, t, noise):
         loss, grads = flamefx.value_and_grad(diffusion_loss)(
             state["params"], schedule, images, t, noise, policy)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
@@ -256,6 +255,19 @@ def make_train_step(optimizer, ema, schedule, timesteps: int, policy):
         ema_params, ema_state = ema.update(params, state["ema_state"])
         return {"params": params, "opt_state": opt_state, "ema_state": ema_state,
                 "ema_params": ema_params, "step": state["step"] + 1}, loss
+
+    return update
+
+
+def make_train_step(optimizer, ema, schedule, timesteps: int, policy):
+    update = make_update(optimizer, ema, schedule, policy)
+
+    @flamefx.jit
+    def train_step(state, images, key):
+        noise_key, time_key = random.split(key)
+        t = random.randint(time_key, (images.shape[0],), 0, timesteps)
+        noise = random.normal(noise_key, images.shape)
+        return update(state, images, t, noise)
 
     return train_step
 

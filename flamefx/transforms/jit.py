@@ -21,6 +21,7 @@ import inspect
 import logging
 import operator
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -229,6 +230,35 @@ def _leaf_key(x):
     return aval.shape, aval.dtype, aval.weak_type
 
 
+def _leaf_signature(leaves: list) -> tuple[tuple, Device, bool]:
+    """(each leaf's cache key, the device the call runs on, whether all leaves are Arrays),
+    in one pass over the leaves: a model's state has hundreds, and every call reads them.
+
+    NumPy leaves are replaced in ``leaves`` by Arrays in JAX's canonical dtypes (float64
+    data runs in float32 unless x64 is on); flamefx Arrays keep theirs. Committed arrays
+    decide where the call runs (as in eager mode); then any array; then the default."""
+    keys = []
+    committed_device = first_device = None
+    all_arrays = True
+    for i, x in enumerate(leaves):
+        kind = type(x)
+        if kind is not Array and isinstance(x, (np.ndarray, np.generic)):
+            x = leaves[i] = core.to_canonical_array(x)
+            kind = Array
+        if kind is Array and x._buf is not None:
+            buf = x._buf
+            keys.append((buf.shape, buf.dtype, x._weak))
+            if committed_device is None:
+                if x._committed:
+                    committed_device = x._device
+                elif first_device is None:
+                    first_device = x._device
+            continue
+        all_arrays = False
+        keys.append(_leaf_key(x))  # a deleted Array raises here
+    return tuple(keys), committed_device or first_device or default_device(), all_arrays
+
+
 def _flat_key(args):
     """A cache key for positional, all-Array arguments (None otherwise, or if one is deleted)."""
     key = []
@@ -302,22 +332,19 @@ class Jitted:
         return dyn_args, dyn_kwargs, tuple(statics)
 
     def _lookup(self, args, kwargs):
+        """(cache entry, flat leaves, device)."""
+        return self._lookup_leaves(args, kwargs)[:3]
+
+    def _lookup_leaves(self, args, kwargs):
+        """(cache entry, flat leaves, device, whether every leaf is an Array)."""
         dyn_args, dyn_kwargs, statics = self._split(args, kwargs)
         leaves, in_tree = tree_util.tree_flatten((dyn_args, dyn_kwargs))
-        # NumPy arguments take JAX's canonical dtypes (float64 data runs in float32 unless
-        # x64 is on); flamefx Arrays keep theirs.
-        leaves = [core.to_canonical_array(x) if isinstance(x, (np.ndarray, np.generic)) else x
-                  for x in leaves]
-        leaf_keys = tuple(_leaf_key(x) for x in leaves)
-        # Committed arrays decide where the call runs (as in eager mode); then any array.
-        device = (next((x._device for x in leaves if type(x) is Array and x._committed), None)
-                  or next((x._device for x in leaves if type(x) is Array), None)
-                  or default_device())
+        leaf_keys, device, all_arrays = _leaf_signature(leaves)
         key = (in_tree, statics, leaf_keys, device)
         entry = self._cache.get(key)
         if entry is None:
             entry = self._trace(args, kwargs, leaves, in_tree, statics, key)
-        return entry, leaves, device
+        return entry, leaves, device, all_arrays
 
     def _trace(self, args, kwargs, leaves, in_tree, statics, key) -> _CacheEntry:
         signature = self._signature(args, kwargs)
@@ -397,8 +424,8 @@ class Jitted:
                 if config.nonfinite_checks is not None:  # jax_debug_nans / jax_debug_infs
                     _check_nonfinite(entry, args, outs)
                 return entry.unflatten(outs)
-        entry, leaves, device = self._lookup(args, kwargs)
-        if at_top and not any(isinstance(x, Tracer) for x in leaves):
+        entry, leaves, device, all_arrays = self._lookup_leaves(args, kwargs)
+        if at_top and (all_arrays or not any(isinstance(x, Tracer) for x in leaves)):
             outs = self._run(entry, leaves, device)
             if config.nonfinite_checks is not None:
                 _check_nonfinite(entry, leaves, outs)
@@ -471,11 +498,13 @@ class _BoundExecutable:
         device = self.device
         committed = False
         for x in leaves:
+            # The lookup has checked that no Array here is deleted: _buf is its buffer.
+            if type(x) is Array and (x._device is device or x._device == device):
+                committed = committed or x._committed
+                bufs.append(x._buf)
+                continue
             if type(x) is Array:
                 committed = committed or x._committed
-                if x._device is device or x._device == device:
-                    bufs.append(x.buffer)
-                    continue
             bufs.append(core.to_array(x, device=device).buffer)
         if self.any_donated:
             outs = self.run(bufs, donated=[len(self.const_bufs) + i for i in self.donated])
@@ -484,7 +513,8 @@ class _BoundExecutable:
                     leaves[i].delete()
         else:
             outs = self.run(bufs)
-        return [Array(b, device, w, committed) for b, w in zip(outs, self.weak)]
+        # map builds the outputs without a Python-level loop (hundreds for a model's state).
+        return list(map(Array, outs, repeat(device), self.weak, repeat(committed)))
 
 
 class Lowered:
