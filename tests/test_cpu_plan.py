@@ -327,3 +327,12 @@ def test_rows_times_a_matrix_is_one_product():
                       lax.dot_general(fnp.swapaxes(x, 0, 1), w.T, (((2,), (1,)), ((), ()))))
     _assert_agree(f, x, w)
     assert cpu_plan.CpuPlan(flamefx.make_jaxpr(f)(x, w).jaxpr).kinds.count("matmul") == 2
+
+
+def test_profile_times_every_step():
+    closed = flamefx.make_jaxpr(lambda a, b: fnp.tanh(a @ b) + 1.0)(fnp.ones((3, 3)),
+                                                                   fnp.ones((3, 3)))
+    plan = cpu_plan.CpuPlan(closed.jaxpr)
+    rows = plan.profile([np.ones((3, 3), np.float32)] * 2, repeats=3)
+    assert [r["kind"] for r in rows] == ["matmul", "ufunc", "ufunc"]
+    assert all(r["seconds"] >= 0 for r in rows) and rows[0]["what"].startswith("dot_general")

@@ -314,6 +314,7 @@ class CpuPlan:
         self.out_slots = out_slots
         buffers = self._assign_buffers(eqn_ins, views)
         self.steps = []
+        self.labels = []  # (kind, what) per step, for profile()
         self.n_buffers = len({id(b) for b in buffers.values()})
         self.uses_blas = False
         made_views = set()
@@ -325,7 +326,10 @@ class CpuPlan:
                 if s in views and s not in made_views:
                     made_views.add(s)
                     self.steps.append(_view_step(views[s][0], s, views[s][1]))
+                    self.labels.append(("view", "broadcast operand"))
             outs = [self._slot(v) for v in eqn.outvars]
+            self.labels.append((kind, eqn.prim.name + " " + " ".join(
+                v.aval.str_short() for v in eqn.outvars)))
             self.steps.append(self._step(eqn, kind, ins, outs,
                                          buffers.get(outs[0]) if outs else None))
         self.out_slots = [self._slot(v) if isinstance(v, Var) else out_slots[i]
@@ -447,6 +451,33 @@ class CpuPlan:
             return [env[s] for s in self.out_slots]
         finally:
             self._lock.release()
+
+    def profile(self, bufs, repeats: int = 20) -> list[dict]:
+        """Median seconds of each step over ``repeats`` calls (one timer read between
+        steps): dicts of step, kind, what, seconds, in step order.
+
+        >>> rows = plan.profile(bufs)   # doctest: +SKIP
+        >>> sorted(rows, key=lambda r: -r["seconds"])[:3]   # doctest: +SKIP
+        """
+        times = [[] for _ in self.step_fns]
+        blas = blas_threads() if self.uses_blas else None
+        previous = blas.get() if blas is not None and blas.available else None
+        if previous is not None:
+            blas.set(1)  # as in a call
+        for _ in range(repeats):
+            env = self.template.copy()
+            for s, b in zip(self.in_slots, bufs):
+                env[s] = b
+            with np.errstate(all="ignore"):
+                for k, step in enumerate(self.step_fns):
+                    start = perf_counter()
+                    step(env)
+                    times[k].append(perf_counter() - start)
+        if previous is not None:
+            blas.set(previous)
+        return [{"step": k, "kind": kind, "what": what,
+                 "seconds": sorted(t)[len(t) // 2]}
+                for k, ((kind, what), t) in enumerate(zip(self.labels, times))]
 
     def plain(self, bufs) -> list:
         """The call through the plain executable (every equation through its impl)."""
