@@ -259,13 +259,19 @@ def make_update(optimizer, ema, schedule, policy):
     return update
 
 
-def make_train_step(optimizer, ema, schedule, timesteps: int, policy):
+def make_train_step(optimizer, ema, schedule, timesteps: int, policy, batch_size: int):
+    """A jitted ``train_step(state, dataset, key) -> (state, loss)``. The batch, timesteps
+    and noise come from ``fold_in(key, state['step'])`` inside the step, so the loop hands
+    over the same (already on-device) dataset and key every step: no host work, no copy
+    to the device, and a resumed run sees the same batches."""
     update = make_update(optimizer, ema, schedule, policy)
 
     @flamefx.jit
-    def train_step(state, images, key):
-        noise_key, time_key = random.split(key)
-        t = random.randint(time_key, (images.shape[0],), 0, timesteps)
+    def train_step(state, dataset, key):
+        data_key, noise_key, time_key = random.split(random.fold_in(key, state["step"]), 3)
+        images = fnp.take(dataset, random.randint(data_key, (batch_size,), 0, dataset.shape[0]),
+                          axis=0)
+        t = random.randint(time_key, (batch_size,), 0, timesteps)
         noise = random.normal(noise_key, images.shape)
         return update(state, images, t, noise)
 
@@ -450,7 +456,9 @@ def train(steps=500, batch_size=32, channels=16, image_size=8, timesteps=200,
     if resume and os.path.exists(os.path.join(out, CHECKPOINT)):
         state, losses = load_checkpoint(out, like=state)
         print(f"resumed from {os.path.join(out, CHECKPOINT)} at step {int(state['step'])}")
-    train_step = make_train_step(optimizer, ema, schedule, timesteps, policy)
+    train_step = make_train_step(optimizer, ema, schedule, timesteps, policy, batch_size)
+    dataset = fnp.asarray(x_train)  # on the device once; batches are gathered there
+    key = random.key(seed)
     count = sum(int(np.prod(leaf.shape))
                 for leaf in flamefx.tree_util.tree_leaves(state["params"]))
     print(f"UNet: {count:,} parameters; {len(x_train)} training digits at "
@@ -468,9 +476,8 @@ def train(steps=500, batch_size=32, channels=16, image_size=8, timesteps=200,
         return fresh
 
     for step in range(first_step, steps):
-        rng = np.random.default_rng([seed, step])  # a resumed run sees the same batches
-        batch = fnp.asarray(x_train[rng.integers(0, len(x_train), batch_size)])
-        state, loss = train_step(state, batch, random.fold_in(random.key(seed), step))
+        # Nothing here waits for the device: the loss is kept as an array until a log line.
+        state, loss = train_step(state, dataset, key)
         pending.append((step, loss))
         done = step + 1
         if step % log_every == 0 or done == steps:

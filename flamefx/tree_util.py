@@ -181,6 +181,8 @@ def _flatten(x, is_leaf, leaves: list) -> PyTreeDef:
         children = [x[k] for k in aux]
     elif kind is list or kind is tuple:
         children, aux = x, None
+    elif kind in _registry:  # layers (registered dataclasses): straight to their flatten
+        children, aux = _registry[kind].flatten(x)
     else:
         node = _node_of(x)
         if node is None:
