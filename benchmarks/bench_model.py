@@ -27,6 +27,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -419,6 +420,62 @@ def event_ms(system: str, run, sync, n: int = 20) -> float | None:
     return (time.perf_counter() - start) * 1e3 / n
 
 
+def host_ms(run, sync, n: int = 20) -> float:
+    """Median time of one call without a sync: the host's share of a step (while the device
+    still has queued work, a call returns as soon as its launches are queued)."""
+    sync(run())
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        out = run()
+        times.append(time.perf_counter() - start)
+    sync(out)
+    return statistics.median(times) * 1e3
+
+
+def example_loop(cfg: dict, dtype: str, steps: int, log_every: int) -> dict:
+    """The example's own training loop in steady state: its ``make_train_step`` (batch,
+    timesteps and noise drawn inside the step, the dataset on the device), the EMA, and
+    the losses kept as arrays and read every ``log_every`` steps, as ``train`` does.
+    Returns ms a step over the steps after the first log interval, the step's GPU time
+    between CUDA events around back-to-back steps, and its kernels' own GPU time
+    (``Jitted.profile``, host gaps excluded)."""
+    import flamefx
+    import flamefx.numpy as fnp
+    import train_diffusion as td
+    from flamefx import optim, random
+    policy = optim.get_policy(f"params=float32,compute={dtype},output=float32")
+    x_train, _ = td.digit_images(cfg["image_size"], 0)
+    optimizer = td.make_optimizer(cfg["learning_rate"], cfg["warmup_steps"], cfg["steps"])
+    ema = optim.ema(cfg["ema_decay"])
+    state = td.init_train_state(0, cfg["channels"], cfg["image_size"], optimizer, ema)
+    train_step = td.make_train_step(optimizer, ema, td.cosine_schedule(cfg["timesteps"]),
+                                    cfg["timesteps"], policy, cfg["batch"])
+    dataset, key = fnp.asarray(x_train), random.key(0)
+    pending, logged = [], []
+    start = None
+    for step in range(steps):
+        if step == log_every:
+            start = time.perf_counter()
+        state, loss = train_step(state, dataset, key)
+        pending.append(loss)
+        if (step + 1) % log_every == 0:
+            logged.append(float(np.mean([float(value) for value in pending])))
+            pending.clear()
+    loop_ms = (time.perf_counter() - start) * 1e3 / (steps - log_every)
+    box = [state]
+
+    def run():
+        box[0], value = train_step(box[0], dataset, key)
+        return value
+    result = {"loop_ms": loop_ms, "events_ms": event_ms("flamefx", run, harness.flamefx_sync),
+              "kernels_ms": None, "host_ms": host_ms(run, harness.flamefx_sync)}
+    if flamefx.default_device().platform == "gpu":
+        rows = harness.safe(lambda: train_step.profile(box[0], dataset, key))
+        result["kernels_ms"] = rows and sum(row["gpu_ms"] for row in rows)
+    return result
+
+
 _FIRST_CALL = """
 import json, sys, time
 sys.path.insert(0, {bench_dir!r})
@@ -473,8 +530,8 @@ def first_call_in_fresh_process(cfg: dict, system: str, dtype: str, cache: str) 
 def model_bench(cfg: dict, dtypes: list[str], systems: list[str], fresh: list[str]) -> str:
     inputs = make_inputs(cfg)
     lines = [f"M1 UNet step: {cfg}",
-             "| dtype | system | step ms | GPU ms (events) | first call cold s | warm s | "
-             "peak MiB | loss after 10 | vs flamefx |", "|" + "---|" * 9]
+             "| dtype | system | step ms | GPU ms (events) | host ms/call | first call cold s | "
+             "warm s | peak MiB | loss after 10 | vs flamefx |", "|" + "---|" * 10]
     agree = True
     for dtype in dtypes:
         reference = None
@@ -482,8 +539,8 @@ def model_bench(cfg: dict, dtypes: list[str], systems: list[str], fresh: list[st
             if not available(system):
                 continue
             print(f"{system} {dtype}", flush=True)
-            row = {"step": None, "gpu": None, "loss": None, "cold": None, "warm": None,
-                   "mem": None}
+            row = {"step": None, "gpu": None, "host": None, "loss": None, "cold": None,
+                   "warm": None, "mem": None}
 
             def measure():
                 run, sync = SYSTEMS[system](cfg, inputs, dtype)
@@ -491,6 +548,7 @@ def model_bench(cfg: dict, dtypes: list[str], systems: list[str], fresh: list[st
                 row["loss"] = losses[-1]
                 row["step"] = harness.time_calls(run, sync)
                 row["gpu"] = event_ms(system, run, sync)
+                row["host"] = host_ms(run, sync)
             harness.safe(measure)
             # torch.compile's first call is minutes of Inductor: left out to keep the run short.
             if dtype in fresh and system != "torch.compile":
@@ -515,9 +573,11 @@ def model_bench(cfg: dict, dtypes: list[str], systems: list[str], fresh: list[st
             def fmt(v, spec=".3f"):
                 return "-" if v is None else format(v, spec)
             lines.append(f"| {dtype} | {system} | {fmt(row['step'])} | {fmt(row['gpu'])} | "
+                         f"{fmt(row['host'])} | "
                          f"{fmt(row['cold'], '.2f')} | {fmt(row['warm'], '.2f')} | "
                          f"{fmt(row['mem'], '.1f')} | {fmt(row['loss'], '.6f')} | {difference} |")
-    lines.append("JAX's 'GPU ms' is wall time to block_until_ready (no CUDA events in JAX). "
+    lines.append("host ms/call: the median call without a sync (the Python side of a step). "
+                 "JAX's 'GPU ms' is wall time to block_until_ready (no CUDA events in JAX). "
                  f"Losses {'agree' if agree else 'DO NOT agree'} (float32 rtol 1e-4, "
                  "bfloat16 2e-2).")
     return "\n".join(lines)
@@ -595,12 +655,26 @@ def main(argv=None) -> None:
                         help="dtypes whose first call and peak memory are measured in fresh "
                              "processes: float32, bfloat16, both or none")
     parser.add_argument("--no-w7", action="store_true")
+    parser.add_argument("--no-loop", action="store_true", help="skip the example's own loop")
     args = parser.parse_args(argv)
     harness.configure_precision()
     cfg = SMOKE if args.smoke else FULL
     dtypes = ["float32", "bfloat16"] if args.dtype == "both" else [args.dtype]
     fresh = {"both": ["float32", "bfloat16"], "none": []}.get(args.fresh, [args.fresh])
     print(model_bench(cfg, dtypes, args.systems.split(","), fresh), flush=True)
+    if not args.no_loop and "flamefx" in args.systems.split(","):
+        steps, log_every = (30, 10) if args.smoke else (600, 200)
+        for dtype in dtypes:
+            print(f"example loop {dtype}", flush=True)
+            loop = harness.safe(lambda: example_loop(cfg, dtype, steps, log_every))
+            if loop:
+                def fmt(v):
+                    return "-" if v is None else f"{v:.3f}"
+                print(f"M1 the example's own loop ({dtype}, logging every {log_every}): "
+                      f"{fmt(loop['loop_ms'])} ms a step; the step alone: GPU "
+                      f"{fmt(loop['events_ms'])} ms between events, kernels "
+                      f"{fmt(loop['kernels_ms'])} ms, host {fmt(loop['host_ms'])} ms a call",
+                      flush=True)
     if not args.no_w7:
         print(w7_bench((5, 20) if args.smoke else (50, 200, 800)))
 
