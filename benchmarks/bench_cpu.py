@@ -186,12 +186,12 @@ def flamefx_c4():
     optimizer = td.make_optimizer(2e-3, 50, 500)
     ema = optim.ema(0.995)
     state = [td.init_train_state(0, 16, 8, optimizer, ema)]
-    step = td.make_train_step(optimizer, ema, schedule, 200, policy)
-    images = fnp.asarray(x_train[:32])
+    step = td.make_train_step(optimizer, ema, schedule, 200, policy, 32)
+    dataset = fnp.asarray(x_train)  # the step draws its batch of 32 inside the jit
     key = random.key(0)
 
     def call():
-        state[0], loss = step(state[0], images, key)
+        state[0], loss = step(state[0], dataset, key)
         return loss.block_until_ready()
     return call
 
