@@ -336,3 +336,26 @@ def test_profile_times_every_step():
     rows = plan.profile([np.ones((3, 3), np.float32)] * 2, repeats=3)
     assert [r["kind"] for r in rows] == ["matmul", "ufunc", "ufunc"]
     assert all(r["seconds"] >= 0 for r in rows) and rows[0]["what"].startswith("dot_general")
+
+
+def test_outputs_nobody_holds_are_recycled_and_held_ones_never():
+    closed = flamefx.make_jaxpr(lambda x: (x * 2.0, (x + 1.0).reshape(-1)))(fnp.ones((4, 4)))
+    plan = cpu_plan.CpuPlan(closed.jaxpr)
+    x = np.ones((4, 4), np.float32)
+    held = plan([x])
+    held_ids = {id(a) for a in held} | {id(held[1].base)}
+    kept = [a.copy() for a in held]
+    seen = set()
+    for k in range(5):  # each call's outputs dropped: the pool hands them back
+        outs = plan([x * k])
+        assert not {id(a) for a in outs} & held_ids
+        np.testing.assert_array_equal(outs[0], x * k * 2.0)
+        seen |= {id(outs[0])}
+        del outs
+    assert len(seen) <= cpu_plan._Recycled.KEEP
+    for a, b in zip(held, kept):
+        np.testing.assert_array_equal(a, b)
+    view = plan([x])[1][:2]  # a view of an output keeps its memory held
+    for _ in range(3):
+        plan([x * 0.0])
+    np.testing.assert_array_equal(view, 2.0)
