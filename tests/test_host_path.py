@@ -3,6 +3,8 @@ signature and the output rebuild (flamefx/tree_util.py, flamefx/transforms/jit.p
 same values and structure as the function run eagerly, on a cache miss and on every hit."""
 
 import collections
+import dataclasses
+from typing import Any
 
 import numpy as np
 import pytest
@@ -90,3 +92,27 @@ def test_tracer_leaves_go_through_the_primitive():
     grads = flamefx.grad(step)({"a": fnp.arange(3.0), "b": [fnp.ones(3)]})
     np.testing.assert_allclose(np.asarray(grads["a"]), np.ones(3))
     np.testing.assert_allclose(np.asarray(grads["b"][0]), np.arange(3.0))
+
+
+@tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _StaticFirst:  # a static field before the children: rebuilt by keyword
+    name: str = dataclasses.field(metadata={"static": True})
+    w: Any = None
+
+
+@tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _KeywordOnly:
+    w: Any
+    scale: float = dataclasses.field(default=1.0, metadata={"static": True})
+
+
+def test_registered_dataclasses_of_any_field_order_round_trip_through_jit():
+    tree = [_StaticFirst("a", fnp.ones(2)), _KeywordOnly(w=fnp.arange(3.0), scale=2.0),
+            nn.Linear.init(frandom.key(1), 2, 3)]
+    leaves, treedef = tree_util.tree_flatten(tree)
+    assert tree_util.tree_unflatten(treedef, leaves) == tree
+    out = flamefx.jit(_step)(tree)
+    _assert_same(out, _step(tree))
+    assert out[0].name == "a" and out[1].scale == 2.0
