@@ -122,7 +122,7 @@ def learning_rate(cfg: dict, count, xp=math):
 
 
 def flamefx_step(cfg: dict, inputs: dict, dtype: str):
-    """(run, sync, losses_fn): the example's update jitted, on its state built from the
+    """(run, sync): the example's update jitted, on its state built from the
     example's own init (the same weights as ``inputs['params']``)."""
     import flamefx
     import flamefx.numpy as fnp
