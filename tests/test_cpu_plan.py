@@ -359,3 +359,13 @@ def test_outputs_nobody_holds_are_recycled_and_held_ones_never():
     for _ in range(3):
         plan([x * 0.0])
     np.testing.assert_array_equal(view, 2.0)
+
+
+def test_values_handed_to_a_callback_are_never_rewritten():
+    # A callback may keep what it is given: that value gets fresh memory every call.
+    seen = []
+    f = flamefx.jit(lambda x: (flamefx.debug.callback(seen.append, x * 2.0), x * 3.0)[1])
+    f(fnp.ones(4))
+    f(fnp.full(4, 5.0))
+    np.testing.assert_array_equal(np.asarray(seen[0]), 2.0)
+    np.testing.assert_array_equal(np.asarray(seen[1]), 10.0)
