@@ -224,6 +224,7 @@ class _BlasThreads:
 
 
 _blas = None
+_outermost = [False]  # whether a plan that set OpenBLAS's threads is running
 
 
 def blas_threads() -> _BlasThreads:
@@ -435,12 +436,13 @@ class CpuPlan:
             env = self.template.copy()
             for s, b in zip(self.in_slots, bufs):
                 env[s] = b
-            blas = _blas if self.uses_blas else None
-            if blas is None and self.uses_blas:
-                blas = blas_threads()
+            # Only the outermost plan sets OpenBLAS's threads: a loop body's plan, run
+            # by its loop primitive inside another plan's call, finds them set.
+            blas = blas_threads() if self.uses_blas and not _outermost[0] else None
             previous = blas.get() if blas is not None and blas.available else None
             if previous is not None:
                 blas.set(1)
+                _outermost[0] = True
             token = _errstate.set(_IGNORE_ALL)
             try:
                 for step in self.step_fns:
@@ -448,6 +450,7 @@ class CpuPlan:
             finally:
                 _errstate.reset(token)
                 if previous is not None:
+                    _outermost[0] = False
                     blas.set(previous)
             return [env[s] for s in self.out_slots]
         finally:
