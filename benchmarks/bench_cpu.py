@@ -343,7 +343,7 @@ def main():
     except ImportError:
         jax_runs = {}
 
-    print(f"BLAS: {blas_info()}")
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; BLAS: {blas_info()}")
     print(f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')} "
           f"OPENBLAS_L2_SIZE={os.environ.get('OPENBLAS_L2_SIZE')}")
     rows = []
@@ -379,9 +379,18 @@ def _row(row) -> str:
             f"{ratio(fx, npy)} | {busy_text} | {before.split(' ', 1)[1]} |")
 
 
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next(line.split(":", 1)[1].strip() for line in f
+                        if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def _append(table: str, note: str) -> None:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    text = (f"\n\n### bench_cpu.py — {stamp}, {platform.processor() or platform.machine()}, "
+    text = (f"\n\n### bench_cpu.py — {stamp}, {cpu_model()}, "
             f"{os.cpu_count()} cores, {blas_info()}\n\n{note}\n\n{table}\n")
     with open(os.path.join(HERE, "RESULTS.md"), "a") as f:
         f.write(text)
