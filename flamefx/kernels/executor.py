@@ -1,7 +1,10 @@
 """Executables: an optimized jaxpr turned into a fast call on one device.
 
 ``CpuExecutable`` runs the equations with the primitives' NumPy impls, resolved once, over a
-flat list of slots (no ``bind``, no tracing, no per-equation dict lookups). The GPU
+flat list of slots (no ``bind``, no tracing, no per-equation dict lookups): the plain CPU
+path. jit compiles a ``CpuPlan`` instead (flamefx/kernels/cpu_plan.py: bound ufunc/BLAS
+calls into reused buffers), which falls back to this executable when re-entered; the
+environment variable FLAMEFX_CPU_PLAN=plain makes jit compile this one. The GPU
 executable (``GpuExecutable``) groups elementwise chains into generated CUDA kernels
 (flamefx/kernels/fusion.py), plans buffers, honours donation and can replay a whole call
 as a CUDA graph (flamefx/kernels/graphs.py).
