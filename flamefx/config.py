@@ -41,8 +41,8 @@ _DEFAULTS = {
                       "(cpu, gpu); empty: the GPU if there is one, else the CPU."),
     "numpy_rank_promotion": ("allow", "Implicit rank promotion in flamefx.numpy's "
                                       "broadcasting: allow | warn | raise."),
-    "threefry_partitionable": (True, "Accepted for JAX programs; flamefx draws random bits "
-                                     "one way (JAX's non-partitionable threefry scheme)."),
+    "threefry_partitionable": (True, "Accepted for JAX programs; flamefx always draws JAX's "
+                                     "partitionable threefry bits (JAX's default)."),
 }
 _VALID = {"default_matmul_precision": ("highest", "tf32", "bf16"),
           "numpy_rank_promotion": ("allow", "warn", "raise")}
