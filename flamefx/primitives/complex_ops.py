@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from flamefx import core, devices, dtypes
-from flamefx.core import Primitive, ShapedArray
+from flamefx.core import ShapedArray
 from flamefx.errors import FlamefxTypeError
 from flamefx.primitives import elementwise as ew
 
@@ -53,7 +53,7 @@ def _numpy_complex(x, y):
     # Written part by part: x + 1j * y would turn an infinite y into NaN + inf j.
     out = np.empty(x.shape, dtypes.complex_dtype(x.dtype))
     out.real, out.imag = x, y
-    return [out]
+    return out
 
 
 def _cuda_complex(x, y):
@@ -115,21 +115,19 @@ def _complex_jvp(primals, tangents):
     return [out], [complex_(tx, ty)]
 
 
-def _declare(name, abstract_eval, impl, cuda_impl, vjp, jvp):
-    prim = Primitive(name, abstract_eval=abstract_eval, impl=impl, cuda_impl=cuda_impl, vjp=vjp,
-                     jvp=jvp)
-    prim.batch = ew._batch_rule(prim)
-    return prim
-
-
-real_p = _declare("real", _part_rule("real"), lambda x: [np.real(x).copy()],
-                  _cuda_part(lambda cp, x: cp.real(x)), _real_vjp, _linear_jvp(lambda t: real(t)))
-imag_p = _declare("imag", _part_rule("imag"), lambda x: [np.imag(x).copy()],
-                  _cuda_part(lambda cp, x: cp.imag(x)), _imag_vjp, _linear_jvp(lambda t: imag(t)))
-conj_p = _declare("conj", _conj_rule, lambda x: [np.conj(x)],
-                  _cuda_part(lambda cp, x: cp.conj(x)), _conj_vjp, _linear_jvp(lambda t: conj(t)))
-complex_p = _declare("complex", _complex_rule, _numpy_complex, _cuda_complex, _complex_vjp,
-                     _complex_jvp)
+real_p = ew.declare_elementwise(
+    "real", _part_rule("real"), lambda x: np.real(x).copy(),
+    cuda_impl=_cuda_part(lambda cp, x: cp.real(x)), vjp=_real_vjp,
+    jvp=_linear_jvp(lambda t: real(t)))
+imag_p = ew.declare_elementwise(
+    "imag", _part_rule("imag"), lambda x: np.imag(x).copy(),
+    cuda_impl=_cuda_part(lambda cp, x: cp.imag(x)), vjp=_imag_vjp,
+    jvp=_linear_jvp(lambda t: imag(t)))
+conj_p = ew.declare_elementwise(
+    "conj", _conj_rule, np.conj, cuda_impl=_cuda_part(lambda cp, x: cp.conj(x)),
+    vjp=_conj_vjp, jvp=_linear_jvp(lambda t: conj(t)))
+complex_p = ew.declare_elementwise("complex", _complex_rule, _numpy_complex,
+                                   cuda_impl=_cuda_complex, vjp=_complex_vjp, jvp=_complex_jvp)
 
 
 def real(x):

@@ -1,7 +1,7 @@
 """Elementwise primitives: unary math, binary arithmetic, comparisons, bit ops, select, cast.
 
-Each primitive is declared once through a small factory (``_unary``, ``_binary``,
-``_compare``) that wires its shape rule, NumPy impl, CUDA kernel (built from the same C
+Each primitive is declared once through ``declare_elementwise`` (``_unary``, ``_binary`` and
+``_compare`` wrap it) that wires its shape rule, NumPy impl, CUDA kernel (built from the same C
 expression jit fuses), derivative, and the shared elementwise batching rule. Derivatives are
 given as *partials* written in lax-level ops, so one table serves both the JVP
 (``t * partial``) and the VJP (``ct * partial``) and stays traceable to any order.
@@ -65,7 +65,7 @@ def _check_same_type(avals):
                 f"(primitives never promote: use flamefx.numpy, or convert_element_type first)")
 
 
-def _same_type_rule(kind, out_dtype=None):
+def same_type_rule(kind, out_dtype=None):
     """Shape rule of an op on equal-typed operands; output dtype = input's or ``out_dtype``."""
 
     def abstract_eval(*avals, **params):
@@ -150,7 +150,7 @@ def _jvp_from_partials(prim, partials):
     return jvp
 
 
-def _batch_rule(prim):
+def batch_rule(prim):
     """vmap of an elementwise op: align every operand's batch axis with the first one's."""
 
     def batch(axis_size, args, bdims, **params):
@@ -168,36 +168,46 @@ def _batch_rule(prim):
     return batch
 
 
-def _declare(name, abstract_eval, numpy_fn, fusion, *, partials=None, vjp=None, jvp=None,
-             out_dtype_of=_same_dtype):
-    """Registers one elementwise primitive; ``partials`` gives both its JVP and VJP."""
+def declare_elementwise(name, abstract_eval, numpy_fn, *, fusion=None, cuda_impl=None,
+                        partials=None, vjp=None, jvp=None, out_dtype_of=_same_dtype):
+    """Registers one elementwise primitive with the family's NumPy wrapper and batching rule.
+
+    ``numpy_fn`` computes the result from NumPy arrays (float16/bfloat16 in float32);
+    ``cuda_impl`` defaults to the kernel built from ``fusion``, the C expression jit fuses.
+    ``partials(*primals, out)`` gives both the JVP and the VJP; or pass ``vjp``/``jvp``.
+
+    >>> exp_p.batch is not None and exp_p.fusion.expr   # exp_p = _unary("exp", ...) uses it
+    'exp(x0)'
+    """
     differentiable = partials is not None or vjp is not None
     if partials is not None:
         vjp = _vjp_from_partials(partials)
+    if cuda_impl is None:
+        cuda_impl = _cuda_impl(name, fusion, out_dtype_of)
     prim = Primitive(name, abstract_eval=abstract_eval, impl=_numpy_impl(numpy_fn),
-                     cuda_impl=_cuda_impl(name, fusion, out_dtype_of), vjp=vjp,
-                     differentiable=differentiable, fusion=fusion)
+                     cuda_impl=cuda_impl, vjp=vjp, differentiable=differentiable, fusion=fusion)
     prim.jvp = jvp or (_jvp_from_partials(prim, partials) if partials is not None else None)
-    prim.batch = _batch_rule(prim)
+    prim.batch = batch_rule(prim)
     return prim
 
 
 def _unary(name, numpy_fn, expr, *, kind=FLOAT, partial=None, int_expr=None, bool_expr=None):
     partials = None if partial is None else (lambda x, out, **p: [partial(x, out, **p)])
-    return _declare(name, _same_type_rule(kind), numpy_fn,
-                    Elementwise(expr, int_expr=int_expr, bool_expr=bool_expr), partials=partials)
+    return declare_elementwise(
+        name, same_type_rule(kind), numpy_fn,
+        fusion=Elementwise(expr, int_expr=int_expr, bool_expr=bool_expr), partials=partials)
 
 
 def _binary(name, numpy_fn, expr, *, kind=NUMERIC, partials=None, int_expr=None,
             bool_expr=None, vjp=None, jvp=None):
-    return _declare(name, _same_type_rule(kind), numpy_fn,
-                    Elementwise(expr, int_expr=int_expr, bool_expr=bool_expr),
-                    partials=partials, vjp=vjp, jvp=jvp)
+    return declare_elementwise(name, same_type_rule(kind), numpy_fn,
+                               fusion=Elementwise(expr, int_expr=int_expr, bool_expr=bool_expr),
+                               partials=partials, vjp=vjp, jvp=jvp)
 
 
 def _compare(name, numpy_fn, c_op, kind=ORDERED):
-    return _declare(name, _same_type_rule(kind, out_dtype=dtypes.bool_), numpy_fn,
-                    Elementwise(f"(x0 {c_op} x1)"), out_dtype_of=_bool_dtype)
+    return declare_elementwise(name, same_type_rule(kind, out_dtype=dtypes.bool_), numpy_fn,
+                               fusion=Elementwise(f"(x0 {c_op} x1)"), out_dtype_of=_bool_dtype)
 
 
 def full_like(x, value):
@@ -347,9 +357,9 @@ sqrt_p = _unary("sqrt", np.sqrt, "sqrt(x0)", kind=INEXACT,
                 partial=lambda x, out: div(full_like(x, 0.5), out))
 rsqrt_p = _unary("rsqrt", lambda x: 1 / np.sqrt(x), "rsqrt(x0)", kind=INEXACT,
                  partial=lambda x, out: mul(full_like(x, -0.5), div(out, x)))
-abs_p = _declare("abs", _abs_rule, np.abs,
-                 Elementwise("fabs(x0)", int_expr="(x0 < 0 ? -x0 : x0)"),
-                 vjp=_abs_vjp, jvp=_abs_jvp, out_dtype_of=_abs_dtype)
+abs_p = declare_elementwise("abs", _abs_rule, np.abs,
+                            fusion=Elementwise("fabs(x0)", int_expr="(x0 < 0 ? -x0 : x0)"),
+                            vjp=_abs_vjp, jvp=_abs_jvp, out_dtype_of=_abs_dtype)
 # Complex: x / |x| (NumPy 2's and JAX's sign), 0 at 0.
 sign_p = _unary("sign", np.sign, "(x0 > 0 ? 1 : (x0 < 0 ? -1 : x0))", kind=NUMBER)
 floor_p = _unary("floor", np.floor, "floor(x0)")
@@ -389,8 +399,9 @@ def _integer_pow_partial(x, out, *, y):
     return mul(full_like(x, y), integer_pow(x, y - 1))
 
 
-integer_pow_p = _declare(
-    "integer_pow", _integer_pow_rule, _numpy_integer_pow, Elementwise("flamefx_ipow(x0, {y})"),
+integer_pow_p = declare_elementwise(
+    "integer_pow", _integer_pow_rule, _numpy_integer_pow,
+    fusion=Elementwise("flamefx_ipow(x0, {y})"),
     partials=lambda x, out, *, y: [_integer_pow_partial(x, out, y=y)])
 
 
@@ -399,8 +410,8 @@ def _is_finite_rule(x):
     return [ShapedArray(x.shape, dtypes.bool_)]
 
 
-is_finite_p = _declare("is_finite", _is_finite_rule, np.isfinite, Elementwise("isfinite(x0)"),
-                       out_dtype_of=_bool_dtype)
+is_finite_p = declare_elementwise("is_finite", _is_finite_rule, np.isfinite,
+                                  fusion=Elementwise("isfinite(x0)"), out_dtype_of=_bool_dtype)
 
 
 # --- binary arithmetic -----------------------------------------------------------------------
@@ -552,8 +563,9 @@ def _select_n_jvp(primals, tangents):
     return [out], [select_n(which, *[zeros if t is None else t for t in case_tangents])]
 
 
-select_n_p = _declare("select_n", _select_n_rule, _numpy_select_n, Elementwise(_select_n_expr),
-                      vjp=_select_n_vjp, jvp=_select_n_jvp)
+select_n_p = declare_elementwise("select_n", _select_n_rule, _numpy_select_n,
+                                 fusion=Elementwise(_select_n_expr),
+                                 vjp=_select_n_vjp, jvp=_select_n_jvp)
 
 
 # --- convert_element_type ----------------------------------------------------------------------
@@ -592,7 +604,7 @@ def _convert_jvp(primals, tangents, *, new_dtype, weak_type):
 convert_element_type_p = Primitive(
     "convert_element_type", abstract_eval=_convert_rule, impl=_numpy_convert,
     cuda_impl=_convert_cuda, vjp=_convert_vjp, jvp=_convert_jvp, fusion=Elementwise("x0"))
-convert_element_type_p.batch = _batch_rule(convert_element_type_p)
+convert_element_type_p.batch = batch_rule(convert_element_type_p)
 
 
 # --- lax-level wrappers ------------------------------------------------------------------------

@@ -25,8 +25,7 @@ from flamefx.core import Primitive, ShapedArray
 from flamefx.devices import cupy
 from flamefx.errors import FlamefxTypeError
 from flamefx.primitives.elementwise import (
-    FLOAT, _batch_rule, _jvp_from_partials, _numpy_impl, _same_type_rule, _vjp_from_partials,
-    add, div, full_like, log, mul, neg, sub)
+    FLOAT, add, declare_elementwise, div, full_like, log, mul, neg, same_type_rule, sub)
 from flamefx.primitives.special import digamma
 
 # Random123's rotation constants for Threefry-2x32: rounds alternate between the two rows.
@@ -188,12 +187,9 @@ def _gamma_grad_partials(a, x, out):
     return [da, dx]
 
 
-random_gamma_grad_p = Primitive(
-    "random_gamma_grad", abstract_eval=_same_type_rule(FLOAT),
-    impl=_numpy_impl(_gamma_grad_numpy), cuda_impl=_gamma_grad_cuda,
-    vjp=_vjp_from_partials(_gamma_grad_partials))
-random_gamma_grad_p.jvp = _jvp_from_partials(random_gamma_grad_p, _gamma_grad_partials)
-random_gamma_grad_p.batch = _batch_rule(random_gamma_grad_p)
+random_gamma_grad_p = declare_elementwise(
+    "random_gamma_grad", same_type_rule(FLOAT), _gamma_grad_numpy,
+    cuda_impl=_gamma_grad_cuda, partials=_gamma_grad_partials)
 
 
 def random_gamma_grad(a, x):

@@ -28,12 +28,11 @@ import numpy as np
 import scipy.special
 
 from flamefx import core, devices, dtypes
-from flamefx.core import Primitive
 from flamefx.kernels import cuda_elementwise
+from flamefx.kernels.cuda_elementwise import Elementwise
 from flamefx.primitives.elementwise import (
-    FLOAT, _batch_rule, _jvp_from_partials, _numpy_impl, _same_type_rule, _unary,
-    _vjp_from_partials, abs, add, div, exp, full_like, gt, log, log1p, mul, neg, select_n, sign,
-    sub)
+    FLOAT, abs, add, declare_elementwise, div, exp, full_like, gt, log, log1p, mul, neg,
+    same_type_rule, select_n, sign, sub)
 
 _HALF = (dtypes.float16, dtypes.bfloat16)
 
@@ -65,12 +64,8 @@ def _cupyx_impl(fn_name, domain):
 def _opaque(name, fn_name, partials, domain=None):
     """An elementwise primitive that jit runs as one opaque step: SciPy's ufunc ``fn_name``
     on the CPU, CuPy's of the same name on the GPU."""
-    prim = Primitive(name, abstract_eval=_same_type_rule(FLOAT),
-                     impl=_numpy_impl(_cpu_impl(fn_name, domain)),
-                     cuda_impl=_cupyx_impl(fn_name, domain), vjp=_vjp_from_partials(partials))
-    prim.jvp = _jvp_from_partials(prim, partials)
-    prim.batch = _batch_rule(prim)
-    return prim
+    return declare_elementwise(name, same_type_rule(FLOAT), _cpu_impl(fn_name, domain),
+                               cuda_impl=_cupyx_impl(fn_name, domain), partials=partials)
 
 
 def _polygamma_domain(xp, m, x, out):
@@ -160,11 +155,13 @@ def _betainc_dx(a, b, x):
 
 # --- declarations --------------------------------------------------------------------------
 
-lgamma_p = _unary("lgamma", scipy.special.gammaln, "lgamma(x0)",
-                  partial=lambda x, out: digamma(x))
-erfc_p = _unary("erfc", scipy.special.erfc, "erfc(x0)",
-                partial=lambda x, out: mul(full_like(x, -2 / math.sqrt(math.pi)),
-                                           exp(neg(mul(x, x)))))
+lgamma_p = declare_elementwise("lgamma", same_type_rule(FLOAT), scipy.special.gammaln,
+                               fusion=Elementwise("lgamma(x0)"),
+                               partials=lambda x, out: [digamma(x)])
+erfc_p = declare_elementwise("erfc", same_type_rule(FLOAT), scipy.special.erfc,
+                             fusion=Elementwise("erfc(x0)"),
+                             partials=lambda x, out: [mul(full_like(x, -2 / math.sqrt(math.pi)),
+                                                          exp(neg(mul(x, x))))])
 digamma_p = _opaque("digamma", "digamma",
                     lambda x, out: [polygamma(full_like(x, 1), x)])
 polygamma_p = _opaque("polygamma", "polygamma",
@@ -174,12 +171,9 @@ igamma_p = _opaque("igamma", "gammainc",
                    lambda a, x, out: [igamma_grad_a(a, x), _igamma_dx(a, x)])
 igammac_p = _opaque("igammac", "gammaincc",
                     lambda a, x, out: [neg(igamma_grad_a(a, x)), neg(_igamma_dx(a, x))])
-igamma_grad_a_p = Primitive(
-    "igamma_grad_a", abstract_eval=_same_type_rule(FLOAT),
-    impl=_numpy_impl(_igamma_grad_a_numpy), cuda_impl=_igamma_grad_a_cuda,
-    vjp=_vjp_from_partials(_igamma_grad_a_partials))
-igamma_grad_a_p.jvp = _jvp_from_partials(igamma_grad_a_p, _igamma_grad_a_partials)
-igamma_grad_a_p.batch = _batch_rule(igamma_grad_a_p)
+igamma_grad_a_p = declare_elementwise(
+    "igamma_grad_a", same_type_rule(FLOAT), _igamma_grad_a_numpy,
+    cuda_impl=_igamma_grad_a_cuda, partials=_igamma_grad_a_partials)
 bessel_i0e_p = _opaque("bessel_i0e", "i0e",
                        lambda x, out: [sub(bessel_i1e(x), mul(sign(x), out))])
 bessel_i1e_p = _opaque("bessel_i1e", "i1e",
