@@ -233,6 +233,12 @@ class VJPTrace(Trace):
         if prim.vjp is None:
             raise FlamefxError(f"primitive {prim.name!r} has no VJP rule, so it cannot be "
                                f"differentiated in reverse mode\n  at {user_frame()}")
+        return self.record(prim, params, primals, parents, outs)
+
+    def record(self, prim, params, primals, parents, outs) -> list:
+        """Puts one application of ``prim`` with known ``outs`` on the tape (``parents``: the
+        (node, index) each primal comes from, None for constants); returns ``outs`` with
+        the float ones as tracers. checkpoint's replay uses it to tape without binding."""
         node = _Node(prim, params, primals, outs, parents)
         return [VJPTracer(self, o, node, i) if _is_differentiable(o) else o
                 for i, o in enumerate(outs)]

@@ -98,9 +98,7 @@ def _record(eqn, ins, outs) -> list:
     parents = [None if n is None else (n, i) for n, i in zip(nodes, indices)]
     if not eqn.prim.differentiable or all(p is None for p in parents):
         return outs
-    node = ad._Node(eqn.prim, eqn.params, primals, outs, parents)
-    return [ad.VJPTracer(trace, o, node, i) if ad._is_differentiable(o) else o
-            for i, o in enumerate(outs)]
+    return trace.record(eqn.prim, eqn.params, primals, parents, outs)
 
 
 def _residuals(jaxpr: Jaxpr, policy: Callable) -> list[Var]:
