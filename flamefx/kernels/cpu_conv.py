@@ -24,29 +24,32 @@ from flamefx.primitives.nn_ops import conv_output_spatial, dilate_and_pad_numpy
 
 def _columns(x, kernel, spatial, window_strides, padding, lhs_dilation, rhs_dilation,
              groups):
-    """(n, groups, in-channels per group x taps, output positions): what each output
-    position's window reads, taps last within a channel (the kernel's own layout)."""
+    """(groups, in-channels per group x taps, batch x output positions): what each output
+    position's window reads, taps after channels (the kernel's own layout) and the batch
+    beside the positions, so that a convolution and its weight gradient are one GEMM per
+    group whatever the batch (not one small GEMM per example)."""
     n, c = x.shape[:2]
     padded = dilate_and_pad_numpy(x, lhs_dilation, padding)
     taps = list(np.ndindex(*kernel))
-    cols = np.empty((n, c, len(taps)) + tuple(spatial), x.dtype)
+    cols = np.empty((c, len(taps), n) + tuple(spatial), x.dtype)
     for k, tap in enumerate(taps):
         window = tuple(slice(t * rd, t * rd + (size - 1) * s + 1, s)
                        for t, rd, size, s in zip(tap, rhs_dilation, spatial, window_strides))
-        cols[:, :, k] = padded[(slice(None), slice(None)) + window]
-    return cols.reshape(n, groups, (c // groups) * len(taps), -1)
+        cols[:, k] = padded[(slice(None), slice(None)) + window].swapaxes(0, 1)
+    return cols.reshape(groups, (c // groups) * len(taps), -1)
 
 
 def conv(x, w, *, window_strides, padding, lhs_dilation, rhs_dilation, feature_group_count,
          precision, preferred_element_type):
     """conv_general_dilated (NC..., OI...) of float operands of one dtype."""
     n, o, g = x.shape[0], w.shape[0], feature_group_count
-    spatial = conv_output_spatial(x.shape[2:], w.shape[2:], window_strides, padding,
-                                  lhs_dilation, rhs_dilation)
+    spatial = tuple(conv_output_spatial(x.shape[2:], w.shape[2:], window_strides, padding,
+                                        lhs_dilation, rhs_dilation))
     cols = _columns(x, w.shape[2:], spatial, window_strides, padding, lhs_dilation,
                     rhs_dilation, g)
-    out = np.matmul(w.reshape(g, o // g, -1), cols)  # (n, g, o/g, positions)
-    return out.reshape((n, o) + tuple(spatial))
+    out = np.matmul(w.reshape(g, o // g, -1), cols)  # (g, o/g, batch x positions)
+    out = out.reshape(o, n, -1).swapaxes(0, 1)
+    return np.ascontiguousarray(out).reshape((n, o) + spatial)
 
 
 def weight_grad(ct, x, *, kernel_shape, window_strides, padding, lhs_dilation, rhs_dilation,
@@ -55,9 +58,8 @@ def weight_grad(ct, x, *, kernel_shape, window_strides, padding, lhs_dilation, r
     n, g, o = x.shape[0], feature_group_count, kernel_shape[0]
     cols = _columns(x, tuple(kernel_shape[2:]), ct.shape[2:], window_strides, padding,
                     lhs_dilation, rhs_dilation, g)
-    ctg = ct.reshape(n, g, o // g, -1)
-    dw = np.stack([np.tensordot(ctg[:, k], cols[:, k], axes=([0, 2], [0, 2]))
-                   for k in range(g)])  # (g, o/g, in-channels per group x taps)
+    ctg = np.ascontiguousarray(ct.reshape(n, o, -1).swapaxes(0, 1)).reshape(g, o // g, -1)
+    dw = np.matmul(ctg, cols.swapaxes(1, 2))  # (g, o/g, in-channels per group x taps)
     return dw.reshape(kernel_shape)
 
 
