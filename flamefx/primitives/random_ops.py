@@ -20,13 +20,13 @@ import functools
 import numpy as np
 import scipy.special
 
-from flamefx import core, dtypes
+from flamefx import dtypes
 from flamefx.core import Primitive, ShapedArray
 from flamefx.devices import cupy
 from flamefx.errors import FlamefxTypeError
 from flamefx.primitives.elementwise import (
-    FLOAT, add, declare_elementwise, div, full_like, log, mul, neg, same_type_rule, sub)
-from flamefx.primitives.special import digamma
+    FLOAT, declare_elementwise, div, full_like, log, mul, neg, same_type_rule, sub)
+from flamefx.primitives.special import central_difference_in_a, digamma, gammainc_grad_a
 
 # Random123's rotation constants for Threefry-2x32: rounds alternate between the two rows.
 _ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
@@ -140,19 +140,12 @@ def threefry2x32(k0, k1, x0, x1):
 
 def _gamma_grad_on(xp, special, a, x):
     """dx/da at fixed P(a, x) (P the regularized lower incomplete gamma), in float64:
-    ``-(dP/da) / (dP/dx)``. dP/da has no closed form: a fourth-order central difference
-    in ``a`` (step a/1000, truncation ~1e-12) of P, or of -Q = P - 1 where P > 1/2 so the
-    upper tail keeps its relative accuracy. dP/dx is the gamma density, taken in logs so
-    that tiny densities and tiny dP/da do not under- or overflow before they divide."""
+    ``-(dP/da) / (dP/dx)``. dP/da is special.gammainc_grad_a's central difference; dP/dx
+    is the gamma density, taken in logs so that tiny densities and tiny dP/da do not under-
+    or overflow before they divide."""
     out_dtype = x.dtype
+    dp_da = gammainc_grad_a(xp, special, a, x)
     a, x = a.astype(np.float64), x.astype(np.float64)
-    h = a * 1e-3
-    lower = special.gammainc(a, x) <= 0.5
-
-    def cdf(b):
-        return xp.where(lower, special.gammainc(b, x), -special.gammaincc(b, x))
-
-    dp_da = (8 * (cdf(a + h) - cdf(a - h)) - (cdf(a + 2 * h) - cdf(a - 2 * h))) / (12 * h)
     log_density = (a - 1) * xp.log(x) - x - special.gammaln(a)
     magnitude = xp.exp(xp.log(xp.abs(dp_da)) - log_density)
     grad = xp.where(dp_da == 0, 0.0, -xp.sign(dp_da) * magnitude)
@@ -171,20 +164,11 @@ def _gamma_grad_cuda(a, x):
 
 def _gamma_grad_partials(a, x, out):
     """d/dx in closed form: with p the density, d(dP/da)/dx = p (log x - digamma(a)) and
-    (dp/dx)/p = (a-1)/x - 1. d/da has no closed form: a fourth-order central difference of
-    the primitive itself (step a * eps**(1/5): truncation and rounding both ~eps**(4/5), and
-    still ~eps**(3/5) when differentiated again), so that every order traces."""
+    (dp/dx)/p = (a-1)/x - 1. d/da has no closed form: special.central_difference_in_a of
+    the primitive itself, so that every order traces."""
     one = full_like(a, 1)
     dx = sub(neg(sub(log(x), digamma(a))), mul(out, sub(div(sub(a, one), x), one)))
-    h = mul(a, full_like(a, float(np.finfo(core.get_aval(a).dtype).eps) ** 0.2))
-
-    def at(steps):
-        return random_gamma_grad(add(a, mul(h, full_like(a, steps))), x)
-
-    near = mul(full_like(a, 8), sub(at(1), at(-1)))
-    far = sub(at(2), at(-2))
-    da = div(sub(near, far), mul(h, full_like(a, 12)))
-    return [da, dx]
+    return [central_difference_in_a(lambda b: random_gamma_grad(b, x), a), dx]
 
 
 random_gamma_grad_p = declare_elementwise(
