@@ -23,18 +23,16 @@ from flamefx.optim.base import (
     chain,
     compute_dtype,
     zeros_count,
+    zeros_like_tree,
 )
 from flamefx.optim.transforms import (
     ScaleByAdamState,
+    adam_bias_corrections,
     add_decayed_weights,
     bias_corrections,
     scale_by_adam,
     scale_by_learning_rate,
 )
-
-
-def _zeros_like_tree(tree):
-    return tree_util.tree_map(fnp.zeros_like, tree)
 
 
 def _first_moment_hat(g, m, b1, corrections, nesterov):
@@ -62,13 +60,12 @@ def scale_by_belief(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
     >>> opt = scale_by_belief(b1=0.9, b2=0.999)
     """
     def init(params):
-        return ScaleByBeliefState(zeros_count(), _zeros_like_tree(params),
-                                  _zeros_like_tree(params))
+        return ScaleByBeliefState(zeros_count(), zeros_like_tree(params),
+                                  zeros_like_tree(params))
 
     def update(updates, state, params=None):
         count = state.count + 1
-        decays = (b1, b2, b1) if nesterov else (b1, b2)
-        corrections = bias_corrections(decays, count, updates, next_count=nesterov)
+        corrections = adam_bias_corrections(b1, b2, count, updates, nesterov)
         mu = tree_util.tree_map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
         nu = tree_util.tree_map(
             lambda g, m, v: b2 * v + (1 - b2) * fnp.square(g - m) + eps_root,
@@ -95,13 +92,12 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     rho_inf = 2.0 / (1.0 - b2) - 1.0
 
     def init(params):
-        return ScaleByAdamState(zeros_count(), _zeros_like_tree(params),
-                                _zeros_like_tree(params))
+        return ScaleByAdamState(zeros_count(), zeros_like_tree(params),
+                                zeros_like_tree(params))
 
     def update(updates, state, params=None):
         count = state.count + 1
-        decays = (b1, b2, b1) if nesterov else (b1, b2)
-        corrections = bias_corrections(decays, count, updates, next_count=nesterov)
+        corrections = adam_bias_corrections(b1, b2, count, updates, nesterov)
         mu = tree_util.tree_map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
         nu = tree_util.tree_map(lambda g, v: b2 * v + (1 - b2) * fnp.square(g),
                                 updates, state.nu)
@@ -170,8 +166,8 @@ def scale_by_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     >>> opt = scale_by_amsgrad()
     """
     def init(params):
-        return ScaleByAmsgradState(zeros_count(), _zeros_like_tree(params),
-                                   _zeros_like_tree(params), _zeros_like_tree(params))
+        return ScaleByAmsgradState(zeros_count(), zeros_like_tree(params),
+                                   zeros_like_tree(params), zeros_like_tree(params))
 
     def update(updates, state, params=None):
         count = state.count + 1
@@ -200,8 +196,8 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999,
     >>> opt = scale_by_adamax()
     """
     def init(params):
-        return ScaleByAdamState(zeros_count(), _zeros_like_tree(params),
-                                _zeros_like_tree(params))
+        return ScaleByAdamState(zeros_count(), zeros_like_tree(params),
+                                zeros_like_tree(params))
 
     def update(updates, state, params=None):
         count = state.count + 1
@@ -232,7 +228,7 @@ def scale_by_novograd(b1: float = 0.9, b2: float = 0.25, eps: float = 1e-8,
     """
     def init(params):
         return ScaleByNovogradState(
-            zeros_count(), _zeros_like_tree(params),
+            zeros_count(), zeros_like_tree(params),
             tree_util.tree_map(lambda p: fnp.zeros((), fnp.asarray(p).dtype), params))
 
     def update(updates, state, params=None):
@@ -269,7 +265,7 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
     >>> opt = scale_by_adadelta(rho=0.95)
     """
     def init(params):
-        return ScaleByAdaDeltaState(_zeros_like_tree(params), _zeros_like_tree(params))
+        return ScaleByAdaDeltaState(zeros_like_tree(params), zeros_like_tree(params))
 
     def update(updates, state, params=None):
         e_g = tree_util.tree_map(lambda g, e: rho * e + (1 - rho) * fnp.square(g),

@@ -59,7 +59,7 @@ def set_to_zero() -> GradientTransformation:
     >>> opt = partition({"train": sgd(0.1), "frozen": set_to_zero()}, labels)  # doctest: +SKIP
     """
     def update(updates, state, params=None):
-        return tree_util.tree_map(fnp.zeros_like, updates), state
+        return zeros_like_tree(updates), state
 
     return GradientTransformation(lambda params: EmptyState(), update)
 
@@ -103,6 +103,15 @@ def global_norm(tree) -> Any:
     for s in squares[1:]:
         total = total + s
     return fnp.sqrt(total)
+
+
+def zeros_like_tree(tree):
+    """Zeros shaped like each leaf of ``tree``: a fresh moment or trace state.
+
+    >>> zeros_like_tree({"w": fnp.ones(2)})["w"].tolist()
+    [0.0, 0.0]
+    """
+    return tree_util.tree_map(fnp.zeros_like, tree)
 
 
 def zeros_count():

@@ -28,6 +28,7 @@ from flamefx.optim.base import (
     chain,
     compute_dtype,
     zeros_count,
+    zeros_like_tree,
 )
 from flamefx.optim.transforms import add_decayed_weights, scale, scale_by_learning_rate
 from flamefx.optim.trust_ratio import clip_by_block_rms, scale_by_param_block_rms
@@ -177,7 +178,7 @@ def scale_by_sm3(b1: float = 0.9, b2: float = 1.0, eps: float = 1e-8) -> Gradien
             return [fnp.zeros((p.shape[i],), p.dtype) for i in range(p.ndim)]
 
         return ScaleBySM3State(tree_util.tree_map(accumulators, params),
-                               tree_util.tree_map(fnp.zeros_like, params))
+                               zeros_like_tree(params))
 
     def update(updates, state, params=None):
         treedef = tree_util.tree_structure(updates)

@@ -25,12 +25,9 @@ from flamefx.optim.base import (
     global_norm,
     identity,
     zeros_count,
+    zeros_like_tree,
 )
 from flamefx.optim.wrappers import masked
-
-
-def _zeros_like_tree(tree):
-    return tree_util.tree_map(fnp.zeros_like, tree)
 
 
 def _scalar(value, like):
@@ -103,7 +100,7 @@ def trace(decay: float, nesterov: bool = False) -> GradientTransformation:
     >>> opt = trace(0.9, nesterov=True)
     """
     def init(params):
-        return TraceState(_zeros_like_tree(params))
+        return TraceState(zeros_like_tree(params))
 
     def update(updates, state, params=None):
         new_trace = tree_util.tree_map(lambda g, t: g + decay * t, updates, state.trace)
@@ -137,6 +134,18 @@ def bias_corrections(decays: tuple, count, tree, next_count: bool = False) -> di
     return out
 
 
+def adam_bias_corrections(b1: float, b2: float, count, tree, nesterov: bool = False) -> dict:
+    """bias_corrections of Adam's two moments, ``(1 - b1**count, 1 - b2**count)``; with
+    ``nesterov``, NAdam's ``1 - b1**(count + 1)`` after them (the look-ahead).
+
+    >>> c = adam_bias_corrections(0.5, 0.5, fnp.asarray(1), fnp.zeros(1))
+    >>> {str(dtype): [float(x) for x in c[dtype]] for dtype in c}   # per compute dtype
+    {'float32': [0.5, 0.5]}
+    """
+    decays = (b1, b2, b1) if nesterov else (b1, b2)
+    return bias_corrections(decays, count, tree, next_count=nesterov)
+
+
 def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
                   eps_root: float = 0.0, *, nesterov: bool = False) -> GradientTransformation:
     """Adam's scaling: bias-corrected ``mu / (sqrt(nu + eps_root) + eps)``.
@@ -147,13 +156,12 @@ def scale_by_adam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     >>> opt = scale_by_adam(b1=0.9, b2=0.98)
     """
     def init(params):
-        return ScaleByAdamState(zeros_count(), _zeros_like_tree(params),
-                                _zeros_like_tree(params))
+        return ScaleByAdamState(zeros_count(), zeros_like_tree(params),
+                                zeros_like_tree(params))
 
     def update(updates, state, params=None):
         count = state.count + 1
-        decays = (b1, b2, b1) if nesterov else (b1, b2)
-        corrections = bias_corrections(decays, count, updates, next_count=nesterov)
+        corrections = adam_bias_corrections(b1, b2, count, updates, nesterov)
         leaves, treedef = tree_util.tree_flatten(updates)
         mus = tree_util.flatten_up_to(treedef, state.mu, "scale_by_adam")
         nus = tree_util.flatten_up_to(treedef, state.nu, "scale_by_adam")
@@ -185,7 +193,7 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99) -> GradientTransformation:
     >>> opt = scale_by_lion(b1=0.95)
     """
     def init(params):
-        return ScaleByLionState(zeros_count(), _zeros_like_tree(params))
+        return ScaleByLionState(zeros_count(), zeros_like_tree(params))
 
     def update(updates, state, params=None):
         signs = tree_util.tree_map(lambda g, m: fnp.sign(b1 * m + (1 - b1) * g),
@@ -231,7 +239,7 @@ def scale_by_stddev(decay: float = 0.9, eps: float = 1e-8,
     >>> opt = scale_by_stddev(decay=0.9)
     """
     def init(params):
-        return ScaleByRStdDevState(_zeros_like_tree(params), tree_util.tree_map(
+        return ScaleByRStdDevState(zeros_like_tree(params), tree_util.tree_map(
             lambda p: fnp.full_like(p, initial_scale), params))
 
     def update(updates, state, params=None):

@@ -17,7 +17,12 @@ from typing import Any, NamedTuple
 
 import flamefx.numpy as fnp
 from flamefx import tree_util
-from flamefx.optim.base import GradientTransformation, compute_dtype, zeros_count
+from flamefx.optim.base import (
+    GradientTransformation,
+    compute_dtype,
+    zeros_count,
+    zeros_like_tree,
+)
 
 
 def _select_tree(pred, on_true, on_false):
@@ -45,7 +50,7 @@ def ema(decay: float, debias: bool = True) -> GradientTransformation:
     >>> ema_params, ema_state = ema_tx.update(params, ema_state)    # doctest: +SKIP
     """
     def init(params):
-        return EmaState(zeros_count(), tree_util.tree_map(fnp.zeros_like, params))
+        return EmaState(zeros_count(), zeros_like_tree(params))
 
     def update(updates, state, params=None):
         average = tree_util.tree_map(lambda new, old: decay * old + (1 - decay) * new,
@@ -97,7 +102,7 @@ class MultiSteps:
 
     def init(self, params) -> MultiStepsState:
         return MultiStepsState(zeros_count(), zeros_count(), self.inner.init(params),
-                               tree_util.tree_map(fnp.zeros_like, params))
+                               zeros_like_tree(params))
 
     def update(self, updates, state: MultiStepsState, params=None):
         k = self.every_k_schedule(state.gradient_step)
