@@ -61,6 +61,33 @@ def _eye_like(a):
 # --- solve, inv, det, slogdet (through lu) -----------------------------------------------------
 
 
+def left_solve_operands(a, b, who, *, vector):
+    """``a`` and ``b`` of ``a @ x = b`` as matrix stacks with their batch dims broadcast
+    together; a ``vector`` b (NumPy's and SciPy's rules differ: the caller says) becomes one
+    column. scipy.linalg's solvers share it.
+
+    >>> a, b, _ = left_solve_operands(np.eye(2), np.ones(2), "solve", vector=True)
+    >>> b.shape
+    (2, 1)
+    """
+    if vector:
+        b = lax.reshape(b, b.shape + (1,))
+    if b.ndim < 2 or b.shape[-2] != a.shape[-1]:
+        raise FlamefxValueError(f"{who}: b of shape {b.shape[:-1] if vector else b.shape} does "
+                                f"not fit a of shape {a.shape}\n  at {user_frame()}")
+    batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    return broadcast_to(a, batch + a.shape[-2:]), broadcast_to(b, batch + b.shape[-2:]), vector
+
+
+def unvector(x, vector):
+    """``x`` back to a vector stack where ``left_solve_operands`` made b a column.
+
+    >>> unvector(np.ones((2, 1)), True).shape
+    (2,)
+    """
+    return lax.reshape(x, x.shape[:-1]) if vector else x
+
+
 def _lu_solve(lu, permutation, b):
     """Solves ``a x = b`` from a's lu factors; ``b`` (..., n, k) with lu's batch dims."""
     fnp = _fnp()
@@ -79,18 +106,9 @@ def solve(a, b):
     """
     a, b = _inexact(a, b)
     _check_matrix(a, "solve", square=True)
-    vector = b.ndim == 1
-    if vector:
-        b = lax.reshape(b, b.shape + (1,))
-    if b.ndim < 2 or b.shape[-2] != a.shape[-1]:
-        raise FlamefxValueError(f"solve: b of shape {b.shape if not vector else b.shape[:1]} "
-                                f"does not fit a of shape {a.shape}\n  at {user_frame()}")
-    batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    a = broadcast_to(a, batch + a.shape[-2:])
-    b = broadcast_to(b, batch + b.shape[-2:])
+    a, b, vector = left_solve_operands(a, b, "solve", vector=b.ndim == 1)
     lu, _, permutation = lax_linalg.lu(a)
-    x = _lu_solve(lu, permutation, b)
-    return lax.reshape(x, x.shape[:-1]) if vector else x
+    return unvector(_lu_solve(lu, permutation, b), vector)
 
 
 def inv(a):

@@ -22,8 +22,7 @@ import numpy as np
 from flamefx import lax, lax_linalg
 from flamefx.errors import FlamefxValueError, user_frame
 from flamefx.numpy import decompositions
-from flamefx.numpy.promotion import (as_operand, broadcast_shapes, broadcast_to,
-                                     promote_dtypes_inexact)
+from flamefx.numpy.promotion import as_operand, broadcast_to, promote_dtypes_inexact
 
 
 def _fnp():
@@ -42,20 +41,8 @@ def _square(a, who):
 
 
 def _left_solve_operands(a, b, who):
-    """``b`` as a matrix stack with ``a``'s batch dims broadcast in; whether it was a
-    vector (SciPy's rule, as JAX: b has one dim fewer than a)."""
-    vector = b.ndim == a.ndim - 1
-    if vector:
-        b = lax.reshape(b, b.shape + (1,))
-    if b.ndim < 2 or b.shape[-2] != a.shape[-1]:
-        raise FlamefxValueError(f"{who}: b of shape {b.shape[:-1] if vector else b.shape} does "
-                                f"not fit a of shape {a.shape}\n  at {user_frame()}")
-    batch = broadcast_shapes(a.shape[:-2], b.shape[:-2])
-    return broadcast_to(a, batch + a.shape[-2:]), broadcast_to(b, batch + b.shape[-2:]), vector
-
-
-def _unvector(x, vector):
-    return lax.reshape(x, x.shape[:-1]) if vector else x
+    """SciPy's rule (as JAX's): b is a vector when it has one dim fewer than a."""
+    return decompositions.left_solve_operands(a, b, who, vector=b.ndim == a.ndim - 1)
 
 
 # --- triangular and Cholesky solves ------------------------------------------------------------
@@ -77,7 +64,7 @@ def solve_triangular(a, b, trans=0, lower: bool = False, unit_diagonal: bool = F
     a, b, vector = _left_solve_operands(a, b, "solve_triangular")
     x = lax_linalg.triangular_solve(a, b, left_side=True, lower=lower, transpose_a=transpose_a,
                                     unit_diagonal=unit_diagonal)
-    return _unvector(x, vector)
+    return decompositions.unvector(x, vector)
 
 
 def cholesky(a, lower: bool = False, overwrite_a: bool = False, check_finite: bool = True):
@@ -119,7 +106,7 @@ def cho_solve(c_and_lower, b, overwrite_b: bool = False, check_finite: bool = Tr
     # a = L L^T: solve L y = b, then L^T x = y (for upper c = L^T: c^T y = b, c x = y).
     y = lax_linalg.triangular_solve(c, b, left_side=True, lower=lower, transpose_a=not lower)
     x = lax_linalg.triangular_solve(c, y, left_side=True, lower=lower, transpose_a=lower)
-    return _unvector(x, vector)
+    return decompositions.unvector(x, vector)
 
 
 # --- LU ----------------------------------------------------------------------------------------
@@ -170,7 +157,7 @@ def lu_solve(lu_and_piv, b, trans: int = 0, overwrite_b: bool = False,
         y = lax_linalg.triangular_solve(lu, y, left_side=True, lower=True, transpose_a=True,
                                         unit_diagonal=True)
         x = fnp.matmul(fnp.swapaxes(perm, -1, -2), y)
-    return _unvector(x, vector)
+    return decompositions.unvector(x, vector)
 
 
 def lu(a, permute_l: bool = False, overwrite_a: bool = False, check_finite: bool = True):
@@ -214,7 +201,7 @@ def solve(a, b, lower: bool = False, overwrite_a: bool = False, overwrite_b: boo
     if assume_a == "pos":
         return cho_solve(cho_factor(a, lower=lower), b)
     a, b, vector = _left_solve_operands(a, b, "solve")
-    return _unvector(decompositions.solve(a, b), vector)
+    return decompositions.unvector(decompositions.solve(a, b), vector)
 
 
 def inv(a, overwrite_a: bool = False, check_finite: bool = True):
