@@ -596,44 +596,35 @@ def w7_params(n: int, seed: int = 0) -> list[np.ndarray]:
             for i in range(n)]
 
 
-def flamefx_w7(n: int):
-    import flamefx
-    import flamefx.numpy as fnp
-
+def _w7_run(jit, value_and_grad, xnp, n: int):
+    """W7's program through one library (flamefx or JAX, the same code): a jitted SGD step
+    over ``n`` leaves; returns a function that runs one step and gives its loss."""
     def loss(params):
-        return sum(fnp.mean(p * p) for p in params)
+        return sum(xnp.mean(p * p) for p in params)
 
-    @flamefx.jit
+    @jit
     def step(params):
-        value, grads = flamefx.value_and_grad(loss)(params)
+        value, grads = value_and_grad(loss)(params)
         return [p - 0.01 * g for p, g in zip(params, grads)], value
 
-    params = [[fnp.asarray(p) for p in w7_params(n)]]
+    params = [[xnp.asarray(p) for p in w7_params(n)]]
 
     def run():
         params[0], value = step(params[0])
         return value
     return run
+
+
+def flamefx_w7(n: int):
+    import flamefx
+    import flamefx.numpy as fnp
+    return _w7_run(flamefx.jit, flamefx.value_and_grad, fnp, n)
 
 
 def jax_w7(n: int):
     import jax
     import jax.numpy as jnp
-
-    def loss(params):
-        return sum(jnp.mean(p * p) for p in params)
-
-    @jax.jit
-    def step(params):
-        value, grads = jax.value_and_grad(loss)(params)
-        return [p - 0.01 * g for p, g in zip(params, grads)], value
-
-    params = [[jnp.asarray(p) for p in w7_params(n)]]
-
-    def run():
-        params[0], value = step(params[0])
-        return value
-    return run
+    return _w7_run(jax.jit, jax.value_and_grad, jnp, n)
 
 
 def w7_bench(sizes=(50, 200, 800)) -> str:
