@@ -20,6 +20,7 @@ from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
 from flamefx.numpy import reductions
 from flamefx.numpy.promotion import (as_operand, broadcast_to, canonical_axes, canonical_axis,
                                      constant_like, convert, promote_dtypes_inexact)
+from flamefx.primitives.reductions import highest, lowest
 
 
 def _check_out(out, name: str):
@@ -169,16 +170,6 @@ def _kept_shape(x, shape, axis, what: str):
     return lax.reshape(x, kept)
 
 
-def _lowest_or_highest(dtype, highest: bool):
-    """The identity of max (the lowest value) or of min (the highest) in ``dtype``."""
-    if dtypes.is_float(dtype):
-        return np.inf if highest else -np.inf
-    if dtype == dtypes.bool_:
-        return highest
-    info = np.iinfo(dtype)
-    return info.max if highest else info.min
-
-
 def _nan_extremum(name, reduce, combine, is_min, a, axis, out, keepdims, initial, where):
     _check_out(out, name)
     a = as_operand(a)
@@ -187,7 +178,7 @@ def _nan_extremum(name, reduce, combine, is_min, a, axis, out, keepdims, initial
                                 f"{name[3:]}), as in JAX\n  at {user_frame()}")
     is_float = dtypes.is_float(a.dtype)
     if is_float or where is not None:
-        a_filled = _nan_replaced(a, _lowest_or_highest(a.dtype, is_min), where)
+        a_filled = _nan_replaced(a, (highest if is_min else lowest)(a.dtype), where)
     else:
         a_filled = a
     result = _with_initial(reduce(a_filled, axis=axis, keepdims=keepdims), initial, combine)

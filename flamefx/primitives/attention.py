@@ -40,7 +40,7 @@ from flamefx.primitives.elementwise import (
     sub,
 )
 from flamefx.primitives.linalg import dot_general
-from flamefx.primitives.nn_ops import _cast, _full, _scale_by, accumulation_dtype
+from flamefx.primitives.nn_ops import accumulation_dtype, cast_to, full_on_device, scale_by
 from flamefx.primitives.reductions import reduce_sum
 from flamefx.primitives.structural import broadcast_in_dim, iota, reshape
 
@@ -168,9 +168,9 @@ def _fwd_vjp(cts, primals, outs, *, is_causal, scale, keep_probs=False):
         return [None] * len(primals)
     out, lse = outs[:2]
     if ct_out is None:
-        ct_out = _full(out, core.get_aval(out).shape, 0, core.get_aval(out).dtype)
+        ct_out = full_on_device(out, core.get_aval(out).shape, 0, core.get_aval(out).dtype)
     if ct_lse is None:
-        ct_lse = _full(lse, core.get_aval(lse).shape, 0, core.get_aval(lse).dtype)
+        ct_lse = full_on_device(lse, core.get_aval(lse).shape, 0, core.get_aval(lse).dtype)
     grads = flash_attention_bwd_p.bind(*primals, out, lse, ct_out, ct_lse, *outs[2:],
                                        is_causal=is_causal, scale=scale, keep_probs=keep_probs)
     if ct_probs is not None:  # only order-2 derivatives reach the kept probabilities
@@ -185,19 +185,19 @@ def _probs_vjp(ct_probs, primals, probs, scale):
     q, k, v = primals[:3]
     acc = core.get_aval(probs).dtype
     shape = core.get_aval(probs).shape
-    ct_probs = _cast(ct_probs, acc)
+    ct_probs = cast_to(ct_probs, acc)
     row = broadcast_in_dim(reduce_sum(mul(ct_probs, probs), (3,)), shape, (0, 1, 2))
     ds = mul(probs, sub(ct_probs, row))
     batch_dims = ((0, 1), (0, 1))
     dtype = core.get_aval(q).dtype
-    grads = [_scale_by(dot_general(ds, _cast(k, acc), (((3,), (2,)), batch_dims)), scale),
-             _scale_by(dot_general(ds, _cast(q, acc), (((2,), (2,)), batch_dims)), scale),
-             _full(v, core.get_aval(v).shape, 0, acc)]
+    grads = [scale_by(dot_general(ds, cast_to(k, acc), (((3,), (2,)), batch_dims)), scale),
+             scale_by(dot_general(ds, cast_to(q, acc), (((2,), (2,)), batch_dims)), scale),
+             full_on_device(v, core.get_aval(v).shape, 0, acc)]
     if len(primals) == 4:
         bias_shape = core.get_aval(primals[3]).shape
         axes = tuple(i for i in range(2) if bias_shape[i] == 1 and shape[i] != 1)
         grads.append(reshape(reduce_sum(ds, axes), bias_shape) if axes else ds)
-    return [_cast(g, dtype) for g in grads]
+    return [cast_to(g, dtype) for g in grads]
 
 
 def _fold_batch(axis_size, args, bdims):
@@ -309,47 +309,47 @@ def naive_attention_bwd(q, k, v, *rest, is_causal, scale, keep_probs=False):
     bias through the forward's probabilities output: see _probs_vjp)."""
     bias, (out, lse, dout, dlse), probs = _split_bwd(rest, keep_probs)
     dtype, acc = core.get_aval(dout).dtype, core.get_aval(lse).dtype
-    q, k, v, out, dout = (_cast(a, acc) for a in (q, k, v, out, dout))
+    q, k, v, out, dout = (cast_to(a, acc) for a in (q, k, v, out, dout))
     out_shape = core.get_aval(out).shape
     if core.get_aval(dout).shape != out_shape:
         dout = broadcast_in_dim(reshape(dout, out_shape[:-1]), out_shape, (0, 1, 2))
     b, h, sq, _ = core.get_aval(q).shape
     sk = core.get_aval(k).shape[2]
     batch_dims = ((0, 1), (0, 1))
-    s = _scale_by(dot_general(q, k, (((3,), (3,)), batch_dims)), scale)
+    s = scale_by(dot_general(q, k, (((3,), (3,)), batch_dims)), scale)
     shape = (b, h, sq, sk)
     hidden = None  # keys a query does not see: masked by the bias, or causal
     if bias:
         bias_full = broadcast_in_dim(bias[0], shape, (0, 1, 2, 3))
         bias_dtype = core.get_aval(bias_full).dtype
-        hidden = le(bias_full, _full(bias_full, shape, masked_score(bias_dtype), bias_dtype))
-        s = add(s, _cast(bias_full, acc))
+        hidden = le(bias_full, full_on_device(bias_full, shape, masked_score(bias_dtype), bias_dtype))
+        s = add(s, cast_to(bias_full, acc))
     if is_causal:
         later = lt(iota(np.dtype(np.int32), shape, 2), iota(np.dtype(np.int32), shape, 3))
         hidden = later if hidden is None else bitwise_or(hidden, later)
     # Rows that see no key have lse = -inf; exp must only see finite, selected arguments
     # so that its derivative stays finite where select_n drops it.
-    lse = select_n(is_finite(lse), _full(lse, core.get_aval(lse).shape, 0, acc), lse)
+    lse = select_n(is_finite(lse), full_on_device(lse, core.get_aval(lse).shape, 0, acc), lse)
     lse_full = broadcast_in_dim(lse, shape, (0, 1, 2))
     if probs is not None:
-        p = _cast(probs, acc)
+        p = cast_to(probs, acc)
     elif hidden is None:
         p = exp(sub(s, lse_full))
     else:
         p = exp(sub(select_n(hidden, s, lse_full), lse_full))
-        p = select_n(hidden, p, _full(p, shape, 0, acc))
+        p = select_n(hidden, p, full_on_device(p, shape, 0, acc))
     dv = dot_general(p, dout, (((2,), (2,)), batch_dims))
     dp = dot_general(dout, v, (((3,), (3,)), batch_dims))
     delta = sub(reduce_sum(mul(dout, out), (3,)), dlse)
     ds = mul(p, sub(dp, broadcast_in_dim(delta, shape, (0, 1, 2))))
-    dq = _scale_by(dot_general(ds, k, (((3,), (2,)), batch_dims)), scale)
-    dk = _scale_by(dot_general(ds, q, (((2,), (2,)), batch_dims)), scale)
+    dq = scale_by(dot_general(ds, k, (((3,), (2,)), batch_dims)), scale)
+    dk = scale_by(dot_general(ds, q, (((2,), (2,)), batch_dims)), scale)
     grads = [dq, dk, dv]
     if bias:
         bias_shape = core.get_aval(bias[0]).shape
         axes = tuple(i for i in range(2) if bias_shape[i] == 1 and shape[i] != 1)
         grads.append(reshape(reduce_sum(ds, axes), bias_shape) if axes else ds)
-    return [_cast(g, dtype) for g in grads]
+    return [cast_to(g, dtype) for g in grads]
 
 
 def _bwd_vjp(cts, primals, outs, *, is_causal, scale, keep_probs=False):
@@ -357,7 +357,7 @@ def _bwd_vjp(cts, primals, outs, *, is_causal, scale, keep_probs=False):
     from flamefx.transforms.ad import vjp
     if all(ct is None for ct in cts):
         return [None] * len(primals)
-    cts = [ct if ct is not None else _full(o, core.get_aval(o).shape, 0, core.get_aval(o).dtype)
+    cts = [ct if ct is not None else full_on_device(o, core.get_aval(o).shape, 0, core.get_aval(o).dtype)
            for ct, o in zip(cts, outs)]
     _, pullback = vjp(lambda *a: naive_attention_bwd(*a, is_causal=is_causal, scale=scale,
                                                      keep_probs=keep_probs), *primals)
@@ -416,10 +416,10 @@ def dot_product_attention(q, k, v, bias=None, mask=None, is_causal=False, scale=
         # are always materialized, since the mask applies per score.
         shape = (max(s[0] for s in given), max(s[1] for s in given), q_aval.shape[2],
                  k_aval.shape[2])
-        bias = _full(q, shape, 0, q_aval.dtype) if bias is None else bias
+        bias = full_on_device(q, shape, 0, q_aval.dtype) if bias is None else bias
         bias, mask = (a if core.get_aval(a).shape == shape else
                       broadcast_in_dim(a, shape, (0, 1, 2, 3)) for a in (bias, mask))
-        bias = select_n(mask, _full(q, shape, masked_score(q_aval.dtype), q_aval.dtype), bias)
+        bias = select_n(mask, full_on_device(q, shape, masked_score(q_aval.dtype), q_aval.dtype), bias)
     if bias is not None:
         operands.append(bias)
     out, lse, *_ = flash_attention_p.bind(

@@ -31,19 +31,33 @@ def accumulation_dtype(dtype) -> np.dtype:
     return dtypes.float64 if np.dtype(dtype) == dtypes.float64 else dtypes.float32
 
 
-def _full(like, shape, value, dtype):
-    """A constant array of ``shape`` on ``like``'s device (so GPU rules stay on the GPU)."""
+def full_on_device(like, shape, value, dtype):
+    """A constant array of ``shape`` on ``like``'s device (so GPU rules stay on the GPU).
+
+    >>> full_on_device(np.zeros(1), (2,), 3.0, np.float32).tolist()
+    [3.0, 3.0]
+    """
     device = like.device if core.is_array(like) else None
     scalar = core.to_array(np.asarray(value, dtype), device=device, weak=False)
     return broadcast_in_dim(scalar, tuple(shape), ())
 
 
-def _scale_by(x, value):
+def scale_by(x, value):
+    """``x`` times the constant ``value`` in ``x``'s dtype.
+
+    >>> scale_by(np.ones(2), 0.5).tolist()
+    [0.5, 0.5]
+    """
     aval = core.get_aval(x)
-    return mul(x, _full(x, aval.shape, value, aval.dtype))
+    return mul(x, full_on_device(x, aval.shape, value, aval.dtype))
 
 
-def _cast(x, dtype):
+def cast_to(x, dtype):
+    """``x`` converted to ``dtype``, or ``x`` itself where it already has it.
+
+    >>> cast_to(np.ones(1, np.float32), np.float64).dtype
+    dtype('float64')
+    """
     return x if core.get_aval(x).dtype == np.dtype(dtype) else convert_element_type(x, dtype)
 
 
@@ -171,14 +185,14 @@ def _conv_input_grad(ct, w, x_shape, *, window_strides, padding, lhs_dilation, r
     wt = rev(reshape(wt, (g * cg, o // g) + kernel), tuple(range(2, 2 + n_spatial)))
     pads = _conv_lhs_padding(x_shape[2:], kernel, window_strides, ct.shape[2:], padding,
                              lhs_dilation, rhs_dilation)
-    return conv_general_dilated(ct, _cast(wt, core.get_aval(ct).dtype), lhs_dilation, pads,
+    return conv_general_dilated(ct, cast_to(wt, core.get_aval(ct).dtype), lhs_dilation, pads,
                                 window_strides, rhs_dilation, g, precision)
 
 
 def _conv_weight_grad(ct, x, w_shape, *, preferred_element_type, **params):
     """d(conv)/dw, in the output gradient's dtype (conv_weight_grad_p)."""
     del preferred_element_type  # the gradient takes ct's dtype; the VJP casts it to w's
-    return conv_weight_grad_p.bind(ct, _cast(x, core.get_aval(ct).dtype),
+    return conv_weight_grad_p.bind(ct, cast_to(x, core.get_aval(ct).dtype),
                                    kernel_shape=tuple(w_shape), **params)
 
 
@@ -187,8 +201,8 @@ def _conv_vjp(cts, primals, outs, **params):
     if ct is None:
         return [None, None]
     x_aval, w_aval = core.get_aval(x), core.get_aval(w)
-    dx = _cast(_conv_input_grad(ct, w, x_aval.shape, **params), x_aval.dtype)
-    dw = _cast(_conv_weight_grad(ct, x, w_aval.shape, **params), w_aval.dtype)
+    dx = cast_to(_conv_input_grad(ct, w, x_aval.shape, **params), x_aval.dtype)
+    dw = cast_to(_conv_weight_grad(ct, x, w_aval.shape, **params), w_aval.dtype)
     return [dx, dw]
 
 
@@ -339,7 +353,7 @@ def _weight_grad_vjp(cts, primals, outs, *, kernel_shape, **params):
     if v is None:
         return [None, None]
     conv_params = _conv_params(**params)
-    v = _cast(v, core.get_aval(ct).dtype)
+    v = cast_to(v, core.get_aval(ct).dtype)
     d_ct = conv_general_dilated_p.bind(x, v, **conv_params)
     d_x = _conv_input_grad(ct, v, core.get_aval(x).shape, **conv_params)
     return [d_ct, d_x]
@@ -369,8 +383,8 @@ conv_weight_grad_p = Primitive(
 
 # Attention and the normalizations have their own modules; importing them here registers
 # their primitives with the rest of the NN family (flamefx imports nn_ops) and gives
-# flamefx.nn one import site for the NN lax ops. They import this module's helpers (_cast,
-# _full, ...), so they are imported last, once those exist.
+# flamefx.nn one import site for the NN lax ops. They import this module's helpers (cast_to,
+# full_on_device, ...), so they are imported last, once those exist.
 from flamefx.primitives.attention import (  # noqa: E402, F401
     dot_product_attention,
     flash_attention_bwd_p,

@@ -22,7 +22,7 @@ from flamefx import core, dtypes
 from flamefx.core import Primitive, ShapedArray
 from flamefx.errors import FlamefxTypeError
 from flamefx.primitives.elementwise import add, mul, sub
-from flamefx.primitives.nn_ops import _cast, _full, _scale_by, accumulation_dtype
+from flamefx.primitives.nn_ops import accumulation_dtype, cast_to, full_on_device, scale_by
 from flamefx.primitives.reductions import reduce_sum
 from flamefx.primitives.structural import broadcast_in_dim, reshape
 
@@ -161,14 +161,14 @@ def _rows_backward(x_rows, g_rows, mean, rstd, ct_mean, ct_rstd, centered):
         return broadcast_in_dim(v, (r, m), (0,))
 
     def row_mean(v):
-        return _scale_by(reduce_sum(v, (1,)), 1.0 / m)
+        return scale_by(reduce_sum(v, (1,)), 1.0 / m)
 
     xhat = mul(sub(x_rows, rows_of(mean)) if centered else x_rows, rows_of(rstd))
     dx = sub(g_rows, rows_of(row_mean(g_rows))) if centered else g_rows
     dx = mul(sub(dx, mul(xhat, rows_of(row_mean(mul(g_rows, xhat))))), rows_of(rstd))
     if centered:
-        dx = add(dx, rows_of(_scale_by(ct_mean, 1.0 / m)))
-    slope = _scale_by(mul(ct_rstd, mul(rstd, rstd)), -1.0 / m)
+        dx = add(dx, rows_of(scale_by(ct_mean, 1.0 / m)))
+    slope = scale_by(mul(ct_rstd, mul(rstd, rstd)), -1.0 / m)
     return xhat, add(dx, mul(xhat, rows_of(slope)))
 
 
@@ -180,20 +180,20 @@ def normalization_bwd_formula(x, scale, dy, mean, rstd, dmean, drstd, *, centere
     acc = core.get_aval(rstd).dtype
     r, m = _rows_layout(x_aval.shape, num_groups, n_axes)
     dims = _param_dims(x_aval.ndim, num_groups, n_axes)
-    dy = _cast(dy, acc)
-    g = mul(dy, broadcast_in_dim(_cast(scale, acc), x_aval.shape, dims))
+    dy = cast_to(dy, acc)
+    g = mul(dy, broadcast_in_dim(cast_to(scale, acc), x_aval.shape, dims))
 
     def flat(v):
         return reshape(v, (r,))
 
-    xhat, dx = _rows_backward(reshape(_cast(x, acc), (r, m)), reshape(g, (r, m)), flat(mean),
+    xhat, dx = _rows_backward(reshape(cast_to(x, acc), (r, m)), reshape(g, (r, m)), flat(mean),
                               flat(rstd), flat(dmean), flat(drstd), centered)
     not_param = tuple(d for d in range(x_aval.ndim) if d not in dims)
     dscale = reduce_sum(mul(dy, reshape(xhat, x_aval.shape)), not_param)
     dbias = reduce_sum(dy, not_param)
     scale_dtype = core.get_aval(scale).dtype
-    return [_cast(reshape(dx, x_aval.shape), x_aval.dtype), _cast(dscale, scale_dtype),
-            _cast(dbias, scale_dtype)]
+    return [cast_to(reshape(dx, x_aval.shape), x_aval.dtype), cast_to(dscale, scale_dtype),
+            cast_to(dbias, scale_dtype)]
 
 
 def _bwd_abstract_eval(x, scale, dy, mean, rstd, dmean, drstd, *, centered, num_groups,
@@ -262,7 +262,7 @@ normalization_bwd_p = Primitive(
 
 def _zeros_like(v):
     aval = core.get_aval(v)
-    return _full(v, aval.shape, 0, aval.dtype)
+    return full_on_device(v, aval.shape, 0, aval.dtype)
 
 
 def _bind_bwd(ct_y, ct_mean, ct_rstd, x, scale, mean, rstd, **params):
@@ -318,7 +318,7 @@ def _layer_norm_batch(axis_size, args, bdims, *, axes, epsilon):
     # Per-member parameters: normalize with the identity affine map, then scale and shift.
     features = core.get_aval(x).shape[-len(axes):]
     dtype = core.get_aval(x).dtype
-    y, mean, rstd = layer_norm_p.bind(x, _full(x, features, 1, dtype), _full(x, features, 0, dtype),
+    y, mean, rstd = layer_norm_p.bind(x, full_on_device(x, features, 1, dtype), full_on_device(x, features, 0, dtype),
                                       axes=axes, epsilon=epsilon)
     y = _apply_batched_affine(axis_size, y, [(scale, bdims[1], mul), (bias, bdims[2], add)], axes)
     return [y, mean, rstd], [0, 0, 0]
@@ -331,7 +331,7 @@ def _rms_norm_batch(axis_size, args, bdims, *, axes, epsilon):
     if bdims[1] is None:
         return rms_norm_p.bind(x, scale, axes=axes, epsilon=epsilon), [0, 0]
     features = core.get_aval(x).shape[-len(axes):]
-    y, rstd = rms_norm_p.bind(x, _full(x, features, 1, core.get_aval(x).dtype), axes=axes,
+    y, rstd = rms_norm_p.bind(x, full_on_device(x, features, 1, core.get_aval(x).dtype), axes=axes,
                               epsilon=epsilon)
     return [_apply_batched_affine(axis_size, y, [(scale, bdims[1], mul)], axes), rstd], [0, 0]
 
@@ -344,7 +344,7 @@ def _group_norm_batch(axis_size, args, bdims, *, num_groups, epsilon):
     affine_batched = bdims[1] is not None or bdims[2] is not None
     if affine_batched:
         channels, dtype = (x_shape[2],), core.get_aval(x).dtype
-        scale_used, bias_used = _full(x, channels, 1, dtype), _full(x, channels, 0, dtype)
+        scale_used, bias_used = full_on_device(x, channels, 1, dtype), full_on_device(x, channels, 0, dtype)
     else:
         scale_used, bias_used = scale, bias
     y, mean, rstd = group_norm_p.bind(folded, scale_used, bias_used, num_groups=num_groups,

@@ -78,13 +78,23 @@ def _numpy_reduce(numpy_fn, identity=None):
     return impl
 
 
-def _lowest(dtype):
+def lowest(dtype):
+    """max's identity: the lowest value of ``dtype`` (-inf for floats).
+
+    >>> lowest(np.dtype(np.int8))
+    -128
+    """
     if dtype == np.bool_:
         return False
     return -np.inf if dtypes.is_float(dtype) else np.iinfo(dtype).min
 
 
-def _highest(dtype):
+def highest(dtype):
+    """min's identity: the highest value of ``dtype`` (inf for floats).
+
+    >>> highest(np.dtype(np.float32))
+    inf
+    """
     if dtype == np.bool_:
         return True
     return np.inf if dtypes.is_float(dtype) else np.iinfo(dtype).max
@@ -209,11 +219,11 @@ reduce_sum_p = Primitive(
     cuda_impl=_cuda_reduce("sum"), vjp=_sum_vjp, jvp=_sum_jvp, fusion=Reduction("sum"))
 reduce_max_p = Primitive(
     "reduce_max", abstract_eval=_reduce_rule(_ORDERED, "numeric or bool"),
-    impl=_numpy_reduce(np.max, _lowest), cuda_impl=_cuda_reduce("max"), vjp=_extremum_vjp,
+    impl=_numpy_reduce(np.max, lowest), cuda_impl=_cuda_reduce("max"), vjp=_extremum_vjp,
     fusion=Reduction("max"))
 reduce_min_p = Primitive(
     "reduce_min", abstract_eval=_reduce_rule(_ORDERED, "numeric or bool"),
-    impl=_numpy_reduce(np.min, _highest), cuda_impl=_cuda_reduce("min"), vjp=_extremum_vjp,
+    impl=_numpy_reduce(np.min, highest), cuda_impl=_cuda_reduce("min"), vjp=_extremum_vjp,
     fusion=Reduction("min"))
 reduce_prod_p = Primitive(
     "reduce_prod", abstract_eval=_reduce_rule(_NUMBER, "numeric"), impl=_numpy_reduce(np.prod),

@@ -98,8 +98,8 @@ def _ordered(dtype):
 
 
 def identity_element(kind, dtype):
-    from flamefx.primitives.reductions import _highest, _lowest
-    return {"sum": lambda d: 0, "max": _lowest, "min": _highest}[kind](np.dtype(dtype))
+    from flamefx.primitives.reductions import highest, lowest
+    return {"sum": lambda d: 0, "max": lowest, "min": highest}[kind](np.dtype(dtype))
 
 
 def _reduce_windows(xp, kind, x, window_dimensions, window_strides, padding, base_dilation,
