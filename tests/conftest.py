@@ -5,6 +5,17 @@ import pytest
 os.environ.setdefault("FLAMEFX_PLATFORM", "cpu")  # the CPU suite runs on the CPU everywhere
 
 
+@pytest.fixture
+def x64():
+    """float64 throughout the test (NumPy float64 data would otherwise become float32, as in
+    JAX)."""
+    import flamefx
+    previous = flamefx.config.read("enable_x64")
+    flamefx.config.update("enable_x64", True)
+    yield
+    flamefx.config.update("enable_x64", previous)
+
+
 def _has_gpu() -> bool:
     try:
         import cupy

@@ -18,13 +18,8 @@ Z = np.array([1 + 2j, -0.5 + 0.3j, 0.7 - 1.1j])
 W = np.array([0.4 - 0.9j, 1.3 + 0.2j, -0.8 - 0.6j])
 
 
-@pytest.fixture(autouse=True)
-def x64():
-    """complex128 throughout (NumPy complex128 data would otherwise become complex64)."""
-    previous = flamefx.config.read("enable_x64")
-    flamefx.config.update("enable_x64", True)
-    yield
-    flamefx.config.update("enable_x64", previous)
+# complex128 throughout (NumPy complex128 data would otherwise become complex64).
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _close(actual, expected, tol=1e-12):

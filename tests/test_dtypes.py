@@ -50,14 +50,6 @@ def _typed(code):
     return np.dtype(dtypes.canonicalize(_SHORT[code])), False
 
 
-@pytest.fixture
-def x64():
-    previous = flamefx.config.read("enable_x64")
-    flamefx.config.update("enable_x64", True)
-    yield
-    flamefx.config.update("enable_x64", previous)
-
-
 def test_promotion_lattice_matches_jax(x64):
     for a, b, expected in _promotion_cases():
         dtype, weak = dtypes.result_type(_typed(a), _typed(b))

@@ -266,15 +266,6 @@ from flamefx.test_util import check_grads  # noqa: E402
 
 
 
-@pytest.fixture
-def x64():
-    """float64 throughout (NumPy float64 data would otherwise become float32, as in JAX)."""
-    previous = flamefx.config.read("enable_x64")
-    flamefx.config.update("enable_x64", True)
-    yield
-    flamefx.config.update("enable_x64", previous)
-
-
 _X = np.array([[-1.7, -0.4, 0.3], [0.9, 1.6, 2.4]])
 _Y = np.array([[0.6, -1.1, 0.3], [-2.0, 1.6, 0.5]])  # ties with _X at two places
 
