@@ -1,4 +1,6 @@
-"""jit: caching, statics, donation, errors, composition with AD and vmap, GPU fusion."""
+"""jit: caching, statics, donation, errors, composition with AD and vmap, GPU fusion.
+
+The direct cuBLAS calls' argument marshalling is tested in test_cublas.py."""
 
 import logging
 import os
@@ -533,118 +535,6 @@ def test_grad_and_jvp_of_jit_with_integer_inputs_and_outputs():
     (_, i_out), (t_loss, _) = flamefx.jvp(lambda x: flamefx.jit(f)(x, idx), (x,), (fnp.ones(5),))
     assert i_out.tolist() == [0, 4, 4]
     np.testing.assert_allclose(float(t_loss), float(2 * (x[0] + 2 * x[2])), rtol=1e-5)
-
-
-# --- direct cuBLAS calls: argument marshalling checked on the CPU ------------------------------
-
-
-class _FakeCublas:
-    """Stands in for libcublas: records calls and runs GemmEx/GemmStridedBatchedEx on host
-    memory with cuBLAS's column-major semantics, so the marshalled arguments are checked
-    by what they compute."""
-
-    def __init__(self, status=0):
-        self.calls, self.status = [], status
-
-    def cublasSetStream_v2(self, handle, stream):
-        self.calls.append(("stream", stream))
-        return 0
-
-    def cublasSetWorkspace_v2(self, handle, ptr, size):
-        self.calls.append(("workspace", ptr, size))
-        return 0
-
-    def cublasSetPointerMode_v2(self, handle, mode):
-        self.calls.append(("pointer_mode", mode))
-        return 0
-
-    @staticmethod
-    def _matrix(ptr, op, rows, cols, ld, stride, batch):
-        """op(X) (rows x cols) of each batch entry, read column-major from host memory."""
-        import ctypes
-        stored_rows, stored_cols = (rows, cols) if op == 0 else (cols, rows)
-        count = stride * (batch - 1) + ld * (stored_cols - 1) + stored_rows
-        flat = np.ctypeslib.as_array((ctypes.c_float * count).from_address(ptr))
-        out = np.empty((batch, rows, cols), np.float32)
-        for b in range(batch):
-            stored = np.array([[flat[b * stride + i + j * ld] for j in range(stored_cols)]
-                               for i in range(stored_rows)])
-            out[b] = stored if op == 0 else stored.T
-        return out
-
-    def _gemm(self, transa, transb, m, n, k, a, lda, sa, b, ldb, sb, c, ldc, sc, batch):
-        import ctypes
-        op_a = self._matrix(a, transa, m, k, lda, sa, batch)
-        op_b = self._matrix(b, transb, k, n, ldb, sb, batch)
-        flat = np.ctypeslib.as_array((ctypes.c_float * (sc * (batch - 1) + ldc * n)
-                                      ).from_address(c))
-        for i in range(batch):
-            product = op_a[i] @ op_b[i]
-            for j in range(n):
-                flat[i * sc + j * ldc: i * sc + j * ldc + m] = product[:, j]
-        return self.status
-
-    def cublasGemmEx(self, handle, ta, tb, m, n, k, alpha, a, at, lda, b, bt, ldb, beta, c,
-                     ct, ldc, compute, algo):
-        self.calls.append(("gemm", ta, tb))
-        return self._gemm(ta, tb, m, n, k, a, lda, 0, b, ldb, 0, c, ldc, 0, 1)
-
-    def cublasGemmStridedBatchedEx(self, handle, ta, tb, m, n, k, alpha, a, at, lda, sa, b, bt,
-                                   ldb, sb, beta, c, ct, ldc, sc, batch, compute, algo):
-        self.calls.append(("gemm_batched", ta, tb))
-        return self._gemm(ta, tb, m, n, k, a, lda, sa, b, ldb, sb, c, ldc, sc, batch)
-
-
-def _host_gemm(library, a3, b3):
-    from flamefx.kernels import cublas
-    batch, m, k = a3.shape
-    n = b3.shape[2]
-    out = np.zeros((batch, m, n), np.float32)
-    operands = []
-    for x in (a3, b3):
-        layout = cublas._operand_layout(x.shape, x.strides, x.itemsize)
-        assert layout is not None, "a transposed view must not need a copy"
-        operands.append((x.ctypes.data, *layout))
-    args = cublas.gemm_arguments(np.float32, np.float32, "highest", batch, m, n, k,
-                                 operands[0], operands[1], out.ctypes.data)
-    cublas._call_direct(library, 7, 1234, 5678, args)
-    return out
-
-
-@pytest.mark.parametrize("a_transposed", [False, True])
-@pytest.mark.parametrize("b_transposed", [False, True])
-@pytest.mark.parametrize("batch", [1, 3])
-def test_cublas_arguments_compute_the_product_with_transposed_views(a_transposed,
-                                                                    b_transposed, batch):
-    rng = np.random.default_rng(0)
-    m, k, n = 5, 4, 3
-    a = rng.standard_normal((batch, k, m) if a_transposed else (batch, m, k)).astype(np.float32)
-    b = rng.standard_normal((batch, n, k) if b_transposed else (batch, k, n)).astype(np.float32)
-    a3 = a.transpose(0, 2, 1) if a_transposed else a
-    b3 = b.transpose(0, 2, 1) if b_transposed else b
-    library = _FakeCublas()
-    got = _host_gemm(library, a3, b3)
-    np.testing.assert_allclose(got, a3 @ b3, rtol=1e-5, atol=1e-5)
-    # The stream and the workspace are set before every product (capture needs both).
-    assert library.calls[:3] == [("stream", 1234), ("workspace", 5678, 32 * 2**20),
-                                 ("pointer_mode", 0)]
-    assert library.calls[3] == ("gemm" if batch == 1 else "gemm_batched",
-                                int(b_transposed), int(a_transposed))
-
-
-def test_cublas_operand_layouts_that_need_a_copy():
-    from flamefx.kernels import cublas
-    x = np.zeros((4, 6, 8), np.float32)
-    assert cublas._operand_layout(x[:, :, ::2].shape, x[:, :, ::2].strides, 4) is None
-    assert cublas._operand_layout(x[:, :3].shape, x[:, :3].strides, 4) is None  # batch gap
-    assert cublas._operand_layout((1, 1, 1), (4, 4, 4), 4) == (0, 1, 1)
-
-
-def test_cublas_failure_status_raises():
-    from flamefx.kernels import cublas
-    a = np.ones((1, 2, 2), np.float32)
-    with pytest.raises(cublas.CublasError, match="cublasGemmEx failed"):
-        _host_gemm(_FakeCublas(status=13), a, a)
 
 
 # --- fused reductions over leading axes -------------------------------------------------------
