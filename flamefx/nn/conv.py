@@ -16,7 +16,12 @@ from flamefx.primitives import structural
 from flamefx.primitives.nn_ops import conv_general_dilated
 
 
-def _per_dim(value, n: int, name: str) -> tuple:
+def per_dim(value, n: int, name: str) -> tuple:
+    """An int or one entry per spatial dim (strides, dilations, window sizes) as ``n`` ints.
+
+    >>> per_dim(2, 3, "strides")
+    (2, 2, 2)
+    """
     if isinstance(value, int):
         return (value,) * n
     value = tuple(int(v) for v in value)
@@ -78,8 +83,8 @@ def conv(x, w, stride=1, padding="SAME", dilation=1, groups: int = 1, precision=
     [[3.0, 3.0, 3.0]]
     """
     n = _check_ranks(x, w, "conv")
-    strides = _per_dim(stride, n, "stride")
-    dilation = _per_dim(dilation, n, "dilation")
+    strides = per_dim(stride, n, "stride")
+    dilation = per_dim(dilation, n, "dilation")
     pads = conv_padding(padding, x.shape[2:], _effective_kernel(w, dilation), strides)
     return conv_general_dilated(x, w, window_strides=strides, padding=pads,
                                 lhs_dilation=(1,) * n, rhs_dilation=dilation,
@@ -120,9 +125,9 @@ def conv_transpose(x, w, stride=1, padding="SAME", dilation=1, groups: int = 1,
     (1, 3, 8, 8)
     """
     n = _check_ranks(x, w, "conv_transpose")
-    strides = _per_dim(stride, n, "stride")
-    dilation = _per_dim(dilation, n, "dilation")
-    output_padding = _per_dim(output_padding, n, "output_padding")
+    strides = per_dim(stride, n, "stride")
+    dilation = per_dim(dilation, n, "dilation")
+    output_padding = per_dim(output_padding, n, "output_padding")
     pads = _transpose_padding(padding, _effective_kernel(w, dilation), strides, output_padding)
     in_channels, out_per_group = w.shape[0], w.shape[1]
     kernel = w.shape[2:]

@@ -21,15 +21,15 @@ import numpy as np
 import flamefx.numpy as fnp
 from flamefx import core, dtypes
 from flamefx.errors import FlamefxValueError
-from flamefx.nn.conv import _per_dim, conv_padding
+from flamefx.nn.conv import conv_padding, per_dim
 from flamefx.primitives import structural, windowed
 
 
 def _windows(x, window, strides, padding, pad_value):
     """Pads ``x`` and yields, per window offset, the strided slice the offset sees."""
     n = x.ndim - 2
-    window = _per_dim(window, n, "window")
-    strides = _per_dim(window if strides is None else strides, n, "strides")
+    window = per_dim(window, n, "window")
+    strides = per_dim(window if strides is None else strides, n, "strides")
     pads = conv_padding(padding, x.shape[2:], window, strides)
     config = ((0, 0, 0), (0, 0, 0)) + tuple((lo, hi, 0) for lo, hi in pads)
     padded = structural.pad(x, core.to_array(np.asarray(pad_value, x.dtype)), config)
@@ -67,8 +67,8 @@ def avg_pool(x, window, strides=None, padding="VALID", count_include_pad: bool =
     [[[[1.0, 1.0], [1.0, 1.0]]]]
     """
     n = x.ndim - 2
-    window = _per_dim(window, n, "window")
-    strides = _per_dim(window if strides is None else strides, n, "strides")
+    window = per_dim(window, n, "window")
+    strides = per_dim(window if strides is None else strides, n, "strides")
     pads = conv_padding(padding, x.shape[2:], window, strides)
     padded = [size + lo + hi for size, (lo, hi) in zip(x.shape[2:], pads)]
     if any(p < k for p, k in zip(padded, window)):
@@ -89,7 +89,7 @@ def upsample_nearest(x, scale):
     [[[1.0, 1.0, 2.0, 2.0]]]
     """
     n = x.ndim - 2
-    scales = _per_dim(scale, n, "scale")
+    scales = per_dim(scale, n, "scale")
     spread = x.shape[:2] + tuple(d for size, s in zip(x.shape[2:], scales) for d in (size, 1))
     tiled = x.shape[:2] + tuple(d for size, s in zip(x.shape[2:], scales) for d in (size, s))
     out_shape = x.shape[:2] + tuple(size * s for size, s in zip(x.shape[2:], scales))
@@ -117,7 +117,7 @@ def upsample_bilinear(x, size=None, scale=None):
         raise FlamefxValueError("upsample_bilinear: give exactly one of size and scale")
     if size is None:
         size = tuple(int(d * s) for d, s in zip(x.shape[2:], _scales(scale, n)))
-    size = _per_dim(size, n, "size")
+    size = per_dim(size, n, "size")
     for axis, out_size in zip(range(2, x.ndim), size):
         low, high, frac = _linear_taps(x.shape[axis], out_size)
         weight_shape = tuple(out_size if a == axis else 1 for a in range(x.ndim))

@@ -33,7 +33,13 @@ def _dimension(d) -> int:
     return int(d)
 
 
-def _shape_tuple(shape) -> tuple:
+def shape_tuple(shape) -> tuple:
+    """A shape argument (an int, a sequence, a concrete 0-d integer array) as a tuple of
+    ints; an abstract (traced) or negative dimension raises a flamefx error.
+
+    >>> shape_tuple(3), shape_tuple([2, np.int64(4)])
+    ((3,), (2, 4))
+    """
     dims = shape if isinstance(shape, (list, tuple)) else (shape,)
     if any(isinstance(d, Tracer) and d.to_concrete() is None for d in dims):
         raise abstract_shape_error(shape)
@@ -114,7 +120,7 @@ def full(shape, fill_value, dtype=None, *, device=None):
     >>> full((2,), 7).tolist()
     [7, 7]
     """
-    shape = _shape_tuple(shape)
+    shape = shape_tuple(shape)
     if dtype is None:
         value = array(fill_value)
     else:
@@ -157,7 +163,7 @@ def empty(shape, dtype=None, *, device=None):
 
 def _like_aval(a, dtype, shape):
     aval = core.get_aval(a) if not isinstance(a, (list, tuple)) else asarray(a).aval
-    return (aval.shape if shape is None else _shape_tuple(shape),
+    return (aval.shape if shape is None else shape_tuple(shape),
             aval.dtype if dtype is None else dtypes.canonicalize(dtype))
 
 
@@ -243,7 +249,7 @@ def _with_axis(shape: tuple, axis: int, size: int) -> tuple:
 
 
 def _num_samples(name: str, num) -> int:
-    num = _shape_tuple((num,))[0]
+    num = shape_tuple((num,))[0]
     if num < 0:
         raise FlamefxValueError(f"{name}: the number of samples must be non-negative, got "
                                 f"{num}\n  at {user_frame()}")

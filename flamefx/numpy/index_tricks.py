@@ -17,7 +17,7 @@ import numpy as np
 from flamefx import core, dtypes, lax
 from flamefx.core import Array, Tracer
 from flamefx.errors import FlamefxValueError, user_frame
-from flamefx.numpy.creation import _shape_tuple, arange, array, linspace, meshgrid
+from flamefx.numpy.creation import arange, array, linspace, meshgrid, shape_tuple
 from flamefx.numpy.shape import concatenate, expand_dims, stack, transpose
 
 
@@ -123,7 +123,7 @@ def indices(dimensions, dtype=None, sparse: bool = False):
     >>> indices((2, 3)).shape
     (2, 2, 3)
     """
-    dims = _shape_tuple(dimensions)
+    dims = shape_tuple(dimensions)
     dtype = dtypes.canonicalize(dtype if dtype is not None else int)
     grids = []
     for i, d in enumerate(dims):

@@ -129,11 +129,11 @@ def unravel_index(indices, shape) -> tuple:
     >>> [c.tolist() for c in unravel_index([5, 1], (2, 3))]
     [[1, 0], [2, 1]]
     """
-    from flamefx.numpy.creation import _shape_tuple
+    from flamefx.numpy.creation import shape_tuple
     from flamefx.numpy.math import clip
     indices = as_operand(indices)
     _require_integer(indices, "unravel_index indices")
-    shape = _shape_tuple(shape)
+    shape = shape_tuple(shape)
     total = int(np.prod(shape, dtype=np.int64))
     flat = _wrap_negative(clip(indices, -total, max(total - 1, 0)), total)
     coords, stride = [], total
@@ -151,9 +151,9 @@ def ravel_multi_index(multi_index, dims, mode: str = "raise", order: str = "C"):
     >>> ravel_multi_index(([1, 0], [2, 1]), (2, 3)).tolist()
     [5, 1]
     """
-    from flamefx.numpy.creation import _shape_tuple
+    from flamefx.numpy.creation import shape_tuple
     from flamefx.numpy.math import clip, remainder
-    dims = _shape_tuple(dims)
+    dims = shape_tuple(dims)
     if len(multi_index) != len(dims):
         raise FlamefxValueError(f"ravel_multi_index: {len(multi_index)} index arrays for "
                                 f"{len(dims)} dimensions {dims}\n  at {user_frame()}")
@@ -229,10 +229,10 @@ def nonzero(a, *, size: int | None = None, fill_value=None) -> tuple:
 
 
 def _nonzero_sized(a, size, fill_value) -> tuple:
-    from flamefx.numpy.creation import _shape_tuple, zeros
+    from flamefx.numpy.creation import shape_tuple, zeros
     from flamefx.numpy.math import where
     from flamefx.numpy.reductions import cumsum
-    (size,) = _shape_tuple((size,))
+    (size,) = shape_tuple((size,))
     if a.ndim == 0:
         raise FlamefxValueError("nonzero of a 0-d array is not allowed; use fnp.atleast_1d")
     index_dtype = dtypes.default_int()

@@ -504,8 +504,8 @@ def _edge_slices(a, axis, lo, hi, mode):
         return _slice_axis(a, axis, start, stop)
 
     if mode == "edge":
-        before = broadcast_to(part(0, 1), _with(a.shape, axis, lo)) if lo else None
-        after = broadcast_to(part(n - 1, n), _with(a.shape, axis, hi)) if hi else None
+        before = broadcast_to(part(0, 1), with_dim(a.shape, axis, lo)) if lo else None
+        after = broadcast_to(part(n - 1, n), with_dim(a.shape, axis, hi)) if hi else None
     elif mode == "wrap":
         if lo > n or hi > n:
             raise FlamefxValueError("pad mode 'wrap' supports widths up to the axis length")
@@ -520,7 +520,12 @@ def _edge_slices(a, axis, lo, hi, mode):
     return lax.concatenate(pieces, axis) if len(pieces) > 1 else a
 
 
-def _with(shape, axis, value) -> tuple:
+def with_dim(shape, axis, value) -> tuple:
+    """``shape`` with dimension ``axis`` set to ``value``.
+
+    >>> with_dim((2, 3), -1, 5)
+    (2, 5)
+    """
     shape = list(shape)
     shape[axis] = value
     return tuple(shape)

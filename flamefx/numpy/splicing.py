@@ -15,7 +15,7 @@ import numpy as np
 from flamefx import core, lax
 from flamefx.errors import FlamefxValueError, user_frame
 from flamefx.numpy.promotion import as_operand, broadcast_to, canonical_axis, convert
-from flamefx.numpy.shape import _with, concatenate, moveaxis, ravel
+from flamefx.numpy.shape import concatenate, moveaxis, ravel, with_dim
 
 
 def append(arr, values, axis: int | None = None):
@@ -110,7 +110,7 @@ def insert(arr, obj, values, axis: int | None = None):
     else:
         positions = np.where(positions < 0, positions + n, positions)
         count = positions.size
-    values = broadcast_to(values, _with(arr.shape, axis, count))
+    values = broadcast_to(values, with_dim(arr.shape, axis, count))
     # Each inserted value lands before its position, after the values inserted before it.
     order = np.argsort(positions, kind="stable")
     new_at = np.empty(count, np.int64)
