@@ -68,7 +68,12 @@ def prod(a, axis=None, dtype=None, keepdims: bool = False):
     return convert(out, out_dtype, a.weak_type)
 
 
-def _count(shape, axes) -> int:
+def element_count(shape, axes) -> int:
+    """How many elements a reduction of ``shape`` over ``axes`` combines into each result.
+
+    >>> element_count((2, 3, 4), (0, 2))
+    8
+    """
     return int(np.prod([shape[i] for i in axes], dtype=np.int64))
 
 
@@ -82,7 +87,7 @@ def mean(a, axis=None, dtype=None, keepdims: bool = False):
     out_dtype = dtypes.canonicalize(dtype) if dtype is not None else to_inexact_dtype(a.dtype)
     compute_dtype = dtypes.float32 if out_dtype in _HALF_FLOATS else out_dtype
     total = sum(a, axis=axis, dtype=compute_dtype, keepdims=keepdims)
-    count = _count(a.shape, canonical_axes(axis, a.ndim))
+    count = element_count(a.shape, canonical_axes(axis, a.ndim))
     out = lax.div(total, constant_like(total, count if count else np.nan))
     return convert(out, out_dtype, a.weak_type)
 
@@ -118,7 +123,7 @@ def var(a, axis=None, dtype=None, ddof: int = 0, keepdims: bool = False, *,
     else:
         squared = lax.mul(centered, centered)
     squares = sum(squared, axis=axis, keepdims=keepdims)
-    divisor = _count(a.shape, canonical_axes(axis, a.ndim)) - ddof
+    divisor = element_count(a.shape, canonical_axes(axis, a.ndim)) - ddof
     out = lax.div(squares, constant_like(squares, divisor if divisor > 0 else np.nan))
     return convert(out, dtypes.real_dtype(out_dtype), a.weak_type)
 
@@ -138,7 +143,7 @@ def std(a, axis=None, dtype=None, ddof: int = 0, keepdims: bool = False, *,
 
 def _check_nonempty(name, a, axis):
     axes = canonical_axes(axis, a.ndim)
-    if _count(a.shape, axes) == 0 and a.size == 0:
+    if element_count(a.shape, axes) == 0 and a.size == 0:
         raise FlamefxValueError(f"{name} of a zero-size array (shape {a.shape}) has no "
                                 f"identity; pass an axis that is not empty\n  at {user_frame()}")
 

@@ -164,7 +164,7 @@ def _kept_shape(x, shape, axis, what: str):
     """``x`` (a reduction's result over ``axis``, kept dims or not) with the dims kept."""
     axes = canonical_axes(axis, len(shape))
     kept = tuple(1 if d in axes else n for d, n in enumerate(shape))
-    if x.size != reductions._count(kept, range(len(kept))):
+    if x.size != reductions.element_count(kept, range(len(kept))):
         raise FlamefxValueError(f"{what} of shape {x.shape} does not match the reduced shape "
                                 f"{kept}\n  at {user_frame()}")
     return lax.reshape(x, kept)
@@ -282,7 +282,7 @@ def average(a, axis=None, weights=None, returned: bool = False, keepdims: bool =
     a = as_operand(a)
     if weights is None:
         avg = reductions.mean(a, axis=axis, keepdims=keepdims)
-        weights_sum = constant_like(avg, reductions._count(a.shape, canonical_axes(axis, a.ndim)))
+        weights_sum = constant_like(avg, reductions.element_count(a.shape, canonical_axes(axis, a.ndim)))
     else:
         a, weights = promote_dtypes_inexact(a, weights)
         if weights.shape != a.shape:
@@ -463,7 +463,7 @@ def _reduced_last(a, axis):
     kept = [d for d in range(a.ndim) if d not in axes]
     kept_shape = tuple(1 if d in axes else n for d, n in enumerate(a.shape))
     moved = lax.transpose(a, tuple(kept) + axes)
-    merged = reductions._count(a.shape, axes)
+    merged = reductions.element_count(a.shape, axes)
     return lax.reshape(moved, tuple(a.shape[d] for d in kept) + (merged,)), kept_shape
 
 
