@@ -176,13 +176,18 @@ def _svd_signs(xp, s, u, vt):
     return [s, u_fixed, vt]
 
 
+def _empty_svd(xp, shapes, dtype):
+    """The outputs for an empty matrix: no singular values, identity-filled u and vt."""
+    outs = [xp.zeros(s, dtype) for s in shapes]
+    for o in outs[1:]:
+        o[...] = xp.eye(o.shape[-1], dtype=dtype)
+    return outs
+
+
 def _svd_impl(a, *, full_matrices, compute_uv):
     shapes = _svd_shapes(a.shape, full_matrices, compute_uv)
     if a.size == 0:
-        outs = [np.zeros(s, a.dtype) for s in shapes]
-        for o in outs[1:]:
-            o[...] = np.eye(o.shape[-1], dtype=a.dtype)
-        return outs
+        return _empty_svd(np, shapes, a.dtype)
     if not compute_uv:
         s, = _nan_on_failure(lambda x: (np.linalg.svd(x, compute_uv=False),), a)
         return [s.astype(a.dtype)]
@@ -195,10 +200,7 @@ def _svd_cuda(a, *, full_matrices, compute_uv):
     cp, cupyx = cupy_modules()
     shapes = _svd_shapes(a.shape, full_matrices, compute_uv)
     if a.size == 0:
-        outs = [cp.zeros(s, a.dtype) for s in shapes]
-        for o in outs[1:]:
-            o[...] = cp.eye(o.shape[-1], dtype=a.dtype)
-        return outs
+        return _empty_svd(cp, shapes, a.dtype)
     with cupyx.errstate(linalg="ignore"):  # stacks go to gesvdjBatched; no info sync
         if not compute_uv:
             return [cp.linalg.svd(a, compute_uv=False).astype(a.dtype)]
