@@ -76,17 +76,22 @@ def scale_by_trust_ratio(min_norm: float = 0.0, trust_coefficient: float = 1.0,
     return GradientTransformation(lambda params: EmptyState(), update)
 
 
+def _scale_by_param_measure(who, measure, min_scale) -> GradientTransformation:
+    """Each leaf's update times ``measure(param, min_scale)`` of its parameter."""
+    def update(updates, state, params=None):
+        _needs_params(who, params)
+        return tree_util.tree_map(lambda u, p: u * measure(p, min_scale),
+                                  updates, params), state
+
+    return GradientTransformation(lambda params: EmptyState(), update)
+
+
 def scale_by_param_block_norm(min_scale: float = 1e-3) -> GradientTransformation:
     """Scales each leaf's update by its parameter's L2 norm (at least ``min_scale``).
 
     >>> opt = scale_by_param_block_norm()
     """
-    def update(updates, state, params=None):
-        _needs_params("scale_by_param_block_norm", params)
-        return tree_util.tree_map(lambda u, p: u * _safe_norm(p, min_scale),
-                                  updates, params), state
-
-    return GradientTransformation(lambda params: EmptyState(), update)
+    return _scale_by_param_measure("scale_by_param_block_norm", _safe_norm, min_scale)
 
 
 def scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
@@ -95,12 +100,7 @@ def scale_by_param_block_rms(min_scale: float = 1e-3) -> GradientTransformation:
 
     >>> opt = scale_by_param_block_rms()
     """
-    def update(updates, state, params=None):
-        _needs_params("scale_by_param_block_rms", params)
-        return tree_util.tree_map(lambda u, p: u * _safe_rms(p, min_scale),
-                                  updates, params), state
-
-    return GradientTransformation(lambda params: EmptyState(), update)
+    return _scale_by_param_measure("scale_by_param_block_rms", _safe_rms, min_scale)
 
 
 def clip_by_block_rms(threshold: float) -> GradientTransformation:
