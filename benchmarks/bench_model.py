@@ -145,6 +145,27 @@ def flamefx_step(cfg: dict, inputs: dict, dtype: str):
     return run, harness.flamefx_sync
 
 
+def unet_levels(p, x, emb, conv, res_block, attention_block, concat, upsample):
+    """The UNet's stem, down levels, middle and up levels with their skips, as the example's
+    init_unet lays them out; the JAX and PyTorch ports pass their own layers, channel
+    ``concat`` and 2x nearest ``upsample``."""
+    h = conv(p["stem"], x)
+    skips = []
+    for level in p["down"]:
+        if level["downsample"] is not None:
+            h = conv(level["downsample"], h, 2)
+        h = res_block(level["block"], h, emb)
+        skips.append(h)
+    h = res_block(p["middle"]["block1"], h, emb)
+    h = attention_block(p["middle"]["attention"], h)
+    h = res_block(p["middle"]["block2"], h, emb)
+    for level in p["up"]:
+        h = res_block(level["block"], concat([h, skips.pop()]), emb)
+        if level["upsample"] is not None:
+            h = conv(level["upsample"], upsample(h))
+    return h
+
+
 # --- JAX: a port of the UNet and the optimizer -------------------------------------------------
 
 
@@ -200,20 +221,9 @@ def jax_step(cfg: dict, inputs: dict, dtype: str):
         angles = t.astype(f32)[:, None] * freqs[None, :]
         emb = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], -1).astype(x.dtype)
         emb = linear(p["time_mlp"][1], jax.nn.silu(linear(first, emb)))
-        h = conv(p["stem"], x)
-        skips = []
-        for level in p["down"]:
-            if level["downsample"] is not None:
-                h = conv(level["downsample"], h, 2)
-            h = res_block(level["block"], h, emb)
-            skips.append(h)
-        h = res_block(p["middle"]["block1"], h, emb)
-        h = attention_block(p["middle"]["attention"], h)
-        h = res_block(p["middle"]["block2"], h, emb)
-        for level in p["up"]:
-            h = res_block(level["block"], jnp.concatenate([h, skips.pop()], 1), emb)
-            if level["upsample"] is not None:
-                h = conv(level["upsample"], jnp.repeat(jnp.repeat(h, 2, 2), 2, 3))
+        h = unet_levels(p, x, emb, conv, res_block, attention_block,
+                        lambda xs: jnp.concatenate(xs, 1),
+                        lambda h: jnp.repeat(jnp.repeat(h, 2, 2), 2, 3))
         return conv(p["head"]["conv"], jax.nn.silu(group_norm(p["head"]["norm"], h)))
 
     sqrt_ab, sqrt_1mab = jnp.asarray(inputs["sqrt_ab"]), jnp.asarray(inputs["sqrt_1mab"])
@@ -309,20 +319,9 @@ def torch_step(cfg: dict, inputs: dict, dtype: str, compiled: bool = False):
         angles = t.float()[:, None] * freqs[None, :]
         emb = torch.cat([torch.sin(angles), torch.cos(angles)], -1).to(x.dtype)
         emb = linear(p["time_mlp"][1], F.silu(linear(first, emb)))
-        h = conv(p["stem"], x)
-        skips = []
-        for level in p["down"]:
-            if level["downsample"] is not None:
-                h = conv(level["downsample"], h, 2)
-            h = res_block(level["block"], h, emb)
-            skips.append(h)
-        h = res_block(p["middle"]["block1"], h, emb)
-        h = attention_block(p["middle"]["attention"], h)
-        h = res_block(p["middle"]["block2"], h, emb)
-        for level in p["up"]:
-            h = res_block(level["block"], torch.cat([h, skips.pop()], 1), emb)
-            if level["upsample"] is not None:
-                h = conv(level["upsample"], F.interpolate(h, scale_factor=2, mode="nearest"))
+        h = unet_levels(p, x, emb, conv, res_block, attention_block,
+                        lambda xs: torch.cat(xs, 1),
+                        lambda h: F.interpolate(h, scale_factor=2, mode="nearest"))
         return conv(p["head"]["conv"], F.silu(group_norm(p["head"]["norm"], h)))
 
     sqrt_ab = torch.as_tensor(inputs["sqrt_ab"], device=device)
