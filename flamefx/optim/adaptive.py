@@ -32,6 +32,7 @@ from flamefx.optim.transforms import (
     bias_corrections,
     scale_by_adam,
     scale_by_learning_rate,
+    update_moment,
 )
 
 
@@ -66,7 +67,7 @@ def scale_by_belief(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-16,
     def update(updates, state, params=None):
         count = state.count + 1
         corrections = adam_bias_corrections(b1, b2, count, updates, nesterov)
-        mu = tree_util.tree_map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
+        mu = update_moment(updates, state.mu, b1, 1)
         nu = tree_util.tree_map(
             lambda g, m, v: b2 * v + (1 - b2) * fnp.square(g - m) + eps_root,
             updates, mu, state.nu)
@@ -98,9 +99,8 @@ def scale_by_radam(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     def update(updates, state, params=None):
         count = state.count + 1
         corrections = adam_bias_corrections(b1, b2, count, updates, nesterov)
-        mu = tree_util.tree_map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
-        nu = tree_util.tree_map(lambda g, v: b2 * v + (1 - b2) * fnp.square(g),
-                                updates, state.nu)
+        mu = update_moment(updates, state.mu, b1, 1)
+        nu = update_moment(updates, state.nu, b2, 2)
         rectifications = {}
         for dtype, c in corrections.items():
             b2t = 1 - c[1]
@@ -138,7 +138,7 @@ def scale_by_yogi(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-3,
     def update(updates, state, params=None):
         count = state.count + 1
         corrections = bias_corrections((b1, b2), count, updates)
-        mu = tree_util.tree_map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
+        mu = update_moment(updates, state.mu, b1, 1)
         nu = tree_util.tree_map(
             lambda g, v: v - (1 - b2) * fnp.sign(v - fnp.square(g)) * fnp.square(g),
             updates, state.nu)
@@ -172,9 +172,8 @@ def scale_by_amsgrad(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
     def update(updates, state, params=None):
         count = state.count + 1
         corrections = bias_corrections((b1, b2), count, updates)
-        mu = tree_util.tree_map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
-        nu = tree_util.tree_map(lambda g, v: b2 * v + (1 - b2) * fnp.square(g),
-                                updates, state.nu)
+        mu = update_moment(updates, state.mu, b1, 1)
+        nu = update_moment(updates, state.nu, b2, 2)
         nu_max = tree_util.tree_map(
             lambda v, vmax: fnp.maximum(vmax, (v / corrections[compute_dtype(v)][1]).astype(
                 vmax.dtype)),
@@ -202,7 +201,7 @@ def scale_by_adamax(b1: float = 0.9, b2: float = 0.999,
     def update(updates, state, params=None):
         count = state.count + 1
         corrections = bias_corrections((b1,), count, updates)
-        mu = tree_util.tree_map(lambda g, m: b1 * m + (1 - b1) * g, updates, state.mu)
+        mu = update_moment(updates, state.mu, b1, 1)
         nu = tree_util.tree_map(lambda g, v: fnp.maximum(fnp.abs(g) + eps, b2 * v),
                                 updates, state.nu)
         out = tree_util.tree_map(lambda m, v: m / corrections[compute_dtype(m)][0] / v, mu, nu)
@@ -268,8 +267,7 @@ def scale_by_adadelta(rho: float = 0.9, eps: float = 1e-6) -> GradientTransforma
         return ScaleByAdaDeltaState(zeros_like_tree(params), zeros_like_tree(params))
 
     def update(updates, state, params=None):
-        e_g = tree_util.tree_map(lambda g, e: rho * e + (1 - rho) * fnp.square(g),
-                                 updates, state.e_g)
+        e_g = update_moment(updates, state.e_g, rho, 2)
         out = tree_util.tree_map(lambda g, eg, ex: fnp.sqrt(ex + eps) / fnp.sqrt(eg + eps) * g,
                                  updates, e_g, state.e_x)
         e_x = tree_util.tree_map(lambda u, e: rho * e + (1 - rho) * fnp.square(u),

@@ -134,6 +134,19 @@ def bias_corrections(decays: tuple, count, tree, next_count: bool = False) -> di
     return out
 
 
+def update_moment(updates, moments, decay: float, order: int):
+    """The exponential moving average of the updates' ``order``-th power (1 or 2), leaf by
+    leaf: ``decay * moment + (1 - decay) * g**order`` (optax's tree_update_moment).
+
+    >>> update_moment([fnp.ones(2)], [fnp.zeros(2)], 0.5, 2)[0].tolist()
+    [0.5, 0.5]
+    """
+    if order == 1:
+        return tree_util.tree_map(lambda g, m: decay * m + (1 - decay) * g, updates, moments)
+    return tree_util.tree_map(lambda g, v: decay * v + (1 - decay) * fnp.square(g),
+                              updates, moments)
+
+
 def adam_bias_corrections(b1: float, b2: float, count, tree, nesterov: bool = False) -> dict:
     """bias_corrections of Adam's two moments, ``(1 - b1**count, 1 - b2**count)``; with
     ``nesterov``, NAdam's ``1 - b1**(count + 1)`` after them (the look-ahead).
@@ -198,7 +211,7 @@ def scale_by_lion(b1: float = 0.9, b2: float = 0.99) -> GradientTransformation:
     def update(updates, state, params=None):
         signs = tree_util.tree_map(lambda g, m: fnp.sign(b1 * m + (1 - b1) * g),
                                    updates, state.mu)
-        mu = tree_util.tree_map(lambda g, m: b2 * m + (1 - b2) * g, updates, state.mu)
+        mu = update_moment(updates, state.mu, b2, 1)
         return signs, ScaleByLionState(state.count + 1, mu)
 
     return GradientTransformation(init, update)
@@ -219,8 +232,7 @@ def scale_by_rms(decay: float = 0.9, eps: float = 1e-8,
             lambda p: fnp.full_like(p, initial_scale), params))
 
     def update(updates, state, params=None):
-        nu = tree_util.tree_map(lambda g, v: decay * v + (1 - decay) * fnp.square(g),
-                                updates, state.nu)
+        nu = update_moment(updates, state.nu, decay, 2)
         updates = tree_util.tree_map(lambda g, v: g / fnp.sqrt(v + eps), updates, nu)
         return updates, ScaleByRmsState(nu)
 
@@ -243,9 +255,8 @@ def scale_by_stddev(decay: float = 0.9, eps: float = 1e-8,
             lambda p: fnp.full_like(p, initial_scale), params))
 
     def update(updates, state, params=None):
-        mu = tree_util.tree_map(lambda g, m: decay * m + (1 - decay) * g, updates, state.mu)
-        nu = tree_util.tree_map(lambda g, v: decay * v + (1 - decay) * fnp.square(g),
-                                updates, state.nu)
+        mu = update_moment(updates, state.mu, decay, 1)
+        nu = update_moment(updates, state.nu, decay, 2)
         updates = tree_util.tree_map(
             lambda g, m, v: g / fnp.sqrt(v - fnp.square(m) + eps), updates, mu, nu)
         return updates, ScaleByRStdDevState(mu, nu)
