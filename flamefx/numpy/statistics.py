@@ -58,6 +58,16 @@ def _with_initial(result, initial, combine):
     return combine(result, initial)
 
 
+def _nans_as(name, a, value, out, where=None):
+    """``a`` with its NaNs (and the elements outside ``where``) replaced by ``value``, the
+    identity of the sum or product ``name`` takes next."""
+    _check_out(out, name)
+    a = as_operand(a)
+    if dtypes.is_inexact(a.dtype) or where is not None:
+        a = _nan_replaced(a, value, where)
+    return a
+
+
 def nansum(a, axis=None, dtype=None, out=None, keepdims: bool = False, initial=None,
            where=None):
     """The sum over ``axis`` with NaNs counted as zero (plus ``initial``; only the
@@ -66,10 +76,7 @@ def nansum(a, axis=None, dtype=None, out=None, keepdims: bool = False, initial=N
     >>> nansum([1.0, float("nan"), 2.0]).item()
     3.0
     """
-    _check_out(out, "nansum")
-    a = as_operand(a)
-    if dtypes.is_inexact(a.dtype) or where is not None:
-        a = _nan_replaced(a, 0, where)
+    a = _nans_as("nansum", a, 0, out, where)
     return _with_initial(reductions.sum(a, axis=axis, dtype=dtype, keepdims=keepdims), initial,
                          lax.add)
 
@@ -82,10 +89,7 @@ def nanprod(a, axis=None, dtype=None, out=None, keepdims: bool = False, initial=
     >>> nanprod([2.0, float("nan"), 3.0]).item()
     6.0
     """
-    _check_out(out, "nanprod")
-    a = as_operand(a)
-    if dtypes.is_inexact(a.dtype) or where is not None:
-        a = _nan_replaced(a, 1, where)
+    a = _nans_as("nanprod", a, 1, out, where)
     return _with_initial(reductions.prod(a, axis=axis, dtype=dtype, keepdims=keepdims), initial,
                          lax.mul)
 
@@ -249,11 +253,7 @@ def nancumsum(a, axis=None, dtype=None, out=None):
     >>> nancumsum([1.0, float("nan"), 2.0]).tolist()
     [1.0, 1.0, 3.0]
     """
-    _check_out(out, "nancumsum")
-    a = as_operand(a)
-    if dtypes.is_inexact(a.dtype):
-        a = _nan_replaced(a, 0)
-    return reductions.cumsum(a, axis=axis, dtype=dtype)
+    return reductions.cumsum(_nans_as("nancumsum", a, 0, out), axis=axis, dtype=dtype)
 
 
 def nancumprod(a, axis=None, dtype=None, out=None):
@@ -262,11 +262,7 @@ def nancumprod(a, axis=None, dtype=None, out=None):
     >>> nancumprod([2.0, float("nan"), 3.0]).tolist()
     [2.0, 2.0, 6.0]
     """
-    _check_out(out, "nancumprod")
-    a = as_operand(a)
-    if dtypes.is_inexact(a.dtype):
-        a = _nan_replaced(a, 1)
-    return reductions.cumprod(a, axis=axis, dtype=dtype)
+    return reductions.cumprod(_nans_as("nancumprod", a, 1, out), axis=axis, dtype=dtype)
 
 
 # --- averages, spreads, counts ---------------------------------------------------------------
