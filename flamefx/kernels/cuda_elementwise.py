@@ -173,7 +173,7 @@ def convert(x, dtype):
     if dtypes.is_complex(x.dtype):
         if dtype == dtypes.bool_:
             return x != 0
-        real = devices.cupy().ascontiguousarray(x.real)
+        real = devices.cupy().asarray(x.real, order="C")  # 0-d stays 0-d
         return convert(real, dtype)
     return launch("convert", _IDENTITY, [x], dtype)
 
@@ -238,4 +238,4 @@ def launch_complex(name: str, arrays, **params):
     if name not in _COMPLEX_OPS:
         raise NotImplementedError(f"{name} has no complex GPU implementation")
     out = _COMPLEX_OPS[name](devices.cupy(), *arrays, **params)
-    return devices.cupy().ascontiguousarray(out)
+    return devices.cupy().asarray(out, order="C")  # 0-d stays 0-d (ascontiguousarray: 1-d)

@@ -81,7 +81,8 @@ def _check_axes(axes, ndim, what):
 
 
 def _contiguous(cp, x):
-    return cp.ascontiguousarray(x)
+    # asarray(order="C"), not ascontiguousarray: CuPy's, like NumPy's, makes a 0-d array 1-d.
+    return cp.asarray(x, order="C")
 
 
 # --- reshape -----------------------------------------------------------------------------------
@@ -151,7 +152,7 @@ def _expanded_shape(x_shape, shape, dims):
 
 def _broadcast_impl(xp, x, shape, dims):
     x = x.reshape(_expanded_shape(x.shape, shape, dims))
-    return [xp.ascontiguousarray(xp.broadcast_to(x, shape))]
+    return [xp.asarray(xp.broadcast_to(x, shape), order="C")]  # 0-d stays 0-d
 
 
 def _broadcast_vjp(cts, primals, outs, *, shape, broadcast_dimensions):
@@ -592,7 +593,7 @@ def _iota_impl(xp, dtype, shape, dimension):
     line = xp.arange(shape[dimension]).astype(dtype)
     expanded = [1] * len(shape)
     expanded[dimension] = shape[dimension]
-    return [xp.ascontiguousarray(xp.broadcast_to(line.reshape(expanded), shape))]
+    return [xp.asarray(xp.broadcast_to(line.reshape(expanded), shape), order="C")]
 
 
 def _iota_cuda(*, dtype, shape, dimension):
