@@ -72,18 +72,23 @@ NAMES = {
 }
 
 
+def _runs(jit, to_device, xnp, scipy_linalg, lax, inputs) -> dict:
+    """Each workload jitted through one library (flamefx or JAX, the same code), its inputs
+    on the device: key -> a function that runs it once."""
+    runs = {}
+    for key, fn in _workloads(xnp, scipy_linalg, lax).items():
+        args = [to_device(a) for a in inputs[key]]
+        step = jit(fn)
+        runs[key] = (lambda step=step, args=args: step(*args))
+    return runs
+
+
 def _flamefx_runs(inputs) -> dict:
     import flamefx
     import flamefx.numpy as fnp
     from flamefx import lax
     from flamefx.scipy import linalg as scipy_linalg
-
-    runs = {}
-    for key, fn in _workloads(fnp, scipy_linalg, lax).items():
-        args = [fnp.asarray(a) for a in inputs[key]]
-        step = flamefx.jit(fn)
-        runs[key] = (lambda step=step, args=args: step(*args))
-    return runs
+    return _runs(flamefx.jit, fnp.asarray, fnp, scipy_linalg, lax, inputs)
 
 
 def _jax_runs(inputs) -> dict:
@@ -91,13 +96,7 @@ def _jax_runs(inputs) -> dict:
     import jax.numpy as jnp
     from jax import lax
     from jax.scipy import linalg as scipy_linalg
-
-    runs = {}
-    for key, fn in _workloads(jnp, scipy_linalg, lax).items():
-        args = [jax.device_put(a) for a in inputs[key]]
-        step = jax.jit(fn)
-        runs[key] = (lambda step=step, args=args: step(*args))
-    return runs
+    return _runs(jax.jit, jax.device_put, jnp, scipy_linalg, lax, inputs)
 
 
 def _check_agreement(flamefx_runs, jax_runs) -> None:
