@@ -278,7 +278,8 @@ def average(a, axis=None, weights=None, returned: bool = False, keepdims: bool =
     a = as_operand(a)
     if weights is None:
         avg = reductions.mean(a, axis=axis, keepdims=keepdims)
-        weights_sum = constant_like(avg, reductions.element_count(a.shape, canonical_axes(axis, a.ndim)))
+        weights_sum = constant_like(
+            avg, reductions.element_count(a.shape, canonical_axes(axis, a.ndim)))
     else:
         a, weights = promote_dtypes_inexact(a, weights)
         if weights.shape != a.shape:

@@ -322,7 +322,8 @@ def naive_attention_bwd(q, k, v, *rest, is_causal, scale, keep_probs=False):
     if bias:
         bias_full = broadcast_in_dim(bias[0], shape, (0, 1, 2, 3))
         bias_dtype = core.get_aval(bias_full).dtype
-        hidden = le(bias_full, full_on_device(bias_full, shape, masked_score(bias_dtype), bias_dtype))
+        hidden = le(bias_full,
+                    full_on_device(bias_full, shape, masked_score(bias_dtype), bias_dtype))
         s = add(s, cast_to(bias_full, acc))
     if is_causal:
         later = lt(iota(np.dtype(np.int32), shape, 2), iota(np.dtype(np.int32), shape, 3))
@@ -357,7 +358,8 @@ def _bwd_vjp(cts, primals, outs, *, is_causal, scale, keep_probs=False):
     from flamefx.transforms.ad import vjp
     if all(ct is None for ct in cts):
         return [None] * len(primals)
-    cts = [ct if ct is not None else full_on_device(o, core.get_aval(o).shape, 0, core.get_aval(o).dtype)
+    cts = [ct if ct is not None
+           else full_on_device(o, core.get_aval(o).shape, 0, core.get_aval(o).dtype)
            for ct, o in zip(cts, outs)]
     _, pullback = vjp(lambda *a: naive_attention_bwd(*a, is_causal=is_causal, scale=scale,
                                                      keep_probs=keep_probs), *primals)
@@ -419,7 +421,8 @@ def dot_product_attention(q, k, v, bias=None, mask=None, is_causal=False, scale=
         bias = full_on_device(q, shape, 0, q_aval.dtype) if bias is None else bias
         bias, mask = (a if core.get_aval(a).shape == shape else
                       broadcast_in_dim(a, shape, (0, 1, 2, 3)) for a in (bias, mask))
-        bias = select_n(mask, full_on_device(q, shape, masked_score(q_aval.dtype), q_aval.dtype), bias)
+        masked = full_on_device(q, shape, masked_score(q_aval.dtype), q_aval.dtype)
+        bias = select_n(mask, masked, bias)
     if bias is not None:
         operands.append(bias)
     out, lse, *_ = flash_attention_p.bind(

@@ -318,7 +318,8 @@ def _layer_norm_batch(axis_size, args, bdims, *, axes, epsilon):
     # Per-member parameters: normalize with the identity affine map, then scale and shift.
     features = core.get_aval(x).shape[-len(axes):]
     dtype = core.get_aval(x).dtype
-    y, mean, rstd = layer_norm_p.bind(x, full_on_device(x, features, 1, dtype), full_on_device(x, features, 0, dtype),
+    y, mean, rstd = layer_norm_p.bind(x, full_on_device(x, features, 1, dtype),
+                                      full_on_device(x, features, 0, dtype),
                                       axes=axes, epsilon=epsilon)
     y = _apply_batched_affine(axis_size, y, [(scale, bdims[1], mul), (bias, bdims[2], add)], axes)
     return [y, mean, rstd], [0, 0, 0]
@@ -344,7 +345,8 @@ def _group_norm_batch(axis_size, args, bdims, *, num_groups, epsilon):
     affine_batched = bdims[1] is not None or bdims[2] is not None
     if affine_batched:
         channels, dtype = (x_shape[2],), core.get_aval(x).dtype
-        scale_used, bias_used = full_on_device(x, channels, 1, dtype), full_on_device(x, channels, 0, dtype)
+        scale_used = full_on_device(x, channels, 1, dtype)
+        bias_used = full_on_device(x, channels, 0, dtype)
     else:
         scale_used, bias_used = scale, bias
     y, mean, rstd = group_norm_p.bind(folded, scale_used, bias_used, num_groups=num_groups,
