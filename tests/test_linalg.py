@@ -407,3 +407,66 @@ def test_pivots_to_permutation_kernel_matches_numpy(tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     got = np.frombuffer((tmp_path / "out.bin").read_bytes(), np.int32).reshape(batch, m)
     np.testing.assert_array_equal(got, factorizations.permutation_of_pivots(pivots, m))
+
+
+# --- triangular_solve's batched cuBLAS path (trsmBatched on row-major buffers) ---------------
+
+SOLVE_VARIANTS = [dict(left_side=s, lower=lo, transpose_a=t, unit_diagonal=u)
+                  for s in (False, True) for lo in (False, True) for t in (False, True)
+                  for u in (False, True)]
+
+
+def _triangular_operands(batch, m, k, left_side, dtype=np.float64):
+    """Full (both triangles) well-conditioned a and a b with k right-hand sides."""
+    a = RNG.standard_normal((batch, m, m)) + 4 * np.eye(m)
+    b = RNG.standard_normal((batch, m, k) if left_side else (batch, k, m))
+    return a.astype(dtype), b.astype(dtype)
+
+
+def _cublas_trsm_on_cpu(arguments, a, b):
+    """What cuBLAS's column-major ``<t>trsm`` makes of the raw row-major buffers of one
+    matrix ``a`` and ``b``, given ``trsm_arguments``; returns the buffer it leaves in b."""
+    side, uplo, trans, diag, m, n, lda, ldb = arguments
+    k = m if side == 0 else n  # A is k x k
+    a_flat, b_flat = np.ascontiguousarray(a).ravel(), np.ascontiguousarray(b).ravel().copy()
+    a_cm = a_flat[:lda * k].reshape(k, lda).T[:k]  # column j starts at j * lda
+    b_cm = b_flat[:ldb * n].reshape(n, ldb).T[:m]
+    x_cm = scipy.linalg.blas.dtrsm(1.0, np.asfortranarray(a_cm), np.asfortranarray(b_cm),
+                                   side=side, lower=int(uplo == 0), trans_a=trans, diag=diag)
+    b_flat.reshape(n, ldb).T[:m] = x_cm
+    return b_flat.reshape(b.shape)
+
+
+@pytest.mark.parametrize("flags", SOLVE_VARIANTS, ids=str)
+def test_trsm_arguments_solve_row_major_buffers_as_the_numpy_impl(flags):
+    from flamefx.primitives import factorizations
+    a, b = _triangular_operands(1, 4, 3, flags["left_side"])
+    want = np.asarray(flamefx.lax.linalg.triangular_solve(a, b, **flags))[0]
+    arguments = factorizations.trsm_arguments(a.shape, b.shape, **flags)
+    _close(_cublas_trsm_on_cpu(arguments, a[0], b[0]), want, tol=1e-12)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, tol", [(np.float32, 1e-4), (np.float64, 1e-12)])
+def test_batched_triangular_solve_on_the_gpu_matches_the_cpu(dtype, tol):
+    gpu, cpu = flamefx.devices("gpu")[0], flamefx.devices("cpu")[0]
+    for flags in SOLVE_VARIANTS:
+        a, b = _triangular_operands(5, 6, 2, flags["left_side"], dtype)
+        solve = flamefx.jit(lambda a, b, flags=flags: flamefx.lax.linalg.triangular_solve(
+            a, b, **flags))
+        on_gpu = solve(flamefx.device_put(a, gpu), flamefx.device_put(b, gpu))
+        on_cpu = solve(flamefx.device_put(a, cpu), flamefx.device_put(b, cpu))
+        assert on_gpu.device.platform == "gpu" and on_gpu.dtype == dtype, flags
+        _close(on_gpu, on_cpu, tol=tol)
+    # L1 of issue 20: cholesky, then two solves, on a stack of SPD matrices.
+    x = RNG.standard_normal((64, 32, 32))
+    spd = (x @ np.swapaxes(x, -1, -2) + 32 * np.eye(32)).astype(dtype)
+    rhs = RNG.standard_normal((64, 32, 1)).astype(dtype)
+
+    def cho_solve(a, b):
+        factor = flamefx.lax.linalg.cholesky(a)
+        y = flamefx.lax.linalg.triangular_solve(factor, b, left_side=True, lower=True)
+        return flamefx.lax.linalg.triangular_solve(factor, y, left_side=True, lower=True,
+                                                   transpose_a=True)
+    on_gpu = flamefx.jit(cho_solve)(flamefx.device_put(spd, gpu), flamefx.device_put(rhs, gpu))
+    _close(on_gpu, np.linalg.solve(spd.astype(np.float64), rhs.astype(np.float64)), tol=tol)

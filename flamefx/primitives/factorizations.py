@@ -284,6 +284,58 @@ def _triangular_solve_impl(a, b, *, left_side, lower, transpose_a, conjugate_a, 
         return [out.astype(b.dtype) for out in per_matrix(solve, a, b)]
 
 
+# cuBLAS's docs: trsmBatched is for small matrices, where launches dominate; larger ones
+# (and a lone matrix) take one cuBLAS trsm per matrix through cupyx's solve_triangular.
+_TRSM_BATCHED_MAX_N = 256
+
+
+def trsm_arguments(a_shape, b_shape, *, left_side, lower, transpose_a, unit_diagonal):
+    """cuBLAS ``<t>trsm``'s (side, uplo, trans, diag, m, n, lda, ldb) for C-contiguous
+    row-major ``a`` and ``b`` (cublasSideMode/FillMode/Operation/DiagType values).
+
+    cuBLAS is column-major, so it sees each row-major matrix as its transpose:
+    ``op(a) x = b`` is ``x^T op(a)^T = b^T``, a solve from the other side against a^T,
+    whose stored triangle is the other one; op stays op. Nothing is copied or transposed.
+
+    >>> trsm_arguments((4, 3, 3), (4, 3, 2), left_side=True, lower=True, transpose_a=False,
+    ...                unit_diagonal=False)
+    (1, 1, 0, 0, 2, 3, 3, 2)
+    """
+    side = 1 if left_side else 0  # CUBLAS_SIDE_RIGHT : CUBLAS_SIDE_LEFT
+    uplo = 1 if lower else 0  # CUBLAS_FILL_MODE_UPPER : CUBLAS_FILL_MODE_LOWER
+    rows, cols = b_shape[-2:]
+    return (side, uplo, int(transpose_a), int(unit_diagonal), cols, rows, max(a_shape[-1], 1),
+            max(cols, 1))
+
+
+def _batch_pointers(cp, stack):
+    """The device array of pointers to each matrix of a C-contiguous (count, r, c) stack."""
+    step = stack.strides[0]
+    return cp.arange(stack.data.ptr, stack.data.ptr + stack.shape[0] * step, step,
+                     dtype=cp.uintp)
+
+
+def _trsm_batched(cp, a, b, **flags):
+    """All the solves of a stack in one cuBLAS trsmBatched call (as XLA does on the GPU)."""
+    from cupy.cuda import cublas, device
+    m = a.shape[-1]
+    flat_a = cp.ascontiguousarray(a.reshape(-1, m, m))  # read only
+    x = cp.array(b.reshape((-1,) + b.shape[-2:]), order="C", copy=True)  # trsm solves in place
+    side, uplo, trans, diag, rows, cols, lda, ldb = trsm_arguments(a.shape, b.shape, **flags)
+    alpha = np.ones((), b.dtype)  # a host scalar: host pointer mode for this call
+    trsm = cublas.strsmBatched if b.dtype == np.float32 else cublas.dtrsmBatched
+    a_pointers, x_pointers = _batch_pointers(cp, flat_a), _batch_pointers(cp, x)
+    handle = device.get_cublas_handle()
+    old_mode = cublas.getPointerMode(handle)
+    cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)
+    try:
+        trsm(handle, side, uplo, trans, diag, rows, cols, alpha.ctypes.data,
+             a_pointers.data.ptr, lda, x_pointers.data.ptr, ldb, x.shape[0])
+    finally:
+        cublas.setPointerMode(handle, old_mode)
+    return x.reshape(b.shape)
+
+
 def _triangular_solve_cuda(a, b, *, left_side, lower, transpose_a, conjugate_a, unit_diagonal):
     cp, _ = cupy_modules()
     from cupyx.scipy.linalg import solve_triangular
@@ -291,6 +343,9 @@ def _triangular_solve_cuda(a, b, *, left_side, lower, transpose_a, conjugate_a, 
         return [cp.zeros(b.shape, b.dtype)]
     m = a.shape[-1]
     flat_a = a.reshape(-1, m, m)
+    if flat_a.shape[0] > 1 and m <= _TRSM_BATCHED_MAX_N:
+        return [_trsm_batched(cp, a, b, left_side=left_side, lower=lower,
+                              transpose_a=transpose_a, unit_diagonal=unit_diagonal)]
     flat_b = b.reshape((-1,) + b.shape[-2:])
     outs = []
     for a1, b1 in zip(flat_a, flat_b):
