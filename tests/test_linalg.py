@@ -470,3 +470,25 @@ def test_batched_triangular_solve_on_the_gpu_matches_the_cpu(dtype, tol):
                                                    transpose_a=True)
     on_gpu = flamefx.jit(cho_solve)(flamefx.device_put(spd, gpu), flamefx.device_put(rhs, gpu))
     _close(on_gpu, np.linalg.solve(spd.astype(np.float64), rhs.astype(np.float64)), tol=tol)
+
+
+# --- svd of one matrix on the GPU (cuSOLVER gesvdj, as JAX) -----------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("m, n, full_matrices", [(512, 512, False), (300, 120, False),
+                                                 (120, 300, False), (41, 40, True)])
+def test_svd_of_one_matrix_on_the_gpu_matches_the_cpu(m, n, full_matrices):
+    gpu, cpu = flamefx.devices("gpu")[0], flamefx.devices("cpu")[0]
+    a = _general(m, n)
+    svd = flamefx.jit(lambda a: tuple(fnp.linalg.svd(a, full_matrices=full_matrices)))
+    # float64: the sign-fixed vectors agree with LAPACK's (distinct singular values; a full
+    # u of a 41x40 matrix has a one-column complement, unique up to the fixed sign).
+    for g, c in zip(svd(flamefx.device_put(a, gpu)), svd(flamefx.device_put(a, cpu))):
+        assert g.device.platform == "gpu"
+        _close(g, c, tol=1e-8)
+    # float32 (the benchmark's dtype): values and the reconstruction.
+    u, s, vh = svd(flamefx.device_put(a.astype(np.float32), gpu))
+    k = min(m, n)
+    _close(s, np.linalg.svd(a, compute_uv=False), tol=1e-5)
+    _close((np.asarray(u)[:, :k] * np.asarray(s)) @ np.asarray(vh)[:k], a, tol=1e-4)

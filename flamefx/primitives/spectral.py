@@ -1,11 +1,12 @@
 """Spectral factorizations: eigh (symmetric eigendecomposition) and svd.
 
 Like factorizations.py: stacks of matrices, LAPACK through numpy.linalg on the CPU,
-cuSOLVER through CuPy on the GPU (syevjBatched / gesvdjBatched for stacks), JAX's
-derivative rules. One deliberate difference from JAX: eigenvectors and singular vectors
-come with a fixed sign (each eigenvector / left singular vector has its largest-magnitude
-entry positive; the right singular vector follows), so that the CPU and the GPU return
-the same vectors. Eigenvalues come sorted ascending, singular values descending.
+cuSOLVER through CuPy on the GPU (syevjBatched / gesvdjBatched for stacks; gesvdj for one
+matrix's singular vectors, as JAX), JAX's derivative rules. One deliberate difference from
+JAX: eigenvectors and singular vectors come with a fixed sign (each eigenvector / left
+singular vector has its largest-magnitude entry positive; the right singular vector
+follows), so that the CPU and the GPU return the same vectors. Eigenvalues come sorted
+ascending, singular values descending.
 
 >>> import numpy as np
 >>> v, w = eigh(np.array([[2.0, 1.0], [1.0, 2.0]]))
@@ -196,16 +197,32 @@ def _svd_impl(a, *, full_matrices, compute_uv):
     return [o.astype(a.dtype) for o in _svd_signs(np, s, u, vt)]
 
 
+# JAX's default on CUDA: Jacobi (gesvdj) up to 1024x1024, QR-iteration gesvd beyond (NVIDIA's
+# GTC 2019 talk s9226, slide 5, which JAX's lowering cites: gesvdj is faster up to there).
+_GESVDJ_MAX_N = 1024
+
+
 def _svd_cuda(a, *, full_matrices, compute_uv):
     cp, cupyx = cupy_modules()
     shapes = _svd_shapes(a.shape, full_matrices, compute_uv)
     if a.size == 0:
         return _empty_svd(cp, shapes, a.dtype)
-    with cupyx.errstate(linalg="ignore"):  # stacks go to gesvdjBatched; no info sync
-        if not compute_uv:
+    with cupyx.errstate(linalg="ignore"):  # no host-syncing info checks
+        if not compute_uv:  # gesvd without vectors: bidiagonalization and values only
             return [cp.linalg.svd(a, compute_uv=False).astype(a.dtype)]
-        u, s, vt = cp.linalg.svd(a, full_matrices=full_matrices)
+        if a.ndim == 2 and max(a.shape) <= _GESVDJ_MAX_N:
+            u, s, vt = _gesvdj(a, full_matrices)
+        else:  # stacks: gesvdjBatched up to 32x32, else one gesvd per matrix (CuPy's choice)
+            u, s, vt = cp.linalg.svd(a, full_matrices=full_matrices)
     return [o.astype(a.dtype) for o in _svd_signs(cp, s, u, vt)]
+
+
+def _gesvdj(a, full_matrices):
+    """One matrix through cuSOLVER gesvdj (econ for reduced vectors), as JAX does; CuPy's
+    own svd of one matrix calls the slower gesvd (QR iteration) at every size."""
+    from cupyx import cusolver
+    u, s, v = cusolver.gesvdj(a, full_matrices=full_matrices, compute_uv=True)
+    return u, s, v.T
 
 
 def _check_svd_differentiable(a, full_matrices):
