@@ -15,9 +15,17 @@ def out_avals(jaxpr: Jaxpr) -> list:
 
 
 def eval_on_buffers(jaxpr: Jaxpr, consts, bufs) -> list:
-    """Runs ``jaxpr`` eagerly on raw NumPy/CuPy buffers (an impl for call-like primitives)."""
-    args = [core.Array(b, devices.device_of_buffer(b)) for b in bufs]
-    return [core.ensure_array(o).buffer for o in eval_jaxpr(jaxpr, consts, *args)]
+    """Runs ``jaxpr`` eagerly on raw NumPy/CuPy buffers (an impl for call-like primitives)
+    on the buffers' device. The inputs are committed to it: an equation that reads only
+    literals or nothing (iota, a broadcast constant) runs on the default device, and its
+    uncommitted result must follow the inputs, not lead them there (a GPU program's
+    custom_jvp computed on the CPU and returned NumPy arrays to the next cuda_impl when the
+    default device was the CPU). The outputs are moved there too."""
+    device = devices.device_of_buffer(bufs[0]) if bufs else devices.default_device()
+    args = [core.Array(devices.move_buffer(b, device), device, False, True) for b in bufs]
+    consts = [core.to_array(c, device=device) for c in consts]
+    return [devices.move_buffer(core.ensure_array(o).buffer, device)
+            for o in eval_jaxpr(jaxpr, consts, *args)]
 
 
 def batch_jaxpr(jaxpr: Jaxpr, axis_size: int, bdims) -> tuple[Jaxpr, list]:
