@@ -2,12 +2,16 @@
 constant vectors taken from JAX where JAX differs from NumPy), their gradients, jit and vmap,
 and the errors bad input gets."""
 
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import flamefx
 import flamefx.numpy as fnp
-from flamefx import lax
+from flamefx import dtypes, lax
 from flamefx.errors import ConcretizationError, FlamefxError
 from flamefx.test_util import check_grads
 
@@ -167,6 +171,172 @@ def test_the_gpu_code_path_on_a_numpy_stand_in_for_cupy():
     x = np.where(_ints((4, 7), 3) > 1, np.nan, _ints((4, 7), 3) - 1.0).astype(np.float32)
     for got, want in zip(prims._top_k_with(stand_in, x, 5), prims._top_k_with(np, x, 5)):
         np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+
+
+# --- the GPU's fast paths: sort by radix keys alone, top_k by a radix select per row ---------
+
+
+def _special_floats(shape, dtype):
+    """Random bits of ``dtype`` (NaNs of both signs, infinities, subnormals) with -0.0, 0.0
+    and repeated values mixed in."""
+    unsigned = np.dtype(f"uint{8 * np.dtype(dtype).itemsize}")
+    x = RNG.integers(0, np.iinfo(unsigned).max, shape, unsigned, endpoint=True).view(dtype)
+    x = x.copy()
+    x.flat[::3] = SPECIAL.astype(dtype)[RNG.integers(0, len(SPECIAL), x.flat[::3].shape)]
+    return x
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, "bfloat16", np.float64, np.int8,
+                                   np.int32, np.uint16, np.int64, np.bool_])
+def test_sorting_one_operand_by_radix_keys_matches_the_stable_path(dtype):
+    """The GPU's one-operand sort (keys alone, mapped back) on NumPy: the same values as the
+    stable path, NaNs last whatever their sign; -0.0 and 0.0 may trade places (by design)."""
+    from flamefx.primitives import sorting as prims
+    dtype = np.dtype(dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    x = _special_floats((5, 300), dtype) if dtypes.is_float(dtype) else _values((5, 300), dtype)
+    for dimension in (0, 1):
+        got = prims._sort_values_alone(np, x, dimension)
+        want = prims._sort_with(np, [x], dimension, 1)[0]
+        assert got.dtype == want.dtype
+        with np.errstate(invalid="ignore"):  # signalling NaNs
+            np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))
+        if dtypes.is_float(dtype):  # the exact bits come back, NaN payloads and -0.0 too
+            bits = f"uint{8 * dtype.itemsize}"
+            np.testing.assert_array_equal(np.sort(got.view(bits), axis=None),
+                                          np.sort(x.view(bits), axis=None))
+
+
+KEYS_MAIN = r"""
+#include <cstdio>
+#include <string>
+#include <vector>
+int main(int argc, char** argv) {
+  const std::string dir = argv[1];
+  const size_t n = std::stoul(argv[2]);
+  std::vector<U> xs(n), keys(n), back(n);
+  FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
+  fread(xs.data(), sizeof(U), n, f);
+  fclose(f);
+  for (size_t i = 0; i < n; ++i) { U x = xs[i]; U y; FORWARD keys[i] = y; }
+  for (size_t i = 0; i < n; ++i) { U y = keys[i]; U x; INVERSE back[i] = x; }
+  FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
+  fwrite(keys.data(), sizeof(U), n, o);
+  fwrite(back.data(), sizeof(U), n, o);
+  fclose(o);
+}
+"""
+
+
+def _compile_and_run(tmp_path, source, args, inputs: bytes) -> bytes:
+    (tmp_path / "kernel.cpp").write_text(source)
+    exe = tmp_path / "kernel"
+    build = subprocess.run(["g++", "-O1", "-std=c++20", "-pthread", "-w", "-o", str(exe),
+                            str(tmp_path / "kernel.cpp")], capture_output=True, text=True,
+                           check=False)
+    assert build.returncode == 0, build.stderr[-3000:]
+    (tmp_path / "in.bin").write_bytes(inputs)
+    run = subprocess.run([str(exe), str(tmp_path)] + [str(a) for a in args],
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return (tmp_path / "out.bin").read_bytes()
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
+@pytest.mark.parametrize("dtype", [np.float16, "bfloat16", np.float32, np.float64])
+def test_radix_key_snippets_compute_what_numpy_does(tmp_path, dtype):
+    """The CUDA bodies of the key maps, compiled for the CPU, against their NumPy twin:
+    every 16-bit pattern, random wider ones with the special values."""
+    from flamefx.primitives import sorting as prims
+    dtype = np.dtype(dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    unsigned = np.dtype(f"uint{8 * dtype.itemsize}")
+    if dtype.itemsize == 2:
+        bits = np.arange(2**16, dtype=unsigned)
+    else:
+        bits = _special_floats((4000,), dtype).view(unsigned)
+    forward, inverse = prims.radix_key_snippets(dtype)
+    c_type = {2: "unsigned short", 4: "unsigned", 8: "unsigned long long"}[dtype.itemsize]
+    source = (f"typedef {c_type} U;\n#define FORWARD {forward}\n#define INVERSE {inverse}\n"
+              + KEYS_MAIN)
+    raw = _compile_and_run(tmp_path, source, [bits.size], bits.tobytes())
+    keys, back = np.frombuffer(raw, unsigned).reshape(2, bits.size)
+    np.testing.assert_array_equal(keys, prims._radix_keys_numpy(bits, dtype, inverse=False))
+    np.testing.assert_array_equal(back, bits)
+
+
+TOPK_MAIN = r"""
+#include <cstdio>
+#include <string>
+int main(int argc, char** argv) {
+  const std::string dir = argv[1];
+  const int rows = atoi(argv[2]), n = atoi(argv[3]), k = atoi(argv[4]);
+  const int digits = atoi(argv[5]), threads = atoi(argv[6]);
+  FILE* f = fopen((dir + "/in.bin").c_str(), "rb");
+  auto keys = read_array<unsigned>(f, (size_t)rows * n);
+  fclose(f);
+  std::vector<int> out((size_t)rows * k, -1);
+  launch(Dim3{(unsigned)rows, 1, 1}, Dim3{(unsigned)threads, 1, 1}, [&] {
+    flamefx_top_k_rows(keys.data(), n, k, digits, out.data());
+  });
+  FILE* o = fopen((dir + "/out.bin").c_str(), "wb");
+  write_array(o, out);
+  fclose(o);
+}
+"""
+
+ATOMIC_ADD_UNSIGNED = """
+inline unsigned atomicAdd(unsigned* address, unsigned value) {
+  return std::atomic_ref<unsigned>(*address).fetch_add(value);
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
+@pytest.mark.parametrize("dtype, n, k", [(np.float32, 300, 7), (np.float32, 200, 200),
+                                         ("bfloat16", 257, 50), (np.int8, 90, 1),
+                                         (np.int32, 70, 33), (np.uint32, 40, 5),
+                                         (np.bool_, 60, 9), (np.float16, 1, 1)])
+def test_top_k_kernel_on_the_cpu_emulator_matches_numpy(tmp_path, dtype, n, k):
+    """The radix-select kernel (run by the emulator) picks the indices the NumPy impl does:
+    NaNs of both signs, -0.0 against 0.0, ties to the lower index, one or two index bytes."""
+    from flamefx.kernels import cuda_topk
+    from flamefx.primitives import sorting as prims
+    dtype = np.dtype(dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    rows = 3
+    if dtypes.is_float(dtype):
+        x = _special_floats((rows, n), dtype)
+    elif dtype == np.uint32:
+        x = RNG.integers(2**32 - 4, 2**32, (rows, n), dtype=np.uint32)
+    else:
+        x = _values((rows, n), dtype)
+    emulator = Path(__file__).parent / "kernel_emulator" / "cuda_on_cpu.h"
+    source = (f'#include "{emulator}"\n' + ATOMIC_ADD_UNSIGNED
+              + cuda_topk.SOURCE.replace("__shared__", "static") + TOPK_MAIN)
+    keys = prims.top_k_row_keys(np, x)
+    assert keys.dtype == np.uint32 and keys.shape == (rows, n)
+    raw = _compile_and_run(tmp_path, source, [rows, n, k, cuda_topk.index_digits(n), 64],
+                           keys.tobytes())
+    got = np.frombuffer(raw, np.int32).reshape(rows, k)
+    np.testing.assert_array_equal(got, prims._top_k_with(np, x, k)[1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [np.float32, "bfloat16", np.int32, np.float64])
+def test_gpu_sort_and_top_k_fast_paths_match_the_cpu(dtype, x64):
+    """sort: the same values (-0.0 and 0.0 may trade places); top_k: the same bits."""
+    gpu, cpu = flamefx.devices("gpu")[0], flamefx.devices("cpu")[0]
+    dtype = np.dtype(dtypes.bfloat16 if dtype == "bfloat16" else dtype)
+    x = (_special_floats((16, 3000), dtype) if dtypes.is_float(dtype)
+         else _values((16, 3000), dtype))
+    for axis in (0, 1):
+        want = np.asarray(fnp.sort(flamefx.device_put(x, cpu), axis=axis))
+        got = np.asarray(fnp.sort(flamefx.device_put(x, gpu), axis=axis))
+        np.testing.assert_array_equal(got.astype(np.float64), want.astype(np.float64))
+    for k in (1, 50, 256, 300):
+        want = lax.top_k(flamefx.device_put(x, cpu), k)
+        got = flamefx.jit(lambda a: lax.top_k(a, k))(flamefx.device_put(x, gpu))
+        np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+        np.testing.assert_array_equal(np.asarray(got[0]).view(np.uint8),
+                                      np.asarray(want[0]).view(np.uint8))
 
 
 # --- partition -------------------------------------------------------------------------------

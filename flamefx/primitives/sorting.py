@@ -5,10 +5,15 @@ other, so a stable sort keeps their order). ``top_k`` orders as XLA's TopK does,
 float total order (NaN first, 0.0 before -0.0, -NaN last), ties to the lower index.
 
 Both backends compare integer keys made from the float bits, so they agree on NaNs and
-signed zeros whatever the sort routine does with floats. Sorting permutes, so the
-derivatives are permutations too: the JVP sorts the tangents alongside the operands, and
-the VJP sorts the cotangents by the permutation (an iota sorted alongside the keys), which
-puts each one back where its operand came from.
+signed zeros whatever the sort routine does with floats. On the GPU, one real operand is
+sorted by its keys alone (a radix sort, no argsort): the same values, but among equal ones
+-0.0 comes before 0.0 and NaNs order by their bits instead of by position. top_k on the GPU
+selects by a radix select per row (kernels/cuda_topk.py) for k <= 256 and 8 to 32-bit
+dtypes, with the same results as the sort.
+
+Sorting permutes, so the derivatives are permutations too: the JVP sorts the tangents
+alongside the operands, and the VJP sorts the cotangents by the permutation (an iota sorted
+alongside the keys), which puts each one back where its operand came from.
 
 >>> import numpy as np
 >>> keys, vals = sort([np.array([2.0, 1.0, 2.0]), np.array([0, 1, 2])])
@@ -18,11 +23,14 @@ puts each one back where its operand came from.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from flamefx import core, devices, dtypes
 from flamefx.core import Primitive, ShapedArray
 from flamefx.errors import FlamefxTypeError, user_frame
+from flamefx.kernels import cuda_topk
 from flamefx.primitives import indexing, structural
 
 _INDEX_DTYPE = np.dtype(np.int32)
@@ -117,8 +125,76 @@ def _sort_impl(*operands, dimension, is_stable, num_keys):
     return _sort_with(np, operands, dimension, num_keys)
 
 
+# The GPU's fast path for one real operand: a radix sort of unsigned keys alone (no argsort,
+# no gather). The keys are the float's bits in total order, rotated so that every NaN (of
+# either sign) comes last; the rotation is a bijection, so the sorted keys map back to the
+# exact bits. Among values that compare equal this path orders by the bits, not by position:
+# -0.0 comes before 0.0 and NaNs order by their payloads; the stable path keeps the input
+# order there. The values are the same either way.
+
+_KEY_FORWARD = "y = (U)((x >> {shift}) ? (U)~x : (U)(x | {sign})) - (U){rot};"
+_KEY_INVERSE = "U f = (U)(y + (U){rot}); x = (f >> {shift}) ? (U)(f ^ {sign}) : (U)~f;"
+
+
+def _key_constants(dtype) -> tuple:
+    """The shift to the sign bit, the sign bit and the rotation (the mantissa mask: -inf's
+    flipped bits, which become key 0) of the float ``dtype``."""
+    dtype = np.dtype(dtype)
+    bits = 8 * dtype.itemsize
+    rot = ~np.array(-np.inf, dtype).view(f"uint{bits}")[()]
+    return bits - 1, 1 << (bits - 1), int(rot)
+
+
+def radix_key_snippets(dtype) -> tuple:
+    """The CUDA bodies of the forward and inverse key maps of ``dtype`` (``U x``, ``U y``)."""
+    shift, sign, rot = _key_constants(dtype)
+    suffix = "ull" if shift == 63 else "u"
+    literals = {"shift": shift, "sign": f"{sign:#x}{suffix}", "rot": f"{rot:#x}{suffix}"}
+    return _KEY_FORWARD.format(**literals), _KEY_INVERSE.format(**literals)
+
+
+def _radix_keys_numpy(bits, dtype, inverse: bool):
+    """What the CUDA snippets compute, in NumPy (the tests compare the two)."""
+    shift, sign, rot = (bits.dtype.type(c) for c in _key_constants(dtype))
+    with np.errstate(over="ignore"):
+        if inverse:
+            f = bits + rot
+            return np.where((f >> shift).astype(bool), f ^ sign, ~f)
+        return np.where((bits >> shift).astype(bool), ~bits, bits | sign) - rot
+
+
+@functools.cache
+def _radix_key_kernel(dtype, inverse: bool):
+    body = radix_key_snippets(dtype)[inverse]
+    args = ("U y", "U x") if inverse else ("U x", "U y")
+    name = f"flamefx_sort_key_{'inverse' if inverse else 'forward'}"
+    return devices.cupy().ElementwiseKernel(*args, body, name)
+
+
+def _radix_keys(xp, bits, dtype, inverse: bool):
+    """The forward or inverse key map of the float ``dtype`` on its raw ``bits``: one
+    elementwise kernel on the GPU."""
+    if xp is np:
+        return _radix_keys_numpy(bits, dtype, inverse)
+    return _radix_key_kernel(np.dtype(dtype), inverse)(bits)
+
+
+def _sort_values_alone(xp, x, dimension):
+    """One real operand sorted by a radix sort of its keys (see above)."""
+    if x.dtype == np.bool_:
+        return xp.sort(x.view(np.uint8), axis=dimension).view(np.bool_)
+    if not dtypes.is_float(x.dtype):
+        return xp.sort(x, axis=dimension)
+    unsigned = np.dtype(f"uint{8 * x.dtype.itemsize}")
+    keys = xp.sort(_radix_keys(xp, x.view(unsigned), x.dtype, inverse=False), axis=dimension)
+    return _radix_keys(xp, keys, x.dtype, inverse=True).view(x.dtype)
+
+
 def _sort_cuda(*operands, dimension, is_stable, num_keys):
-    return _sort_with(devices.cupy(), operands, dimension, num_keys)
+    cupy = devices.cupy()
+    if len(operands) == 1 and not np.issubdtype(operands[0].dtype, np.complexfloating):
+        return [_sort_values_alone(cupy, operands[0], dimension)]
+    return _sort_with(cupy, operands, dimension, num_keys)
 
 
 def _is_inexact(x) -> bool:
@@ -248,8 +324,28 @@ def _top_k_impl(operand, *, k):
     return _top_k_with(np, operand, k)
 
 
+def top_k_row_keys(xp, operand):
+    """uint32 keys, ``(rows, n)``, that order like ``operand``'s last axis as top_k does, or
+    None for 64-bit dtypes (those keep the sorting path)."""
+    if operand.dtype.itemsize > 4:
+        return None
+    key = _order_key(xp, operand, canonical=False)
+    if np.issubdtype(key.dtype, np.signedinteger):  # flip the sign bit: unsigned order
+        key = key.astype(np.int32, copy=False).view(np.uint32) ^ np.uint32(1 << 31)
+    key = key.astype(np.uint32, copy=False).reshape(-1, operand.shape[-1])
+    return xp.ascontiguousarray(key)
+
+
 def _top_k_cuda(operand, *, k):
-    return _top_k_with(devices.cupy(), operand, k)
+    cupy = devices.cupy()
+    n = operand.shape[-1]
+    if not 0 < k <= cuda_topk.MAX_K or operand.size == 0 or n >= 2**31:
+        return _top_k_with(cupy, operand, k)
+    keys = top_k_row_keys(cupy, operand)
+    if keys is None:
+        return _top_k_with(cupy, operand, k)
+    indices = cuda_topk.top_k_indices(keys, k).reshape(operand.shape[:-1] + (k,))
+    return [_permute(cupy, operand, indices, -1), indices]
 
 
 def last_axis_index_vectors(indices, like):
