@@ -181,7 +181,6 @@ def _special_floats(shape, dtype):
     and repeated values mixed in."""
     unsigned = np.dtype(f"uint{8 * np.dtype(dtype).itemsize}")
     x = RNG.integers(0, np.iinfo(unsigned).max, shape, unsigned, endpoint=True).view(dtype)
-    x = x.copy()
     x.flat[::3] = SPECIAL.astype(dtype)[RNG.integers(0, len(SPECIAL), x.flat[::3].shape)]
     return x
 
@@ -227,18 +226,23 @@ int main(int argc, char** argv) {
 """
 
 
-def _compile_and_run(tmp_path, source, args, inputs: bytes) -> bytes:
-    (tmp_path / "kernel.cpp").write_text(source)
-    exe = tmp_path / "kernel"
+def _compile(directory, source):
+    (directory / "kernel.cpp").write_text(source)
+    exe = directory / "kernel"
     build = subprocess.run(["g++", "-O1", "-std=c++20", "-pthread", "-w", "-o", str(exe),
-                            str(tmp_path / "kernel.cpp")], capture_output=True, text=True,
+                            str(directory / "kernel.cpp")], capture_output=True, text=True,
                            check=False)
     assert build.returncode == 0, build.stderr[-3000:]
-    (tmp_path / "in.bin").write_bytes(inputs)
-    run = subprocess.run([str(exe), str(tmp_path)] + [str(a) for a in args],
+    return exe
+
+
+def _run_compiled(exe, directory, args, inputs: bytes) -> bytes:
+    """Runs ``exe`` on ``inputs`` (in.bin in ``directory``), returns what it wrote to out.bin."""
+    (directory / "in.bin").write_bytes(inputs)
+    run = subprocess.run([str(exe), str(directory)] + [str(a) for a in args],
                          capture_output=True, text=True, timeout=120, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
-    return (tmp_path / "out.bin").read_bytes()
+    return (directory / "out.bin").read_bytes()
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
@@ -257,7 +261,7 @@ def test_radix_key_snippets_compute_what_numpy_does(tmp_path, dtype):
     c_type = {2: "unsigned short", 4: "unsigned", 8: "unsigned long long"}[dtype.itemsize]
     source = (f"typedef {c_type} U;\n#define FORWARD {forward}\n#define INVERSE {inverse}\n"
               + KEYS_MAIN)
-    raw = _compile_and_run(tmp_path, source, [bits.size], bits.tobytes())
+    raw = _run_compiled(_compile(tmp_path, source), tmp_path, [bits.size], bits.tobytes())
     keys, back = np.frombuffer(raw, unsigned).reshape(2, bits.size)
     np.testing.assert_array_equal(keys, prims._radix_keys_numpy(bits, dtype, inverse=False))
     np.testing.assert_array_equal(back, bits)
@@ -290,14 +294,26 @@ inline unsigned atomicAdd(unsigned* address, unsigned value) {
 """
 
 
+@pytest.fixture(scope="module")
+def top_k_on_the_emulator(tmp_path_factory):
+    """The top_k kernel compiled once for the CPU emulator."""
+    from flamefx.kernels import cuda_topk
+    emulator = Path(__file__).parent / "kernel_emulator" / "cuda_on_cpu.h"
+    source = (f'#include "{emulator}"\n' + ATOMIC_ADD_UNSIGNED
+              + cuda_topk.SOURCE.replace("__shared__", "static") + TOPK_MAIN)
+    return _compile(tmp_path_factory.mktemp("top_k"), source)
+
+
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
-@pytest.mark.parametrize("dtype, n, k", [(np.float32, 300, 7), (np.float32, 200, 200),
-                                         ("bfloat16", 257, 50), (np.int8, 90, 1),
-                                         (np.int32, 70, 33), (np.uint32, 40, 5),
-                                         (np.bool_, 60, 9), (np.float16, 1, 1)])
-def test_top_k_kernel_on_the_cpu_emulator_matches_numpy(tmp_path, dtype, n, k):
+@pytest.mark.parametrize("dtype, n, k, threads", [
+    (np.float32, 300, 7, 64), (np.float32, 200, 200, 64), ("bfloat16", 257, 50, 64),
+    (np.int8, 90, 1, 64), (np.int32, 70, 33, 64), (np.uint32, 40, 5, 64),
+    (np.bool_, 60, 9, 64), (np.float16, 1, 1, 64), (np.int8, 70000, 256, 256)])
+def test_top_k_kernel_on_the_cpu_emulator_matches_numpy(top_k_on_the_emulator, tmp_path,
+                                                       dtype, n, k, threads):
     """The radix-select kernel (run by the emulator) picks the indices the NumPy impl does:
-    NaNs of both signs, -0.0 against 0.0, ties to the lower index, one or two index bytes."""
+    NaNs of both signs, -0.0 against 0.0, ties to the lower index, one to three index bytes,
+    the GPU's block size last."""
     from flamefx.kernels import cuda_topk
     from flamefx.primitives import sorting as prims
     dtype = np.dtype(dtypes.bfloat16 if dtype == "bfloat16" else dtype)
@@ -308,13 +324,10 @@ def test_top_k_kernel_on_the_cpu_emulator_matches_numpy(tmp_path, dtype, n, k):
         x = RNG.integers(2**32 - 4, 2**32, (rows, n), dtype=np.uint32)
     else:
         x = _values((rows, n), dtype)
-    emulator = Path(__file__).parent / "kernel_emulator" / "cuda_on_cpu.h"
-    source = (f'#include "{emulator}"\n' + ATOMIC_ADD_UNSIGNED
-              + cuda_topk.SOURCE.replace("__shared__", "static") + TOPK_MAIN)
     keys = prims.top_k_row_keys(np, x)
     assert keys.dtype == np.uint32 and keys.shape == (rows, n)
-    raw = _compile_and_run(tmp_path, source, [rows, n, k, cuda_topk.index_digits(n), 64],
-                           keys.tobytes())
+    raw = _run_compiled(top_k_on_the_emulator, tmp_path,
+                        [rows, n, k, cuda_topk.index_digits(n), threads], keys.tobytes())
     got = np.frombuffer(raw, np.int32).reshape(rows, k)
     np.testing.assert_array_equal(got, prims._top_k_with(np, x, k)[1])
 

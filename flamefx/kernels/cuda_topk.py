@@ -27,7 +27,7 @@ extern "C" __global__ void flamefx_top_k_rows(const unsigned* __restrict__ keys,
   __shared__ unsigned want_key, want_rev, key_mask, rev_mask, remaining, done, taken;
   __shared__ unsigned cand_key[256];
   __shared__ int cand_index[256];
-  const unsigned* row = keys + (size_t)blockIdx.x * n;
+  const unsigned* row = keys + (long long)blockIdx.x * n;
   if (threadIdx.x == 0) {
     want_key = 0; want_rev = 0; key_mask = 0; rev_mask = 0; remaining = k; done = 0; taken = 0;
   }
@@ -75,7 +75,7 @@ extern "C" __global__ void flamefx_top_k_rows(const unsigned* __restrict__ keys,
     int rank = 0;
     for (int j = 0; j < k; ++j)
       rank += cand_key[j] > key || (cand_key[j] == key && cand_index[j] < index);
-    out[(size_t)blockIdx.x * k + rank] = index;
+    out[(long long)blockIdx.x * k + rank] = index;
   }
 }
 """
