@@ -6,7 +6,8 @@ distinct, so exactly k of them are >= the k-th largest. The block finds that pai
 a time, most significant first (a 256-bin histogram of the elements that match the digits
 chosen so far; one pass over the row per digit, stopping early once every matching element
 is taken), then gathers the k elements at or above it and writes each one's index at its
-rank among them. The row is read 5 to 8 times instead of being sorted.
+rank among them. The row is read once per digit (at most 4 plus the index's bytes) and once
+more to gather, instead of being sorted.
 """
 
 from __future__ import annotations
