@@ -193,7 +193,7 @@ def _hands_out_inputs(eqn) -> bool:
     return "callback" in eqn.prim.name or _has_subprogram(eqn)
 
 
-# --- OpenBLAS's thread count -----------------------------------------------------------------------
+# --- OpenBLAS's thread count ---------------------------------------------------------------
 
 
 class _BlasThreads:
