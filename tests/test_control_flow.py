@@ -215,6 +215,57 @@ def test_jit_equals_eager_and_grad_of_jit():
         _close(a, b)
 
 
+def _products_in_scan_bodies(closed):
+    """dot_generals per step of each scan after jit's passes (which also run on bodies)."""
+    from flamefx.transforms import passes
+    bodies = [e.params["jaxpr"] for e in passes.optimize(closed).jaxpr.eqns
+              if e.prim.name == "scan"]
+    return [sum(e.prim.name == "dot_general" for e in passes.optimize(
+        _closed(b)).jaxpr.eqns) for b in bodies]
+
+
+def _closed(jaxpr):
+    from flamefx.jaxpr import ClosedJaxpr
+    return ClosedJaxpr(jaxpr, [])
+
+
+def test_scan_grad_saves_residuals_and_skips_the_unread_xs_cotangent():
+    # An RNN: 2 products a step forward, 3 backward (of h and the two weights; not of xs,
+    # which grad does not differentiate). The backward does not re-run the forward.
+    wx, wh = (fnp.asarray(RNG.standard_normal((3, 3)) * 0.5, np.float64) for _ in range(2))
+
+    def loss(params, xs):
+        def cell(h, x):
+            h = fnp.tanh(x @ params[0] + h @ params[1])
+            return h, h
+        return fnp.sum(lax.scan(cell, fnp.zeros((2, 3), np.float64), xs)[1] ** 2)
+
+    xs = fnp.asarray(RNG.standard_normal((6, 2, 3)), np.float64)  # a batch of 2 sequences
+    closed = flamefx.make_jaxpr(flamefx.grad(loss))((wx, wh), xs)
+    primal, forward, backward = _products_in_scan_bodies(closed)
+    assert (primal, forward, backward) == (2, 2, 3)
+
+    def reference(params, xs):
+        h, total = np.zeros((2, 3)), 0.0
+        for x in np.asarray(xs):
+            h = np.tanh(x @ np.asarray(params[0]) + h @ np.asarray(params[1]))
+            total += np.sum(h ** 2)
+        return total
+
+    eps, g = 1e-6, flamefx.jit(flamefx.grad(loss))((wx, wh), xs)
+    bump = np.zeros((3, 3))
+    bump[1, 2] = eps
+    numeric = (reference((np.asarray(wx), np.asarray(wh) + bump), xs)
+               - reference((np.asarray(wx), np.asarray(wh) - bump), xs)) / (2 * eps)
+    _close(np.asarray(g[1])[1, 2], numeric, tol=1e-6)
+
+
+def test_grad_through_scan_over_a_vector_of_scalars():
+    # 0-d slices of xs (and 0-d stacked residuals) reach the body as arrays.
+    f = lambda w: lax.scan(lambda c, x: (c * w + fnp.sin(x * c), c), 1.0, XS64[:, 0])[0]
+    check_grads(f, (W64[0],), order=2)
+
+
 def test_jaxpr_of_fori_loop_does_not_grow_with_the_trip_count():
     def eqns(n):
         return flamefx.make_jaxpr(lambda x: lax.fori_loop(0, n, lambda i, x: x * 0.5 + 1.0,

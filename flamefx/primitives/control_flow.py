@@ -24,7 +24,7 @@ from flamefx import core, dtypes, tree_util
 from flamefx import devices as _devices
 from flamefx.core import Primitive, ShapedArray, Tracer
 from flamefx.errors import FlamefxError, FlamefxTypeError, user_frame
-from flamefx.jaxpr import Jaxpr, Var
+from flamefx.jaxpr import Jaxpr, Var, eval_jaxpr
 from flamefx.primitives import elementwise
 from flamefx.primitives.elementwise import convert_element_type, full_like, ne, select_n
 from flamefx.primitives.reductions import reduce_or
@@ -35,7 +35,7 @@ from flamefx.transforms.batching import broadcast_batch, move_axis
 from flamefx.primitives.sub_jaxprs import (
     _trace, _aval, _is_float, _same_type, _run, _device_of, _eval_batched, _batch_jaxpr,
     _jvp_jaxpr, _carry_fixed_point, _reorder, _split, _join_consts,
-    _cast_outputs, _types,
+    _cast_outputs, _types, _split_known,
 )
 
 
@@ -449,7 +449,8 @@ def _scan_impl(*bufs, jaxpr, num_consts, num_carry, length, reverse):
     ys = [device.xp.empty((length,) + a.shape, a.dtype) for a in jaxpr.out_avals[num_carry:]]
     for step in range(length):
         i = length - 1 - step if reverse else step
-        outs = _run(jaxpr, consts + carry + [x[i] for x in xs], device)
+        # x[i, ...]: a 0-d slice stays an array (NumPy's x[i] is a scalar, no buffer).
+        outs = _run(jaxpr, consts + carry + [x[i, ...] for x in xs], device)
         carry = outs[:num_carry]
         for y, out in zip(ys, outs[num_carry:]):
             y[i] = out
@@ -488,10 +489,13 @@ def _scan_jvp(primals, tangents, *, jaxpr, num_consts, num_carry, length, revers
 
 
 def _scan_vjp(cts, primals, outs, *, jaxpr, num_consts, num_carry, length, reverse):
-    """Reverse mode: a forward scan saves the carry entering each step; a reverse scan then
-    runs each step's VJP (recomputing that step's forward from its saved carry),
-    accumulating the cotangents of the carry and of the consts. Both are scans, so this
-    rule's output is differentiable again."""
+    """Reverse mode as JAX's partial evaluation does it: the body's VJP, traced once, splits
+    into a forward part (what the primal values alone determine) and a backward part. A
+    forward scan runs the first and stacks its residuals (the values the backward reads);
+    a reverse scan runs the second on them, accumulating the cotangents of the carry and
+    the consts, so no step's forward runs again. Both are scans, so this rule's output is
+    differentiable again; cotangents nobody reads (of xs, say) are ys of the reverse scan
+    that jit's dead-code pass drops, down into the body (``_scan_prune``)."""
     consts, init, xs = _split(primals, num_consts, num_carry)
     ct_carry, ct_ys = _split(cts, num_carry)
     diff_consts = [i for i, c in enumerate(consts) if _is_float(c)]
@@ -502,15 +506,6 @@ def _scan_vjp(cts, primals, outs, *, jaxpr, num_consts, num_carry, length, rever
     if not (diff_consts or diff_carry or diff_xs):
         return result
 
-    from flamefx.transforms.passes import eliminate_dead_code, without_debug_callbacks
-    carry_in = jaxpr.invars[num_consts:num_consts + num_carry]
-    # The forward scan printed already: the saving pass (and the backward steps, see
-    # call.vjp_of_jaxpr) recompute without the body's debug prints, as in JAX.
-    saving = eliminate_dead_code(without_debug_callbacks(
-        Jaxpr([], jaxpr.invars, jaxpr.outvars[:num_carry] + carry_in, jaxpr.eqns)))
-    saved = core.bind_list(scan_p, *consts, *init, *xs, jaxpr=saving, num_consts=num_consts,
-                           num_carry=num_carry, length=length, reverse=reverse)[num_carry:]
-
     def backward_step(*args):
         consts_in, acc, ct_k, carry_k, x_k, ct_y = _split(
             args, num_consts, len(diff_consts), len(diff_carry), num_carry, len(xs))
@@ -519,25 +514,56 @@ def _scan_vjp(cts, primals, outs, *, jaxpr, num_consts, num_carry, length, rever
             step_cts[k] = ct
         for j, ct in zip(ys_with_ct, ct_y):
             step_cts[num_carry + j] = ct
+        # Without the body's debug prints: the primal scan printed them already (as in JAX).
         cts_in = call.vjp_of_jaxpr(jaxpr, consts_in + carry_k + x_k, step_cts)
         new_acc = [add_cotangents(a, cts_in[i]) for a, i in zip(acc, diff_consts)]
         return (new_acc + [cts_in[num_consts + k] for k in diff_carry]
                 + [cts_in[num_consts + num_carry + m] for m in diff_xs])
 
-    const_avals = [_aval(c) for c in consts]
-    slice_avals = [a.update(shape=a.shape[1:]) for a in map(_aval, saved + xs)]
+    const_avals, carry_avals, x_avals = _split(jaxpr.in_avals, num_consts, num_carry)
+    n_acc, n_ct = len(diff_consts), len(diff_carry)
     in_avals = (const_avals + [const_avals[i].update(weak_type=False) for i in diff_consts]
-                + [_aval(init[k]).update(weak_type=False) for k in diff_carry] + slice_avals
+                + [carry_avals[k].update(weak_type=False) for k in diff_carry]
+                + carry_avals + x_avals
                 + [_aval(ct_ys[j]).update(shape=_aval(ct_ys[j]).shape[1:]) for j in ys_with_ct])
-    backward, extra = _trace(backward_step, in_avals)
+    step, extra = _trace(backward_step, in_avals)
+    ne = len(extra)
+    # Inputs: extra, consts | acc, ct_k | carry_k, x_k | ct_y (known: the primal ones).
+    groups = _split([True] * len(step.invars), ne + num_consts, n_acc + n_ct, num_carry, len(xs))
+    known_in = groups[0] + [False] * len(groups[1]) + groups[2] + groups[3] + [False] * len(
+        groups[4])
+    available_in = groups[0] + [False] * (len(groups[1]) + len(groups[2])) + groups[3] + [
+        False] * len(groups[4])
+    known, unknown = _split_known(step, known_in, available_in)
+    n_res = len(known.outvars)
+
+    from flamefx.transforms.passes import eliminate_dead_code, without_debug_callbacks
+    carry_body = eliminate_dead_code(without_debug_callbacks(
+        Jaxpr([], jaxpr.invars, jaxpr.outvars[:num_carry], jaxpr.eqns)))
+
+    def forward_step(*args):
+        step_extra, rest = _split(args, ne)
+        return (eval_jaxpr(carry_body, [], *rest)
+                + eval_jaxpr(known, [], *step_extra, *rest))
+
+    forward, forward_extra = _trace(forward_step, [_aval(e) for e in extra] + jaxpr.in_avals)
+    residuals = core.bind_list(
+        scan_p, *forward_extra, *extra, *consts, *init, *xs, jaxpr=forward,
+        num_consts=len(forward_extra) + ne + num_consts, num_carry=num_carry, length=length,
+        reverse=reverse)[num_carry:]
+
+    at = _split(range(len(unknown.invars)), n_res, ne + num_consts, n_acc + n_ct, num_carry,
+                len(xs))
+    backward = _reorder(unknown, [at[1], at[2], at[0], at[4], at[5]], [range(len(
+        unknown.outvars))])
     acc_init = [zeros_like(consts[i]) for i in diff_consts]
     ct_carry_init = [zeros_like(init[k]) if ct_carry[k] is None else ct_carry[k]
                      for k in diff_carry]
     grads = core.bind_list(
-        scan_p, *extra, *consts, *acc_init, *ct_carry_init, *saved, *xs,
-        *[ct_ys[j] for j in ys_with_ct], jaxpr=backward, num_consts=len(extra) + num_consts,
-        num_carry=len(diff_consts) + len(diff_carry), length=length, reverse=not reverse)
-    ct_consts, ct_init, ct_xs = _split(grads, len(diff_consts), len(diff_carry))
+        scan_p, *extra, *consts, *acc_init, *ct_carry_init, *residuals, *xs,
+        *[ct_ys[j] for j in ys_with_ct], jaxpr=backward, num_consts=ne + num_consts,
+        num_carry=n_acc + n_ct, length=length, reverse=not reverse)
+    ct_consts, ct_init, ct_xs = _split(grads, n_acc, n_ct)
     for i, g in zip(diff_consts, ct_consts):
         result[i] = g
     for k, g in zip(diff_carry, ct_init):
@@ -545,6 +571,29 @@ def _scan_vjp(cts, primals, outs, *, jaxpr, num_consts, num_carry, length, rever
     for m, g in zip(diff_xs, ct_xs):
         result[num_consts + num_carry + m] = g
     return result
+
+
+def _scan_prune(eqn, used_outs):
+    """jit's dead-code pass inside a scan: drops the ys nobody reads (and the body's work
+    for them), then the consts and xs the body no longer reads; carries stay."""
+    from flamefx.transforms.passes import eliminate_dead_code
+    params = eqn.params
+    jaxpr, num_consts, num_carry = params["jaxpr"], params["num_consts"], params["num_carry"]
+    keep_out = [k < num_carry or u for k, u in enumerate(used_outs)]
+    body = eliminate_dead_code(Jaxpr([], jaxpr.invars, [
+        v for v, keep in zip(jaxpr.outvars, keep_out) if keep], jaxpr.eqns))
+    read = {v.id for e in body.eqns for v in e.invars if isinstance(v, Var)}
+    read |= {v.id for v in body.outvars if isinstance(v, Var)}
+    keep_in = [num_consts <= k < num_consts + num_carry or v.id in read
+               for k, v in enumerate(body.invars)]
+    if all(keep_out) and all(keep_in):
+        return eqn
+    body = Jaxpr([], [v for v, keep in zip(body.invars, keep_in) if keep], body.outvars,
+                 body.eqns)
+    return eqn.replace(
+        invars=[v for v, keep in zip(eqn.invars, keep_in) if keep],
+        outvars=[v for v, keep in zip(eqn.outvars, keep_out) if keep],
+        params=dict(params, jaxpr=body, num_consts=sum(keep_in[:num_consts])))
 
 
 def _scan_batch(axis_size, args, bdims, *, jaxpr, num_consts, num_carry, length, reverse):
@@ -572,6 +621,8 @@ def _scan_batch(axis_size, args, bdims, *, jaxpr, num_consts, num_carry, length,
 scan_p = Primitive("scan", abstract_eval=_scan_abstract_eval, impl=_scan_impl,
                    cuda_impl=_scan_impl, vjp=_scan_vjp, jvp=_scan_jvp, batch=_scan_batch,
                    multiple_results=True)
+# Read by jit's dead-code pass (flamefx.transforms.passes.eliminate_dead_code).
+scan_p.prune = _scan_prune
 
 
 def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False,

@@ -520,14 +520,19 @@ def eliminate_common_subexpressions(jaxpr: Jaxpr) -> Jaxpr:
 
 def eliminate_dead_code(jaxpr: Jaxpr) -> Jaxpr:
     """Drops equations whose outputs nothing uses, and constvars nothing reads; effectful
-    equations (``has_effects``) stay.
+    equations (``has_effects``) stay; scans drop the ys nothing uses (``Primitive.prune``).
 
     The invars stay as they are (the signature of the program does not change).
     """
     live = {v.id for v in jaxpr.outvars if isinstance(v, Var)}
     kept = []
     for eqn in reversed(jaxpr.eqns):
-        if any(v.id in live for v in eqn.outvars) or has_effects(eqn):
+        used = [v.id in live for v in eqn.outvars]
+        if any(used) or has_effects(eqn):
+            # A primitive with sub-jaxprs may drop its unread outputs and the work for them
+            # (``prune(eqn, used) -> eqn``; scan's).
+            prune = getattr(eqn.prim, "prune", None)
+            eqn = eqn if prune is None else prune(eqn, used)
             kept.append(eqn)
             live.update(v.id for v in eqn.invars if isinstance(v, Var))
     kept.reverse()
