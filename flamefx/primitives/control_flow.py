@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 from flamefx import core, dtypes, tree_util
 from flamefx import devices as _devices
@@ -488,23 +489,31 @@ def _scan_jvp(primals, tangents, *, jaxpr, num_consts, num_carry, length, revers
                             + [next(ys_t) if n else None for n in ys_nz])
 
 
-def _scan_vjp(cts, primals, outs, *, jaxpr, num_consts, num_carry, length, reverse):
-    """Reverse mode as JAX's partial evaluation does it: the body's VJP, traced once, splits
-    into a forward part (what the primal values alone determine) and a backward part. A
-    forward scan runs the first and stacks its residuals (the values the backward reads);
-    a reverse scan runs the second on them, accumulating the cotangents of the carry and
-    the consts, so no step's forward runs again. Both are scans, so this rule's output is
-    differentiable again; cotangents nobody reads (of xs, say) are ys of the reverse scan
-    that jit's dead-code pass drops, down into the body (``_scan_prune``)."""
-    consts, init, xs = _split(primals, num_consts, num_carry)
-    ct_carry, ct_ys = _split(cts, num_carry)
+class _ScanVJPPlan(NamedTuple):
+    """The body's VJP split in two (see ``_scan_vjp``): ``forward`` (taking
+    forward_consts, consts, carry, x) returns the ``head`` outputs then the residuals;
+    ``backward`` (taking backward_consts, consts | acc, ct_k | residuals, x, ct_y) returns
+    the step's cotangents: of the consts (accumulated), the carry and the xs."""
+    diff_consts: list
+    diff_carry: list
+    diff_xs: list
+    ys_with_ct: list
+    forward: Jaxpr
+    forward_consts: list
+    backward: Jaxpr
+    backward_consts: list
+
+
+def _scan_vjp_plan(consts, init, xs, ys_with_ct, *, jaxpr, num_consts, num_carry,
+                   primal_head):
+    """Traces the body's VJP and partially evaluates it (``_split_known``); None when no
+    input is differentiable. ``primal_head``: the forward returns the body's outputs with its
+    debug prints (it is the primal scan), else the new carry only, without them."""
     diff_consts = [i for i, c in enumerate(consts) if _is_float(c)]
     diff_carry = [k for k, c in enumerate(init) if _is_float(c)]
     diff_xs = [m for m, x in enumerate(xs) if _is_float(x)]
-    ys_with_ct = [j for j, ct in enumerate(ct_ys) if ct is not None]
-    result = [None] * len(primals)
     if not (diff_consts or diff_carry or diff_xs):
-        return result
+        return None
 
     def backward_step(*args):
         consts_in, acc, ct_k, carry_k, x_k, ct_y = _split(
@@ -514,61 +523,108 @@ def _scan_vjp(cts, primals, outs, *, jaxpr, num_consts, num_carry, length, rever
             step_cts[k] = ct
         for j, ct in zip(ys_with_ct, ct_y):
             step_cts[num_carry + j] = ct
-        # Without the body's debug prints: the primal scan printed them already (as in JAX).
+        # Without the body's debug prints: the primal scan printed them (as in JAX).
         cts_in = call.vjp_of_jaxpr(jaxpr, consts_in + carry_k + x_k, step_cts)
         new_acc = [add_cotangents(a, cts_in[i]) for a, i in zip(acc, diff_consts)]
         return (new_acc + [cts_in[num_consts + k] for k in diff_carry]
                 + [cts_in[num_consts + num_carry + m] for m in diff_xs])
 
     const_avals, carry_avals, x_avals = _split(jaxpr.in_avals, num_consts, num_carry)
+    y_avals = jaxpr.out_avals[num_carry:]
     n_acc, n_ct = len(diff_consts), len(diff_carry)
-    in_avals = (const_avals + [const_avals[i].update(weak_type=False) for i in diff_consts]
-                + [carry_avals[k].update(weak_type=False) for k in diff_carry]
-                + carry_avals + x_avals
-                + [_aval(ct_ys[j]).update(shape=_aval(ct_ys[j]).shape[1:]) for j in ys_with_ct])
-    step, extra = _trace(backward_step, in_avals)
+    step, extra = _trace(backward_step, (
+        const_avals + [const_avals[i].update(weak_type=False) for i in diff_consts]
+        + [carry_avals[k].update(weak_type=False) for k in diff_carry] + carry_avals + x_avals
+        + [y_avals[j].update(weak_type=False) for j in ys_with_ct]))
     ne = len(extra)
-    # Inputs: extra, consts | acc, ct_k | carry_k, x_k | ct_y (known: the primal ones).
-    groups = _split([True] * len(step.invars), ne + num_consts, n_acc + n_ct, num_carry, len(xs))
-    known_in = groups[0] + [False] * len(groups[1]) + groups[2] + groups[3] + [False] * len(
-        groups[4])
-    available_in = groups[0] + [False] * (len(groups[1]) + len(groups[2])) + groups[3] + [
-        False] * len(groups[4])
-    known, unknown = _split_known(step, known_in, available_in)
-    n_res = len(known.outvars)
+    # Inputs: extra, consts | acc, ct_k | carry_k | x_k | ct_y; the primal ones are known,
+    # and the backward has the consts and xs itself (the carries it gets as residuals).
+    fixed, cts_k, carry_k, x_k, ct_y = _split(
+        [True] * len(step.invars), ne + num_consts, n_acc + n_ct, num_carry, len(xs))
+    unknown = [False] * len(cts_k)
+    known, rest = _split_known(
+        step, fixed + unknown + carry_k + x_k + [False] * len(ct_y),
+        fixed + unknown + [False] * num_carry + x_k + [False] * len(ct_y))
+    at = _split(range(len(rest.invars)), len(known.outvars), ne + num_consts, n_acc + n_ct,
+                num_carry, len(xs))
+    backward = _reorder(rest, [at[1], at[2], at[0], at[4], at[5]], [range(len(rest.outvars))])
 
     from flamefx.transforms.passes import eliminate_dead_code, without_debug_callbacks
-    carry_body = eliminate_dead_code(without_debug_callbacks(
+    head = jaxpr if primal_head else eliminate_dead_code(without_debug_callbacks(
         Jaxpr([], jaxpr.invars, jaxpr.outvars[:num_carry], jaxpr.eqns)))
 
     def forward_step(*args):
-        step_extra, rest = _split(args, ne)
-        return (eval_jaxpr(carry_body, [], *rest)
-                + eval_jaxpr(known, [], *step_extra, *rest))
+        step_extra, rest_args = _split(args, ne)
+        return (eval_jaxpr(head, [], *rest_args)
+                + eval_jaxpr(known, [], *step_extra, *rest_args))
 
     forward, forward_extra = _trace(forward_step, [_aval(e) for e in extra] + jaxpr.in_avals)
-    residuals = core.bind_list(
-        scan_p, *forward_extra, *extra, *consts, *init, *xs, jaxpr=forward,
-        num_consts=len(forward_extra) + ne + num_consts, num_carry=num_carry, length=length,
-        reverse=reverse)[num_carry:]
+    return _ScanVJPPlan(diff_consts, diff_carry, diff_xs, ys_with_ct, forward,
+                        forward_extra + extra, backward, extra)
 
-    at = _split(range(len(unknown.invars)), n_res, ne + num_consts, n_acc + n_ct, num_carry,
-                len(xs))
-    backward = _reorder(unknown, [at[1], at[2], at[0], at[4], at[5]], [range(len(
-        unknown.outvars))])
-    acc_init = [zeros_like(consts[i]) for i in diff_consts]
+
+def _run_forward(plan, consts, init, xs, *, num_consts, num_carry, length, reverse):
+    return core.bind_list(
+        scan_p, *plan.forward_consts, *consts, *init, *xs, jaxpr=plan.forward,
+        num_consts=len(plan.forward_consts) + num_consts, num_carry=num_carry, length=length,
+        reverse=reverse)
+
+
+def _scan_vjp_forward(primals, *, jaxpr, num_consts, num_carry, length, reverse):
+    """The primal scan under reverse mode (ad.VJPTrace calls it instead of binding): one
+    scan that also stacks the residuals its VJP reads, as JAX's partial evaluation does."""
+    consts, init, xs = _split(primals, num_consts, num_carry)
+    float_ys = [j for j, a in enumerate(jaxpr.out_avals[num_carry:])
+                if dtypes.is_inexact(a.dtype)]
+    plan = _scan_vjp_plan(consts, init, xs, float_ys, jaxpr=jaxpr, num_consts=num_consts,
+                          num_carry=num_carry, primal_head=True)
+    if plan is None:
+        return core.bind_list(scan_p, *primals, jaxpr=jaxpr, num_consts=num_consts,
+                              num_carry=num_carry, length=length, reverse=reverse), None
+    results = _run_forward(plan, consts, init, xs, num_consts=num_consts,
+                           num_carry=num_carry, length=length, reverse=reverse)
+    n_out = len(jaxpr.outvars)
+    return results[:n_out], (plan, tuple(results[n_out:]))
+
+
+def _scan_vjp(cts, primals, outs, *, jaxpr, num_consts, num_carry, length, reverse,
+              residuals=None):
+    """Reverse mode as JAX's partial evaluation does it: the body's VJP, traced once, splits
+    into a forward part (what the primal values alone determine) and a backward part. The
+    forward scan (the primal one, see ``_scan_vjp_forward``; else one run here, e.g. for
+    checkpoint's replay) stacks the residuals (the values the backward reads); a reverse
+    scan runs the backward part on them, accumulating the cotangents of the carry and the
+    consts, so no step's forward runs again. Both are scans, so this rule's output is
+    differentiable again; cotangents nobody reads (of xs, say) are ys of the reverse scan
+    that jit's dead-code pass drops, down into the body (``_scan_prune``)."""
+    consts, init, xs = _split(primals, num_consts, num_carry)
+    ct_carry, ct_ys = _split(cts, num_carry)
+    if residuals is None:
+        plan = _scan_vjp_plan(consts, init, xs, [j for j, ct in enumerate(ct_ys) if ct is not None],
+                              jaxpr=jaxpr, num_consts=num_consts, num_carry=num_carry,
+                              primal_head=False)
+        if plan is None:
+            return [None] * len(primals)
+        saved = _run_forward(plan, consts, init, xs, num_consts=num_consts,
+                             num_carry=num_carry, length=length, reverse=reverse)[num_carry:]
+    else:
+        plan, saved = residuals
+    ct_y = [zeros_like(outs[num_carry + j]) if ct_ys[j] is None else ct_ys[j]
+            for j in plan.ys_with_ct]
+    acc_init = [zeros_like(consts[i]) for i in plan.diff_consts]
     ct_carry_init = [zeros_like(init[k]) if ct_carry[k] is None else ct_carry[k]
-                     for k in diff_carry]
+                     for k in plan.diff_carry]
     grads = core.bind_list(
-        scan_p, *extra, *consts, *acc_init, *ct_carry_init, *residuals, *xs,
-        *[ct_ys[j] for j in ys_with_ct], jaxpr=backward, num_consts=ne + num_consts,
-        num_carry=n_acc + n_ct, length=length, reverse=not reverse)
-    ct_consts, ct_init, ct_xs = _split(grads, n_acc, n_ct)
-    for i, g in zip(diff_consts, ct_consts):
+        scan_p, *plan.backward_consts, *consts, *acc_init, *ct_carry_init, *saved, *xs, *ct_y,
+        jaxpr=plan.backward, num_consts=len(plan.backward_consts) + num_consts,
+        num_carry=len(acc_init) + len(ct_carry_init), length=length, reverse=not reverse)
+    ct_consts, ct_init, ct_xs = _split(grads, len(acc_init), len(ct_carry_init))
+    result = [None] * len(primals)
+    for i, g in zip(plan.diff_consts, ct_consts):
         result[i] = g
-    for k, g in zip(diff_carry, ct_init):
+    for k, g in zip(plan.diff_carry, ct_init):
         result[num_consts + k] = g
-    for m, g in zip(diff_xs, ct_xs):
+    for m, g in zip(plan.diff_xs, ct_xs):
         result[num_consts + num_carry + m] = g
     return result
 
@@ -623,6 +679,8 @@ scan_p = Primitive("scan", abstract_eval=_scan_abstract_eval, impl=_scan_impl,
                    multiple_results=True)
 # Read by jit's dead-code pass (flamefx.transforms.passes.eliminate_dead_code).
 scan_p.prune = _scan_prune
+# Read by reverse mode (flamefx.transforms.ad.VJPTrace): the primal scan saves residuals.
+scan_p.vjp_forward = _scan_vjp_forward
 
 
 def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = False,

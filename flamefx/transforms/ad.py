@@ -226,9 +226,17 @@ class VJPTrace(Trace):
     def process_primitive(self, prim, args, params):
         primals, nodes, indices = self.unpack(args, VJPTracer, ("primal", "node", "index"), None)
         parents = [None if n is None else (n, i) for n, i in zip(nodes, indices)]
+        taped = prim.differentiable and any(p is not None for p in parents)
+        # A primitive with ``vjp_forward(primals, **params) -> (outs, residuals)`` (scan's)
+        # saves what its VJP reads while it runs; the VJP gets them as ``residuals=``.
+        forward = getattr(prim, "vjp_forward", None) if taped else None
         with core.set_current_trace(self.parent):
-            outs = core.bind_list(prim, *primals, **params)
-        if not prim.differentiable or all(p is None for p in parents):
+            if forward is None:
+                outs = core.bind_list(prim, *primals, **params)
+            else:
+                outs, residuals = forward(primals, **params)
+                params = dict(params, residuals=residuals)
+        if not taped:
             return outs
         if prim.vjp is None:
             raise FlamefxError(f"primitive {prim.name!r} has no VJP rule, so it cannot be "
