@@ -13,6 +13,8 @@ exactly the transpose of gather).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from flamefx import dtypes
@@ -63,24 +65,32 @@ def _gathered_shape(operand_shape, indices_shape, axes):
 # vector then names one row, whose number is its row-major position among indexed axes.
 
 
+# These run on every gather/scatter (the cross-entropy's take_along_axis in a training
+# step, say) on small arrays, where NumPy's Python-level wrappers (moveaxis, clip, prod)
+# cost more than the work: the common layouts (indexed axes leading) skip them.
+
+
 def _as_table(xp, operand, axes):
-    moved = xp.moveaxis(operand, axes, tuple(range(len(axes))))
-    n_rows = int(np.prod([operand.shape[a] for a in axes], dtype=np.int64))
-    row_len = int(np.prod([operand.shape[d] for d in _rest_axes(operand.ndim, axes)],
-                          dtype=np.int64))
+    front = tuple(range(len(axes)))
+    moved = operand if tuple(axes) == front else xp.moveaxis(operand, axes, front)
+    n_rows = math.prod(operand.shape[a] for a in axes)
+    row_len = math.prod(operand.shape[d] for d in _rest_axes(operand.ndim, axes))
     return xp.ascontiguousarray(moved).reshape(n_rows, row_len), moved.shape
 
 
 def _from_table(xp, table, moved_shape, axes):
     moved = table.reshape(moved_shape)
-    return xp.ascontiguousarray(xp.moveaxis(moved, tuple(range(len(axes))), axes))
+    front = tuple(range(len(axes)))
+    return moved if tuple(axes) == front else xp.ascontiguousarray(
+        xp.moveaxis(moved, front, axes))
 
 
 def _row_numbers(xp, indices, indexed_sizes):
-    rows = xp.zeros(indices.shape[:-1], np.int64)
+    flat = indices.reshape(-1, len(indexed_sizes))
+    rows = xp.zeros(flat.shape[0], np.int64)
     for j, n in enumerate(indexed_sizes):
-        rows = rows * n + xp.clip(indices[..., j].astype(np.int64), 0, n - 1)
-    return rows.reshape(-1)
+        rows = rows * n + xp.minimum(xp.maximum(flat[:, j].astype(np.int64), 0), n - 1)
+    return rows
 
 
 # --- gather ------------------------------------------------------------------------------------
@@ -176,15 +186,15 @@ _NUMPY_COMBINE = {"add": np.add, "mul": np.multiply, "min": np.minimum, "max": n
 
 def _scatter_impl(operand, indices, updates, *, axes, mode):
     compute = np.float32 if operand.dtype in (dtypes.float16, dtypes.bfloat16) else operand.dtype
+    # astype copies, so the table is ours to update in place.
     table, moved_shape = _as_table(np, operand.astype(compute), axes)
-    table = table.copy()
     rows = _row_numbers(np, indices, [operand.shape[a] for a in axes])
     rows_of_updates = updates.astype(compute).reshape(len(rows), table.shape[1])
     if mode == "set":
         table[rows] = rows_of_updates
     else:
         _NUMPY_COMBINE[mode].at(table, rows, rows_of_updates)
-    return [_from_table(np, table, moved_shape, axes).astype(operand.dtype)]
+    return [_from_table(np, table, moved_shape, axes).astype(operand.dtype, copy=False)]
 
 
 def _scatter_cuda(operand, indices, updates, *, axes, mode):
