@@ -243,8 +243,11 @@ def test_scan_grad_saves_residuals_and_skips_the_unread_xs_cotangent():
 
     xs = fnp.asarray(RNG.standard_normal((6, 2, 3)), np.float64)  # a batch of 2 sequences
     closed = flamefx.make_jaxpr(flamefx.grad(loss))((wx, wh), xs)
-    # One forward scan (the primal one, also stacking the residuals) and one reverse scan.
+    # One forward scan (the primal one, also stacking the residuals) and one reverse scan,
+    # which skips the cotangent of xs before jit's passes too (eager grad).
     assert _products_in_scan_bodies(closed) == [2, 3]
+    backward = [e for e in closed.jaxpr.eqns if e.prim.name == "scan"][-1].params["jaxpr"]
+    assert sum(e.prim.name == "dot_general" for e in backward.eqns) == 3
 
     def reference(params, xs):
         h, total = np.zeros((2, 3)), 0.0

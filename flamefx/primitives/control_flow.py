@@ -504,14 +504,17 @@ class _ScanVJPPlan(NamedTuple):
     backward_consts: list
 
 
-def _scan_vjp_plan(consts, init, xs, ys_with_ct, *, jaxpr, num_consts, num_carry,
+def _scan_vjp_plan(consts, init, xs, ys_with_ct, wanted, *, jaxpr, num_consts, num_carry,
                    primal_head):
     """Traces the body's VJP and partially evaluates it (``_split_known``); None when no
-    input is differentiable. ``primal_head``: the forward returns the body's outputs with its
-    debug prints (it is the primal scan), else the new carry only, without them."""
-    diff_consts = [i for i, c in enumerate(consts) if _is_float(c)]
+    input is differentiable. ``wanted``: the cotangents to compute (of float inputs only;
+    the carry's always, it flows through the steps). ``primal_head``: the forward returns
+    the body's outputs with its debug prints (it is the primal scan), else the new carry
+    only, without them."""
+    want_consts, _, want_xs = _split(wanted, num_consts, num_carry)
+    diff_consts = [i for i, c in enumerate(consts) if _is_float(c) and want_consts[i]]
     diff_carry = [k for k, c in enumerate(init) if _is_float(c)]
-    diff_xs = [m for m, x in enumerate(xs) if _is_float(x)]
+    diff_xs = [m for m, x in enumerate(xs) if _is_float(x) and want_xs[m]]
     if not (diff_consts or diff_carry or diff_xs):
         return None
 
@@ -570,14 +573,15 @@ def _run_forward(plan, consts, init, xs, *, num_consts, num_carry, length, rever
         reverse=reverse)
 
 
-def _scan_vjp_forward(primals, *, jaxpr, num_consts, num_carry, length, reverse):
+def _scan_vjp_forward(primals, wanted, *, jaxpr, num_consts, num_carry, length, reverse):
     """The primal scan under reverse mode (ad.VJPTrace calls it instead of binding): one
-    scan that also stacks the residuals its VJP reads, as JAX's partial evaluation does."""
+    scan that also stacks the residuals its VJP reads, as JAX's partial evaluation does,
+    for the cotangents ``wanted`` (those of the inputs on the tape)."""
     consts, init, xs = _split(primals, num_consts, num_carry)
     float_ys = [j for j, a in enumerate(jaxpr.out_avals[num_carry:])
                 if dtypes.is_inexact(a.dtype)]
-    plan = _scan_vjp_plan(consts, init, xs, float_ys, jaxpr=jaxpr, num_consts=num_consts,
-                          num_carry=num_carry, primal_head=True)
+    plan = _scan_vjp_plan(consts, init, xs, float_ys, wanted, jaxpr=jaxpr,
+                          num_consts=num_consts, num_carry=num_carry, primal_head=True)
     if plan is None:
         return core.bind_list(scan_p, *primals, jaxpr=jaxpr, num_consts=num_consts,
                               num_carry=num_carry, length=length, reverse=reverse), None
@@ -595,14 +599,15 @@ def _scan_vjp(cts, primals, outs, *, jaxpr, num_consts, num_carry, length, rever
     checkpoint's replay) stacks the residuals (the values the backward reads); a reverse
     scan runs the backward part on them, accumulating the cotangents of the carry and the
     consts, so no step's forward runs again. Both are scans, so this rule's output is
-    differentiable again; cotangents nobody reads (of xs, say) are ys of the reverse scan
-    that jit's dead-code pass drops, down into the body (``_scan_prune``)."""
+    differentiable again. Cotangents of inputs off the tape (xs when grad takes the weights)
+    are not computed; others nobody reads are ys of the reverse scan that jit's dead-code
+    pass drops, down into the body (``_scan_prune``)."""
     consts, init, xs = _split(primals, num_consts, num_carry)
     ct_carry, ct_ys = _split(cts, num_carry)
     if residuals is None:
-        plan = _scan_vjp_plan(consts, init, xs, [j for j, ct in enumerate(ct_ys) if ct is not None],
-                              jaxpr=jaxpr, num_consts=num_consts, num_carry=num_carry,
-                              primal_head=False)
+        ys_with_ct = [j for j, ct in enumerate(ct_ys) if ct is not None]
+        plan = _scan_vjp_plan(consts, init, xs, ys_with_ct, [True] * len(primals), jaxpr=jaxpr,
+                              num_consts=num_consts, num_carry=num_carry, primal_head=False)
         if plan is None:
             return [None] * len(primals)
         saved = _run_forward(plan, consts, init, xs, num_consts=num_consts,

@@ -206,6 +206,7 @@ def _split_known(jaxpr: Jaxpr, known_in, available_in) -> tuple[Jaxpr, Jaxpr]:
     Effectful equations stay in the unknown part (they run where they ran before).
     """
     from flamefx.transforms.passes import eliminate_dead_code, has_effects
+    jaxpr = eliminate_dead_code(jaxpr)  # no residuals for work nothing reads
     known = {v.id for v, k in zip(jaxpr.invars, known_in) if k}
     known_eqns, unknown_eqns = [], []
     for eqn in jaxpr.eqns:

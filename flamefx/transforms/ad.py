@@ -227,14 +227,15 @@ class VJPTrace(Trace):
         primals, nodes, indices = self.unpack(args, VJPTracer, ("primal", "node", "index"), None)
         parents = [None if n is None else (n, i) for n, i in zip(nodes, indices)]
         taped = prim.differentiable and any(p is not None for p in parents)
-        # A primitive with ``vjp_forward(primals, **params) -> (outs, residuals)`` (scan's)
-        # saves what its VJP reads while it runs; the VJP gets them as ``residuals=``.
+        # A primitive with ``vjp_forward(primals, wanted, **params) -> (outs, residuals)``
+        # (scan's) saves what its VJP reads while it runs, for the cotangents ``wanted`` (of
+        # the primals on the tape); the VJP gets them as ``residuals=``.
         forward = getattr(prim, "vjp_forward", None) if taped else None
         with core.set_current_trace(self.parent):
             if forward is None:
                 outs = core.bind_list(prim, *primals, **params)
             else:
-                outs, residuals = forward(primals, **params)
+                outs, residuals = forward(primals, [p is not None for p in parents], **params)
                 params = dict(params, residuals=residuals)
         if not taped:
             return outs
