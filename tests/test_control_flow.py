@@ -264,6 +264,33 @@ def test_scan_grad_saves_residuals_and_skips_the_unread_xs_cotangent():
     _close(np.asarray(g[1])[1, 2], numeric, tol=1e-6)
 
 
+def _saved_per_step(fun, *args, n_ys=1):
+    """The shapes the forward scan of grad(fun) stacks after its carries and ``n_ys`` ys:
+    its residuals."""
+    closed = flamefx.make_jaxpr(flamefx.grad(fun))(*args)
+    forward = [e for e in closed.jaxpr.eqns if e.prim.name == "scan"][0]
+    return [v.aval.shape for v in forward.outvars[forward.params["num_carry"] + n_ys:]]
+
+
+def test_scan_grad_saves_per_step_values_not_loop_invariant_ones():
+    # cos(w) (sin's derivative at a const) is computed once per backward step, not stacked;
+    # under checkpoint only the carry entering each step is saved.
+    def body(c, x, w):
+        return c * fnp.sin(w) + fnp.tanh(c * x), c
+
+    def loss(w, xs, remat=False):
+        step = lambda c, x: body(c, x, w)
+        step = flamefx.checkpoint(step) if remat else step
+        return fnp.sum(lax.scan(step, fnp.ones(3, np.float64), xs)[1])
+
+    # Saved: the carry entering each step and 1 - tanh(c * x)**2 (not cos(w)).
+    assert _saved_per_step(loss, W64, XS64) == [(6, 3), (6, 3)]
+    assert _saved_per_step(lambda w, xs: loss(w, xs, remat=True), W64, XS64) == [(6, 3)]
+    g, g_remat = (flamefx.grad(loss)(W64, XS64, r) for r in (False, True))
+    _close(g, g_remat)
+    check_grads(lambda w: loss(w, XS64, True), (W64,), order=2)
+
+
 def test_grad_through_scan_over_a_vector_of_scalars():
     # 0-d slices of xs (and 0-d stacked residuals) reach the body as arrays.
     f = lambda w: lax.scan(lambda c, x: (c * w + fnp.sin(x * c), c), 1.0, XS64[:, 0])[0]

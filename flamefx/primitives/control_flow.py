@@ -544,10 +544,17 @@ def _scan_vjp_plan(consts, init, xs, ys_with_ct, wanted, *, jaxpr, num_consts, n
     # and the backward has the consts and xs itself (the carries it gets as residuals).
     fixed, cts_k, carry_k, x_k, ct_y = _split(
         [True] * len(step.invars), ne + num_consts, n_acc + n_ct, num_carry, len(xs))
-    unknown = [False] * len(cts_k)
+    unknown, no_ct = [False] * len(cts_k), [False] * len(ct_y)
+    from flamefx.transforms.passes import has_effects
+    if any(has_effects(e, ("remat",)) for e in jaxpr.eqns):
+        # checkpoint in the body: save only the carries and recompute the steps backward,
+        # as checkpoint asks (saving its recomputation would undo it).
+        known_in = [False] * len(fixed) + unknown + carry_k + [False] * len(x_k) + no_ct
+    else:
+        known_in = fixed + unknown + carry_k + x_k + no_ct
     known, rest = _split_known(
-        step, fixed + unknown + carry_k + x_k + [False] * len(ct_y),
-        fixed + unknown + [False] * num_carry + x_k + [False] * len(ct_y))
+        step, known_in, fixed + unknown + [False] * num_carry + x_k + no_ct,
+        fixed + unknown + [False] * (num_carry + len(xs)) + no_ct)
     at = _split(range(len(rest.invars)), len(known.outvars), ne + num_consts, n_acc + n_ct,
                 num_carry, len(xs))
     backward = _reorder(rest, [at[1], at[2], at[0], at[4], at[5]], [range(len(rest.outvars))])
@@ -557,9 +564,12 @@ def _scan_vjp_plan(consts, init, xs, ys_with_ct, wanted, *, jaxpr, num_consts, n
         Jaxpr([], jaxpr.invars, jaxpr.outvars[:num_carry], jaxpr.eqns)))
 
     def forward_step(*args):
-        step_extra, rest_args = _split(args, ne)
-        return (eval_jaxpr(head, [], *rest_args)
-                + eval_jaxpr(known, [], *step_extra, *rest_args))
+        # args: extra, consts, carry, x; the known part takes those known_in marks.
+        step_args = iter(args)
+        primal_args = [next(step_args) if p else None for p in fixed + unknown + carry_k + x_k
+                       + no_ct]
+        return (eval_jaxpr(head, [], *args[ne:])
+                + eval_jaxpr(known, [], *[a for a, k in zip(primal_args, known_in) if k]))
 
     forward, forward_extra = _trace(forward_step, [_aval(e) for e in extra] + jaxpr.in_avals)
     return _ScanVJPPlan(diff_consts, diff_carry, diff_xs, ys_with_ct, forward,

@@ -195,34 +195,41 @@ def _types(avals) -> str:
     return ", ".join(a.str_short() for a in avals) or "nothing"
 
 
-def _split_known(jaxpr: Jaxpr, known_in, available_in) -> tuple[Jaxpr, Jaxpr]:
+def _split_known(jaxpr: Jaxpr, known_in, available_in, invariant_in) -> tuple[Jaxpr, Jaxpr]:
     """Partial evaluation: splits ``jaxpr`` into the equations computable from the inputs
     ``known_in`` marks (the forward part of a traced VJP) and the rest (the backward part).
 
     Returns (known, unknown). ``known`` takes the known inputs and returns the residuals:
     the known values that the rest reads, except the inputs ``available_in`` marks (the
-    backward gets those itself). ``unknown`` takes (*residuals, *jaxpr's inputs) and returns
-    jaxpr's outputs; an input saved as a residual appears a second time as an unread var.
-    Effectful equations stay in the unknown part (they run where they ran before).
+    backward gets those itself) and values computed from ``invariant_in`` inputs alone (a
+    loop's consts: the backward recomputes them rather than saving them every step).
+    ``unknown`` takes (*residuals, *jaxpr's inputs) and returns jaxpr's outputs; an input
+    saved as a residual appears a second time as an unread var. Effectful equations stay
+    in the unknown part (they run where they ran before).
     """
     from flamefx.transforms.passes import eliminate_dead_code, has_effects
     jaxpr = eliminate_dead_code(jaxpr)  # no residuals for work nothing reads
     known = {v.id for v, k in zip(jaxpr.invars, known_in) if k}
+    invariant = {v.id for v, i in zip(jaxpr.invars, invariant_in) if i}
     known_eqns, unknown_eqns = [], []
     for eqn in jaxpr.eqns:
-        if not has_effects(eqn) and all(not isinstance(v, Var) or v.id in known
-                                        for v in eqn.invars):
-            known_eqns.append(eqn)
-            known.update(v.id for v in eqn.outvars)
-        else:
+        ins = [v.id for v in eqn.invars if isinstance(v, Var)]
+        if has_effects(eqn) or not all(i in known for i in ins):
             unknown_eqns.append(eqn)
-    available = {v.id for v, a in zip(jaxpr.invars, available_in) if a}
+            continue
+        known_eqns.append(eqn)
+        known.update(v.id for v in eqn.outvars)
+        if all(i in invariant for i in ins):
+            unknown_eqns.append(eqn)
+            invariant.update(v.id for v in eqn.outvars)
+    skip = invariant | {v.id for v, a in zip(jaxpr.invars, available_in) if a}
     residuals, seen = [], set()
     for v in [v for e in unknown_eqns for v in e.invars] + jaxpr.outvars:
-        if isinstance(v, Var) and v.id in known and v.id not in available | seen:
+        if isinstance(v, Var) and v.id in known and v.id not in skip | seen:
             seen.add(v.id)
             residuals.append(v)
     known_jaxpr = eliminate_dead_code(Jaxpr(
         [], [v for v, k in zip(jaxpr.invars, known_in) if k], residuals, known_eqns))
     invars = [Var(v.aval) if v.id in seen else v for v in jaxpr.invars]
-    return known_jaxpr, Jaxpr([], residuals + invars, jaxpr.outvars, unknown_eqns)
+    return known_jaxpr, eliminate_dead_code(
+        Jaxpr([], residuals + invars, jaxpr.outvars, unknown_eqns))
