@@ -703,8 +703,8 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     """Loops ``carry, y = f(carry, x)`` over the leading axis of ``xs``; returns
     ``(final carry, stacked ys)`` (JAX's semantics; pytrees for carry, xs and ys).
 
-    The body is traced once and compiled once; grad runs a reverse scan over the saved
-    per-step carries. ``unroll`` is accepted for JAX compatibility (flamefx loops on the
+    The body is traced once and compiled once; under grad the forward scan also saves what
+    each step's backward reads (as JAX does) and a reverse scan runs the backward steps. ``unroll`` is accepted for JAX compatibility (flamefx loops on the
     host over the compiled body, so unrolling buys nothing).
 
     >>> import flamefx.numpy as fnp
