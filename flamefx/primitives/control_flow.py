@@ -704,8 +704,9 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     ``(final carry, stacked ys)`` (JAX's semantics; pytrees for carry, xs and ys).
 
     The body is traced once and compiled once; under grad the forward scan also saves what
-    each step's backward reads (as JAX does) and a reverse scan runs the backward steps. ``unroll`` is accepted for JAX compatibility (flamefx loops on the
-    host over the compiled body, so unrolling buys nothing).
+    each step's backward reads (as JAX does) and a reverse scan runs the backward steps.
+    ``unroll`` is accepted for JAX compatibility (flamefx loops on the host over the
+    compiled body, so unrolling buys nothing).
 
     >>> import flamefx.numpy as fnp
     >>> total, partial_sums = scan(lambda c, x: (c + x, c + x), 0.0, fnp.arange(4.0))
