@@ -483,6 +483,15 @@ def _strip_sub_jaxprs(value):
     if isinstance(value, ClosedJaxpr):
         stripped = without_debug_callbacks(value.jaxpr)
         return value if stripped is value.jaxpr else ClosedJaxpr(stripped, value.consts)
+    if isinstance(getattr(value, "derived", None), dict) and isinstance(
+            getattr(value, "jaxpr", None), Jaxpr):  # a jit Program: jit_call runs its jaxpr
+        stripped = without_debug_callbacks(value.jaxpr)
+        if stripped is value.jaxpr:
+            return value
+        key = ("without_debug_callbacks",)
+        if key not in value.derived:
+            value.derived[key] = type(value)(stripped, value.name)
+        return value.derived[key]
     return value
 
 
