@@ -197,10 +197,12 @@ def einsum(subscripts, *operands, optimize=None, precision=None):
 
 def vecdot(x1, x2, /, *, axis: int = -1, precision=None):
     """The dot product of vectors along ``axis`` of ``x1`` and ``x2``, broadcasting the
-    other axes (the array API's ``vecdot``).
+    other axes (the array API's ``vecdot``: ``x1`` is conjugated, as in NumPy and JAX).
 
     >>> vecdot([[1.0, 2.0], [3.0, 4.0]], [1.0, 1.0]).tolist()
     [3.0, 7.0]
+    >>> vecdot(np.array([1j]), np.array([1j])).item()
+    (1+0j)
     """
     from flamefx.numpy.promotion import broadcast_shapes, broadcast_to, canonical_axis
     from flamefx.numpy.shape import moveaxis
@@ -212,6 +214,9 @@ def vecdot(x1, x2, /, *, axis: int = -1, precision=None):
     if x1.shape[ax1] != x2.shape[ax2]:
         raise _error(f"vecdot: the axis {axis} has size {x1.shape[ax1]} in x1 {x1.shape} but "
                      f"{x2.shape[ax2]} in x2 {x2.shape}")
+    if dtypes.is_complex(x1.dtype):
+        from flamefx.numpy.complex_numbers import conjugate
+        x1 = conjugate(x1)
     x1, x2 = moveaxis(x1, ax1, -1), moveaxis(x2, ax2, -1)
     batch = broadcast_shapes(x1.shape[:-1], x2.shape[:-1])
     x1 = broadcast_to(x1, batch + x1.shape[-1:])

@@ -17,6 +17,7 @@ from flamefx import dtypes, lax
 from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
 from flamefx.numpy.promotion import (as_operand, broadcast_shapes, broadcast_to, canonical_axis,
                                      constant_like, convert, promote_dtypes)
+from flamefx.numpy.shape import matrix_transpose  # noqa: F401 (the array-API name, re-exported)
 
 
 def _promoted_pair(a, b):
@@ -271,33 +272,15 @@ def matrix_norm(x, /, *, keepdims: bool = False, ord="fro"):
     return norm(x, ord=ord, axis=(-2, -1), keepdims=keepdims)
 
 
-def matrix_transpose(x, /):
-    """Swaps the last two axes.
-
-    >>> matrix_transpose([[1, 2]]).tolist()
-    [[1], [2]]
-    """
-    x = as_operand(x)
-    if x.ndim < 2:
-        raise FlamefxValueError(f"matrix_transpose: needs at least 2 dims, got shape {x.shape}"
-                                f"\n  at {user_frame()}")
-    return lax.transpose(x, tuple(range(x.ndim - 2)) + (x.ndim - 1, x.ndim - 2))
-
-
 def vecdot(x1, x2, /, *, axis: int = -1, precision=None, preferred_element_type=None):
-    """The dot product of vectors along ``axis``, broadcast over the other axes.
+    """The dot product of vectors along ``axis`` (``x1`` conjugated), broadcast over the
+    other axes: ``flamefx.numpy.vecdot`` with ``preferred_element_type``.
 
     >>> vecdot([[1, 2], [3, 4]], [1, 1]).tolist()
     [3, 7]
     """
-    from flamefx.numpy import reductions
-    from flamefx.numpy.math import multiply
-    x1, x2 = _promoted_pair(x1, x2)
-    shape = broadcast_shapes(x1.shape, x2.shape)
-    axis = canonical_axis(axis, len(shape))
-    if x1.ndim == 0 or x2.ndim == 0:
-        raise FlamefxValueError("vecdot: operands must have at least one dimension")
-    out = reductions.sum(multiply(x1, x2), axis=axis)
+    from flamefx.numpy.einsum import vecdot as einsum_vecdot
+    out = einsum_vecdot(x1, x2, axis=axis, precision=precision)
     return out if preferred_element_type is None else out.astype(preferred_element_type)
 
 
