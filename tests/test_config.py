@@ -28,9 +28,10 @@ def _restore_options():
     ("jax_debug_nans", "debug_nans", True),
     ("jax_debug_infs", "debug_infs", True),
     ("jax_numpy_rank_promotion", "numpy_rank_promotion", "raise"),
-    ("jax_threefry_partitionable", "threefry_partitionable", True),
+    ("jax_threefry_partitionable", "threefry_partitionable", False),
 ])
 def test_jax_names_set_flamefx_options(jax_name, own, value):
+    assert config.read(own) != value  # a non-default value, so the update is seen
     config.update(jax_name, value)
     assert config.read(own) == value
     assert config.read(jax_name) == value
