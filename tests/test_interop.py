@@ -78,13 +78,7 @@ def test_jax_gpu_zero_copy(dtype):
 # --- NumPy's 64-bit data meets flamefx: JAX's canonical dtypes ------------------------------
 
 
-@pytest.fixture
-def x64():
-    """Turns jax_enable_x64 on for a block: ``with x64(): ...``."""
-    return lambda: flamefx.config.override("jax_enable_x64", True)
-
-
-def test_numpy_64_bit_data_becomes_32_bit_unless_x64(x64):
+def test_numpy_64_bit_data_becomes_32_bit_unless_x64():
     f64, i64, u64 = np.ones(3), np.arange(3), np.arange(3, dtype=np.uint64)
     entries = {
         "asarray": lambda a: fnp.asarray(a),
@@ -97,7 +91,7 @@ def test_numpy_64_bit_data_becomes_32_bit_unless_x64(x64):
     for name, enter in entries.items():
         assert [enter(a).dtype for a in (f64, i64, u64)] == [np.float32, np.int32, np.uint32], \
             name
-        with x64():
+        with flamefx.config.override("jax_enable_x64", True):
             assert [enter(a).dtype for a in (f64, i64, u64)] == [np.float64, np.int64,
                                                                 np.uint64], name
     # An explicit dtype and a flamefx array already float64 are kept (flamefx's extension).
@@ -116,7 +110,7 @@ def test_array_likes_read_as_numpy_take_jax_dtypes():
     assert fnp.asarray(Frame()).tolist() == [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
 
 
-def test_numpy_operands_of_flamefx_ops_take_jax_dtypes(x64):
+def test_numpy_operands_of_flamefx_ops_take_jax_dtypes():
     # Values and dtypes taken from JAX 0.10 (x64 off): f32 @ np_f64 is f32, and NumPy
     # scalars are strongly typed 32-bit values (bf16 * np.float64 -> f32, int8 * np.int64
     # -> int32), while Python scalars stay weak (bf16 * 2.0 -> bf16).
@@ -128,11 +122,11 @@ def test_numpy_operands_of_flamefx_ops_take_jax_dtypes(x64):
     assert (fnp.ones(3, fnp.int8) * np.int64(2)).dtype == np.int32
     assert (fnp.ones(3, fnp.bfloat16) * 2.0).dtype == fnp.bfloat16
     assert fnp.result_type(np.ones(2)) == np.float32
-    with x64():
+    with flamefx.config.override("jax_enable_x64", True):
         assert (fnp.ones(3) @ np.ones((3, 2))).dtype == np.float64
 
 
-def test_sklearn_float64_data_trains_in_float32_unless_x64(x64):
+def test_sklearn_float64_data_trains_in_float32_unless_x64():
     datasets = pytest.importorskip("sklearn.datasets")
     features, labels = datasets.load_digits(return_X_y=True)  # float64 and int64
     assert features.dtype == np.float64 and labels.dtype == np.int64
@@ -158,7 +152,7 @@ def test_sklearn_float64_data_trains_in_float32_unless_x64(x64):
     lowered = step.lower(np.zeros((64, 10)), features, labels)  # (hoisted constants first)
     assert [a.dtype for a in lowered.jaxpr.in_avals[-3:]] \
         == [np.float32, np.float32, np.int32]
-    with x64():
+    with flamefx.config.override("jax_enable_x64", True):
         w64, value64 = train(np.zeros((64, 10)))
         assert w64.dtype == np.float64 and value64.dtype == np.float64
     # The same numbers, to float32's precision, and the loss went down from log(10).
