@@ -8,7 +8,7 @@ import pytest
 import flamefx
 import flamefx.numpy as fnp
 from flamefx import config, optim
-from tests.test_optim_trajectories import LR, PROBLEMS, STEPS, check_trajectories
+from tests.test_optim_trajectories import LR, PROBLEMS, STEPS, _zeros2, check_trajectories
 
 
 def _adam_step(lr_of_step):
@@ -19,10 +19,6 @@ def _adam_step(lr_of_step):
         return -lr_of_step(t - 1) * (m / (1 - 0.9 ** t)) / (np.sqrt(v / (1 - 0.999 ** t))
                                                             + 1e-8), (m, v)
     return step
-
-
-def _zeros2(p):
-    return np.zeros_like(p), np.zeros_like(p)
 
 
 def test_inject_hyperparams_adam_follows_adam_equations():
