@@ -79,8 +79,9 @@ def test_conv_general_dilated_string_padding_and_layouts(padding, layout):
 def test_primitive_level_conv_takes_string_padding():
     from flamefx.primitives import nn_ops
     x, w = RNG.normal(size=(1, 2, 6, 5)), RNG.normal(size=(3, 2, 3, 2))
-    want = lax.conv_general_dilated(x, w, (2, 1), "SAME", None, (1, 2))
-    _close(nn_ops.conv_general_dilated(x, w, (2, 1), "SAME", None, (1, 2)), np.asarray(want))
+    # spans (3, 3): kernel (3, 2) with rhs dilation (1, 2)
+    want = _np_conv_nchw(x, w, (2, 1), [_same_pads(6, 3, 2), _same_pads(5, 3, 1)], (1, 2))
+    _close(nn_ops.conv_general_dilated(x, w, (2, 1), "SAME", None, (1, 2)), want)
 
 
 def test_conv_shape_helpers_match_jax_numbers():
