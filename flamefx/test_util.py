@@ -115,7 +115,7 @@ def _check_vjp(f, args, rng, atol, rtol, eps):
     lhs = _inner(u, jv)
     rhs = _inner(ct, tangents)
     scale = max(1.0, abs(lhs), abs(rhs))
-    if abs(lhs - rhs) > atol * scale + rtol * scale:
+    if not abs(lhs - rhs) <= atol * scale + rtol * scale:  # a NaN on either side fails
         raise AssertionError(f"vjp check failed: <u, J v> = {lhs!r} (finite differences) but "
                              f"<J^T u, v> = {rhs!r} (vjp)")
 

@@ -308,3 +308,15 @@ def test_shape_dtype_structs_lower_and_make_jaxpr():
     assert [e.prim.name for e in jaxpr.eqns] == ["reduce_sum"]
     with pytest.raises(FlamefxTypeError, match="ShapeDtypeStruct is not an array"):
         flamefx.jit(lambda x: x)(spec)  # no data to run on, as in JAX
+
+
+def test_a_jitted_print_inside_a_checkpoint_prints_once_under_grad(capsys):
+    # Reverse mode recomputes the checkpointed forward; the nested jit's print must not
+    # show again there (JAX prints the forward pass once).
+    @flamefx.jit
+    def g(x):
+        flamefx.debug.print("g sees {x}", x=x)
+        return x * 3.0
+
+    flamefx.grad(flamefx.checkpoint(lambda x: g(x) * 2.0))(fnp.float32(1.0))
+    assert capsys.readouterr().out.count("g sees") == 1

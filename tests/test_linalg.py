@@ -492,3 +492,11 @@ def test_svd_of_one_matrix_on_the_gpu_matches_the_cpu(m, n, full_matrices):
     k = min(m, n)
     _close(s, np.linalg.svd(a, compute_uv=False), tol=1e-5)
     _close((np.asarray(u)[:, :k] * np.asarray(s)) @ np.asarray(vh)[:k], a, tol=1e-4)
+
+
+def test_vecdot_conjugates_its_first_argument_as_numpy():
+    z = np.array([1 + 2j, 3 - 1j], np.complex64)
+    w = np.array([2 - 1j, 1 + 1j], np.complex64)
+    expected = np.vecdot(z, w) if hasattr(np, "vecdot") else np.sum(np.conj(z) * w)
+    np.testing.assert_allclose(np.asarray(fnp.linalg.vecdot(z, w)), expected, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(fnp.vecdot(z, w)), expected, rtol=1e-6)
