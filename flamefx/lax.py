@@ -32,7 +32,6 @@ from flamefx.primitives.reductions import (
 from flamefx.primitives.structural import (
     broadcast_in_dim, concatenate, copy, expand_dims, iota, pad, reshape, rev, slice, squeeze,
     transpose)
-from flamefx.primitives.dynamic_slicing import dynamic_slice, dynamic_update_slice
 
 # --- primitives: indexing, linear algebra, convolution -----------------------------------------
 from flamefx.primitives.indexing import gather, scatter
@@ -45,9 +44,10 @@ from flamefx.lax_conv import (
 # --- composites: windowed/monoid reductions, prefix scans, map, slicing helpers, products ------
 from flamefx.lax_extras import (
     associative_scan, batch_matmul, broadcast, clamp, collapse, cumlogsumexp, cummax, cummin,
-    cumprod, cumsum, dot, dot_general, dynamic_index_in_dim, dynamic_slice_in_dim,
-    dynamic_update_index_in_dim, dynamic_update_slice_in_dim, full, index_in_dim, map, reduce,
-    reduce_window, reduce_window_shape_tuple, select, slice_in_dim, zeros_like_array)
+    cumprod, cumsum, dot, dot_general, dynamic_index_in_dim, dynamic_slice, dynamic_slice_in_dim,
+    dynamic_update_index_in_dim, dynamic_update_slice, dynamic_update_slice_in_dim, full,
+    index_in_dim, map, reduce, reduce_window, reduce_window_shape_tuple, select, slice_in_dim,
+    zeros_like_array)
 
 # --- primitives: Fourier transforms -------------------------------------------------------------
 from flamefx.primitives.fft import FftType, fft

@@ -17,11 +17,11 @@ import builtins
 import numpy as np
 
 from flamefx import core, dtypes, tree_util
-from flamefx.errors import FlamefxTypeError, FlamefxValueError
+from flamefx.errors import FlamefxTypeError, FlamefxValueError, where
 from flamefx.lax_conv import canonicalize_precision, padtype_to_pads
 from flamefx.primitives import elementwise as ew
 from flamefx.primitives import reductions, structural, windowed
-from flamefx.primitives.dynamic_slicing import dynamic_slice, dynamic_update_slice
+from flamefx.primitives import dynamic_slicing
 from flamefx.primitives.linalg import dot_general as _dot_general
 from flamefx.transforms.ad import stop_gradient
 
@@ -345,17 +345,82 @@ def index_in_dim(operand, index: int, axis: int = 0, keepdims: bool = True):
     return out if keepdims else structural.squeeze(out, (axis,))
 
 
-def _starts(shape, axis, index, allow_negative_indices):
-    """Start indices: ``index`` on ``axis`` (negative counts from the end when allowed, as
-    JAX), zeros elsewhere."""
+def _start_list(start_indices, ndim, what):
+    """The start indices as a list of scalars: a sequence as given, a 1-D array split."""
+    if isinstance(start_indices, (list, tuple)):
+        starts = list(start_indices)
+    else:
+        start_indices = core.ensure_array(start_indices)
+        if len(_shape(start_indices)) != 1:
+            raise FlamefxValueError(f"{what}: start_indices must be a sequence or a 1-D array, "
+                                    f"got shape {_shape(start_indices)}{where()}")
+        starts = [structural.squeeze(structural.slice(start_indices, (i,), (i + 1,)), (0,))
+                  for i in range(_shape(start_indices)[0])]
+    if len(starts) != ndim:
+        raise FlamefxValueError(f"{what}: {len(starts)} start indices for an operand of rank "
+                                f"{ndim} (one per axis){where()}")
+    return starts
+
+
+def _wrapped_starts(shape, start_indices, allow_negative_indices, what):
+    """JAX's start-index normalization: a negative start counts once from the end of its axis
+    (``i + dim``) where allowed; the primitive then clamps the window into bounds. A static
+    negative start where not allowed is an error; a traced one is left to the clamp (as JAX)."""
+    starts = _start_list(start_indices, len(shape), what)
+    allow = ([bool(allow_negative_indices)] * len(shape)
+             if isinstance(allow_negative_indices, (bool, np.bool_))
+             else [bool(a) for a in allow_negative_indices])
+    wrapped = []
+    for i, dim, allowed in zip(starts, shape, allow):
+        if isinstance(i, (int, np.integer)):
+            if i < 0 and not allowed:
+                raise FlamefxValueError(f"{what}: index {int(i)} is out of bounds for an axis "
+                                        f"of size {dim} with allow_negative_indices=False"
+                                        f"{where()}")
+            wrapped.append(type(i)(i + dim) if i < 0 else i)
+            continue
+        i = core.ensure_array(i)
+        if allowed and not np.issubdtype(_dtype(i), np.unsignedinteger):
+            i = ew.select_n(ew.lt(i, ew.full_like(i, 0)), i, ew.add(i, ew.full_like(i, dim)))
+        wrapped.append(i)
+    return wrapped
+
+
+def dynamic_slice(operand, start_indices, slice_sizes, *, allow_negative_indices=True):
+    """A ``slice_sizes`` window of ``operand`` at traced ``start_indices`` (JAX's
+    ``lax.dynamic_slice``): a negative start counts once from the end of its axis (where
+    ``allow_negative_indices``), then the window is clamped to stay in bounds.
+
+    >>> import numpy as np
+    >>> dynamic_slice(np.arange(5.0), [-1], (2,)).tolist()  # -1 -> 4, clamped to 3
+    [3.0, 4.0]
+    """
+    starts = _wrapped_starts(_shape(operand), start_indices, allow_negative_indices,
+                             "dynamic_slice")
+    return dynamic_slicing.dynamic_slice(operand, starts, slice_sizes)
+
+
+def dynamic_update_slice(operand, update, start_indices, *, allow_negative_indices=True):
+    """``operand`` with ``update`` written at traced ``start_indices`` (JAX's
+    ``lax.dynamic_update_slice``): a negative start counts once from the end of its axis
+    (where ``allow_negative_indices``), then the window is clamped to stay in bounds.
+
+    >>> import numpy as np
+    >>> dynamic_update_slice(np.zeros(4), np.ones(2), [-3]).tolist()
+    [0.0, 1.0, 1.0, 0.0]
+    """
+    starts = _wrapped_starts(_shape(operand), start_indices, allow_negative_indices,
+                             "dynamic_update_slice")
+    return dynamic_slicing.dynamic_update_slice(operand, update, starts)
+
+
+def _starts(shape, axis, index):
+    """Start indices: ``index`` on ``axis``, zeros (of its type) elsewhere, as JAX builds them."""
     if isinstance(index, (int, np.integer)):
-        index = int(index) + shape[axis] if allow_negative_indices and index < 0 else int(index)
-        return [index if i == axis else 0 for i in range(len(shape))]
-    index = core.ensure_array(index)
-    if allow_negative_indices:
-        wrapped = ew.add(index, ew.full_like(index, shape[axis]))
-        index = ew.select_n(ew.lt(index, ew.full_like(index, 0)), index, wrapped)
-    zero = ew.full_like(index, 0)
+        zero = type(index)(0)
+    else:
+        index = core.ensure_array(index)
+        zero = ew.full_like(index, 0)
     return [index if i == axis else zero for i in range(len(shape))]
 
 
@@ -372,8 +437,8 @@ def dynamic_slice_in_dim(operand, start_index, slice_size: int, axis: int = 0, *
     axis = _axis(axis, len(shape), "dynamic_slice_in_dim")
     sizes = list(shape)
     sizes[axis] = int(slice_size)
-    return dynamic_slice(operand, _starts(shape, axis, start_index, allow_negative_indices),
-                         tuple(sizes))
+    return dynamic_slice(operand, _starts(shape, axis, start_index), tuple(sizes),
+                         allow_negative_indices=allow_negative_indices)
 
 
 def dynamic_index_in_dim(operand, index, axis: int = 0, keepdims: bool = True, *,
@@ -400,8 +465,8 @@ def dynamic_update_slice_in_dim(operand, update, start_index, axis: int, *,
     """
     shape = _shape(operand)
     axis = _axis(axis, len(shape), "dynamic_update_slice_in_dim")
-    return dynamic_update_slice(operand, update,
-                                _starts(shape, axis, start_index, allow_negative_indices))
+    return dynamic_update_slice(operand, update, _starts(shape, axis, start_index),
+                                allow_negative_indices=allow_negative_indices)
 
 
 def dynamic_update_index_in_dim(operand, update, index, axis: int, *,

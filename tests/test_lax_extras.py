@@ -379,8 +379,11 @@ def test_negative_dynamic_indices_and_jax_defaults():
     _close(lax.dynamic_slice_in_dim(x, -2, 2, axis=2), x[:, :, 2:])
     _close(flamefx.jit(lambda i: lax.dynamic_index_in_dim(x, i, 1, False))(np.int32(-1)),
            x[:, -1])
-    _close(lax.dynamic_slice_in_dim(x, -2, 2, axis=2, allow_negative_indices=False),
-           x[:, :, :2])  # clamped to 0, not wrapped
+    with pytest.raises(FlamefxValueError, match="index -2 is out of bounds.*size 4"):
+        lax.dynamic_slice_in_dim(x, -2, 2, axis=2, allow_negative_indices=False)  # as JAX
+    _close(flamefx.jit(lambda i: lax.dynamic_slice_in_dim(x, i, 2, axis=2,
+                                                          allow_negative_indices=False))(
+        np.int32(-2)), x[:, :, :2])  # a traced start is clamped to 0, not wrapped (as JAX)
     want = x.copy()
     want[:, -1] = 0.0
     _close(flamefx.jit(lambda i: lax.dynamic_update_index_in_dim(x, np.zeros((2, 4)), i, 1))(
@@ -389,6 +392,54 @@ def test_negative_dynamic_indices_and_jax_defaults():
     _close(lax.dot(a, b, dimension_numbers=(((2,), (0,)), ((), ()))), a @ b)
     _close(lax.reduce_window(x, 0.0, lax.add, (1, 2, 2)),
            x[:, :-1, :-1] + x[:, 1:, :-1] + x[:, :-1, 1:] + x[:, 1:, 1:])
+
+
+def test_dynamic_slice_wraps_a_negative_start_once_then_clamps():
+    # JAX's _dynamic_slice_indices: i + dim when i < 0, then the primitive clamps the window.
+    # Expected rows taken from jax 0.10.2 (x = arange(5), size-2 windows).
+    x = np.arange(5.0)
+    starts = np.array([-1, -4, -6, -11, 2, 9], np.int32)
+    want = [[3.0, 4.0], [1.0, 2.0], [0.0, 1.0], [0.0, 1.0], [2.0, 3.0], [3.0, 4.0]]
+    for s, w in zip(starts, want):
+        _close(lax.dynamic_slice(x, [int(s)], (2,)), w)
+        _close(lax.dynamic_slice(x, [s], (2,)), w)
+        _close(flamefx.jit(lambda i: lax.dynamic_slice(x, [i], (2,)))(s), w)
+    _close(flamefx.vmap(lambda i: lax.dynamic_slice(x, [i], (2,)))(starts), want)
+    _close(flamefx.jit(flamefx.vmap(lambda i: lax.dynamic_slice(x, (i,), (2,))))(starts), want)
+    _close(lax.dynamic_slice(x, np.array([-2], np.int32), (2,)), [3.0, 4.0])  # a 1-D array
+    _close(lax.dynamic_slice(x, [np.uint32(3)], (2,)), [3.0, 4.0])  # unsigned: no wrap
+    grid = np.arange(12.0).reshape(3, 4)
+    _close(lax.dynamic_slice(grid, [-1, 1], (1, 2), allow_negative_indices=[True, False]),
+           [[9.0, 10.0]])  # per-axis flags
+    with pytest.raises(FlamefxValueError, match="index -3 is out of bounds.*size 4"):
+        lax.dynamic_slice(grid, [-1, -3], (1, 2), allow_negative_indices=(True, False))
+    with pytest.raises(FlamefxValueError, match="2 start indices for an operand of rank 1"):
+        lax.dynamic_slice(x, [0, 0], (2,))
+
+
+def test_dynamic_update_slice_wraps_a_negative_start_under_every_transform():
+    x = np.arange(5.0)
+    want = np.array([0.0, 1.0, 9.0, 9.0, 4.0])
+    _close(lax.dynamic_update_slice(x, np.full(2, 9.0), [-3]), want)
+    _close(flamefx.jit(lambda i: lax.dynamic_update_slice(x, np.full(2, 9.0), [i]))(
+        np.int32(-3)), want)
+    rows = flamefx.vmap(lambda i: lax.dynamic_update_slice(x, np.full(2, 9.0), [i]))(
+        np.array([-1, -3, -9], np.int32))
+    _close(rows, [[0.0, 1.0, 2.0, 9.0, 9.0], want, [9.0, 9.0, 2.0, 3.0, 4.0]])
+    # grad: the cotangent lands in the wrapped window (positions 3, 4 for start -2), eager
+    # and under jit; the update's gradient reads the same window.
+    w = np.array([2.0, 3.0])
+
+    def loss(x, u, i):
+        y = lax.dynamic_update_slice(x, u, [i])
+        return (lax.dynamic_slice(y * y, [i], (2,)) * w).sum() + y.sum()
+
+    for fn in (flamefx.grad(loss, (0, 1)), flamefx.jit(flamefx.grad(loss, (0, 1)))):
+        gx, gu = fn(np.arange(5.0), np.array([5.0, 7.0]), np.int32(-2))
+        _close(gx, [1.0, 1.0, 1.0, 0.0, 0.0])
+        _close(gu, [1.0 + 2 * 2.0 * 5.0, 1.0 + 2 * 3.0 * 7.0])
+    check_grads(lambda x, u: lax.dynamic_update_slice(x, u * u, [-2]) ** 2,
+                (np.arange(1.0, 6.0), np.array([0.5, 1.5])), order=2)
 
 
 def test_conv_transpose_consistent_padding_is_the_forward_padding():
