@@ -19,7 +19,7 @@ import sys
 
 import numpy as np
 
-from flamefx import core
+from flamefx import core, lax_extras
 from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
 from flamefx.primitives import elementwise as ew
 from flamefx.primitives import factorizations, spectral
@@ -50,18 +50,47 @@ def cholesky(x, *, symmetrize_input: bool = True):
 
 
 def eigh(x, *, lower: bool = True, symmetrize_input: bool = True,
-         sort_eigenvalues: bool = True, subset_by_index=None):
-    """Eigenvectors and eigenvalues ``(v, w)`` of a symmetric matrix (ascending ``w``).
+         sort_eigenvalues: bool = True, subset_by_index=None, implementation=None):
+    """Eigenvectors and eigenvalues ``(v, w)`` of a symmetric matrix.
+
+    ``w`` ascends: with ``sort_eigenvalues=True`` JAX promises it, and with ``False`` JAX
+    leaves the order to the backend, which on the CPU (LAPACK syevd) and the GPU (cuSOLVER
+    syevd / syevjBatched) is ascending too, as JAX's CPU/GPU lowering relies on. Unlike
+    JAX on CPU/GPU (which accepts only the whole range), ``subset_by_index=(start, end)``
+    keeps eigenpairs ``start..end-1`` of that ascending order. ``implementation`` may be
+    None or ``"qr"`` (the LAPACK/cuSOLVER path; JAX's Jacobi and QDWH are TPU/GPU-only).
 
     >>> v, w = eigh(np.array([[2.0, 0.0], [0.0, 1.0]]))
     >>> w.tolist()
     [1.0, 2.0]
+    >>> eigh(np.diag([3.0, 1.0, 2.0]), subset_by_index=(1, 3))[1].tolist()
+    [2.0, 3.0]
     """
-    if subset_by_index is not None:
-        raise FlamefxValueError("eigh: subset_by_index is not supported by flamefx")
+    if implementation is not None and str(getattr(implementation, "name", implementation)
+                                          ).lower() != "qr":
+        raise FlamefxValueError(f"eigh: implementation {implementation!r} is not supported by "
+                                f"flamefx (only the QR path, None)\n  at {user_frame()}")
     if symmetrize_input:
         x = symmetrize(x)
-    return spectral.eigh(x, lower=lower, sort_eigenvalues=sort_eigenvalues)
+    v, w = spectral.eigh(x, lower=lower, sort_eigenvalues=sort_eigenvalues)
+    if subset_by_index is None:
+        return v, w
+    start, end = _eigen_subset(subset_by_index, core.get_aval(w).shape[-1])
+    return (lax_extras.slice_in_dim(v, start, end, axis=-1),
+            lax_extras.slice_in_dim(w, start, end, axis=-1))
+
+
+def _eigen_subset(subset_by_index, n):
+    """``(start, end)`` checked against ``n`` eigenvalues."""
+    try:
+        start, end = (int(i) for i in subset_by_index)
+    except (TypeError, ValueError):
+        start, end = -1, -1
+    if not 0 <= start < end <= n:
+        raise FlamefxValueError(f"eigh: subset_by_index must be (start, end) with "
+                                f"0 <= start < end <= {n}, got {subset_by_index!r}\n  at "
+                                f"{user_frame()}")
+    return start, end
 
 
 def svd(x, *, full_matrices: bool = True, compute_uv: bool = True, subset_by_index=None,

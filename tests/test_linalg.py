@@ -500,3 +500,29 @@ def test_vecdot_conjugates_its_first_argument_as_numpy():
     expected = np.vecdot(z, w) if hasattr(np, "vecdot") else np.sum(np.conj(z) * w)
     np.testing.assert_allclose(np.asarray(fnp.linalg.vecdot(z, w)), expected, rtol=1e-6)
     np.testing.assert_allclose(np.asarray(fnp.vecdot(z, w)), expected, rtol=1e-6)
+
+
+def test_lax_eigh_sorts_ascending_and_keeps_a_subset_by_index():
+    # JAX: sort_eigenvalues=True promises ascending eigenvalues; False leaves the order to
+    # the backend, which is ascending on CPU/GPU. The spectrum is built unsorted.
+    from flamefx.lax import linalg as lax_linalg
+    q = _orthogonal(4)
+    spectrum = np.array([2.5, -1.0, 4.0, 0.5])
+    a = (q * spectrum) @ q.T
+    for sort in (True, False):
+        for fn in (lambda a, s=sort: lax_linalg.eigh(a, sort_eigenvalues=s),
+                   flamefx.jit(lambda a, s=sort: lax_linalg.eigh(a, sort_eigenvalues=s))):
+            v, w = (np.asarray(o) for o in fn(a))
+            np.testing.assert_allclose(w, np.sort(spectrum), atol=1e-12)
+            np.testing.assert_allclose(a @ v, v * w, atol=1e-12)
+    stack = np.stack([a, (q * spectrum[::-1] * 2) @ q.T])
+    v, w = flamefx.vmap(lambda a: lax_linalg.eigh(a, subset_by_index=(1, 3)))(stack)
+    assert v.shape == (2, 4, 2) and w.shape == (2, 2)
+    np.testing.assert_allclose(np.asarray(w), [[0.5, 2.5], [1.0, 5.0]], atol=1e-12)
+    v = np.asarray(v)
+    np.testing.assert_allclose(stack @ v, v * np.asarray(w)[:, None, :], atol=1e-12)
+    check_grads(lambda a: lax_linalg.eigh(a, subset_by_index=(2, 4))[1], (a,), order=2)
+    with pytest.raises(FlamefxValueError, match=r"0 <= start < end <= 4, got \(3, 5\)"):
+        lax_linalg.eigh(a, subset_by_index=(3, 5))
+    with pytest.raises(FlamefxValueError, match="implementation 'jacobi'"):
+        lax_linalg.eigh(a, implementation="jacobi")
