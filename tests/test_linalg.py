@@ -526,3 +526,34 @@ def test_lax_eigh_sorts_ascending_and_keeps_a_subset_by_index():
         lax_linalg.eigh(a, subset_by_index=(3, 5))
     with pytest.raises(FlamefxValueError, match="implementation 'jacobi'"):
         lax_linalg.eigh(a, implementation="jacobi")
+
+
+@pytest.mark.parametrize("shape", [(0, 3), (3, 0), (2, 0, 3), (2, 3, 0), (0, 0)])
+def test_empty_matrices_give_jax_shapes(shape):
+    # Shapes and identity fills taken from jax 0.10.2.
+    a = np.zeros(shape)
+    m, n = shape[-2:]
+    batch, k = shape[:-2], min(m, n)
+    for svd in (fnp.linalg.svd, flamefx.jit(fnp.linalg.svd, static_argnums=1)):
+        u, s, vh = svd(a, False)
+        assert (u.shape, s.shape, vh.shape) == (batch + (m, k), batch + (k,), batch + (k, n))
+        u, s, vh = svd(a, True)
+        np.testing.assert_array_equal(np.asarray(u), np.broadcast_to(np.eye(m), batch + (m, m)))
+        np.testing.assert_array_equal(np.asarray(vh), np.broadcast_to(np.eye(n), batch + (n, n)))
+    grad = flamefx.grad(lambda a: fnp.linalg.svd(a, full_matrices=False)[0].sum())(a)
+    assert grad.shape == shape
+    assert fnp.linalg.pinv(a).shape == batch + (n, m)
+    q, r = fnp.linalg.qr(a, mode="complete")
+    np.testing.assert_array_equal(np.asarray(q), np.broadcast_to(np.eye(m), batch + (m, m)))
+    assert r.shape == shape
+    for ord in (2, 1, np.inf, "fro", "nuc"):
+        np.testing.assert_array_equal(np.asarray(fnp.linalg.norm(a, ord, axis=(-2, -1))),
+                                      np.zeros(batch))
+    with pytest.raises(FlamefxValueError, match=r"cond: the matrix must not be empty"):
+        fnp.linalg.cond(a)
+    if not batch:
+        b = np.full((m, 2), 1.5)
+        x, resid, rank, s = fnp.linalg.lstsq(a, b)
+        assert (x.shape, s.shape, int(rank)) == ((n, 2), (0,), 0)
+        np.testing.assert_array_equal(np.asarray(x), np.zeros((n, 2)))
+        np.testing.assert_allclose(np.asarray(resid), np.full(2, 2.25 * m))

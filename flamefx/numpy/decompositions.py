@@ -358,7 +358,7 @@ def lstsq(a, b, rcond=None, *, numpy_resid: bool = False):
     eps = float(dtypes.finfo(a.dtype).eps)
     rcond = eps * max(m, n) if rcond is None else fnp.where(fnp.asarray(rcond) < 0, eps, rcond)
     u, s, vt = lax_linalg.svd(a, full_matrices=False)
-    mask = s >= fnp.asarray(rcond, dtype=s.dtype) * s[0]
+    mask = s >= fnp.asarray(rcond, dtype=s.dtype) * s[:1]  # [:1]: s may be empty
     rank = fnp.sum(mask)
     s_inv = fnp.where(mask, 1 / fnp.where(mask, s, 1), 0)[:, None]
     x = fnp.matmul(vt.T, s_inv * fnp.matmul(u.T, b))
@@ -457,6 +457,9 @@ def cond(x, p=None):
     fnp = _fnp()
     x, = _inexact(x)
     _check_matrix(x, "cond")
+    if 0 in x.shape[-2:]:
+        raise FlamefxValueError(f"cond: the matrix must not be empty, got shape {x.shape}\n  at "
+                                f"{user_frame()}")
     if p is None or p == 2:
         s = svd(x, compute_uv=False)
         r = s[..., 0] / s[..., -1]

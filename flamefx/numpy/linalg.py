@@ -184,11 +184,11 @@ def norm(x, ord=None, axis=None, keepdims: bool = False):
     abs_x = fmath.abs(x)
     if ord in (1, -1):
         sums = reductions.sum(abs_x, axis=row_axis, keepdims=True)
-        pick = reductions.max if ord == 1 else reductions.min
+        pick = _max_norm if ord == 1 else reductions.min
         out = pick(sums, axis=col_axis, keepdims=True)
     elif ord in (np.inf, -np.inf):
         sums = reductions.sum(abs_x, axis=col_axis, keepdims=True)
-        pick = reductions.max if ord == np.inf else reductions.min
+        pick = _max_norm if ord == np.inf else reductions.min
         out = pick(sums, axis=row_axis, keepdims=True)
     elif ord in (2, -2, "nuc"):
         out = _singular_value_norm(x, ord, row_axis, col_axis)
@@ -233,8 +233,16 @@ def _singular_value_norm(x, ord, row_axis, col_axis):
     from flamefx.numpy import reductions
     from flamefx.numpy.shape import expand_dims, moveaxis
     s = svdvals(moveaxis(x, (row_axis, col_axis), (-2, -1)))
-    pick = {2: reductions.max, -2: reductions.min, "nuc": reductions.sum}[ord]
+    pick = {2: _max_norm, -2: reductions.min, "nuc": reductions.sum}[ord]
     return expand_dims(pick(s, axis=-1), tuple(sorted((row_axis, col_axis))))
+
+
+def _max_norm(values, axis, keepdims=False):
+    """The largest of non-negative ``values`` over ``axis``; 0 over an empty axis, as JAX's
+    norms (they reduce with initial=0), which is the sum of nothing."""
+    from flamefx.numpy import reductions
+    pick = reductions.max if values.shape[axis] else reductions.sum
+    return pick(values, axis=axis, keepdims=keepdims)
 
 
 def vector_norm(x, /, *, axis=None, keepdims: bool = False, ord=2):

@@ -178,10 +178,11 @@ def _svd_signs(xp, s, u, vt):
 
 
 def _empty_svd(xp, shapes, dtype):
-    """The outputs for an empty matrix: no singular values, identity-filled u and vt."""
+    """The outputs for an empty matrix: no singular values; u and vt identity where square
+    (full_matrices), else empty ((m, 0) and (0, n) with full_matrices=False), as JAX."""
     outs = [xp.zeros(s, dtype) for s in shapes]
     for o in outs[1:]:
-        o[...] = xp.eye(o.shape[-1], dtype=dtype)
+        o[...] = xp.eye(*o.shape[-2:], dtype=dtype)
     return outs
 
 
