@@ -369,3 +369,60 @@ def test_values_handed_to_a_callback_are_never_rewritten():
     f(fnp.full(4, 5.0))
     np.testing.assert_array_equal(np.asarray(seen[0]), 2.0)
     np.testing.assert_array_equal(np.asarray(seen[1]), 10.0)
+
+
+def test_scan_loop_agrees_with_calls_step_by_step():
+    # A body with an invariant matrix read transposed, a carry passed through unchanged, a
+    # y that is the carry input, and a 0-d xs.
+    from flamefx.jaxpr import hoist_consts
+    from flamefx.transforms import passes
+    rng = np.random.default_rng(11)
+    w = rng.normal(size=(4, 4)).astype(np.float32)
+    h0, k0 = rng.normal(size=(3, 4)).astype(np.float32), np.float32(7.0)
+    xs, ss = rng.normal(size=(5, 3, 4)).astype(np.float32), np.arange(5, dtype=np.float32)
+
+    def body(w, h, k, x, s):
+        h_new = fnp.tanh(lax.dot_general(h, w, (((1,), (1,)), ((), ()))) + x * s)  # h @ w.T
+        return h_new, k, h, h_new * 2.0, s + k
+
+    jaxpr, consts = hoist_consts(passes.optimize(flamefx.make_jaxpr(body)(w, h0, k0, xs[0],
+                                                                          ss[0])))
+    assert not consts
+    plan = cpu_plan.CpuPlan(jaxpr)
+    assert len(plan._loop_steps(1)[0]) == 1  # w.T made contiguous once per loop
+    plain = CpuExecutable(jaxpr)
+    before = [a.copy() for a in (w, h0, xs, ss)]
+    for reverse in (False, True):
+        got = plan.scan([w], [h0, k0], [xs, ss], length=5, reverse=reverse)
+        carry, ys = [h0, k0], [[None] * 5 for _ in range(3)]
+        for i in (reversed(range(5)) if reverse else range(5)):
+            outs = plain([w, *carry, xs[i], ss[i, ...]])
+            carry = outs[:2]
+            for y, out in zip(ys, outs[2:]):
+                y[i] = out
+        for a, b in zip(got, carry + [np.stack(y) for y in ys]):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
+    for a, b in zip((w, h0, xs, ss), before):
+        np.testing.assert_array_equal(a, b)
+    with plan._lock:  # running already: the caller goes step by step
+        assert plan.scan([w], [h0, k0], [xs, ss], length=5, reverse=False) is None
+
+
+def test_scan_of_a_running_plan_runs_step_by_step():
+    # The body's callback runs the same scan again (once) while its loop is running.
+    inner = []
+
+    def again(c):
+        if not inner:
+            inner.append(None)
+            inner[0] = g(c)[0]
+
+    def body(c, x):
+        flamefx.debug.callback(again, c)
+        return c + x, c
+
+    g = flamefx.jit(lambda c: lax.scan(body, c, fnp.arange(3.0)))
+    c, ys = g(fnp.asarray(1.0))
+    np.testing.assert_allclose(np.asarray(c), 4.0)
+    np.testing.assert_allclose(np.asarray(ys), [1.0, 1.0, 2.0])
+    np.testing.assert_allclose(np.asarray(inner[0]), 4.0)

@@ -34,7 +34,8 @@ from flamefx.transforms import call
 from flamefx.transforms.ad import add_cotangents, zeros_like
 from flamefx.transforms.batching import broadcast_batch, move_axis
 from flamefx.primitives.sub_jaxprs import (
-    _trace, _aval, _is_float, _same_type, _run, _device_of, _eval_batched, _batch_jaxpr,
+    _trace, _aval, _is_float, _same_type, _run, _executable, _device_of, _eval_batched,
+    _batch_jaxpr,
     _jvp_jaxpr, _carry_fixed_point, _reorder, _split, _join_consts,
     _cast_outputs, _types, _split_known,
 )
@@ -446,12 +447,18 @@ def _scan_abstract_eval(*avals, jaxpr, num_consts, num_carry, length, reverse):
 def _scan_impl(*bufs, jaxpr, num_consts, num_carry, length, reverse):
     consts, carry, xs = _split(bufs, num_consts, num_carry)
     device = _device_of(bufs)
+    run, const_bufs = _executable(jaxpr, device)
+    loop = getattr(run, "scan", None)  # the CPU plan runs the whole loop itself
+    if loop is not None:
+        outs = loop(const_bufs + consts, carry, xs, length=length, reverse=reverse)
+        if outs is not None:
+            return outs
     # ys are preallocated and written in place, step by step (they are ours until returned).
     ys = [device.xp.empty((length,) + a.shape, a.dtype) for a in jaxpr.out_avals[num_carry:]]
     for step in range(length):
         i = length - 1 - step if reverse else step
         # x[i, ...]: a 0-d slice stays an array (NumPy's x[i] is a scalar, no buffer).
-        outs = _run(jaxpr, consts + carry + [x[i, ...] for x in xs], device)
+        outs = list(run(const_bufs + consts + carry + [x[i, ...] for x in xs]))
         carry = outs[:num_carry]
         for y, out in zip(ys, outs[num_carry:]):
             y[i] = out
