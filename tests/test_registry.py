@@ -93,6 +93,17 @@ def test_cpu_matches_reference(name, i):
     _assert_outputs_close(outs, ref, _tolerance(outs), f"{name} vs NumPy reference")
 
 
+PROPERTY_CASES = [case for case in CASES if SAMPLES[case.values[0]][case.values[1]].properties]
+
+
+@pytest.mark.parametrize("name,i", PROPERTY_CASES)
+def test_cpu_outputs_have_their_properties(name, i):
+    prim, sample = _sample(name, i)
+    args = sample.make(np.random.default_rng(i))
+    outs = _apply(prim, sample.params)(*_arrays(args))
+    sample.properties(args, [np.asarray(o) for o in outs])
+
+
 @pytest.mark.parametrize("name,i", CASES)
 def test_gradients_order_2(name, i):
     prim, sample = _sample(name, i)
@@ -186,6 +197,8 @@ def test_gpu_matches_cpu(name, i):
         for o in gpu:
             assert o.device.platform == "gpu", f"{name}: output left the GPU"
     _assert_outputs_close(gpu, cpu, 2e-4, f"{name} GPU vs CPU")
+    if sample.properties is not None:
+        sample.properties(raw, [np.asarray(o) for o in gpu])
     if prim.differentiable and sample.grad_argnums:
         def loss_on(device):
             args = _arrays(raw, device)

@@ -22,6 +22,9 @@ class Sample:
     computation of the output (or list of outputs for multiple-result primitives).
     ``grad_argnums``: which arguments gradient checks differentiate (() for none).
     ``batchable``: which arguments the batching test may batch (None: all array args).
+    ``properties(args, outs)``: asserts what every correct output satisfies (Q R = A, ...),
+    checked on the CPU and on the GPU: a reference that calls the impl's own routine
+    (LAPACK) cannot catch a wrong use of it; these can.
     """
 
     make: Callable[[np.random.Generator], list]
@@ -30,6 +33,7 @@ class Sample:
     grad_argnums: tuple = ()
     batchable: tuple | None = None
     name: str = ""
+    properties: Callable | None = None
 
 
 FAMILIES = ("elementwise", "reductions", "structural", "indexing", "linalg", "nn_ops",
