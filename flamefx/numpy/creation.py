@@ -16,16 +16,14 @@ from flamefx import core, dtypes, lax
 from flamefx.core import Array, Tracer
 from flamefx.errors import (FlamefxTypeError, FlamefxValueError, abstract_shape_error,
                             user_frame)
+from flamefx.numpy.concrete import concrete_scalar, concrete_value
 from flamefx.numpy.promotion import (broadcast_shapes, broadcast_to, canonical_axis, convert,
                                      is_python_scalar, result_type, to_inexact_dtype)
 
 
 def _dimension(d) -> int:
     """One dimension: a Python int, or a concrete integer array of one element (as in JAX)."""
-    if isinstance(d, Tracer):
-        if d.to_concrete() is None:
-            raise abstract_shape_error(d, "dimension")
-        d = d.to_concrete()
+    d = concrete_value(d, lambda aval: abstract_shape_error(d, "dimension"))
     if isinstance(d, (Array, np.ndarray, np.generic)) and not (
             dtypes.is_int(d.dtype) and d.size == 1):
         raise FlamefxTypeError(f"a shape dimension must be an integer, got an array of "
@@ -204,12 +202,6 @@ def empty_like(a, dtype=None, shape=None, *, device=None):
     return full_like(a, 0, dtype, shape, device=device)
 
 
-def _concrete_scalar(x, what: str):
-    if isinstance(x, Tracer):
-        x = x._concrete(f"{what} (it must be known while tracing)")
-    return x.item() if isinstance(x, (Array, np.ndarray, np.generic)) else x
-
-
 def arange(start, stop=None, step=None, dtype=None, *, device=None):
     """Evenly spaced values in [start, stop) (the bounds must be concrete numbers).
 
@@ -218,9 +210,10 @@ def arange(start, stop=None, step=None, dtype=None, *, device=None):
     >>> arange(0.0, 1.0, 0.5).tolist()
     [0.0, 0.5]
     """
-    start = _concrete_scalar(start, "arange start")
-    stop = None if stop is None else _concrete_scalar(stop, "arange stop")
-    step = None if step is None else _concrete_scalar(step, "arange step")
+    known = "(it must be known while tracing)"
+    start = concrete_scalar(start, f"arange start {known}")
+    stop = None if stop is None else concrete_scalar(stop, f"arange stop {known}")
+    step = None if step is None else concrete_scalar(step, f"arange step {known}")
     if dtype is None:
         bounds = [v for v in (start, stop, step) if v is not None]
         is_float = any(isinstance(v, float) for v in bounds)

@@ -20,6 +20,7 @@ import numpy as np
 
 from flamefx import core, dtypes, lax
 from flamefx.errors import ConcretizationError, FlamefxTypeError, FlamefxValueError, user_frame
+from flamefx.numpy.concrete import concrete_value
 from flamefx.numpy import reductions
 from flamefx.numpy.promotion import (as_operand, broadcast_to, constant_like, convert,
                                      promote_dtypes_inexact, to_inexact_dtype)
@@ -29,14 +30,9 @@ from flamefx.numpy.promotion import (as_operand, broadcast_to, constant_like, co
 
 
 def _concrete_values(x, what: str, fix: str):
-    if isinstance(x, core.Tracer):
-        concrete = x.to_concrete()
-        if concrete is None:
-            raise ConcretizationError(f"{what} depends on the values of a traced array "
-                                      f"({x.aval.str_short()}), which are unknown while "
-                                      f"tracing. {fix}\n  at {user_frame()}")
-        x = concrete
-    return np.asarray(x)
+    return np.asarray(concrete_value(x, lambda aval: ConcretizationError(
+        f"{what} depends on the values of a traced array ({aval}), which are unknown while "
+        f"tracing. {fix}\n  at {user_frame()}")))
 
 
 def bincount(x, weights=None, minlength: int = 0, *, length: int | None = None):

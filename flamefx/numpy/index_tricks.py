@@ -15,24 +15,18 @@ from __future__ import annotations
 import numpy as np
 
 from flamefx import core, dtypes, lax
-from flamefx.core import Array, Tracer
 from flamefx.errors import FlamefxValueError, user_frame
+from flamefx.numpy.concrete import concrete_scalar
 from flamefx.numpy.creation import arange, array, linspace, meshgrid, shape_tuple
 from flamefx.numpy.shape import concatenate, expand_dims, stack, transpose
-
-
-def _static_bound(value, what: str):
-    if isinstance(value, Tracer):
-        value = value._concrete(what)
-    return value.item() if isinstance(value, (Array, np.ndarray, np.generic)) else value
 
 
 def _grid_1d(s: slice, op_name: str):
     """The 1-D grid a slice stands for: linspace for a complex step (its magnitude is the
     number of points), arange otherwise."""
-    start = _static_bound(s.start, f"slice start of {op_name}") or 0
-    stop = _static_bound(s.stop, f"slice stop of {op_name}")
-    step = _static_bound(s.step, f"slice step of {op_name}") or 1
+    start = concrete_scalar(s.start, f"slice start of {op_name}") or 0
+    stop = concrete_scalar(s.stop, f"slice stop of {op_name}")
+    step = concrete_scalar(s.step, f"slice step of {op_name}") or 1
     if isinstance(step, complex):
         return linspace(start, stop, int(abs(step)))
     return arange(start, stop, step)

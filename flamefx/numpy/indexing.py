@@ -21,6 +21,7 @@ from flamefx import core, dtypes, lax
 from flamefx.core import Array, Tracer
 from flamefx.errors import (ConcretizationError, FlamefxTypeError, FlamefxValueError,
                             user_frame)
+from flamefx.numpy.concrete import concrete_value
 from flamefx.numpy.promotion import (as_operand, broadcast_arrays, broadcast_shapes, broadcast_to,
                                      canonical_axis, constant_like, convert)
 
@@ -288,15 +289,10 @@ def argwhere(a, *, size: int | None = None, fill_value=None):
 
 
 def _concrete_values(a, what: str) -> np.ndarray:
-    if isinstance(a, Tracer):
-        concrete = a.to_concrete()
-        if concrete is None:
-            raise ConcretizationError(
-                f"{what} has a result whose shape depends on the values of a traced array "
-                f"({a.aval.str_short()}), which are unknown while tracing.\n  at {user_frame()}"
-                f"\nUse fnp.where(mask, x, other) to select values with a fixed shape.")
-        a = concrete
-    return np.asarray(a)
+    return np.asarray(concrete_value(a, lambda aval: ConcretizationError(
+        f"{what} has a result whose shape depends on the values of a traced array ({aval}), "
+        f"which are unknown while tracing.\n  at {user_frame()}\nUse fnp.where(mask, x, "
+        f"other) to select values with a fixed shape.")))
 
 
 # --- x[idx] ------------------------------------------------------------------------------------

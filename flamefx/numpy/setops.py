@@ -21,8 +21,8 @@ from typing import NamedTuple
 import numpy as np
 
 from flamefx import core, dtypes, lax
-from flamefx.core import Tracer
 from flamefx.errors import ConcretizationError, FlamefxValueError, user_frame
+from flamefx.numpy.concrete import concrete_value
 from flamefx.numpy.creation import arange, full
 from flamefx.numpy.indexing import take
 from flamefx.numpy.math import where
@@ -39,12 +39,10 @@ ISIN_METHODS = ("auto", "compare_all", "binary_search", "sort")
 
 
 def _require_concrete(x, what: str):
-    if isinstance(x, Tracer) and x.to_concrete() is None:
-        raise ConcretizationError(
-            f"{what} without size= returns an array whose size depends on the values of a "
-            f"traced array ({x.aval.str_short()}), which are unknown while tracing (under jit "
-            f"or vmap).\n  at {user_frame()}\nPass a static size= (and fill_value=) to make "
-            f"{what} traceable.")
+    concrete_value(x, lambda aval: ConcretizationError(
+        f"{what} without size= returns an array whose size depends on the values of a "
+        f"traced array ({aval}), which are unknown while tracing (under jit or vmap).\n  at "
+        f"{user_frame()}\nPass a static size= (and fill_value=) to make {what} traceable."))
 
 
 def _static_size(size, what: str) -> int:

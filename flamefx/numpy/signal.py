@@ -17,6 +17,7 @@ import numpy as np
 
 from flamefx import core, dtypes, lax
 from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
+from flamefx.numpy.concrete import concrete_value
 from flamefx.numpy.promotion import (as_operand, broadcast_to, canonical_axis, convert,
                                      promote_dtypes, promote_dtypes_inexact)
 
@@ -459,13 +460,8 @@ def _trim_leading_zeros(p):
 
 
 def _concrete(x, what: str):
-    if isinstance(x, core.Tracer):
-        concrete = x.to_concrete()
-        if concrete is None:
-            raise FlamefxTypeError(f"{what} needs concrete values, but got a traced array "
-                                   f"({x.aval.str_short()})\n  at {user_frame()}")
-        return concrete
-    return x
+    return concrete_value(x, lambda aval: FlamefxTypeError(
+        f"{what} needs concrete values, but got a traced array ({aval})\n  at {user_frame()}"))
 
 
 def polyder(p, m: int = 1):

@@ -14,6 +14,7 @@ import numpy as np
 
 from flamefx import core, lax
 from flamefx.errors import FlamefxValueError, user_frame
+from flamefx.numpy.concrete import concrete_value
 from flamefx.numpy.promotion import as_operand, broadcast_to, canonical_axis, convert
 from flamefx.numpy.shape import concatenate, moveaxis, ravel, with_dim
 
@@ -33,15 +34,10 @@ def _concrete_positions(name: str, obj, n: int) -> np.ndarray:
     """``obj`` (a slice, int, or integer/boolean array-like) as concrete integer positions."""
     if isinstance(obj, slice):
         return np.arange(n)[obj]
-    if isinstance(obj, core.Tracer):
-        value = obj.to_concrete()
-        if value is None:
-            raise FlamefxValueError(
-                f"{name}: the positions must be concrete (static), got a traced array "
-                f"{obj.aval.str_short()}; pass them as a NumPy array or mark the argument "
-                f"static (jit's static_argnums)\n  at {user_frame()}")
-        obj = value
-    positions = np.asarray(obj)
+    positions = np.asarray(concrete_value(obj, lambda aval: FlamefxValueError(
+        f"{name}: the positions must be concrete (static), got a traced array {aval}; pass "
+        f"them as a NumPy array or mark the argument static (jit's static_argnums)\n  at "
+        f"{user_frame()}")))
     if positions.dtype == np.bool_ and positions.shape == (n,):
         return np.flatnonzero(positions)
     if positions.size == 0:
