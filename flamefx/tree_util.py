@@ -18,6 +18,8 @@ import operator
 from typing import Any, Callable, NamedTuple
 
 _registry: dict[type, "_NodeType"] = {}
+# register_dataclass's types -> (child fields, static fields, rebuilt by a positional call)
+_dataclass_layouts: dict[type, tuple[tuple, tuple, bool]] = {}
 
 
 class _NodeType(NamedTuple):
@@ -72,8 +74,9 @@ def register_dataclass(cls: type, data_fields=None, meta_fields=None) -> type:
     def flatten(x):
         return list(get_data(x)), get_meta(x)
 
-    if tuple(names) == data + meta and all(f.init and f.kw_only is not True
-                                           for f in dataclasses.fields(cls)):
+    positional = tuple(names) == data + meta and all(f.init and f.kw_only is not True
+                                                     for f in dataclasses.fields(cls))
+    if positional:
         # Fields in the order children, then static (nn's layers): a positional call is
         # cheaper than building keyword arguments, once per layer per jitted call.
         def unflatten(aux, children):
@@ -87,6 +90,7 @@ def register_dataclass(cls: type, data_fields=None, meta_fields=None) -> type:
     register_pytree_node(cls, flatten, unflatten)
     # flatten already returns a list: no conversion around it (register_pytree_node's).
     _registry[cls] = _NodeType(flatten, unflatten)
+    _dataclass_layouts[cls] = (data, meta, positional)
     _key_registry[cls] = lambda x: ([(GetAttrKey(n), getattr(x, n)) for n in data], get_meta(x))
     return cls
 
@@ -125,12 +129,13 @@ def _node_of(x):
 class PyTreeDef:
     """The structure of a pytree, with leaves removed; hashable and comparable."""
 
-    __slots__ = ("kind", "aux", "children", "num_leaves", "_hash")
+    __slots__ = ("kind", "aux", "children", "num_leaves", "_hash", "_leaves_fn", "_build_fn")
 
     def __init__(self, kind, aux, children: tuple):
         self.kind, self.aux, self.children = kind, aux, children
         self.num_leaves = 1 if kind is None else sum(c.num_leaves for c in children)
         self._hash = hash((kind, aux, children))
+        self._leaves_fn = self._build_fn = None  # generated on first ask (see below)
 
     def __eq__(self, other):
         return self is other or (isinstance(other, PyTreeDef) and self.kind is other.kind
@@ -159,6 +164,31 @@ class PyTreeDef:
 
     def unflatten(self, leaves):
         return tree_unflatten(self, leaves)
+
+    def leaves_if_same(self, tree) -> list | None:
+        """``tree_flatten(tree)[0]`` if ``tree`` has exactly this structure, else None:
+        the check a jitted call makes against the structure it saw last, in straight-line
+        code generated once for this structure (about 4x faster than ``tree_flatten``).
+
+        >>> tree_structure({"a": 0, "b": [0]}).leaves_if_same({"a": 1, "b": [2]})
+        [1, 2]
+        >>> print(tree_structure({"a": 0}).leaves_if_same({"a": None}))
+        None
+        """
+        if self._leaves_fn is None:
+            self._leaves_fn = _generate_leaves_fn(self)
+        return self._leaves_fn(tree)
+
+    def builder(self) -> Callable[[list], Any]:
+        """A function ``leaves -> tree`` of this structure (a list of exactly
+        ``num_leaves``), generated once: what a jitted call builds its outputs with.
+
+        >>> tree_structure((0, {"a": 0})).builder()([1, 2])
+        (1, {'a': 2})
+        """
+        if self._build_fn is None:
+            self._build_fn = _generate_build_fn(self)
+        return self._build_fn
 
     @property
     def num_nodes(self):
@@ -254,6 +284,156 @@ def _build(treedef: PyTreeDef, it):
     if kind in _registry:
         return _registry[kind].unflatten(treedef.aux, children)
     return kind(*children)  # namedtuple
+
+
+# --- code generated per structure ---------------------------------------------------------------
+# A jitted training step takes the same structure every call (the diffusion example's state:
+# 574 leaves in 987 nodes), so jit checks the arguments against the structure it saw last
+# and rebuilds its outputs, in straight-line Python generated once per structure (as
+# dataclasses and namedtuple generate theirs). The README UNet's state, CPU process time:
+# flattening 475 -> 123 us, rebuilding 407 -> 214 us (optree, the C++ library: 337 / 227).
+# Past this size the generated source would take longer to compile than it saves.
+_MAX_GENERATED_NODES = 20_000
+
+
+class _Source:
+    """Lines of a generated function and the namespace its constants live in."""
+
+    def __init__(self):
+        self.lines: list[str] = []
+        self.namespace: dict[str, Any] = {"_leaf_types": _leaf_types,
+                                          "_leaves_by_flattening": _leaves_by_flattening}
+        self.count = 0
+
+    def name(self, prefix: str) -> str:
+        self.count += 1
+        return f"{prefix}{self.count}"
+
+    def const(self, value) -> str:
+        name = self.name("K")
+        self.namespace[name] = value
+        return name
+
+    def compile(self, head: str, what: str) -> Callable:
+        text = "\n  ".join([head] + self.lines)
+        exec(compile(text, f"<pytree {what}>", "exec"), self.namespace)
+        return self.namespace[head[4:head.index("(")]]
+
+
+def _attribute_layout(kind) -> tuple | None:
+    """A registered dataclass's (child fields, static fields, positional) when its fields can
+    be read as attributes in generated code, else None."""
+    layout = _dataclass_layouts.get(kind)
+    if layout is None or not all(n.isidentifier() for n in layout[0] + layout[1]):
+        return None
+    return layout
+
+
+def _unpack(src: _Source, n: int, sequence: str) -> list[str]:
+    """Emits ``x1, x2, = <sequence of n>``; returns the n names."""
+    names = [src.name("x") for _ in range(n)]
+    if names:
+        src.lines.append(f"{''.join(name + ', ' for name in names)}= {sequence}")
+    return names
+
+
+def _emit_match(treedef: PyTreeDef, var: str, src: _Source, leaves: list[str]) -> None:
+    """Emits the checks that ``var`` has the node ``treedef`` (each failing one returns None)
+    and the reads of its children, depth first; leaf names are appended to ``leaves``."""
+    kind, n = treedef.kind, len(treedef.children)
+    if kind is None:
+        leaves.append(var)
+        return
+    if kind is type(None):
+        src.lines.append(f"if {var} is not None: return None")
+        return
+    kind_name = src.const(kind)
+    layout = _attribute_layout(kind)
+    if kind is dict:
+        src.lines.append(f"if type({var}) is not {kind_name} or {var}.keys() != "
+                         f"{src.const(frozenset(treedef.aux))}: return None")
+        names = _unpack(src, n, "".join(f"{var}[{src.const(k)}], " for k in treedef.aux))
+    elif kind is list or kind is tuple:
+        src.lines.append(f"if type({var}) is not {kind_name} or len({var}) != {n}: return None")
+        names = _unpack(src, n, var)
+    elif layout is not None:
+        data, meta, _ = layout
+        src.lines.append(f"if type({var}) is not {kind_name}: return None")
+        if meta:
+            statics = "".join(f"{var}.{m}, " for m in meta)
+            src.lines.append(f"if ({statics}) != {src.const(treedef.aux)}: return None")
+        names = _unpack(src, n, "".join(f"{var}.{d}, " for d in data))
+    elif kind in _registry:
+        children, aux = src.name("c"), src.name("a")
+        src.lines.append(f"if type({var}) is not {kind_name}: return None")
+        src.lines.append(f"{children}, {aux} = {src.const(_registry[kind].flatten)}({var})")
+        src.lines.append(f"if {aux} != {src.const(treedef.aux)} or len({children}) != {n}: "
+                         f"return None")
+        names = _unpack(src, n, children)
+    else:  # namedtuple: its type fixes its length
+        src.lines.append(f"if type({var}) is not {kind_name}: return None")
+        names = _unpack(src, n, var)
+    for child, name in zip(treedef.children, names):
+        _emit_match(child, name, src, leaves)
+
+
+def _emit_build(treedef: PyTreeDef, src: _Source, leaves) -> str:
+    """Emits the construction of the node ``treedef`` from the leaf names ``leaves`` (an
+    iterator), children first; returns the expression that holds it."""
+    kind = treedef.kind
+    if kind is None:
+        return next(leaves)
+    if kind is type(None):
+        return "None"
+    children = [_emit_build(c, src, leaves) for c in treedef.children]
+    listed = "".join(c + ", " for c in children)
+    node = src.name("t")
+    layout = _attribute_layout(kind)
+    if kind is tuple:
+        src.lines.append(f"{node} = ({listed})")
+    elif kind is list:
+        src.lines.append(f"{node} = [{listed}]")
+    elif kind is dict:
+        items = "".join(f"{src.const(k)}: {c}, " for k, c in zip(treedef.aux, children))
+        src.lines.append(f"{node} = {{{items}}}")
+    elif layout is not None and layout[2]:  # the positional call register_dataclass makes
+        src.lines.append(f"{node} = {src.const(kind)}({listed}*{src.const(treedef.aux)})")
+    elif kind in _registry:
+        src.lines.append(f"{node} = {src.const(_registry[kind].unflatten)}("
+                         f"{src.const(treedef.aux)}, [{listed}])")
+    else:  # namedtuple
+        src.lines.append(f"{node} = {src.const(kind)}({listed})")
+    return node
+
+
+def _generate_leaves_fn(treedef: PyTreeDef) -> Callable[[Any], list | None]:
+    if treedef.num_nodes > _MAX_GENERATED_NODES:
+        return functools.partial(_leaves_by_flattening, treedef)
+    src, leaves = _Source(), []
+    _emit_match(treedef, "tree", src, leaves)
+    # Leafness as tree_flatten decides it: by type, from the types it has met as leaves (a
+    # type not met yet goes through tree_flatten, which learns it).
+    src.lines.append(f"leaves = [{', '.join(leaves)}]")
+    src.lines.append("if _leaf_types.issuperset(map(type, leaves)): return leaves")
+    src.lines.append(f"return _leaves_by_flattening({src.const(treedef)}, tree)")
+    return src.compile("def leaves_if_same(tree):", "leaves")
+
+
+def _leaves_by_flattening(treedef: PyTreeDef, tree) -> list | None:
+    leaves, found = tree_flatten(tree)
+    return leaves if found == treedef else None
+
+
+def _generate_build_fn(treedef: PyTreeDef) -> Callable[[list], Any]:
+    if treedef.num_nodes > _MAX_GENERATED_NODES:
+        return functools.partial(tree_unflatten, treedef)
+    src = _Source()
+    names = [src.name("l") for _ in range(treedef.num_leaves)]
+    if names:
+        src.lines.append(f"{''.join(name + ', ' for name in names)}= leaves")
+    root = _emit_build(treedef, src, iter(names))
+    src.lines.append(f"return {root}")
+    return src.compile("def build(leaves):", "build")
 
 
 def tree_leaves(tree, is_leaf=None) -> list:

