@@ -28,7 +28,7 @@ import numpy as np
 from flamefx import config, dtypes
 from flamefx.devices import cupy
 from flamefx.jaxpr import Jaxpr, Literal
-from flamefx.kernels import fusion
+from flamefx.kernels import fusion, gemm_epilogue
 from flamefx.kernels.graphs import GraphReplay, capture, holders_of
 
 log = logging.getLogger("flamefx.jit")
@@ -240,6 +240,11 @@ class GpuExecutable:
     def __init__(self, jaxpr: Jaxpr, device):
         cp = cupy()
         self.device = device
+        if gemm_epilogue.enabled():
+            # GEMMs with their bias, activation or bias gradient folded in (cuBLASLt), where
+            # cuBLASLt has an algorithm for them; every other equation as before.
+            with cp.cuda.Device(device.id):
+                jaxpr = gemm_epilogue.rewrite(jaxpr, gemm_epilogue.lt_acceptor(device.id))
         self.plan = fusion.plan(jaxpr)
         steps_io = []
         for step in self.plan.steps:
@@ -509,6 +514,8 @@ class GpuExecutable:
         outs = " ".join(v.aval.str_short() for v in eqn.outvars)
         if eqn.prim.name == "dot_general":
             return "gemm", f"{ins} -> {outs} {eqn.params['dimension_numbers']}"
+        if eqn.prim.name == "gemm_epilogue":
+            return "gemm", f"{ins} -> {outs} {eqn.params['epilogue']} (cuBLASLt)"
         return "cuda_impl", f"{eqn.prim.name} {ins} -> {outs}"
 
     def profile(self, bufs, hold_ms: float = 250.0) -> list[dict]:
