@@ -20,7 +20,7 @@ import itertools
 import os
 import sys
 
-from absl import app, flags
+from absl import flags
 
 _DEFAULTS = {
     # Python floats and default dtypes become 64-bit (as JAX's jax_enable_x64).
@@ -182,12 +182,10 @@ def _define_flags():
 
 _define_flags()
 
-# The flag objects, looked up once: every jitted call reads an option.
-_FLAG_OBJECTS = {name: flags.FLAGS[f"flamefx_{name}"] for name in _DEFAULTS}
-
 
 def read(name: str):
-    """Returns an option's value (by either name); parsed absl flags override the defaults.
+    """Returns an option's value (by either name): its default, what the parsed absl flags
+    (``--flamefx_debug_nans``) set, or a later ``update``, whichever came last.
 
     >>> read("jax_enable_x64")
     False
@@ -199,10 +197,6 @@ def read(name: str):
         if name == "jax_default_matmul_precision":
             return _PRECISION_TO_JAX[value]
         return value
-    if flags.FLAGS.is_parsed():
-        flag = _FLAG_OBJECTS[name]
-        if flag.present:
-            return flag.value
     return _values[name]
 
 
@@ -234,13 +228,6 @@ def config_with_absl() -> None:
             flags.DEFINE_bool(jax_name, default, help_text)
         else:
             flags.DEFINE_string(jax_name, default, help_text)
-    # As JAX does: once app.run has parsed the command line, copy the flags given there.
-    if not _absl_hooked:
-        _absl_hooked.append(True)
-        app.call_after_init(complete_absl_config)
-
-
-_absl_hooked: list = []
 
 
 def complete_absl_config() -> None:
@@ -252,6 +239,23 @@ def complete_absl_config() -> None:
     for jax_name in JAX_NAMES:
         if jax_name in flags.FLAGS and flags.FLAGS[jax_name].present:
             update(jax_name, flags.FLAGS[jax_name].value)
+
+
+def _copy_parsed_flags(_flag_values) -> bool:
+    """absl's validator of flamefx's flags, which absl runs whenever it parses a command line
+    (app.run, flags.FLAGS(argv)): the moment to copy the flags given into the options,
+    through update, so that an option and what it turns on (debug_nans' checks, platforms'
+    device) agree. Reading a parsed flag's value instead would report an option that no
+    check obeys."""
+    if flags.FLAGS.is_parsed():
+        complete_absl_config()
+    return True
+
+
+flags.register_multi_flags_validator([f"flamefx_{name}" for name in _DEFAULTS],
+                                     _copy_parsed_flags)
+if flags.FLAGS.is_parsed():  # flamefx imported after the command line was parsed
+    complete_absl_config()
 
 
 def parse_flags_with_absl(argv=None) -> None:

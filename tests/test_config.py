@@ -146,3 +146,49 @@ def test_absl_flags_of_jax_names():
     assert config.jax_enable_x64 is False  # after "--": not ours
     config.parse_flags_with_absl(["prog", "--nojax_debug_infs"])
     assert config.jax_debug_infs is False
+
+
+def _nan_check_runs() -> bool:
+    try:
+        fnp.log(np.float32(-1.0))  # makes a NaN; the first thing run after the flags
+    except FloatingPointError:
+        return True
+    return False
+
+
+def test_debug_nans_flag_parsed_by_hand_turns_the_check_on():
+    # Without config_with_absl: the option reported and the check run must agree (before,
+    # read() returned the parsed flag's True while no check ran).
+    from absl.testing import flagsaver
+    with flagsaver.flagsaver():
+        flags.FLAGS(["prog", "--flamefx_debug_nans"], known_only=True)
+        assert _nan_check_runs()
+        assert config.read("debug_nans") is True and config.jax_debug_nans is True
+        config.update("debug_nans", False)  # a later update wins over the flag, as in JAX
+        assert not _nan_check_runs() and config.read("debug_nans") is False
+        flags.FLAGS(["prog", "--noflamefx_debug_nans"], known_only=True)
+    assert config.read("debug_nans") is False and not _nan_check_runs()
+
+
+def test_debug_nans_flag_under_app_run(tmp_path):
+    script = tmp_path / "main.py"
+    script.write_text(
+        "from absl import app\n"
+        "import numpy as np\n"
+        "import flamefx.numpy as fnp\n"
+        "from flamefx import config\n"
+        "def main(argv):\n"
+        "    try:\n"
+        "        fnp.log(np.float32(-1.0))\n"
+        "        raised = False\n"
+        "    except FloatingPointError:\n"
+        "        raised = True\n"
+        "    print(raised, config.read('debug_nans'), config.read('debug_infs'))\n"
+        "app.run(main)\n")
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLAMEFX_DEBUG")}
+    out = subprocess.run([sys.executable, str(script), "--flamefx_debug_nans",
+                          "--flamefx_debug_infs"], capture_output=True, text=True, env=env,
+                         cwd=os.path.dirname(os.path.dirname(__file__)), check=False)
+    assert out.stdout.split() == ["True", "True", "True"], out.stderr[-2000:]
