@@ -182,6 +182,29 @@ def _holds_jaxpr(value) -> bool:
     return hasattr(value, "eqns") or hasattr(value, "jaxpr")
 
 
+def _reading_loss(outs):
+    """A real scalar that reads every inexact output whole: the real and the imaginary part
+    of a complex one, weighted differently (sin(p) vs sin(p + 1)) so that a gradient that
+    drops or conjugates the imaginary part changes the result."""
+    fnp = flamefx.numpy
+    total = 0.0
+    for o in outs:
+        if not dtypes.is_inexact(o.dtype):
+            continue
+        parts = [fnp.real(o), fnp.imag(o)] if dtypes.is_complex(o.dtype) else [o]
+        for shift, p in enumerate(parts):
+            total = total + fnp.sum(p * fnp.sin(p + shift))
+    return total
+
+
+def test_gpu_gradient_loss_reads_imaginary_parts():
+    # Outputs with a constant real part: a loss of the real parts alone (as before) has
+    # zero gradient, so GPU-vs-CPU gradients compared nothing of the imaginary parts.
+    x = np.array([0.3, -0.7])
+    grad = flamefx.grad(lambda x: _reading_loss([flamefx.lax.complex(np.ones(2), x)]))(x)
+    np.testing.assert_allclose(np.asarray(grad), np.sin(x + 1) + x * np.cos(x + 1))
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("name,i", CASES)
 def test_gpu_matches_cpu(name, i):
@@ -207,8 +230,7 @@ def test_gpu_matches_cpu(name, i):
                 full = list(args)
                 for k, x in zip(sample.grad_argnums, diff):
                     full[k] = x
-                outs = [flamefx.numpy.real(o) for o in f(*full) if dtypes.is_inexact(o.dtype)]
-                return sum(flamefx.numpy.sum(o * flamefx.numpy.sin(o)) for o in outs)
+                return _reading_loss(f(*full))
             return flamefx.grad(loss, argnums=tuple(range(len(sample.grad_argnums))))(
                 *[args[k] for k in sample.grad_argnums])
         _assert_outputs_close(loss_on(flamefx.devices("gpu")[0]),
