@@ -230,9 +230,10 @@ def _closed(jaxpr):
 
 
 def test_scan_grad_saves_residuals_and_skips_the_unread_xs_cotangent():
-    # An RNN: 2 products a step forward, 3 backward (of h and the two weights; not of xs,
-    # which grad does not differentiate): the forward runs once and saves what the
-    # backward reads.
+    # An RNN: 2 products a step forward, 1 backward (of h; not of xs, which grad does not
+    # differentiate): the forward runs once and saves what the backward reads. The weights'
+    # gradients, sums over the steps, are one product each over all the steps' rows,
+    # after the loop (hoist_accumulators).
     wx, wh = (fnp.asarray(RNG.standard_normal((3, 3)) * 0.5, np.float64) for _ in range(2))
 
     def loss(params, xs):
@@ -245,9 +246,12 @@ def test_scan_grad_saves_residuals_and_skips_the_unread_xs_cotangent():
     closed = flamefx.make_jaxpr(flamefx.grad(loss))((wx, wh), xs)
     # One forward scan (the primal one, also stacking the residuals) and one reverse scan,
     # which skips the cotangent of xs before jit's passes too (eager grad).
-    assert _products_in_scan_bodies(closed) == [2, 3]
-    backward = [e for e in closed.jaxpr.eqns if e.prim.name == "scan"][-1].params["jaxpr"]
-    assert sum(e.prim.name == "dot_general" for e in backward.eqns) == 3
+    assert _products_in_scan_bodies(closed) == [2, 1]
+    backward = [e for e in closed.jaxpr.eqns if e.prim.name == "scan"][-1]
+    assert backward.params["num_carry"] == 1  # the cotangent of h; no weight accumulators
+    after = closed.jaxpr.eqns[closed.jaxpr.eqns.index(backward):]
+    assert [e.outvars[0].aval.shape for e in after if e.prim.name == "dot_general"] == \
+        [(3, 3), (3, 3)]
 
     def reference(params, xs):
         h, total = np.zeros((2, 3)), 0.0
@@ -256,12 +260,46 @@ def test_scan_grad_saves_residuals_and_skips_the_unread_xs_cotangent():
             total += np.sum(h ** 2)
         return total
 
-    eps, g = 1e-6, flamefx.jit(flamefx.grad(loss))((wx, wh), xs)
-    bump = np.zeros((3, 3))
-    bump[1, 2] = eps
-    numeric = (reference((np.asarray(wx), np.asarray(wh) + bump), xs)
-               - reference((np.asarray(wx), np.asarray(wh) - bump), xs)) / (2 * eps)
-    _close(np.asarray(g[1])[1, 2], numeric, tol=1e-6)
+    eps, w = 1e-6, [np.asarray(wx), np.asarray(wh)]
+    for g in (flamefx.grad(loss)((wx, wh), xs), flamefx.jit(flamefx.grad(loss))((wx, wh), xs)):
+        for k in range(2):
+            for index in np.ndindex(3, 3):
+                bump = [np.zeros((3, 3)), np.zeros((3, 3))]
+                bump[k][index] = eps
+                numeric = (reference([a + b for a, b in zip(w, bump)], xs)
+                           - reference([a - b for a, b in zip(w, bump)], xs)) / (2 * eps)
+                _close(np.asarray(g[k])[index], numeric, tol=1e-6)
+
+
+def test_scan_grad_sums_over_the_steps_after_the_loop():
+    # A matrix RNN: wh read twice (two product terms, one transposed twice), a bias (a
+    # reduction), and a scale s read through sin (its term is not a product or a sum: s
+    # keeps its accumulator carry). Both directions, to order 2, and under vmap.
+    params = tuple(fnp.asarray(a, np.float64) for a in (
+        RNG.standard_normal((3, 4)) * 0.5, RNG.standard_normal((4, 4)) * 0.5,
+        RNG.standard_normal(4) * 0.1, 0.7))
+    xs = RNG.standard_normal((5, 2, 3))
+
+    def loss(params, xs, reverse):
+        wx, wh, b, s = params
+
+        def cell(h, x):
+            h = fnp.tanh(x @ wx + h @ wh + (h * fnp.sin(s)) @ wh.T + b)
+            return h, h
+        return fnp.sum(lax.scan(cell, fnp.zeros((2, 4), np.float64), xs,
+                                reverse=reverse)[1] ** 2)
+
+    for reverse in (False, True):
+        closed = flamefx.make_jaxpr(flamefx.grad(lambda p: loss(p, xs, reverse)))(params)
+        backward = [e for e in closed.jaxpr.eqns if e.prim.name == "scan"][-1]
+        assert backward.params["num_carry"] == 2  # s's accumulator and h's cotangent
+        check_grads(lambda p: loss(p, xs, reverse), (params,), order=2)
+        batch = RNG.standard_normal((3, 5, 2, 3))
+        per_example = flamefx.vmap(flamefx.grad(lambda p, x: loss(p, x, reverse)),
+                                   (None, 0))(params, batch)
+        for k, x in enumerate(batch):
+            for a, b in zip(per_example, flamefx.grad(loss)(params, x, reverse)):
+                _close(np.asarray(a)[k], b)
 
 
 def _saved_per_step(fun, *args, n_ys=1):

@@ -35,9 +35,8 @@ from flamefx.transforms.ad import add_cotangents, zeros_like
 from flamefx.transforms.batching import broadcast_batch, move_axis
 from flamefx.primitives.sub_jaxprs import (
     _trace, _aval, _is_float, _same_type, _run, _executable, _device_of, _eval_batched,
-    _batch_jaxpr,
-    _jvp_jaxpr, _carry_fixed_point, _reorder, _split, _join_consts,
-    _cast_outputs, _types, _split_known,
+    _batch_jaxpr, _jvp_jaxpr, _carry_fixed_point, _reorder, _split, _join_consts,
+    _cast_outputs, _types, _split_known, hoist_accumulators, sum_hoisted,
 )
 
 
@@ -448,16 +447,14 @@ def _scan_impl(*bufs, jaxpr, num_consts, num_carry, length, reverse):
     consts, carry, xs = _split(bufs, num_consts, num_carry)
     device = _device_of(bufs)
     run, const_bufs = _executable(jaxpr, device)
-    loop = getattr(run, "scan", None)  # the CPU plan runs the whole loop itself
-    if loop is not None:
-        outs = loop(const_bufs + consts, carry, xs, length=length, reverse=reverse)
+    if hasattr(run, "scan"):  # the CPU plan runs the whole loop itself (None: it is busy)
+        outs = run.scan(const_bufs + consts, carry, xs, length=length, reverse=reverse)
         if outs is not None:
             return outs
     # ys are preallocated and written in place, step by step (they are ours until returned).
     ys = [device.xp.empty((length,) + a.shape, a.dtype) for a in jaxpr.out_avals[num_carry:]]
     for step in range(length):
-        i = length - 1 - step if reverse else step
-        # x[i, ...]: a 0-d slice stays an array (NumPy's x[i] is a scalar, no buffer).
+        i = length - 1 - step if reverse else step  # x[i, ...]: a 0-d slice stays an array
         outs = list(run(const_bufs + consts + carry + [x[i, ...] for x in xs]))
         carry = outs[:num_carry]
         for y, out in zip(ys, outs[num_carry:]):
@@ -615,7 +612,8 @@ def _scan_vjp(cts, primals, outs, *, jaxpr, num_consts, num_carry, length, rever
     forward scan (the primal one, see ``_scan_vjp_forward``; else one run here, e.g. for
     checkpoint's replay) stacks the residuals (the values the backward reads); a reverse
     scan runs the backward part on them, accumulating the cotangents of the carry and the
-    consts, so no step's forward runs again. Both are scans, so this rule's output is
+    consts (those that are sums of per-step products or sums: summed after the loop, in one
+    product over all the steps, ``hoist_accumulators``), so no step's forward runs again. Both are scans, so this rule's output is
     differentiable again. Cotangents of inputs off the tape (xs when grad takes the weights)
     are not computed; others nobody reads are ys of the reverse scan that jit's dead-code
     pass drops, down into the body (``_scan_prune``)."""
@@ -636,10 +634,18 @@ def _scan_vjp(cts, primals, outs, *, jaxpr, num_consts, num_carry, length, rever
     acc_init = [zeros_like(consts[i]) for i in plan.diff_consts]
     ct_carry_init = [zeros_like(init[k]) if ct_carry[k] is None else ct_carry[k]
                      for k in plan.diff_carry]
-    grads = core.bind_list(
-        scan_p, *plan.backward_consts, *consts, *acc_init, *ct_carry_init, *saved, *xs, *ct_y,
-        jaxpr=plan.backward, num_consts=len(plan.backward_consts) + num_consts,
-        num_carry=len(acc_init) + len(ct_carry_init), length=length, reverse=not reverse)
+    n_const, carry_init = len(plan.backward_consts) + num_consts, acc_init + ct_carry_init
+    scan_xs = [*saved, *xs, *ct_y]
+    body, kept, hoisted = hoist_accumulators(plan.backward, n_const, len(carry_init), length,
+                                             range(len(acc_init)))
+    outs = core.bind_list(
+        scan_p, *plan.backward_consts, *consts, *[carry_init[k] for k in kept], *scan_xs,
+        jaxpr=body, num_consts=n_const, num_carry=len(kept), length=length, reverse=not reverse)
+    carry_out, ys, new_ys = _split(outs, len(kept), len(plan.backward.outvars) - len(carry_init))
+    grads = dict(zip(kept, carry_out))
+    for h in hoisted:  # their acc_init is zeros
+        grads[h.carry] = sum_hoisted(h, None, scan_xs, new_ys)
+    grads = [grads[k] for k in range(len(carry_init))] + ys
     ct_consts, ct_init, ct_xs = _split(grads, len(acc_init), len(ct_carry_init))
     result = [None] * len(primals)
     for i, g in zip(plan.diff_consts, ct_consts):

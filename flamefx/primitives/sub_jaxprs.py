@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
 
 from flamefx import core, dtypes
 from flamefx import devices as _devices
 from flamefx.core import ShapedArray
-from flamefx.jaxpr import ClosedJaxpr, Jaxpr, Var, eval_jaxpr, hoist_consts, trace_to_jaxpr
+from flamefx.jaxpr import (ClosedJaxpr, Jaxpr, JaxprEqn, Var, eval_jaxpr, hoist_consts,
+                           trace_to_jaxpr)
 from flamefx.primitives.elementwise import convert_element_type
 from flamefx.transforms.ad import JVPTrace, JVPTracer, zeros_like
 from flamefx.transforms.batching import BatchTrace, BatchTracer, broadcast_batch, move_axis
@@ -233,3 +237,140 @@ def _split_known(jaxpr: Jaxpr, known_in, available_in, invariant_in) -> tuple[Ja
     invars = [Var(v.aval) if v.id in seen else v for v in jaxpr.invars]
     return known_jaxpr, eliminate_dead_code(
         Jaxpr([], residuals + invars, jaxpr.outvars, unknown_eqns))
+
+
+# --- scans: sums over the steps, taken out of the loop ------------------------------------------
+
+# What the per-step operands of hoisted sums may add to a scan's stacked outputs (they live
+# until the scan ends, beside the residuals that reverse mode stacks anyway).
+HOIST_MAX_BYTES = 1 << 28
+
+
+class HoistedSum(NamedTuple):
+    """A scan carry its body only accumulates into (``acc + t1 + t2 ...``, acc read by
+    nothing else), each term a product (no batch axes) or a sum of per-step values. The
+    scan stacks those values (its xs are stacked already; others become new ys) and
+    ``sum_hoisted`` computes every term once over all the steps: one GEMM of all the steps'
+    rows instead of a small product and an add per step (what a hand-written
+    backpropagation through time does for its weight gradients)."""
+    carry: int
+    add: JaxprEqn
+    terms: list  # (eqn: dot_general or reduce_sum, operand sources, transposes of it)
+
+
+def hoist_accumulators(jaxpr: Jaxpr, num_consts: int, num_carry: int, length: int,
+                       candidates) -> tuple[Jaxpr, list[int], list[HoistedSum]]:
+    """Takes the accumulations of the carries ``candidates`` (their indices) out of a scan
+    body where each is a ``HoistedSum``. Returns the new body (without those carries; the
+    new ys after the old ones), the indices of the carries it keeps, and the sums; an
+    operand source is ("xs", m) (the scan's m-th xs) or ("ys", j) (the j-th new ys).
+
+    >>> import flamefx, flamefx.numpy as fnp
+    >>> from flamefx import lax
+    >>> body = flamefx.make_jaxpr(lambda acc, h, x: (  # acc + x.T @ h
+    ...     acc + lax.dot_general(x, h, (((0,), (0,)), ((), ()))), h))(
+    ...     fnp.zeros((2, 3)), fnp.ones((4, 3)), fnp.ones((4, 2))).jaxpr
+    >>> new, kept, sums = hoist_accumulators(body, 0, 2, 10, [0])
+    >>> kept, len(new.eqns), [s.terms[0][1] for s in sums]   # h's stack is a new ys
+    ([1], 0, [[('xs', 0), ('ys', 0)]])
+    """
+    from flamefx.transforms.passes import eliminate_dead_code
+    uses: dict[int, int] = {}
+    producer: dict[int, JaxprEqn] = {}
+    for eqn in jaxpr.eqns:
+        for v in eqn.invars:
+            if isinstance(v, Var):
+                uses[v.id] = uses.get(v.id, 0) + 1
+        for v in eqn.outvars:
+            producer[v.id] = eqn
+    for v in jaxpr.outvars:
+        if isinstance(v, Var):
+            uses[v.id] = uses.get(v.id, 0) + 1
+    consts = {v.id for v in jaxpr.invars[:num_consts]}
+    xs_at = {v.id: m for m, v in enumerate(jaxpr.invars[num_consts + num_carry:])}
+
+    def only_use(v):  # the eqn computing v when v is read once, else None
+        return producer.get(v.id) if isinstance(v, Var) and uses.get(v.id) == 1 else None
+
+    def terms(v) -> list | None:
+        eqn = only_use(v)
+        if eqn is not None and eqn.prim.name == "add":
+            parts = [terms(a) for a in eqn.invars]
+            return None if None in parts else parts[0] + parts[1]
+        flips = []  # transposes of the term, outermost first
+        while eqn is not None and eqn.prim.name == "transpose":
+            flips.append(eqn)
+            eqn = only_use(eqn.invars[0])
+        if eqn is None or not all(isinstance(a, Var) and a.id not in consts
+                                  for a in eqn.invars):
+            return None
+        if (eqn.prim.name == "dot_general" and not any(eqn.params["dimension_numbers"][1])) \
+                or eqn.prim.name == "reduce_sum":
+            return [(eqn, eqn.invars, flips[::-1])]
+        return None
+
+    new_ys: list[Var] = []
+    ys_at: dict[int, int] = {}
+    hoisted, stacked = [], 0
+    for c in candidates:
+        acc_in, acc_out = jaxpr.invars[num_consts + c], jaxpr.outvars[c]
+        add = only_use(acc_out)
+        if add is None or add.prim.name != "add" or uses.get(acc_in.id) != 1 or \
+                acc_in not in add.invars:
+            continue
+        found = terms(add.invars[1] if add.invars[0] is acc_in else add.invars[0])
+        if found is None:
+            continue
+        fresh = {v.id: v for _, operands, _ in found for v in operands
+                 if v.id not in xs_at and v.id not in ys_at}
+        size = sum(length * v.aval.size * v.aval.dtype.itemsize for v in fresh.values())
+        if stacked + size > HOIST_MAX_BYTES:
+            continue
+        stacked += size
+        for v in fresh.values():
+            ys_at[v.id] = len(new_ys)
+            new_ys.append(v)
+        hoisted.append(HoistedSum(c, add, [
+            (eqn, [("xs", xs_at[v.id]) if v.id in xs_at else ("ys", ys_at[v.id])
+                   for v in operands], flips) for eqn, operands, flips in found]))
+    if not hoisted:
+        return jaxpr, list(range(num_carry)), []
+    gone = {h.carry for h in hoisted}
+    kept = [k for k in range(num_carry) if k not in gone]
+    invars = jaxpr.invars[:num_consts] + [jaxpr.invars[num_consts + k] for k in kept] \
+        + jaxpr.invars[num_consts + num_carry:]
+    outvars = [jaxpr.outvars[k] for k in kept] + jaxpr.outvars[num_carry:] + new_ys
+    return eliminate_dead_code(Jaxpr([], invars, outvars, jaxpr.eqns)), kept, hoisted
+
+
+def sum_hoisted(hoisted: HoistedSum, init, xs, new_ys):
+    """``init`` (None: zero) plus the terms of ``hoisted``, each over all the steps of the
+    stacked operands (``xs``, ``new_ys``: the scan's): one product contracting the step
+    axis too, or one reduction over it."""
+    total = init
+    for eqn, sources, flips in hoisted.terms:
+        operands = [xs[m] if kind == "xs" else new_ys[m] for kind, m in sources]
+        term = _over_steps(eqn, operands)
+        for flip in flips:
+            term = flip.prim.bind(term, **flip.params)
+        total = term if total is None else hoisted.add.prim.bind(total, term)
+    return total
+
+
+def _over_steps(eqn: JaxprEqn, operands):
+    """``eqn`` (a product or a sum of one step's values) summed over the leading step axis of
+    ``operands``."""
+    if eqn.prim.name == "reduce_sum":
+        axes = (0,) + tuple(a + 1 for a in eqn.params["axes"])
+        return eqn.prim.bind(*operands, **dict(eqn.params, axes=axes))
+    (lc, rc), _ = eqn.params["dimension_numbers"]
+    if tuple(lc) == tuple(range(len(lc))) and tuple(rc) == tuple(range(len(rc))):
+        # Contracting leading axes: the steps join them, as rows of two matrices (views on
+        # the CPU), so the product is one GEMM.
+        from flamefx.primitives.structural import reshape
+        operands = [reshape(x, (int(np.prod(x.shape[:len(c) + 1])),) + x.shape[len(c) + 1:])
+                    for x, c in zip(operands, (lc, rc))]
+        dims = (((0,), (0,)), ((), ()))
+    else:
+        dims = (((0,) + tuple(d + 1 for d in lc), (0,) + tuple(d + 1 for d in rc)), ((), ()))
+    return eqn.prim.bind(*operands, **dict(eqn.params, dimension_numbers=dims))
