@@ -395,10 +395,21 @@ def _params(layout: dict, epilogue: str, dot: JaxprEqn, precision: str) -> dict:
 def _match_forward(graph: _Graph, i: int, precision: str) -> _Match | None:
     dot = graph.eqns[i]
     layout = _forward_layout(dot)
-    product = dot.outvars[0]
-    readers = graph.readers(product)
-    if layout is None or len(readers) != 1 or product.id in graph.outputs:
+    if layout is None:
         return None
+    # The product, through views that keep its last axis (vmap's (B, 1, n) -> (B, n)):
+    # the same rows, grouped otherwise.
+    product, views = dot.outvars[0], []
+    while True:
+        readers = graph.readers(product)
+        if len(readers) != 1 or product.id in graph.outputs:
+            return None
+        reader = graph.eqns[readers[0]]
+        if reader.prim.name not in _VIEWS or \
+                reader.outvars[0].aval.shape[-1:] != product.aval.shape[-1:]:
+            break
+        views.append(readers[0])
+        product = reader.outvars[0]
     add_index = readers[0]
     add = graph.eqns[add_index]
     bias = _bias_of(graph, add, product)
@@ -406,18 +417,28 @@ def _match_forward(graph: _Graph, i: int, precision: str) -> _Match | None:
         return None
     z = add.outvars[0]
     epilogue, y, group, masks = _activation(graph, z, add_index)
-    removed = [i, add_index] + group
+    if epilogue == "bias" and _fused_anyway(graph, z):
+        return None
+    removed = [i, add_index] + views + group
     lhs, rhs = dot.invars
     if not layout["lhs_trans"] and lhs.aval.ndim == 2:
         lhs, layout["lhs_trans"] = _untransposed(graph, lhs)
     if not layout["rhs_trans"]:
         rhs, layout["rhs_trans"] = _untransposed(graph, rhs)
-    params = _params(layout, epilogue, dot, precision)
+    params = _params(layout, epilogue, dot, precision) | {"out_shape": tuple(z.aval.shape)}
     eqn = JaxprEqn(gemm_epilogue_p, [lhs, rhs, bias], [y], params, dot.source)
     remade = [(graph.eqns[m].replace(invars=[y if v is z else v
                                              for v in graph.eqns[m].invars]), reader)
               for m, reader in masks]
     return _Match(removed + [m for m, _ in masks], eqn, max(removed), remade)
+
+
+def _fused_anyway(graph: _Graph, z: Var) -> bool:
+    """Whether elementwise work or a reduction reads the biased product: the fusion kernel
+    doing it adds the bias on the way for free (a loss's logits, GELU or SiLU under grad),
+    and a bias epilogue would only move the kernel boundaries."""
+    from flamefx.kernels.fusion import kind_of  # fusion imports codegen: load it lazily
+    return any(kind_of(graph.eqns[c]) != "opaque" for c in graph.readers(z))
 
 
 def _untransposed(graph: _Graph, v: Var) -> tuple[Var, bool]:
