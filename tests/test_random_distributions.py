@@ -412,6 +412,51 @@ def test_random_gamma_grad_derivative_in_a():
                 [fnp.asarray(1.3, np.float64)], order=1, rtol=2e-3, atol=2e-3)
 
 
+def _cdf_derivatives_in_a(a, x):
+    """dP/da and d2P/da2 of the regularized lower incomplete gamma P(a, x) by fourth-order
+    central differences of SciPy's gammainc in float64 (step a/1000: truncation ~1e-12,
+    rounding ~1e-10 relative): a route independent of flamefx's own differences."""
+    h = 1e-3 * a
+    fm2, fm1, f0, f1, f2 = (scipy.special.gammainc(a + k * h, x) for k in (-2, -1, 0, 1, 2))
+    return ((8 * (f1 - fm1) - (f2 - fm2)) / (12 * h),
+            (16 * (f1 + fm1) - (f2 + fm2) - 30 * f0) / (12 * h * h))
+
+
+# (a, quantile) pairs from small to large a and into both tails.
+_A = np.array([0.1, 0.1, 0.3, 0.5, 1.0, 2.5, 3.0, 3.0, 6.0, 20.0, 50.0, 50.0])
+_X = scipy.special.gammaincinv(_A, [0.01, 0.99, 0.2, 0.999, 0.8, 0.35, 0.001, 0.99, 0.65,
+                                    0.5, 0.01, 0.99])
+
+
+def _a_derivatives(fn, a, x):
+    """d fn(a, x)/da elementwise, forward (jvp) and reverse (vmap of grad)."""
+    forward = flamefx.jvp(lambda a: fn(a, x), (a,), (np.ones_like(a),))[1]
+    reverse = flamefx.vmap(flamefx.grad(fn))(a, x)
+    return np.asarray(forward), np.asarray(reverse)
+
+
+def test_a_derivatives_of_igamma_grad_a_and_random_gamma_grad_against_the_cdf():
+    # Both primitives' a-derivatives are central differences of the primitives themselves,
+    # so check_grads in a only compares them with another difference of the same values.
+    # Here: d2P/da2 and d/da (-P_a / p) at fixed x from SciPy's CDF, p the gamma density.
+    from flamefx import lax
+    d1, d2 = _cdf_derivatives_in_a(_A, _X)
+    density = np.exp((_A - 1) * np.log(_X) - _X - scipy.special.gammaln(_A))
+    density_a = density * (np.log(_X) - scipy.special.digamma(_A))
+    want = -(d2 * density - d1 * density_a) / density**2
+    with config.override("enable_x64", True):
+        for got in _a_derivatives(lax.igamma_grad_a, _A, _X):
+            assert got.dtype == np.float64
+            np.testing.assert_allclose(got, d2, rtol=1e-6)
+        for got in _a_derivatives(random_gamma_grad, _A, _X):
+            np.testing.assert_allclose(got, want, rtol=1e-6)
+    a32, x32 = _A[4:10].astype(np.float32), _X[4:10].astype(np.float32)
+    d2_32 = _cdf_derivatives_in_a(a32.astype(np.float64), x32.astype(np.float64))[1]
+    for got in _a_derivatives(lax.igamma_grad_a, a32, x32):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, d2_32, rtol=1e-3, atol=1e-5)
+
+
 @pytest.mark.gpu
 def test_gpu_distributions_equal_cpu():
     gpu, cpu = flamefx.devices("gpu")[0], flamefx.devices("cpu")[0]
