@@ -20,6 +20,7 @@ A longer run on a GPU (16x16 images, wider UNet):
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -478,6 +479,12 @@ def train(steps=500, batch_size=32, channels=16, image_size=8, timesteps=200,
     for step in range(first_step, steps):
         # Nothing here waits for the device: the loss is kept as an array until a log line.
         state, loss = train_step(state, dataset, key)
+        if step == first_step:
+            # What exists now (the data, the compiled step: ~50k objects) lives through the
+            # loop. Frozen, Python's collector stops re-reading it in the full collections
+            # that the steps' new states set off every ~140 steps: 23 ms pauses (the GPU's
+            # queue runs dry) become 0.3 ms ones.
+            gc.freeze()
         pending.append((step, loss))
         done = step + 1
         if step % log_every == 0 or done == steps:
@@ -492,6 +499,7 @@ def train(steps=500, batch_size=32, channels=16, image_size=8, timesteps=200,
         if out_of_time:
             print(f"time budget of {time_budget_s:.0f} s reached at step {done}")
             break
+    gc.unfreeze()  # cycles among those objects are collectable again
     train_seconds = time.perf_counter() - start
     final_step = int(state["step"])
 
