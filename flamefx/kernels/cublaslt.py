@@ -259,7 +259,8 @@ def prepare(device_id: int, m: int, n: int, k: int, lhs_trans: bool, rhs_trans: 
     """The prepared GEMM for these shapes (cached), or None where cuBLASLt cannot run it
     (no library, an unsupported dtype, no algorithm): the caller keeps the unfused path.
 
-    >>> prepare(0, 512, 1024, 1024, False, False, "float32", "relu_bias", "highest")  # doctest: +SKIP
+    >>> prepare(0, 512, 1024, 1024, False, False, "float32", "relu_bias",
+    ...         "highest")   # doctest: +SKIP
     <flamefx.kernels.cublaslt.LtGemm object at ...>
     """
     dtype = np.dtype(dtype)

@@ -12,7 +12,9 @@
 
 and replaces each such group by one ``gemm_epilogue`` equation, for which ``accept``
 (cuBLASLt's heuristic, on the GPU) has an algorithm. Everything else is left exactly as
-it was. The activation is recognized by what it computes, not how it is spelled: the
+it was. A float32 GEMM's precision (highest / tf32 / bf16) is resolved when the plan is
+made, as JAX resolves it at trace time (an unfused dot_general reads the option at each
+call). The activation is recognized by what it computes, not how it is spelled: the
 elementwise equations between the sum and the activation's result are run on probe values
 and compared with ReLU and with the tanh form of GELU (``nn.gelu(approximate=True)``; the
 erf form differs by up to 3e-4 and is left to the fusion kernels, as is SiLU). A ReLU mask
@@ -104,7 +106,8 @@ class GemmEpilogue:
 gemm_epilogue_p = GemmEpilogue()
 
 
-def _operands_2d(xp, lhs, rhs, m, n, k, lhs_trans, rhs_trans):
+def _operands_2d(lhs, rhs, m, n, k, lhs_trans, rhs_trans):
+    """The product's (M, k) and (k, n) operands, as views of the stored ones."""
     a = lhs.reshape(k, m).T if lhs_trans else lhs.reshape(m, k)
     b = rhs.reshape(n, k).T if rhs_trans else rhs.reshape(k, n)
     return a, b
@@ -116,7 +119,7 @@ def _numpy_impl(lhs, rhs, bias=None, *, epilogue, m, n, k, lhs_trans, rhs_trans,
     never plans), rounded to the output dtype once, as cuBLASLt does."""
     dtype = lhs.dtype
     wide = np.float64 if dtype == np.float64 else np.float32
-    a, b = _operands_2d(np, lhs, rhs, m, n, k, lhs_trans, rhs_trans)
+    a, b = _operands_2d(lhs, rhs, m, n, k, lhs_trans, rhs_trans)
     product = a.astype(wide) @ b.astype(wide)
     if bias is not None:
         product = product + bias.astype(wide)
