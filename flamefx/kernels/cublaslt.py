@@ -130,7 +130,7 @@ def library():
             log.info("cannot use %s for cuBLASLt: %s", path, e)
             continue
         return lib
-    log.info("libcublasLt not found: GEMM epilogues stay unfused")
+    log.warning("libcublasLt not found: GEMM epilogues stay unfused")
     return None
 
 
@@ -283,9 +283,9 @@ def prepare(device_id: int, m: int, n: int, k: int, lhs_trans: bool, rhs_trans: 
                     log.info("cuBLASLt has no algorithm for %s (M=%d n=%d k=%d %s): unfused",
                              epilogue, m, n, k, dtype.name)
                     gemm = None
-            except LtError as e:
-                log.info("cuBLASLt refused %s (M=%d n=%d k=%d %s): %s; unfused", epilogue,
-                         m, n, k, dtype.name, e)
+            except Exception as e:  # noqa: BLE001  (any failure here keeps the unfused path)
+                log.warning("cuBLASLt refused %s (M=%d n=%d k=%d %s): %s: %s; unfused",
+                            epilogue, m, n, k, dtype.name, type(e).__name__, e)
                 gemm = None
     _prepared[key] = gemm
     return gemm
