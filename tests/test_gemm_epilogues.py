@@ -144,7 +144,22 @@ def test_the_environment_switch(monkeypatch):
     monkeypatch.setenv("FLAMEFX_GEMM_EPILOGUES", "0")
     assert not gemm_epilogue.enabled()
     monkeypatch.setenv("FLAMEFX_GEMM_EPILOGUES", "1")
-    assert gemm_epilogue.enabled()
+    assert gemm_epilogue.enabled() == set(gemm_epilogue.EPILOGUES)
+    monkeypatch.setenv("FLAMEFX_GEMM_EPILOGUES", "bias, relu_bias")
+    assert gemm_epilogue.enabled() == {"bias", "relu_bias"}
+    monkeypatch.setenv("FLAMEFX_GEMM_EPILOGUES", "relu")
+    with pytest.raises(ValueError, match="unknown.*relu"):
+        gemm_epilogue.enabled()
+
+
+def test_only_the_epilogues_asked_for_are_taken(monkeypatch):
+    from flamefx.kernels import cublaslt
+    asked = []
+    monkeypatch.setattr(cublaslt, "prepare", lambda *a: asked.append(a[7]) or object())
+    jaxpr, _ = _program(flamefx.grad(_mlp_loss(nn.relu)), *_mlp_args(F32))
+    rewritten = gemm_epilogue.rewrite(jaxpr, gemm_epilogue.lt_acceptor(0, ("relu_bias",)))
+    assert _epilogues(rewritten) == ["relu_bias", "relu_bias"]
+    assert asked == ["relu_bias", "relu_bias"]  # cuBLASLt is asked about those alone
 
 
 def _mlp_loss(activation):

@@ -240,11 +240,13 @@ class GpuExecutable:
     def __init__(self, jaxpr: Jaxpr, device):
         cp = cupy()
         self.device = device
-        if gemm_epilogue.enabled():
+        epilogues = gemm_epilogue.enabled()
+        if epilogues:
             # GEMMs with their bias, activation or bias gradient folded in (cuBLASLt), where
             # cuBLASLt has an algorithm for them; every other equation as before.
             with cp.cuda.Device(device.id):
-                jaxpr = gemm_epilogue.rewrite(jaxpr, gemm_epilogue.lt_acceptor(device.id))
+                jaxpr = gemm_epilogue.rewrite(
+                    jaxpr, gemm_epilogue.lt_acceptor(device.id, epilogues))
         self.plan = fusion.plan(jaxpr)
         steps_io = []
         for step in self.plan.steps:

@@ -25,8 +25,8 @@ joins that equation's fused kernel.
 ``gemm_epilogue`` equations are plan steps, not primitives (nothing traces them; no rule
 but the two impls): a NumPy impl, so a rewritten jaxpr runs on the CPU (the tests compare
 it with the original), and a CUDA impl through flamefx/kernels/cublaslt.py. The
-environment variable FLAMEFX_GEMM_EPILOGUES=0 turns the rewrite off (read when a GPU
-executable is built).
+environment variable FLAMEFX_GEMM_EPILOGUES=0 turns the rewrite off, and a list such as
+``bias,relu_bias`` keeps only those epilogues (read when a GPU executable is built).
 
 >>> import flamefx, flamefx.numpy as fnp
 >>> from flamefx import nn
@@ -74,9 +74,27 @@ def gelu_tanh(x):
 _ACTIVATIONS = {"relu_bias": lambda x: np.maximum(x, 0.0), "gelu_bias": gelu_tanh}
 
 
-def enabled() -> bool:
-    """Whether GPU executables fold epilogues into GEMMs (FLAMEFX_GEMM_EPILOGUES, default 1)."""
-    return os.environ.get("FLAMEFX_GEMM_EPILOGUES", "1") != "0"
+EPILOGUES = ("bias", "relu_bias", "gelu_bias", "bgrada", "bgradb")
+
+
+def enabled() -> frozenset:
+    """The epilogues GPU executables fold into GEMMs: FLAMEFX_GEMM_EPILOGUES is 1 (the
+    default: all), 0 (none) or a comma-separated list of ``EPILOGUES`` (to time them apart).
+
+    >>> sorted(enabled())
+    ['bgrada', 'bgradb', 'bias', 'gelu_bias', 'relu_bias']
+    """
+    value = os.environ.get("FLAMEFX_GEMM_EPILOGUES", "1").strip()
+    if value == "1":
+        return frozenset(EPILOGUES)
+    if value == "0":
+        return frozenset()
+    names = frozenset(v.strip() for v in value.split(",") if v.strip())
+    unknown = names - set(EPILOGUES)
+    if unknown:
+        raise ValueError(f"FLAMEFX_GEMM_EPILOGUES={value!r}: unknown {sorted(unknown)}; use "
+                         f"1, 0 or names from {', '.join(EPILOGUES)}")
+    return names
 
 
 # --- the plan step ------------------------------------------------------------------------------
@@ -577,11 +595,14 @@ def _pure(eqn: JaxprEqn) -> bool:
         isinstance(eqn.prim.fusion, Elementwise)
 
 
-def lt_acceptor(device_id: int) -> Callable[[dict], bool]:
-    """``accept`` for ``rewrite`` on a GPU: cuBLASLt has an algorithm for the group."""
+def lt_acceptor(device_id: int, epilogues=EPILOGUES) -> Callable[[dict], bool]:
+    """``accept`` for ``rewrite`` on a GPU: the group's epilogue is one of ``epilogues``
+    and cuBLASLt has an algorithm for it."""
     from flamefx.kernels import cublaslt
 
     def accept(params: dict) -> bool:
+        if params["epilogue"] not in epilogues:
+            return False
         return cublaslt.prepare(device_id, params["m"], params["n"], params["k"],
                                 params["lhs_trans"], params["rhs_trans"], params["dtype"],
                                 params["epilogue"], params["precision"]) is not None
