@@ -47,6 +47,7 @@ from typing import Callable
 import numpy as np
 
 from flamefx import config, dtypes
+from flamefx.errors import FlamefxValueError
 from flamefx.jaxpr import Jaxpr, JaxprEqn, Literal, Var
 from flamefx.kernels.cuda_elementwise import Elementwise
 
@@ -92,7 +93,7 @@ def enabled() -> frozenset:
     names = frozenset(v.strip() for v in value.split(",") if v.strip())
     unknown = names - set(EPILOGUES)
     if unknown:
-        raise ValueError(f"FLAMEFX_GEMM_EPILOGUES={value!r}: unknown {sorted(unknown)}; use "
+        raise FlamefxValueError(f"FLAMEFX_GEMM_EPILOGUES={value!r}: unknown {sorted(unknown)}; use "
                          f"1, 0 or names from {', '.join(EPILOGUES)}")
     return names
 
