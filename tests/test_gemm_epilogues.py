@@ -65,6 +65,9 @@ FORWARD = {
     "relu_then_scaled": (_dense(lambda z: 2.0 * nn.relu(z)), ((8, 4), (4, 16)),
                          ["relu_bias"]),
     "gelu_tanh": (_dense(_gelu_tanh), ((8, 4), (4, 16)), ["gelu_bias"]),
+    # clip(z, 0, 1000) is max(z, 0) then min(., 1000): the ReLU is folded, the min stays.
+    "clipped_relu": (_dense(lambda z: fnp.clip(z, 0.0, 1000.0)), ((8, 4), (4, 16)),
+                     ["relu_bias"]),
     "tokens": (_dense(nn.relu), ((2, 3, 4), (4, 16)), ["relu_bias"]),
     # vmap of a per-example layer: the product is (B, 1, n), viewed as (B, n).
     "per_example": (lambda x, w, b: flamefx.vmap(lambda r: nn.relu(r @ w + b))(x),
@@ -114,6 +117,9 @@ LEFT_ALONE = {
     # computes them adds the bias on the way: a bias epilogue would only move a boundary.
     "gelu_erf": (_dense(lambda z: nn.gelu(z, approximate=False)), ((8, 4), (4, 16)), (16,)),
     "silu": (_dense(nn.silu), ((8, 4), (4, 16)), (16,)),
+    # Not ReLU, though equal to it on most inputs.
+    "thresholded_relu": (_dense(lambda z: fnp.where(z > 1e-4, z, 0.0)), ((8, 4), (4, 16)),
+                         (16,)),
     "logits_into_a_loss": (lambda x, w, b: fnp.sum(fnp.exp(x @ w + b)), ((8, 4), (4, 16)),
                            (16,)),
 }

@@ -58,8 +58,11 @@ _VIEWS = frozenset({"reshape", "squeeze", "expand_dims"})
 # Elementwise equations an activation may take at most (tanh-GELU is 11).
 _MAX_CHAIN = 24
 # Probe points for recognizing an activation: both signs, zero, tiny and large values.
-_PROBES = np.array([-30.0, -6.0, -3.0, -2.0, -1.3, -1.0, -0.7, -0.5, -0.1, -1e-3, 0.0, 1e-3,
-                    0.1, 0.5, 0.7, 1.0, 1.3, 2.0, 3.0, 6.0, 30.0])
+# (A clip far from the data or a threshold near 0 must not pass for a ReLU: values up to
+# 1e8 and down to 1e-6.)
+_PROBES = np.array([-1e8, -1e4, -100.0, -30.0, -6.0, -3.0, -2.0, -1.3, -1.0, -0.7, -0.5, -0.1,
+                    -1e-3, -1e-6, 0.0, 1e-6, 1e-3, 0.1, 0.5, 0.7, 1.0, 1.3, 2.0, 3.0, 6.0,
+                    30.0, 100.0, 1e4, 1e8])
 _GELU_C = math.sqrt(2.0 / math.pi)
 
 
