@@ -275,6 +275,46 @@ def test_numpy_impl_of_each_epilogue_against_float64(epilogue, lhs_trans, rhs_tr
     _close(got, want, F32)
 
 
+def _as_cublaslt_computes(lhs, rhs, bias, epilogue, m, n, k, lhs_trans, rhs_trans):
+    """What cuBLASLt computes from these row-major buffers with the layouts and flags
+    ``LtGemm`` gives it (column-major matrices, leading dimension = rows; TRANSA is the
+    rhs's flag, TRANSB the lhs's), read back row-major: its documented semantics, emulated."""
+    from flamefx.kernels import cublaslt
+    (a_rows, a_cols), (b_rows, b_cols), (d_rows, d_cols) = cublaslt.column_major_shapes(
+        m, n, k, lhs_trans, rhs_trans)
+    a = rhs.reshape(-1).reshape((a_rows, a_cols), order="F")
+    b = lhs.reshape(-1).reshape((b_rows, b_cols), order="F")
+    op_a, op_b = (a.T if rhs_trans else a), (b.T if lhs_trans else b)
+    d = op_a @ op_b
+    assert d.shape == (d_rows, d_cols)
+    extra = []
+    if epilogue in ("bias", "relu_bias", "gelu_bias"):
+        d = d + bias[:, None]  # "bias vector length must match matrix D rows"
+        d = {"bias": d, "relu_bias": np.maximum(d, 0), "gelu_bias": gemm_epilogue.gelu_tanh(d)}[
+            epilogue]
+    elif epilogue == "bgrada":  # D's rows, reduced over k, from A
+        extra = [op_a.sum(axis=1)]
+    else:  # bgradb: D's columns, reduced over k, from B
+        extra = [op_b.sum(axis=0)]
+    return [d.reshape(-1, order="F").reshape(m, n)] + extra
+
+
+@pytest.mark.parametrize("epilogue", ["bias", "relu_bias", "gelu_bias", "bgrada", "bgradb"])
+@pytest.mark.parametrize("lhs_trans,rhs_trans", [(False, False), (True, False), (False, True),
+                                                 (True, True)])
+def test_the_column_major_layouts_compute_the_row_major_product(epilogue, lhs_trans,
+                                                                 rhs_trans):
+    m, n, k = 6, 5, 7
+    a, b = RNG.standard_normal((m, k)), RNG.standard_normal((k, n))
+    bias = RNG.standard_normal(n)
+    lhs = np.ascontiguousarray(a.T) if lhs_trans else a
+    rhs = np.ascontiguousarray(b.T) if rhs_trans else b
+    got = _as_cublaslt_computes(lhs, rhs, bias, epilogue, m, n, k, lhs_trans, rhs_trans)
+    np.testing.assert_allclose(np.concatenate([g.ravel() for g in got]),
+                               np.concatenate([w.ravel() for w in
+                                               _reference(a, b, bias, epilogue)]), rtol=1e-12)
+
+
 # --- on a GPU: cuBLASLt against the unfused plan and float64 ------------------------------------
 
 
