@@ -239,12 +239,14 @@ def test_blas_thread_count_restored():
 
 def test_select_blend_keeps_every_bit():
     # NaN payloads, -0.0 and infinities pass through the bitwise blend unchanged; an int
-    # select and a scalar case (an elided broadcast) too.
+    # select and a scalar case (an elided broadcast) too; a 0.0 case (one bitwise and) on
+    # either side, and -0.0 (not all bits zero: the full blend).
     x = np.array([np.nan, -0.0, np.inf, -np.inf, 1.5, -2.0], np.float32)
     y = np.array([0.0, 3.0, np.nan, -0.0, np.inf, 7.0], np.float32)
     m = np.array([True, True, False, True, False, False])
     f = lambda m, x, y: (fnp.where(m, x, y), fnp.where(m, x, 0.0),  # noqa: E731
-                         fnp.where(m, (x > 0).astype(fnp.int32), 5))
+                         fnp.where(m, (x > 0).astype(fnp.int32), 5), fnp.where(m, 0.0, y),
+                         fnp.where(m, x, -0.0), fnp.where(m, (x > 0).astype(fnp.int32), 0))
     fast, plain = _both(f, fnp.asarray(m), fnp.asarray(x), fnp.asarray(y))
     for a, b in zip(fast, plain):
         np.testing.assert_array_equal(a.view(np.uint8), b.view(np.uint8))
@@ -426,3 +428,19 @@ def test_scan_of_a_running_plan_runs_step_by_step():
     np.testing.assert_allclose(np.asarray(c), 4.0)
     np.testing.assert_allclose(np.asarray(ys), [1.0, 1.0, 2.0])
     np.testing.assert_allclose(np.asarray(inner[0]), 4.0)
+
+
+def test_constant_work_runs_once_at_compile_time():
+    # An iota read by the computation (C1's take_along_axis builds one) becomes a constant
+    # of the plan; one that is an output is made on every call (the caller owns it).
+    def f(x):
+        index = lax.broadcast_in_dim(lax.iota(fnp.int32, 4), (4, 3), (0,))
+        return x * index.astype(fnp.float32) + lax.stop_gradient(x), index
+
+    x = fnp.asarray(np.arange(12, dtype=np.float32).reshape(4, 3))
+    _assert_agree(f, x)
+    plan = cpu_plan.CpuPlan(flamefx.make_jaxpr(lambda x: f(x)[0])(x).jaxpr)
+    assert not any(kind == "fallback" for kind, _ in plan.labels)  # no iota, no impl call
+    plan = cpu_plan.CpuPlan(flamefx.make_jaxpr(f)(x).jaxpr)
+    first, second = plan([np.asarray(x)])[1], plan([np.asarray(x)])[1]
+    assert first is not second and [w for _, w in plan.labels if "broadcast_in_dim" in w]
