@@ -193,6 +193,19 @@ def test_reused_buffers_never_alias_a_live_value():
     assert 0 < plan.n_buffers <= 4
 
 
+def test_elementwise_calls_write_over_operands_read_for_the_last_time():
+    # exp(a) + 1 overwrites a, then b + b.T reads b through a transposed view as well
+    # (NumPy's ufuncs copy when an output overlaps an input in another layout).
+    def f(x):
+        b = fnp.exp(x * 2.0) + 1.0
+        return fnp.sqrt(b + b.T) * 3.0
+
+    x = fnp.asarray(np.linspace(-1, 1, 16, dtype=np.float32).reshape(4, 4))
+    _assert_agree(f, x)
+    plan = cpu_plan.CpuPlan(flamefx.make_jaxpr(f)(x).jaxpr)
+    assert plan.n_buffers == 1  # x * 2, exp, + 1, + b.T, sqrt: one array in place
+
+
 def test_donated_and_plain_arguments_untouched():
     f = flamefx.jit(lambda p, g: (p - 0.1 * g, g * 2.0), donate_argnums=0)
     p = np.ones((4, 4), np.float32)
