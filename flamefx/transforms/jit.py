@@ -6,7 +6,9 @@ jaxpr, runs the passes (flamefx/transforms/passes.py) and compiles an executable
 device (flamefx/kernels/executor.py). At the top level a call goes straight to the
 executable; under another transform (grad, vmap, an outer jit) it binds the ``jit_call``
 primitive, whose rules re-trace the body under that transform and compile the result too,
-so ``grad(jit(f))`` runs both passes compiled.
+so ``grad(jit(f))`` runs both passes compiled. A top-level call with the structure and
+signature of the last one (a training step) neither flattens nor looks up: ``_CallPlan``
+checks its leaves with code generated for that structure.
 
 >>> import flamefx, flamefx.numpy as fnp
 >>> f = jit(lambda x: x * 2.0 + 1.0)
