@@ -17,10 +17,12 @@ import numpy as np
 
 from flamefx import devices, dtypes
 from flamefx.kernels.cuda_scalar import HALF_CONVERSIONS
+from flamefx.kernels.erf_inv import CUDA_SOURCE as ERF_INV_SOURCE
 
 # Helpers every generated kernel includes. bfloat16 travels as raw uint16 bits: CuPy only
 # gained a bfloat16 type recently, and bit conversion keeps kernels independent of that.
-PREAMBLE = HALF_CONVERSIONS + r"""
+# flamefx_erf_inv is XLA's float32 erf_inv, bit for bit (JAX's random.normal).
+PREAMBLE = HALF_CONVERSIONS + ERF_INV_SOURCE + r"""
 template <typename T> __device__ __forceinline__ T flamefx_ipow(T x, int n) {
   if (n < 0) { x = T(1) / x; n = -n; }
   T acc = T(1);

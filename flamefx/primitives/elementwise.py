@@ -26,7 +26,7 @@ import scipy.special
 from flamefx import core, dtypes
 from flamefx.core import Primitive, ShapedArray
 from flamefx.errors import FlamefxTypeError
-from flamefx.kernels import cuda_elementwise
+from flamefx.kernels import cuda_elementwise, erf_inv as erf_inv_kernels
 from flamefx.kernels.cuda_elementwise import Elementwise
 
 _HALF = (dtypes.float16, dtypes.bfloat16)
@@ -369,7 +369,8 @@ round_p = _unary("round", _numpy_round, "round(x0)")
 erf_p = _unary("erf", scipy.special.erf, "erf(x0)",
                partial=lambda x, out: mul(full_like(x, 2 / math.sqrt(math.pi)),
                                           exp(neg(mul(x, x)))))
-erf_inv_p = _unary("erf_inv", scipy.special.erfinv, "erfinv(x0)",
+# float32 erf_inv rounds as XLA's does (JAX's random.normal bit for bit; kernels/erf_inv.py).
+erf_inv_p = _unary("erf_inv", erf_inv_kernels.erf_inv, "flamefx_erf_inv(x0)",
                    partial=lambda x, out: mul(full_like(x, math.sqrt(math.pi) / 2),
                                               exp(mul(out, out))))
 square_p = _unary("square", np.square, "(x0 * x0)", kind=NUMBER,
