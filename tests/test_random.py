@@ -117,12 +117,10 @@ def test_normal_matches_jax():
     np.testing.assert_array_equal(
         np.asarray(frandom.normal(k, (5,), np.float16), np.float32),
         [-1.203125, -0.7392578125, -1.64453125, -0.53271484375, 0.744140625])
-    # jax.random.normal(jax.random.key(3), (7,)): the same uniforms, but XLA's float32
-    # erf_inv is Giles' polynomial and flamefx's is SciPy's, so they agree to a few ulp.
-    expected = [-1.4462569952011108, 1.5393810272216797, 0.38250625133514404,
-                1.970701813697815, -0.5876674056053162, 0.20941562950611115,
-                -1.2453285455703735]
-    np.testing.assert_allclose(frandom.normal(k, (7,)), expected, rtol=1e-6)
+    # jax.random.normal(jax.random.key(3), (7,)): bit for bit (more in test_random_bits.py)
+    expected = np.array([0xBFB91EF3, 0x3FC50A70, 0x3EC3D7DC, 0x3FFC3FF5, 0xBF16715F,
+                         0x3E56710D, 0xBF9F66ED], np.uint32).view(np.float32)
+    np.testing.assert_array_equal(frandom.normal(k, (7,)), expected)
 
 
 def test_traced_seed_matches_python_seed():
@@ -284,10 +282,8 @@ def test_gpu_draws_equal_cpu_draws():
 
     on_cpu, on_gpu = flamefx.jit(draw)(key_cpu), flamefx.jit(draw)(key_gpu)
     assert on_gpu[0].device.platform == "gpu"
-    for c, g in zip(on_cpu[:5], on_gpu[:5]):
+    for c, g in zip(on_cpu, on_gpu):
         np.testing.assert_array_equal(np.asarray(c), np.asarray(g))
-    np.testing.assert_allclose(np.asarray(on_cpu[5]), np.asarray(on_gpu[5]), rtol=1e-6,
-                               atol=1e-6)
 
 
 def test_permutations_of_three_are_uniform():
