@@ -71,9 +71,11 @@ _ERFINV_GE5 = [_F32(c) for c in (-0.000200214257, 0.000100950558, 0.00134934322,
 _LOW_BITS, _HALFWAY = np.uint64(0x1FFFFFFF), np.uint64(0x10000000)
 
 
-def _fma(a, b, c) -> np.ndarray:
-    """float32 ``a * b + c`` rounded once, as the FMA instruction rounds it."""
-    total = np.multiply(a, b, dtype=_F64)  # exact: 24 + 24 significant bits
+def _fma(a: np.ndarray, b, c) -> np.ndarray:
+    """float32 ``a * b + c`` rounded once, as the FMA instruction rounds it: ``a`` float32,
+    ``b`` a float32 value or a float64 array of them (cast once, where a chain reuses it)."""
+    total = a.astype(_F64)
+    total *= b  # exact: 24 + 24 significant bits
     total += c
     out = total.astype(_F32)
     low = total.view(np.uint64)
@@ -81,7 +83,7 @@ def _fma(a, b, c) -> np.ndarray:
     halfway = np.flatnonzero(low == _HALFWAY)
     if halfway.size:
         a, b, c = (np.broadcast_to(np.asarray(v), out.shape)[halfway] for v in (a, b, c))
-        p = np.multiply(a, b, dtype=_F64)
+        p = a.astype(_F64) * b
         s = p + c
         # TwoSum: the exact sum is s + err; a nonzero err says which float32 is nearer.
         t = s - p
@@ -102,13 +104,14 @@ def _log(v: np.ndarray) -> np.ndarray:
     e = np.where(below, e - _F32(1), e)
     x2 = x * x
     x3 = x2 * x
+    x_, x3_ = x.astype(_F64), x3.astype(_F64)
     p = _LOG_P
-    y = _fma(_fma(x, p[0], p[1]), x, p[2])
-    y1 = _fma(_fma(x, p[3], p[4]), x, p[5])
-    y2 = _fma(_fma(x, p[6], p[7]), x, p[8])
-    y = _fma(_fma(y, x3, y1), x3, y2)
-    y = _fma(y, x3, e * _LOG_Q1)
-    out = _fma(e, _LOG_Q2, _fma(_F32(-0.5), x2, x) + y)
+    y = _fma(_fma(x, p[0], p[1]), x_, p[2])
+    y1 = _fma(_fma(x, p[3], p[4]), x_, p[5])
+    y2 = _fma(_fma(x, p[6], p[7]), x_, p[8])
+    y = _fma(_fma(y, x3_, y1), x3_, y2)
+    y = _fma(y, x3_, e * _LOG_Q1)
+    out = _fma(e, _LOG_Q2, _fma(x2, _F32(-0.5), x) + y)
     out[v == 0] = -np.inf
     out[v == np.inf] = np.inf
     out[~(v > 0) & (v != 0)] = np.nan  # negative or NaN
@@ -116,9 +119,10 @@ def _log(v: np.ndarray) -> np.ndarray:
 
 
 def _horner(x: np.ndarray, coefficients) -> np.ndarray:
-    acc = np.full_like(x, coefficients[0])
-    for c in coefficients[1:]:
-        acc = _fma(acc, x, c)
+    acc = _fma(x, coefficients[0], coefficients[1])
+    x_ = x.astype(_F64)
+    for c in coefficients[2:]:
+        acc = _fma(acc, x_, c)
     return acc
 
 
@@ -126,7 +130,7 @@ def _log1p_small(x: np.ndarray) -> np.ndarray:
     # XLA's polynomials start from 0 * x + c0: c0 here, where x is finite.
     x2 = x * x
     ratio = _horner(x, _LOG1P_NUM) / _horner(x, _LOG1P_DEN)
-    return x + _fma(_F32(-0.5), x2, (x * x2) * ratio)
+    return x + _fma(x2, _F32(-0.5), (x * x2) * ratio)
 
 
 def _log1p(x: np.ndarray) -> np.ndarray:
