@@ -115,7 +115,8 @@ def test_erf_inv_half_types_match_xla():
     # jax.lax.erf_inv of every float16 / bfloat16 in [0, 1], then the same negated (XLA
     # computes them in float32): SHA-256 of the results' bytes.
     for dtype, top, digest in [
-            (np.float16, 0x3C00, "53cce42ec4172c7e466b9134f107901f5703ffc77b1c9ce5228b432d740b4a2b"),
+            (np.float16, 0x3C00,
+             "53cce42ec4172c7e466b9134f107901f5703ffc77b1c9ce5228b432d740b4a2b"),
             (flamefx.dtypes.bfloat16, 0x3F80,
              "8a224f9408852faba5db454b6e035827dc38f6c4870489100da9842dda474afc")]:
         half = np.arange(0, top + 1, dtype=np.uint16).view(dtype)
