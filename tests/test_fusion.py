@@ -79,6 +79,12 @@ template <class To, class From> To bits(From v) { To t; memcpy(&t, &v, sizeof t)
 float __uint_as_float(unsigned u) { return bits<float>(u); }
 float __int_as_float(int u) { return bits<float>(u); }
 unsigned __float_as_uint(float f) { return bits<unsigned>(f); }
+int __float_as_int(float f) { return bits<int>(f); }
+float __fmaf_rn(float a, float b, float c) { return fmaf(a, b, c); }  // flamefx_erf_inv's
+float __fmul_rn(float a, float b) { return a * b; }
+float __fadd_rn(float a, float b) { return a + b; }
+float __fdiv_rn(float a, float b) { return a / b; }
+float __fsqrt_rn(float a) { return sqrtf(a); }
 double __hiloint2double(int hi, int lo) {
   return bits<double>(((unsigned long long)(unsigned)hi << 32) | (unsigned)lo);
 }

@@ -181,6 +181,32 @@ def test_cuda_erf_inv_on_cpu_matches_xla(tmp_path):
     assert _digest(y[len(_ERF_INV_X):]) == _SWEEP_DIGEST
 
 
+@pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
+def test_jit_gpu_kernel_for_normal_on_cpu_gives_jax_bits(tmp_path):
+    """jit's GPU plan for normal, its steps run by NumPy up to the fused kernel that holds
+    erf_inv, which runs on the CPU emulator: the kernel jit generates gives JAX's bits."""
+    from flamefx.jaxpr import Literal
+    from flamefx.kernels.fusion import FusedKernel
+    from tests.test_fused_rows_on_cpu import _emulate_fused
+    key = _KEYS["key(42)"]()
+    jitted = flamefx.jit(lambda k: frandom.normal(k, (1000,)))
+    plan = jitted.lower(key, platform="gpu").plan
+    entry, leaves, _ = jitted._lookup((key,), {})
+    env = {v.id: np.asarray(a) for v, a in zip(plan.jaxpr.invars, list(entry.consts) + leaves)}
+    for step in plan.steps:
+        fused = isinstance(step, FusedKernel)
+        if fused and "erf_inv" in [eqn.prim.name for eqn in step.eqns]:
+            (got,) = _emulate_fused(tmp_path, step, [env[v.id] for v in step.inputs])
+            assert _digest(got) == _NORMAL_DIGESTS["key(42)", (1000,)]
+            return
+        for eqn in step.eqns if fused else [step.eqn]:
+            ins = [np.asarray(v.val) if isinstance(v, Literal) else env[v.id]
+                   for v in eqn.invars]
+            outs = eqn.prim.impl_for("cpu")(*ins, **eqn.params)
+            env.update({v.id: np.asarray(o) for v, o in zip(eqn.outvars, outs)})
+    raise AssertionError("no fused kernel computes erf_inv")
+
+
 @pytest.mark.gpu
 def test_gpu_normal_and_erf_inv_match_jax_bit_for_bit():
     gpu = flamefx.devices("gpu")[0]
