@@ -173,6 +173,8 @@ def erf_inv_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     array([0.22531207], dtype=float32)
     """
     x = np.asarray(x, _F32)
+    if out is not None and x.shape != out.shape:  # broadcast into out, as a ufunc would
+        x = np.broadcast_to(x, out.shape)
     direct = out is not None and out.flags.c_contiguous  # else: computed, then copied in
     result = out if direct else np.empty(x.shape, _F32)
     flat_x, flat_result = x.reshape(-1), result.reshape(-1)
