@@ -4,7 +4,7 @@ JAX draws a normal as ``sqrt(2) * erf_inv(u)``; flamefx's float32 erf_inv repeat
 arithmetic (flamefx/kernels/erf_inv.py). The constants were printed by jax 0.10.2 on an x86-64
 CPU with FMA (partitionable threefry, its default) as float32 bit patterns; jax is not
 imported here. The GPU tests check that the CUDA kernels give the same bits (JAX's own GPU
-numbers may differ: XLA's GPU backend computes log differently).
+numbers may differ: XLA's GPU backend lowers log and log1p to CUDA's own).
 """
 
 import hashlib
