@@ -234,6 +234,12 @@ def blas_threads() -> _BlasThreads:
     return _blas
 
 
+def _reset_blas(previous: int) -> None:
+    """Undoes ``CpuPlan._set_blas``."""
+    _outermost[0] = False
+    _blas.set(previous)
+
+
 # --- the plan ------------------------------------------------------------------------------------
 
 
@@ -463,19 +469,14 @@ class CpuPlan:
 
     def __call__(self, bufs, donated=()) -> list:
         # Donation buys nothing here: arguments are never written, outputs are fresh.
-        if not self._lock.acquire(blocking=False):
+        lock = self._lock
+        if not lock.acquire(blocking=False):
             return self.plain(bufs)  # re-entered: this call must not share our buffers
         try:
             env = self.template.copy()
             for s, b in zip(self.in_slots, bufs):
                 env[s] = b
-            # Only the outermost plan sets OpenBLAS's threads: a loop body's plan, run
-            # by its loop primitive inside another plan's call, finds them set.
-            blas = blas_threads() if self.uses_blas and not _outermost[0] else None
-            previous = blas.get() if blas is not None and blas.available else None
-            if previous is not None:
-                blas.set(1)
-                _outermost[0] = True
+            previous = self._set_blas() if self.uses_blas else None
             token = _errstate.set(_IGNORE_ALL)
             try:
                 for step in self.step_fns:
@@ -483,11 +484,25 @@ class CpuPlan:
             finally:
                 _errstate.reset(token)
                 if previous is not None:
-                    _outermost[0] = False
-                    blas.set(previous)
+                    _reset_blas(previous)
             return [env[s] for s in self.out_slots]
         finally:
-            self._lock.release()
+            lock.release()
+
+    @staticmethod
+    def _set_blas() -> int | None:
+        """Sets OpenBLAS to one thread for a call; returns the count to restore after it,
+        or None. Only the outermost plan sets it: a loop body's plan, run by its loop
+        primitive inside another plan's call, finds it set."""
+        if _outermost[0]:
+            return None
+        blas = blas_threads()
+        if not blas.available:
+            return None
+        previous = blas.get()
+        blas.set(1)
+        _outermost[0] = True
+        return previous
 
     def scan(self, fixed, carry, xs, *, length: int, reverse: bool) -> list | None:
         """Runs the plan as a scan body ``length`` times; returns the final carry, then the
@@ -524,11 +539,7 @@ class CpuPlan:
             carry_in = self.in_slots[n_fixed:n_fixed + num_carry]
             x_in = self.in_slots[n_fixed + num_carry:]
             carry_out, y_out = self.out_slots[:num_carry], self.out_slots[num_carry:]
-            blas = blas_threads() if self.uses_blas and not _outermost[0] else None
-            previous = blas.get() if blas is not None and blas.available else None
-            if previous is not None:
-                blas.set(1)
-                _outermost[0] = True
+            previous = self._set_blas() if self.uses_blas else None
             token = _errstate.set(_IGNORE_ALL)
             try:
                 for step in prologue:
@@ -547,8 +558,7 @@ class CpuPlan:
             finally:
                 _errstate.reset(token)
                 if previous is not None:
-                    _outermost[0] = False
-                    blas.set(previous)
+                    _reset_blas(previous)
             return [np.asarray(c) for c in carry] + ys
         finally:
             self._lock.release()
