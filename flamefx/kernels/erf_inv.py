@@ -10,16 +10,15 @@ below repeats those operations in the same order, with the same float32 constant
 where the compiled kernel fuses (read off jaxlib 0.10.2's x86-64 code for
 ``jax.random.normal``).
 
-An FMA rounds once. NumPy has none, so ``_fma`` computes ``a * b + c`` in float64 (the
-product of two float32 is exact there) and rounds to float32; that second rounding is wrong
-only where the float64 sum falls exactly halfway between two float32, which ``_fma`` detects
-and settles with the exact sum's remainder (TwoSum). XLA's CPU runtime also flushes
-subnormal inputs and results to zero; so does this code. The CUDA source computes the same
-(XLA's GPU backend has its own log, so JAX's GPU draws may differ from its CPU draws).
+An FMA rounds once. NumPy has none: ``_fma`` (flamefx/kernels/fma.py) computes ``a * b + c``
+in float64 (the product of two float32 is exact there), rounds to float32, and settles the
+lanes where that second rounding is wrong. XLA's CPU runtime also flushes subnormal inputs
+and results to zero; so does this code. The CUDA source computes the same (XLA's GPU
+backend has its own log, so JAX's GPU draws may differ from its CPU draws).
 
-Other dtypes: float64 keeps SciPy's ``erfinv`` (XLA's float64 path fuses float64 FMAs,
-which NumPy cannot repeat cheaply); float16/bfloat16 are computed in float32 by the caller,
-as XLA does.
+Other dtypes: float64 keeps SciPy's ``erfinv`` (XLA's float64 path is another polynomial
+with float64 FMAs, not repeated here); float16/bfloat16 are computed in float32 by the
+caller, as XLA does.
 
 >>> import numpy as np
 >>> erf_inv(np.array([0.0, 0.5, -0.999], np.float32))
@@ -30,6 +29,8 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.special
+
+from flamefx.kernels.fma import fma_float32_normal as _fma
 
 _F32, _F64 = np.float32, np.float64
 
@@ -67,33 +68,6 @@ _ERFINV_LT5 = [_F32(c) for c in (2.81022636e-08, 3.43273939e-07, -3.5233877e-06,
 _ERFINV_GE5 = [_F32(c) for c in (-0.000200214257, 0.000100950558, 0.00134934322,
                                  -0.00367342844, 0.00573950773, -0.0076224613,
                                  0.00943887047, 1.00167406, 2.83297682)]
-
-# A float64 whose low 29 bits are 1 followed by 28 zeros lies halfway between two float32
-# (for results in float32's normal range, the only ones these polynomials produce).
-_LOW_BITS, _HALFWAY = np.uint64(0x1FFFFFFF), np.uint64(0x10000000)
-
-
-def _fma(a: np.ndarray, b, c) -> np.ndarray:
-    """float32 ``a * b + c`` rounded once, as the FMA instruction rounds it: ``a`` float32,
-    ``b`` a float32 value or a float64 array of them (cast once, where a chain reuses it)."""
-    total = a.astype(_F64)
-    total *= b  # exact: 24 + 24 significant bits
-    total += c
-    out = total.astype(_F32)
-    low = total.view(np.uint64)
-    low &= _LOW_BITS  # in place: total is not needed again but where it lies halfway
-    halfway = np.flatnonzero(low == _HALFWAY)
-    if halfway.size:
-        a, b, c = (np.broadcast_to(np.asarray(v), out.shape)[halfway] for v in (a, b, c))
-        p = a.astype(_F64) * b
-        s = p + c
-        # TwoSum: the exact sum is s + err; a nonzero err says which float32 is nearer.
-        t = s - p
-        err = (p - (s - t)) + (c.astype(_F64) - t)
-        nudged = np.nextafter(s, np.copysign(np.inf, err))
-        out[halfway] = np.where(err == 0, s, nudged).astype(_F32)
-    return out
-
 
 def _log(v: np.ndarray) -> np.ndarray:
     """XLA CPU's float32 log: Eigen's range reduction to [sqrt(1/2), sqrt(2)), Cephes'

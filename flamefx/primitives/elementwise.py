@@ -26,7 +26,7 @@ import scipy.special
 from flamefx import core, dtypes
 from flamefx.core import Primitive, ShapedArray
 from flamefx.errors import FlamefxTypeError
-from flamefx.kernels import cuda_elementwise, erf_inv as erf_inv_kernels
+from flamefx.kernels import cuda_elementwise, erf_inv as erf_inv_kernels, fma as fma_kernels
 from flamefx.kernels.cuda_elementwise import Elementwise
 
 _HALF = (dtypes.float16, dtypes.bfloat16)
@@ -569,6 +569,18 @@ select_n_p = declare_elementwise("select_n", _select_n_rule, _numpy_select_n,
                                  vjp=_select_n_vjp, jvp=_select_n_jvp)
 
 
+# --- fma ---------------------------------------------------------------------------------------
+# a * b + c rounded once, as XLA's CPU backend computes a multiply feeding an add (LLVM
+# contracts them into an FMA): JAX's bounded random.uniform, for one. float32 and float64
+# only: XLA computes the half types op by op, rounding each (kernels/fma.py).
+
+FMA_FLOAT = ("float32 or float64", frozenset({dtypes.float32, dtypes.float64}))
+
+fma_p = declare_elementwise("fma", same_type_rule(FMA_FLOAT), fma_kernels.fma,
+                            fusion=Elementwise("fma(x0, x1, x2)"),
+                            partials=lambda a, b, c, out: [b, a, full_like(c, 1)])
+
+
 # --- convert_element_type ----------------------------------------------------------------------
 
 
@@ -682,6 +694,16 @@ def select_n(which, *cases):
     [1.0, 0.0]
     """
     return select_n_p.bind(which, *cases)
+
+
+def fma(a, b, c):
+    """``a * b + c`` rounded once, as the FMA instruction (float32 or float64 operands of
+    one shape and dtype; flamefx.numpy-level code broadcasts first).
+
+    >>> fma(np.float64(0.1), np.float64(10.0), np.float64(-1.0)).item()  # a*b+c: 0.0
+    5.551115123125783e-17
+    """
+    return fma_p.bind(a, b, c)
 
 
 def convert_element_type(x, new_dtype, weak_type: bool = False):

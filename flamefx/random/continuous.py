@@ -81,12 +81,21 @@ def _unit_floats(data, shape, dtype):
     return elementwise.mul(floats, elementwise.full_like(floats, 2.0**-nmant))
 
 
+# XLA's CPU backend contracts uniform's u * (maxval - minval) + minval into one FMA in these
+# dtypes (it computes float16 and bfloat16 op by op, each rounded).
+_FUSED = frozenset({dtypes.float32, dtypes.float64})
+
+
 def uniform_from_data(data, shape, dtype, minval, maxval):
     shape = as_shape(shape, "uniform")
     minval = broadcast_param(as_param(minval, dtype, "uniform"), shape, "uniform")
     maxval = broadcast_param(as_param(maxval, dtype, "uniform"), shape, "uniform")
     floats = _unit_floats(data, shape, dtype)
-    return fnp.maximum(minval, floats * (maxval - minval) + minval)
+    if dtype in _FUSED:
+        scaled = elementwise.fma(floats, maxval - minval, minval)
+    else:
+        scaled = floats * (maxval - minval) + minval
+    return fnp.maximum(minval, scaled)
 
 
 def uniform(key, shape=(), dtype=None, minval=0.0, maxval=1.0):

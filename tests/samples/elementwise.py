@@ -8,6 +8,7 @@ gets a 0-d sample, made from its first one (0-d operands once crashed erf's NumP
 
 import cmath
 import math
+from fractions import Fraction
 
 import numpy as np
 
@@ -152,6 +153,32 @@ def _nonzero_ints(rng):
     return [x, y.astype(np.int32)]
 
 
+def _fma_args(dtype):
+    """a, b, and c near -a*b, so that a * b + c rounded twice differs from once."""
+    def make(rng):
+        a, b = (rng.uniform(-2, 2, SHAPE).astype(dtype) for _ in range(2))
+        c = (-(a * b) * (1 + rng.uniform(-1e-3, 1e-3, SHAPE))).astype(dtype)
+        return [a, b, c]
+    return make
+
+
+def _round_once(exact: Fraction, dtype):
+    """The float of ``dtype`` nearest ``exact``, ties to even."""
+    near = np.asarray(float(exact)).astype(dtype)
+    candidates = [np.nextafter(near, dtype.type(-np.inf)), near,
+                  np.nextafter(near, dtype.type(np.inf))]
+    bits = f"u{dtype.itemsize}"
+    return min(candidates, key=lambda r: (abs(Fraction(float(r)) - exact),
+                                          int(np.asarray(r).view(bits)) & 1))
+
+
+def _fma_reference(a, b, c):
+    """From exact rationals, rounded once to a's dtype."""
+    out = [_round_once(Fraction(float(x)) * Fraction(float(y)) + Fraction(float(z)), a.dtype)
+           for x, y, z in zip(a.ravel(), b.ravel(), c.ravel())]
+    return np.array(out, a.dtype).reshape(a.shape)
+
+
 SAMPLES = {
     "neg": [_unary(lambda x: -x, _uniform(-2, 2)),
             _unary(lambda x: -x, _ints(-5, 5), grad=False)],
@@ -232,6 +259,8 @@ SAMPLES = {
     "ge": [_binary(lambda x, y: x >= y, _ints(0, 3, n=2), grad=())],
     "select_n": [Sample(make=_select_args, reference=_select_reference, grad_argnums=(1, 2)),
                  Sample(make=_select3_args, reference=_select_reference, grad_argnums=(1, 2, 3))],
+    "fma": [Sample(make=_fma_args(np.float64), reference=_fma_reference, grad_argnums=(0, 1, 2)),
+            _f32(_fma_reference, _fma_args(np.float32))],
     "convert_element_type": [
         # float64 -> float64 checks the rules by finite differences; a float32 output would
         # drown them in rounding noise, so the narrowing sample checks values only.
