@@ -181,9 +181,10 @@ def fma(a, b, c, out=None) -> np.ndarray:
     result = np.empty(shape, a.dtype)
     flat = [np.ascontiguousarray(np.broadcast_to(v, shape)).reshape(-1) for v in (a, b, c)]
     flat_result = result.reshape(-1)
-    for start in range(0, flat_result.size, BLOCK):
-        block = slice(start, start + BLOCK)
-        flat_result[block] = compute(*(v[block] for v in flat))
+    with np.errstate(all="ignore"):  # inf and nan lanes are results like any other
+        for start in range(0, flat_result.size, BLOCK):
+            block = slice(start, start + BLOCK)
+            flat_result[block] = compute(*(v[block] for v in flat))
     if out is None:
         return result
     out[...] = result

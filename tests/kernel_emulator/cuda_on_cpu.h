@@ -60,6 +60,9 @@ inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; 
 inline float __uint_as_float(unsigned i) { float f; std::memcpy(&f, &i, 4); return f; }
 inline unsigned __float_as_uint(float f) { unsigned i; std::memcpy(&i, &f, 4); return i; }
 inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
+// A double's words (the vectorized stores of float64 outputs).
+inline int __double2loint(double d) { long long i; std::memcpy(&i, &d, 8); return (int)i; }
+inline int __double2hiint(double d) { long long i; std::memcpy(&i, &d, 8); return (int)(i >> 32); }
 // Round-to-nearest intrinsics (flamefx_erf_inv spells out every rounding with them).
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline float __fmul_rn(float a, float b) { return a * b; }
