@@ -5,8 +5,9 @@ JAX draws a normal as ``sqrt(2) * erf_inv(u)``; flamefx's float32 erf_inv repeat
 arithmetic (flamefx/kernels/erf_inv.py). A bounded uniform is ``u * (maxval - minval) +
 minval``, which XLA's CPU backend computes with one FMA in float32 and float64 (the fma
 primitive, flamefx/kernels/fma.py). The constants were printed by jax 0.10.2 on an x86-64
-CPU with FMA (partitionable threefry, its default) as bit patterns; jax is not imported here. The GPU tests check that the CUDA kernels give the same bits (JAX's own GPU
-numbers may differ: XLA's GPU backend lowers log and log1p to CUDA's own).
+CPU with FMA (partitionable threefry, its default) as bit patterns; jax is not imported
+here. The GPU tests check that the CUDA kernels give the same bits (JAX's own GPU numbers
+may differ: XLA's GPU backend lowers log and log1p to CUDA's own).
 """
 
 import hashlib
@@ -380,7 +381,8 @@ def _fma_cases(dtype, rng, n=600):
     triples.append((a, b, -(a.astype(dtype) * b.astype(dtype))))
     triples.append((spread(info.minexp - 10, info.minexp // 2), spread(info.minexp // 2 - 5, 0),
                     spread(info.minexp - 20, info.minexp + 5)))
-    triples.append((spread(top - 40, top - 1), 4 * rng.standard_normal(n), spread(top - 2, top - 1)))
+    triples.append((spread(top - 40, top - 1), 4 * rng.standard_normal(n),
+                    spread(top - 2, top - 1)))
     special = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, info.tiny, info.max])
     triples.append(tuple(np.array(np.meshgrid(special, special, special)).reshape(3, -1)))
     with np.errstate(all="ignore"):
