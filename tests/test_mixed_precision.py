@@ -238,9 +238,10 @@ SAMPLES = all_samples()
 # rows and their cotangent.
 FLOAT32_ARGS = {"flash_attention_bwd": (-3, -1)}
 # Primitives that take float32 and float64 only, as JAX's do (complex parts are float32/64;
-# LAPACK/cuSOLVER factorizations and cuFFT have no half-precision routines).
-SINGLE_OR_DOUBLE_ONLY = {"complex", "nextafter", "cholesky", "eigh", "fft", "lu", "qr", "svd",
-                         "triangular_solve"}
+# LAPACK/cuSOLVER factorizations and cuFFT have no half-precision routines; fma is the FMA
+# XLA forms in float32/float64, it computes the half types op by op).
+SINGLE_OR_DOUBLE_ONLY = {"complex", "nextafter", "cholesky", "eigh", "fft", "fma", "lu", "qr",
+                         "svd", "triangular_solve"}
 
 
 def _holds_program(value) -> bool:

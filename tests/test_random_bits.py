@@ -427,13 +427,18 @@ def _run_gpu_plan_on_cpu(tmp_path, jitted, args, prim_name):
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
-@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+@pytest.mark.parametrize("dtype_name", ["float32", "float64", "float16", "bfloat16"])
 def test_jit_gpu_kernel_for_bounded_uniform_on_cpu_gives_jax_bits(tmp_path, dtype_name, x64):
-    dtype = np.dtype(dtype_name)
+    """float32/float64 through CUDA's fma; the half types through float32 ops, each rounded
+    by a cast (which a fused kernel must round: its locals are float)."""
+    dtype = flamefx.dtypes.canonicalize(dtype_name)
     jitted = flamefx.jit(lambda k: frandom.uniform(k, (1000,), dtype, -3.7, 2.1))
-    got = _run_gpu_plan_on_cpu(tmp_path, jitted, (_KEYS["key(42)"](),), "fma")
+    half = dtype_name in ("float16", "bfloat16")
+    got = _run_gpu_plan_on_cpu(tmp_path, jitted, (_KEYS["key(42)"](),), "add" if half else "fma")
     assert got.dtype == dtype
-    assert _bytes_digest(got) == _UNIFORM_DIGESTS["key(42)", dtype_name, (1000,)]
+    want = (_UNIFORM_OTHER_DIGESTS[dtype_name, (-3.7, 2.1), (1000,)] if half
+            else _UNIFORM_DIGESTS["key(42)", dtype_name, (1000,)])
+    assert _bytes_digest(got) == want
 
 
 @pytest.mark.gpu

@@ -33,6 +33,8 @@ from flamefx.kernels.fusion import (
 )
 
 
+_HALF = (dtypes.float16, dtypes.bfloat16)
+
 # A fused kernel is a RawKernel, without CuPy's half type: it stores float16 as raw bits too,
 # and otherwise loads and stores as the elementwise kernels do.
 
@@ -226,6 +228,9 @@ class _Body:
         expr = eqn.prim.fusion.render(tuple(v.aval.dtype for v in eqn.invars), **eqn.params)
         for k in range(len(args) - 1, -1, -1):  # x10 before x1
             expr = _replace_operand(expr, k, args[k])
+        if eqn.prim.name == "convert_element_type" and out.aval.dtype in _HALF:
+            # A cast to a half type rounds, as the unfused cast's store (locals are float).
+            expr = load(out.aval.dtype, store(out.aval.dtype, expr))
         self.names[out.id] = self._local(f"v{n}")
         self.lines.append(f"const {compute_ctype(out.aval.dtype)} {self.names[out.id]} "
                           f"= {expr};")

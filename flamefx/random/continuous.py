@@ -82,8 +82,25 @@ def _unit_floats(data, shape, dtype):
 
 
 # XLA's CPU backend contracts uniform's u * (maxval - minval) + minval into one FMA in these
-# dtypes (it computes float16 and bfloat16 op by op, each rounded).
+# dtypes; float16 and bfloat16 it computes op by op, each in float32 and rounded.
 _FUSED = frozenset({dtypes.float32, dtypes.float64})
+
+
+def _half_affine(floats, minval, maxval):
+    """``floats * (maxval - minval) + minval`` in a half type, each op in float32 and
+    rounded to the half type by an explicit cast: jit's fused GPU kernels keep half-type
+    values in float between ops and round them only at casts."""
+    half = floats.dtype
+
+    def up(x):
+        return elementwise.convert_element_type(x, dtypes.float32)
+
+    def down(x):
+        return elementwise.convert_element_type(x, half)
+
+    span = down(elementwise.sub(up(maxval), up(minval)))
+    product = down(elementwise.mul(up(floats), up(span)))
+    return down(elementwise.add(up(product), up(minval)))
 
 
 def uniform_from_data(data, shape, dtype, minval, maxval):
@@ -94,7 +111,7 @@ def uniform_from_data(data, shape, dtype, minval, maxval):
     if dtype in _FUSED:
         scaled = elementwise.fma(floats, maxval - minval, minval)
     else:
-        scaled = floats * (maxval - minval) + minval
+        scaled = _half_affine(floats, minval, maxval)
     return fnp.maximum(minval, scaled)
 
 

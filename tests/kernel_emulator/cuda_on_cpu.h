@@ -38,6 +38,7 @@ struct alignas(16) double2 { double x, y; };
 struct alignas(8) uint2 { unsigned x, y; };
 struct alignas(16) uint4 { unsigned x, y, z, w; };
 inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
 alignas(16) unsigned char smem[512 * 1024];
 
 std::barrier<>* block_barrier;
