@@ -41,9 +41,8 @@ _LOW_BITS, _HALFWAY = np.uint64(0x1FFFFFFF), np.uint64(0x10000000)
 _F32_TINY = float(np.finfo(_F32).tiny)
 
 _SPLITTER = _F64(2.0**27 + 1)  # Veltkamp: splits a float64 into two 26-bit halves
-# Boldo-Melquiond's range, with margin: the split of |x| >= 2**996 overflows, and the
-# products' low parts of |a * b| < 2**-969 underflow.
-_SPLIT_MAX = _F64(2.0**995)
+# Boldo-Melquiond's range, with margin: the products' low parts of |a * b| < 2**-969
+# underflow (and the split of |x| >= 2**997 overflows: a NaN, caught as such).
 _PRODUCT_MIN = _F64(2.0**-960)
 
 
@@ -100,24 +99,41 @@ def fma_float32(a, b, c) -> np.ndarray:
     return out
 
 
+def _split(x):
+    """``x = hi + lo``, each half of 26 significant bits (Veltkamp; NaN where x * 2**27
+    overflows, which the caller's range check catches)."""
+    hi = x * _SPLITTER
+    lo = hi - x
+    hi -= lo
+    lo = np.subtract(x, hi, out=lo)
+    return hi, lo
+
+
 def _two_product(a, b):
-    """``a * b = p + e`` exactly (Dekker, Veltkamp's split), within Boldo-Melquiond's range."""
+    """``a * b = p + e`` exactly (Dekker), within Boldo-Melquiond's range."""
     p = a * b
-    t = a * _SPLITTER
-    a_hi = t - (t - a)
-    a_lo = a - a_hi
-    t = b * _SPLITTER
-    b_hi = t - (t - b)
-    b_lo = b - b_hi
-    e = ((a_hi * b_hi - p) + a_hi * b_lo + a_lo * b_hi) + a_lo * b_lo
+    a_hi, a_lo = _split(a)
+    b_hi, b_lo = _split(b)
+    e = a_hi * b_hi
+    e -= p
+    a_hi *= b_lo
+    e += a_hi
+    b_hi *= a_lo
+    e += b_hi
+    a_lo *= b_lo
+    e += a_lo
     return p, e
 
 
 def _two_sum(x, y):
-    """``x + y = s + err`` exactly (Knuth)."""
+    """``x + y = s + err`` exactly (Knuth): ``err = (x - (s - t)) + (y - t)``, ``t = s - x``."""
     s = x + y
     t = s - x
-    return s, (x - (s - t)) + (y - t)
+    err = s - t
+    np.subtract(x, err, out=err)
+    np.subtract(y, t, out=t)
+    err += t
+    return s, err
 
 
 def _exact_float64(a: float, b: float, c: float) -> float:
@@ -153,11 +169,13 @@ def fma_float64(a, b, c) -> np.ndarray:
         if fix.size:
             v[fix] = np.nextafter(v[fix], np.copysign(np.inf, w[fix]))
         out = s + v
+        # Outside the range: an inf or nan anywhere (overflowing splits and products
+        # included) makes out inf or nan; tiny products and results are checked.
         magnitude = np.abs(out)
-        inside = (magnitude >= _PRODUCT_MIN) & (magnitude < np.inf)
-        inside &= np.abs(p) >= _PRODUCT_MIN
-        inside &= np.abs(a) < _SPLIT_MAX
-        inside &= np.abs(b) < _SPLIT_MAX
+        inside = magnitude >= _PRODUCT_MIN
+        inside &= magnitude < np.inf
+        np.abs(p, out=magnitude)
+        inside &= magnitude >= _PRODUCT_MIN
     outside = np.flatnonzero(~inside)
     for i in outside:
         out[i] = _exact_float64(float(a[i]), float(b[i]), float(c[i]))
