@@ -475,3 +475,17 @@ def test_bounded_uniform_gradients_and_vmap():
     for lo, row in zip(lows, np.asarray(batched)):
         want = frandom.uniform(key, (6,), minval=lo, maxval=3.0)
         assert _words(row, "float32") == _words(want, "float32")
+
+
+@pytest.mark.parametrize("dtype_name", ["float32", "float64"])
+def test_uniform_power_of_two_span_shortcut_gives_the_fma_bits(dtype_name, x64):
+    """Numbers as bounds whose difference is a power of two (>= 1) skip the FMA (the product
+    is exact); traced bounds always take it: both give the same bits."""
+    dtype, key = np.dtype(dtype_name), frandom.key(9)
+    traced = flamefx.jit(lambda k, lo, hi: frandom.uniform(k, (4000,), dtype, lo, hi))
+    lo_normal = np.nextafter(np.array(-1.0, dtype), np.array(0.0, dtype))[()]
+    for lo, hi in [(0.0, 1.0), (-1.0, 1.0), (lo_normal, 1.0), (-3.25, 0.75), (1e3, 1e3 + 2**20),
+                   (-0.3, 1.7)]:
+        shortcut = frandom.uniform(key, (4000,), dtype, lo, hi)
+        want = traced(key, np.asarray(lo, dtype), np.asarray(hi, dtype))
+        assert _words(shortcut, dtype_name) == _words(want, dtype_name), (lo, hi)
