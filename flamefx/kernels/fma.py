@@ -196,13 +196,17 @@ def fma(a, b, c, out=None) -> np.ndarray:
     a, b, c = np.asarray(a), np.asarray(b), np.asarray(c)
     compute = _BY_DTYPE[np.result_type(a, b, c)]
     shape = np.broadcast_shapes(a.shape, b.shape, c.shape) if out is None else out.shape
-    result = np.empty(shape, a.dtype)
     flat = [np.ascontiguousarray(np.broadcast_to(v, shape)).reshape(-1) for v in (a, b, c)]
-    flat_result = result.reshape(-1)
+    size = flat[0].size
     with np.errstate(all="ignore"):  # inf and nan lanes are results like any other
-        for start in range(0, flat_result.size, BLOCK):
-            block = slice(start, start + BLOCK)
-            flat_result[block] = compute(*(v[block] for v in flat))
+        if size <= BLOCK:  # one block: no copy into a result array
+            result = compute(*flat).reshape(shape)
+        else:
+            result = np.empty(shape, a.dtype)
+            flat_result = result.reshape(-1)
+            for start in range(0, size, BLOCK):
+                block = slice(start, start + BLOCK)
+                flat_result[block] = compute(*(v[block] for v in flat))
     if out is None:
         return result
     out[...] = result
