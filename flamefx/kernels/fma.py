@@ -193,8 +193,9 @@ def fma(a, b, c, out=None) -> np.ndarray:
     >>> float(fma(np.float64(0.1), np.float64(10.0), np.float64(-1.0)))
     5.551115123125783e-17
     """
-    a, b, c = np.asarray(a), np.asarray(b), np.asarray(c)
-    compute = _BY_DTYPE[np.result_type(a, b, c)]
+    dtype = np.result_type(a, b, c)
+    compute = _BY_DTYPE[dtype]
+    a, b, c = (np.asarray(v, dtype) for v in (a, b, c))
     shape = np.broadcast_shapes(a.shape, b.shape, c.shape) if out is None else out.shape
     flat = [np.ascontiguousarray(np.broadcast_to(v, shape)).reshape(-1) for v in (a, b, c)]
     size = flat[0].size
@@ -202,7 +203,7 @@ def fma(a, b, c, out=None) -> np.ndarray:
         if size <= BLOCK:  # one block: no copy into a result array
             result = compute(*flat).reshape(shape)
         else:
-            result = np.empty(shape, a.dtype)
+            result = np.empty(shape, dtype)
             flat_result = result.reshape(-1)
             for start in range(0, size, BLOCK):
                 block = slice(start, start + BLOCK)
