@@ -49,7 +49,12 @@ _PRODUCT_MIN = _F64(2.0**-960)
 def fma_float32_normal(a: np.ndarray, b, c) -> np.ndarray:
     """float32 ``a * b + c`` rounded once, for results in float32's normal range: ``a``
     float32, ``b`` a float32 value or a float64 array of them (cast once, where a chain
-    reuses it), ``c`` float32."""
+    reuses it), ``c`` float32.
+
+    >>> import numpy as np
+    >>> fma_float32_normal(np.float32([2.0]), np.float32(3.0), np.float32(1.0))
+    array([7.], dtype=float32)
+    """
     total = a.astype(_F64)
     total *= b  # exact: 24 + 24 significant bits
     total += c
