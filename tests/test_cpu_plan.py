@@ -11,7 +11,7 @@ import pytest
 import flamefx
 import flamefx.numpy as fnp
 from flamefx import lax, nn
-from flamefx.kernels import cpu_plan
+from flamefx.kernels import cpu_plan, cpu_threads
 from flamefx.kernels.executor import CpuExecutable
 
 
@@ -311,14 +311,35 @@ def test_convolutions_through_blas_agree(strides, padding, lhs_dil, rhs_dil, gro
     assert kinds.count("conv") == 3
 
 
-def test_large_products_pick_the_faster_thread_count():
-    choice = cpu_plan._ThreadChoice(2)
-    assert [choice.pick(), choice.record(2, 1.0), choice.pick()] == [2, None, 1]
-    choice.record(1, 0.5)
-    picks = [choice.pick() for _ in range(64)]
-    assert picks.count(2) == 2 and picks.count(1) == 62  # the loser is retried now and then
-    choice.record(2, 0.1)  # the other one got faster (the machine went quiet)
-    assert choice.pick() == 2
+def test_plans_with_large_products_move_to_more_threads_only_when_clearly_faster(
+        monkeypatch):
+    monkeypatch.setattr(cpu_threads, "cores_taken", lambda: 0)
+    monkeypatch.setattr(cpu_threads.os, "cpu_count", lambda: 2)
+
+    def run(choice, calls, seconds):  # seconds: thread count -> the time of a call
+        picks = []
+        for _ in range(calls):
+            picks.append(choice.pick())
+            choice.record(picks[-1], seconds[picks[-1]])
+        return picks
+
+    # Two threads barely faster: a burst after 8 calls loses at its second call (its first
+    # is not judged), the next comes 16 later.
+    choice = cpu_threads.PlanThreads(2)
+    assert [k for k, p in enumerate(run(choice, 40, {1: 1.0, 2: 0.9})) if p == 2] == \
+        [7, 8, 24, 25]
+    choice = cpu_threads.PlanThreads(2)  # clearly faster (a quiet machine): kept
+    assert run(choice, 40, {1: 1.0, 2: 0.5})[7:] == [2] * 33
+    assert run(choice, 10, {1: 1.0, 2: 1.1})[-1] == 2  # a call a little slower: kept
+    picks = run(choice, 10, {1: 1.0, 2: 5.0})  # a core got busy: one slow call, then one
+    assert picks == [2] + [1] * 9
+    monkeypatch.setattr(cpu_threads, "cores_taken", lambda: 1)  # another process runs
+    choice = cpu_threads.PlanThreads(2)
+    assert run(choice, 100, {1: 1.0, 2: 0.5}) == [1] * 100  # no burst is tried
+    monkeypatch.setattr(cpu_threads, "cores_taken", lambda: 0)  # it stopped: seen soon
+    assert run(choice, 20, {1: 1.0, 2: 0.5})[-5:] == [2] * 5
+    monkeypatch.undo()
+    assert cpu_threads.cores_taken() >= 0  # read from /proc/loadavg (0 without it)
     rng = np.random.default_rng(8)
     a, b = (fnp.asarray(rng.normal(size=(512, 512)).astype(np.float32)) for _ in range(2))
     _assert_agree(lambda a, b: a @ b, a, b, rtol=1e-4, atol=1e-4)

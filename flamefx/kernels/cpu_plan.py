@@ -17,10 +17,11 @@ whole cost. A ``CpuPlan`` decides all of it at compile time instead:
   values whose lifetimes do not overlap. A value the caller can see (an output, or what a
   callback or sub-program is handed) and every value that may be a view of it get fresh
   memory on every call; arguments are never written;
-- one ``np.errstate`` covers the call; OpenBLAS runs one thread for products below
-  ``BLAS_PARALLEL_FLOPS`` (its threads spin-wait: with another process on one of two
-  cores, a small product's time jumped 10-20x); a larger one runs on OpenBLAS's threads
-  or on one, whichever ran it faster when last tried (``_ThreadChoice``).
+- one ``np.errstate`` covers the call; OpenBLAS runs one thread (its threads spin-wait:
+  with another process on one of two cores, a product's time jumped 10-70x), except in a
+  plan with a product of at least ``BLAS_PARALLEL_FLOPS``, whose calls move to OpenBLAS's
+  threads only while those clearly run the whole call faster (cpu_threads.py);
+- a plan run as a scan body (``CpuPlan.scan``) runs the whole loop in one call.
 
 A plan re-entered while it runs (a callback calling the same jitted function, or two
 threads) runs the plain executable for that call, so its buffers are never shared. Set
@@ -35,7 +36,6 @@ the plain executable instead.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import threading
 from sys import getrefcount
@@ -46,6 +46,7 @@ import scipy.special
 
 from flamefx.jaxpr import ClosedJaxpr, Jaxpr, Literal, Var
 from flamefx.kernels import cpu_conv, erf_inv
+from flamefx.kernels.cpu_threads import PlanThreads, blas_threads
 
 ENABLED = os.environ.get("FLAMEFX_CPU_PLAN", "fast") != "plain"
 
@@ -65,9 +66,9 @@ except ImportError:  # another NumPy: the public context manager, entered by han
 
     _errstate, _IGNORE_ALL = _ErrstateVar(), None
 
-# Products of at least this many flops keep OpenBLAS's own thread count; smaller ones run
-# on one thread (see the module docstring; benchmarks/RESULTS.md, "CPU", has the figures).
-BLAS_PARALLEL_FLOPS = 2**26
+# A plan with a product of at least this many flops may run its calls on OpenBLAS's own
+# threads (cpu_threads.PlanThreads); others run on one (RESULTS.md, "CPU", has figures).
+BLAS_PARALLEL_FLOPS = 2**23
 
 # Larger results are allocated per call: a plan keeps its buffers between calls, and for
 # arrays this big the allocation is small beside the arithmetic.
@@ -193,51 +194,9 @@ def _hands_out_inputs(eqn) -> bool:
     return "callback" in eqn.prim.name or _has_subprogram(eqn)
 
 
-# --- OpenBLAS's thread count ---------------------------------------------------------------
+# --- OpenBLAS's thread count (cpu_threads.py) ------------------------------------------------
 
-
-class _BlasThreads:
-    """openblas_get/set_num_threads of the OpenBLAS NumPy runs on (through threadpoolctl's
-    discovery of it; ``available`` is False without threadpoolctl or OpenBLAS)."""
-
-    def __init__(self):
-        self.get = self.set = None
-        try:
-            from threadpoolctl import ThreadpoolController
-            blas = [c for c in ThreadpoolController().lib_controllers
-                    if c.internal_api == "openblas" and "numpy" in c.filepath]
-        except Exception:  # noqa: BLE001  (no threadpoolctl: OpenBLAS keeps its setting)
-            blas = []
-        if blas:
-            lib = ctypes.CDLL(blas[0].filepath)
-            for prefix in ("", "scipy_"):
-                for suffix in ("", "64_", "_64"):
-                    if hasattr(lib, f"{prefix}openblas_get_num_threads{suffix}"):
-                        self.get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
-                        self.set = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
-                        self.set.argtypes = [ctypes.c_int]
-                        break
-                if self.get is not None:
-                    break
-        self.available = self.get is not None
-        self.default = self.get() if self.available else None  # before any plan set it
-
-
-_blas = None
 _outermost = [False]  # whether a plan that set OpenBLAS's threads is running
-
-
-def blas_threads() -> _BlasThreads:
-    global _blas
-    if _blas is None:
-        _blas = _BlasThreads()
-    return _blas
-
-
-def _reset_blas(previous: int) -> None:
-    """Undoes ``CpuPlan._set_blas``."""
-    _outermost[0] = False
-    _blas.set(previous)
 
 
 # --- the plan ------------------------------------------------------------------------------------
@@ -327,6 +286,7 @@ class CpuPlan:
         self._loops: dict[int, tuple] = {}  # invariant inputs -> _loop_steps's result
         self.n_buffers = len({id(b) for b in buffers.values()})
         self.uses_blas = False
+        self.threads: PlanThreads | None = None  # for a plan with a large product
         made_views = set()
         self.out_ids = {v.id for v in jaxpr.outvars if isinstance(v, Var)}
         for k, (eqn, kind) in enumerate(zip(jaxpr.eqns, self.kinds)):
@@ -461,7 +421,11 @@ class CpuPlan:
         lhs = eqn.invars[0]
         k_size = lhs.aval.shape[eqn.params["dimension_numbers"][0][0][0]]
         flops = 2 * aval.size * k_size
-        args = (ins, outs[0], buffer, aval, _matmul_layout(eqn), flops >= BLAS_PARALLEL_FLOPS)
+        if flops >= BLAS_PARALLEL_FLOPS and self.threads is None:
+            blas = blas_threads()
+            if blas.available and blas.default > 1:
+                self.threads = PlanThreads(blas.default)
+        args = (ins, outs[0], buffer, aval, _matmul_layout(eqn))
         self.matmuls[len(self.steps)] = args  # rebuilt by _loop_steps
         return _matmul_step(*args)
 
@@ -476,33 +440,39 @@ class CpuPlan:
             env = self.template.copy()
             for s, b in zip(self.in_slots, bufs):
                 env[s] = b
-            previous = self._set_blas() if self.uses_blas else None
+            blas = self._set_blas() if self.uses_blas else None
             token = _errstate.set(_IGNORE_ALL)
             try:
                 for step in self.step_fns:
                     step(env)
             finally:
                 _errstate.reset(token)
-                if previous is not None:
-                    _reset_blas(previous)
+                if blas is not None:
+                    self._reset_blas(*blas)
             return [env[s] for s in self.out_slots]
         finally:
             lock.release()
 
-    @staticmethod
-    def _set_blas() -> int | None:
-        """Sets OpenBLAS to one thread for a call; returns the count to restore after it,
-        or None. Only the outermost plan sets it: a loop body's plan, run by its loop
-        primitive inside another plan's call, finds it set."""
+    def _set_blas(self) -> tuple | None:
+        """Sets OpenBLAS's thread count for a call: one, or what ``threads`` picks; returns
+        what ``_reset_blas`` takes, or None. Only the outermost plan sets it: a loop body's
+        plan, run by its loop primitive inside another plan's call, finds it set."""
         if _outermost[0]:
             return None
         blas = blas_threads()
         if not blas.available:
             return None
         previous = blas.get()
-        blas.set(1)
+        count = 1 if self.threads is None else self.threads.pick()
+        blas.set(count)
         _outermost[0] = True
-        return previous
+        return previous, count, perf_counter()
+
+    def _reset_blas(self, previous: int, count: int, start: float) -> None:
+        if self.threads is not None:
+            self.threads.record(count, perf_counter() - start)
+        _outermost[0] = False
+        blas_threads().set(previous)
 
     def scan(self, fixed, carry, xs, *, length: int, reverse: bool) -> list | None:
         """Runs the plan as a scan body ``length`` times; returns the final carry, then the
@@ -539,7 +509,7 @@ class CpuPlan:
             carry_in = self.in_slots[n_fixed:n_fixed + num_carry]
             x_in = self.in_slots[n_fixed + num_carry:]
             carry_out, y_out = self.out_slots[:num_carry], self.out_slots[num_carry:]
-            previous = self._set_blas() if self.uses_blas else None
+            blas = self._set_blas() if self.uses_blas else None
             token = _errstate.set(_IGNORE_ALL)
             try:
                 for step in prologue:
@@ -557,8 +527,8 @@ class CpuPlan:
                         y[i] = env[s]
             finally:
                 _errstate.reset(token)
-                if previous is not None:
-                    _reset_blas(previous)
+                if blas is not None:
+                    self._reset_blas(*blas)
             return [np.asarray(c) for c in carry] + ys
         finally:
             self._lock.release()
@@ -571,7 +541,7 @@ class CpuPlan:
             return cached
         invariant = set(self.in_slots[:n_fixed])
         prologue, steps = [], list(self.step_fns)
-        for k, (ins, o, buffer, aval, (ta, tb, rows), parallel) in self.matmuls.items():
+        for k, (ins, o, buffer, aval, (ta, tb, rows)) in self.matmuls.items():
             if rows is not None:
                 continue
             ins, flags = list(ins), [ta, tb]
@@ -581,7 +551,7 @@ class CpuPlan:
                     ins[j], flags[j] = len(self.template), False
                     self.template.append(None)
             if flags != [ta, tb]:
-                steps[k] = _matmul_step(ins, o, buffer, aval, (*flags, None), parallel)
+                steps[k] = _matmul_step(ins, o, buffer, aval, (*flags, None))
         cached = self._loops[n_fixed] = (prologue, tuple(steps))
         return cached
 
@@ -750,7 +720,7 @@ def _reduce_step(fn, a, o, buffer, aval, axes):
     return step
 
 
-def _matmul_step(ins, o, buffer, aval, layout, parallel):
+def _matmul_step(ins, o, buffer, aval, layout):
     a, b = ins
     ta, tb, rows = layout
     shape, dtype = aval.shape, aval.dtype
@@ -771,55 +741,10 @@ def _matmul_step(ins, o, buffer, aval, layout, parallel):
         x, y = env[a], env[b]
         return (x.swapaxes(-1, -2) if ta else x), (y.swapaxes(-1, -2) if tb else y)
 
-    blas = blas_threads()
-    if parallel and blas.available and blas.default > 1:
-        choice = _ThreadChoice(blas.default)
-
-        def step(env):
-            out = new() if buffer is None else buffer
-            x, y = operands(env)
-            threads = choice.pick()
-            blas.set(threads)
-            start = perf_counter()
-            try:
-                env[o] = np.matmul(x, y, out=out)
-            finally:
-                choice.record(threads, perf_counter() - start)
-                blas.set(1)
-        return step
-
     def step(env):
         x, y = operands(env)
         env[o] = np.matmul(x, y, out=new() if buffer is None else buffer)
     return step
-
-
-class _ThreadChoice:
-    """One large product's OpenBLAS thread count: all its threads or one, whichever ran it
-    faster the last time each was tried; the other is tried again every REPROBE calls.
-    Quiet, two threads halve a large product; with another process on one of two cores,
-    the thread sharing that core holds the product up and one thread wins."""
-
-    REPROBE = 32
-    __slots__ = ("calls", "seconds", "threads")
-
-    def __init__(self, threads: int):
-        self.threads = threads
-        self.seconds = {1: None, threads: None}
-        self.calls = 0
-
-    def pick(self) -> int:
-        self.calls += 1
-        one, many = self.seconds[1], self.seconds[self.threads]
-        if many is None:
-            return self.threads
-        if one is None:
-            return 1
-        best, other = (1, self.threads) if one <= many else (self.threads, 1)
-        return other if self.calls % self.REPROBE == 0 else best
-
-    def record(self, threads: int, seconds: float) -> None:
-        self.seconds[threads] = seconds
 
 
 def _conv_step(fn, ins, o, params):

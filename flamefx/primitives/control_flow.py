@@ -613,8 +613,8 @@ def _scan_vjp(cts, primals, outs, *, jaxpr, num_consts, num_carry, length, rever
     checkpoint's replay) stacks the residuals (the values the backward reads); a reverse
     scan runs the backward part on them, accumulating the cotangents of the carry and the
     consts (those that are sums of per-step products or sums: summed after the loop, in one
-    product over all the steps, ``hoist_accumulators``), so no step's forward runs again. Both are scans, so this rule's output is
-    differentiable again. Cotangents of inputs off the tape (xs when grad takes the weights)
+    product over all the steps, ``hoist_accumulators``), so no step's forward runs again.
+    Both are scans, so this rule's output is differentiable again. Cotangents of inputs off the tape (xs when grad takes the weights)
     are not computed; others nobody reads are ys of the reverse scan that jit's dead-code
     pass drops, down into the body (``_scan_prune``)."""
     consts, init, xs = _split(primals, num_consts, num_carry)
