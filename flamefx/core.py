@@ -476,6 +476,12 @@ class Primitive:
     ``differentiable=False`` declares outputs without derivatives (comparisons, argmax,
     integer ops): they get zero tangents and cotangents, symbolically.
     ``fusion`` carries what jit's GPU code generator needs (e.g. a C expression).
+    Optional hooks of primitives with sub-jaxprs (scan's):
+      vjp_forward(primals, wanted, **params) -> (outs, residuals)   run by reverse mode in
+                          place of binding: the primal op also saves what its VJP reads, for
+                          the cotangents ``wanted``; ``vjp`` then gets them as ``residuals=``
+      prune(eqn, used_outs) -> eqn     jit's dead-code pass: drops the outputs nobody reads
+                          (``used_outs`` False) and the work for them
     """
 
     registry: dict[str, "Primitive"] = {}
@@ -484,7 +490,8 @@ class Primitive:
                  cuda_impl: Callable | None = None, vjp: Callable | None = None,
                  jvp: Callable | None = None, batch: Callable | None = None,
                  multiple_results: bool = False, differentiable: bool = True,
-                 fusion: Any = None):
+                 fusion: Any = None, vjp_forward: Callable | None = None,
+                 prune: Callable | None = None):
         if name in Primitive.registry:
             raise FlamefxError(f"a primitive named {name!r} is already registered")
         self.name = name
@@ -496,6 +503,8 @@ class Primitive:
         self.multiple_results = multiple_results
         self.differentiable = differentiable
         self.fusion = fusion
+        self.vjp_forward = vjp_forward
+        self.prune = prune
         Primitive.registry[name] = self
 
     def __repr__(self):

@@ -61,8 +61,8 @@ from flamefx.primitives.special import (
 from flamefx.transforms.ad import stop_gradient
 
 # --- control flow (cond, scan, while_loop, fori_loop) ------------------------------------------
-from flamefx.primitives.control_flow import (  # noqa: F401
-    cond, fori_loop, scan, switch, while_loop)
+from flamefx.primitives.control_flow import cond, switch, while_loop  # noqa: F401
+from flamefx.primitives.scan import fori_loop, scan  # noqa: F401
 
 # --- collectives over a named vmap/pmap axis ---------------------------------------------------
 from flamefx.primitives.collectives import all_gather, pmax, pmean, psum, psum_scatter

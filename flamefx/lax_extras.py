@@ -288,7 +288,7 @@ def map(f, xs, *, batch_size: int | None = None):  # noqa: A001  (JAX's name)
     >>> map(lambda x: x * 2, np.arange(3.0)).tolist()
     [0.0, 2.0, 4.0]
     """
-    from flamefx.primitives.control_flow import scan
+    from flamefx.primitives.scan import scan
     from flamefx.transforms.batching import vmap
 
     if batch_size is None:

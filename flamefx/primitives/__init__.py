@@ -12,6 +12,7 @@ from flamefx.primitives import attention  # noqa: F401
 from flamefx.primitives import random_ops  # noqa: F401
 from flamefx.primitives import normalization  # noqa: F401
 from flamefx.primitives import control_flow  # noqa: F401
+from flamefx.primitives import scan  # noqa: F401
 from flamefx.primitives import collectives  # noqa: F401
 from flamefx.primitives import sorting  # noqa: F401
 from flamefx.primitives import special  # noqa: F401

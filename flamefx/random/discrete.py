@@ -18,6 +18,7 @@ import flamefx.numpy as fnp
 from flamefx import core, dtypes
 from flamefx.errors import FlamefxTypeError, FlamefxValueError, user_frame
 from flamefx.primitives import control_flow, elementwise, sorting, special, structural
+from flamefx.primitives.scan import scan
 from flamefx.random.continuous import draw_shape, gumbel, param_shape, uniform_from_data
 from flamefx.random.keys import as_shape, random_bits, split, unwrap
 
@@ -500,5 +501,5 @@ def multinomial(key, n, p, *, shape=None, dtype=None):
         count = binomial(k, remainder, fnp.clip(ratio, 0, 1), dtype=remainder.dtype)
         return remainder - count, count
 
-    _, counts = control_flow.scan(draw, n, (ratios, split(data, ratios.shape[0])))
+    _, counts = scan(draw, n, (ratios, split(data, ratios.shape[0])))
     return fnp.moveaxis(counts, 0, -1).astype(dtype)

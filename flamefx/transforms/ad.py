@@ -230,7 +230,7 @@ class VJPTrace(Trace):
         # A primitive with ``vjp_forward(primals, wanted, **params) -> (outs, residuals)``
         # (scan's) saves what its VJP reads while it runs, for the cotangents ``wanted`` (of
         # the primals on the tape); the VJP gets them as ``residuals=``.
-        forward = getattr(prim, "vjp_forward", None) if taped else None
+        forward = prim.vjp_forward if taped else None
         with core.set_current_trace(self.parent):
             if forward is None:
                 outs = core.bind_list(prim, *primals, **params)

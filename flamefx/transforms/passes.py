@@ -540,8 +540,7 @@ def eliminate_dead_code(jaxpr: Jaxpr) -> Jaxpr:
         if any(used) or has_effects(eqn):
             # A primitive with sub-jaxprs may drop its unread outputs and the work for them
             # (``prune(eqn, used) -> eqn``; scan's).
-            prune = getattr(eqn.prim, "prune", None)
-            eqn = eqn if prune is None else prune(eqn, used)
+            eqn = eqn if eqn.prim.prune is None else eqn.prim.prune(eqn, used)
             kept.append(eqn)
             live.update(v.id for v in eqn.invars if isinstance(v, Var))
     kept.reverse()
