@@ -169,33 +169,55 @@ _SIGNATURES = {
 }
 
 
-def _candidate_paths() -> list[str]:
-    """Where the libcublas CuPy uses may be: already mapped into this process (CuPy's
-    extension loaded it), CuPy's CUDA path, the nvidia-cublas wheel, the linker's search."""
+def _candidate_paths(stem: str, packages: tuple[str, ...]) -> list[str]:
+    """Where the ``lib<stem>`` CuPy uses may be: already mapped into this process (CuPy's
+    extension loaded it), CuPy's CUDA path, the nvidia wheels ``packages``, the linker's
+    search."""
     paths = []
     try:
         with open("/proc/self/maps") as maps:
-            paths += sorted({line.split()[-1] for line in maps
-                             if "libcublas.so" in line and "libcublasLt" not in line})
+            paths += sorted({line.split()[-1] for line in maps if f"lib{stem}.so" in line})
     except OSError:  # no /proc (not Linux): the other places remain
         log.debug("cannot read /proc/self/maps")
-    cp = _cp()
     roots = []
     try:
-        roots.append(os.path.join(cp.cuda.get_cuda_path() or "", "lib64"))
+        roots.append(os.path.join(_cp().cuda.get_cuda_path() or "", "lib64"))
     except Exception as e:  # noqa: BLE001  (no CUDA toolkit path: try the others)
         log.debug("no CUDA path from CuPy: %s", e)
-    try:
-        import nvidia.cublas
-        roots += [os.path.join(p, "lib") for p in nvidia.cublas.__path__]
-    except ImportError:
-        pass
+    for package in packages:
+        try:
+            module = __import__(package, fromlist=["__path__"])
+            roots += [os.path.join(p, "lib") for p in module.__path__]
+        except ImportError:
+            pass
     for root in roots:
-        paths += sorted(glob.glob(os.path.join(root, "libcublas.so.*")), reverse=True)
-    found = ctypes.util.find_library("cublas")
+        paths += sorted(glob.glob(os.path.join(root, f"lib{stem}.so.*")), reverse=True)
+    found = ctypes.util.find_library(stem)
     if found:
         paths.append(found)
     return paths
+
+
+def load_library(stem: str, packages: tuple[str, ...], signatures: dict, purpose: str,
+                 logger: logging.Logger):
+    """The first ``lib<stem>`` found (``_candidate_paths``) that loads and has every entry
+    point of ``signatures`` (name -> argtypes; each returns a status int), typed; None
+    when none does. Used for libcublas here and libcublasLt in cublaslt.py.
+
+    >>> load_library("no_such_lib", (), {}, "nothing", log) is None
+    True
+    """
+    for path in _candidate_paths(stem, packages):
+        try:
+            lib = ctypes.CDLL(path)
+            for name, argtypes in signatures.items():
+                fn = getattr(lib, name)
+                fn.argtypes, fn.restype = argtypes, ctypes.c_int
+        except (OSError, AttributeError) as e:
+            logger.info("cannot use %s for %s: %s", path, purpose, e)
+            continue
+        return lib
+    return None
 
 
 @functools.cache
@@ -203,18 +225,10 @@ def _library():
     """libcublas with typed entry points, or None (then the CuPy wrappers are used)."""
     from cupy.cuda import device
     device.get_cublas_handle()  # makes CuPy load its libcublas first, so we find that one
-    for path in _candidate_paths():
-        try:
-            lib = ctypes.CDLL(path)
-            for name, argtypes in _SIGNATURES.items():
-                fn = getattr(lib, name)
-                fn.argtypes, fn.restype = argtypes, ctypes.c_int
-        except (OSError, AttributeError) as e:
-            log.info("cannot use %s for direct cuBLAS calls: %s", path, e)
-            continue
-        return lib
-    log.warning("libcublas not found for direct calls; CUDA graphs cannot capture GEMMs")
-    return None
+    lib = load_library("cublas", ("nvidia.cublas",), _SIGNATURES, "direct cuBLAS calls", log)
+    if lib is None:
+        log.warning("libcublas not found for direct calls; CUDA graphs cannot capture GEMMs")
+    return lib
 
 
 _workspaces: dict[int, int] = {}

@@ -23,11 +23,8 @@ the lhs BGRADB. Enum values and struct layouts are those of CUDA 13's cublasLt.h
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import functools
-import glob
 import logging
-import os
 
 import numpy as np
 
@@ -83,34 +80,6 @@ def column_major_shapes(m: int, n: int, k: int, lhs_trans: bool, rhs_trans: bool
     return a, b, (n, m)
 
 
-def _candidate_paths() -> list[str]:
-    """Where CuPy's libcublasLt may be: mapped into this process already (libcublas loads
-    it), CuPy's CUDA path, the nvidia wheels, the linker's search."""
-    paths = []
-    try:
-        with open("/proc/self/maps") as maps:
-            paths += sorted({line.split()[-1] for line in maps if "libcublasLt.so" in line})
-    except OSError:
-        log.debug("cannot read /proc/self/maps")
-    roots = []
-    try:
-        roots.append(os.path.join(cublas._cp().cuda.get_cuda_path() or "", "lib64"))
-    except Exception as e:  # noqa: BLE001  (no CUDA toolkit path: try the others)
-        log.debug("no CUDA path from CuPy: %s", e)
-    for package in ("nvidia.cublas", "nvidia.cu13"):
-        try:
-            module = __import__(package, fromlist=["__path__"])
-            roots += [os.path.join(p, "lib") for p in module.__path__]
-        except ImportError:
-            pass
-    for root in roots:
-        paths += sorted(glob.glob(os.path.join(root, "libcublasLt.so.*")), reverse=True)
-    found = ctypes.util.find_library("cublasLt")
-    if found:
-        paths.append(found)
-    return paths
-
-
 @functools.cache
 def library():
     """libcublasLt with typed entry points, or None (then no epilogue GEMMs)."""
@@ -120,18 +89,11 @@ def library():
     except Exception as e:  # noqa: BLE001  (no CuPy, no GPU: nothing to load)
         log.info("no cuBLAS handle, so no cuBLASLt epilogues: %s", e)
         return None
-    for path in _candidate_paths():
-        try:
-            lib = ctypes.CDLL(path)
-            for name, argtypes in _SIGNATURES.items():
-                fn = getattr(lib, name)
-                fn.argtypes, fn.restype = argtypes, ctypes.c_int
-        except (OSError, AttributeError) as e:
-            log.info("cannot use %s for cuBLASLt: %s", path, e)
-            continue
-        return lib
-    log.warning("libcublasLt not found: GEMM epilogues stay unfused")
-    return None
+    lib = cublas.load_library("cublasLt", ("nvidia.cublas", "nvidia.cu13"), _SIGNATURES,
+                              "cuBLASLt", log)
+    if lib is None:
+        log.warning("libcublasLt not found: GEMM epilogues stay unfused")
+    return lib
 
 
 class LtError(RuntimeError):
