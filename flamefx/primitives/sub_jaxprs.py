@@ -274,18 +274,9 @@ def hoist_accumulators(jaxpr: Jaxpr, num_consts: int, num_carry: int, length: in
     >>> kept, len(new.eqns), [s.terms[0][1] for s in sums]   # h's stack is a new ys
     ([1], 0, [[('xs', 0), ('ys', 0)]])
     """
-    from flamefx.transforms.passes import eliminate_dead_code
-    uses: dict[int, int] = {}
-    producer: dict[int, JaxprEqn] = {}
-    for eqn in jaxpr.eqns:
-        for v in eqn.invars:
-            if isinstance(v, Var):
-                uses[v.id] = uses.get(v.id, 0) + 1
-        for v in eqn.outvars:
-            producer[v.id] = eqn
-    for v in jaxpr.outvars:
-        if isinstance(v, Var):
-            uses[v.id] = uses.get(v.id, 0) + 1
+    from flamefx.transforms.passes import eliminate_dead_code, read_counts
+    uses = read_counts(jaxpr)
+    producer = {v.id: eqn for eqn in jaxpr.eqns for v in eqn.outvars}
     consts = {v.id for v in jaxpr.invars[:num_consts]}
     xs_at = {v.id: m for m, v in enumerate(jaxpr.invars[num_consts + num_carry:])}
 

@@ -117,12 +117,15 @@ def _swapped_product_order(eqn: JaxprEqn) -> tuple:
             + tuple(range(n_batch, n_batch + n_lhs_free)))
 
 
-def fold_transposes_into_products(jaxpr: Jaxpr) -> Jaxpr:
-    """Rewrites ``transpose(dot_general(a, b))`` as ``dot_general(b, a)`` where the
-    transpose only swaps the two operands' free axes (the shape of every weight gradient
-    in a backward pass): the GEMM writes the transposed result directly (cuBLAS picks
-    operand orientations for free), so no transpose kernel runs and nothing is copied.
-    The product is only rewritten when the transpose is its sole reader."""
+def read_counts(jaxpr: Jaxpr) -> dict[int, int]:
+    """How many times each variable is read (by equations and as an output), by its id;
+    a rewrite that consumes a value may only drop it when it is the sole reader.
+
+    >>> import flamefx, flamefx.numpy as fnp
+    >>> j = flamefx.make_jaxpr(lambda x: fnp.sin(x) * x)(1.0).jaxpr
+    >>> read_counts(j)[j.invars[0].id]
+    2
+    """
     uses: dict[int, int] = {}
     for eqn in jaxpr.eqns:
         for v in eqn.invars:
@@ -131,6 +134,16 @@ def fold_transposes_into_products(jaxpr: Jaxpr) -> Jaxpr:
     for v in jaxpr.outvars:
         if isinstance(v, Var):
             uses[v.id] = uses.get(v.id, 0) + 1
+    return uses
+
+
+def fold_transposes_into_products(jaxpr: Jaxpr) -> Jaxpr:
+    """Rewrites ``transpose(dot_general(a, b))`` as ``dot_general(b, a)`` where the
+    transpose only swaps the two operands' free axes (the shape of every weight gradient
+    in a backward pass): the GEMM writes the transposed result directly (cuBLAS picks
+    operand orientations for free), so no transpose kernel runs and nothing is copied.
+    The product is only rewritten when the transpose is its sole reader."""
+    uses = read_counts(jaxpr)
     products = {e.outvars[0].id: e for e in jaxpr.eqns if e.prim.name == "dot_general"}
     folded: set[int] = set()
     eqns = []
