@@ -50,18 +50,20 @@ _NOOP_IF_SAME_AVAL = frozenset({"reshape", "convert_element_type", "broadcast_in
                                 "checkpoint_name"})  # a name for checkpoint policies only
 
 
+def _substitute(atoms, replace: dict) -> list:
+    """``atoms`` with each variable that ``replace`` maps (by id) swapped for its value
+    (what a pass that drops or merges equations does to the readers of their outputs)."""
+    return [replace.get(v.id, v) if isinstance(v, Var) else v for v in atoms]
+
+
 def inline_jit_calls(jaxpr: Jaxpr) -> Jaxpr:
     """Splices the equations of nested ``jit_call``s into ``jaxpr`` (``jit(jit(f))``)."""
     if not any(e.prim.name == "jit_call" for e in jaxpr.eqns):
         return jaxpr
     eqns: list[JaxprEqn] = []
     replace: dict[int, object] = {}
-
-    def sub(v):
-        return replace.get(v.id, v) if isinstance(v, Var) else v
-
     for eqn in jaxpr.eqns:
-        invars = [sub(v) for v in eqn.invars]
+        invars = _substitute(eqn.invars, replace)
         if eqn.prim.name != "jit_call":
             eqns.append(eqn.replace(invars=invars))
             continue
@@ -69,14 +71,12 @@ def inline_jit_calls(jaxpr: Jaxpr) -> Jaxpr:
         inner_env: dict[int, object] = {v.id: a for v, a in zip(inner.invars, invars)}
         for inner_eqn in inner.eqns:
             new_outs = [Var(v.aval) for v in inner_eqn.outvars]
-            inner_ins = [inner_env.get(v.id, v) if isinstance(v, Var) else v
-                         for v in inner_eqn.invars]
+            inner_ins = _substitute(inner_eqn.invars, inner_env)
             inner_env.update({v.id: n for v, n in zip(inner_eqn.outvars, new_outs)})
             eqns.append(inner_eqn.replace(invars=inner_ins, outvars=new_outs))
-        for outer_v, inner_v in zip(eqn.outvars, inner.outvars):
-            replace[outer_v.id] = inner_env.get(inner_v.id, inner_v) \
-                if isinstance(inner_v, Var) else inner_v
-    return Jaxpr(jaxpr.constvars, jaxpr.invars, [sub(v) for v in jaxpr.outvars], eqns)
+        for outer_v, new in zip(eqn.outvars, _substitute(inner.outvars, inner_env)):
+            replace[outer_v.id] = new
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, _substitute(jaxpr.outvars, replace), eqns)
 
 
 def _is_noop(eqn: JaxprEqn) -> bool:
@@ -95,13 +95,13 @@ def remove_noops(jaxpr: Jaxpr) -> Jaxpr:
     replace: dict[int, object] = {}
     kept = []
     for eqn in jaxpr.eqns:
-        invars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in eqn.invars]
+        invars = _substitute(eqn.invars, replace)
         eqn = eqn.replace(invars=invars) if invars != eqn.invars else eqn
         if _is_noop(eqn):
             replace[eqn.outvars[0].id] = eqn.invars[0]
         else:
             kept.append(eqn)
-    outvars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in jaxpr.outvars]
+    outvars = _substitute(jaxpr.outvars, replace)
     return Jaxpr(jaxpr.constvars, jaxpr.invars, outvars, kept)
 
 
@@ -303,7 +303,7 @@ def drop_multiplications_by_one(jaxpr: Jaxpr) -> Jaxpr:
     replace: dict[int, object] = {}
     kept = []
     for eqn in jaxpr.eqns:
-        invars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in eqn.invars]
+        invars = _substitute(eqn.invars, replace)
         eqn = eqn.replace(invars=invars) if invars != eqn.invars else eqn
         if eqn.prim.name == "mul":
             out = eqn.outvars[0]
@@ -315,7 +315,7 @@ def drop_multiplications_by_one(jaxpr: Jaxpr) -> Jaxpr:
         kept.append(eqn)
     if not replace:
         return jaxpr
-    outvars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in jaxpr.outvars]
+    outvars = _substitute(jaxpr.outvars, replace)
     return Jaxpr(jaxpr.constvars, jaxpr.invars, outvars, kept)
 
 
@@ -520,7 +520,7 @@ def eliminate_common_subexpressions(jaxpr: Jaxpr) -> Jaxpr:
     replace: dict[int, object] = {}
     kept = []
     for eqn in jaxpr.eqns:
-        invars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in eqn.invars]
+        invars = _substitute(eqn.invars, replace)
         eqn = eqn.replace(invars=invars) if invars != eqn.invars else eqn
         if has_effects(eqn):
             kept.append(eqn)
@@ -536,7 +536,7 @@ def eliminate_common_subexpressions(jaxpr: Jaxpr) -> Jaxpr:
             continue
         seen[key] = eqn.outvars
         kept.append(eqn)
-    outvars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in jaxpr.outvars]
+    outvars = _substitute(jaxpr.outvars, replace)
     return Jaxpr(jaxpr.constvars, jaxpr.invars, outvars, kept)
 
 
@@ -590,7 +590,7 @@ def fold_constants(closed: ClosedJaxpr) -> ClosedJaxpr:
     replace: dict[int, object] = {}
     kept = []
     for eqn in jaxpr.eqns:
-        invars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in eqn.invars]
+        invars = _substitute(eqn.invars, replace)
         eqn = eqn.replace(invars=invars) if invars != eqn.invars else eqn
         if not _foldable(eqn, known, opaque_only):
             kept.append(eqn)
@@ -609,7 +609,7 @@ def fold_constants(closed: ClosedJaxpr) -> ClosedJaxpr:
                 consts.append(value)
                 known[new_var.id] = value
                 replace[v.id] = new_var
-    outvars = [replace.get(v.id, v) if isinstance(v, Var) else v for v in jaxpr.outvars]
+    outvars = _substitute(jaxpr.outvars, replace)
     return ClosedJaxpr(Jaxpr(constvars, jaxpr.invars, outvars, kept), consts)
 
 
