@@ -115,6 +115,18 @@ def _aval_of(x) -> ShapedArray:
     return core.get_aval(x)
 
 
+def _of_diff_args(jaxpr: Jaxpr, primals: list, diff: tuple) -> Callable:
+    """``jaxpr`` as a function of its inputs at positions ``diff`` only, the others fixed
+    to ``primals`` (what the derivative rules below differentiate)."""
+    def forward(*diff_primals):
+        full = list(primals)
+        for i, p in zip(diff, diff_primals):
+            full[i] = p
+        return eval_jaxpr(jaxpr, [], *full)
+
+    return forward
+
+
 def _jit_call_vjp(cts, primals, outs, *, jaxpr, program, donated):
     # The backward program re-computes the forward from the primals, so it is one compiled
     # call that needs nothing saved from the forward call.
@@ -130,13 +142,7 @@ def _jit_call_vjp(cts, primals, outs, *, jaxpr, program, donated):
 
         def backward(*flat):
             primals_in, cts_in = list(flat[:n]), flat[n:]
-
-            def forward(*diff_primals):
-                full = list(primals_in)
-                for i, p in zip(diff, diff_primals):
-                    full[i] = p
-                return eval_jaxpr(recomputed, [], *full)
-
+            forward = _of_diff_args(recomputed, primals_in, diff)
             out_values, pullback = ad.vjp(forward, *[primals_in[i] for i in diff])
             full_cts = [ad.zeros_like(o) for o in out_values]
             for j, ct in zip(ct_idx, cts_in):
@@ -162,13 +168,7 @@ def _jit_call_jvp(primals, tangents, *, jaxpr, program, donated):
     if derived is None:
         def forward_with_tangents(*flat):
             primals_in, tangents_in = list(flat[:n]), flat[n:]
-
-            def forward(*diff_primals):
-                full = list(primals_in)
-                for i, p in zip(diff, diff_primals):
-                    full[i] = p
-                return eval_jaxpr(program.jaxpr, [], *full)
-
+            forward = _of_diff_args(program.jaxpr, primals_in, diff)
             outs, tangents_out = ad.jvp(forward, [primals_in[i] for i in diff],
                                         list(tangents_in))
             return list(outs) + list(tangents_out)
