@@ -147,6 +147,8 @@ def test_a_group_cublaslt_refuses_keeps_todays_plan():
 
 
 def test_the_environment_switch(monkeypatch):
+    monkeypatch.delenv("FLAMEFX_GEMM_EPILOGUES", raising=False)
+    assert not gemm_epilogue.enabled()  # off until the cuBLASLt path has run on a GPU
     monkeypatch.setenv("FLAMEFX_GEMM_EPILOGUES", "0")
     assert not gemm_epilogue.enabled()
     monkeypatch.setenv("FLAMEFX_GEMM_EPILOGUES", "1")

@@ -25,8 +25,10 @@ joins that equation's fused kernel.
 ``gemm_epilogue`` equations are plan steps, not primitives (nothing traces them; no rule
 but the two impls): a NumPy impl, so a rewritten jaxpr runs on the CPU (the tests compare
 it with the original), and a CUDA impl through flamefx/kernels/cublaslt.py. The
-environment variable FLAMEFX_GEMM_EPILOGUES=0 turns the rewrite off, and a list such as
-``bias,relu_bias`` keeps only those epilogues (read when a GPU executable is built).
+environment variable FLAMEFX_GEMM_EPILOGUES=1 turns the rewrite on, and a list such as
+``bias,relu_bias`` turns on only those epilogues (read when a GPU executable is built). It is
+off by default: the cuBLASLt path has not yet run on a GPU (no machine could be had in the
+session that wrote it), and every jitted dense layer would take it.
 
 >>> import flamefx, flamefx.numpy as fnp
 >>> from flamefx import nn
@@ -82,13 +84,14 @@ EPILOGUES = ("bias", "relu_bias", "gelu_bias", "bgrada", "bgradb")
 
 
 def enabled() -> frozenset:
-    """The epilogues GPU executables fold into GEMMs: FLAMEFX_GEMM_EPILOGUES is 1 (the
-    default: all), 0 (none) or a comma-separated list of ``EPILOGUES`` (to time them apart).
+    """The epilogues GPU executables fold into GEMMs: FLAMEFX_GEMM_EPILOGUES is 1 (all), 0
+    (none, the default until the path has run on a GPU) or a comma-separated list of
+    ``EPILOGUES`` (to time them apart).
 
     >>> sorted(enabled())
-    ['bgrada', 'bgradb', 'bias', 'gelu_bias', 'relu_bias']
+    []
     """
-    value = os.environ.get("FLAMEFX_GEMM_EPILOGUES", "1").strip()
+    value = os.environ.get("FLAMEFX_GEMM_EPILOGUES", "0").strip()
     if value == "1":
         return frozenset(EPILOGUES)
     if value == "0":
