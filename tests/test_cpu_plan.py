@@ -425,7 +425,10 @@ def test_scan_loop_agrees_with_calls_step_by_step():
                                                                           ss[0])))
     assert not consts
     plan = cpu_plan.CpuPlan(jaxpr)
-    assert len(plan._loop_steps(1)[0]) == 1  # w.T made contiguous once per loop
+    prologue, _, direct, copied = plan._loop_steps(1, 2)
+    assert len(prologue) == 1  # w.T made contiguous once per loop
+    # h_new * 2 and s + k are written into their rows; h (an input handed out) is copied.
+    assert [j for j, _ in direct] == [1, 2] and [j for j, _ in copied] == [0]
     plain = CpuExecutable(jaxpr)
     before = [a.copy() for a in (w, h0, xs, ss)]
     for reverse in (False, True):
@@ -442,6 +445,30 @@ def test_scan_loop_agrees_with_calls_step_by_step():
         np.testing.assert_array_equal(a, b)
     with plan._lock:  # running already: the caller goes step by step
         assert plan.scan([w], [h0, k0], [xs, ss], length=5, reverse=False) is None
+
+
+def test_scan_carry_that_is_a_y_is_its_row_and_comes_back_unshared():
+    # An RNN's ``return h, h``: the y's row is the next carry; the final carry is a copy.
+    from flamefx.jaxpr import hoist_consts
+    from flamefx.transforms import passes
+    w = np.full((2, 2), 0.5, np.float32)
+    xs = np.arange(6, dtype=np.float32).reshape(3, 2)
+
+    def body(w, h, x):
+        h = fnp.tanh(h @ w + x)
+        return h, h
+
+    jaxpr, _ = hoist_consts(passes.optimize(flamefx.make_jaxpr(body)(w, xs[0], xs[0])))
+    plan = cpu_plan.CpuPlan(jaxpr)
+    assert [j for j, _ in plan._loop_steps(1, 1)[2]] == [0]
+    h, hs = plan.scan([w], [np.zeros(2, np.float32)], [xs], length=3, reverse=False)
+    expect, want = np.zeros(2, np.float32), []
+    for x in xs:
+        expect = np.tanh(expect @ w + x)
+        want.append(expect)
+    np.testing.assert_allclose(hs, np.stack(want), rtol=1e-6)
+    np.testing.assert_allclose(h, want[-1], rtol=1e-6)
+    assert not np.shares_memory(h, hs)
 
 
 def test_scan_of_a_running_plan_runs_step_by_step():

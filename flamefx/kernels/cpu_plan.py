@@ -283,6 +283,7 @@ class CpuPlan:
         self.steps = []
         self.labels = []  # (kind, what) per step, for profile()
         self.matmuls: dict[int, tuple] = {}  # step index -> _matmul_step's arguments
+        self.ufuncs: dict[int, tuple] = {}  # step index -> (ufunc, ins, out, aval)
         self._loops: dict[int, tuple] = {}  # invariant inputs -> _loop_steps's result
         self.n_buffers = len({id(b) for b in buffers.values()})
         self.uses_blas = False
@@ -400,6 +401,7 @@ class CpuPlan:
             return _fallback_step(eqn, ins, outs)
         aval = eqn.outvars[0].aval
         if kind == "ufunc":
+            self.ufuncs[len(self.steps)] = (_UFUNCS[eqn.prim.name][0], ins, outs[0], aval)
             return _ufunc_step(_UFUNCS[eqn.prim.name][0], ins, outs[0], buffer, aval)
         if kind == "select":
             bits = np.dtype(f"i{aval.dtype.itemsize}")
@@ -482,7 +484,8 @@ class CpuPlan:
         ``fixed`` (the body's leading, loop-invariant inputs) are bound once; each step's
         carry outputs become the next step's carry inputs as they are (fresh arrays from
         the pools, so no copy); xs are read as views of their step; ys are copied into
-        stacked arrays allocated once. The lock, the error state and OpenBLAS's thread count
+        stacked arrays allocated once, each computed y written by its step straight into
+        its row (no copy; a carry that is also a y is that row). The lock, the error state and OpenBLAS's thread count
         are set once for the loop, not per step (that was ~10 us of a 25 us step of C6's
         RNN). Products that read an invariant input transposed read a contiguous copy made
         once: OpenBLAS's small products with a transposed operand took twice as long
@@ -500,15 +503,17 @@ class CpuPlan:
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            prologue, steps = self._loop_steps(n_fixed)
+            prologue, steps, direct, copied = self._loop_steps(n_fixed, num_carry)
             ys = [np.empty((length,) + v.aval.shape, v.aval.dtype)
                   for v in self.jaxpr.outvars[num_carry:]]
+            direct = [(s, ys[j]) for j, s in direct]
+            copied = [(ys[j], s) for j, s in copied]
             env = self.template.copy()
             for s, b in zip(self.in_slots, fixed):
                 env[s] = b
             carry_in = self.in_slots[n_fixed:n_fixed + num_carry]
             x_in = self.in_slots[n_fixed + num_carry:]
-            carry_out, y_out = self.out_slots[:num_carry], self.out_slots[num_carry:]
+            carry_out = self.out_slots[:num_carry]
             blas = self._set_blas() if self.uses_blas else None
             token = _errstate.set(_IGNORE_ALL)
             try:
@@ -520,26 +525,43 @@ class CpuPlan:
                         env[s] = c
                     for s, x in zip(x_in, xs):
                         env[s] = x[i, ...]  # a 0-d slice stays an array
+                    for s, y in direct:
+                        env[s] = y[i, ...]
                     for step in steps:
                         step(env)
                     carry = [env[s] for s in carry_out]
-                    for y, s in zip(ys, y_out):
+                    for y, s in copied:
                         y[i] = env[s]
             finally:
                 _errstate.reset(token)
                 if blas is not None:
                     self._reset_blas(*blas)
-            return [np.asarray(c) for c in carry] + ys
+            # A carry that is a row of a y is copied once, so the two outputs share nothing.
+            return [np.array(c) if c.base is not None else c for c in map(np.asarray, carry)] \
+                + ys
         finally:
             self._lock.release()
 
-    def _loop_steps(self, n_fixed: int) -> tuple[list, tuple]:
-        """(prologue, steps) for ``scan`` with ``n_fixed`` invariant inputs: products that
-        read one of those transposed read instead a contiguous copy the prologue makes."""
-        cached = self._loops.get(n_fixed)
+    def _loop_steps(self, n_fixed: int, num_carry: int) -> tuple:
+        """(prologue, steps, direct, copied) for ``scan`` with ``n_fixed`` invariant inputs
+        and ``num_carry`` carries. Products that read an invariant input transposed read
+        instead a contiguous copy the prologue makes. ``direct``: (y index, slot) for the
+        ys a ufunc or product computes, whose step writes into ``env[slot]`` (the loop
+        puts the y's row there: C6's RNN copied 3 rows a step, 2 us); ``copied``: (y
+        index, out slot) for the others (an input handed out, a fallback's result)."""
+        cached = self._loops.get((n_fixed, num_carry))
         if cached is not None:
             return cached
-        invariant = set(self.in_slots[:n_fixed])
+        invariant, inputs = set(self.in_slots[:n_fixed]), set(self.in_slots)
+        makers = {args[1]: k for k, args in self.matmuls.items() if args[4][2] is None}
+        makers.update((args[2], k) for k, args in self.ufuncs.items())
+        targets, direct, copied = {}, [], []
+        for j, s in enumerate(self.out_slots[num_carry:]):
+            if s in makers and s not in inputs and s not in targets:
+                targets[s] = self._const(None)
+                direct.append((j, targets[s]))
+            else:
+                copied.append((j, s))
         prologue, steps = [], list(self.step_fns)
         for k, (ins, o, buffer, aval, (ta, tb, rows)) in self.matmuls.items():
             if rows is not None:
@@ -547,12 +569,14 @@ class CpuPlan:
             ins, flags = list(ins), [ta, tb]
             for j in (0, 1):
                 if flags[j] and ins[j] in invariant:
-                    prologue.append(_contiguous_transpose_step(ins[j], len(self.template)))
-                    ins[j], flags[j] = len(self.template), False
-                    self.template.append(None)
-            if flags != [ta, tb]:
-                steps[k] = _matmul_step(ins, o, buffer, aval, (*flags, None))
-        cached = self._loops[n_fixed] = (prologue, tuple(steps))
+                    src, ins[j], flags[j] = ins[j], self._const(None), False
+                    prologue.append(_contiguous_transpose_step(src, ins[j]))
+            if flags != [ta, tb] or o in targets:
+                steps[k] = _matmul_step(ins, o, buffer, aval, (*flags, None), targets.get(o))
+        for k, (fn, ins, o, aval) in self.ufuncs.items():
+            if o in targets:
+                steps[k] = _ufunc_step(fn, ins, o, None, aval, targets[o])
+        cached = self._loops[(n_fixed, num_carry)] = (prologue, tuple(steps), direct, copied)
         return cached
 
     def profile(self, bufs, repeats: int = 20) -> list[dict]:
@@ -641,7 +665,9 @@ def _literal(v: Literal):
 # --- the bound calls (each takes the slot list) ---------------------------------------------------
 
 
-def _ufunc_step(fn, ins, o, buffer, aval):
+def _ufunc_step(fn, ins, o, buffer, aval, target=None):
+    if target is not None:
+        return _ufunc_into(fn, ins, o, target)
     shape, dtype = aval.shape, aval.dtype
     new = _Recycled(shape, dtype)
     if len(ins) == 1:
@@ -660,6 +686,21 @@ def _ufunc_step(fn, ins, o, buffer, aval):
     else:
         def step(env):
             env[o] = fn(env[a], env[b], out=new())
+    return step
+
+
+def _ufunc_into(fn, ins, o, target):
+    """A ufunc step writing into ``env[target]`` (in a scan: its row of a stacked y)."""
+    if len(ins) == 1:
+        (a,) = ins
+
+        def step(env):
+            env[o] = fn(env[a], out=env[target])
+        return step
+    a, b = ins
+
+    def step(env):
+        env[o] = fn(env[a], env[b], out=env[target])
     return step
 
 
@@ -720,7 +761,7 @@ def _reduce_step(fn, a, o, buffer, aval, axes):
     return step
 
 
-def _matmul_step(ins, o, buffer, aval, layout):
+def _matmul_step(ins, o, buffer, aval, layout, target=None):
     a, b = ins
     ta, tb, rows = layout
     shape, dtype = aval.shape, aval.dtype
@@ -740,6 +781,12 @@ def _matmul_step(ins, o, buffer, aval, layout):
     def operands(env):
         x, y = env[a], env[b]
         return (x.swapaxes(-1, -2) if ta else x), (y.swapaxes(-1, -2) if tb else y)
+
+    if target is not None:  # in a scan: its row of a stacked y
+        def step(env):
+            x, y = operands(env)
+            env[o] = np.matmul(x, y, out=env[target])
+        return step
 
     def step(env):
         x, y = operands(env)
