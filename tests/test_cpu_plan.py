@@ -374,6 +374,22 @@ def test_profile_times_every_step():
     assert all(r["seconds"] >= 0 for r in rows) and rows[0]["what"].startswith("dot_general")
 
 
+def test_large_outputs_keep_one_array_for_the_next_call(monkeypatch):
+    monkeypatch.setattr(cpu_plan, "BUFFER_MAX_BYTES", 16)  # (4, 4) float32 counts as large
+    closed = flamefx.make_jaxpr(lambda x: x * 2.0)(fnp.ones((4, 4)))
+    plan = cpu_plan.CpuPlan(closed.jaxpr)
+    x = np.ones((4, 4), np.float32)
+    first = plan([x])[0]
+    held = plan([x])[0]  # the first is held: a new array, not pooled
+    assert held is not first and not np.shares_memory(held, first)
+    first_id = id(first)
+    del first
+    again = plan([x + 1])[0]  # the pooled one came back
+    assert id(again) == first_id
+    np.testing.assert_array_equal(again, (x + 1) * 2.0)
+    np.testing.assert_array_equal(held, x * 2.0)
+
+
 def test_outputs_nobody_holds_are_recycled_and_held_ones_never():
     closed = flamefx.make_jaxpr(lambda x: (x * 2.0, (x + 1.0).reshape(-1)))(fnp.ones((4, 4)))
     plan = cpu_plan.CpuPlan(closed.jaxpr)
