@@ -331,8 +331,9 @@ def test_plans_with_large_products_move_to_more_threads_only_when_clearly_faster
     choice = cpu_threads.PlanThreads(2)  # clearly faster (a quiet machine): kept
     assert run(choice, 40, {1: 1.0, 2: 0.5})[7:] == [2] * 33
     assert run(choice, 10, {1: 1.0, 2: 1.1})[-1] == 2  # a call a little slower: kept
-    picks = run(choice, 10, {1: 1.0, 2: 5.0})  # a core got busy: one slow call, then one
-    assert picks == [2] + [1] * 9
+    assert run(choice, 1, {2: 5.0}) + run(choice, 5, {2: 0.5}) == [2] * 6  # a spike: kept
+    picks = run(choice, 10, {1: 1.0, 2: 5.0})  # a core got busy: two slow calls, then one
+    assert picks == [2, 2] + [1] * 8
     monkeypatch.setattr(cpu_threads, "cores_taken", lambda: 1)  # another process runs
     choice = cpu_threads.PlanThreads(2)
     assert run(choice, 100, {1: 1.0, 2: 0.5}) == [1] * 100  # no burst is tried

@@ -65,10 +65,11 @@ class PlanThreads:
     clearly runs whole calls faster. Every ``gap`` calls (doubling after each loss, up to
     MAX_GAP) a burst of BURST calls runs on ``many``. It is kept if each of those calls but
     the first (which wakes OpenBLAS's threads) took under MARGIN of the median one-thread
-    call, and dropped at the first later call over SLOW times that median. OpenBLAS's idle
-    threads spin: with another process on one of two cores, a call on two threads took
-    2-70x its quiet time (benchmarks/RESULTS.md, "CPU"), so a loss costs one burst, and a
-    core getting busy one slow call. A burst also waits while other threads want the
+    call, and dropped at the second later call in a row over SLOW times that median.
+    OpenBLAS's idle threads spin: with another process on one of two cores, a call on two
+    threads took 2-70x its quiet time (benchmarks/RESULTS.md, "CPU"), so a loss costs one
+    burst, and a core getting busy two slow calls (one slow call alone, another process's
+    short burst, had dropped C1's two threads for 256 calls in a quiet minute). A burst also waits while other threads want the
     cores it would use (``cores_taken``, looked at every FIRST_GAP calls; not within
     SPIN_SECONDS of a call on ``many``, whose idle threads are still spinning). Chosen per
     call, not per product: switching the count between the products of one call cost
@@ -76,12 +77,14 @@ class PlanThreads:
 
     BURST, MARGIN, SLOW, WINDOW, FIRST_GAP, MAX_GAP, SPIN_SECONDS = \
         4, 0.85, 1.25, 5, 8, 1024, 0.25
-    __slots__ = ("burst", "countdown", "gap", "last_many", "many", "on_many", "one")
+    __slots__ = ("burst", "countdown", "gap", "last_many", "many", "on_many", "one",
+                 "slow")
 
     def __init__(self, many: int):
         self.many, self.on_many, self.last_many = many, False, -1e9
         self.one: list[float] = []  # the last WINDOW one-thread call times
         self.burst = 0  # calls of the burst still to run
+        self.slow = False  # the last call on ``many`` was over SLOW
         self.gap = self.countdown = self.FIRST_GAP
 
     def pick(self) -> int:
@@ -112,10 +115,15 @@ class PlanThreads:
             elif not self.burst:
                 self.on_many = True
         elif seconds > self.SLOW * _median(self.one):
-            self._back_to_one()  # e.g. a core got busy
+            if self.slow:
+                self._back_to_one()  # e.g. a core got busy
+            else:
+                self.slow = True
+        else:
+            self.slow = False
 
     def _back_to_one(self):
-        self.on_many, self.burst = False, 0
+        self.on_many, self.burst, self.slow = False, 0, False
         self.gap = min(2 * self.gap, self.MAX_GAP)
         self.countdown = self.gap
 
