@@ -11,7 +11,7 @@ import pytest
 import flamefx
 import flamefx.numpy as fnp
 from flamefx import lax, nn
-from flamefx.kernels import cpu_plan, cpu_threads
+from flamefx.kernels import cpu_plan, cpu_steps, cpu_threads
 from flamefx.kernels.executor import CpuExecutable
 
 
@@ -376,7 +376,7 @@ def test_profile_times_every_step():
 
 
 def test_large_outputs_keep_one_array_for_the_next_call(monkeypatch):
-    monkeypatch.setattr(cpu_plan, "BUFFER_MAX_BYTES", 16)  # (4, 4) float32 counts as large
+    monkeypatch.setattr(cpu_steps, "BUFFER_MAX_BYTES", 16)  # (4, 4) float32 counts as large
     closed = flamefx.make_jaxpr(lambda x: x * 2.0)(fnp.ones((4, 4)))
     plan = cpu_plan.CpuPlan(closed.jaxpr)
     x = np.ones((4, 4), np.float32)
@@ -405,7 +405,7 @@ def test_outputs_nobody_holds_are_recycled_and_held_ones_never():
         np.testing.assert_array_equal(outs[0], x * k * 2.0)
         seen |= {id(outs[0])}
         del outs
-    assert len(seen) <= cpu_plan._Recycled.KEEP
+    assert len(seen) <= cpu_steps._Recycled.KEEP
     for a, b in zip(held, kept):
         np.testing.assert_array_equal(a, b)
     view = plan([x])[1][:2]  # a view of an output keeps its memory held
