@@ -442,7 +442,8 @@ def test_scan_loop_agrees_with_calls_step_by_step():
                                                                           ss[0])))
     assert not consts
     plan = cpu_plan.CpuPlan(jaxpr)
-    prologue, _, direct, copied = plan._loop_steps(1, 2)
+    prologue, _, direct, copied, batched = plan._loop_steps(1, 2)
+    assert not batched  # h @ w.T reads the carry, not an x
     assert len(prologue) == 1  # w.T made contiguous once per loop
     # h_new * 2 and s + k are written into their rows; h (an input handed out) is copied.
     assert [j for j, _ in direct] == [1, 2] and [j for j, _ in copied] == [0]
@@ -477,7 +478,8 @@ def test_scan_carry_that_is_a_y_is_its_row_and_comes_back_unshared():
 
     jaxpr, _ = hoist_consts(passes.optimize(flamefx.make_jaxpr(body)(w, xs[0], xs[0])))
     plan = cpu_plan.CpuPlan(jaxpr)
-    assert [j for j, _ in plan._loop_steps(1, 1)[2]] == [0]
+    _, steps, direct, _, batched = plan._loop_steps(1, 1)
+    assert [j for j, _ in direct] == [0] and not batched  # h @ w reads the carry
     h, hs = plan.scan([w], [np.zeros(2, np.float32)], [xs], length=3, reverse=False)
     expect, want = np.zeros(2, np.float32), []
     for x in xs:
@@ -486,6 +488,34 @@ def test_scan_carry_that_is_a_y_is_its_row_and_comes_back_unshared():
     np.testing.assert_allclose(hs, np.stack(want), rtol=1e-6)
     np.testing.assert_allclose(h, want[-1], rtol=1e-6)
     assert not np.shares_memory(h, hs)
+
+
+def test_scan_products_of_xs_by_invariants_run_once_before_the_loop():
+    from flamefx.jaxpr import hoist_consts
+    from flamefx.transforms import passes
+    rng = np.random.default_rng(12)
+    u, v = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(4, 3)).astype(np.float32)
+    w = rng.normal(size=(4, 4)).astype(np.float32) / 2
+    h0, xs = np.zeros((2, 4), np.float32), rng.normal(size=(5, 2, 3)).astype(np.float32)
+
+    def body(u, v, w, h, x):  # x @ u, and x @ v.T (an invariant read transposed)
+        xv = lax.dot_general(x, v, (((1,), (1,)), ((), ())))
+        h = fnp.tanh(h @ w + x @ u + xv)
+        return h, xv * 2.0
+
+    jaxpr, _ = hoist_consts(passes.optimize(flamefx.make_jaxpr(body)(u, v, w, h0, xs[0])))
+    plan = cpu_plan.CpuPlan(jaxpr)
+    batched = plan._loop_steps(3, 1)[4]
+    assert sorted(tw for *_, tw, _ in batched) == [False, True]
+    for reverse in (False, True):
+        h, xvs = plan.scan([u, v, w], [h0], [xs], length=5, reverse=reverse)
+        expect = h0.astype(np.float64)
+        for i in (reversed(range(5)) if reverse else range(5)):
+            expect = np.tanh(expect @ w + xs[i] @ u + xs[i] @ v.T)
+        np.testing.assert_allclose(h, expect, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(xvs, 2 * xs @ v.T, rtol=1e-5, atol=1e-5)
+    assert [a.shape for a in plan.scan([u, v, w], [h0], [xs[:0]], length=0,
+                                       reverse=False)] == [(2, 4), (0, 2, 4)]
 
 
 def test_scan_of_a_running_plan_runs_step_by_step():
