@@ -518,6 +518,27 @@ def test_scan_products_of_xs_by_invariants_run_once_before_the_loop():
                                        reverse=False)] == [(2, 4), (0, 2, 4)]
 
 
+def test_scan_inside_a_call_on_many_threads_runs_its_small_products_on_one(monkeypatch):
+    class Blas:  # OpenBLAS's thread count, as another plan's call on two threads left it
+        available, count, sets = True, 2, []
+
+        def get(self):
+            return self.count
+
+        def set(self, n):
+            self.sets.append(n)
+            self.count = n
+
+    blas = Blas()
+    monkeypatch.setattr(cpu_plan, "blas_threads", lambda: blas)
+    monkeypatch.setattr(cpu_plan, "_outermost", [True])  # inside the outer call
+    w, xs = np.eye(4, dtype=np.float32), np.ones((3, 2, 4), np.float32)
+    closed = flamefx.make_jaxpr(lambda w, h, x: (fnp.tanh(h @ w) + x, h))(w, xs[0], xs[0])
+    plan = cpu_plan.CpuPlan(closed.jaxpr)
+    h, _ = plan.scan([w], [xs[0]], [xs], length=3, reverse=False)
+    assert blas.sets == [1, 2] and h.shape == (2, 4)
+
+
 def test_scan_of_a_running_plan_runs_step_by_step():
     # The body's callback runs the same scan again (once) while its loop is running.
     inner = []

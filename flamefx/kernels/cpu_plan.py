@@ -514,13 +514,14 @@ class CpuPlan:
             x_in = self.in_slots[n_fixed + num_carry:]
             carry_out = self.out_slots[:num_carry]
             blas = self._set_blas() if self.uses_blas else None
-            token = _errstate.set(_IGNORE_ALL)
+            token, restore = _errstate.set(_IGNORE_ALL), None
             try:
                 for step in prologue:
                     step(env)
                 products = [(s, np.matmul(xs[j].reshape(-1, xs[j].shape[-1]),
                                           env[w].T if tw else env[w]).reshape((length,) + shape))
                             for s, j, w, tw, shape in batched]
+                restore = self._loop_on_one_thread() if self.uses_blas else None
                 for t in range(length):
                     i = length - 1 - t if reverse else t
                     for s, c in zip(carry_in, carry):
@@ -538,6 +539,8 @@ class CpuPlan:
                         y[i] = env[s]
             finally:
                 _errstate.reset(token)
+                if restore is not None:
+                    blas_threads().set(restore)
                 if blas is not None:
                     self._reset_blas(*blas)
             # A carry that is a row of a y is copied once, so the two outputs share nothing.
@@ -545,6 +548,21 @@ class CpuPlan:
                 + ys
         finally:
             self._lock.release()
+
+    def _loop_on_one_thread(self) -> int | None:
+        """Inside another plan's call on OpenBLAS's threads, sets one thread for this loop
+        of small products (none over BLAS_PARALLEL_FLOPS); returns the count to set back,
+        or None. Quiet, C6's 32x128x128 products took the same on one or two threads; on
+        two, a busy core made the loop's 300 products wait on OpenBLAS's threads (C6 up
+        to 11 ms a call against 7 on one thread)."""
+        if not _outermost[0] or self.threads is not None:
+            return None
+        blas = blas_threads()
+        count = blas.get() if blas.available else 1
+        if count == 1:
+            return None
+        blas.set(1)
+        return count
 
     def _loop_steps(self, n_fixed: int, num_carry: int) -> tuple:
         """(prologue, steps, direct, copied, batched) for ``scan`` with ``n_fixed`` invariant
