@@ -13,6 +13,7 @@ import flamefx.numpy as fnp
 from flamefx import lax
 from flamefx.kernels import codegen, fusion
 from flamefx.transforms import passes
+from tests.emulated_kernels import compile_kernel
 from tests.test_jit import _gpu_plan, _on_gpu, _single_kernel, _x, w4_loss
 
 # --- vectorized elementwise kernels (16-byte loads; checked on the CPU) ----------------------
@@ -139,15 +140,12 @@ def _emulate(tmp_path, kernel, inputs, shifts):
                                                       bf16_helpers)
     main = (EMULATED_MAIN.replace("@PLACE@", "\n  ".join(place)).replace("@ARGS@", ", ".join(args))
             .replace("@KERNEL@", kernel.name).replace("@WRITE@", "\n  ".join(write)))
-    (tmp_path / "kernel.cpp").write_text(source + main)
-    build = subprocess.run(["g++", "-O1", "-fno-strict-aliasing", "-std=c++17", "-w", "-o",
-                            str(tmp_path / "kernel"), str(tmp_path / "kernel.cpp")],
-                           capture_output=True, text=True, check=False)
-    assert build.returncode == 0, build.stderr[-3000:]
+    exe = compile_kernel(tmp_path, source + main,
+                         flags=("-O1", "-fno-strict-aliasing", "-std=c++17", "-w"))
     (tmp_path / "in.bin").write_bytes(b"".join(a.tobytes() for a, const in arrays if const))
     results = []
     for shift in shifts:
-        subprocess.run([str(tmp_path / "kernel"), str(tmp_path), str(shift)], check=True,
+        subprocess.run([str(exe), str(tmp_path), str(shift)], check=True,
                        timeout=60)
         raw, pos, outs = (tmp_path / f"out{shift}.bin").read_bytes(), 0, []
         for a, const in arrays:

@@ -9,8 +9,6 @@ jit's generated fused row reductions run the same way in test_fused_rows_on_cpu.
 """
 
 import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,10 +16,10 @@ import pytest
 from flamefx.kernels import cuda_attention, cuda_attention_gemm, cuda_norm
 from flamefx.kernels.cuda_scalar import scalar_prelude
 from flamefx.primitives import attention, normalization
+from tests.emulated_kernels import EMULATOR, compile_kernel, run_kernel
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
 
-EMULATOR = Path(__file__).parent / "kernel_emulator" / "cuda_on_cpu.h"
 
 
 def _host_source(kernel_source: str, dtype) -> str:
@@ -34,18 +32,10 @@ def _host_source(kernel_source: str, dtype) -> str:
 def _run(tmp_path, source, main, args, inputs, outputs):
     """Compiles ``source + main``, feeds ``inputs`` through in.bin, reads ``outputs``
     ((dtype, shape) pairs) back from out.bin."""
-    (tmp_path / "kernel.cpp").write_text(source + main)
-    exe = tmp_path / "kernel"
-    build = subprocess.run(["g++", "-O1", "-std=c++20", "-pthread", "-w", "-o", str(exe),
-                            str(tmp_path / "kernel.cpp")], capture_output=True, text=True,
-                           check=False)
-    assert build.returncode == 0, build.stderr[-3000:]
-    with open(tmp_path / "in.bin", "wb") as f:
-        f.writelines(np.ascontiguousarray(a).tobytes() for a in inputs)
-    run = subprocess.run([str(exe), str(tmp_path)] + [str(a) for a in args],
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
-    raw, pos, got = (tmp_path / "out.bin").read_bytes(), 0, []
+    exe = compile_kernel(tmp_path, source + main)
+    raw = run_kernel(exe, tmp_path, args, b"".join(np.ascontiguousarray(a).tobytes()
+                                                   for a in inputs))
+    pos, got = 0, []
     for dtype, shape in outputs:
         size = int(np.prod(shape)) * np.dtype(dtype).itemsize
         got.append(np.frombuffer(raw[pos:pos + size], dtype).reshape(shape))

@@ -6,8 +6,6 @@ The primitives themselves are checked by the registry suite (tests/samples/facto
 """
 
 import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +17,7 @@ from flamefx import config
 from flamefx.errors import FlamefxError, FlamefxTypeError, FlamefxValueError
 from flamefx.scipy import linalg as fsl
 from flamefx.test_util import check_grads
+from tests.emulated_kernels import EMULATOR, compile_kernel, run_kernel
 
 RNG = np.random.default_rng(20)
 
@@ -393,19 +392,9 @@ def test_pivots_to_permutation_kernel_matches_numpy(tmp_path):
     from flamefx.primitives import factorizations
     batch, k, m = 130, 3, 5  # two blocks of 128 threads, the second mostly idle
     pivots = np.stack([RNG.integers(np.arange(k), m) for _ in range(batch)]).astype(np.int32)
-    emulator = Path(__file__).parent / "kernel_emulator" / "cuda_on_cpu.h"
-    source = f'#include "{emulator}"\n' + factorizations._PIVOTS_TO_PERMUTATION + PIVOTS_MAIN
-    (tmp_path / "kernel.cpp").write_text(source)
-    exe = tmp_path / "kernel"
-    build = subprocess.run(["g++", "-O1", "-std=c++20", "-pthread", "-w", "-o", str(exe),
-                            str(tmp_path / "kernel.cpp")], capture_output=True, text=True,
-                           check=False)
-    assert build.returncode == 0, build.stderr[-3000:]
-    (tmp_path / "in.bin").write_bytes(pivots.tobytes())
-    run = subprocess.run([str(exe), str(tmp_path), str(batch), str(k), str(m)],
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
-    got = np.frombuffer((tmp_path / "out.bin").read_bytes(), np.int32).reshape(batch, m)
+    source = f'#include "{EMULATOR}"\n' + factorizations._PIVOTS_TO_PERMUTATION + PIVOTS_MAIN
+    raw = run_kernel(compile_kernel(tmp_path, source), tmp_path, [batch, k, m], pivots.tobytes())
+    got = np.frombuffer(raw, np.int32).reshape(batch, m)
     np.testing.assert_array_equal(got, factorizations.permutation_of_pivots(pivots, m))
 
 

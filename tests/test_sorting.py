@@ -3,8 +3,6 @@ constant vectors taken from JAX where JAX differs from NumPy), their gradients, 
 and the errors bad input gets."""
 
 import shutil
-import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ import flamefx.numpy as fnp
 from flamefx import dtypes, lax
 from flamefx.errors import ConcretizationError, FlamefxError
 from flamefx.test_util import check_grads
+from tests.emulated_kernels import EMULATOR, compile_kernel, run_kernel
 
 RNG = np.random.default_rng(0)
 SPECIAL = np.array([1.5, np.nan, -0.0, 0.0, -np.inf, 2.0, 1.5, np.inf, np.nan, -3.0])
@@ -226,24 +225,6 @@ int main(int argc, char** argv) {
 """
 
 
-def _compile(directory, source):
-    (directory / "kernel.cpp").write_text(source)
-    exe = directory / "kernel"
-    build = subprocess.run(["g++", "-O1", "-std=c++20", "-pthread", "-w", "-o", str(exe),
-                            str(directory / "kernel.cpp")], capture_output=True, text=True,
-                           check=False)
-    assert build.returncode == 0, build.stderr[-3000:]
-    return exe
-
-
-def _run_compiled(exe, directory, args, inputs: bytes) -> bytes:
-    """Runs ``exe`` on ``inputs`` (in.bin in ``directory``), returns what it wrote to out.bin."""
-    (directory / "in.bin").write_bytes(inputs)
-    run = subprocess.run([str(exe), str(directory)] + [str(a) for a in args],
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return (directory / "out.bin").read_bytes()
-
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
 @pytest.mark.parametrize("dtype", [np.float16, "bfloat16", np.float32, np.float64])
@@ -261,7 +242,7 @@ def test_radix_key_snippets_compute_what_numpy_does(tmp_path, dtype):
     c_type = {2: "unsigned short", 4: "unsigned", 8: "unsigned long long"}[dtype.itemsize]
     source = (f"typedef {c_type} U;\n#define FORWARD {forward}\n#define INVERSE {inverse}\n"
               + KEYS_MAIN)
-    raw = _run_compiled(_compile(tmp_path, source), tmp_path, [bits.size], bits.tobytes())
+    raw = run_kernel(compile_kernel(tmp_path, source), tmp_path, [bits.size], bits.tobytes())
     keys, back = np.frombuffer(raw, unsigned).reshape(2, bits.size)
     np.testing.assert_array_equal(keys, prims._radix_keys_numpy(bits, dtype, inverse=False))
     np.testing.assert_array_equal(back, bits)
@@ -298,10 +279,9 @@ inline unsigned atomicAdd(unsigned* address, unsigned value) {
 def top_k_on_the_emulator(tmp_path_factory):
     """The top_k kernel compiled once for the CPU emulator."""
     from flamefx.kernels import cuda_topk
-    emulator = Path(__file__).parent / "kernel_emulator" / "cuda_on_cpu.h"
-    source = (f'#include "{emulator}"\n' + ATOMIC_ADD_UNSIGNED
+    source = (f'#include "{EMULATOR}"\n' + ATOMIC_ADD_UNSIGNED
               + cuda_topk.SOURCE.replace("__shared__", "static") + TOPK_MAIN)
-    return _compile(tmp_path_factory.mktemp("top_k"), source)
+    return compile_kernel(tmp_path_factory.mktemp("top_k"), source)
 
 
 @pytest.mark.skipif(shutil.which("g++") is None, reason="needs g++ with C++20")
@@ -326,7 +306,7 @@ def test_top_k_kernel_on_the_cpu_emulator_matches_numpy(top_k_on_the_emulator, t
         x = _values((rows, n), dtype)
     keys = prims.top_k_row_keys(np, x)
     assert keys.dtype == np.uint32 and keys.shape == (rows, n)
-    raw = _run_compiled(top_k_on_the_emulator, tmp_path,
+    raw = run_kernel(top_k_on_the_emulator, tmp_path,
                         [rows, n, k, cuda_topk.index_digits(n), threads], keys.tobytes())
     got = np.frombuffer(raw, np.int32).reshape(rows, k)
     np.testing.assert_array_equal(got, prims._top_k_with(np, x, k)[1])

@@ -28,6 +28,7 @@ from flamefx.primitives.structural import (
     squeeze,
     transpose,
 )
+from tests.emulated_kernels import EMULATOR, compile_kernel, run_kernel
 from tests.samples import indexing as indexing_samples
 from tests.samples import linalg as linalg_samples
 from tests.samples import structural as structural_samples
@@ -407,7 +408,6 @@ def test_gpu_pad_negative_and_interior():
 
 # --- the gather/scatter/iota CUDA kernels on the CPU emulator (CI has no GPU) ---------------
 
-_EMULATOR = __import__("pathlib").Path(__file__).parent / "kernel_emulator" / "cuda_on_cpu.h"
 # The emulator runs CUDA threads as std::threads: atomics take one lock.
 _EMULATED_ATOMICS = r"""
 #include <cstdio>
@@ -438,21 +438,11 @@ def _kernel_sources(monkeypatch):
 
 def _emulate(tmp_path, source, main, inputs, out_size):
     import shutil
-    import subprocess
     if shutil.which("g++") is None:
         pytest.skip("needs g++ with C++20")
-    body = f'#include "{_EMULATOR}"\n{_EMULATED_ATOMICS}\n{source}\n{main}'
-    (tmp_path / "k.cpp").write_text(body)
-    build = subprocess.run(["g++", "-O1", "-std=c++20", "-pthread", "-w", "-o",
-                            str(tmp_path / "k"), str(tmp_path / "k.cpp")],
-                           capture_output=True, text=True, check=False)
-    assert build.returncode == 0, build.stderr[-3000:]
-    (tmp_path / "in.bin").write_bytes(b"".join(np.ascontiguousarray(a).tobytes()
-                                               for a in inputs))
-    run = subprocess.run([str(tmp_path / "k"), str(tmp_path)], capture_output=True,
-                         text=True, timeout=60, check=False)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return (tmp_path / "out.bin").read_bytes()[:out_size]
+    body = f'#include "{EMULATOR}"\n{_EMULATED_ATOMICS}\n{source}\n{main}'
+    inputs = b"".join(np.ascontiguousarray(a).tobytes() for a in inputs)
+    return run_kernel(compile_kernel(tmp_path, body), tmp_path, [], inputs, 60)[:out_size]
 
 
 def test_gather_and_scatter_kernels_read_clamped_index_vectors(tmp_path, monkeypatch):
