@@ -15,8 +15,9 @@ whole cost. A ``CpuPlan`` decides all of it at compile time instead:
 - every other equation (``FALLBACK``) runs its primitive's NumPy impl, as before;
 - the results of those calls land in buffers allocated once per plan and reused by
   values whose lifetimes do not overlap. A value the caller can see (an output, or what a
-  callback or sub-program is handed) and every value that may be a view of it get fresh
-  memory on every call; arguments are never written;
+  callback or sub-program is handed) and every value that may be a view of it get memory
+  nobody else holds: an array of an earlier call the caller has dropped, else a new one
+  (cpu_steps._Recycled); arguments are never written;
 - one ``np.errstate`` covers the call; OpenBLAS runs one thread (its threads spin-wait:
   with another process on one of two cores, a product's time jumped 10-70x), except in a
   plan with a product of at least ``BLAS_PARALLEL_FLOPS``, whose calls move to OpenBLAS's
